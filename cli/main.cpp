@@ -1,0 +1,25 @@
+// minas: neural architecture search with minute-level training.
+#include <cstdio>
+#include <exception>
+
+#include "cli/commands.h"
+#include "searchspace/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"minas: neural architecture search with minute-level training"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "minas 0.1.0");
+  minas::cli::add_space_commands(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const minas::SpecError& e) {
+    std::fprintf(stderr, "minas: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "minas: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
