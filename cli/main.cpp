@@ -14,7 +14,7 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
-  } catch (const minas::SpecError& e) {
+  } catch (const minas::Error& e) {
     std::fprintf(stderr, "minas: error: %s\n", e.what());
     return 1;
   } catch (const std::exception& e) {

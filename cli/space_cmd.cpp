@@ -48,7 +48,7 @@ void enumerate(const Space& s, uint64_t limit) {
   if (limit == 0 && (!size || *size > kEnumerateCap)) {
     char buf[64];
     std::snprintf(buf, sizeof buf, "10^%.1f", s.log10_size());
-    throw SpecError("space '" + s.ref() + "'",
+    throw Error("space '" + s.ref() + "'",
                     std::string("has ") + (size ? std::to_string(*size) : buf) +
                         " architectures, more than enumerate lists (" +
                         std::to_string(kEnumerateCap) + "); pass --limit N for the first N");

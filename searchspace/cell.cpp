@@ -103,7 +103,7 @@ class CellSkeleton final : public Skeleton {
   Arch parse_key(std::string_view key, const std::vector<Decision>& ds) const override {
     const std::string where = "arch key '" + std::string(key) + "'";
     auto bad = [&](const std::string& why) {
-      return SpecError(where, why + "; a " + std::to_string(nodes_) +
+      return Error(where, why + "; a " + std::to_string(nodes_) +
                                   "-node cell key looks like |op~0|+|op~0|op~1|+...");
     };
     std::vector<std::string> groups;
@@ -143,7 +143,7 @@ class CellSkeleton final : public Skeleton {
         const std::string edge = std::to_string(j) + "<-" + std::to_string(i);
         if (s.decision < 0) {
           if (label_of(s.literal) != op)
-            throw SpecError(where, "edge " + edge + " is fixed to '" + label_of(s.literal) +
+            throw Error(where, "edge " + edge + " is fixed to '" + label_of(s.literal) +
                                        "' in this space, not '" + op + "'");
           continue;
         }
@@ -154,11 +154,11 @@ class CellSkeleton final : public Skeleton {
         if (o < 0) {
           std::string opts;
           for (size_t k = 0; k < d.options.size(); ++k) opts += (k ? ", " : "") + d.label(k);
-          throw SpecError(where, "edge " + edge + ": '" + op + "' is not an option of decision '" +
+          throw Error(where, "edge " + edge + ": '" + op + "' is not an option of decision '" +
                                      d.name + "' (options: " + opts + ")");
         }
         if (chosen[s.decision] >= 0 && chosen[s.decision] != o)
-          throw SpecError(where, "edge " + edge + " disagrees with another edge of decision '" +
+          throw Error(where, "edge " + edge + " disagrees with another edge of decision '" +
                                      d.name + "'");
         chosen[s.decision] = o;
       }

@@ -1,14 +1,15 @@
 #pragma once
-// The error a user can cause with a space, an architecture or a key: it says
-// where (file, then a JSON pointer or field) and what is wrong.
+// The error a user can cause (a bad space, key, data file, recipe, message):
+// it says where (file, then a JSON pointer, field or line) and what is wrong.
+// Libraries throw it; process boundaries catch it, report it and exit non-zero.
 #include <stdexcept>
 #include <string>
 
 namespace minas {
 
-class SpecError : public std::runtime_error {
+class Error : public std::runtime_error {
  public:
-  SpecError(std::string where, std::string what)
+  Error(std::string where, std::string what)
       : std::runtime_error(where.empty() ? what : where + ": " + what),
         where_(std::move(where)),
         what_(std::move(what)) {}

@@ -56,8 +56,8 @@ std::string to_string(const Shape& s) {
 
 LayerGraph::LayerGraph(Shape input, int classes) : classes_(classes) {
   if (input.c <= 0 || input.h <= 0 || input.w <= 0)
-    throw SpecError("input", "shape " + to_string(input) + " must be positive in every dimension");
-  if (classes < 2) throw SpecError("classes", "must be at least 2, got " + std::to_string(classes));
+    throw Error("input", "shape " + to_string(input) + " must be positive in every dimension");
+  if (classes < 2) throw Error("classes", "must be at least 2, got " + std::to_string(classes));
   Layer l;
   l.op = Op::Input;
   l.name = "input";
@@ -67,13 +67,13 @@ LayerGraph::LayerGraph(Shape input, int classes) : classes_(classes) {
 
 const Layer& LayerGraph::in(int x, const std::string& name) const {
   if (x < 0 || x >= size())
-    throw SpecError(name, "input index " + std::to_string(x) + " is not an earlier layer");
+    throw Error(name, "input index " + std::to_string(x) + " is not an earlier layer");
   return layers_[static_cast<size_t>(x)];
 }
 
 int LayerGraph::push(Layer l) {
   if (l.shape.c <= 0 || l.shape.h <= 0 || l.shape.w <= 0)
-    throw SpecError(l.name, std::string(op_name(l.op)) + " gives an empty output (" +
+    throw Error(l.name, std::string(op_name(l.op)) + " gives an empty output (" +
                                 to_string(l.shape) + ")");
   layers_.push_back(std::move(l));
   return size() - 1;
@@ -83,9 +83,9 @@ int LayerGraph::conv(int x, int out_channels, int kernel, int stride, int groups
                      std::string name) {
   const Shape s = in(x, name).shape;
   if (kernel < 1 || stride < 1 || groups < 1 || out_channels < 1)
-    throw SpecError(name, "conv needs kernel, stride, groups and channels >= 1");
+    throw Error(name, "conv needs kernel, stride, groups and channels >= 1");
   if (s.c % groups != 0 || out_channels % groups != 0)
-    throw SpecError(name, "conv groups " + std::to_string(groups) + " must divide input channels " +
+    throw Error(name, "conv groups " + std::to_string(groups) + " must divide input channels " +
                               std::to_string(s.c) + " and output channels " +
                               std::to_string(out_channels));
   Layer l;
@@ -118,7 +118,7 @@ int LayerGraph::batchnorm(int x, std::string name) {
 int LayerGraph::activation(Op op, int x, std::string name) {
   if (op != Op::Relu && op != Op::Relu6 && op != Op::HSwish && op != Op::HSigmoid &&
       op != Op::Sigmoid)
-    throw SpecError(name, std::string(op_name(op)) + " is not an activation");
+    throw Error(name, std::string(op_name(op)) + " is not an activation");
   Layer l;
   l.op = op;
   l.shape = in(x, name).shape;
@@ -130,7 +130,7 @@ int LayerGraph::activation(Op op, int x, std::string name) {
 int LayerGraph::maxpool(int x, int kernel, int stride, int pad, std::string name) {
   const Shape s = in(x, name).shape;
   if (kernel < 1 || stride < 1 || pad < 0 || 2 * pad > kernel)
-    throw SpecError(name, "maxpool needs kernel, stride >= 1 and 0 <= pad <= kernel/2");
+    throw Error(name, "maxpool needs kernel, stride >= 1 and 0 <= pad <= kernel/2");
   Layer l;
   l.op = Op::MaxPool;
   l.name = std::move(name);
@@ -146,7 +146,7 @@ int LayerGraph::avgpool(int x, int kernel, int stride, int pad, bool count_inclu
                         std::string name) {
   const Shape s = in(x, name).shape;
   if (kernel < 1 || stride < 1 || pad < 0 || 2 * pad > kernel)
-    throw SpecError(name, "avgpool needs kernel, stride >= 1 and 0 <= pad <= kernel/2");
+    throw Error(name, "avgpool needs kernel, stride >= 1 and 0 <= pad <= kernel/2");
   Layer l;
   l.op = Op::AvgPool;
   l.name = std::move(name);
@@ -169,11 +169,11 @@ int LayerGraph::global_avgpool(int x, std::string name) {
 }
 
 int LayerGraph::add(std::vector<int> xs, std::string name) {
-  if (xs.size() < 2) throw SpecError(name, "add needs at least two inputs");
+  if (xs.size() < 2) throw Error(name, "add needs at least two inputs");
   const Shape s = in(xs[0], name).shape;
   for (int x : xs)
     if (in(x, name).shape != s)
-      throw SpecError(name, "add of different shapes " + to_string(s) + " and " +
+      throw Error(name, "add of different shapes " + to_string(s) + " and " +
                                 to_string(in(x, name).shape));
   Layer l;
   l.op = Op::Add;
@@ -184,13 +184,13 @@ int LayerGraph::add(std::vector<int> xs, std::string name) {
 }
 
 int LayerGraph::concat(std::vector<int> xs, std::string name) {
-  if (xs.size() < 2) throw SpecError(name, "concat needs at least two inputs");
+  if (xs.size() < 2) throw Error(name, "concat needs at least two inputs");
   Shape s = in(xs[0], name).shape;
   s.c = 0;
   for (int x : xs) {
     const Shape t = in(x, name).shape;
     if (t.h != s.h || t.w != s.w)
-      throw SpecError(name, "concat of different spatial sizes " + to_string(in(xs[0], name).shape) +
+      throw Error(name, "concat of different spatial sizes " + to_string(in(xs[0], name).shape) +
                                 " and " + to_string(t));
     s.c += t.c;
   }
@@ -206,7 +206,7 @@ int LayerGraph::mul(int x, int scale, std::string name) {
   const Shape s = in(x, name).shape;
   const Shape t = in(scale, name).shape;
   if (t != Shape{s.c, 1, 1})
-    throw SpecError(name, "mul scale must be " + to_string(Shape{s.c, 1, 1}) + ", got " +
+    throw Error(name, "mul scale must be " + to_string(Shape{s.c, 1, 1}) + ", got " +
                               to_string(t));
   Layer l;
   l.op = Op::Mul;
@@ -219,7 +219,7 @@ int LayerGraph::mul(int x, int scale, std::string name) {
 
 int LayerGraph::linear(int x, int out_features, bool bias, std::string name) {
   const Shape s = in(x, name).shape;
-  if (out_features < 1) throw SpecError(name, "linear needs at least one output feature");
+  if (out_features < 1) throw Error(name, "linear needs at least one output feature");
   Layer l;
   l.op = Op::Linear;
   l.name = std::move(name);
@@ -249,7 +249,7 @@ int LayerGraph::identity(int x, std::string name) {
 }
 
 int LayerGraph::dropout(int x, float p, std::string name) {
-  if (!(p >= 0.0f && p < 1.0f)) throw SpecError(name, "dropout p must be in [0, 1)");
+  if (!(p >= 0.0f && p < 1.0f)) throw Error(name, "dropout p must be in [0, 1)");
   Layer l;
   l.op = Op::Dropout;
   l.shape = in(x, name).shape;
@@ -274,7 +274,7 @@ int64_t LayerGraph::macs() const {
 void LayerGraph::check_output() const {
   const Layer& out = layers_.back();
   if (out.shape != Shape{classes_, 1, 1})
-    throw SpecError(out.name, "the network must end in logits of shape " +
+    throw Error(out.name, "the network must end in logits of shape " +
                                   to_string(Shape{classes_, 1, 1}) + ", not " +
                                   to_string(out.shape));
 }
@@ -328,8 +328,8 @@ nlohmann::json LayerGraph::to_json() const {
 
 LayerGraph LayerGraph::from_json(const nlohmann::json& j, const std::string& where) {
   using nlohmann::json;
-  auto fail = [&](const std::string& ptr, const std::string& why) -> SpecError {
-    return SpecError(where + ": " + ptr, why);
+  auto fail = [&](const std::string& ptr, const std::string& why) -> Error {
+    return Error(where + ": " + ptr, why);
   };
   auto get_int = [&](const json& o, const char* key, const std::string& ptr) -> int {
     if (!o.contains(key) || !o[key].is_number_integer())

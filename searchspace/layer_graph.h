@@ -65,7 +65,7 @@ class LayerGraph {
   LayerGraph(Shape input, int classes);
 
   // Builders: each appends a layer, checks its inputs' shapes, infers its own
-  // and returns its index. A shape that cannot work throws SpecError naming
+  // and returns its index. A shape that cannot work throws Error naming
   // the layer.
   int conv(int x, int out_channels, int kernel, int stride, int groups, bool bias,
            std::string name);
@@ -91,7 +91,7 @@ class LayerGraph {
   int64_t params() const;
   int64_t macs() const;
 
-  // Throws SpecError unless the graph ends in logits of shape (classes, 1, 1).
+  // Throws Error unless the graph ends in logits of shape (classes, 1, 1).
   void check_output() const;
 
   nlohmann::json to_json() const;

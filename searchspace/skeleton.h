@@ -28,7 +28,7 @@ class Node {
   const std::string& ptr() const { return ptr_; }
   const std::string& origin() const { return *origin_; }
   std::string where() const { return *origin_ + ": " + (ptr_.empty() ? "/" : ptr_); }
-  [[noreturn]] void fail(const std::string& why) const { throw SpecError(where(), why); }
+  [[noreturn]] void fail(const std::string& why) const { throw Error(where(), why); }
 
   bool has(const char* key) const { return j_->is_object() && j_->contains(key); }
   Node at(const char* key) const;  // a required field of an object

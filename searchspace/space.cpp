@@ -141,7 +141,7 @@ Arch Skeleton::parse_key(std::string_view key, const std::vector<Decision>& ds) 
     start = bar + 1;
   }
   if (fields.size() != ds.size())
-    throw SpecError("arch key '" + std::string(key) + "'",
+    throw Error("arch key '" + std::string(key) + "'",
                     "has " + std::to_string(fields.size()) + " '|'-separated field(s), the space has " +
                         std::to_string(ds.size()) + " decisions");
   Arch a;
@@ -156,7 +156,7 @@ Arch Skeleton::parse_key(std::string_view key, const std::vector<Decision>& ds) 
     if (!found) {
       std::string opts;
       for (size_t o = 0; o < ds[i].options.size(); ++o) opts += (o ? ", " : "") + ds[i].label(o);
-      throw SpecError("arch key '" + std::string(key) + "', field " + std::to_string(i + 1),
+      throw Error("arch key '" + std::string(key) + "', field " + std::to_string(i + 1),
                       "'" + std::string(fields[i]) + "' is not an option of decision '" +
                           ds[i].name + "' (options: " + opts + ")");
     }
@@ -244,10 +244,10 @@ std::vector<json> read_options(const Node& n, const Node& root) {
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw SpecError(path, std::string("cannot read: ") + std::strerror(errno));
+  if (!in) throw Error(path, std::string("cannot read: ") + std::strerror(errno));
   std::ostringstream ss;
   ss << in.rdbuf();
-  if (in.bad()) throw SpecError(path, "read error");
+  if (in.bad()) throw Error(path, "read error");
   return ss.str();
 }
 
@@ -259,14 +259,14 @@ void apply_overrides(json& doc, const std::string& overrides, const std::string&
   while (std::getline(ss, item, ',')) {
     const size_t eq = item.find('=');
     if (eq == std::string::npos || eq == 0 || eq + 1 == item.size())
-      throw SpecError(where, "override '" + item + "' is not key=value");
+      throw Error(where, "override '" + item + "' is not key=value");
     const std::string key = item.substr(0, eq), text = item.substr(eq + 1);
     if (key == "input") {
       int c = 0, h = 0, w = 0;
       char x1 = 0, x2 = 0;
       std::istringstream is(text);
       if (!(is >> c >> x1 >> h >> x2 >> w) || x1 != 'x' || x2 != 'x' || !is.eof())
-        throw SpecError(where, "input must be CxHxW, e.g. 1x28x28, got '" + text + "'");
+        throw Error(where, "input must be CxHxW, e.g. 1x28x28, got '" + text + "'");
       doc["input"] = {{"channels", c}, {"height", h}, {"width", w}};
       continue;
     }
@@ -297,7 +297,7 @@ void apply_overrides(json& doc, const std::string& overrides, const std::string&
       if (doc.contains("skeleton") && doc["skeleton"].is_object())
         for (auto it = doc["skeleton"].begin(); it != doc["skeleton"].end(); ++it)
           if (!it->is_object() && !it->is_array() && it.key() != "type") fields += ", " + it.key();
-      throw SpecError(where, "override '" + key +
+      throw Error(where, "override '" + key +
                                  "' names no value of the skeleton (settable: input, classes" +
                                  fields + ", or a dotted path such as stem.channels)");
     }
@@ -358,20 +358,20 @@ Space Space::from_json(const json& doc, const std::string& origin) {
   for (const Slot& s : impl->skeleton->slots()) {
     if (s.decision < 0) {
       if (auto why = impl->skeleton->check_value(s.kind, s.literal))
-        throw SpecError(origin + ": " + s.ptr, *why);
+        throw Error(origin + ": " + s.ptr, *why);
       continue;
     }
     const Decision& d = impl->decisions[s.decision];
     for (size_t o = 0; o < d.options.size(); ++o)
       if (auto why = impl->skeleton->check_value(s.kind, d.options[o]))
-        throw SpecError(origin + ": /decisions/" + std::to_string(s.decision) + "/options/" +
+        throw Error(origin + ": /decisions/" + std::to_string(s.decision) + "/options/" +
                             std::to_string(o),
                         "option " + d.options[o].dump() + " of '" + d.name + "' cannot be used at " +
                             s.ptr + ": " + *why);
   }
   for (size_t i = 0; i < used.size(); ++i)
     if (!used[i])
-      throw SpecError(origin + ": /decisions/" + std::to_string(i),
+      throw Error(origin + ": /decisions/" + std::to_string(i),
                       "decision '" + impl->decisions[i].name + "' is not used by the skeleton");
 
   Space space(std::move(impl));
@@ -379,8 +379,8 @@ Space Space::from_json(const json& doc, const std::string& origin) {
   // them for every architecture.
   try {
     space.lower(Arch{std::vector<uint32_t>(space.decisions().size(), 0)});
-  } catch (const SpecError& e) {
-    throw SpecError(origin + ": /skeleton",
+  } catch (const Error& e) {
+    throw Error(origin + ": /skeleton",
                     "the network cannot be built for input " + to_string(space.impl_->input) +
                         ": " + e.what());
   }
@@ -395,7 +395,7 @@ Space Space::parse(std::string_view text, const std::string& origin) {
     std::string msg = e.what();
     if (msg.rfind("[json.exception", 0) == 0 && msg.find("] ") != std::string::npos)
       msg = msg.substr(msg.find("] ") + 2);
-    throw SpecError(origin, "JSON syntax error: " + msg);
+    throw Error(origin, "JSON syntax error: " + msg);
   }
   return from_json(doc, origin);
 }
@@ -433,7 +433,7 @@ Space Space::load(const std::string& ref) {
   } else {
     std::string names;
     for (const auto& n : builtin_names()) names += (names.empty() ? "" : ", ") + n;
-    throw SpecError("space '" + base + "'",
+    throw Error("space '" + base + "'",
                     "no built-in space or file of that name (built-in: " + names + ")");
   }
   json doc;
@@ -443,7 +443,7 @@ Space Space::load(const std::string& ref) {
     Space::parse(text, origin);  // rethrows with the position
   }
   if (!overrides.empty()) {
-    if (!doc.is_object()) throw SpecError(origin, "a space document must be a JSON object");
+    if (!doc.is_object()) throw Error(origin, "a space document must be a JSON object");
     apply_overrides(doc, overrides, ref);
   }
   Space s = from_json(doc, overrides.empty() ? origin : origin + " (" + ref + ")");
@@ -469,11 +469,11 @@ double Space::log10_size() const {
 void Space::check(const Arch& a) const {
   const auto& ds = impl_->decisions;
   if (a.choice.size() != ds.size())
-    throw SpecError("arch", "has " + std::to_string(a.choice.size()) + " choices, space '" +
+    throw Error("arch", "has " + std::to_string(a.choice.size()) + " choices, space '" +
                                 impl_->name + "' has " + std::to_string(ds.size()) + " decisions");
   for (size_t i = 0; i < ds.size(); ++i)
     if (a.choice[i] >= ds[i].options.size())
-      throw SpecError("arch, decision '" + ds[i].name + "'",
+      throw Error("arch, decision '" + ds[i].name + "'",
                       "option index " + std::to_string(a.choice[i]) + " is out of range (" +
                           std::to_string(ds[i].options.size()) + " options)");
 }
@@ -492,7 +492,7 @@ Arch Space::mutate(const Arch& a, Rng& rng, Mutation* what) const {
   for (size_t i = 0; i < impl_->decisions.size(); ++i)
     if (impl_->decisions[i].options.size() > 1) mutable_decisions.push_back(i);
   if (mutable_decisions.empty())
-    throw SpecError("space '" + impl_->name + "'", "no decision has two options: nothing to mutate");
+    throw Error("space '" + impl_->name + "'", "no decision has two options: nothing to mutate");
   const size_t d = mutable_decisions[rng.below(mutable_decisions.size())];
   const uint32_t from = a.choice[d];
   uint32_t to = static_cast<uint32_t>(rng.below(impl_->decisions[d].options.size() - 1));

@@ -78,7 +78,7 @@ class Space {
   // The canonical key: for cell spaces the NAS-Bench-201 cell string, for
   // chain spaces the options in decision order joined by '|'.
   std::string key(const Arch& a) const;
-  Arch parse_key(std::string_view key) const;  // throws SpecError naming the field
+  Arch parse_key(std::string_view key) const;  // throws Error naming the field
   uint64_t hash(const Arch& a) const;          // FNV-1a 64 of the key
   // Equal for architectures that compute the same function up to isomorphism
   // and dead parts (cells: none-edges, dead edges, node relabelling; chains:
@@ -87,7 +87,7 @@ class Space {
 
   nlohmann::json arch_to_json(const Arch& a) const;  // {"space","key","hash","choices"}
   Arch arch_from_json(const nlohmann::json& j) const;
-  void check(const Arch& a) const;  // throws SpecError if a is not of this space
+  void check(const Arch& a) const;  // throws Error if a is not of this space
 
   LayerGraph lower(const Arch& a) const;
 
