@@ -50,7 +50,8 @@ if(MINAS_WITH_CUDA)
     set(CMAKE_CUDA_ARCHITECTURES 80 90)
   endif()
   enable_language(CUDA)
-  set(CMAKE_CUDA_STANDARD 20)
+  # C++17 for device code: CMake 3.25 does not know how to ask nvcc 13 for C++20.
+  set(CMAKE_CUDA_STANDARD 17)
   set(CMAKE_CUDA_STANDARD_REQUIRED ON)
   add_library(minas::cudnn UNKNOWN IMPORTED)
   set_target_properties(minas::cudnn PROPERTIES IMPORTED_LOCATION "${CUDNN_LIBRARY}"
