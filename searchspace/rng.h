@@ -3,8 +3,9 @@
 // compiler and standard library: xoshiro256** seeded through SplitMix64, with
 // our own bounded-integer and real draws (std:: distributions are
 // implementation-defined, so a seed would not mean the same thing everywhere).
-#include <cstdint>
+#include <array>
 #include <cstddef>
+#include <cstdint>
 
 namespace minas {
 
@@ -48,6 +49,12 @@ class Rng {
 
   // A generator for an independent stream, e.g. one per worker or per trial.
   Rng split() { return Rng(next()); }
+
+  // The whole state, so a strategy can be saved and resumed mid-stream.
+  std::array<uint64_t, 4> state() const { return {s_[0], s_[1], s_[2], s_[3]}; }
+  void set_state(const std::array<uint64_t, 4>& s) {
+    for (size_t i = 0; i < 4; ++i) s_[i] = s[i];
+  }
 
  private:
   static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
