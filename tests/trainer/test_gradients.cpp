@@ -1,0 +1,212 @@
+// Finite-difference gradient checks of the CPU backend: every layer type and
+// the loss, each placed between layers with parameters so that its backward
+// pass is what the checked gradients flow through.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <functional>
+#include <nlohmann/json.hpp>
+
+#include "searchspace/rng.h"
+#include "searchspace/space.h"
+#include "trainer/model.h"
+#include "trainer/network.h"
+
+using minas::LayerGraph;
+using minas::Op;
+using minas::Shape;
+
+namespace {
+
+struct Check {
+  int checked = 0, failed = 0;
+  double worst = 0;
+};
+
+// For every parameter tensor, along `directions` random unit directions d:
+// the central difference (L(w + h d) - L(w - h d)) / 2h against the backend's
+// gradient dotted with d. Directions over a whole tensor average out the
+// kinks of ReLU and max pooling that single-element differences trip on,
+// while a wrong gradient in any part of the tensor still shows.
+Check grad_check(const LayerGraph& g, int batch, float smoothing, int directions = 3,
+                 uint64_t seed = 1) {
+  minas::Model model(g, seed);
+  auto backend = minas::make_cpu_backend(1);
+  minas::NetworkOptions opt;
+  opt.label_smoothing = smoothing;
+  opt.seed = 7;
+  auto net = backend->compile(model, batch, minas::NetMode::train, opt);
+  minas::Rng rng(seed + 100);
+  const Shape in = g.input_shape();
+  std::vector<float> x(static_cast<size_t>(batch) * in.elements());
+  for (float& v : x) v = static_cast<float>(2 * rng.uniform() - 1);
+  std::vector<int32_t> y(static_cast<size_t>(batch));
+  for (auto& v : y) v = static_cast<int32_t>(rng.below(static_cast<uint64_t>(g.classes())));
+  auto loss = [&] {
+    net->set_step(0);
+    return net->train_step(x.data(), y.data()).loss;
+  };
+  loss();
+  std::vector<std::vector<float>> analytic;
+  for (const auto& p : model.params()) analytic.push_back(p.grad);
+  Check c;
+  for (size_t t = 0; t < model.params().size(); ++t) {
+    auto& p = model.params()[t];
+    const std::vector<float> w = p.value;
+    for (int k = 0; k < directions; ++k) {
+      std::vector<double> d(p.size());
+      double norm = 0;
+      for (double& v : d) {
+        v = 2 * rng.uniform() - 1;
+        norm += v * v;
+      }
+      double an = 0;
+      for (size_t i = 0; i < d.size(); ++i) {
+        d[i] /= std::sqrt(norm);
+        an += d[i] * analytic[t][i];
+      }
+      const double h = 3e-3;
+      for (size_t i = 0; i < d.size(); ++i) p.value[i] = static_cast<float>(w[i] + h * d[i]);
+      const double up = loss();
+      for (size_t i = 0; i < d.size(); ++i) p.value[i] = static_cast<float>(w[i] - h * d[i]);
+      const double down = loss();
+      p.value = w;
+      const double fd = (up - down) / (2 * h);
+      // The floor in the denominator is the float32 noise of the difference quotient.
+      const double err = std::abs(fd - an) / (3e-3 + std::max(std::abs(fd), std::abs(an)));
+      ++c.checked;
+      c.worst = std::max(c.worst, err);
+      if (err > 0.05) {
+        ++c.failed;
+        MESSAGE(p.name << " along a random direction: finite difference " << fd << ", backend "
+                       << an);
+      }
+    }
+  }
+  return c;
+}
+
+// input -> conv 1x1 (a parameter before the op) -> body -> GAP -> linear.
+LayerGraph around(Shape in, const std::function<int(LayerGraph&, int)>& body) {
+  LayerGraph g(in, 3);
+  int x = g.conv(0, 4, 1, 1, 1, false, "pre");
+  x = body(g, x);
+  if (g.layer(x).shape.h != 1 || g.layer(x).shape.w != 1) x = g.global_avgpool(x, "gap");
+  g.linear(x, 3, true, "fc");
+  return g;
+}
+
+void expect_ok(const LayerGraph& g, float smoothing = 0.0f, int batch = 4) {
+  const Check c = grad_check(g, batch, smoothing);
+  CHECK(c.checked > 0);
+  CHECK(c.failed == 0);
+}
+
+}  // namespace
+
+TEST_CASE("gradients: convolutions (plain, strided, grouped, depthwise, biased)") {
+  const Shape in{2, 7, 7};
+  expect_ok(around(in, [](LayerGraph& g, int x) { return g.conv(x, 6, 3, 1, 1, false, "c3"); }));
+  expect_ok(around(in, [](LayerGraph& g, int x) { return g.conv(x, 6, 3, 2, 1, true, "c3s2"); }));
+  expect_ok(around(in, [](LayerGraph& g, int x) { return g.conv(x, 8, 5, 1, 2, false, "grouped"); }));
+  expect_ok(around(in, [](LayerGraph& g, int x) { return g.conv(x, 4, 3, 2, 4, false, "dw"); }));
+}
+
+TEST_CASE("gradients: batch norm alone, fused with ReLU, and with two consumers") {
+  const Shape in{2, 5, 5};
+  expect_ok(around(in, [](LayerGraph& g, int x) { return g.batchnorm(x, "bn"); }));
+  expect_ok(around(in, [](LayerGraph& g, int x) {
+    return g.activation(Op::Relu, g.batchnorm(x, "bn"), "relu");
+  }));
+  expect_ok(around(in, [](LayerGraph& g, int x) {
+    const int b = g.batchnorm(x, "bn");
+    return g.add({g.activation(Op::Relu, b, "relu"), g.conv(b, 4, 3, 1, 1, false, "c")}, "sum");
+  }));
+}
+
+TEST_CASE("gradients: activations") {
+  for (Op op : {Op::Relu, Op::Relu6, Op::HSwish, Op::HSigmoid, Op::Sigmoid}) {
+    CAPTURE(std::string(minas::op_name(op)));
+    // Scale the pre-activation up so relu6 and the hard ones see both their bends.
+    expect_ok(around({2, 4, 4}, [op](LayerGraph& g, int x) {
+      return g.activation(op, g.conv(x, 4, 3, 1, 1, true, "c"), "act");
+    }));
+  }
+}
+
+TEST_CASE("gradients: pooling") {
+  const Shape in{2, 7, 7};
+  expect_ok(around(in, [](LayerGraph& g, int x) { return g.maxpool(x, 2, 2, 0, "max2"); }));
+  expect_ok(around(in, [](LayerGraph& g, int x) { return g.maxpool(x, 3, 2, 1, "max3"); }));
+  expect_ok(around(in, [](LayerGraph& g, int x) { return g.avgpool(x, 3, 1, 1, false, "avg_ex"); }));
+  expect_ok(around(in, [](LayerGraph& g, int x) { return g.avgpool(x, 3, 2, 1, true, "avg_in"); }));
+  expect_ok(around(in, [](LayerGraph& g, int x) {
+    return g.conv(g.global_avgpool(x, "g"), 5, 1, 1, 1, true, "after");
+  }));
+}
+
+TEST_CASE("gradients: add, concat, mul (squeeze-excitation), identity, zero") {
+  const Shape in{2, 6, 6};
+  expect_ok(around(in, [](LayerGraph& g, int x) {
+    return g.add({x, g.conv(x, 4, 3, 1, 1, false, "a"), g.conv(x, 4, 1, 1, 1, false, "b")}, "sum");
+  }));
+  expect_ok(around(in, [](LayerGraph& g, int x) {
+    const int c = g.concat({g.conv(x, 3, 3, 1, 1, false, "a"), x}, "cat");
+    return g.conv(c, 5, 3, 1, 1, false, "after");
+  }));
+  expect_ok(around(in, [](LayerGraph& g, int x) {
+    int s = g.global_avgpool(x, "se.pool");
+    s = g.conv(s, 8, 1, 1, 1, true, "se.reduce");
+    s = g.activation(Op::Relu, s, "se.relu");
+    s = g.conv(s, 4, 1, 1, 1, true, "se.expand");
+    s = g.activation(Op::HSigmoid, s, "se.gate");
+    return g.mul(x, s, "se.scale");
+  }));
+  expect_ok(around(in, [](LayerGraph& g, int x) { return g.identity(x, "id"); }));
+  expect_ok(around(in, [](LayerGraph& g, int x) {
+    return g.add({g.conv(x, 4, 3, 1, 1, false, "a"), g.zero(g.layer(x).shape, "z")}, "sum");
+  }));
+}
+
+TEST_CASE("gradients: linear on a spatial input, dropout, and the smoothed loss") {
+  LayerGraph g({2, 4, 4}, 5);
+  int x = g.conv(0, 3, 3, 1, 1, false, "c");
+  x = g.dropout(x, 0.3f, "drop");
+  g.linear(x, 5, true, "fc");
+  expect_ok(g, 0.0f);
+  expect_ok(g, 0.1f);
+}
+
+// The network with every kinked op made smooth, shapes unchanged: ReLU,
+// ReLU6 and h-swish become sigmoid, max pooling average pooling. Finite
+// differences through hundreds of kinks measure the kinks, not the
+// gradient; the smooth twin keeps every path, alias, fan-out and format
+// change of the real network, and the kinked ops are checked one by one above.
+LayerGraph smooth_twin(const LayerGraph& g) {
+  nlohmann::json j = g.to_json();
+  for (auto& l : j["layers"]) {
+    const std::string op = l["op"];
+    if (op == "relu" || op == "relu6" || op == "hswish") l["op"] = "sigmoid";
+    if (op == "maxpool") {
+      l["op"] = "avgpool";
+      l["count_include_pad"] = false;
+    }
+  }
+  return LayerGraph::from_json(j);
+}
+
+TEST_CASE("gradients: whole networks of the built-in spaces (smooth twins)") {
+  for (const char* ref : {"small:input=1x12x12", "nb201:cells=1,channels=4,input=1x8x8",
+                          "mobile:input=1x8x8,stem.channels=8,head.channels=16"}) {
+    CAPTURE(std::string(ref));
+    const auto space = minas::Space::load(ref);
+    minas::Rng rng(3);
+    for (int k = 0; k < 2; ++k) {
+      const auto arch = space.sample(rng);
+      CAPTURE(space.key(arch));
+      const Check c = grad_check(smooth_twin(space.lower(arch)), 8, 0.1f, 1);
+      CHECK(c.checked > 10);
+      CHECK(c.failed == 0);
+    }
+  }
+}
