@@ -5,5 +5,6 @@
 namespace minas::cli {
 
 void add_space_commands(CLI::App& app);
+void add_train_commands(CLI::App& app);  // train, bench
 
 }  // namespace minas::cli

@@ -630,8 +630,10 @@ class CpuNetwork final : public Network {
     const memory::desc w_plain({l.shape.c, s.c, s.h, s.w}, dt::f32, tag::oihw);
     const memory::desc bias_md({l.shape.c}, dt::f32, tag::x);
     const memory::desc dst2({n_, l.shape.c}, dt::f32, tag::nc);
-    const auto desc = l.bias ? dnnl::inner_product_forward::desc(fwd_kind(), t_[r].md, w_any, bias_md, dst2)
-                             : dnnl::inner_product_forward::desc(fwd_kind(), t_[r].md, w_any, dst2);
+    // A plain source: the gemm-based inner product is slow on blocked activations.
+    const memory::desc src_md = plain_md(s);
+    const auto desc = l.bias ? dnnl::inner_product_forward::desc(fwd_kind(), src_md, w_any, bias_md, dst2)
+                             : dnnl::inner_product_forward::desc(fwd_kind(), src_md, w_any, dst2);
     LinearPlan lp{dnnl::inner_product_forward::primitive_desc(desc, attr_, eng_), {}, {}, {}, {}};
     lp.src = value_as(r, lp.fwd.src_desc(), fwd_);
     t_[i].md = plain_md(l.shape);  // (N, K, 1, 1) nchw is (N, K) nc
@@ -859,6 +861,7 @@ class CpuNetwork final : public Network {
     const Layer& l = g_.layer(i);
     const int r = in(i);
     if (!wants_grad(r)) return;
+    if (l.op == Op::GlobalAvgPool) return global_avgpool_backward(i, r);
     PoolPlan& pp = pools_.at(i);
     dims kernel, strides, pad;
     pool_geometry(l, g_.layer(r).shape, kernel, strides, pad);
@@ -872,6 +875,26 @@ class CpuNetwork final : public Network {
     Args args{{DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_DIFF_SRC, land_r.mem}};
     if (l.op == Op::MaxPool) args[DNNL_ARG_WORKSPACE] = pp.workspace;
     push_pd<dnnl::pooling_backward>(bwd_, pd, std::move(args));
+    finish(land_r);
+  }
+
+  // dx = dy / (H W) broadcast over H x W, written plain and landed (converted)
+  // into the input's format. oneDNN 2.6 runs a whole-image pooling backward,
+  // and a broadcasting binary op on blocked data, with its reference code,
+  // which costs more than the rest of a small network's step.
+  void global_avgpool_backward(int i, int r) {
+    const Layer& l = g_.layer(i);
+    const Shape s = g_.layer(r).shape;
+    const memory dy = diff_as(i, plain_md(l.shape));
+    Landing land_r = land(r, plain_md(s));
+    const float* g = static_cast<const float*>(dy.get_data_handle());
+    float* dx = static_cast<float*>(land_r.mem.get_data_handle());
+    const int64_t planes = int64_t{n_} * l.shape.c, area = int64_t{s.h} * s.w;
+    const float k = 1.0f / static_cast<float>(area);
+    push_fn(bwd_, [=] {
+#pragma omp parallel for schedule(static)
+      for (int64_t p = 0; p < planes; ++p) std::fill_n(dx + p * area, area, g[p] * k);
+    });
     finish(land_r);
   }
 

@@ -1,0 +1,153 @@
+// `minas train` and `minas bench train-ref`: train one network on real data.
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <string>
+
+#include "cli/commands.h"
+#include "searchspace/error.h"
+#include "searchspace/space.h"
+#include "trainer/checkpoint.h"
+#include "trainer/train.h"
+
+namespace minas::cli {
+namespace {
+
+struct TrainFlags {
+  std::string space = "small", arch, data = "fashion-mnist", recipe, out;
+  std::vector<std::string> sets;
+  int64_t epochs = -1, batch = -1, threads = -1;
+  double budget = -1;
+  int width = 16;
+};
+
+Recipe make_recipe(const TrainFlags& f) {
+  Recipe r = f.recipe.empty() ? Recipe() : Recipe::load(f.recipe);
+  const std::string origin = "command line";
+  if (f.epochs >= 0) r.set("epochs", std::to_string(f.epochs), origin);
+  if (f.budget >= 0) r.set("time_budget_s", std::to_string(f.budget), origin);
+  if (f.batch >= 0) r.set("batch", std::to_string(f.batch), origin);
+  if (f.threads >= 0) r.set("threads", std::to_string(f.threads), origin);
+  for (const std::string& kv : f.sets) {
+    const auto eq = kv.find('=');
+    if (eq == std::string::npos) throw Error("--set " + kv, "expected NAME=VALUE");
+    r.set(kv.substr(0, eq), kv.substr(eq + 1), origin);
+  }
+  r.validate(origin);
+  return r;
+}
+
+void print_epoch(const EpochRecord& e, int64_t epochs) {
+  char line[256];
+  std::snprintf(line, sizeof line,
+                "epoch %d%s  loss %.4f  train_acc %.4f  val_acc %s  lr %.4f  %.1fs  %.0f img/s\n",
+                e.epoch, epochs > 0 ? ("/" + std::to_string(epochs)).c_str() : "", e.train_loss,
+                e.train_acc, std::isnan(e.val_acc) ? "-" : std::to_string(e.val_acc).substr(0, 6).c_str(),
+                e.lr, e.seconds, e.img_per_s);
+  std::fputs(line, stdout);
+  std::fflush(stdout);
+}
+
+// The reference network of shared/bench/torch_ref.py at width w:
+// conv3x3(1->w) BN ReLU maxpool2, conv3x3(w->2w) BN ReLU maxpool2,
+// conv3x3(2w->4w) BN ReLU, global average pool, linear(4w->10).
+LayerGraph reference_network(int w) {
+  if (w < 1 || w > 1024) throw Error("--width", "must be in [1, 1024], got " + std::to_string(w));
+  LayerGraph g({1, 28, 28}, 10);
+  int x = 0;
+  for (int k = 0; k < 3; ++k) {
+    const std::string n = "conv" + std::to_string(k + 1);
+    x = g.conv(x, w << k, 3, 1, 1, false, n);
+    x = g.batchnorm(x, n + ".bn");
+    x = g.activation(Op::Relu, x, n + ".relu");
+    if (k < 2) x = g.maxpool(x, 2, 2, 0, n + ".pool");
+  }
+  x = g.global_avgpool(x, "pool");
+  g.linear(x, 10, true, "fc");
+  return g;
+}
+
+}  // namespace
+
+void add_train_commands(CLI::App& app) {
+  auto f = std::make_shared<TrainFlags>();
+  CLI::App* c = app.add_subcommand("train", "Train one architecture on a data set and evaluate it");
+  c->add_option("--space", f->space, "Search space (name or file, with overrides)")->default_val("small");
+  c->add_option("--arch", f->arch, "Canonical key of the architecture")->required();
+  c->add_option("--data", f->data, "fashion-mnist, mnist, or a folder of IDX files")
+      ->default_val("fashion-mnist");
+  c->add_option("--epochs", f->epochs, "Epochs (overrides the recipe)");
+  c->add_option("--budget", f->budget, "Time budget in seconds (overrides the recipe)");
+  c->add_option("--batch", f->batch, "Batch size (overrides the recipe)");
+  c->add_option("--threads", f->threads, "CPU threads, 0 for all (overrides the recipe)");
+  c->add_option("--recipe", f->recipe, "Training recipe, JSON (docs/recipe.md)");
+  c->add_option("--set", f->sets, "Recipe field NAME=VALUE, repeatable");
+  c->add_option("--out", f->out, "Folder for the checkpoint and the report");
+  c->callback([f] {
+    const Space space = Space::load(f->space);
+    const Arch arch = space.parse_key(f->arch);
+    const Recipe recipe = make_recipe(*f);
+    const auto data = data::load_dataset(f->data);
+    Model model(space.lower(arch), recipe.seed);
+    auto backend = make_cpu_backend(static_cast<int>(recipe.threads));
+    std::printf("train %s on %s (%s): %lld params, %lld MACs, %d threads\n", space.key(arch).c_str(),
+                f->data.c_str(), data.train.fingerprint().c_str(),
+                static_cast<long long>(model.parameter_count()),
+                static_cast<long long>(model.graph().macs()), backend->threads());
+    TrainOptions opt;
+    opt.on_epoch = [&](const EpochRecord& e) { print_epoch(e, recipe.epochs); };
+    const TrainReport report = train(model, recipe, data, *backend, opt);
+    nlohmann::json j = report.to_json();
+    if (!f->out.empty()) {
+      std::filesystem::create_directories(f->out);
+      const std::string ckpt = (std::filesystem::path(f->out) / "model.ckpt").string();
+      CheckpointMeta meta{space.name(), space.key(arch),
+                          {{"recipe", recipe.to_json()}, {"space_ref", space.ref()},
+                           {"data", f->data}, {"data_fingerprint", data.train.fingerprint()},
+                           {"val_acc", j["val_acc"]}, {"test_acc", j["test_acc"]}}};
+      save_checkpoint(ckpt, meta, checkpoint_views(model));
+      nlohmann::json full = j;
+      full["arch"] = space.arch_to_json(arch);
+      full["recipe"] = recipe.to_json();
+      full["checkpoint"] = ckpt;
+      std::ofstream(std::filesystem::path(f->out) / "report.json") << full.dump(2) << '\n';
+      j["checkpoint"] = ckpt;
+    }
+    j.erase("epochs");
+    std::printf("%s\n", j.dump().c_str());
+  });
+
+  CLI::App* bench = app.add_subcommand("bench", "Benchmarks (bench/README.md)");
+  bench->require_subcommand(1);
+  CLI::App* ref = bench->add_subcommand(
+      "train-ref", "Train shared/bench/torch_ref.py's reference network with its recipe");
+  ref->add_option("--width", f->width, "Width w of the reference network")->default_val(16);
+  ref->add_option("--epochs", f->epochs, "Epochs")->default_val(1);
+  ref->add_option("--threads", f->threads, "CPU threads")->default_val(2);
+  ref->add_option("--batch", f->batch, "Batch size")->default_val(128);
+  ref->add_option("--data", f->data, "Data set")->default_val("fashion-mnist");
+  ref->callback([f] {
+    // torch_ref.py's recipe is our default recipe, trained on all 60,000 images.
+    Recipe recipe;
+    recipe.set("val_size", "0", "train-ref");
+    recipe.set("epochs", std::to_string(f->epochs), "train-ref");
+    recipe.set("threads", std::to_string(f->threads), "train-ref");
+    recipe.set("batch", std::to_string(f->batch), "train-ref");
+    recipe.validate("train-ref");
+    const auto data = data::load_dataset(f->data);
+    Model model(reference_network(f->width), recipe.seed);
+    auto backend = make_cpu_backend(static_cast<int>(recipe.threads));
+    TrainOptions opt;
+    opt.measure_latency = false;
+    opt.on_epoch = [&](const EpochRecord& e) { print_epoch(e, recipe.epochs); };
+    const TrainReport r = train(model, recipe, data, *backend, opt);
+    std::printf("minas threads=%d width=%d params=%lld epochs=%lld train_s=%.2f\n",
+                backend->threads(), f->width, static_cast<long long>(r.params),
+                static_cast<long long>(recipe.epochs), r.train_seconds);
+    std::printf("img_per_s=%.0f test_acc=%.4f\n", r.img_per_s, r.test_acc);
+  });
+}
+
+}  // namespace minas::cli

@@ -1,0 +1,276 @@
+#include "trainer/train.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
+#include "searchspace/error.h"
+#include "trainer/optim.h"
+
+namespace minas {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+void check_fits(const LayerGraph& g, const data::Dataset& ds) {
+  if (ds.shape != g.input_shape())
+    throw Error("data " + ds.source, "images are " + to_string(ds.shape) +
+                                         ", the network takes " + to_string(g.input_shape()));
+  if (ds.classes > g.classes())
+    throw Error("data " + ds.source, std::to_string(ds.classes) + " classes, the network has " +
+                                         std::to_string(g.classes()) + " outputs");
+}
+
+// A model's compiled eval network with its batch buffers, made once per run.
+class Evaluator {
+ public:
+  Evaluator(Model& model, Backend& backend, int batch, const data::Normalization& norm)
+      : net_(backend.compile(model, batch, NetMode::eval, {})),
+        batch_(batch),
+        classes_(model.graph().classes()),
+        image_(static_cast<size_t>(model.graph().input_shape().elements())),
+        norm_(norm),
+        x_(static_cast<size_t>(batch) * image_, 0.0f),
+        y_(static_cast<size_t>(batch)),
+        logits_(static_cast<size_t>(batch) * classes_) {}
+
+  double accuracy(const data::Dataset& ds, std::span<const uint32_t> indices) {
+    if (indices.empty()) return std::numeric_limits<double>::quiet_NaN();
+    int64_t right = 0;
+    for (size_t first = 0; first < indices.size(); first += static_cast<size_t>(batch_)) {
+      const size_t n = std::min(indices.size() - first, static_cast<size_t>(batch_));
+      // A short last batch is padded with zeros; eval mode treats samples independently.
+      if (n < static_cast<size_t>(batch_)) std::fill(x_.begin(), x_.end(), 0.0f);
+      data::normalize(ds, indices.subspan(first, n), norm_, x_.data(), y_.data());
+      net_->infer(x_.data(), logits_.data());
+      for (size_t i = 0; i < n; ++i) {
+        const float* z = logits_.data() + i * static_cast<size_t>(classes_);
+        right += std::max_element(z, z + classes_) - z == y_[i];
+      }
+    }
+    return static_cast<double>(right) / static_cast<double>(indices.size());
+  }
+
+ private:
+  std::unique_ptr<Network> net_;
+  int batch_, classes_;
+  size_t image_;
+  data::Normalization norm_;
+  std::vector<float> x_;
+  std::vector<int32_t> y_;
+  std::vector<float> logits_;
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+}
+
+}  // namespace
+
+TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& data, Backend& backend,
+                  const TrainOptions& options) {
+  recipe.validate("recipe");
+  const LayerGraph& g = model.graph();
+  check_fits(g, data.train);
+  check_fits(g, data.test);
+  const int batch = static_cast<int>(recipe.batch);
+
+  std::vector<uint32_t> train_idx, val_idx;
+  if (recipe.val_size > 0) {
+    data::Split s = data::split(data.train, static_cast<size_t>(recipe.val_size), recipe.seed);
+    train_idx = std::move(s.train);
+    val_idx = std::move(s.val);
+  } else {
+    train_idx = data::all_indices(data.train);
+  }
+  if (train_idx.size() < static_cast<size_t>(batch))
+    throw Error("recipe: /batch", "batch " + std::to_string(batch) + " is larger than the " +
+                                      std::to_string(train_idx.size()) + " training images");
+
+  const data::Normalization norm =
+      data.train.shape.c == 1 && data.train.source.find("fashion-mnist") != std::string::npos
+          ? data::Normalization::fashion_mnist()
+          : data::compute_normalization(data.train, train_idx);
+  data::LoaderOptions lo;
+  lo.batch_size = batch;
+  lo.shuffle = true;
+  lo.drop_last = true;  // every step sees a full batch, as the reference recipe does
+  lo.augment = {static_cast<int>(recipe.crop_pad), recipe.hflip};
+  lo.norm = norm;
+  lo.seed = recipe.seed;
+  data::BatchLoader loader(data.train, train_idx, lo);
+  const uint64_t per_epoch = loader.batches_per_epoch();
+
+  NetworkOptions no;
+  no.label_smoothing = static_cast<float>(recipe.label_smoothing);
+  no.seed = recipe.seed;
+  auto net = backend.compile(model, batch, NetMode::train, no);
+  Evaluator val_eval(model, backend, options.eval_batch, norm);
+
+  Optimizer opt(recipe);
+  for (Param& p : model.params()) opt.add_param(p.value.data(), p.grad.data(), p.size(), p.kind);
+
+  // The schedule needs the run's length. With a time budget it is the steps
+  // the budget buys at the speed of a probe: a few steps of a throwaway copy.
+  uint64_t total = recipe.epochs > 0 ? static_cast<uint64_t>(recipe.epochs) * per_epoch : 0;
+  if (recipe.time_budget_s > 0) {
+    Model probe_model = model;
+    auto probe = backend.compile(probe_model, batch, NetMode::train, no);
+    data::Batch b;
+    if (!loader.next(b)) throw Error("data", "no training batch");
+    std::vector<float> x(b.x, b.x + static_cast<size_t>(b.n) * static_cast<size_t>(g.input_shape().elements()));
+    std::vector<int32_t> y(b.y, b.y + b.n);
+    loader.reset(0);
+    probe->train_step(x.data(), y.data());
+    const auto t0 = Clock::now();
+    const int probes = 3;
+    for (int i = 0; i < probes; ++i) probe->train_step(x.data(), y.data());
+    const double step_s = std::max(seconds_since(t0) / probes, 1e-6);
+    // Validation passes take their share of the budget too.
+    const double eval_share = val_idx.empty() ? 0.0 : 0.35 * static_cast<double>(val_idx.size()) /
+                                                          static_cast<double>(train_idx.size());
+    const auto affordable = static_cast<uint64_t>(recipe.time_budget_s / (step_s * (1 + eval_share)));
+    total = total ? std::min(total, affordable) : affordable;
+    total = std::max<uint64_t>(total, 1);
+  }
+  const LrSchedule schedule(recipe, per_epoch, total);
+
+  TrainReport report;
+  report.params = model.parameter_count();
+  report.macs = g.macs();
+  const auto run_start = Clock::now();
+  uint64_t step = 0;
+  bool stopped = false;
+  for (int epoch = 1; step < total && !stopped; ++epoch) {
+    EpochRecord rec;
+    rec.epoch = epoch;
+    double loss_sum = 0;
+    int64_t right = 0, seen = 0;
+    const auto t0 = Clock::now();
+    data::Batch b;
+    while (step < total && loader.next(b)) {
+      net->set_step(step);
+      const StepStats st = net->train_step(b.x, b.y);
+      if (!std::isfinite(st.loss))
+        throw Error("training", "diverged at epoch " + std::to_string(epoch) + ", step " +
+                                    std::to_string(step + 1) + ": the loss is " +
+                                    std::to_string(st.loss));
+      rec.lr = schedule.lr(step);
+      opt.step(static_cast<float>(rec.lr), static_cast<float>(schedule.momentum(step)));
+      loss_sum += st.loss;
+      right += st.correct;
+      seen += b.n;
+      ++step;
+      ++rec.steps;
+      if (options.should_stop && options.should_stop()) {
+        stopped = true;
+        break;
+      }
+      if (recipe.time_budget_s > 0 && seconds_since(run_start) > recipe.time_budget_s) {
+        stopped = true;
+        break;
+      }
+    }
+    if (rec.steps == 0) break;
+    rec.seconds = seconds_since(t0);
+    report.train_seconds += rec.seconds;
+    rec.train_loss = loss_sum / static_cast<double>(rec.steps);
+    rec.train_acc = static_cast<double>(right) / static_cast<double>(seen);
+    rec.img_per_s = static_cast<double>(seen) / rec.seconds;
+    rec.val_acc = val_eval.accuracy(data.train, val_idx);
+    report.epochs.push_back(rec);
+    if (options.on_epoch) options.on_epoch(rec);
+  }
+  report.steps = static_cast<int64_t>(step);
+  report.img_per_s =
+      static_cast<double>(step) * batch / std::max(report.train_seconds, 1e-9);
+  report.val_acc = report.epochs.empty() ? report.val_acc : report.epochs.back().val_acc;
+  if (options.evaluate_test) {
+    const auto all = data::all_indices(data.test);
+    report.test_acc = val_eval.accuracy(data.test, all);
+  }
+  if (options.measure_latency) report.latency = measure_latency(model, backend, options.latency_runs);
+  return report;
+}
+
+double evaluate(Model& model, Backend& backend, const data::Dataset& ds,
+                std::span<const uint32_t> indices, const data::Normalization& norm, int batch) {
+  check_fits(model.graph(), ds);
+  Evaluator e(model, backend, batch, norm);
+  return e.accuracy(ds, indices);
+}
+
+Latency measure_latency(Model& model, Backend& backend, int runs) {
+  Latency lat;
+  lat.threads = backend.threads();
+  lat.runs = std::max(runs, 1);
+  for (int b : {1, 64}) {
+    auto net = backend.compile(model, b, NetMode::latency, {});
+    const size_t n = static_cast<size_t>(b) * static_cast<size_t>(model.graph().input_shape().elements());
+    std::vector<float> x(n), logits(static_cast<size_t>(b) * model.graph().classes());
+    Rng rng(1);
+    for (float& v : x) v = static_cast<float>(2 * rng.uniform() - 1);
+    for (int i = 0; i < 5; ++i) net->infer(x.data(), logits.data());
+    std::vector<double> ms;
+    for (int i = 0; i < lat.runs; ++i) {
+      const auto t0 = Clock::now();
+      net->infer(x.data(), logits.data());
+      ms.push_back(seconds_since(t0) * 1e3);
+    }
+    (b == 1 ? lat.batch1_ms : lat.batch64_ms) = median(ms);
+  }
+  return lat;
+}
+
+nlohmann::json TrainReport::to_json() const {
+  auto num = [](double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(); };
+  nlohmann::json ep = nlohmann::json::array();
+  for (const auto& e : epochs)
+    ep.push_back({{"epoch", e.epoch},       {"steps", e.steps},         {"train_loss", e.train_loss},
+                  {"train_acc", e.train_acc}, {"val_acc", num(e.val_acc)}, {"lr", e.lr},
+                  {"seconds", e.seconds},   {"img_per_s", e.img_per_s}});
+  return {{"val_acc", num(val_acc)},
+          {"test_acc", num(test_acc)},
+          {"params", params},
+          {"macs", macs},
+          {"latency_ms", latency.batch1_ms},
+          {"latency_ms_b64", latency.batch64_ms},
+          {"latency_threads", latency.threads},
+          {"train_seconds", train_seconds},
+          {"img_per_s", img_per_s},
+          {"steps", steps},
+          {"epochs", ep}};
+}
+
+std::vector<TensorView> checkpoint_views(const Model& model) {
+  std::vector<TensorView> v;
+  for (const auto* group : {&model.params(), &model.buffers()})
+    for (const Param& p : *group)
+      v.push_back({p.name, std::vector<uint64_t>(p.shape.begin(), p.shape.end()), p.value});
+  return v;
+}
+
+std::vector<TensorSpec> checkpoint_specs(const Model& model) {
+  std::vector<TensorSpec> v;
+  for (const auto* group : {&model.params(), &model.buffers()})
+    for (const Param& p : *group)
+      v.push_back({p.name, std::vector<uint64_t>(p.shape.begin(), p.shape.end())});
+  return v;
+}
+
+void load_weights(Model& model, const Checkpoint& checkpoint) {
+  for (auto* group : {&model.params(), &model.buffers()})
+    for (Param& p : *group) {
+      const CheckpointTensor* t = checkpoint.find(p.name);
+      if (!t || t->data.size() != p.value.size())
+        throw Error("checkpoint", "has no tensor '" + p.name + "' of the network's shape");
+      p.value = t->data;
+    }
+}
+
+}  // namespace minas

@@ -1,0 +1,79 @@
+#pragma once
+// Training one candidate: the step loop over a backend's compiled network,
+// validation each epoch, then the test figure and the inference latency.
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "trainer/checkpoint.h"
+#include "trainer/data.h"
+#include "trainer/model.h"
+#include "trainer/network.h"
+#include "trainer/recipe.h"
+
+namespace minas {
+
+struct EpochRecord {
+  int epoch = 0;             // from 1
+  int64_t steps = 0;         // optimizer steps in this epoch
+  double train_loss = 0;     // mean over the epoch's steps
+  double train_acc = 0;      // on the augmented training batches
+  double val_acc = std::numeric_limits<double>::quiet_NaN();  // NaN without a validation split
+  double lr = 0;             // at the epoch's last step
+  double seconds = 0;        // wall time of the epoch's steps
+  double img_per_s = 0;
+};
+
+struct Latency {
+  double batch1_ms = 0, batch64_ms = 0;  // medians, batch norm folded
+  int threads = 0;
+  int runs = 0;  // timed runs of each, after warm-up
+};
+
+struct TrainReport {
+  double val_acc = std::numeric_limits<double>::quiet_NaN();
+  double test_acc = std::numeric_limits<double>::quiet_NaN();
+  int64_t params = 0, macs = 0;
+  Latency latency;
+  double train_seconds = 0;  // the step loop alone: no evaluation, no setup
+  double img_per_s = 0;      // training images per second of train_seconds
+  int64_t steps = 0;
+  std::vector<EpochRecord> epochs;
+  nlohmann::json to_json() const;
+};
+
+struct TrainOptions {
+  bool evaluate_test = true;    // the test set is touched only for this final figure
+  bool measure_latency = true;
+  int latency_runs = 30;
+  int eval_batch = 500;
+  std::function<void(const EpochRecord&)> on_epoch;  // after each epoch's validation
+  std::function<bool()> should_stop;                 // polled every step: a cancel
+};
+
+// Trains `model` with `recipe` on `data`. The validation split (recipe.val_size
+// images, stratified, seeded) is held out of the training set. Throws Error
+// for data that does not fit the network and for a diverging run (a loss that
+// is not finite), naming the epoch and step.
+TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& data, Backend& backend,
+                  const TrainOptions& options = {});
+
+// Accuracy of the model on the given images, in eval mode.
+double evaluate(Model& model, Backend& backend, const data::Dataset& ds,
+                std::span<const uint32_t> indices, const data::Normalization& norm, int batch);
+
+// Median inference time at batch 1 and 64 with batch norm folded, after warm-up.
+Latency measure_latency(Model& model, Backend& backend, int runs);
+
+// The model's parameters and running statistics as checkpoint tensors.
+std::vector<TensorView> checkpoint_views(const Model& model);
+std::vector<TensorSpec> checkpoint_specs(const Model& model);
+// Copies a checked checkpoint's tensors into the model.
+void load_weights(Model& model, const Checkpoint& checkpoint);
+
+}  // namespace minas
