@@ -383,7 +383,10 @@ class CpuNetwork final : public Network {
                  : dnnl::convolution_forward::desc(fwd_kind(), alg, any_md(s),
                                                    weights_md(l, s.c, tag::any), any_md(l.shape),
                                                    strides, pad, pad);
-    dnnl::primitive_attr attr = attr_;
+    // A fresh attribute: primitive_attr is a handle, so a copy of attr_ would
+    // share, and hand the post-op to, every later primitive.
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     if (post_op_of_[i] >= 0) {
       float alpha, beta;
       const auto alg = eltwise_alg(g_.layer(post_op_of_[i]).op, alpha, beta);
