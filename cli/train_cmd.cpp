@@ -12,6 +12,13 @@
 #include "trainer/checkpoint.h"
 #include "trainer/train.h"
 
+#include <dnnl.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <vector>
+
 namespace minas::cli {
 namespace {
 
@@ -143,10 +150,45 @@ void add_train_commands(CLI::App& app) {
     opt.measure_latency = false;
     opt.on_epoch = [&](const EpochRecord& e) { print_epoch(e, recipe.epochs); };
     const TrainReport r = train(model, recipe, data, *backend, opt);
-    std::printf("minas threads=%d width=%d params=%lld epochs=%lld train_s=%.2f\n",
+    // A training step runs each conv and linear layer three times (forward,
+    // backward data, backward weights), 2 FLOPs per multiply-accumulate.
+    const double gflops = r.img_per_s * 6.0 * static_cast<double>(r.macs) / 1e9;
+    std::printf("minas threads=%d width=%d params=%lld macs=%lld epochs=%lld train_s=%.2f "
+                "train_gflops=%.1f\n",
                 backend->threads(), f->width, static_cast<long long>(r.params),
-                static_cast<long long>(recipe.epochs), r.train_seconds);
+                static_cast<long long>(r.macs), static_cast<long long>(recipe.epochs),
+                r.train_seconds, gflops);
     std::printf("img_per_s=%.0f test_acc=%.4f\n", r.img_per_s, r.test_acc);
+  });
+
+  auto gemm = std::make_shared<std::pair<int, int>>(2, 2048);
+  CLI::App* g = bench->add_subcommand(
+      "gemm", "Single-precision GEMM throughput of this machine (oneDNN sgemm): the peak to compare with");
+  g->add_option("--threads", gemm->first, "CPU threads")->default_val(2);
+  g->add_option("--n", gemm->second, "Square matrix size")->default_val(2048);
+  g->callback([gemm] {
+    const int threads = gemm->first;
+    const dnnl_dim_t n = gemm->second;
+    if (threads < 1 || n < 16 || n > 16384) throw Error("bench gemm", "need threads >= 1, 16 <= n <= 16384");
+    omp_set_num_threads(threads);
+    std::vector<float> a(static_cast<size_t>(n * n), 1.0f), b(a.size(), 0.5f), c(a.size());
+    auto run = [&] {
+      const dnnl_status_t st = dnnl_sgemm('N', 'N', n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f,
+                                          c.data(), n);
+      if (st != dnnl_success) throw Error("bench gemm", "dnnl_sgemm failed with status " + std::to_string(st));
+    };
+    run();
+    std::vector<double> secs;
+    for (int i = 0; i < 7; ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      run();
+      secs.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    std::sort(secs.begin(), secs.end());
+    const double flops = 2.0 * static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(n);
+    std::printf("sgemm n=%lld threads=%d best=%.1f GFLOP/s median=%.1f GFLOP/s\n",
+                static_cast<long long>(n), threads, flops / secs.front() / 1e9, flops / secs[3] / 1e9);
+    std::printf("gemm_gflops=%.1f\n", flops / secs.front() / 1e9);
   });
 }
 

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 
 #include "searchspace/error.h"
@@ -274,3 +275,16 @@ TEST_CASE("recipe update is all or nothing") {
 }
 
 TEST_SUITE_END();
+
+TEST_CASE("recipe: docs/recipe.md holds the parameter table as the code defines it") {
+  const std::string path = std::string(MINAS_SOURCE_DIR) + "/docs/recipe.md";
+  std::ifstream in(path);
+  REQUIRE_MESSAGE(in, "cannot read " << path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string doc = ss.str(), table = minas::recipe_params_markdown();
+  CHECK_MESSAGE(doc.size() >= table.size(), path);
+  CHECK_MESSAGE(doc.compare(doc.size() - table.size(), table.size(), table) == 0,
+                path << " ends with a table that differs from recipe_params_markdown(): "
+                        "regenerate its table from the code");
+}
