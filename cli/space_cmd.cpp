@@ -19,7 +19,9 @@ struct SpaceOptions {
   uint64_t limit = 0;
 };
 
-void print_json(const nlohmann::json& j) { std::cout << j.dump(2) << '\n'; }
+void print_json(const nlohmann::json& j) {
+  std::cout << j.dump(2) << '\n';
+}
 
 nlohmann::json info(const Space& s) {
   nlohmann::json ds = nlohmann::json::array();
@@ -49,9 +51,9 @@ void enumerate(const Space& s, uint64_t limit) {
     char buf[64];
     std::snprintf(buf, sizeof buf, "10^%.1f", s.log10_size());
     throw Error("space '" + s.ref() + "'",
-                    std::string("has ") + (size ? std::to_string(*size) : buf) +
-                        " architectures, more than enumerate lists (" +
-                        std::to_string(kEnumerateCap) + "); pass --limit N for the first N");
+                std::string("has ") + (size ? std::to_string(*size) : buf) +
+                    " architectures, more than enumerate lists (" + std::to_string(kEnumerateCap) +
+                    "); pass --limit N for the first N");
   }
   std::string out;
   uint64_t count = 0;
@@ -112,7 +114,8 @@ void add_space_commands(CLI::App& app) {
     std::cout << s.key(s.mutate(s.parse_key(opts->arch), rng)) << '\n';
   });
 
-  c = space->add_subcommand("lower", "The architecture's layer graph as JSON, with params and macs");
+  c = space->add_subcommand("lower",
+                            "The architecture's layer graph as JSON, with params and macs");
   add_space(c);
   c->add_option("--arch", opts->arch, "Canonical key of the architecture")->required();
   c->callback([opts] {

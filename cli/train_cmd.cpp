@@ -51,8 +51,9 @@ void print_epoch(const EpochRecord& e, int64_t epochs) {
   std::snprintf(line, sizeof line,
                 "epoch %d%s  loss %.4f  train_acc %.4f  val_acc %s  lr %.4f  %.1fs  %.0f img/s\n",
                 e.epoch, epochs > 0 ? ("/" + std::to_string(epochs)).c_str() : "", e.train_loss,
-                e.train_acc, std::isnan(e.val_acc) ? "-" : std::to_string(e.val_acc).substr(0, 6).c_str(),
-                e.lr, e.seconds, e.img_per_s);
+                e.train_acc,
+                std::isnan(e.val_acc) ? "-" : std::to_string(e.val_acc).substr(0, 6).c_str(), e.lr,
+                e.seconds, e.img_per_s);
   std::fputs(line, stdout);
   std::fflush(stdout);
 }
@@ -81,7 +82,8 @@ LayerGraph reference_network(int w) {
 void add_train_commands(CLI::App& app) {
   auto f = std::make_shared<TrainFlags>();
   CLI::App* c = app.add_subcommand("train", "Train one architecture on a data set and evaluate it");
-  c->add_option("--space", f->space, "Search space (name or file, with overrides)")->default_val("small");
+  c->add_option("--space", f->space, "Search space (name or file, with overrides)")
+      ->default_val("small");
   c->add_option("--arch", f->arch, "Canonical key of the architecture")->required();
   c->add_option("--data", f->data, "fashion-mnist, mnist, or a folder of IDX files")
       ->default_val("fashion-mnist");
@@ -99,8 +101,8 @@ void add_train_commands(CLI::App& app) {
     const auto data = data::load_dataset(f->data);
     Model model(space.lower(arch), recipe.seed);
     auto backend = make_cpu_backend(static_cast<int>(recipe.threads));
-    std::printf("train %s on %s (%s): %lld params, %lld MACs, %d threads\n", space.key(arch).c_str(),
-                f->data.c_str(), data.train.fingerprint().c_str(),
+    std::printf("train %s on %s (%s): %lld params, %lld MACs, %d threads\n",
+                space.key(arch).c_str(), f->data.c_str(), data.train.fingerprint().c_str(),
                 static_cast<long long>(model.parameter_count()),
                 static_cast<long long>(model.graph().macs()), backend->threads());
     TrainOptions opt;
@@ -110,10 +112,14 @@ void add_train_commands(CLI::App& app) {
     if (!f->out.empty()) {
       std::filesystem::create_directories(f->out);
       const std::string ckpt = (std::filesystem::path(f->out) / "model.ckpt").string();
-      CheckpointMeta meta{space.name(), space.key(arch),
-                          {{"recipe", recipe.to_json()}, {"space_ref", space.ref()},
-                           {"data", f->data}, {"data_fingerprint", data.train.fingerprint()},
-                           {"val_acc", j["val_acc"]}, {"test_acc", j["test_acc"]}}};
+      CheckpointMeta meta{space.name(),
+                          space.key(arch),
+                          {{"recipe", recipe.to_json()},
+                           {"space_ref", space.ref()},
+                           {"data", f->data},
+                           {"data_fingerprint", data.train.fingerprint()},
+                           {"val_acc", j["val_acc"]},
+                           {"test_acc", j["test_acc"]}}};
       save_checkpoint(ckpt, meta, checkpoint_views(model));
       nlohmann::json full = j;
       full["arch"] = space.arch_to_json(arch);
@@ -153,29 +159,33 @@ void add_train_commands(CLI::App& app) {
     // A training step runs each conv and linear layer three times (forward,
     // backward data, backward weights), 2 FLOPs per multiply-accumulate.
     const double gflops = r.img_per_s * 6.0 * static_cast<double>(r.macs) / 1e9;
-    std::printf("minas threads=%d width=%d params=%lld macs=%lld epochs=%lld train_s=%.2f "
-                "train_gflops=%.1f\n",
-                backend->threads(), f->width, static_cast<long long>(r.params),
-                static_cast<long long>(r.macs), static_cast<long long>(recipe.epochs),
-                r.train_seconds, gflops);
+    std::printf(
+        "minas threads=%d width=%d params=%lld macs=%lld epochs=%lld train_s=%.2f "
+        "train_gflops=%.1f\n",
+        backend->threads(), f->width, static_cast<long long>(r.params),
+        static_cast<long long>(r.macs), static_cast<long long>(recipe.epochs), r.train_seconds,
+        gflops);
     std::printf("img_per_s=%.0f test_acc=%.4f\n", r.img_per_s, r.test_acc);
   });
 
   auto gemm = std::make_shared<std::pair<int, int>>(2, 2048);
   CLI::App* g = bench->add_subcommand(
-      "gemm", "Single-precision GEMM throughput of this machine (oneDNN sgemm): the peak to compare with");
+      "gemm",
+      "Single-precision GEMM throughput of this machine (oneDNN sgemm): the peak to compare with");
   g->add_option("--threads", gemm->first, "CPU threads")->default_val(2);
   g->add_option("--n", gemm->second, "Square matrix size")->default_val(2048);
   g->callback([gemm] {
     const int threads = gemm->first;
     const dnnl_dim_t n = gemm->second;
-    if (threads < 1 || n < 16 || n > 16384) throw Error("bench gemm", "need threads >= 1, 16 <= n <= 16384");
+    if (threads < 1 || n < 16 || n > 16384)
+      throw Error("bench gemm", "need threads >= 1, 16 <= n <= 16384");
     omp_set_num_threads(threads);
     std::vector<float> a(static_cast<size_t>(n * n), 1.0f), b(a.size(), 0.5f), c(a.size());
     auto run = [&] {
-      const dnnl_status_t st = dnnl_sgemm('N', 'N', n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f,
-                                          c.data(), n);
-      if (st != dnnl_success) throw Error("bench gemm", "dnnl_sgemm failed with status " + std::to_string(st));
+      const dnnl_status_t st =
+          dnnl_sgemm('N', 'N', n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+      if (st != dnnl_success)
+        throw Error("bench gemm", "dnnl_sgemm failed with status " + std::to_string(st));
     };
     run();
     std::vector<double> secs;
@@ -185,9 +195,11 @@ void add_train_commands(CLI::App& app) {
       secs.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
     std::sort(secs.begin(), secs.end());
-    const double flops = 2.0 * static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(n);
+    const double flops =
+        2.0 * static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(n);
     std::printf("sgemm n=%lld threads=%d best=%.1f GFLOP/s median=%.1f GFLOP/s\n",
-                static_cast<long long>(n), threads, flops / secs.front() / 1e9, flops / secs[3] / 1e9);
+                static_cast<long long>(n), threads, flops / secs.front() / 1e9,
+                flops / secs[3] / 1e9);
     std::printf("gemm_gflops=%.1f\n", flops / secs.front() / 1e9);
   });
 }

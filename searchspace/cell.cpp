@@ -57,7 +57,8 @@ class CellSkeleton final : public Skeleton {
     if (edges.size() != want)
       edges.fail("a " + std::to_string(nodes_) + "-node cell has " + std::to_string(want) +
                  " edges (1<-0, 2<-0, 2<-1, 3<-0, ...), got " + std::to_string(edges.size()));
-    for (size_t e = 0; e < want; ++e) slots_.push_back(read_slot(edges.at(e), SlotKind::CellOp, index));
+    for (size_t e = 0; e < want; ++e)
+      slots_.push_back(read_slot(edges.at(e), SlotKind::CellOp, index));
   }
 
   const std::vector<Slot>& slots() const override { return slots_; }
@@ -95,7 +96,8 @@ class CellSkeleton final : public Skeleton {
     for (int j = 1; j < nodes_; ++j) {
       if (j > 1) k += '+';
       k += '|';
-      for (int i = 0; i < j; ++i, ++e) k += label_of(c.value(slots_[e])) + "~" + std::to_string(i) + "|";
+      for (int i = 0; i < j; ++i, ++e)
+        k += label_of(c.value(slots_[e])) + "~" + std::to_string(i) + "|";
     }
     return k;
   }
@@ -104,7 +106,7 @@ class CellSkeleton final : public Skeleton {
     const std::string where = "arch key '" + std::string(key) + "'";
     auto bad = [&](const std::string& why) {
       return Error(where, why + "; a " + std::to_string(nodes_) +
-                                  "-node cell key looks like |op~0|+|op~0|op~1|+...");
+                              "-node cell key looks like |op~0|+|op~0|op~1|+...");
     };
     std::vector<std::string> groups;
     size_t start = 0;
@@ -136,15 +138,17 @@ class CellSkeleton final : public Skeleton {
       for (int i = 0; i < j; ++i, ++e) {
         const std::string suffix = "~" + std::to_string(i);
         const std::string& item = items[i];
-        if (item.size() <= suffix.size() || item.compare(item.size() - suffix.size(), suffix.size(), suffix) != 0)
-          throw bad("edge '" + item + "' of node " + std::to_string(j) + " must end in '" + suffix + "'");
+        if (item.size() <= suffix.size() ||
+            item.compare(item.size() - suffix.size(), suffix.size(), suffix) != 0)
+          throw bad("edge '" + item + "' of node " + std::to_string(j) + " must end in '" + suffix +
+                    "'");
         const std::string op = item.substr(0, item.size() - suffix.size());
         const Slot& s = slots_[e];
         const std::string edge = std::to_string(j) + "<-" + std::to_string(i);
         if (s.decision < 0) {
           if (label_of(s.literal) != op)
             throw Error(where, "edge " + edge + " is fixed to '" + label_of(s.literal) +
-                                       "' in this space, not '" + op + "'");
+                                   "' in this space, not '" + op + "'");
           continue;
         }
         const Decision& d = ds[s.decision];
@@ -155,11 +159,11 @@ class CellSkeleton final : public Skeleton {
           std::string opts;
           for (size_t k = 0; k < d.options.size(); ++k) opts += (k ? ", " : "") + d.label(k);
           throw Error(where, "edge " + edge + ": '" + op + "' is not an option of decision '" +
-                                     d.name + "' (options: " + opts + ")");
+                                 d.name + "' (options: " + opts + ")");
         }
         if (chosen[s.decision] >= 0 && chosen[s.decision] != o)
-          throw Error(where, "edge " + edge + " disagrees with another edge of decision '" +
-                                     d.name + "'");
+          throw Error(where,
+                      "edge " + edge + " disagrees with another edge of decision '" + d.name + "'");
         chosen[s.decision] = o;
       }
     }
@@ -267,7 +271,8 @@ class CellSkeleton final : public Skeleton {
           case CellOp::Conv: {
             // One ReLU per source node, shared by all its conv edges.
             if (relu[i] < 0)
-              relu[i] = g.activation(Op::Relu, node[i], name + ".node" + std::to_string(i) + ".relu");
+              relu[i] =
+                  g.activation(Op::Relu, node[i], name + ".node" + std::to_string(i) + ".relu");
             int y = g.conv(relu[i], width, op.k, 1, 1, false, edge + ".conv");
             terms.push_back(g.batchnorm(y, edge + ".bn"));
             break;

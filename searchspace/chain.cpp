@@ -93,14 +93,14 @@ class ChainSkeleton final : public Skeleton {
       Stage stage;
       stage.width = read_slot(st.at("width"), SlotKind::Width, index);
       stage.stride = st.has("stride") ? st.at("stride").integer(1, 4) : 1;
-      stage.downsample = st.has("downsample") ? st.at("downsample").one_of({"conv", "max", "avg"})
-                                              : "conv";
+      stage.downsample =
+          st.has("downsample") ? st.at("downsample").one_of({"conv", "max", "avg"}) : "conv";
       stage.act = activation_op(st.has("act") ? st.at("act").one_of(kActs) : "relu");
       const Node layers = st.at("layers");
       layers.require_array(1);
       for (size_t l = 0; l < layers.size(); ++l)
-        stage.layers.push_back(read_slot(
-            layers.at(l), l == 0 ? SlotKind::ChainOpNoSkip : SlotKind::ChainOp, index));
+        stage.layers.push_back(
+            read_slot(layers.at(l), l == 0 ? SlotKind::ChainOpNoSkip : SlotKind::ChainOp, index));
       stages_.push_back(std::move(stage));
     }
 
@@ -110,7 +110,8 @@ class ChainSkeleton final : public Skeleton {
       if (head.has("channels"))
         head_width_ = read_slot(head.at("channels"), SlotKind::Width, index);
       head_act_ = activation_op(head.has("act") ? head.at("act").one_of(kActs) : "relu");
-      dropout_ = head.has("dropout") ? static_cast<float>(head.at("dropout").number(0.0, 0.9)) : 0.f;
+      dropout_ =
+          head.has("dropout") ? static_cast<float>(head.at("dropout").number(0.0, 0.9)) : 0.f;
     }
 
     all_slots_.push_back(stem_width_);
@@ -153,7 +154,8 @@ class ChainSkeleton final : public Skeleton {
       }
       for (size_t l = 0; l < st.layers.size(); ++l) {
         const ChainOp op = *parse_chain_op(c.value(st.layers[l]));
-        x = layer(g, x, op, w, l == 0 ? stride : 1, st.act, sname + ".layer" + std::to_string(l + 1));
+        x = layer(g, x, op, w, l == 0 ? stride : 1, st.act,
+                  sname + ".layer" + std::to_string(l + 1));
       }
     }
     if (head_width_) {

@@ -73,8 +73,8 @@ const Layer& LayerGraph::in(int x, const std::string& name) const {
 
 int LayerGraph::push(Layer l) {
   if (l.shape.c <= 0 || l.shape.h <= 0 || l.shape.w <= 0)
-    throw Error(l.name, std::string(op_name(l.op)) + " gives an empty output (" +
-                                to_string(l.shape) + ")");
+    throw Error(l.name,
+                std::string(op_name(l.op)) + " gives an empty output (" + to_string(l.shape) + ")");
   layers_.push_back(std::move(l));
   return size() - 1;
 }
@@ -86,8 +86,8 @@ int LayerGraph::conv(int x, int out_channels, int kernel, int stride, int groups
     throw Error(name, "conv needs kernel, stride, groups and channels >= 1");
   if (s.c % groups != 0 || out_channels % groups != 0)
     throw Error(name, "conv groups " + std::to_string(groups) + " must divide input channels " +
-                              std::to_string(s.c) + " and output channels " +
-                              std::to_string(out_channels));
+                          std::to_string(s.c) + " and output channels " +
+                          std::to_string(out_channels));
   Layer l;
   l.op = Op::Conv;
   l.name = std::move(name);
@@ -173,8 +173,8 @@ int LayerGraph::add(std::vector<int> xs, std::string name) {
   const Shape s = in(xs[0], name).shape;
   for (int x : xs)
     if (in(x, name).shape != s)
-      throw Error(name, "add of different shapes " + to_string(s) + " and " +
-                                to_string(in(x, name).shape));
+      throw Error(
+          name, "add of different shapes " + to_string(s) + " and " + to_string(in(x, name).shape));
   Layer l;
   l.op = Op::Add;
   l.name = std::move(name);
@@ -191,7 +191,7 @@ int LayerGraph::concat(std::vector<int> xs, std::string name) {
     const Shape t = in(x, name).shape;
     if (t.h != s.h || t.w != s.w)
       throw Error(name, "concat of different spatial sizes " + to_string(in(xs[0], name).shape) +
-                                " and " + to_string(t));
+                            " and " + to_string(t));
     s.c += t.c;
   }
   Layer l;
@@ -206,8 +206,7 @@ int LayerGraph::mul(int x, int scale, std::string name) {
   const Shape s = in(x, name).shape;
   const Shape t = in(scale, name).shape;
   if (t != Shape{s.c, 1, 1})
-    throw Error(name, "mul scale must be " + to_string(Shape{s.c, 1, 1}) + ", got " +
-                              to_string(t));
+    throw Error(name, "mul scale must be " + to_string(Shape{s.c, 1, 1}) + ", got " + to_string(t));
   Layer l;
   l.op = Op::Mul;
   l.name = std::move(name);
@@ -275,8 +274,7 @@ void LayerGraph::check_output() const {
   const Layer& out = layers_.back();
   if (out.shape != Shape{classes_, 1, 1})
     throw Error(out.name, "the network must end in logits of shape " +
-                                  to_string(Shape{classes_, 1, 1}) + ", not " +
-                                  to_string(out.shape));
+                              to_string(Shape{classes_, 1, 1}) + ", not " + to_string(out.shape));
 }
 
 nlohmann::json LayerGraph::to_json() const {
@@ -322,8 +320,9 @@ nlohmann::json LayerGraph::to_json() const {
     layers.push_back(std::move(j));
   }
   const Shape in = input_shape();
-  return json{{"input", {in.c, in.h, in.w}}, {"classes", classes_}, {"params", params()},
-              {"macs", macs()},            {"output", output()},  {"layers", std::move(layers)}};
+  return json{{"input", {in.c, in.h, in.w}}, {"classes", classes_},
+              {"params", params()},          {"macs", macs()},
+              {"output", output()},          {"layers", std::move(layers)}};
 }
 
 LayerGraph LayerGraph::from_json(const nlohmann::json& j, const std::string& where) {
@@ -337,8 +336,8 @@ LayerGraph LayerGraph::from_json(const nlohmann::json& j, const std::string& whe
     return o[key].get<int>();
   };
   auto shape_of = [&](const json& a, const std::string& ptr) -> Shape {
-    if (!a.is_array() || a.size() != 3 || !a[0].is_number_integer() ||
-        !a[1].is_number_integer() || !a[2].is_number_integer())
+    if (!a.is_array() || a.size() != 3 || !a[0].is_number_integer() || !a[1].is_number_integer() ||
+        !a[2].is_number_integer())
       throw fail(ptr, "a shape is [channels, height, width]");
     return {a[0].get<int>(), a[1].get<int>(), a[2].get<int>()};
   };
@@ -442,8 +441,8 @@ LayerGraph LayerGraph::from_json(const nlohmann::json& j, const std::string& whe
                                      to_string(g.layer(got).shape));
   }
   if (j.contains("params") && j["params"] != g.params())
-    throw fail("/params", "says " + j["params"].dump() + " but the layers hold " +
-                              std::to_string(g.params()));
+    throw fail("/params",
+               "says " + j["params"].dump() + " but the layers hold " + std::to_string(g.params()));
   g.check_output();
   return g;
 }

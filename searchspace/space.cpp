@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
-#include <cstring>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -46,7 +46,9 @@ Node Node::at(const char* key) const {
   return Node(*it, ptr_ + "/" + escape_pointer_token(key), *origin_);
 }
 
-Node Node::at(size_t i) const { return Node((*j_)[i], ptr_ + "/" + std::to_string(i), *origin_); }
+Node Node::at(size_t i) const {
+  return Node((*j_)[i], ptr_ + "/" + std::to_string(i), *origin_);
+}
 
 void Node::require_object() const {
   if (!j_->is_object()) fail("must be an object, got " + std::string(j_->type_name()));
@@ -104,7 +106,9 @@ std::string Node::one_of(std::initializer_list<const char*> values) const {
   fail("must be one of " + list + ", got '" + s + "'");
 }
 
-std::string label_of(const json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); }
+std::string label_of(const json& v) {
+  return v.is_string() ? v.get<std::string>() : v.dump();
+}
 
 Slot read_slot(const Node& n, SlotKind kind,
                const std::function<int(const Node&, const std::string&)>& index) {
@@ -142,8 +146,8 @@ Arch Skeleton::parse_key(std::string_view key, const std::vector<Decision>& ds) 
   }
   if (fields.size() != ds.size())
     throw Error("arch key '" + std::string(key) + "'",
-                    "has " + std::to_string(fields.size()) + " '|'-separated field(s), the space has " +
-                        std::to_string(ds.size()) + " decisions");
+                "has " + std::to_string(fields.size()) + " '|'-separated field(s), the space has " +
+                    std::to_string(ds.size()) + " decisions");
   Arch a;
   for (size_t i = 0; i < ds.size(); ++i) {
     bool found = false;
@@ -157,8 +161,8 @@ Arch Skeleton::parse_key(std::string_view key, const std::vector<Decision>& ds) 
       std::string opts;
       for (size_t o = 0; o < ds[i].options.size(); ++o) opts += (o ? ", " : "") + ds[i].label(o);
       throw Error("arch key '" + std::string(key) + "', field " + std::to_string(i + 1),
-                      "'" + std::string(fields[i]) + "' is not an option of decision '" +
-                          ds[i].name + "' (options: " + opts + ")");
+                  "'" + std::string(fields[i]) + "' is not an option of decision '" + ds[i].name +
+                      "' (options: " + opts + ")");
     }
   }
   return a;
@@ -166,7 +170,9 @@ Arch Skeleton::parse_key(std::string_view key, const std::vector<Decision>& ds) 
 
 }  // namespace detail
 
-std::string Decision::label(size_t option) const { return detail::label_of(options.at(option)); }
+std::string Decision::label(size_t option) const {
+  return detail::label_of(options.at(option));
+}
 
 uint64_t fnv1a64(std::string_view bytes) {
   uint64_t h = 0xcbf29ce484222325ULL;
@@ -193,12 +199,24 @@ Space::Space(Space&&) noexcept = default;
 Space& Space::operator=(Space&&) noexcept = default;
 Space::~Space() = default;
 
-const std::string& Space::name() const { return impl_->name; }
-const std::string& Space::description() const { return impl_->description; }
-const std::string& Space::ref() const { return impl_->ref; }
-const json& Space::spec() const { return impl_->spec; }
-const std::vector<Decision>& Space::decisions() const { return impl_->decisions; }
-const std::string& Space::skeleton_type() const { return impl_->type; }
+const std::string& Space::name() const {
+  return impl_->name;
+}
+const std::string& Space::description() const {
+  return impl_->description;
+}
+const std::string& Space::ref() const {
+  return impl_->ref;
+}
+const json& Space::spec() const {
+  return impl_->spec;
+}
+const std::vector<Decision>& Space::decisions() const {
+  return impl_->decisions;
+}
+const std::string& Space::skeleton_type() const {
+  return impl_->type;
+}
 
 namespace {
 
@@ -286,8 +304,8 @@ void apply_overrides(json& doc, const std::string& overrides, const std::string&
       json* next = nullptr;
       if (target->is_object() && target->contains(t)) {
         next = &(*target)[t];
-      } else if (target->is_array() && !t.empty() &&
-                 std::all_of(t.begin(), t.end(), ::isdigit) && std::stoul(t) < target->size()) {
+      } else if (target->is_array() && !t.empty() && std::all_of(t.begin(), t.end(), ::isdigit) &&
+                 std::stoul(t) < target->size()) {
         next = &(*target)[std::stoul(t)];
       }
       target = next;
@@ -298,8 +316,8 @@ void apply_overrides(json& doc, const std::string& overrides, const std::string&
         for (auto it = doc["skeleton"].begin(); it != doc["skeleton"].end(); ++it)
           if (!it->is_object() && !it->is_array() && it.key() != "type") fields += ", " + it.key();
       throw Error(where, "override '" + key +
-                                 "' names no value of the skeleton (settable: input, classes" +
-                                 fields + ", or a dotted path such as stem.channels)");
+                             "' names no value of the skeleton (settable: input, classes" + fields +
+                             ", or a dotted path such as stem.channels)");
     }
     *target = value;
   }
@@ -364,15 +382,15 @@ Space Space::from_json(const json& doc, const std::string& origin) {
     const Decision& d = impl->decisions[s.decision];
     for (size_t o = 0; o < d.options.size(); ++o)
       if (auto why = impl->skeleton->check_value(s.kind, d.options[o]))
-        throw Error(origin + ": /decisions/" + std::to_string(s.decision) + "/options/" +
-                            std::to_string(o),
-                        "option " + d.options[o].dump() + " of '" + d.name + "' cannot be used at " +
-                            s.ptr + ": " + *why);
+        throw Error(
+            origin + ": /decisions/" + std::to_string(s.decision) + "/options/" + std::to_string(o),
+            "option " + d.options[o].dump() + " of '" + d.name + "' cannot be used at " + s.ptr +
+                ": " + *why);
   }
   for (size_t i = 0; i < used.size(); ++i)
     if (!used[i])
       throw Error(origin + ": /decisions/" + std::to_string(i),
-                      "decision '" + impl->decisions[i].name + "' is not used by the skeleton");
+                  "decision '" + impl->decisions[i].name + "' is not used by the skeleton");
 
   Space space(std::move(impl));
   // Spatial shapes depend only on the fixed skeleton, so one lowering checks
@@ -380,9 +398,8 @@ Space Space::from_json(const json& doc, const std::string& origin) {
   try {
     space.lower(Arch{std::vector<uint32_t>(space.decisions().size(), 0)});
   } catch (const Error& e) {
-    throw Error(origin + ": /skeleton",
-                    "the network cannot be built for input " + to_string(space.impl_->input) +
-                        ": " + e.what());
+    throw Error(origin + ": /skeleton", "the network cannot be built for input " +
+                                            to_string(space.impl_->input) + ": " + e.what());
   }
   return space;
 }
@@ -434,7 +451,7 @@ Space Space::load(const std::string& ref) {
     std::string names;
     for (const auto& n : builtin_names()) names += (names.empty() ? "" : ", ") + n;
     throw Error("space '" + base + "'",
-                    "no built-in space or file of that name (built-in: " + names + ")");
+                "no built-in space or file of that name (built-in: " + names + ")");
   }
   json doc;
   try {
@@ -470,12 +487,12 @@ void Space::check(const Arch& a) const {
   const auto& ds = impl_->decisions;
   if (a.choice.size() != ds.size())
     throw Error("arch", "has " + std::to_string(a.choice.size()) + " choices, space '" +
-                                impl_->name + "' has " + std::to_string(ds.size()) + " decisions");
+                            impl_->name + "' has " + std::to_string(ds.size()) + " decisions");
   for (size_t i = 0; i < ds.size(); ++i)
     if (a.choice[i] >= ds[i].options.size())
       throw Error("arch, decision '" + ds[i].name + "'",
-                      "option index " + std::to_string(a.choice[i]) + " is out of range (" +
-                          std::to_string(ds[i].options.size()) + " options)");
+                  "option index " + std::to_string(a.choice[i]) + " is out of range (" +
+                      std::to_string(ds[i].options.size()) + " options)");
 }
 
 Arch Space::sample(Rng& rng) const {
@@ -568,7 +585,9 @@ Arch Space::parse_key(std::string_view key) const {
   return a;
 }
 
-uint64_t Space::hash(const Arch& a) const { return fnv1a64(key(a)); }
+uint64_t Space::hash(const Arch& a) const {
+  return fnv1a64(key(a));
+}
 
 std::string Space::equivalence_key(const Arch& a) const {
   check(a);
@@ -603,8 +622,7 @@ Arch Space::arch_from_json(const json& j) const {
       if (it == d.options.end()) v.fail(v.j().dump() + " is not an option of '" + d.name + "'");
       a.choice.push_back(static_cast<uint32_t>(it - d.options.begin()));
     }
-    if (c.j().size() != impl_->decisions.size())
-      c.fail("has decisions the space does not have");
+    if (c.j().size() != impl_->decisions.size()) c.fail("has decisions the space does not have");
     from_choices = a;
   }
   if (!from_key && !from_choices) n.fail("an arch needs a 'key' or 'choices'");
@@ -622,8 +640,7 @@ Arch Space::arch_from_json(const json& j) const {
 
 LayerGraph Space::lower(const Arch& a) const {
   check(a);
-  LayerGraph g =
-      impl_->skeleton->lower(Choice(impl_->decisions, a), impl_->input, impl_->classes);
+  LayerGraph g = impl_->skeleton->lower(Choice(impl_->decisions, a), impl_->input, impl_->classes);
   g.check_output();
   return g;
 }

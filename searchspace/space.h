@@ -20,7 +20,7 @@ namespace minas {
 
 struct Decision {
   std::string name;
-  std::vector<nlohmann::json> options;  // strings or numbers
+  std::vector<nlohmann::json> options;     // strings or numbers
   std::string label(size_t option) const;  // the option as it is written in keys
 };
 
@@ -35,7 +35,6 @@ struct Mutation {
   size_t decision = 0;
   uint32_t from = 0, to = 0;
 };
-
 
 class Space {
  public:

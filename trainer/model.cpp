@@ -26,12 +26,11 @@ Model::Model(LayerGraph graph, uint64_t seed) : graph_(std::move(graph)) {
     LayerState& st = state_[static_cast<size_t>(i)];
     if (l.op == Op::Conv || l.op == Op::Linear) {
       const Shape in = graph_.layer(l.inputs[0]).shape;
-      const int64_t fan_in = l.op == Op::Conv ? int64_t{in.c / l.groups} * l.kernel * l.kernel
-                                              : in.elements();
+      const int64_t fan_in =
+          l.op == Op::Conv ? int64_t{in.c / l.groups} * l.kernel * l.kernel : in.elements();
       std::vector<int64_t> shape =
-          l.op == Op::Conv
-              ? std::vector<int64_t>{l.shape.c, in.c / l.groups, l.kernel, l.kernel}
-              : std::vector<int64_t>{l.shape.c, in.c, in.h, in.w};
+          l.op == Op::Conv ? std::vector<int64_t>{l.shape.c, in.c / l.groups, l.kernel, l.kernel}
+                           : std::vector<int64_t>{l.shape.c, in.c, in.h, in.w};
       st.weight = add(params_, l.name + ".weight", ParamKind::weight, shape, 0, true);
       const double bound = 1.0 / std::sqrt(static_cast<double>(fan_in));
       uniform(params_[st.weight], bound);
@@ -42,7 +41,8 @@ Model::Model(LayerGraph graph, uint64_t seed) : graph_(std::move(graph)) {
     } else if (l.op == Op::BatchNorm) {
       st.gamma = add(params_, l.name + ".gamma", ParamKind::bn, {l.shape.c}, 1, true);
       st.beta = add(params_, l.name + ".beta", ParamKind::bn, {l.shape.c}, 0, true);
-      st.running_mean = add(buffers_, l.name + ".running_mean", ParamKind::bn, {l.shape.c}, 0, false);
+      st.running_mean =
+          add(buffers_, l.name + ".running_mean", ParamKind::bn, {l.shape.c}, 0, false);
       st.running_var = add(buffers_, l.name + ".running_var", ParamKind::bn, {l.shape.c}, 1, false);
     }
   }

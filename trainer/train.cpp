@@ -18,8 +18,8 @@ double seconds_since(Clock::time_point t) {
 
 void check_fits(const LayerGraph& g, const data::Dataset& ds) {
   if (ds.shape != g.input_shape())
-    throw Error("data " + ds.source, "images are " + to_string(ds.shape) +
-                                         ", the network takes " + to_string(g.input_shape()));
+    throw Error("data " + ds.source, "images are " + to_string(ds.shape) + ", the network takes " +
+                                         to_string(g.input_shape()));
   if (ds.classes > g.classes())
     throw Error("data " + ds.source, std::to_string(ds.classes) + " classes, the network has " +
                                          std::to_string(g.classes()) + " outputs");
@@ -123,7 +123,8 @@ TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& dat
     auto probe = backend.compile(probe_model, batch, NetMode::train, no);
     data::Batch b;
     if (!loader.next(b)) throw Error("data", "no training batch");
-    std::vector<float> x(b.x, b.x + static_cast<size_t>(b.n) * static_cast<size_t>(g.input_shape().elements()));
+    std::vector<float> x(
+        b.x, b.x + static_cast<size_t>(b.n) * static_cast<size_t>(g.input_shape().elements()));
     std::vector<int32_t> y(b.y, b.y + b.n);
     loader.reset(0);
     probe->train_step(x.data(), y.data());
@@ -132,9 +133,11 @@ TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& dat
     for (int i = 0; i < probes; ++i) probe->train_step(x.data(), y.data());
     const double step_s = std::max(seconds_since(t0) / probes, 1e-6);
     // Validation passes take their share of the budget too.
-    const double eval_share = val_idx.empty() ? 0.0 : 0.35 * static_cast<double>(val_idx.size()) /
-                                                          static_cast<double>(train_idx.size());
-    const auto affordable = static_cast<uint64_t>(recipe.time_budget_s / (step_s * (1 + eval_share)));
+    const double eval_share = val_idx.empty() ? 0.0
+                                              : 0.35 * static_cast<double>(val_idx.size()) /
+                                                    static_cast<double>(train_idx.size());
+    const auto affordable =
+        static_cast<uint64_t>(recipe.time_budget_s / (step_s * (1 + eval_share)));
     total = total ? std::min(total, affordable) : affordable;
     total = std::max<uint64_t>(total, 1);
   }
@@ -187,14 +190,14 @@ TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& dat
     if (options.on_epoch) options.on_epoch(rec);
   }
   report.steps = static_cast<int64_t>(step);
-  report.img_per_s =
-      static_cast<double>(step) * batch / std::max(report.train_seconds, 1e-9);
+  report.img_per_s = static_cast<double>(step) * batch / std::max(report.train_seconds, 1e-9);
   report.val_acc = report.epochs.empty() ? report.val_acc : report.epochs.back().val_acc;
   if (options.evaluate_test) {
     const auto all = data::all_indices(data.test);
     report.test_acc = val_eval.accuracy(data.test, all);
   }
-  if (options.measure_latency) report.latency = measure_latency(model, backend, options.latency_runs);
+  if (options.measure_latency)
+    report.latency = measure_latency(model, backend, options.latency_runs);
   return report;
 }
 
@@ -211,7 +214,8 @@ Latency measure_latency(Model& model, Backend& backend, int runs) {
   lat.runs = std::max(runs, 1);
   for (int b : {1, 64}) {
     auto net = backend.compile(model, b, NetMode::latency, {});
-    const size_t n = static_cast<size_t>(b) * static_cast<size_t>(model.graph().input_shape().elements());
+    const size_t n =
+        static_cast<size_t>(b) * static_cast<size_t>(model.graph().input_shape().elements());
     std::vector<float> x(n), logits(static_cast<size_t>(b) * model.graph().classes());
     Rng rng(1);
     for (float& v : x) v = static_cast<float>(2 * rng.uniform() - 1);
@@ -231,9 +235,14 @@ nlohmann::json TrainReport::to_json() const {
   auto num = [](double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(); };
   nlohmann::json ep = nlohmann::json::array();
   for (const auto& e : epochs)
-    ep.push_back({{"epoch", e.epoch},       {"steps", e.steps},         {"train_loss", e.train_loss},
-                  {"train_acc", e.train_acc}, {"val_acc", num(e.val_acc)}, {"lr", e.lr},
-                  {"seconds", e.seconds},   {"img_per_s", e.img_per_s}});
+    ep.push_back({{"epoch", e.epoch},
+                  {"steps", e.steps},
+                  {"train_loss", e.train_loss},
+                  {"train_acc", e.train_acc},
+                  {"val_acc", num(e.val_acc)},
+                  {"lr", e.lr},
+                  {"seconds", e.seconds},
+                  {"img_per_s", e.img_per_s}});
   return {{"val_acc", num(val_acc)},
           {"test_acc", num(test_acc)},
           {"params", params},

@@ -19,13 +19,13 @@
 namespace minas {
 
 struct EpochRecord {
-  int epoch = 0;             // from 1
-  int64_t steps = 0;         // optimizer steps in this epoch
-  double train_loss = 0;     // mean over the epoch's steps
-  double train_acc = 0;      // on the augmented training batches
+  int epoch = 0;                                              // from 1
+  int64_t steps = 0;                                          // optimizer steps in this epoch
+  double train_loss = 0;                                      // mean over the epoch's steps
+  double train_acc = 0;                                       // on the augmented training batches
   double val_acc = std::numeric_limits<double>::quiet_NaN();  // NaN without a validation split
-  double lr = 0;             // at the epoch's last step
-  double seconds = 0;        // wall time of the epoch's steps
+  double lr = 0;                                              // at the epoch's last step
+  double seconds = 0;                                         // wall time of the epoch's steps
   double img_per_s = 0;
 };
 
@@ -48,7 +48,7 @@ struct TrainReport {
 };
 
 struct TrainOptions {
-  bool evaluate_test = true;    // the test set is touched only for this final figure
+  bool evaluate_test = true;  // the test set is touched only for this final figure
   bool measure_latency = true;
   int latency_runs = 30;
   int eval_batch = 500;

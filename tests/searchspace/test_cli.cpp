@@ -1,12 +1,12 @@
 // The `minas space` command forms, run as a user runs them.
 #include <doctest/doctest.h>
 
+#include <sys/wait.h>
 #include <array>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
-#include <sys/wait.h>
 
 #include "searchspace/space.h"
 
@@ -38,7 +38,8 @@ std::vector<std::string> lines(const std::string& s) {
 }
 
 const char* kCell =
-    "'|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|'";
+    "'|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~"
+    "2|'";
 
 }  // namespace
 

@@ -133,8 +133,7 @@ TEST_CASE("layer graph: every chain op lowers with the right shapes") {
       if (l.name.rfind("stage1.layer1", 0) == 0) {
         // Everything after the strided depthwise/conv is 8x8.
         if (l.op == Op::Conv && l.stride == 2) CHECK(l.shape.h == 8);
-        if (l.name.find(".se.") != std::string::npos && l.op != Op::Mul)
-          CHECK(l.shape.h == 1);
+        if (l.name.find(".se.") != std::string::npos && l.op != Op::Mul) CHECK(l.shape.h == 1);
       }
       if (l.name == "stage1.layer1.pw.act" || l.name == "stage1.layer1.project.bn" ||
           l.name == "stage1.layer1.act") {
@@ -189,8 +188,9 @@ TEST_CASE("layer graph: the NAS-Bench-201 network of all 3x3 convs has the paper
   // MACs on 32x32: 3 x 30 convs of 2,359,296, two reductions of 3,670,016,
   // stem 442,368, linear 640: 220,119,680.
   const auto s = minas::Space::load("nb201");
-  const auto g = s.lower(s.parse_key(
-      "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"));
+  const auto g =
+      s.lower(s.parse_key("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_"
+                          "conv_3x3~1|nor_conv_3x3~2|"));
   CHECK(g.params() == 1531546);
   CHECK(g.macs() == 220119680);
   // One ReLU per source node is shared by that node's conv edges.

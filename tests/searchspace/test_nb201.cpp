@@ -98,7 +98,8 @@ TEST_CASE("nb201: enumerates exactly the 15,625 cells of the benchmark table") {
   for (const auto& k : archs) CHECK(s.key(s.parse_key(k)) == k);
 }
 
-TEST_CASE("nb201: the equivalence key merges only cells the benchmark's own string merges or finer") {
+TEST_CASE(
+    "nb201: the equivalence key merges only cells the benchmark's own string merges or finer") {
   const auto s = minas::Space::load("nb201");
   std::map<std::string, std::string> oracle_of_class;  // ours -> one oracle string
   std::set<std::string> oracle_classes, our_classes;
@@ -128,8 +129,9 @@ TEST_CASE("nb201: equivalence survives relabelling and ignores dead edges") {
   CHECK(eq("|nor_conv_3x3~0|+|avg_pool_3x3~0|none~1|+|none~0|skip_connect~1|skip_connect~2|",
            "|avg_pool_3x3~0|+|nor_conv_3x3~0|none~1|+|none~0|skip_connect~1|skip_connect~2|"));
   // Node 2 never reaches the output: its edges are dead whatever they are.
-  CHECK(eq("|nor_conv_3x3~0|+|avg_pool_3x3~0|nor_conv_1x1~1|+|nor_conv_1x1~0|skip_connect~1|none~2|",
-           "|nor_conv_3x3~0|+|none~0|none~1|+|nor_conv_1x1~0|skip_connect~1|none~2|"));
+  CHECK(
+      eq("|nor_conv_3x3~0|+|avg_pool_3x3~0|nor_conv_1x1~1|+|nor_conv_1x1~0|skip_connect~1|none~2|",
+         "|nor_conv_3x3~0|+|none~0|none~1|+|nor_conv_1x1~0|skip_connect~1|none~2|"));
   // Node 1 is zero: edges from it add nothing.
   CHECK(eq("|none~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|none~0|avg_pool_3x3~1|skip_connect~2|",
            "|none~0|+|nor_conv_3x3~0|none~1|+|none~0|none~1|skip_connect~2|"));
@@ -139,6 +141,7 @@ TEST_CASE("nb201: equivalence survives relabelling and ignores dead edges") {
   // Different functions stay apart.
   CHECK_FALSE(eq("|nor_conv_3x3~0|+|none~0|none~1|+|none~0|skip_connect~1|none~2|",
                  "|nor_conv_1x1~0|+|none~0|none~1|+|none~0|skip_connect~1|none~2|"));
-  CHECK_FALSE(eq("|nor_conv_3x3~0|+|none~0|skip_connect~1|+|none~0|none~1|skip_connect~2|",
-                 "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|none~0|skip_connect~1|skip_connect~2|"));
+  CHECK_FALSE(
+      eq("|nor_conv_3x3~0|+|none~0|skip_connect~1|+|none~0|none~1|skip_connect~2|",
+         "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|none~0|skip_connect~1|skip_connect~2|"));
 }

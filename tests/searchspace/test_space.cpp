@@ -18,7 +18,8 @@ namespace {
 // Mixed-radix index of an arch: a bijection onto [0, size).
 uint64_t index_of(const Space& s, const Arch& a) {
   uint64_t i = 0;
-  for (size_t d = 0; d < a.choice.size(); ++d) i = i * s.decisions()[d].options.size() + a.choice[d];
+  for (size_t d = 0; d < a.choice.size(); ++d)
+    i = i * s.decisions()[d].options.size() + a.choice[d];
   return i;
 }
 
@@ -168,7 +169,8 @@ TEST_CASE("space: keys round trip and hashes are stable across machines and runs
 
   const Space s = Space::load("nb201");
   const std::string k =
-      "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|";
+      "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_"
+      "3x3~2|";
   CHECK(s.key(s.parse_key(k)) == k);
   CHECK(s.hash(s.parse_key(k)) == minas::fnv1a64(k));
   CHECK(s.hash(s.parse_key(k)) == 0x26dd2ddabee989cbULL);
@@ -249,7 +251,8 @@ TEST_CASE("space: overrides set the skeleton, the input and the classes") {
   const Space tiny = Space::load("nb201:cells=1,channels=8,input=1x28x28,classes=5");
   CHECK(tiny.ref() == "nb201:cells=1,channels=8,input=1x28x28,classes=5");
   const Arch a = full.parse_key(
-      "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|");
+      "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_"
+      "connect~2|");
   const auto g = tiny.lower(a);
   CHECK(g.input_shape() == minas::Shape{1, 28, 28});
   CHECK(g.classes() == 5);

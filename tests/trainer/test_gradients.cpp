@@ -108,7 +108,8 @@ TEST_CASE("gradients: convolutions (plain, strided, grouped, depthwise, biased)"
   const Shape in{2, 7, 7};
   expect_ok(around(in, [](LayerGraph& g, int x) { return g.conv(x, 6, 3, 1, 1, false, "c3"); }));
   expect_ok(around(in, [](LayerGraph& g, int x) { return g.conv(x, 6, 3, 2, 1, true, "c3s2"); }));
-  expect_ok(around(in, [](LayerGraph& g, int x) { return g.conv(x, 8, 5, 1, 2, false, "grouped"); }));
+  expect_ok(
+      around(in, [](LayerGraph& g, int x) { return g.conv(x, 8, 5, 1, 2, false, "grouped"); }));
   expect_ok(around(in, [](LayerGraph& g, int x) { return g.conv(x, 4, 3, 2, 4, false, "dw"); }));
 }
 
@@ -138,7 +139,8 @@ TEST_CASE("gradients: pooling") {
   const Shape in{2, 7, 7};
   expect_ok(around(in, [](LayerGraph& g, int x) { return g.maxpool(x, 2, 2, 0, "max2"); }));
   expect_ok(around(in, [](LayerGraph& g, int x) { return g.maxpool(x, 3, 2, 1, "max3"); }));
-  expect_ok(around(in, [](LayerGraph& g, int x) { return g.avgpool(x, 3, 1, 1, false, "avg_ex"); }));
+  expect_ok(
+      around(in, [](LayerGraph& g, int x) { return g.avgpool(x, 3, 1, 1, false, "avg_ex"); }));
   expect_ok(around(in, [](LayerGraph& g, int x) { return g.avgpool(x, 3, 2, 1, true, "avg_in"); }));
   expect_ok(around(in, [](LayerGraph& g, int x) {
     return g.conv(g.global_avgpool(x, "g"), 5, 1, 1, 1, true, "after");

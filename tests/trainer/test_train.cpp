@@ -117,9 +117,9 @@ TEST_CASE("train: folded batch norm (latency mode) computes what eval mode compu
     Model model(g, 1);
     // Running statistics and affine parameters away from their initial values.
     for (auto& p : model.buffers())
-      for (float& v : p.value) v = p.name.find("var") != std::string::npos
-                                       ? static_cast<float>(0.5 + rng.uniform())
-                                       : static_cast<float>(rng.uniform() - 0.5);
+      for (float& v : p.value)
+        v = p.name.find("var") != std::string::npos ? static_cast<float>(0.5 + rng.uniform())
+                                                    : static_cast<float>(rng.uniform() - 0.5);
     for (auto& p : model.params())
       if (p.kind == ParamKind::bn)
         for (float& v : p.value) v += static_cast<float>(0.2 * (rng.uniform() - 0.5));
@@ -180,8 +180,8 @@ TEST_CASE("train: a diverging run fails with the epoch and step, a budget stops 
     Recipe r = quick(3, 0);
     r.set("lr", "1e30", "test");
     r.set("schedule", "constant", "test");
-    CHECK_THROWS_WITH_AS(train(model, r, data, *backend, opt), doctest::Contains("diverged at epoch"),
-                         Error);
+    CHECK_THROWS_WITH_AS(train(model, r, data, *backend, opt),
+                         doctest::Contains("diverged at epoch"), Error);
   }
   {
     Model model(space.lower(space.parse_key(kReference)), 1);
@@ -203,8 +203,8 @@ TEST_CASE("train: a diverging run fails with the epoch and step, a budget stops 
 
 TEST_CASE("train: data that does not fit the network is refused, naming both") {
   const auto space = Space::load("nb201");  // 3x32x32 inputs
-  Model model(space.lower(space.parse_key(
-                  "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|")),
+  Model model(space.lower(space.parse_key("|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_"
+                                          "connect~0|nor_conv_3x3~1|skip_connect~2|")),
               1);
   auto backend = make_cpu_backend(1);
   CHECK_THROWS_WITH_AS(train(model, quick(1, 0), synthetic({1, 28, 28}, 10, 200), *backend),

@@ -2,12 +2,12 @@
 // gets a clear error and a non-zero exit.
 #include <doctest/doctest.h>
 
+#include <sys/wait.h>
 #include <array>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <string>
-#include <sys/wait.h>
 
 namespace {
 

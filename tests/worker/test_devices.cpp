@@ -1,7 +1,7 @@
 #include <doctest/doctest.h>
 
-#include <nlohmann/json.hpp>
 #include <sched.h>
+#include <nlohmann/json.hpp>
 
 #include "worker/devices.h"
 

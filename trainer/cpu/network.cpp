@@ -47,9 +47,9 @@ struct Step {
 struct Tensor {
   memory::desc md;
   memory value;
-  memory diff;               // created at the first gradient contribution
-  int contributions = 0;     // landed so far while planning backward
-  bool needs_grad = false;   // some layer below has parameters or the input is trained
+  memory diff;              // created at the first gradient contribution
+  int contributions = 0;    // landed so far while planning backward
+  bool needs_grad = false;  // some layer below has parameters or the input is trained
 };
 
 class CpuNetwork final : public Network {
@@ -79,7 +79,8 @@ class CpuNetwork final : public Network {
   NetMode mode() const override { return mode_; }
 
   StepStats train_step(const float* x, const int32_t* y) override {
-    if (mode_ != NetMode::train) throw Error("network", "train_step on a network compiled for inference");
+    if (mode_ != NetMode::train)
+      throw Error("network", "train_step on a network compiled for inference");
     load_input(x);
     labels_ = y;
     run(fwd_);
@@ -376,13 +377,13 @@ class CpuNetwork final : public Network {
     const bool has_bias = l.bias || folded;
     const memory::desc bias_md({l.shape.c}, dt::f32, tag::x);
     const auto alg = dnnl::algorithm::convolution_direct;
-    const auto desc =
-        has_bias ? dnnl::convolution_forward::desc(fwd_kind(), alg, any_md(s),
-                                                   weights_md(l, s.c, tag::any), bias_md,
-                                                   any_md(l.shape), strides, pad, pad)
-                 : dnnl::convolution_forward::desc(fwd_kind(), alg, any_md(s),
-                                                   weights_md(l, s.c, tag::any), any_md(l.shape),
-                                                   strides, pad, pad);
+    const auto desc = has_bias
+                          ? dnnl::convolution_forward::desc(fwd_kind(), alg, any_md(s),
+                                                            weights_md(l, s.c, tag::any), bias_md,
+                                                            any_md(l.shape), strides, pad, pad)
+                          : dnnl::convolution_forward::desc(fwd_kind(), alg, any_md(s),
+                                                            weights_md(l, s.c, tag::any),
+                                                            any_md(l.shape), strides, pad, pad);
     // A fresh attribute: primitive_attr is a handle, so a copy of attr_ would
     // share, and hand the post-op to, every later primitive.
     dnnl::primitive_attr attr;
@@ -454,7 +455,8 @@ class CpuNetwork final : public Network {
     if (mode_ != NetMode::train) flags |= dnnl::normalization_flags::use_global_stats;
     if (fused_relu_[i]) flags |= dnnl::normalization_flags::fuse_norm_relu;
     const dnnl::batch_normalization_forward::desc desc(fwd_kind(), t_[r].md, l.eps, flags);
-    BnPlan bp{dnnl::batch_normalization_forward::primitive_desc(desc, attr_, eng_), {}, {}, {}, {}, {}};
+    BnPlan bp{
+        dnnl::batch_normalization_forward::primitive_desc(desc, attr_, eng_), {}, {}, {}, {}, {}};
     const memory::desc vec({l.shape.c}, dt::f32, tag::x);
     bp.scale = param_mem(model_.params()[st.gamma], vec, false);
     bp.shift = param_mem(model_.params()[st.beta], vec, false);
@@ -504,7 +506,8 @@ class CpuNetwork final : public Network {
     dnnl::eltwise_forward::primitive_desc pd(desc, attr_, eng_);
     t_[i].md = pd.dst_desc();
     t_[i].value = make(t_[i].md);
-    push_pd<dnnl::eltwise_forward>(fwd_, pd, {{DNNL_ARG_SRC, t_[r].value}, {DNNL_ARG_DST, t_[i].value}});
+    push_pd<dnnl::eltwise_forward>(fwd_, pd,
+                                   {{DNNL_ARG_SRC, t_[r].value}, {DNNL_ARG_DST, t_[i].value}});
     eltwises_.emplace(i, pd);
   }
 
@@ -532,7 +535,8 @@ class CpuNetwork final : public Network {
 
   dnnl::algorithm pool_alg(const Layer& l) const {
     if (l.op == Op::MaxPool) return dnnl::algorithm::pooling_max;
-    if (l.op == Op::AvgPool && l.count_include_pad) return dnnl::algorithm::pooling_avg_include_padding;
+    if (l.op == Op::AvgPool && l.count_include_pad)
+      return dnnl::algorithm::pooling_avg_include_padding;
     return dnnl::algorithm::pooling_avg_exclude_padding;
   }
   void pool_geometry(const Layer& l, const Shape& s, dims& kernel, dims& strides, dims& pad) const {
@@ -612,9 +616,11 @@ class CpuNetwork final : public Network {
     MulPlan mp{t_[rx].value, as_plain(rs, fwd_)};
     t_[i].md = t_[rx].md;
     t_[i].value = make(t_[i].md);
-    const dnnl::binary::desc desc(dnnl::algorithm::binary_mul, t_[rx].md, mp.s.get_desc(), t_[i].md);
+    const dnnl::binary::desc desc(dnnl::algorithm::binary_mul, t_[rx].md, mp.s.get_desc(),
+                                  t_[i].md);
     dnnl::binary::primitive_desc pd(desc, attr_, eng_);
-    push_pd<dnnl::binary>(fwd_, pd, {{DNNL_ARG_SRC_0, mp.x}, {DNNL_ARG_SRC_1, mp.s}, {DNNL_ARG_DST, t_[i].value}});
+    push_pd<dnnl::binary>(
+        fwd_, pd, {{DNNL_ARG_SRC_0, mp.x}, {DNNL_ARG_SRC_1, mp.s}, {DNNL_ARG_DST, t_[i].value}});
     muls_.emplace(i, mp);
   }
 
@@ -635,8 +641,9 @@ class CpuNetwork final : public Network {
     const memory::desc dst2({n_, l.shape.c}, dt::f32, tag::nc);
     // A plain source: the gemm-based inner product is slow on blocked activations.
     const memory::desc src_md = plain_md(s);
-    const auto desc = l.bias ? dnnl::inner_product_forward::desc(fwd_kind(), src_md, w_any, bias_md, dst2)
-                             : dnnl::inner_product_forward::desc(fwd_kind(), src_md, w_any, dst2);
+    const auto desc =
+        l.bias ? dnnl::inner_product_forward::desc(fwd_kind(), src_md, w_any, bias_md, dst2)
+               : dnnl::inner_product_forward::desc(fwd_kind(), src_md, w_any, dst2);
     LinearPlan lp{dnnl::inner_product_forward::primitive_desc(desc, attr_, eng_), {}, {}, {}, {}};
     lp.src = value_as(r, lp.fwd.src_desc(), fwd_);
     t_[i].md = plain_md(l.shape);  // (N, K, 1, 1) nchw is (N, K) nc
@@ -695,8 +702,8 @@ class CpuNetwork final : public Network {
     const float* z = static_cast<const float*>(t.value.get_data_handle());
     float* dz = static_cast<float*>(t.diff.get_data_handle());
     push_fn(bwd_, [this, z, dz, classes] {
-      stats_.loss = softmax_cross_entropy(z, labels_, n_, classes, opt_.label_smoothing, dz,
-                                          &stats_.correct);
+      stats_.loss =
+          softmax_cross_entropy(z, labels_, n_, classes, opt_.label_smoothing, dz, &stats_.correct);
     });
   }
 
@@ -734,7 +741,8 @@ class CpuNetwork final : public Network {
         for (size_t k = 0; k < l.inputs.size(); ++k) {
           const int r = in(i, static_cast<int>(k));
           if (!wants_grad(r)) continue;
-          const bool share = !shared && t_[r].contributions == 0 && t_[i].diff.get_desc() == t_[r].md;
+          const bool share =
+              !shared && t_[r].contributions == 0 && t_[i].diff.get_desc() == t_[r].md;
           contribute(r, t_[i].diff, share);
           shared = shared || share;
         }
@@ -766,9 +774,9 @@ class CpuNetwork final : public Network {
     const memory::desc plain_w = weights_md(l, s.c, tag::oihw);
 
     const auto wdesc =
-        l.bias ? dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct,
-                                                          any_md(s), weights_md(l, s.c, tag::any),
-                                                          bias_md, any_md(l.shape), strides, pad, pad)
+        l.bias ? dnnl::convolution_backward_weights::desc(
+                     dnnl::algorithm::convolution_direct, any_md(s), weights_md(l, s.c, tag::any),
+                     bias_md, any_md(l.shape), strides, pad, pad)
                : dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct,
                                                           any_md(s), weights_md(l, s.c, tag::any),
                                                           any_md(l.shape), strides, pad, pad);
@@ -785,9 +793,9 @@ class CpuNetwork final : public Network {
     if (!direct) reorder(bwd_, dw, grad_plain, false);
 
     if (!wants_grad(r)) return;
-    const dnnl::convolution_backward_data::desc ddesc(dnnl::algorithm::convolution_direct, any_md(s),
-                                                      weights_md(l, s.c, tag::any), any_md(l.shape),
-                                                      strides, pad, pad);
+    const dnnl::convolution_backward_data::desc ddesc(dnnl::algorithm::convolution_direct,
+                                                      any_md(s), weights_md(l, s.c, tag::any),
+                                                      any_md(l.shape), strides, pad, pad);
     dnnl::convolution_backward_data::primitive_desc dpd(ddesc, attr_, eng_, cp.fwd);
     const memory dy2 = diff_as(i, dpd.diff_dst_desc());
     memory wd = cp.w;
@@ -797,7 +805,8 @@ class CpuNetwork final : public Network {
     }
     Landing land_r = land(r, dpd.diff_src_desc());
     push_pd<dnnl::convolution_backward_data>(
-        bwd_, dpd, {{DNNL_ARG_DIFF_DST, dy2}, {DNNL_ARG_WEIGHTS, wd}, {DNNL_ARG_DIFF_SRC, land_r.mem}});
+        bwd_, dpd,
+        {{DNNL_ARG_DIFF_DST, dy2}, {DNNL_ARG_WEIGHTS, wd}, {DNNL_ARG_DIFF_SRC, land_r.mem}});
     finish(land_r);
   }
 
@@ -815,7 +824,8 @@ class CpuNetwork final : public Network {
     const memory dy = diff_as(i, pd.diff_dst_desc());
     // BN always passes gradient down: its input is a conv's output or needs none.
     const bool down = wants_grad(r);
-    Landing land_r = down ? land(r, pd.diff_src_desc()) : Landing{r, make(pd.diff_src_desc()), true, false};
+    Landing land_r =
+        down ? land(r, pd.diff_src_desc()) : Landing{r, make(pd.diff_src_desc()), true, false};
     Args args{{DNNL_ARG_SRC, t_[r].value},
               {DNNL_ARG_MEAN, bp.mean},
               {DNNL_ARG_VARIANCE, bp.var},
@@ -840,7 +850,8 @@ class CpuNetwork final : public Network {
     const memory dy = diff_as(i, pd.diff_dst_desc());
     Landing land_r = land(r, pd.diff_src_desc());
     push_pd<dnnl::eltwise_backward>(
-        bwd_, pd, {{DNNL_ARG_SRC, t_[r].value}, {DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_DIFF_SRC, land_r.mem}});
+        bwd_, pd,
+        {{DNNL_ARG_SRC, t_[r].value}, {DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_DIFF_SRC, land_r.mem}});
     finish(land_r);
   }
 
@@ -909,7 +920,8 @@ class CpuNetwork final : public Network {
       const int r = in(i, static_cast<int>(k));
       const Shape s = g_.layer(r).shape;
       if (wants_grad(r)) {
-        const memory::desc sub = plain.get_desc().submemory_desc({n_, s.c, s.h, s.w}, {0, offset, 0, 0});
+        const memory::desc sub =
+            plain.get_desc().submemory_desc({n_, s.c, s.h, s.w}, {0, offset, 0, 0});
         const memory part(sub, eng_, plain.get_data_handle());
         Landing land_r = land(r, t_[r].md);
         reorder(bwd_, part, t_[r].diff, land_r.accumulate);
@@ -927,14 +939,17 @@ class CpuNetwork final : public Network {
                                     t_[rx].md);
       dnnl::binary::primitive_desc pd(desc, attr_, eng_);
       Landing land_x = land(rx, t_[rx].md);
-      push_pd<dnnl::binary>(bwd_, pd, {{DNNL_ARG_SRC_0, dy}, {DNNL_ARG_SRC_1, mp.s}, {DNNL_ARG_DST, land_x.mem}});
+      push_pd<dnnl::binary>(
+          bwd_, pd, {{DNNL_ARG_SRC_0, dy}, {DNNL_ARG_SRC_1, mp.s}, {DNNL_ARG_DST, land_x.mem}});
       finish(land_x);
     }
     if (wants_grad(rs)) {  // ds = sum over H, W of dy * x
       const memory prod = make(t_[i].md);
-      const dnnl::binary::desc desc(dnnl::algorithm::binary_mul, dy.get_desc(), t_[rx].md, t_[i].md);
+      const dnnl::binary::desc desc(dnnl::algorithm::binary_mul, dy.get_desc(), t_[rx].md,
+                                    t_[i].md);
       dnnl::binary::primitive_desc pd(desc, attr_, eng_);
-      push_pd<dnnl::binary>(bwd_, pd, {{DNNL_ARG_SRC_0, dy}, {DNNL_ARG_SRC_1, mp.x}, {DNNL_ARG_DST, prod}});
+      push_pd<dnnl::binary>(bwd_, pd,
+                            {{DNNL_ARG_SRC_0, dy}, {DNNL_ARG_SRC_1, mp.x}, {DNNL_ARG_DST, prod}});
       const memory::desc s_md = mp.s.get_desc();
       if (g_.layer(i).shape.h == 1 && g_.layer(i).shape.w == 1) {  // nothing to sum over
         contribute(rs, prod, false);
@@ -960,10 +975,12 @@ class CpuNetwork final : public Network {
     const memory::desc dst2({n_, l.shape.c}, dt::f32, tag::nc);
     const memory dy2(dst2, eng_, t_[i].diff.get_data_handle());
 
-    const auto wdesc = l.bias ? dnnl::inner_product_backward_weights::desc(lp.src.get_desc(), w_any, bias_md, dst2)
-                              : dnnl::inner_product_backward_weights::desc(lp.src.get_desc(), w_any, dst2);
+    const auto wdesc =
+        l.bias ? dnnl::inner_product_backward_weights::desc(lp.src.get_desc(), w_any, bias_md, dst2)
+               : dnnl::inner_product_backward_weights::desc(lp.src.get_desc(), w_any, dst2);
     dnnl::inner_product_backward_weights::primitive_desc wpd(wdesc, attr_, eng_, lp.fwd);
-    const memory src = wpd.src_desc() == lp.src.get_desc() ? lp.src : value_as(r, wpd.src_desc(), bwd_);
+    const memory src =
+        wpd.src_desc() == lp.src.get_desc() ? lp.src : value_as(r, wpd.src_desc(), bwd_);
     const memory grad_plain = param_mem(model_.params()[st.weight], w_plain, true);
     const bool direct = wpd.diff_weights_desc() == w_plain;
     const memory dw = direct ? grad_plain : make(wpd.diff_weights_desc());
@@ -982,7 +999,8 @@ class CpuNetwork final : public Network {
     }
     Landing land_r = land(r, dpd.diff_src_desc());
     push_pd<dnnl::inner_product_backward_data>(
-        bwd_, dpd, {{DNNL_ARG_DIFF_DST, dy2}, {DNNL_ARG_WEIGHTS, wd}, {DNNL_ARG_DIFF_SRC, land_r.mem}});
+        bwd_, dpd,
+        {{DNNL_ARG_DIFF_DST, dy2}, {DNNL_ARG_WEIGHTS, wd}, {DNNL_ARG_DIFF_SRC, land_r.mem}});
     finish(land_r);
   }
 
@@ -1040,7 +1058,8 @@ class CpuBackend final : public Backend {
       return std::make_unique<CpuNetwork>(eng_, model, batch, mode, options);
     } catch (const dnnl::error& e) {
       throw Error("cpu backend", std::string("oneDNN could not build the network: ") + e.what() +
-                                     " (status " + std::to_string(static_cast<int>(e.status)) + ")");
+                                     " (status " + std::to_string(static_cast<int>(e.status)) +
+                                     ")");
     }
   }
 

@@ -18,26 +18,26 @@ namespace minas::cuda {
 
 }  // namespace minas::cuda
 
-#define MINAS_CUDA_CHECK(call)                                                                   \
-  do {                                                                                           \
-    const cudaError_t minas_err_ = (call);                                                       \
-    if (minas_err_ != cudaSuccess)                                                               \
-      ::minas::cuda::fail("cuda", #call,                                                         \
-                          std::string(cudaGetErrorName(minas_err_)) + ": " +                     \
-                              cudaGetErrorString(minas_err_),                                    \
-                          __FILE__, __LINE__);                                                   \
+#define MINAS_CUDA_CHECK(call)                                                               \
+  do {                                                                                       \
+    const cudaError_t minas_err_ = (call);                                                   \
+    if (minas_err_ != cudaSuccess)                                                           \
+      ::minas::cuda::fail(                                                                   \
+          "cuda", #call,                                                                     \
+          std::string(cudaGetErrorName(minas_err_)) + ": " + cudaGetErrorString(minas_err_), \
+          __FILE__, __LINE__);                                                               \
   } while (0)
 
-#define MINAS_CUDNN_CHECK(call)                                                                  \
-  do {                                                                                           \
-    const cudnnStatus_t minas_st_ = (call);                                                      \
-    if (minas_st_ != CUDNN_STATUS_SUCCESS)                                                       \
-      ::minas::cuda::fail("cudnn", #call, cudnnGetErrorString(minas_st_), __FILE__, __LINE__);   \
+#define MINAS_CUDNN_CHECK(call)                                                                \
+  do {                                                                                         \
+    const cudnnStatus_t minas_st_ = (call);                                                    \
+    if (minas_st_ != CUDNN_STATUS_SUCCESS)                                                     \
+      ::minas::cuda::fail("cudnn", #call, cudnnGetErrorString(minas_st_), __FILE__, __LINE__); \
   } while (0)
 
-#define MINAS_NCCL_CHECK(call)                                                                   \
-  do {                                                                                           \
-    const ncclResult_t minas_nr_ = (call);                                                       \
-    if (minas_nr_ != ncclSuccess)                                                                \
-      ::minas::cuda::fail("nccl", #call, ncclGetErrorString(minas_nr_), __FILE__, __LINE__);     \
+#define MINAS_NCCL_CHECK(call)                                                               \
+  do {                                                                                       \
+    const ncclResult_t minas_nr_ = (call);                                                   \
+    if (minas_nr_ != ncclSuccess)                                                            \
+      ::minas::cuda::fail("nccl", #call, ncclGetErrorString(minas_nr_), __FILE__, __LINE__); \
   } while (0)

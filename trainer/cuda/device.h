@@ -8,9 +8,9 @@
 namespace minas::cuda {
 
 struct DeviceInfo {
-  int index = 0;               // the CUDA device ordinal: slot "cuda:<index>"
-  std::string name;            // e.g. "NVIDIA H100 80GB HBM3"
-  size_t memory_bytes = 0;     // total global memory
+  int index = 0;            // the CUDA device ordinal: slot "cuda:<index>"
+  std::string name;         // e.g. "NVIDIA H100 80GB HBM3"
+  size_t memory_bytes = 0;  // total global memory
   int compute_major = 0, compute_minor = 0;
   int multiprocessors = 0;
 };
