@@ -1,6 +1,8 @@
 #include <doctest/doctest.h>
+
 #include <unistd.h>
 #include <zlib.h>
+#include "tests/support.h"
 
 #include <bit>
 #include <cmath>
@@ -21,20 +23,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-template <class F>
-minas::Error error_of(F&& f) {
-  try {
-    f();
-  } catch (const minas::Error& e) {
-    return e;
-  }
-  FAIL("no minas::Error thrown");
-  return minas::Error("", "");
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
+using minas::test::contains;
+using minas::test::error_of;
 
 // A fresh directory per test case, removed at the end.
 struct TempDir {

@@ -1,5 +1,7 @@
 #include <doctest/doctest.h>
+
 #include <unistd.h>
+#include "tests/support.h"
 
 #include <cstdio>
 #include <filesystem>
@@ -15,21 +17,8 @@ using nlohmann::json;
 
 namespace {
 
-// The Error that f throws; fails the test if it throws none.
-template <class F>
-minas::Error error_of(F&& f) {
-  try {
-    f();
-  } catch (const minas::Error& e) {
-    return e;
-  }
-  FAIL("no minas::Error thrown");
-  return minas::Error("", "");
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
+using minas::test::contains;
+using minas::test::error_of;
 
 std::string temp_path(const std::string& name) {
   return (std::filesystem::temp_directory_path() /

@@ -2,30 +2,18 @@
 // gets a clear error and a non-zero exit.
 #include <doctest/doctest.h>
 
-#include <sys/wait.h>
-#include <array>
-#include <cstdio>
+#include "tests/support.h"
+
 #include <filesystem>
 #include <fstream>
 #include <string>
 
 namespace {
 
-struct Run {
-  int status;
-  std::string out;
-};
+using minas::test::Run;
 
 Run run(const std::string& args) {
-  const std::string cmd = std::string(MINAS_BINARY) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::string out;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  const int st = pclose(p);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
+  return minas::test::run_minas(args);
 }
 
 }  // namespace

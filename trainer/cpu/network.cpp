@@ -763,12 +763,49 @@ class CpuNetwork final : public Network {
     }
   }
 
+  // The weight (and bias) gradients of a conv or linear layer i: the
+  // backward-weights primitive writes the model's plain gradient directly when
+  // it chose the plain format, else a buffer that is then reordered into it.
+  template <class Prim, class PD>
+  void weights_backward(int i, const PD& wpd, const memory::desc& plain_w, const memory& src,
+                        const memory& dy) {
+    const Layer& l = g_.layer(i);
+    const LayerState& st = model_.state(i);
+    const memory grad_plain = param_mem(model_.params()[st.weight], plain_w, true);
+    const bool direct = wpd.diff_weights_desc() == plain_w;
+    const memory dw = direct ? grad_plain : make(wpd.diff_weights_desc());
+    Args args{{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_DIFF_WEIGHTS, dw}};
+    if (l.bias) {
+      const memory::desc bias_md({l.shape.c}, dt::f32, tag::x);
+      args[DNNL_ARG_DIFF_BIAS] = param_mem(model_.params()[st.bias], bias_md, true);
+    }
+    push_pd<Prim>(bwd_, wpd, std::move(args));
+    if (!direct) reorder(bwd_, dw, grad_plain, false);
+  }
+
+  // The input gradient of a conv or linear layer, landed into tensor r. The
+  // primitive gets the forward's weights when it wants their format, else a
+  // reorder of the plain weights.
+  template <class Prim, class PD>
+  void data_backward(int r, const PD& dpd, const memory& dy, const memory& fwd_w,
+                     const memory& user_w) {
+    memory w = fwd_w;
+    if (dpd.weights_desc() != fwd_w.get_desc()) {
+      w = make(dpd.weights_desc());
+      reorder(bwd_, user_w, w, false);
+    }
+    Landing land_r = land(r, dpd.diff_src_desc());
+    push_pd<Prim>(
+        bwd_, dpd,
+        {{DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DIFF_SRC, land_r.mem}});
+    finish(land_r);
+  }
+
   void conv_backward(int i) {
     const Layer& l = g_.layer(i);
     ConvPlan& cp = convs_.at(i);
     const int r = cp.r;
     const Shape s = g_.layer(r).shape;
-    const LayerState& st = model_.state(i);
     const dims strides{l.stride, l.stride}, pad{l.pad, l.pad};
     const memory::desc bias_md({l.shape.c}, dt::f32, tag::x);
     const memory::desc plain_w = weights_md(l, s.c, tag::oihw);
@@ -781,33 +818,16 @@ class CpuNetwork final : public Network {
                                                           any_md(s), weights_md(l, s.c, tag::any),
                                                           any_md(l.shape), strides, pad, pad);
     dnnl::convolution_backward_weights::primitive_desc wpd(wdesc, attr_, eng_, cp.fwd);
-    const memory src = value_as(r, wpd.src_desc(), bwd_);
-    const memory dy = diff_as(i, wpd.diff_dst_desc());
-    const Param& w = model_.params()[st.weight];
-    const memory grad_plain = param_mem(w, plain_w, true);
-    const bool direct = wpd.diff_weights_desc() == plain_w;
-    const memory dw = direct ? grad_plain : make(wpd.diff_weights_desc());
-    Args wargs{{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_DIFF_WEIGHTS, dw}};
-    if (l.bias) wargs[DNNL_ARG_DIFF_BIAS] = param_mem(model_.params()[st.bias], bias_md, true);
-    push_pd<dnnl::convolution_backward_weights>(bwd_, wpd, std::move(wargs));
-    if (!direct) reorder(bwd_, dw, grad_plain, false);
+    weights_backward<dnnl::convolution_backward_weights>(
+        i, wpd, plain_w, value_as(r, wpd.src_desc(), bwd_), diff_as(i, wpd.diff_dst_desc()));
 
     if (!wants_grad(r)) return;
     const dnnl::convolution_backward_data::desc ddesc(dnnl::algorithm::convolution_direct,
                                                       any_md(s), weights_md(l, s.c, tag::any),
                                                       any_md(l.shape), strides, pad, pad);
     dnnl::convolution_backward_data::primitive_desc dpd(ddesc, attr_, eng_, cp.fwd);
-    const memory dy2 = diff_as(i, dpd.diff_dst_desc());
-    memory wd = cp.w;
-    if (dpd.weights_desc() != cp.w.get_desc()) {
-      wd = make(dpd.weights_desc());
-      reorder(bwd_, cp.user_w, wd, false);
-    }
-    Landing land_r = land(r, dpd.diff_src_desc());
-    push_pd<dnnl::convolution_backward_data>(
-        bwd_, dpd,
-        {{DNNL_ARG_DIFF_DST, dy2}, {DNNL_ARG_WEIGHTS, wd}, {DNNL_ARG_DIFF_SRC, land_r.mem}});
-    finish(land_r);
+    data_backward<dnnl::convolution_backward_data>(r, dpd, diff_as(i, dpd.diff_dst_desc()), cp.w,
+                                                   cp.user_w);
   }
 
   void bn_backward(int i) {
@@ -968,7 +988,6 @@ class CpuNetwork final : public Network {
     const int r = in(i);
     LinearPlan& lp = linears_.at(i);
     const Shape s = g_.layer(r).shape;
-    const LayerState& st = model_.state(i);
     const memory::desc w_any({l.shape.c, s.c, s.h, s.w}, dt::f32, tag::any);
     const memory::desc w_plain({l.shape.c, s.c, s.h, s.w}, dt::f32, tag::oihw);
     const memory::desc bias_md({l.shape.c}, dt::f32, tag::x);
@@ -981,27 +1000,12 @@ class CpuNetwork final : public Network {
     dnnl::inner_product_backward_weights::primitive_desc wpd(wdesc, attr_, eng_, lp.fwd);
     const memory src =
         wpd.src_desc() == lp.src.get_desc() ? lp.src : value_as(r, wpd.src_desc(), bwd_);
-    const memory grad_plain = param_mem(model_.params()[st.weight], w_plain, true);
-    const bool direct = wpd.diff_weights_desc() == w_plain;
-    const memory dw = direct ? grad_plain : make(wpd.diff_weights_desc());
-    Args wargs{{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, dy2}, {DNNL_ARG_DIFF_WEIGHTS, dw}};
-    if (l.bias) wargs[DNNL_ARG_DIFF_BIAS] = param_mem(model_.params()[st.bias], bias_md, true);
-    push_pd<dnnl::inner_product_backward_weights>(bwd_, wpd, std::move(wargs));
-    if (!direct) reorder(bwd_, dw, grad_plain, false);
+    weights_backward<dnnl::inner_product_backward_weights>(i, wpd, w_plain, src, dy2);
 
     if (!wants_grad(r)) return;
     const dnnl::inner_product_backward_data::desc ddesc(lp.src.get_desc(), w_any, dst2);
     dnnl::inner_product_backward_data::primitive_desc dpd(ddesc, attr_, eng_, lp.fwd);
-    memory wd = lp.w;
-    if (dpd.weights_desc() != lp.w.get_desc()) {
-      wd = make(dpd.weights_desc());
-      reorder(bwd_, lp.user_w, wd, false);
-    }
-    Landing land_r = land(r, dpd.diff_src_desc());
-    push_pd<dnnl::inner_product_backward_data>(
-        bwd_, dpd,
-        {{DNNL_ARG_DIFF_DST, dy2}, {DNNL_ARG_WEIGHTS, wd}, {DNNL_ARG_DIFF_SRC, land_r.mem}});
-    finish(land_r);
+    data_backward<dnnl::inner_product_backward_data>(r, dpd, dy2, lp.w, lp.user_w);
   }
 
   void dropout_backward(int i) {
