@@ -1,0 +1,137 @@
+// The wire protocol: every type round-trips, every malformed payload of the
+// corpus and of a seeded fuzzer is refused with a ProtocolError (never
+// another exception, never a crash).
+#include <doctest/doctest.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "controller/protocol.h"
+#include "searchspace/rng.h"
+
+using namespace minas::proto;
+
+namespace {
+
+// A valid value of each field type, so that every message can be built.
+nlohmann::json sample(FieldType t) {
+  switch (t) {
+    case FieldType::string:
+      return "x";
+    case FieldType::integer:
+      return 7;
+    case FieldType::number:
+      return 0.5;
+    case FieldType::boolean:
+      return true;
+    case FieldType::object:
+      return nlohmann::json::object({{"k", 1}});
+    case FieldType::array:
+      return nlohmann::json::array({1, 2});
+  }
+  return nullptr;
+}
+
+nlohmann::json full(const MessageSpec& s, bool optional_too) {
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& f : s.fields)
+    if (f.required || optional_too) j[f.name] = sample(f.type);
+  return j;
+}
+
+}  // namespace
+
+TEST_CASE("protocol: every message type encodes and parses back") {
+  REQUIRE(message_specs().size() == 12);
+  for (const auto& s : message_specs()) {
+    CAPTURE(std::string(type_name(s.type)));
+    CHECK(type_from_name(type_name(s.type)) == s.type);
+    for (bool opt : {false, true}) {
+      const std::string payload = encode(s.type, full(s, opt));
+      const Message m = parse(payload);
+      CHECK(m.type == s.type);
+      CHECK(m.body["v"] == kVersion);
+      for (const auto& f : s.fields)
+        if (f.required || opt) CHECK(m.body[f.name] == sample(f.type));
+    }
+  }
+  // encode refuses what parse would refuse: minas never sends a bad message.
+  CHECK_THROWS_AS(encode(Type::ready, {}), ProtocolError);
+  CHECK_THROWS_AS(encode(Type::ready, {{"slot", 1}}), ProtocolError);
+}
+
+TEST_CASE("protocol: the malformed corpus is refused, each with its code") {
+  std::ifstream in(std::string(MINAS_SOURCE_DIR) + "/tests/controller/bad_messages.txt");
+  REQUIRE(in);
+  std::string line;
+  int cases = 0;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    const auto tab = line.find('\t');
+    REQUIRE(tab != std::string::npos);
+    const std::string code = line.substr(0, tab), payload = line.substr(tab + 1);
+    CAPTURE(payload);
+    ++cases;
+    try {
+      parse(payload);
+      FAIL_CHECK("accepted");
+    } catch (const ProtocolError& e) {
+      CHECK(e.code() == code);
+      const Message reply = parse(error_reply(e));
+      CHECK(reply.type == Type::error);
+      CHECK(reply.body["code"] == code);
+    }
+  }
+  CHECK(cases >= 30);
+  const std::string big(kMaxMessageBytes + 1, ' ');
+  CHECK_THROWS_WITH_AS(parse(big), doctest::Contains("more than"), ProtocolError);
+}
+
+TEST_CASE("protocol: a seeded fuzzer never gets anything but a ProtocolError out of parse") {
+  minas::Rng rng(11);
+  std::vector<std::string> seeds;
+  for (const auto& s : message_specs()) seeds.push_back(encode(s.type, full(s, true)));
+  int refused = 0, accepted = 0;
+  for (int i = 0; i < 20000; ++i) {
+    std::string p = seeds[rng.below(seeds.size())];
+    const int edits = 1 + static_cast<int>(rng.below(4));
+    for (int e = 0; e < edits && !p.empty(); ++e) {
+      const size_t at = rng.below(p.size());
+      switch (rng.below(4)) {
+        case 0:
+          p[at] = static_cast<char>(rng.below(256));
+          break;
+        case 1:
+          p.erase(at, 1 + rng.below(8));
+          break;
+        case 2:
+          p.insert(at, 1, "{}[]\":,0-e\\"[rng.below(11)]);
+          break;
+        default:
+          p.resize(at);
+      }
+    }
+    try {
+      const Message m = parse(p);
+      // Whatever is accepted satisfies the spec of its type.
+      CHECK_NOTHROW(encode(m.type, m.body));
+      ++accepted;
+    } catch (const ProtocolError&) {
+      ++refused;
+    }
+  }
+  CHECK(refused > 10000);
+  MESSAGE(accepted << " mutants still valid, " << refused << " refused");
+}
+
+TEST_CASE("protocol: docs/protocol.md holds the message table as the code defines it") {
+  const std::string path = std::string(MINAS_SOURCE_DIR) + "/docs/protocol.md";
+  std::ifstream in(path);
+  REQUIRE_MESSAGE(in, "cannot read " << path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string doc = ss.str(), table = protocol_markdown();
+  REQUIRE(doc.size() >= table.size());
+  CHECK_MESSAGE(doc.compare(doc.size() - table.size(), table.size(), table) == 0,
+                path << " differs from protocol_markdown(): regenerate its message tables");
+}
