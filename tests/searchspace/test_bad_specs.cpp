@@ -8,6 +8,7 @@
 
 #include "searchspace/error.h"
 #include "searchspace/space.h"
+#include "tests/support.h"
 
 namespace {
 
@@ -38,8 +39,8 @@ std::vector<Case> read_cases(const std::string& path) {
 TEST_CASE("bad specs: each bad document yields its error, naming the file and the field") {
   const auto cases = read_cases(std::string(MINAS_SOURCE_DIR) + "/tests/searchspace/bad_specs.txt");
   REQUIRE(cases.size() >= 25);
-  const auto dir = std::filesystem::temp_directory_path() / "minas-bad-specs";
-  std::filesystem::create_directories(dir);
+  const minas::test::TempDir tmp("bad-specs");
+  const std::filesystem::path dir = tmp.path;
   for (const Case& c : cases) {
     CAPTURE(c.name);
     REQUIRE(!c.expect.empty());
@@ -54,7 +55,6 @@ TEST_CASE("bad specs: each bad document yields its error, naming the file and th
       CHECK_MESSAGE(msg.rfind(path, 0) == 0, "error does not start with the file: " << msg);
     }
   }
-  std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("bad specs: a missing file and an unknown name are reported as such") {

@@ -27,19 +27,9 @@ using minas::test::contains;
 using minas::test::error_of;
 
 // A fresh directory per test case, removed at the end.
-struct TempDir {
+struct TempDir : minas::test::TempDir {
+  explicit TempDir(const std::string& name) : minas::test::TempDir("ckpt-" + name), dir(path) {}
   fs::path dir;
-  explicit TempDir(const std::string& name)
-      : dir(fs::temp_directory_path() /
-            ("minas_test_ckpt_" + std::to_string(::getpid()) + "_" + name)) {
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
-  std::string file(const std::string& name) const { return (dir / name).string(); }
 };
 
 std::string read_bytes(const std::string& path) {

@@ -1,5 +1,7 @@
 #include <doctest/doctest.h>
 
+#include "tests/support.h"
+
 #include <unistd.h>
 #include <zlib.h>
 
@@ -33,21 +35,8 @@ TEST_SUITE_BEGIN("data");
 
 namespace {
 
-// A fresh folder under the system temp dir, removed with everything in it at scope exit.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path = fs::temp_directory_path() /
-           ("minas-test-data-" + std::to_string(getpid()) + "-" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
+struct TempDir : minas::test::TempDir {
+  TempDir() : minas::test::TempDir("data") {}
 };
 
 // n images of 1 x h x w with seeded pixels; label i is (i * 7 + i / 3) % classes, so every class

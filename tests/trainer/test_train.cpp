@@ -9,6 +9,7 @@
 
 #include "searchspace/error.h"
 #include "searchspace/space.h"
+#include "tests/support.h"
 #include "trainer/checkpoint.h"
 #include "trainer/train.h"
 
@@ -146,9 +147,8 @@ TEST_CASE("train: a checkpoint round trip gives back the same network") {
   TrainOptions opt;
   opt.measure_latency = false;
   train(model, quick(1, 100), data, *backend, opt);
-  const auto dir = std::filesystem::temp_directory_path() / "minas-train-ckpt";
-  std::filesystem::create_directories(dir);
-  const std::string path = (dir / "model.ckpt").string();
+  const minas::test::TempDir dir("train-ckpt");
+  const std::string path = dir.file("model.ckpt");
   save_checkpoint(path, {space.name(), space.key(arch), {}}, checkpoint_views(model));
 
   Checkpoint ck = load_checkpoint(path);
@@ -166,7 +166,6 @@ TEST_CASE("train: a checkpoint round trip gives back the same network") {
                        doctest::Contains(path.c_str()), Error);
   std::filesystem::resize_file(path, std::filesystem::file_size(path) / 2);
   CHECK_THROWS_WITH_AS(load_checkpoint(path), doctest::Contains("truncated"), Error);
-  std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("train: a diverging run fails with the epoch and step, a budget stops the run") {

@@ -19,7 +19,8 @@ Run run(const std::string& args) {
 }  // namespace
 
 TEST_CASE("train cli: bad data, recipes, architectures and flags are refused clearly") {
-  const auto dir = std::filesystem::temp_directory_path() / "minas-train-cli";
+  const minas::test::TempDir tmp("train-cli");
+  const std::filesystem::path dir = tmp.path;
   std::filesystem::create_directories(dir / "empty");
   const std::string bad_recipe = (dir / "bad.json").string();
   std::ofstream(bad_recipe) << R"({"epochs": 1, "learning_rate": 0.1})";
@@ -58,5 +59,4 @@ TEST_CASE("train cli: bad data, recipes, architectures and flags are refused cle
     CHECK_MESSAGE(r.out.find(b.expect) != std::string::npos, r.out);
     CHECK_MESSAGE(r.out.find("error") != std::string::npos, r.out);
   }
-  std::filesystem::remove_all(dir);
 }
