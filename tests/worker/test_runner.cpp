@@ -1,0 +1,131 @@
+// Trial runners: the real CPU one on a small IDX folder, the simulated one on
+// the NAS-Bench-201 table.
+#include <doctest/doctest.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "searchspace/rng.h"
+#include "searchspace/space.h"
+#include "tests/support.h"
+#include "trainer/data.h"
+#include "worker/runner.h"
+
+using namespace minas;
+
+namespace {
+
+// A folder of IDX files of random 12x12 images, 10 classes.
+void write_folder(const std::string& dir, size_t n) {
+  data::Dataset ds;
+  ds.source = dir;
+  ds.shape = {1, 12, 12};
+  ds.classes = 10;
+  Rng rng(3);
+  ds.labels.resize(n);
+  ds.pixels.resize(n * 144);
+  for (auto& l : ds.labels) l = static_cast<uint8_t>(rng.below(10));
+  for (auto& p : ds.pixels) p = static_cast<uint8_t>(rng.below(256));
+  data::write_idx(ds, dir + "/train-images-idx3-ubyte", dir + "/train-labels-idx1-ubyte");
+  data::write_idx(ds, dir + "/t10k-images-idx3-ubyte", dir + "/t10k-labels-idx1-ubyte");
+}
+
+TrialRequest request(const std::string& dir) {
+  TrialRequest r;
+  r.trial = 4;
+  r.space = Space::load("small:input=1x12x12").spec();
+  r.arch = "16|32|conv_k3|skip|64|conv_k3|skip";
+  r.recipe = {{"epochs", 1}, {"val_size", 40}, {"threads", 1}, {"batch", 32}};
+  r.data = dir;
+  r.fidelity = 2;
+  return r;
+}
+
+std::string nb201_table() {
+  const char* d = std::getenv("MINAS_SHARED_DIR");
+  return (d ? std::string(d) : std::string(MINAS_SOURCE_DIR) + "/../shared") +
+         "/benchmarks/nas-bench-201.csv";
+}
+
+}  // namespace
+
+TEST_CASE("runner: the CPU runner trains, reports each epoch, and fails cleanly on bad input") {
+  const test::TempDir dir("runner");
+  write_folder(dir.path.string(), 200);
+  auto runner = make_cpu_runner();
+  std::vector<int> epochs;
+  const TrialOutcome ok = runner->run(
+      request(dir.path.string()),
+      [&](int e, const nlohmann::json& m) {
+        epochs.push_back(e);
+        CHECK(m.contains("train_loss"));
+      },
+      [] { return false; });
+  REQUIRE(ok.kind == TrialOutcome::Kind::done);
+  CHECK(epochs == std::vector<int>{1, 2});  // the fidelity, not the recipe's 1 epoch
+  CHECK(ok.metrics["params"] == 24058);
+  CHECK(ok.metrics["val_acc"].get<double>() >= 0.0);
+
+  TrialRequest bad = request(dir.path.string());
+  bad.arch = "16|32|conv_k9|skip|64|conv_k3|skip";
+  TrialOutcome f = runner->run(
+      bad, [](int, const nlohmann::json&) {}, [] { return false; });
+  CHECK(f.kind == TrialOutcome::Kind::failed);
+  CHECK_FALSE(f.retryable);
+  CHECK(test::contains(f.reason, "conv_k9"));
+
+  bad = request(dir.path.string());
+  bad.data_fingerprint = "0000000000000000";
+  f = runner->run(
+      bad, [](int, const nlohmann::json&) {}, [] { return false; });
+  CHECK(f.kind == TrialOutcome::Kind::failed);
+  CHECK(test::contains(f.reason, "fingerprint"));
+
+  bad = request(dir.path.string());
+  bad.recipe["learning_rate"] = 0.1;
+  f = runner->run(
+      bad, [](int, const nlohmann::json&) {}, [] { return false; });
+  CHECK(test::contains(f.reason, "learning_rate"));
+
+  int polls = 0;
+  const TrialOutcome c = runner->run(
+      request(dir.path.string()), [](int, const nlohmann::json&) {}, [&] { return ++polls > 3; });
+  CHECK(c.kind == TrialOutcome::Kind::cancelled);
+}
+
+TEST_CASE("runner: the simulated runner answers from the NAS-Bench-201 table") {
+  const std::string table = nb201_table();
+  if (!std::filesystem::exists(table)) {
+    const char* ci = std::getenv("CI");
+    if (ci && std::string(ci) == "true") FAIL("missing " << table);
+    MESSAGE("skipped: " << table << " not found");
+    return;
+  }
+  auto sim = make_sim_runner(table, "cifar10_valid_12ep", 0.0);
+  TrialRequest r;
+  r.arch =
+      "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_"
+      "connect~2|";
+  int calls = 0;
+  const TrialOutcome o = sim->run(
+      r, [&](int, const nlohmann::json&) { ++calls; }, [] { return false; });
+  REQUIRE(o.kind == TrialOutcome::Kind::done);
+  CHECK(o.metrics["val_acc"].get<double>() == doctest::Approx(0.82834));  // 82.8340 in the table
+  CHECK(calls == 1);
+  r.arch = "16|32|conv_k3|skip|64|conv_k3|skip";
+  CHECK(sim->run(
+               r, [](int, const nlohmann::json&) {}, [] { return false; })
+            .kind == TrialOutcome::Kind::failed);
+
+  auto slow = make_sim_runner(table, "cifar10_valid_12ep", 30.0);
+  r.arch =
+      "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_"
+      "connect~2|";
+  int polls = 0;
+  CHECK(slow->run(
+                r, [](int, const nlohmann::json&) {}, [&] { return ++polls > 5; })
+            .kind == TrialOutcome::Kind::cancelled);
+  CHECK_THROWS_WITH_AS(make_sim_runner(table, "cifar10_valid_13ep", 0.0),
+                       doctest::Contains("no column 'cifar10_valid_13ep'"), Error);
+  CHECK_THROWS_AS(make_sim_runner("/nonexistent.csv", "x", 0.0), Error);
+}

@@ -1,0 +1,181 @@
+#include "worker/runner.h"
+
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <thread>
+#include <unordered_map>
+
+#include "searchspace/error.h"
+#include "searchspace/space.h"
+#include "trainer/train.h"
+
+namespace minas {
+namespace {
+
+class CpuRunner final : public TrialRunner {
+ public:
+  TrialOutcome run(const TrialRequest& req,
+                   const std::function<void(int, const nlohmann::json&)>& on_epoch,
+                   const std::function<bool()>& cancelled) override {
+    TrialOutcome out;
+    try {
+      const Space space =
+          Space::from_json(req.space, "trial " + std::to_string(req.trial) + " space");
+      const Arch arch = space.parse_key(req.arch);
+      Recipe recipe =
+          Recipe::from_json(req.recipe, "trial " + std::to_string(req.trial) + " recipe");
+      if (req.fidelity > 0) {
+        recipe.set("epochs", std::to_string(req.fidelity), "train request");
+        recipe.set("time_budget_s", "0", "train request");
+      }
+      if (req.threads > 0) recipe.set("threads", std::to_string(req.threads), "train request");
+      const data::TrainTest& data = dataset(req.data, req.data_fingerprint);
+      Model model(space.lower(arch), recipe.seed);
+      auto backend = make_cpu_backend(static_cast<int>(recipe.threads));
+      TrainOptions opt;
+      bool stopped = false;
+      opt.should_stop = [&] { return stopped = stopped || cancelled(); };
+      opt.on_epoch = [&](const EpochRecord& e) {
+        on_epoch(e.epoch, {{"train_loss", e.train_loss},
+                           {"train_acc", e.train_acc},
+                           {"val_acc", std::isfinite(e.val_acc) ? nlohmann::json(e.val_acc)
+                                                                : nlohmann::json()},
+                           {"lr", e.lr},
+                           {"seconds", e.seconds}});
+      };
+      const TrainReport r = train(model, recipe, data, *backend, opt);
+      if (stopped) {
+        out.kind = TrialOutcome::Kind::cancelled;
+        return out;
+      }
+      nlohmann::json m = r.to_json();
+      m.erase("epochs");
+      out.kind = TrialOutcome::Kind::done;
+      out.metrics = std::move(m);
+    } catch (const Error& e) {
+      out.kind = TrialOutcome::Kind::failed;
+      out.reason = e.what();
+      out.retryable = false;  // the same inputs fail the same way
+    } catch (const std::exception& e) {
+      out.kind = TrialOutcome::Kind::failed;
+      out.reason = std::string("internal error: ") + e.what();
+      out.retryable = true;  // e.g. out of memory: another worker may manage
+    }
+    return out;
+  }
+
+ private:
+  const data::TrainTest& dataset(const std::string& name, const std::string& fingerprint) {
+    std::lock_guard lock(mu_);
+    auto it = cache_.find(name);
+    if (it == cache_.end()) it = cache_.emplace(name, data::load_dataset(name)).first;
+    if (!fingerprint.empty() && it->second.train.fingerprint() != fingerprint)
+      throw Error("data " + name, "this worker's copy has fingerprint " +
+                                      it->second.train.fingerprint() + ", the trial needs " +
+                                      fingerprint);
+    return it->second;
+  }
+
+  std::mutex mu_;
+  std::map<std::string, data::TrainTest> cache_;
+};
+
+std::vector<std::string> split_csv_line(const std::string& line) {
+  std::vector<std::string> out;
+  std::stringstream ss(line);
+  std::string f;
+  while (std::getline(ss, f, ',')) out.push_back(f);
+  return out;
+}
+
+class SimRunner final : public TrialRunner {
+ public:
+  SimRunner(const std::string& path, const std::string& metric, double delay_s,
+            const std::string& key_column)
+      : delay_s_(delay_s) {
+    if (!(delay_s >= 0)) throw Error("--delay", "must be >= 0");
+    std::ifstream in(path);
+    if (!in) throw Error(path, "cannot read the table");
+    std::string line;
+    if (!std::getline(in, line)) throw Error(path, "empty table");
+    const auto header = split_csv_line(line);
+    auto column = [&](const std::string& name) {
+      for (size_t i = 0; i < header.size(); ++i)
+        if (header[i] == name) return i;
+      std::string names;
+      for (const auto& h : header) names += (names.empty() ? "" : ", ") + h;
+      throw Error(path, "no column '" + name + "' (columns: " + names + ")");
+    };
+    const size_t key = column(key_column), value = column(metric);
+    bool percent = false;
+    size_t row = 1;
+    while (std::getline(in, line)) {
+      ++row;
+      if (line.empty()) continue;
+      const auto f = split_csv_line(line);
+      if (f.size() <= std::max(key, value))
+        throw Error(path + ":" + std::to_string(row),
+                    "has " + std::to_string(f.size()) + " fields");
+      char* end = nullptr;
+      const double v = std::strtod(f[value].c_str(), &end);
+      if (end == f[value].c_str() || !std::isfinite(v))
+        throw Error(path + ":" + std::to_string(row), "'" + f[value] + "' is not a number");
+      percent = percent || v > 1.0;
+      table_[f[key]] = v;
+    }
+    if (table_.empty()) throw Error(path, "no rows");
+    if (percent)
+      for (auto& [k, v] : table_) v /= 100.0;
+  }
+
+  TrialOutcome run(const TrialRequest& req,
+                   const std::function<void(int, const nlohmann::json&)>& on_epoch,
+                   const std::function<bool()>& cancelled) override {
+    TrialOutcome out;
+    const auto it = table_.find(req.arch);
+    if (it == table_.end()) {
+      out.reason = "architecture '" + req.arch + "' is not in the table";
+      return out;
+    }
+    const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(delay_s_);
+    while (std::chrono::steady_clock::now() < until) {
+      if (cancelled()) {
+        out.kind = TrialOutcome::Kind::cancelled;
+        return out;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    if (cancelled()) {
+      out.kind = TrialOutcome::Kind::cancelled;
+      return out;
+    }
+    const int epochs = std::max(1, req.fidelity);
+    on_epoch(epochs, {{"val_acc", it->second}, {"seconds", delay_s_}});
+    out.kind = TrialOutcome::Kind::done;
+    out.metrics = {{"val_acc", it->second}, {"test_acc", nullptr}, {"latency_ms", nullptr},
+                   {"params", nullptr},     {"macs", nullptr},     {"train_seconds", delay_s_}};
+    return out;
+  }
+
+ private:
+  double delay_s_;
+  std::unordered_map<std::string, double> table_;
+};
+
+}  // namespace
+
+std::unique_ptr<TrialRunner> make_cpu_runner() {
+  return std::make_unique<CpuRunner>();
+}
+
+std::unique_ptr<TrialRunner> make_sim_runner(const std::string& csv_path,
+                                             const std::string& metric_column, double delay_s,
+                                             const std::string& key_column) {
+  return std::make_unique<SimRunner>(csv_path, metric_column, delay_s, key_column);
+}
+
+}  // namespace minas

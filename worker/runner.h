@@ -1,0 +1,57 @@
+#pragma once
+// What a worker does with one trial attempt: a TrialRunner turns a train
+// request into epochs of progress and an outcome. The CPU runner trains for
+// real; the simulated one answers from a table (NAS-Bench-201's, say) so the
+// whole system can be run at scale without training.
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace minas {
+
+struct TrialRequest {
+  int64_t trial = 0;
+  int attempt = 0;
+  nlohmann::json space;          // the resolved space document
+  std::string arch;              // canonical key
+  nlohmann::json recipe;         // training recipe
+  std::string data;              // data set name or folder
+  std::string data_fingerprint;  // empty: accept what the name resolves to
+  int fidelity = 0;              // epochs; 0: the recipe's own
+  int threads = 0;               // CPU threads for this attempt; 0: all
+};
+
+struct TrialOutcome {
+  enum class Kind { done, failed, cancelled } kind = Kind::failed;
+  nlohmann::json metrics;  // done: val_acc, test_acc, latency_ms, params, macs, train_seconds
+  std::string reason;      // failed: what went wrong
+  bool retryable = false;  // failed: whether another attempt could succeed
+};
+
+class TrialRunner {
+ public:
+  virtual ~TrialRunner() = default;
+  // Runs one attempt. on_epoch gets (epoch from 1, metrics: train_loss,
+  // train_acc, val_acc, lr, seconds); cancelled is polled often and stops the
+  // attempt promptly. User-caused errors (a bad arch, recipe or data set) come
+  // back as a failed outcome, never as an exception.
+  virtual TrialOutcome run(const TrialRequest& request,
+                           const std::function<void(int, const nlohmann::json&)>& on_epoch,
+                           const std::function<bool()>& cancelled) = 0;
+};
+
+// Trains on this machine's CPU; data sets are loaded once and kept by name.
+std::unique_ptr<TrialRunner> make_cpu_runner();
+
+// Answers from a CSV table: the row whose `key_column` equals the request's
+// arch gives val_acc from `metric_column` (a percentage above 1 is read as
+// percent and divided by 100), after `delay_s` seconds of pretend training.
+std::unique_ptr<TrialRunner> make_sim_runner(const std::string& csv_path,
+                                             const std::string& metric_column, double delay_s,
+                                             const std::string& key_column = "arch");
+
+}  // namespace minas
