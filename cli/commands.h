@@ -5,6 +5,9 @@
 namespace minas::cli {
 
 void add_space_commands(CLI::App& app);
-void add_train_commands(CLI::App& app);  // train, bench
+void add_train_commands(CLI::App& app);      // train
+void add_train_benchmarks(CLI::App& bench);  // bench train-ref, bench gemm
+void add_store_benchmarks(CLI::App& bench);  // bench store
+void add_query_commands(CLI::App& app);      // query, sql
 
 }  // namespace minas::cli

@@ -11,6 +11,11 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "minas 0.1.0");
   minas::cli::add_space_commands(app);
   minas::cli::add_train_commands(app);
+  minas::cli::add_query_commands(app);
+  CLI::App* bench = app.add_subcommand("bench", "Benchmarks (bench/README.md)");
+  bench->require_subcommand(1);
+  minas::cli::add_train_benchmarks(*bench);
+  minas::cli::add_store_benchmarks(*bench);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

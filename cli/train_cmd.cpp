@@ -131,9 +131,11 @@ void add_train_commands(CLI::App& app) {
     j.erase("epochs");
     std::printf("%s\n", j.dump().c_str());
   });
+}
 
-  CLI::App* bench = app.add_subcommand("bench", "Benchmarks (bench/README.md)");
-  bench->require_subcommand(1);
+void add_train_benchmarks(CLI::App& bench_group) {
+  auto f = std::make_shared<TrainFlags>();
+  CLI::App* bench = &bench_group;
   CLI::App* ref = bench->add_subcommand(
       "train-ref", "Train shared/bench/torch_ref.py's reference network with its recipe");
   ref->add_option("--width", f->width, "Width w of the reference network")->default_val(16);

@@ -1,0 +1,161 @@
+// `minas bench store`: the experiment store under a controller's write load.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#include "cli/commands.h"
+#include "db/queries.h"
+#include "db/store.h"
+#include "searchspace/error.h"
+#include "searchspace/space.h"
+
+namespace minas::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct StoreBenchFlags {
+  int64_t results = 100000;
+  int64_t batch = 256;
+  int epochs = 5;
+  std::string db;
+  int repeats = 7;
+};
+
+double ms_since(Clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+}
+
+template <class F>
+double median_ms(int repeats, F&& f) {
+  std::vector<double> ms;
+  for (int i = 0; i < repeats; ++i) {
+    const auto t0 = Clock::now();
+    f();
+    ms.push_back(ms_since(t0));
+  }
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+void run(const StoreBenchFlags& f) {
+  if (f.results < 1 || f.batch < 1 || f.epochs < 0 || f.repeats < 1)
+    throw Error("bench store", "--results, --batch and --repeats must be >= 1, --epochs >= 0");
+  namespace fs = std::filesystem;
+  const fs::path dir =
+      fs::temp_directory_path() / ("minas-bench-store-" + std::to_string(::getpid()));
+  const std::string path = f.db.empty() ? (dir / "bench.db").string() : f.db;
+  if (f.db.empty()) {
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+  } else if (fs::exists(path)) {
+    throw Error(path, "exists: bench store writes a new store (give a new path)");
+  }
+
+  // What a search would have ready before it records anything: the space's
+  // architectures and the workers; none of it is timed.
+  const Space space = Space::load("nb201");
+  Rng rng(1);
+  std::vector<std::pair<std::string, std::string>> archs;
+  for (int i = 0; i < 4096; ++i) {
+    const Arch a = space.sample(rng);
+    archs.emplace_back(space.key(a), space.arch_to_json(a).dump());
+  }
+  db::Store store = db::Store::open(path);
+  db::ExperimentSpec spec;
+  spec.name = "bench";
+  spec.space = space.ref();
+  spec.space_json = space.spec();
+  spec.dataset = "simulated";
+  spec.dataset_fingerprint = "0000000000000000";
+  spec.strategy = "random";
+  spec.recipe = {{"epochs", f.epochs}};
+  spec.objective = "val_acc";
+  const int64_t exp = store.create_experiment(spec, 0.0);
+  std::vector<int64_t> workers;
+  for (int w = 0; w < 8; ++w)
+    workers.push_back(store.upsert_worker("w" + std::to_string(w), "localhost", {"cpu"}, 0.0));
+
+  db::Writer writer(store);
+  int64_t commits = 0;
+  const auto t0 = Clock::now();
+  for (int64_t i = 0; i < f.results; ++i) {
+    const auto& [key, json] = archs[static_cast<size_t>(i) % archs.size()];
+    const double now = static_cast<double>(i);
+    db::NewTrial nt;
+    nt.experiment_id = exp;
+    nt.arch_key = key;
+    nt.arch_hash = fnv1a64(key);
+    nt.arch_json = json;
+    nt.fidelity = f.epochs;
+    nt.queued_at = now;
+    const int64_t id = writer.add_trial(nt);
+    const int64_t worker = workers[static_cast<size_t>(i) % workers.size()];
+    writer.start_trial(id, 0, worker, "cpu", now);
+    const double acc = 0.5 + 0.45 * rng.uniform();
+    for (int e = 1; e <= f.epochs; ++e)
+      writer.record_epoch({id, 0, e, 1.0 / e, acc * e / f.epochs, acc * e / f.epochs, 0.1, 1.0});
+    db::TrialResult r;
+    r.trial_id = id;
+    r.val_acc = acc;
+    r.test_acc = acc - 0.01;
+    r.latency_ms = 0.2 + 3 * rng.uniform();
+    r.params = 100000 + static_cast<int64_t>(rng.below(900000));
+    r.macs = 1000000 + static_cast<int64_t>(rng.below(90000000));
+    r.train_seconds = 30;
+    r.finished_at = now + 1;
+    r.worker_id = worker;
+    writer.record_result(r);
+    if ((i + 1) % f.batch == 0) {
+      writer.commit();
+      ++commits;
+    }
+  }
+  if (writer.pending()) {
+    writer.commit();
+    ++commits;
+  }
+  const double seconds = ms_since(t0) / 1e3;
+
+  db::Connection reader = db::open_store_readonly(path);
+  const double top_ms =
+      median_ms(f.repeats, [&] { db::top_k(reader, exp, db::Metric::val_acc, 10, {}); });
+  const double pareto_ms = median_ms(
+      f.repeats, [&] { db::pareto(reader, exp, db::Metric::latency_ms, db::Metric::val_acc, {}); });
+  std::printf(
+      "results=%lld epochs_per_result=%d batch=%lld commits=%lld seconds=%.2f "
+      "synchronous=FULL journal=WAL store=%s\n",
+      static_cast<long long>(f.results), f.epochs, static_cast<long long>(f.batch),
+      static_cast<long long>(commits), seconds, path.c_str());
+  std::printf("results_per_s=%.0f top_ms=%.2f pareto_ms=%.2f\n",
+              static_cast<double>(f.results) / seconds, top_ms, pareto_ms);
+  if (f.db.empty()) {
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+}
+
+}  // namespace
+
+void add_store_benchmarks(CLI::App& bench) {
+  auto f = std::make_shared<StoreBenchFlags>();
+  CLI::App* c = bench.add_subcommand(
+      "store",
+      "Record simulated trial results durably through the controller's write path, then "
+      "time top-k and Pareto queries over them");
+  c->add_option("--results", f->results, "Trial results to record")->default_val(100000);
+  c->add_option("--batch", f->batch, "Results per commit (group commit)")->default_val(256);
+  c->add_option("--epochs", f->epochs, "Per-epoch metric rows per result")->default_val(5);
+  c->add_option("--repeats", f->repeats, "Runs of each query; the median is reported")
+      ->default_val(7);
+  c->add_option("--db", f->db, "Store file to create (default: a temporary one, removed after)");
+  c->callback([f] { run(*f); });
+}
+
+}  // namespace minas::cli

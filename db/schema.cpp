@@ -1,0 +1,118 @@
+#include "db/schema.h"
+
+namespace minas::db {
+
+const std::vector<Migration>& migrations() {
+  static const std::vector<Migration> list = {
+      {1, "experiments, workers, trials and per-epoch metrics", R"sql(
+CREATE TABLE experiments (
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE,
+  space TEXT NOT NULL,                -- the space reference, overrides included
+  space_json TEXT NOT NULL,           -- the resolved space document
+  dataset TEXT NOT NULL,              -- name or folder as given
+  dataset_fingerprint TEXT NOT NULL,  -- what was trained on, exactly
+  strategy TEXT NOT NULL,
+  strategy_settings TEXT NOT NULL,    -- JSON
+  recipe TEXT NOT NULL,               -- JSON
+  recipe_hash TEXT NOT NULL,          -- of the canonical recipe JSON
+  objective TEXT NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('created', 'running', 'stopped', 'finished', 'failed')),
+  created_at REAL NOT NULL,
+  started_at REAL,
+  finished_at REAL
+);
+CREATE INDEX experiments_data ON experiments (dataset_fingerprint, recipe_hash);
+
+CREATE TABLE workers (
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE,          -- the worker's identity, e.g. host:pid
+  host TEXT NOT NULL,
+  devices TEXT NOT NULL,              -- JSON: its device slots
+  first_seen REAL NOT NULL,
+  last_seen REAL NOT NULL,
+  connected_seconds REAL NOT NULL DEFAULT 0,
+  busy_seconds REAL NOT NULL DEFAULT 0
+);
+
+CREATE TABLE trials (
+  id INTEGER PRIMARY KEY,
+  experiment_id INTEGER NOT NULL REFERENCES experiments (id),
+  number INTEGER NOT NULL,            -- order of creation within the experiment, from 0
+  arch_key TEXT NOT NULL,
+  arch_hash INTEGER NOT NULL,         -- FNV-1a 64 of the key, as a signed 64-bit pattern
+  arch_json TEXT NOT NULL,
+  parent_id INTEGER REFERENCES trials (id),
+  mutation TEXT,                      -- what changed from the parent
+  fidelity INTEGER NOT NULL,          -- training budget of this trial (epochs)
+  status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'done', 'failed', 'pruned')),
+  attempt INTEGER NOT NULL DEFAULT 0,
+  worker_id INTEGER REFERENCES workers (id),
+  device TEXT,
+  queued_at REAL NOT NULL,
+  started_at REAL,
+  finished_at REAL,
+  val_acc REAL,
+  test_acc REAL,
+  latency_ms REAL,
+  params INTEGER,
+  macs INTEGER,
+  train_seconds REAL,
+  error TEXT,
+  UNIQUE (experiment_id, number)
+);
+CREATE INDEX trials_status ON trials (experiment_id, status);
+-- Covers ranking and Pareto fronts over finished trials without touching the table.
+CREATE INDEX trials_done ON trials (experiment_id, val_acc DESC, latency_ms, params, macs, test_acc,
+                                    train_seconds, number, status) WHERE status = 'done';
+CREATE INDEX trials_finished ON trials (experiment_id, finished_at);
+CREATE INDEX trials_arch ON trials (arch_hash, fidelity);
+CREATE INDEX trials_parent ON trials (parent_id);
+
+CREATE TABLE epochs (
+  trial_id INTEGER NOT NULL REFERENCES trials (id),
+  attempt INTEGER NOT NULL,
+  epoch INTEGER NOT NULL,             -- from 1
+  train_loss REAL,
+  train_acc REAL,
+  val_acc REAL,
+  lr REAL,
+  seconds REAL,
+  PRIMARY KEY (trial_id, attempt, epoch)
+) WITHOUT ROWID;
+)sql"},
+      {2, "strategy state, artifacts and late results", R"sql(
+CREATE TABLE strategy_state (
+  experiment_id INTEGER PRIMARY KEY REFERENCES experiments (id),
+  state TEXT NOT NULL,                -- JSON, the strategy's own
+  updated_at REAL NOT NULL
+);
+
+CREATE TABLE artifacts (
+  id INTEGER PRIMARY KEY,
+  experiment_id INTEGER NOT NULL REFERENCES experiments (id),
+  trial_id INTEGER REFERENCES trials (id),
+  kind TEXT NOT NULL,                 -- checkpoint, onnx, report, ...
+  path TEXT NOT NULL,
+  checksum TEXT NOT NULL,
+  bytes INTEGER NOT NULL,
+  created_at REAL NOT NULL
+);
+CREATE INDEX artifacts_trial ON artifacts (trial_id);
+
+-- Results that arrived for an attempt the trial had already moved past (an
+-- expired lease): kept for the record, never counted.
+CREATE TABLE late_results (
+  id INTEGER PRIMARY KEY,
+  trial_id INTEGER NOT NULL REFERENCES trials (id),
+  attempt INTEGER NOT NULL,
+  received_at REAL NOT NULL,
+  val_acc REAL,
+  worker_id INTEGER REFERENCES workers (id)
+);
+)sql"},
+  };
+  return list;
+}
+
+}  // namespace minas::db
