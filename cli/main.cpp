@@ -12,10 +12,12 @@ int main(int argc, char** argv) {
   minas::cli::add_space_commands(app);
   minas::cli::add_train_commands(app);
   minas::cli::add_query_commands(app);
+  minas::cli::add_search_commands(app);
   CLI::App* bench = app.add_subcommand("bench", "Benchmarks (bench/README.md)");
   bench->require_subcommand(1);
   minas::cli::add_train_benchmarks(*bench);
   minas::cli::add_store_benchmarks(*bench);
+  minas::cli::add_dispatch_benchmark(*bench);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

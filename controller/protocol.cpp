@@ -103,7 +103,10 @@ const std::vector<MessageSpec>& message_specs() {
         {"attempt", F::integer, true,
          "attempt number, from 0; results are idempotent by (trial, attempt)"},
         {"slots", F::array, true, "the slot ids to run on"},
-        {"space", F::object, true, "the resolved search-space document"},
+        {"space_id", F::string, true, "FNV-1a 64 (hex) of the space document's JSON text"},
+        {"space", F::object, false,
+         "the resolved search-space document; sent with a worker's first trial of that space, "
+         "which the worker keeps by space_id"},
         {"arch", F::string, true, "the architecture's canonical key"},
         {"recipe", F::object, true, "the training recipe"},
         {"data", F::object, true, "the data set: {name, fingerprint}"},

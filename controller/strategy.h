@@ -26,6 +26,9 @@ class Strategy {
   // The whole state, so a search resumes where it stopped.
   virtual nlohmann::json save() const = 0;
   virtual void restore(const nlohmann::json& state) = 0;
+  // On resume, after restore(): a trial the store holds, so that what
+  // happened after the last save is known too (its objective if it finished).
+  virtual void replay(const Arch& arch, std::optional<double> objective) = 0;
   virtual std::string name() const = 0;
 };
 
@@ -39,6 +42,7 @@ class RandomStrategy final : public Strategy {
   void tell_failure(const Arch&) override {}
   nlohmann::json save() const override;
   void restore(const nlohmann::json& state) override;
+  void replay(const Arch& arch, std::optional<double>) override { asked_.insert(space_.hash(arch)); }
   std::string name() const override { return "random"; }
 
  private:

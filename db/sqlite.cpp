@@ -94,7 +94,13 @@ int check(int rc, sqlite3* db, const char* call, std::string_view sql, const cha
   std::string what(std::string_view(call).substr(0, std::string_view(call).find('(')));
   what += " (" + std::string(short_file(file)) + ":" + std::to_string(line) + "): ";
   what += std::string(own ? sqlite3_errmsg(db) : sqlite3_errstr(rc)) + " [" + code_name(rc) + "]";
-  if ((rc & 0xff) == SQLITE_READONLY && db && sqlite3_db_readonly(db, "main") == 1) {
+  const int extended = own ? sqlite3_extended_errcode(db) : rc;
+  if (extended == SQLITE_READONLY_RECOVERY) {
+    what +=
+        " (its last writer stopped without closing it, and a read-only reader cannot "
+        "recover it: reopen it read-write once, e.g. by restarting the controller, which "
+        "resumes)";
+  } else if ((rc & 0xff) == SQLITE_READONLY && db && sqlite3_db_readonly(db, "main") == 1) {
     what += " (the connection was opened read-only)";
   }
   if (const std::string quoted = quote_sql(sql); !quoted.empty()) {

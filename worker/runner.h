@@ -54,4 +54,8 @@ std::unique_ptr<TrialRunner> make_sim_runner(const std::string& csv_path,
                                              const std::string& metric_column, double delay_s,
                                              const std::string& key_column = "arch");
 
+// Answers at once, val_acc a fixed function of the arch key: for measuring
+// the controller and the store without any training or table.
+std::unique_ptr<TrialRunner> make_instant_runner();
+
 }  // namespace minas

@@ -1,0 +1,175 @@
+// `minas controller` and `minas worker`: the two halves of a distributed search.
+#include <csignal>
+#include <cstdio>
+#include <ctime>
+#include <memory>
+#include <string>
+
+#include "cli/commands.h"
+#include "controller/controller.h"
+#include "db/store.h"
+#include "searchspace/error.h"
+#include "searchspace/space.h"
+#include "trainer/data.h"
+#include "trainer/recipe.h"
+#include "worker/worker.h"
+
+namespace minas::cli {
+namespace {
+
+// The running controller or worker, for the signal handler: request_stop is
+// a lock-free atomic store, safe in a handler.
+std::atomic<Controller*> g_controller{nullptr};
+std::atomic<Worker*> g_worker{nullptr};
+
+extern "C" void on_signal(int) {
+  if (Controller* c = g_controller.load()) c->request_stop();
+  if (Worker* w = g_worker.load()) w->request_stop();
+}
+
+void install_signals() {
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
+void log_line(const std::string& who, const std::string& line) {
+  char stamp[32];
+  const std::time_t t = std::time(nullptr);
+  std::strftime(stamp, sizeof stamp, "%H:%M:%S", std::localtime(&t));
+  std::fprintf(stderr, "%s %s: %s\n", stamp, who.c_str(), line.c_str());
+}
+
+struct ControllerFlags {
+  std::string db = "minas.db", bind = "tcp://127.0.0.1:5555", space = "small",
+              data = "fashion-mnist";
+  std::string name, recipe, strategy = "random";
+  int64_t trials = 100;
+  double seconds = 0;
+  int fidelity = 0, heartbeat_ms = 1000, liveness = 5, max_attempts = 3;
+  uint64_t seed = 0;
+};
+
+struct WorkerFlags {
+  std::string connect = "tcp://127.0.0.1:5555", devices = "cpu", trainer = "cpu", table, metric,
+              name;
+  double delay = 0;
+};
+
+}  // namespace
+
+void add_search_commands(CLI::App& app) {
+  auto c = std::make_shared<ControllerFlags>();
+  CLI::App* ctl =
+      app.add_subcommand("controller", "Run a search: the controller that workers connect to");
+  ctl->add_option("--db", c->db, "Experiment store (created if missing)")->default_val("minas.db");
+  ctl->add_option("--bind", c->bind, "Endpoint to bind (tcp://HOST:PORT, ipc://PATH)")
+      ->default_val("tcp://127.0.0.1:5555");
+  ctl->add_option("--name", c->name, "Experiment name (an existing one is resumed)")->required();
+  ctl->add_option("--space", c->space, "Search space (name or file, with overrides)")
+      ->default_val("small");
+  ctl->add_option("--data", c->data, "Data set the workers train on, or 'simulated'")
+      ->default_val("fashion-mnist");
+  ctl->add_option("--recipe", c->recipe, "Training recipe (JSON file)");
+  ctl->add_option("--strategy", c->strategy, "Search strategy")
+      ->default_val("random")
+      ->check(CLI::IsMember({"random"}));
+  ctl->add_option("--trials", c->trials, "Trial budget")
+      ->default_val(100)
+      ->check(CLI::PositiveNumber);
+  ctl->add_option("--seconds", c->seconds, "Wall-clock budget, 0 for none")->default_val(0);
+  ctl->add_option("--fidelity", c->fidelity, "Epochs per trial, 0 for the recipe's")
+      ->default_val(0);
+  ctl->add_option("--seed", c->seed, "Strategy seed")->default_val(0);
+  ctl->add_option("--heartbeat-ms", c->heartbeat_ms, "Heartbeat interval")->default_val(1000);
+  ctl->add_option("--liveness", c->liveness, "Missed heartbeats before a worker is lost")
+      ->default_val(5);
+  ctl->add_option("--max-attempts", c->max_attempts, "Attempts of a trial before it fails")
+      ->default_val(3);
+  ctl->callback([c] {
+    const Space space = Space::load(c->space);
+    Recipe recipe = c->recipe.empty() ? Recipe() : Recipe::load(c->recipe);
+    ExperimentConfig cfg;
+    cfg.name = c->name;
+    cfg.data = c->data;
+    if (c->data != "simulated") {
+      try {
+        cfg.data_fingerprint = data::load_dataset(c->data).train.fingerprint();
+      } catch (const Error& e) {
+        log_line("controller",
+                 std::string("data set not readable here, so not fingerprinted: ") + e.what());
+      }
+    }
+    cfg.recipe = recipe.to_json();
+    cfg.fidelity = c->fidelity;
+    cfg.budget_trials = c->trials;
+    cfg.budget_seconds = c->seconds;
+    cfg.seed = c->seed;
+    ControllerOptions opt;
+    opt.bind = c->bind;
+    opt.heartbeat_ms = c->heartbeat_ms;
+    opt.liveness = c->liveness;
+    opt.max_attempts = c->max_attempts;
+    opt.log = [](const std::string& l) { log_line("controller", l); };
+    db::Store store = db::Store::open(c->db);
+    RandomStrategy strategy(space, c->seed);
+    Controller controller(store, space, strategy, cfg, opt);
+    log_line("controller",
+             "experiment '" + c->name + "' on " + controller.endpoint() + ", store " + c->db);
+    g_controller = &controller;
+    install_signals();
+    const ControllerSummary s = controller.run();
+    g_controller = nullptr;
+    std::printf(
+        "{\"experiment\":\"%s\",\"done\":%lld,\"failed\":%lld,\"requeued\":%lld,\"late\":%lld,"
+        "\"resumed\":%s,\"stopped\":%s}\n",
+        c->name.c_str(), static_cast<long long>(s.done), static_cast<long long>(s.failed),
+        static_cast<long long>(s.requeued), static_cast<long long>(s.late),
+        s.resumed ? "true" : "false", s.stopped ? "true" : "false");
+    if (s.stopped)
+      log_line("controller", "stopped; continue with the same command (the experiment resumes)");
+  });
+
+  auto w = std::make_shared<WorkerFlags>();
+  CLI::App* wk = app.add_subcommand("worker", "Train trials for a controller");
+  wk->add_option("--connect", w->connect, "The controller's endpoint")
+      ->default_val("tcp://127.0.0.1:5555");
+  wk->add_option("--devices", w->devices, "cpu, cpu:THREADS, cuda:0,1 (one slot each)")
+      ->default_val("cpu");
+  wk->add_option("--trainer", w->trainer, "cpu (real training) or sim (answers from --table)")
+      ->default_val("cpu")
+      ->check(CLI::IsMember({"cpu", "sim"}));
+  wk->add_option("--table", w->table, "sim: CSV with an 'arch' column");
+  wk->add_option("--metric", w->metric, "sim: the column read as val_acc");
+  wk->add_option("--delay", w->delay, "sim: seconds of pretend training per trial")->default_val(0);
+  wk->add_option("--name", w->name, "Worker identity (default host:pid)");
+  wk->callback([w] {
+    WorkerOptions opt;
+    opt.connect = w->connect;
+    opt.slots = parse_devices(w->devices);
+    opt.name = w->name;
+    if (w->trainer == "sim") {
+      if (w->table.empty() || w->metric.empty())
+        throw Error("worker --trainer sim", "needs --table CSV and --metric COLUMN");
+      opt.runner = make_sim_runner(w->table, w->metric, w->delay);
+    } else {
+      for (const auto& s : opt.slots)
+        if (s.id.rfind("cuda", 0) == 0)
+          throw Error("worker --devices " + w->devices,
+                      "this build trains on the CPU only; GPU training is not there yet");
+      opt.runner = make_cpu_runner();
+    }
+    opt.log = [name = w->name](const std::string& l) {
+      log_line(name.empty() ? "worker" : name, l);
+    };
+    Worker worker(opt);
+    g_worker = &worker;
+    install_signals();
+    worker.run();
+    g_worker = nullptr;
+  });
+}
+
+}  // namespace minas::cli

@@ -1,0 +1,580 @@
+#include "controller/controller.h"
+
+#include <chrono>
+#include <cstdio>
+#include <deque>
+#include <map>
+#include <set>
+#include <zmq.hpp>
+
+#include "controller/protocol.h"
+#include "searchspace/error.h"
+
+namespace minas {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double unix_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// A trial attempt waiting for a slot.
+struct Queued {
+  int64_t trial;
+  int attempt;
+  std::string arch;
+};
+
+// A trial attempt on a worker.
+struct Flight {
+  std::string worker;  // ROUTER identity
+  int attempt;
+  std::string slot;
+  std::string arch;
+  double started;  // unix seconds
+};
+
+struct WorkerState {
+  int64_t id = 0;
+  std::string name;
+  int slots = 1;
+  Clock::time_point last_heard;
+  double accounted_at = 0;  // unix seconds up to which connected time is recorded
+  std::set<int64_t> trials;
+  bool has_space = false;  // sent the space document on this connection
+};
+
+struct Ack {
+  std::string worker;
+  int64_t trial;
+  int attempt;
+  bool counted;
+};
+
+}  // namespace
+
+struct Controller::Impl {
+  Impl(db::Store& st, const Space& sp, Strategy& sg, ExperimentConfig c, ControllerOptions o)
+      : store(st),
+        space(sp),
+        strategy(sg),
+        config(std::move(c)),
+        opt(std::move(o)),
+        writer(st),
+        socket(ctx, zmq::socket_type::router) {
+    char hex[17];
+    std::snprintf(hex, sizeof hex, "%016llx",
+                  static_cast<unsigned long long>(fnv1a64(space.spec().dump())));
+    space_id = hex;
+    socket.set(zmq::sockopt::router_handover, 1);   // a reconnecting worker takes its identity back
+    socket.set(zmq::sockopt::router_mandatory, 1);  // sending to a gone peer fails loudly
+    socket.set(zmq::sockopt::linger, 0);
+    socket.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(proto::kMaxMessageBytes));
+    try {
+      socket.bind(opt.bind);
+    } catch (const zmq::error_t& e) {
+      throw Error("controller --bind " + opt.bind, std::string("cannot bind: ") + e.what());
+    }
+    endpoint = socket.get(zmq::sockopt::last_endpoint);
+  }
+
+  void log(const std::string& line) const {
+    if (opt.log) opt.log(line);
+  }
+
+  void send(const std::string& worker, const std::string& payload) {
+    try {
+      socket.send(zmq::buffer(worker), zmq::send_flags::sndmore);
+      socket.send(zmq::buffer(payload), zmq::send_flags::none);
+    } catch (const zmq::error_t& e) {
+      // EHOSTUNREACH: the peer went away; its trials come back through liveness.
+      log("send to " + worker_label(worker) + " failed: " + e.what());
+    }
+  }
+
+  std::string worker_label(const std::string& identity) const {
+    auto it = workers.find(identity);
+    return it == workers.end() ? "an unregistered peer" : "worker " + it->second.name;
+  }
+
+  // ------------------------------------------------------------ setup and resume
+
+  void open_experiment() {
+    db::ExperimentSpec spec;
+    spec.name = config.name;
+    spec.space = space.ref().empty() ? space.name() : space.ref();
+    spec.space_json = space.spec();
+    spec.dataset = config.data;
+    spec.dataset_fingerprint = config.data_fingerprint;
+    spec.strategy = strategy.name();
+    spec.strategy_settings = {{"seed", config.seed}};
+    spec.recipe = config.recipe;
+    spec.objective = "val_acc";
+    if (auto e = store.find_experiment(config.name)) {
+      if (e->space_json != spec.space_json)
+        throw Error("experiment '" + config.name + "'",
+                    "exists in " + store.path() + " with another search space; pick a new name");
+      experiment = e->id;
+      summary.resumed = true;
+      resume();
+    } else {
+      experiment = store.create_experiment(spec, unix_now());
+    }
+    store.set_experiment_status(experiment, "running", unix_now());
+  }
+
+  void resume() {
+    if (auto state = store.strategy_state(experiment)) strategy.restore(*state);
+    db::Statement s = store.connection().prepare(
+        "SELECT id, arch_key, status, attempt, val_acc FROM trials WHERE experiment_id = ?1 "
+        "ORDER BY number");
+    s.bind_int64(1, experiment);
+    const double now = unix_now();
+    while (s.step()) {
+      const int64_t id = s.column_int64(0);
+      const std::string key = s.column_text(1), status = s.column_text(2);
+      const int attempt = static_cast<int>(s.column_int64(3));
+      const Arch arch = space.parse_key(key);
+      ++created;
+      if (status == "done") {
+        ++summary.done;
+        strategy.replay(arch, s.column_double(4));
+      } else if (status == "failed" || status == "pruned") {
+        ++summary.failed;
+        strategy.replay(arch, std::nullopt);
+      } else {
+        strategy.replay(arch, std::nullopt);
+        // Running when the last controller stopped: that attempt is gone.
+        const int next = status == "running" ? attempt + 1 : attempt;
+        if (status == "running") writer.requeue(id, next, now);
+        queue.push_back({id, next, key});
+        ++summary.requeued;
+      }
+    }
+    writer.commit();
+    log("resumed '" + config.name + "': " + std::to_string(summary.done) + " done, " +
+        std::to_string(summary.failed) + " failed, " + std::to_string(queue.size()) +
+        " back in the queue");
+  }
+
+  // ------------------------------------------------------------ dispatch
+
+  bool asking_allowed() const {
+    return !no_more_archs && created < config.budget_trials && !stopping;
+  }
+
+  // A trial attempt for a free slot: a re-queued one first, else a new one.
+  std::optional<Queued> next_trial() {
+    if (!queue.empty()) {
+      Queued q = queue.front();
+      queue.pop_front();
+      return q;
+    }
+    if (!asking_allowed()) return std::nullopt;
+    const auto arch = strategy.ask();
+    if (!arch) {
+      no_more_archs = true;
+      return std::nullopt;
+    }
+    db::NewTrial t;
+    t.experiment_id = experiment;
+    t.arch_key = space.key(*arch);
+    t.arch_hash = space.hash(*arch);
+    t.arch_json = space.arch_to_json(*arch).dump();
+    t.fidelity = config.fidelity;
+    t.queued_at = unix_now();
+    const int64_t id = writer.add_trial(t);
+    ++created;
+    return Queued{id, 0, t.arch_key};
+  }
+
+  void dispatch(const std::string& worker, const std::string& slot) {
+    auto w = workers.find(worker);
+    if (w == workers.end()) return;
+    const auto q = next_trial();
+    if (!q) {
+      idle.push_back({worker, slot});
+      return;
+    }
+    const double now = unix_now();
+    writer.start_trial(q->trial, q->attempt, w->second.id, slot, now);
+    flights[q->trial] = {worker, q->attempt, slot, q->arch, now};
+    w->second.trials.insert(q->trial);
+    nlohmann::json train = {
+        {"trial", q->trial},
+        {"attempt", q->attempt},
+        {"slots", {slot}},
+        {"space_id", space_id},
+        {"arch", q->arch},
+        {"recipe", config.recipe},
+        {"data", {{"name", config.data}, {"fingerprint", config.data_fingerprint}}},
+        {"fidelity", config.fidelity}};
+    // The space document goes once per worker connection: it is the bulk of a
+    // train message, and a worker keeps it by its id.
+    if (!w->second.has_space) {
+      train["space"] = space.spec();
+      w->second.has_space = true;
+    }
+    send(worker, proto::encode(proto::Type::train, std::move(train)));
+  }
+
+  // Hands queued work to slots that were idle when there was none.
+  void fill_idle() {
+    while (!idle.empty() && (!queue.empty() || asking_allowed())) {
+      const auto [worker, slot] = idle.front();
+      idle.pop_front();
+      dispatch(worker, slot);
+    }
+  }
+
+  // The attempts a worker was running go back to the queue with the attempt
+  // number raised, or fail for good at the cap.
+  void requeue_all(const std::string& worker, const std::string& why) {
+    auto w = workers.find(worker);
+    if (w == workers.end()) return;
+    const double now = unix_now();
+    for (int64_t trial : w->second.trials) {
+      auto f = flights.find(trial);
+      if (f == flights.end()) continue;
+      retry_or_fail(trial, f->second, why, now);
+      flights.erase(f);
+    }
+    w->second.trials.clear();
+  }
+
+  void retry_or_fail(int64_t trial, const Flight& f, const std::string& why, double now) {
+    if (f.attempt + 1 < opt.max_attempts && !stopping) {
+      writer.requeue(trial, f.attempt + 1, now);
+      queue.push_back({trial, f.attempt + 1, f.arch});
+      ++summary.requeued;
+    } else if (stopping) {
+      // Budget or stop: the attempt is given back for a resume to run.
+      writer.requeue(trial, f.attempt + 1, now);
+    } else {
+      writer.record_failure(trial, f.attempt,
+                            why + " (after " + std::to_string(f.attempt + 1) + " attempts)", now);
+      strategy.tell_failure(space.parse_key(f.arch));
+      ++summary.failed;
+    }
+  }
+
+  // ------------------------------------------------------------ messages
+
+  void on_message(const std::string& worker, const std::string& payload) {
+    proto::Message m;
+    try {
+      m = proto::parse(payload);
+    } catch (const proto::ProtocolError& e) {
+      log("refused a message from " + worker_label(worker) + ": " + e.reason());
+      send(worker, proto::error_reply(e));
+      return;
+    }
+    auto w = workers.find(worker);
+    if (w == workers.end() && m.type != proto::Type::hello) {
+      send(worker, proto::encode(proto::Type::error, {{"code", "unexpected"},
+                                                      {"message", "say hello first"},
+                                                      {"in_reply_to", proto::type_name(m.type)}}));
+      return;
+    }
+    if (w != workers.end()) w->second.last_heard = Clock::now();
+    const auto& b = m.body;
+    try {
+      switch (m.type) {
+        case proto::Type::hello:
+          on_hello(worker, b);
+          break;
+        case proto::Type::ready:
+          dispatch(worker, b["slot"].get<std::string>());
+          break;
+        case proto::Type::progress:
+          on_progress(b);
+          break;
+        case proto::Type::result:
+          on_result(worker, b);
+          break;
+        case proto::Type::failure:
+          on_failure(worker, b);
+          break;
+        case proto::Type::heartbeat:
+          account(worker);
+          break;
+        case proto::Type::bye:
+          log(worker_label(worker) + " left: " + b.value("reason", std::string("no reason")));
+          requeue_all(worker, "worker left");
+          account(worker);
+          workers.erase(worker);
+          break;
+        case proto::Type::error:
+          log(worker_label(worker) + " refused our message: " + b["message"].get<std::string>());
+          break;
+        default:
+          send(worker, proto::encode(proto::Type::error,
+                                     {{"code", "not_allowed"},
+                                      {"message", std::string("a worker does not send ") +
+                                                      proto::type_name(m.type)},
+                                      {"in_reply_to", proto::type_name(m.type)}}));
+      }
+    } catch (const db::SqliteError&) {
+      throw;  // the store failed: the batch is rolled back; stop rather than lose results
+    } catch (const Error& e) {
+      send(worker, proto::encode(proto::Type::error, {{"code", "bad_field"},
+                                                      {"message", e.what()},
+                                                      {"in_reply_to", proto::type_name(m.type)}}));
+    }
+  }
+
+  void on_hello(const std::string& identity, const nlohmann::json& b) {
+    const double now = unix_now();
+    const int64_t id = store.upsert_worker(b["name"].get<std::string>(),
+                                           b["host"].get<std::string>(), b["slots"], now);
+    WorkerState& w = workers[identity];
+    w.has_space = false;  // a new connection, maybe a new process: send the space again
+    w.id = id;
+    w.name = b["name"].get<std::string>();
+    w.slots = std::max<int>(1, static_cast<int>(b["slots"].size()));
+    w.last_heard = Clock::now();
+    w.accounted_at = now;
+    log("worker " + w.name + " joined with " + std::to_string(w.slots) + " slot(s)");
+    send(identity, proto::encode(proto::Type::welcome, {{"worker_id", id},
+                                                        {"heartbeat_ms", opt.heartbeat_ms},
+                                                        {"liveness", opt.liveness}}));
+  }
+
+  void on_progress(const nlohmann::json& b) {
+    const int64_t trial = b["trial"].get<int64_t>();
+    const int attempt = b["attempt"].get<int>();
+    auto f = flights.find(trial);
+    if (f == flights.end() || f->second.attempt != attempt) return;  // a stale attempt's epoch
+    const auto& m = b["metrics"];
+    auto num = [&](const char* k) {
+      return m.contains(k) && m[k].is_number() ? m[k].get<double>() : 0.0;
+    };
+    writer.record_epoch({trial, attempt, b["epoch"].get<int>(), num("train_loss"), num("train_acc"),
+                         num("val_acc"), num("lr"), num("seconds")});
+  }
+
+  void on_result(const std::string& worker, const nlohmann::json& b) {
+    const int64_t trial = b["trial"].get<int64_t>();
+    const int attempt = b["attempt"].get<int>();
+    const auto& m = b["metrics"];
+    auto num = [&](const char* k) {
+      return m.contains(k) && m[k].is_number() ? m[k].get<double>() : 0.0;
+    };
+    db::TrialResult r;
+    r.trial_id = trial;
+    r.attempt = attempt;
+    r.val_acc = num("val_acc");
+    if (m.contains("test_acc") && m["test_acc"].is_number())
+      r.test_acc = m["test_acc"].get<double>();
+    r.latency_ms = num("latency_ms");
+    r.params = static_cast<int64_t>(num("params"));
+    r.macs = static_cast<int64_t>(num("macs"));
+    r.train_seconds = num("train_seconds");
+    r.finished_at = unix_now();
+    r.worker_id = workers.at(worker).id;
+    auto f = flights.find(trial);
+    const bool current =
+        f != flights.end() && f->second.attempt == attempt && f->second.worker == worker;
+    bool counted = false;
+    try {
+      counted = writer.record_result(r) && current;
+    } catch (const db::SqliteError&) {
+      throw;
+    } catch (const Error& e) {
+      // A trial this store does not know (another controller's): acknowledged
+      // as not counted so the worker lets it go.
+      log("result from " + worker_label(worker) + " not recorded: " + e.what());
+    }
+    if (counted) {
+      ++summary.done;
+      strategy.tell(space.parse_key(f->second.arch), r.val_acc);
+      finish_flight(worker, trial, f->second.started, r.finished_at);
+    } else {
+      ++summary.late;
+    }
+    acks.push_back({worker, trial, attempt, counted});
+  }
+
+  void on_failure(const std::string& worker, const nlohmann::json& b) {
+    const int64_t trial = b["trial"].get<int64_t>();
+    const int attempt = b["attempt"].get<int>();
+    auto f = flights.find(trial);
+    const bool current =
+        f != flights.end() && f->second.attempt == attempt && f->second.worker == worker;
+    if (current) {
+      const std::string reason = b["reason"].get<std::string>();
+      const Flight flight = f->second;
+      finish_flight(worker, trial, flight.started, unix_now());
+      if (b["retryable"].get<bool>()) {
+        retry_or_fail(trial, flight, reason, unix_now());
+      } else {
+        writer.record_failure(trial, attempt, reason, unix_now());
+        strategy.tell_failure(space.parse_key(flight.arch));
+        ++summary.failed;
+      }
+    }
+    acks.push_back({worker, trial, attempt, current});
+  }
+
+  void finish_flight(const std::string& worker, int64_t trial, double started, double ended) {
+    flights.erase(trial);
+    auto w = workers.find(worker);
+    if (w == workers.end()) return;
+    w->second.trials.erase(trial);
+    writer.worker_seen(w->second.id, ended, 0.0, std::max(0.0, ended - started));
+  }
+
+  // Connected time in slot-seconds, so utilization = busy / connected.
+  void account(const std::string& worker) {
+    auto w = workers.find(worker);
+    if (w == workers.end()) return;
+    const double now = unix_now();
+    writer.worker_seen(w->second.id, now, (now - w->second.accounted_at) * w->second.slots, 0.0);
+    w->second.accounted_at = now;
+  }
+
+  // ------------------------------------------------------------ the loop
+
+  void commit_if_due(bool force) {
+    if (writer.pending() == 0) return;
+    const auto now = Clock::now();
+    if (!force && writer.pending() < opt.commit_every &&
+        now - batch_started < std::chrono::milliseconds(opt.commit_ms))
+      return;
+    if (now - last_strategy_save > std::chrono::duration<double>(opt.strategy_save_s) || force) {
+      store.save_strategy_state(experiment, strategy.save(), unix_now());  // joins the batch
+      last_strategy_save = now;
+    }
+    writer.commit();
+    for (const Ack& a : acks)
+      send(a.worker,
+           proto::encode(proto::Type::ack,
+                         {{"trial", a.trial}, {"attempt", a.attempt}, {"counted", a.counted}}));
+    acks.clear();
+  }
+
+  void check_liveness() {
+    const auto now = Clock::now();
+    if (now - last_heartbeat >= std::chrono::milliseconds(opt.heartbeat_ms)) {
+      for (const auto& [identity, w] : workers)
+        send(identity, proto::encode(proto::Type::heartbeat));
+      last_heartbeat = now;
+    }
+    const auto limit =
+        std::chrono::milliseconds(static_cast<int64_t>(opt.heartbeat_ms) * opt.liveness);
+    for (auto it = workers.begin(); it != workers.end();) {
+      if (now - it->second.last_heard > limit) {
+        log("worker " + it->second.name + " went silent: its trials go back to the queue");
+        requeue_all(it->first, "worker lost (no heartbeat)");
+        std::erase_if(idle, [&](const auto& s) { return s.first == it->first; });
+        it = workers.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+
+  void begin_stop(const std::string& why) {
+    if (stopping) return;
+    stopping = true;
+    summary.stopped = true;
+    log("stopping: " + why);
+    for (auto& [trial, f] : flights)
+      send(f.worker, proto::encode(proto::Type::cancel,
+                                   {{"trial", trial}, {"attempt", f.attempt}, {"reason", why}}));
+    for (auto& [identity, w] : workers) requeue_all(identity, why);
+    queue.clear();
+  }
+
+  bool finished() const {
+    return flights.empty() && queue.empty() && (stopping || !asking_allowed());
+  }
+
+  ControllerSummary run(std::atomic<bool>& stop) {
+    open_experiment();
+    const auto started = Clock::now();
+    batch_started = last_heartbeat = last_strategy_save = Clock::now();
+    while (true) {
+      if (stop.load()) begin_stop("stop requested");
+      if (config.budget_seconds > 0 &&
+          Clock::now() - started > std::chrono::duration<double>(config.budget_seconds))
+        begin_stop("time budget spent");
+      if (finished()) break;
+      zmq::pollitem_t items[] = {{socket.handle(), 0, ZMQ_POLLIN, 0}};
+      try {
+        zmq::poll(items, 1, std::chrono::milliseconds(std::min(opt.commit_ms, opt.heartbeat_ms)));
+      } catch (const zmq::error_t& e) {
+        if (e.num() != EINTR) throw;  // a signal: the loop sees the stop flag next
+        continue;
+      }
+      const size_t before = writer.pending();
+      // Drain what has arrived, but never starve commits and heartbeats.
+      for (int n = 0; n < 10000 && (items[0].revents & ZMQ_POLLIN); ++n) {
+        zmq::message_t id, payload;
+        if (!socket.recv(id, zmq::recv_flags::dontwait)) break;
+        if (!id.more() || !socket.recv(payload, zmq::recv_flags::dontwait)) continue;
+        while (payload.more()) {  // a peer sending extra frames: drop them
+          zmq::message_t extra;
+          if (!socket.recv(extra, zmq::recv_flags::dontwait)) break;
+        }
+        on_message(id.to_string(), payload.to_string());
+        if (writer.pending() >= opt.commit_every) break;
+      }
+      if (before == 0 && writer.pending() > 0) batch_started = Clock::now();
+      fill_idle();
+      check_liveness();
+      commit_if_due(false);
+    }
+    for (const auto& [identity, w] : workers) account(identity);
+    commit_if_due(true);
+    writer.commit();
+    store.save_strategy_state(experiment, strategy.save(), unix_now());
+    store.set_experiment_status(experiment, summary.stopped ? "stopped" : "finished", unix_now());
+    for (const auto& [identity, w] : workers)
+      send(identity,
+           proto::encode(proto::Type::bye,
+                         {{"reason", summary.stopped ? "search stopped" : "search finished"}}));
+    return summary;
+  }
+
+  db::Store& store;
+  const Space& space;
+  Strategy& strategy;
+  ExperimentConfig config;
+  ControllerOptions opt;
+  db::Writer writer;
+  zmq::context_t ctx;
+  zmq::socket_t socket;
+  std::string endpoint;
+  std::string space_id;
+
+  int64_t experiment = 0;
+  int64_t created = 0;
+  bool no_more_archs = false;
+  bool stopping = false;
+  std::deque<Queued> queue;
+  std::deque<std::pair<std::string, std::string>> idle;  // (worker, slot) with nothing to do
+  std::map<int64_t, Flight> flights;
+  std::map<std::string, WorkerState> workers;
+  std::vector<Ack> acks;
+  Clock::time_point batch_started, last_heartbeat, last_strategy_save;
+  ControllerSummary summary;
+};
+
+Controller::Controller(db::Store& store, const Space& space, Strategy& strategy,
+                       ExperimentConfig config, ControllerOptions options)
+    : impl_(std::make_unique<Impl>(store, space, strategy, std::move(config), std::move(options))) {
+}
+
+Controller::~Controller() = default;
+
+ControllerSummary Controller::run() {
+  return impl_->run(stop_);
+}
+
+std::string Controller::endpoint() const {
+  return impl_->endpoint;
+}
+
+}  // namespace minas

@@ -1,0 +1,78 @@
+#pragma once
+// The controller: one event loop that owns a search. It binds a ZeroMQ
+// ROUTER, registers workers, hands each free device slot a trial attempt,
+// records progress and results through the store's group-committing Writer
+// (the only writer of the store), acknowledges results only after they are
+// durable, re-queues the attempts of workers that go silent or leave, and
+// resumes an experiment from the store after a crash.
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "controller/strategy.h"
+#include "db/store.h"
+#include "searchspace/space.h"
+
+namespace minas {
+
+struct ControllerOptions {
+  std::string bind = "tcp://127.0.0.1:5555";
+  // Heartbeats every second and a worker lost after 5 missed: a lost worker's
+  // trials are back in the queue within about 5 s, while a loaded machine
+  // that stalls a process for a second or two does not lose its trials.
+  int heartbeat_ms = 1000;
+  int liveness = 5;
+  int max_attempts = 3;  // attempts of one trial before it is marked failed
+  // Group commit: results are made durable (and acknowledged) when this many
+  // are pending or this much time has passed, whichever comes first.
+  size_t commit_every = 256;
+  int commit_ms = 20;
+  double strategy_save_s = 5;                   // how often the strategy's state is saved
+  std::function<void(const std::string&)> log;  // one line per event worth a log; null: quiet
+};
+
+// What the experiment is: created on first run, checked on resume.
+struct ExperimentConfig {
+  std::string name;
+  std::string data = "fashion-mnist";
+  std::string data_fingerprint;  // empty: not checked by workers
+  nlohmann::json recipe = nlohmann::json::object();
+  int fidelity = 0;             // epochs per trial; 0: the recipe's
+  int64_t budget_trials = 100;  // trials to finish (done or failed for good)
+  double budget_seconds = 0;    // wall-clock budget; 0: none
+  uint64_t seed = 0;
+};
+
+struct ControllerSummary {
+  int64_t done = 0, failed = 0, requeued = 0, late = 0;
+  bool resumed = false;
+  bool stopped = false;  // by request_stop() or the time budget, before the trial budget
+};
+
+class Controller {
+ public:
+  Controller(db::Store& store, const Space& space, Strategy& strategy, ExperimentConfig config,
+             ControllerOptions options);
+  ~Controller();
+  Controller(const Controller&) = delete;
+  Controller& operator=(const Controller&) = delete;
+
+  // Runs until the trial budget is spent and every trial has finished, the
+  // time budget runs out, or request_stop(). Workers are told goodbye.
+  ControllerSummary run();
+  // Thread-safe, also from a signal handler's thread.
+  void request_stop() { stop_.store(true); }
+  // The endpoint actually bound (resolves a wildcard port).
+  std::string endpoint() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  std::atomic<bool> stop_{false};
+};
+
+}  // namespace minas

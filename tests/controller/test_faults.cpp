@@ -1,0 +1,146 @@
+// Fault tests with real processes on loopback: SIGKILL a worker mid-trial,
+// SIGKILL the controller mid-search and resume it. The store must hold every
+// trial of the budget exactly once, done.
+#include <doctest/doctest.h>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <thread>
+
+#include "db/queries.h"
+#include "tests/support.h"
+
+extern char** environ;
+
+namespace {
+
+std::string table() {
+  const char* d = std::getenv("MINAS_SHARED_DIR");
+  return (d ? std::string(d) : std::string(MINAS_SOURCE_DIR) + "/../shared") +
+         "/benchmarks/nas-bench-201.csv";
+}
+
+bool have_table() {
+  if (std::filesystem::exists(table())) return true;
+  const char* ci = std::getenv("CI");
+  if (ci && std::string(ci) == "true") FAIL("missing " << table());
+  MESSAGE("skipped: " << table() << " not found");
+  return false;
+}
+
+// Starts the minas binary with args, its output sent to `log`.
+pid_t spawn(const std::vector<std::string>& args, const std::string& log) {
+  std::vector<std::string> all{MINAS_BINARY};
+  all.insert(all.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : all) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  pid_t pid = 0;
+  const int rc = posix_spawn(&pid, MINAS_BINARY, &fa, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  REQUIRE(rc == 0);
+  return pid;
+}
+
+// Waits for a process to end, killing it after `limit`; returns its exit status.
+int wait_for(pid_t pid, std::chrono::seconds limit) {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  int status = 0;
+  while (waitpid(pid, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() > until) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      return -1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+struct Tally {
+  int64_t trials = 0, done = 0, distinct = 0;
+};
+
+Tally tally(const std::string& path) {
+  minas::db::Connection c = minas::db::open_store_readonly(path);
+  minas::db::Statement s =
+      c.prepare("SELECT count(*), sum(status = 'done'), count(DISTINCT arch_key) FROM trials");
+  REQUIRE(s.step());
+  return {s.column_int64(0), s.column_int64(1), s.column_int64(2)};
+}
+
+int free_port() {
+  static int next = 20000 + static_cast<int>(::getpid() % 20000);
+  return next++;
+}
+
+std::vector<std::string> worker_args(const std::string& endpoint, const std::string& name,
+                                     const std::string& delay) {
+  return {"worker",   "--connect",          endpoint,  "--trainer", "sim",    "--table", table(),
+          "--metric", "cifar10_valid_12ep", "--delay", delay,       "--name", name};
+}
+
+}  // namespace
+
+TEST_CASE("faults: a worker killed mid-trial; its trial completes on another worker") {
+  if (!have_table()) return;
+  const minas::test::TempDir dir("fault-worker");
+  const std::string db = dir.file("minas.db"), log = dir.file("log");
+  const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(free_port());
+  const pid_t ctl =
+      spawn({"controller", "--db", db, "--bind", endpoint, "--name", "w", "--space", "nb201",
+             "--data", "simulated", "--trials", "30", "--heartbeat-ms", "100", "--liveness", "3"},
+            log);
+  const pid_t slow = spawn(worker_args(endpoint, "slow", "2.0"), log);
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));  // it has taken a trial
+  kill(slow, SIGKILL);
+  waitpid(slow, nullptr, 0);
+  const pid_t fast = spawn(worker_args(endpoint, "fast", "0.01"), log);
+  CHECK(wait_for(ctl, std::chrono::seconds(60)) == 0);
+  CHECK(wait_for(fast, std::chrono::seconds(10)) == 0);
+  const Tally t = tally(db);
+  CHECK(t.trials == 30);
+  CHECK(t.done == 30);
+  CHECK(t.distinct == 30);
+  minas::db::Connection c = minas::db::open_store_readonly(db);
+  minas::db::Statement s = c.prepare("SELECT max(attempt) FROM trials");
+  REQUIRE(s.step());
+  CHECK(s.column_int64(0) >= 1);  // the killed worker's trial ran again
+}
+
+TEST_CASE("faults: the controller killed mid-search resumes and ends with its full budget") {
+  if (!have_table()) return;
+  const minas::test::TempDir dir("fault-controller");
+  const std::string db = dir.file("minas.db"), log = dir.file("log");
+  const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(free_port());
+  const std::vector<std::string> ctl_args{
+      "controller", "--db",           db,      "--bind",     endpoint,    "--name",
+      "r",          "--space",        "nb201", "--data",     "simulated", "--trials",
+      "150",        "--heartbeat-ms", "100",   "--liveness", "3"};
+  const pid_t worker = spawn(worker_args(endpoint, "w", "0.005"), log);
+  for (int round = 0; round < 3; ++round) {
+    const pid_t ctl = spawn(ctl_args, log);
+    std::this_thread::sleep_for(std::chrono::milliseconds(400));
+    kill(ctl, SIGKILL);
+    waitpid(ctl, nullptr, 0);
+  }
+  const Tally mid = tally(db);
+  CHECK(mid.done < 150);  // the kills landed mid-search
+  const pid_t ctl = spawn(ctl_args, log);
+  CHECK(wait_for(ctl, std::chrono::seconds(60)) == 0);
+  CHECK(wait_for(worker, std::chrono::seconds(10)) == 0);
+  const Tally t = tally(db);
+  CHECK(t.trials == 150);
+  CHECK(t.done == 150);
+  CHECK(t.distinct == 150);
+}

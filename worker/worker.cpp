@@ -1,0 +1,413 @@
+#include "worker/worker.h"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <thread>
+#include <zmq.hpp>
+
+#include "controller/protocol.h"
+#include "searchspace/error.h"
+
+namespace minas {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string host_name() {
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) != 0) return "localhost";
+  return host;
+}
+
+std::string default_name() {
+  return host_name() + ":" + std::to_string(::getpid());
+}
+
+// What a slot's thread hands the main loop (which alone touches the socket).
+struct Event {
+  enum class Kind { progress, outcome } kind;
+  int64_t trial;
+  int attempt;
+  int epoch = 0;
+  nlohmann::json metrics;
+  TrialOutcome outcome;
+  size_t slot = 0;
+};
+
+struct Slot {
+  DeviceSlot device;
+  std::thread thread;
+  std::atomic<bool> cancel{false};
+  bool busy = false;
+  Clock::time_point ready_sent;
+  int64_t trial = 0;
+  int attempt = 0;
+};
+
+}  // namespace
+
+std::vector<DeviceSlot> parse_devices(const std::string& text) {
+  std::vector<DeviceSlot> out;
+  const std::vector<DeviceSlot> here = detect_slots();
+  int cpus = 0;
+  std::string item;
+  std::stringstream ss(text);
+  std::vector<std::string> items;
+  while (std::getline(ss, item, ',')) items.push_back(item);
+  for (size_t i = 0; i < items.size(); ++i) {
+    const std::string& it = items[i];
+    if (it == "cpu" || it.rfind("cpu:", 0) == 0) {
+      DeviceSlot s = here.front();
+      if (it.size() > 4) {
+        const std::string n = it.substr(4);
+        if (n.empty() || n.size() > 4 || n.find_first_not_of("0123456789") != std::string::npos ||
+            std::stoi(n) < 1)
+          throw Error("--devices " + text, "'" + it + "': threads must be a positive integer");
+        s.threads = std::stoi(n);
+      }
+      s.id = cpus == 0 ? "cpu" : "cpu." + std::to_string(cpus);
+      ++cpus;
+      out.push_back(s);
+    } else if (it.rfind("cuda:", 0) == 0) {
+      // "cuda:0,1": the numbers after the first item belong to it.
+      std::vector<std::string> ids{it.substr(5)};
+      while (i + 1 < items.size() && !items[i + 1].empty() &&
+             items[i + 1].find_first_not_of("0123456789") == std::string::npos)
+        ids.push_back(items[++i]);
+      for (const std::string& id : ids) {
+        const std::string slot = "cuda:" + id;
+        auto d = std::find_if(here.begin(), here.end(),
+                              [&](const DeviceSlot& s) { return s.id == slot; });
+        if (d == here.end())
+          throw Error("--devices " + text, "no GPU " + slot + " on this machine (" +
+                                               std::to_string(here.size() - 1) + " found)");
+        out.push_back(*d);
+      }
+    } else {
+      throw Error("--devices " + text, "'" + it + "' is not cpu, cpu:THREADS or cuda:N");
+    }
+  }
+  if (out.empty()) throw Error("--devices", "no device slots given");
+  return out;
+}
+
+struct Worker::Impl {
+  explicit Impl(WorkerOptions o) : opt(std::move(o)) {
+    if (opt.name.empty()) opt.name = default_name();
+    if (!opt.runner) throw Error("worker", "no trial runner");
+    for (const DeviceSlot& d : opt.slots) {
+      slots.push_back(std::make_unique<Slot>());
+      slots.back()->device = d;
+    }
+    if (slots.empty()) throw Error("worker", "no device slots");
+    // Slot threads ring this to wake the main loop's poll at once, so a
+    // finished trial is reported without waiting out the poll timeout.
+    wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (wake_fd < 0) throw Error("worker", std::string("eventfd: ") + std::strerror(errno));
+  }
+
+  ~Impl() {
+    for (auto& s : slots) s->cancel = true;
+    for (auto& s : slots)
+      if (s->thread.joinable()) s->thread.join();
+    if (wake_fd >= 0) ::close(wake_fd);
+  }
+
+  void log(const std::string& line) const {
+    if (opt.log) opt.log(line);
+  }
+
+  void connect() {
+    socket = std::make_unique<zmq::socket_t>(ctx, zmq::socket_type::dealer);
+    socket->set(zmq::sockopt::routing_id, opt.name);
+    socket->set(zmq::sockopt::linger, 0);
+    socket->set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(proto::kMaxMessageBytes));
+    try {
+      socket->connect(opt.connect);
+    } catch (const zmq::error_t& e) {
+      throw Error("worker --connect " + opt.connect, std::string("cannot connect: ") + e.what());
+    }
+    welcomed = false;
+    send(hello_payload());
+    last_heard = Clock::now();
+  }
+
+  std::string hello_payload() const {
+    nlohmann::json slot_list = nlohmann::json::array();
+    for (const auto& s : slots)
+      slot_list.push_back({{"id", s->device.id},
+                           {"name", s->device.name},
+                           {"threads", s->device.threads},
+                           {"memory_bytes", s->device.memory_bytes}});
+    return proto::encode(proto::Type::hello, {{"name", opt.name},
+                                              {"host", host_name()},
+                                              {"pid", static_cast<int64_t>(::getpid())},
+                                              {"minas", "0.1.0"},
+                                              {"slots", slot_list}});
+  }
+
+  void send_ready(Slot& s) {
+    s.ready_sent = Clock::now();
+    send(proto::encode(proto::Type::ready, {{"slot", s.device.id}}));
+  }
+
+  void register_again() {
+    welcomed = false;
+    send(hello_payload());
+  }
+
+  void send(const std::string& payload) {
+    try {
+      socket->send(zmq::buffer(payload), zmq::send_flags::dontwait);
+    } catch (const zmq::error_t& e) {
+      log(std::string("send failed: ") + e.what());
+    }
+  }
+
+  void start(size_t i, const nlohmann::json& b) {
+    Slot& s = *slots[i];
+    TrialRequest req;
+    req.trial = b["trial"].get<int64_t>();
+    req.attempt = b["attempt"].get<int>();
+    req.space = spaces.at(b["space_id"].get<std::string>());
+    req.arch = b["arch"].get<std::string>();
+    req.recipe = b["recipe"];
+    req.data = b["data"].value("name", std::string("fashion-mnist"));
+    req.data_fingerprint = b["data"].value("fingerprint", std::string());
+    req.fidelity = b["fidelity"].get<int>();
+    req.threads = s.device.threads;
+    if (s.thread.joinable()) s.thread.join();
+    if (opt.on_dispatch)
+      opt.on_dispatch(
+          std::chrono::duration<double, std::milli>(Clock::now() - s.ready_sent).count());
+    s.busy = true;
+    s.trial = req.trial;
+    s.attempt = req.attempt;
+    s.cancel = false;
+    s.thread = std::thread([this, i, req] {
+      Slot& slot = *slots[i];
+      TrialOutcome out = opt.runner->run(
+          req,
+          [&](int epoch, const nlohmann::json& m) {
+            push({Event::Kind::progress, req.trial, req.attempt, epoch, m, {}, i});
+          },
+          [&] { return slot.cancel.load(); });
+      push({Event::Kind::outcome, req.trial, req.attempt, 0, {}, std::move(out), i});
+    });
+  }
+
+  void push(Event e) {
+    {
+      std::lock_guard lock(mu);
+      events.push_back(std::move(e));
+    }
+    const uint64_t one = 1;
+    [[maybe_unused]] const ssize_t n = ::write(wake_fd, &one, sizeof one);  // EAGAIN: already rung
+  }
+
+  void on_message(const std::string& payload) {
+    proto::Message m;
+    try {
+      m = proto::parse(payload);
+    } catch (const proto::ProtocolError& e) {
+      log("refused a message from the controller: " + e.reason());
+      send(proto::error_reply(e));
+      return;
+    }
+    last_heard = Clock::now();
+    const auto& b = m.body;
+    switch (m.type) {
+      case proto::Type::welcome:
+        welcomed = true;
+        opt.heartbeat_ms = std::max(10, b["heartbeat_ms"].get<int>());
+        opt.liveness = std::max(1, b["liveness"].get<int>());
+        backoff_s = 0.1;
+        log("connected to " + opt.connect + " as worker " +
+            std::to_string(b["worker_id"].get<int64_t>()));
+        for (const auto& [key, payload] : unacked) send(payload);  // kept across a reconnect
+        for (const auto& s : slots)
+          if (!s->busy) send_ready(*s);
+        break;
+      case proto::Type::train: {
+        const std::string space_id = b["space_id"].get<std::string>();
+        if (b.contains("space")) spaces[space_id] = b["space"];
+        if (!spaces.count(space_id)) {
+          send(proto::encode(proto::Type::failure,
+                             {{"trial", b["trial"]},
+                              {"attempt", b["attempt"]},
+                              {"reason", "space " + space_id + " was never sent here"},
+                              {"retryable", true}}));
+          break;
+        }
+        const auto wanted = b["slots"];
+        size_t i = slots.size();
+        for (size_t k = 0; k < slots.size(); ++k)
+          if (!wanted.empty() && wanted[0] == slots[k]->device.id) i = k;
+        if (i == slots.size() || slots[i]->busy) {
+          send(proto::encode(proto::Type::failure,
+                             {{"trial", b["trial"]},
+                              {"attempt", b["attempt"]},
+                              {"reason", "slot " + wanted.dump() + " is not free here"},
+                              {"retryable", true}}));
+          break;
+        }
+        start(i, b);
+        break;
+      }
+      case proto::Type::ack:
+        unacked.erase({b["trial"].get<int64_t>(), b["attempt"].get<int>()});
+        break;
+      case proto::Type::cancel:
+        for (auto& s : slots)
+          if (s->busy && s->trial == b["trial"].get<int64_t>() &&
+              s->attempt == b["attempt"].get<int>())
+            s->cancel = true;
+        break;
+      case proto::Type::heartbeat:
+        break;
+      case proto::Type::bye:
+        log("the controller said goodbye: " + b.value("reason", std::string("no reason")));
+        leaving = true;
+        break;
+      case proto::Type::error:
+        log("the controller refused a message: " + b["message"].get<std::string>());
+        // A restarted controller does not know us (our socket reconnected on
+        // its own): register again, then resend what is unacknowledged.
+        if (b["code"] == "unexpected" && !leaving && !stopping) register_again();
+        break;
+      default:
+        send(proto::encode(
+            proto::Type::error,
+            {{"code", "not_allowed"},
+             {"message", std::string("a controller does not send ") + proto::type_name(m.type)},
+             {"in_reply_to", proto::type_name(m.type)}}));
+    }
+  }
+
+  void drain_events() {
+    std::vector<Event> batch;
+    {
+      std::lock_guard lock(mu);
+      batch.swap(events);
+    }
+    for (Event& e : batch) {
+      if (e.kind == Event::Kind::progress) {
+        send(proto::encode(proto::Type::progress, {{"trial", e.trial},
+                                                   {"attempt", e.attempt},
+                                                   {"epoch", e.epoch},
+                                                   {"metrics", e.metrics}}));
+        continue;
+      }
+      Slot& s = *slots[e.slot];
+      s.busy = false;
+      const TrialOutcome& o = e.outcome;
+      std::string payload;
+      if (o.kind == TrialOutcome::Kind::done) {
+        payload =
+            proto::encode(proto::Type::result,
+                          {{"trial", e.trial}, {"attempt", e.attempt}, {"metrics", o.metrics}});
+      } else if (o.kind == TrialOutcome::Kind::failed) {
+        payload = proto::encode(proto::Type::failure, {{"trial", e.trial},
+                                                       {"attempt", e.attempt},
+                                                       {"reason", o.reason},
+                                                       {"retryable", o.retryable}});
+      }
+      if (!payload.empty()) {
+        unacked[{e.trial, e.attempt}] = payload;
+        send(payload);
+      }
+      if (!stopping && !leaving && welcomed) send_ready(s);
+    }
+  }
+
+  // A poll that a signal interrupts (SIGTERM, SIGINT) returns false instead of throwing.
+  static bool poll_once(zmq::pollitem_t* items, std::chrono::milliseconds timeout) {
+    try {
+      zmq::poll(items, 2, timeout);
+      return true;
+    } catch (const zmq::error_t& e) {
+      if (e.num() == EINTR) return false;
+      throw;
+    }
+  }
+
+  int run(std::atomic<bool>& stop) {
+    connect();
+    auto last_beat = Clock::now();
+    while (true) {
+      if (stop.load() && !stopping) {
+        stopping = true;
+        for (auto& s : slots) s->cancel = true;
+      }
+      const bool any_busy =
+          std::any_of(slots.begin(), slots.end(), [](const auto& s) { return s->busy; });
+      if ((stopping || leaving) && !any_busy) break;
+      zmq::pollitem_t items[] = {{socket->handle(), 0, ZMQ_POLLIN, 0},
+                                 {nullptr, wake_fd, ZMQ_POLLIN, 0}};
+      if (!poll_once(items, std::chrono::milliseconds(10))) continue;
+      if (items[1].revents & ZMQ_POLLIN) {
+        uint64_t count;
+        [[maybe_unused]] const ssize_t n = ::read(wake_fd, &count, sizeof count);
+      }
+      if (items[0].revents & ZMQ_POLLIN) {
+        zmq::message_t msg;
+        while (socket->recv(msg, zmq::recv_flags::dontwait)) on_message(msg.to_string());
+      }
+      drain_events();
+      const auto now = Clock::now();
+      if (now - last_beat >= std::chrono::milliseconds(opt.heartbeat_ms)) {
+        nlohmann::json running = nlohmann::json::array();
+        for (const auto& s : slots)
+          if (s->busy) running.push_back({{"trial", s->trial}, {"attempt", s->attempt}});
+        if (welcomed) send(proto::encode(proto::Type::heartbeat, {{"running", running}}));
+        last_beat = now;
+      }
+      const auto silent =
+          std::chrono::milliseconds(static_cast<int64_t>(opt.heartbeat_ms) * opt.liveness);
+      if (!leaving && !stopping && now - last_heard > silent) {
+        log("no word from the controller for " + std::to_string(silent.count()) +
+            " ms: reconnecting in " + std::to_string(backoff_s) + " s");
+        std::this_thread::sleep_for(std::chrono::duration<double>(backoff_s));
+        backoff_s = std::min(opt.max_backoff_s, backoff_s * 2);
+        connect();
+      }
+    }
+    drain_events();
+    if (stopping && !leaving) send(proto::encode(proto::Type::bye, {{"reason", "interrupted"}}));
+    // Give the last messages a moment to leave before the socket closes.
+    socket->set(zmq::sockopt::linger, 1000);
+    socket.reset();
+    return 0;
+  }
+
+  WorkerOptions opt;
+  zmq::context_t ctx;
+  std::unique_ptr<zmq::socket_t> socket;
+  std::vector<std::unique_ptr<Slot>> slots;
+  std::mutex mu;
+  std::vector<Event> events;
+  std::map<std::pair<int64_t, int>, std::string> unacked;
+  std::map<std::string, nlohmann::json> spaces;  // space_id -> document, as the controller sent
+                                                 // them  // (trial, attempt) -> result or failure
+  Clock::time_point last_heard;
+  double backoff_s = 0.1;
+  int wake_fd = -1;
+  bool welcomed = false, stopping = false, leaving = false;
+};
+
+Worker::Worker(WorkerOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+Worker::~Worker() = default;
+int Worker::run() {
+  return impl_->run(stop_);
+}
+
+}  // namespace minas

@@ -1,0 +1,55 @@
+#pragma once
+// The worker process: connects a DEALER to the controller, advertises its
+// device slots, runs one trial attempt per slot at a time (each on its own
+// thread, through a TrialRunner), streams progress, keeps every result until
+// the controller acknowledges it as stored, reconnects with backoff when the
+// controller goes silent, and leaves cleanly when stopped.
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "worker/devices.h"
+#include "worker/runner.h"
+
+namespace minas {
+
+struct WorkerOptions {
+  std::string connect;                  // the controller's endpoint
+  std::vector<DeviceSlot> slots;        // parse_devices(); each runs one attempt at a time
+  std::string name;                     // identity; empty: host:pid
+  std::shared_ptr<TrialRunner> runner;  // shared by the slots (thread-safe)
+  int heartbeat_ms = 1000;              // until the controller's welcome says otherwise
+  int liveness = 5;
+  double max_backoff_s = 5;  // reconnect delays double from 0.1 s up to this
+  std::function<void(const std::string&)> log;
+  // Called with the milliseconds from a slot's `ready` to its next `train`.
+  std::function<void(double)> on_dispatch;
+};
+
+// "cpu", "cpu:THREADS", "cuda:0,1" (one slot per GPU), or several joined by
+// commas ("cpu:1,cpu:1": two one-thread CPU slots, "cpu" and "cpu.1").
+// Throws Error naming the bad part.
+std::vector<DeviceSlot> parse_devices(const std::string& text);
+
+class Worker {
+ public:
+  explicit Worker(WorkerOptions options);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // Runs until the controller says goodbye or request_stop(); returns 0.
+  // Attempts still running at a stop are cancelled and reported as
+  // interrupted (bye), so the controller re-queues them at once.
+  int run();
+  void request_stop() { stop_.store(true); }
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  std::atomic<bool> stop_{false};
+};
+
+}  // namespace minas
