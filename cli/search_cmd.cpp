@@ -45,7 +45,7 @@ void log_line(const std::string& who, const std::string& line) {
 struct ControllerFlags {
   std::string db = "minas.db", bind = "tcp://127.0.0.1:5555", space = "small",
               data = "fashion-mnist";
-  std::string name, recipe, strategy = "random";
+  std::string name, recipe, strategy = "random", key, allow;
   int64_t trials = 100;
   double seconds = 0;
   int fidelity = 0, heartbeat_ms = 1000, liveness = 5, max_attempts = 3;
@@ -54,7 +54,7 @@ struct ControllerFlags {
 
 struct WorkerFlags {
   std::string connect = "tcp://127.0.0.1:5555", devices = "cpu", trainer = "cpu", table, metric,
-              name;
+              name, key, server_key;
   double delay = 0;
 };
 
@@ -88,6 +88,9 @@ void add_search_commands(CLI::App& app) {
       ->default_val(5);
   ctl->add_option("--max-attempts", c->max_attempts, "Attempts of a trial before it fails")
       ->default_val(3);
+  ctl->add_option("--key", c->key, "CURVE: the controller's key pair file (minas keygen)");
+  ctl->add_option("--allow", c->allow,
+                  "CURVE: the workers' public keys (a file, or a folder of .pub)");
   ctl->callback([c] {
     const Space space = Space::load(c->space);
     Recipe recipe = c->recipe.empty() ? Recipe() : Recipe::load(c->recipe);
@@ -113,6 +116,12 @@ void add_search_commands(CLI::App& app) {
     opt.liveness = c->liveness;
     opt.max_attempts = c->max_attempts;
     opt.log = [](const std::string& l) { log_line("controller", l); };
+    if (c->key.empty() != c->allow.empty())
+      throw Error("controller", "CURVE needs both --key and --allow");
+    if (!c->key.empty()) {
+      opt.curve_key = auth::read_keypair(c->key);
+      opt.allowed_workers = auth::read_allow_list(c->allow);
+    }
     db::Store store = db::Store::open(c->db);
     RandomStrategy strategy(space, c->seed);
     Controller controller(store, space, strategy, cfg, opt);
@@ -145,6 +154,8 @@ void add_search_commands(CLI::App& app) {
   wk->add_option("--metric", w->metric, "sim: the column read as val_acc");
   wk->add_option("--delay", w->delay, "sim: seconds of pretend training per trial")->default_val(0);
   wk->add_option("--name", w->name, "Worker identity (default host:pid)");
+  wk->add_option("--key", w->key, "CURVE: this worker's key pair file (minas keygen)");
+  wk->add_option("--server-key", w->server_key, "CURVE: the controller's public key file (.pub)");
   wk->callback([w] {
     WorkerOptions opt;
     opt.connect = w->connect;
@@ -164,6 +175,12 @@ void add_search_commands(CLI::App& app) {
     opt.log = [name = w->name](const std::string& l) {
       log_line(name.empty() ? "worker" : name, l);
     };
+    if (w->key.empty() != w->server_key.empty())
+      throw Error("worker", "CURVE needs both --key and --server-key");
+    if (!w->key.empty()) {
+      opt.curve_key = auth::read_keypair(w->key);
+      opt.server_public_key = auth::read_public_key(w->server_key);
+    }
     Worker worker(opt);
     g_worker = &worker;
     install_signals();

@@ -71,6 +71,19 @@ struct Controller::Impl {
     socket.set(zmq::sockopt::router_mandatory, 1);  // sending to a gone peer fails loudly
     socket.set(zmq::sockopt::linger, 0);
     socket.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(proto::kMaxMessageBytes));
+    if (opt.curve_key) {
+      auth::require_curve();
+      // The handler must be in place before the first connection can arrive.
+      zap = std::make_unique<auth::ZapHandler>(
+          ctx, opt.allowed_workers, [this](const std::string& address, const std::string& key) {
+            log("refused a worker from " + address + ": key " + key + " is not on the allow-list");
+          });
+      auth::make_curve_server(socket, *opt.curve_key);
+    } else if (!auth::is_loopback_endpoint(opt.bind)) {
+      throw Error("controller --bind " + opt.bind,
+                  "binding beyond loopback needs CURVE: give --key (the controller's key pair) and "
+                  "--allow (the workers' public keys); make keys with minas keygen");
+    }
     try {
       socket.bind(opt.bind);
     } catch (const zmq::error_t& e) {
@@ -545,6 +558,7 @@ struct Controller::Impl {
   ControllerOptions opt;
   db::Writer writer;
   zmq::context_t ctx;
+  std::unique_ptr<auth::ZapHandler> zap;  // after ctx, before socket: destroyed after the socket
   zmq::socket_t socket;
   std::string endpoint;
   std::string space_id;

@@ -12,7 +12,10 @@
 #include <string>
 
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
 
+#include "controller/auth.h"
 #include "controller/strategy.h"
 #include "db/store.h"
 #include "searchspace/space.h"
@@ -33,6 +36,11 @@ struct ControllerOptions {
   int commit_ms = 20;
   double strategy_save_s = 5;                   // how often the strategy's state is saved
   std::function<void(const std::string&)> log;  // one line per event worth a log; null: quiet
+  // CURVE: the controller's key pair and the worker keys it admits. Required
+  // when binding beyond loopback (tcp on another address, a wildcard), where
+  // anyone who can reach the port could otherwise take trials or feed results.
+  std::optional<auth::KeyPair> curve_key;
+  std::set<std::string> allowed_workers;
 };
 
 // What the experiment is: created on first run, checked on resume.

@@ -131,6 +131,9 @@ struct Worker::Impl {
     socket->set(zmq::sockopt::routing_id, opt.name);
     socket->set(zmq::sockopt::linger, 0);
     socket->set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(proto::kMaxMessageBytes));
+    // A socket whose CURVE handshake was refused never tries again, so every
+    // reconnect makes a new one (this function), which a refused key needs.
+    if (opt.curve_key) auth::make_curve_client(*socket, *opt.curve_key, opt.server_public_key);
     try {
       socket->connect(opt.connect);
     } catch (const zmq::error_t& e) {
@@ -374,8 +377,11 @@ struct Worker::Impl {
       const auto silent =
           std::chrono::milliseconds(static_cast<int64_t>(opt.heartbeat_ms) * opt.liveness);
       if (!leaving && !stopping && now - last_heard > silent) {
-        log("no word from the controller for " + std::to_string(silent.count()) +
-            " ms: reconnecting in " + std::to_string(backoff_s) + " s");
+        log("no word from the controller for " + std::to_string(silent.count()) + " ms" +
+            (!welcomed && opt.curve_key ? " (if this goes on: is this worker's public key on the "
+                                          "controller's allow-list?)"
+                                        : "") +
+            ": reconnecting in " + std::to_string(backoff_s) + " s");
         std::this_thread::sleep_for(std::chrono::duration<double>(backoff_s));
         backoff_s = std::min(opt.max_backoff_s, backoff_s * 2);
         connect();

@@ -7,9 +7,11 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "controller/auth.h"
 #include "worker/devices.h"
 #include "worker/runner.h"
 
@@ -26,6 +28,10 @@ struct WorkerOptions {
   std::function<void(const std::string&)> log;
   // Called with the milliseconds from a slot's `ready` to its next `train`.
   std::function<void(double)> on_dispatch;
+  // CURVE: this worker's key pair and the controller's public key. A refused
+  // key gets no answer: the worker keeps retrying with backoff and says so.
+  std::optional<auth::KeyPair> curve_key;
+  std::string server_public_key;
 };
 
 // "cpu", "cpu:THREADS", "cuda:0,1" (one slot per GPU), or several joined by

@@ -132,3 +132,56 @@ TEST_CASE(
   CHECK(n.done == 40);
   CHECK(n.trials == 40);
 }
+
+TEST_CASE("search loop: with CURVE, an unlisted worker is refused and a listed one works") {
+  if (!have_table()) return;
+  const test::TempDir dir("loop-curve");
+  const std::string path = dir.file("minas.db");
+  const Space space = Space::load("nb201");
+  db::Store store = db::Store::open(path);
+  RandomStrategy strategy(space, 3);
+  ExperimentConfig cfg;
+  cfg.name = "curve";
+  cfg.data = "simulated";
+  cfg.budget_trials = 20;
+  const auth::KeyPair server = auth::generate_keypair(), listed = auth::generate_keypair(),
+                      stranger = auth::generate_keypair();
+  ControllerOptions opt;
+  opt.bind = "tcp://127.0.0.1:*";
+  opt.heartbeat_ms = 50;
+  opt.curve_key = server;
+  opt.allowed_workers = {listed.public_key};
+  std::atomic<int> refusals{0};
+  opt.log = [&](const std::string& line) {
+    if (line.find("refused a worker") != std::string::npos) ++refusals;
+  };
+  Controller controller(store, space, strategy, cfg, opt);
+  auto sim =
+      std::shared_ptr<TrialRunner>(make_sim_runner(nb201_table(), "cifar10_valid_12ep", 0.001));
+  std::thread tc([&] { controller.run(); });
+
+  WorkerOptions bad = worker_options(controller.endpoint(), "stranger", sim, 1);
+  bad.curve_key = stranger;
+  bad.server_public_key = server.public_key;
+  Worker intruder(bad);
+  std::thread ti([&] { intruder.run(); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  intruder.request_stop();
+  ti.join();
+  CHECK(refusals.load() >= 1);
+  {
+    db::Connection c = db::open_store_readonly(path);
+    db::Statement s = c.prepare("SELECT count(*) FROM workers");
+    REQUIRE(s.step());
+    CHECK(s.column_int64(0) == 0);  // it never got as far as hello
+  }
+
+  WorkerOptions good = worker_options(controller.endpoint(), "listed", sim, 1);
+  good.curve_key = listed;
+  good.server_public_key = server.public_key;
+  Worker member(good);
+  std::thread tm([&] { member.run(); });
+  tc.join();
+  tm.join();
+  CHECK(count(path).done == 20);
+}
