@@ -4,6 +4,11 @@
 #include <ctime>
 #include <memory>
 #include <string>
+#include <thread>
+#include <vector>
+#include <filesystem>
+
+#include <unistd.h>
 
 #include "cli/commands.h"
 #include "controller/controller.h"
@@ -57,6 +62,21 @@ struct WorkerFlags {
               name, key, server_key;
   double delay = 0;
 };
+
+struct SearchFlags {
+  std::string db = "minas.db", space = "small", data = "fashion-mnist", name, recipe;
+  int64_t trials = 20;
+  double seconds = 0;
+  int fidelity = 0, workers = 0, threads = 1;
+  uint64_t seed = 0;
+};
+
+std::string default_experiment_name() {
+  char name[64];
+  const std::time_t t = std::time(nullptr);
+  std::strftime(name, sizeof name, "search-%Y%m%d-%H%M%S", std::localtime(&t));
+  return name;
+}
 
 }  // namespace
 
@@ -139,6 +159,75 @@ void add_search_commands(CLI::App& app) {
         s.resumed ? "true" : "false", s.stopped ? "true" : "false");
     if (s.stopped)
       log_line("controller", "stopped; continue with the same command (the experiment resumes)");
+  });
+
+  auto sf = std::make_shared<SearchFlags>();
+  CLI::App* sr = app.add_subcommand(
+      "search", "A search on this machine: the controller and local workers in one command");
+  sr->add_option("--db", sf->db, "Experiment store")->default_val("minas.db");
+  sr->add_option("--name", sf->name, "Experiment name (default search-DATE-TIME; an existing one resumes)");
+  sr->add_option("--space", sf->space, "Search space")->default_val("small");
+  sr->add_option("--data", sf->data, "Data set")->default_val("fashion-mnist");
+  sr->add_option("--recipe", sf->recipe, "Training recipe (JSON file)");
+  sr->add_option("--trials", sf->trials, "Trial budget")->default_val(20)->check(CLI::PositiveNumber);
+  sr->add_option("--seconds", sf->seconds, "Wall-clock budget, 0 for none")->default_val(0);
+  sr->add_option("--fidelity", sf->fidelity, "Epochs per trial, 0 for the recipe's")->default_val(0);
+  sr->add_option("--workers", sf->workers, "Local workers (default: one per core the process may use)")
+      ->default_val(0);
+  sr->add_option("--threads", sf->threads, "CPU threads per worker")->default_val(1);
+  sr->add_option("--seed", sf->seed, "Strategy seed")->default_val(0);
+  sr->callback([sf] {
+    const Space space = Space::load(sf->space);
+    const Recipe recipe = sf->recipe.empty() ? Recipe() : Recipe::load(sf->recipe);
+    const int cores = detect_slots().front().threads;
+    const int threads = std::max(1, sf->threads);
+    const int workers = sf->workers > 0 ? sf->workers : std::max(1, cores / threads);
+    ExperimentConfig cfg;
+    cfg.name = sf->name.empty() ? default_experiment_name() : sf->name;
+    cfg.data = sf->data;
+    cfg.data_fingerprint = data::load_dataset(sf->data).train.fingerprint();
+    cfg.recipe = recipe.to_json();
+    cfg.fidelity = sf->fidelity;
+    cfg.budget_trials = sf->trials;
+    cfg.budget_seconds = sf->seconds;
+    cfg.seed = sf->seed;
+    // The local pool talks over an ipc socket in a private folder: no port to pick or guard.
+    const std::filesystem::path dir = std::filesystem::temp_directory_path() /
+                                      ("minas-search-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir);
+    ControllerOptions opt;
+    opt.bind = "ipc://" + (dir / "controller.sock").string();
+    opt.log = [](const std::string& l) { log_line("controller", l); };
+    db::Store store = db::Store::open(sf->db);
+    RandomStrategy strategy(space, sf->seed);
+    Controller controller(store, space, strategy, cfg, opt);
+    auto runner = std::shared_ptr<TrialRunner>(make_cpu_runner());
+    std::vector<std::unique_ptr<Worker>> pool;
+    for (int i = 0; i < workers; ++i) {
+      WorkerOptions w;
+      w.connect = controller.endpoint();
+      w.name = "local-" + std::to_string(i);
+      w.runner = runner;
+      w.slots = parse_devices("cpu:" + std::to_string(threads));
+      w.log = [name = w.name](const std::string& l) { log_line(name, l); };
+      pool.push_back(std::make_unique<Worker>(w));
+    }
+    log_line("search", "experiment '" + cfg.name + "' in " + sf->db + ": " + std::to_string(workers) +
+                           " local worker(s) of " + std::to_string(threads) + " thread(s)");
+    std::vector<std::thread> threads_of_pool;
+    for (auto& w : pool) threads_of_pool.emplace_back([&w] { w->run(); });
+    g_controller = &controller;
+    install_signals();
+    const ControllerSummary s = controller.run();
+    g_controller = nullptr;
+    for (auto& t : threads_of_pool) t.join();
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+    std::printf("{\"experiment\":\"%s\",\"done\":%lld,\"failed\":%lld,\"stopped\":%s}\n",
+                cfg.name.c_str(), static_cast<long long>(s.done), static_cast<long long>(s.failed),
+                s.stopped ? "true" : "false");
+    if (s.stopped)
+      log_line("search", "stopped; continue with: minas search --db " + sf->db + " --name " + cfg.name);
   });
 
   auto w = std::make_shared<WorkerFlags>();
