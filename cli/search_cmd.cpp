@@ -2,11 +2,11 @@
 #include <csignal>
 #include <cstdio>
 #include <ctime>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
-#include <filesystem>
 
 #include <unistd.h>
 
@@ -165,14 +165,19 @@ void add_search_commands(CLI::App& app) {
   CLI::App* sr = app.add_subcommand(
       "search", "A search on this machine: the controller and local workers in one command");
   sr->add_option("--db", sf->db, "Experiment store")->default_val("minas.db");
-  sr->add_option("--name", sf->name, "Experiment name (default search-DATE-TIME; an existing one resumes)");
+  sr->add_option("--name", sf->name,
+                 "Experiment name (default search-DATE-TIME; an existing one resumes)");
   sr->add_option("--space", sf->space, "Search space")->default_val("small");
   sr->add_option("--data", sf->data, "Data set")->default_val("fashion-mnist");
   sr->add_option("--recipe", sf->recipe, "Training recipe (JSON file)");
-  sr->add_option("--trials", sf->trials, "Trial budget")->default_val(20)->check(CLI::PositiveNumber);
+  sr->add_option("--trials", sf->trials, "Trial budget")
+      ->default_val(20)
+      ->check(CLI::PositiveNumber);
   sr->add_option("--seconds", sf->seconds, "Wall-clock budget, 0 for none")->default_val(0);
-  sr->add_option("--fidelity", sf->fidelity, "Epochs per trial, 0 for the recipe's")->default_val(0);
-  sr->add_option("--workers", sf->workers, "Local workers (default: one per core the process may use)")
+  sr->add_option("--fidelity", sf->fidelity, "Epochs per trial, 0 for the recipe's")
+      ->default_val(0);
+  sr->add_option("--workers", sf->workers,
+                 "Local workers (default: one per core the process may use)")
       ->default_val(0);
   sr->add_option("--threads", sf->threads, "CPU threads per worker")->default_val(1);
   sr->add_option("--seed", sf->seed, "Strategy seed")->default_val(0);
@@ -192,8 +197,8 @@ void add_search_commands(CLI::App& app) {
     cfg.budget_seconds = sf->seconds;
     cfg.seed = sf->seed;
     // The local pool talks over an ipc socket in a private folder: no port to pick or guard.
-    const std::filesystem::path dir = std::filesystem::temp_directory_path() /
-                                      ("minas-search-" + std::to_string(::getpid()));
+    const std::filesystem::path dir =
+        std::filesystem::temp_directory_path() / ("minas-search-" + std::to_string(::getpid()));
     std::filesystem::create_directories(dir);
     ControllerOptions opt;
     opt.bind = "ipc://" + (dir / "controller.sock").string();
@@ -212,8 +217,9 @@ void add_search_commands(CLI::App& app) {
       w.log = [name = w.name](const std::string& l) { log_line(name, l); };
       pool.push_back(std::make_unique<Worker>(w));
     }
-    log_line("search", "experiment '" + cfg.name + "' in " + sf->db + ": " + std::to_string(workers) +
-                           " local worker(s) of " + std::to_string(threads) + " thread(s)");
+    log_line("search", "experiment '" + cfg.name + "' in " + sf->db + ": " +
+                           std::to_string(workers) + " local worker(s) of " +
+                           std::to_string(threads) + " thread(s)");
     std::vector<std::thread> threads_of_pool;
     for (auto& w : pool) threads_of_pool.emplace_back([&w] { w->run(); });
     g_controller = &controller;
@@ -227,7 +233,8 @@ void add_search_commands(CLI::App& app) {
                 cfg.name.c_str(), static_cast<long long>(s.done), static_cast<long long>(s.failed),
                 s.stopped ? "true" : "false");
     if (s.stopped)
-      log_line("search", "stopped; continue with: minas search --db " + sf->db + " --name " + cfg.name);
+      log_line("search",
+               "stopped; continue with: minas search --db " + sf->db + " --name " + cfg.name);
   });
 
   auto w = std::make_shared<WorkerFlags>();

@@ -11,10 +11,13 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "db/queries.h"
+#include "searchspace/rng.h"
 #include "tests/support.h"
+#include "trainer/data.h"
 
 extern char** environ;
 
@@ -143,4 +146,35 @@ TEST_CASE("faults: the controller killed mid-search resumes and ends with its fu
   CHECK(t.trials == 150);
   CHECK(t.done == 150);
   CHECK(t.distinct == 150);
+}
+
+TEST_CASE("faults: minas search runs a local pool end to end on a small data folder") {
+  const minas::test::TempDir dir("search-local");
+  // 12x12 random images: the mechanics, not the accuracy.
+  minas::data::Dataset ds;
+  ds.source = dir.path.string();
+  ds.shape = {1, 12, 12};
+  ds.classes = 10;
+  minas::Rng rng(4);
+  ds.labels.resize(300);
+  ds.pixels.resize(300 * 144);
+  for (auto& l : ds.labels) l = static_cast<uint8_t>(rng.below(10));
+  for (auto& p : ds.pixels) p = static_cast<uint8_t>(rng.below(256));
+  const std::string d = dir.path.string();
+  minas::data::write_idx(ds, d + "/train-images-idx3-ubyte", d + "/train-labels-idx1-ubyte");
+  minas::data::write_idx(ds, d + "/t10k-images-idx3-ubyte", d + "/t10k-labels-idx1-ubyte");
+  const std::string recipe = dir.file("recipe.json");
+  std::ofstream(recipe) << R"({"epochs": 1, "val_size": 60, "batch": 32, "threads": 1})";
+  const std::string db = dir.file("minas.db"), log = dir.file("log");
+  const pid_t p = spawn({"search", "--db", db, "--name", "local", "--space", "small:input=1x12x12",
+                         "--data", d, "--recipe", recipe, "--trials", "4", "--workers", "2"},
+                        log);
+  CHECK(wait_for(p, std::chrono::seconds(120)) == 0);
+  const Tally t = tally(db);
+  CHECK(t.trials == 4);
+  CHECK(t.done == 4);
+  minas::db::Connection c = minas::db::open_store_readonly(db);
+  minas::db::Statement s = c.prepare("SELECT count(*) FROM workers");
+  REQUIRE(s.step());
+  CHECK(s.column_int64(0) == 2);
 }
