@@ -4,10 +4,13 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <set>
 #include <thread>
+#include <zmq.hpp>
 
 #include "controller/controller.h"
+#include "controller/protocol.h"
 #include "db/queries.h"
 #include "tests/support.h"
 #include "worker/worker.h"
@@ -184,4 +187,67 @@ TEST_CASE("search loop: with CURVE, an unlisted worker is refused and a listed o
   tc.join();
   tm.join();
   CHECK(count(path).done == 20);
+}
+
+TEST_CASE("search loop: the controller answers every malformed message with an error and goes on") {
+  if (!have_table()) return;
+  const test::TempDir dir("loop-fuzz");
+  const std::string path = dir.file("minas.db");
+  const Space space = Space::load("nb201");
+  db::Store store = db::Store::open(path);
+  RandomStrategy strategy(space, 4);
+  ExperimentConfig cfg;
+  cfg.name = "fuzz";
+  cfg.data = "simulated";
+  cfg.budget_trials = 10;
+  ControllerOptions opt;
+  opt.bind = "tcp://127.0.0.1:*";
+  opt.heartbeat_ms = 50;
+  Controller controller(store, space, strategy, cfg, opt);
+  std::thread tc([&] { controller.run(); });
+
+  std::vector<std::string> corpus;
+  {
+    std::ifstream in(std::string(MINAS_SOURCE_DIR) + "/tests/controller/bad_messages.txt");
+    std::string line;
+    while (std::getline(in, line))
+      if (!line.empty() && line[0] != '#') corpus.push_back(line.substr(line.find('\t') + 1));
+  }
+  // Valid messages out of order: a result before hello, a controller's own message.
+  corpus.push_back(proto::encode(proto::Type::result,
+                                 {{"trial", 1}, {"attempt", 0}, {"metrics", {{"val_acc", 1}}}}));
+  corpus.push_back(proto::encode(proto::Type::train, {{"trial", 1},
+                                                      {"attempt", 0},
+                                                      {"slots", {"cpu"}},
+                                                      {"space_id", "x"},
+                                                      {"arch", "x"},
+                                                      {"recipe", {{"a", 1}}},
+                                                      {"data", {{"name", "x"}}},
+                                                      {"fidelity", 1}}));
+  REQUIRE(corpus.size() >= 32);
+  zmq::context_t ctx;
+  zmq::socket_t peer(ctx, zmq::socket_type::dealer);
+  peer.set(zmq::sockopt::linger, 0);
+  peer.connect(controller.endpoint());
+  int errors = 0;
+  for (const std::string& payload : corpus) {
+    peer.send(zmq::buffer(payload), zmq::send_flags::none);
+    zmq::pollitem_t items[] = {{peer.handle(), 0, ZMQ_POLLIN, 0}};
+    zmq::poll(items, 1, std::chrono::milliseconds(2000));
+    REQUIRE_MESSAGE((items[0].revents & ZMQ_POLLIN), "no answer to: " << payload);
+    zmq::message_t reply;
+    REQUIRE(peer.recv(reply, zmq::recv_flags::none));
+    const proto::Message m = proto::parse(reply.to_string());
+    CHECK(m.type == proto::Type::error);
+    errors += m.type == proto::Type::error;
+  }
+  CHECK(errors == static_cast<int>(corpus.size()));
+  // Still serving: a real worker finishes the search.
+  auto sim =
+      std::shared_ptr<TrialRunner>(make_sim_runner(nb201_table(), "cifar10_valid_12ep", 0.001));
+  Worker w(worker_options(controller.endpoint(), "after", sim, 1));
+  std::thread tw([&] { w.run(); });
+  tc.join();
+  tw.join();
+  CHECK(count(path).done == 10);
 }
