@@ -237,7 +237,13 @@ struct Controller::Impl {
     while (!idle.empty() && (!queue.empty() || asking_allowed())) {
       const auto [worker, slot] = idle.front();
       idle.pop_front();
-      dispatch(worker, slot);
+      try {
+        dispatch(worker, slot);
+      } catch (const db::SqliteError&) {
+        throw;
+      } catch (const Error& e) {
+        log("could not dispatch to " + worker_label(worker) + ": " + e.what());
+      }
     }
   }
 
