@@ -69,4 +69,28 @@ struct TempDir {
   std::string file(const std::string& name) const { return (path / name).string(); }
 };
 
+// A database path unique to this process and instance (CTest runs cases in
+// parallel); the file and its WAL and journal companions go at scope exit.
+struct TempDbPath {
+  std::filesystem::path path;
+  explicit TempDbPath(const std::string& tag = "db") {
+    static std::atomic<int> counter{0};
+    path = std::filesystem::temp_directory_path() /
+           ("minas-" + tag + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) +
+            ".sqlite");
+    remove();
+  }
+  ~TempDbPath() { remove(); }
+  TempDbPath(const TempDbPath&) = delete;
+  TempDbPath& operator=(const TempDbPath&) = delete;
+  std::string str() const { return path.string(); }
+
+ private:
+  void remove() const {
+    std::error_code ec;
+    for (const char* suffix : {"", "-wal", "-shm", "-journal"})
+      std::filesystem::remove(path.string() + suffix, ec);
+  }
+};
+
 }  // namespace minas::test

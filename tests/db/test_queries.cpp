@@ -126,24 +126,11 @@ using minas::test::error_of;
 
 constexpr const char* kK5 = "|k5~0|+|k5~1|";
 
-// A store path unique to this process and case; the file and its WAL companions go at the end.
-struct TempStore {
-  fs::path path;
-  explicit TempStore(bool known = true) {
-    std::random_device random;
-    path = fs::temp_directory_path() / ("minas-test-queries-" + std::to_string(::getpid()) + "-" +
-                                        std::to_string(random()) + ".sqlite");
-    if (known) minas::test::write_known_store(path.string());
+// A store path unique to this case, holding the known data set unless told otherwise.
+struct TempStore : minas::test::TempDbPath {
+  explicit TempStore(bool known = true) : TempDbPath("test-queries") {
+    if (known) minas::test::write_known_store(str());
   }
-  ~TempStore() {
-    std::error_code ec;
-    for (const char* suffix : {"", "-wal", "-shm", "-journal"}) {
-      fs::remove(path.string() + suffix, ec);
-    }
-  }
-  TempStore(const TempStore&) = delete;
-  TempStore& operator=(const TempStore&) = delete;
-  std::string str() const { return path.string(); }
 };
 
 // The file's bytes, to prove a refused statement left it exactly as it was.

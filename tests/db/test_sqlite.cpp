@@ -2,8 +2,10 @@
 // transactions roll back, every failure names its database, call and SQL, and a reader
 // works beside the single writer.
 #include <doctest/doctest.h>
+
 #include <sqlite3.h>
 #include <unistd.h>
+#include "tests/support.h"
 
 #include <chrono>
 #include <cstdint>
@@ -30,22 +32,8 @@ using minas::db::Statement;
 using minas::db::Synchronous;
 using minas::db::Transaction;
 
-// A path unique to this process (CTest runs cases in parallel); the database and its WAL
-// companions are removed on destruction.
-struct TempPath {
-  fs::path path;
-  TempPath() {
-    std::random_device random;
-    path = fs::temp_directory_path() / ("minas-test-db-" + std::to_string(::getpid()) + "-" +
-                                        std::to_string(random()) + ".sqlite");
-  }
-  ~TempPath() {
-    std::error_code ec;
-    for (const char* suffix : {"", "-wal", "-shm", "-journal"}) {
-      fs::remove(path.string() + suffix, ec);
-    }
-  }
-  std::string str() const { return path.string(); }
+struct TempPath : minas::test::TempDbPath {
+  TempPath() : TempDbPath("test-db") {}
 };
 
 // The message of the minas::Error that `f` throws.

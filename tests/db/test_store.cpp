@@ -43,22 +43,8 @@ using minas::db::Writer;
 using minas::test::contains;
 using nlohmann::json;
 
-// A path unique to this process and case (CTest runs cases in parallel); the database and
-// its companions are removed on destruction.
-struct TempPath {
-  fs::path path;
-  TempPath() {
-    std::random_device random;
-    path = fs::temp_directory_path() / ("minas-test-store-" + std::to_string(::getpid()) + "-" +
-                                        std::to_string(random()) + ".sqlite");
-  }
-  ~TempPath() {
-    std::error_code ec;
-    for (const char* suffix : {"", "-wal", "-shm", "-journal"}) {
-      fs::remove(path.string() + suffix, ec);
-    }
-  }
-  std::string str() const { return path.string(); }
+struct TempPath : minas::test::TempDbPath {
+  TempPath() : TempDbPath("test-store") {}
 };
 
 std::string file_bytes(const std::string& path) {
