@@ -215,14 +215,6 @@ bool table_exists(Connection& conn, std::string_view name) {
   return s.step();
 }
 
-constexpr std::string_view kTrialsPlaceholder = "{trials}";
-
-// `sql` with its placeholder {trials} replaced by the trials table, aliased t.
-std::string read_trials(Connection&, int64_t, const std::string& sql) {
-  return std::string(sql).replace(sql.find(kTrialsPlaceholder), kTrialsPlaceholder.size(),
-                                  "trials t");
-}
-
 // The numbers of the points that no other point dominates, best x first, then by number.
 std::vector<int64_t> front_of(std::vector<FrontPoint> points) {
   // Sweep from the best x. Within a group of equal x only the points of the group's best y
@@ -472,7 +464,7 @@ std::vector<ExperimentRow> experiments(Connection& conn) {
       rows.push_back(std::move(r));
     }
   }
-  // max() over the partial index trials_val_acc is one index probe per experiment.
+  // max() over the partial index trials_done is one index probe per experiment.
   Statement best =
       conn.prepare("SELECT max(val_acc) FROM trials WHERE experiment_id = ?1 AND status = 'done'");
   for (ExperimentRow& r : rows) {
@@ -556,13 +548,11 @@ std::vector<TrialRow> top_k(Connection& conn, int64_t experiment_id, Metric metr
     ranked = rejected <= kMaxRejected;
   }
   if (!ranked) {
-    // Other metrics have no index, and the walk gave up: read every done trial, by the
-    // cheaper path, and let the sorter keep the best k.
+    // Other metrics, or a walk that gave up: one pass over the done trials (trials_done
+    // covers it) and the sorter keeps the best k.
     ids.clear();
-    Statement scan =
-        conn.prepare(read_trials(conn, experiment_id,
-                                 "SELECT t.id FROM {trials} WHERE " + done +
-                                     constraint_sql(constraints, 3) + order + " LIMIT ?2"));
+    Statement scan = conn.prepare(("SELECT t.id FROM trials t WHERE " + done +
+                                   constraint_sql(constraints, 3) + order + " LIMIT ?2"));
     scan.bind_int64(1, experiment_id).bind_int64(2, k);
     bind_constraints(scan, constraints, 3);
     while (scan.step()) ids.push_back(scan.column_int64(0));
@@ -593,13 +583,11 @@ std::vector<TrialRow> pareto(Connection& conn, int64_t experiment_id, Metric x, 
   ReadSnapshot snapshot(conn);
   std::vector<FrontPoint> points;
   {
-    // No index orders the trials by x or holds x: read every done trial once, by the
-    // cheaper path, and find the front here.
-    Statement s = conn.prepare(read_trials(
-        conn, experiment_id,
-        "SELECT t.number, " + col(x) + ", " + col(y) +
-            " FROM {trials} WHERE t.experiment_id = ?1 AND t.status = 'done' AND " + col(x) +
-            " IS NOT NULL AND " + col(y) + " IS NOT NULL" + constraint_sql(constraints, 2)));
+    // One pass over the done trials (trials_done covers it) and the front found here.
+    Statement s = conn.prepare(
+        ("SELECT t.number, " + col(x) + ", " + col(y) +
+         " FROM trials t WHERE t.experiment_id = ?1 AND t.status = 'done' AND " + col(x) +
+         " IS NOT NULL AND " + col(y) + " IS NOT NULL" + constraint_sql(constraints, 2)));
     s.bind_int64(1, experiment_id);
     bind_constraints(s, constraints, 2);
     const double sy = higher_is_better(y) ? 1.0 : -1.0;
@@ -623,10 +611,9 @@ std::vector<ProgressPoint> best_so_far(Connection& conn, int64_t experiment_id, 
   // One pass over all the experiment's trials: the origin is the first queued_at of any of
   // them, finished or not. Sorting here beats the finished_at index, which would fetch every
   // row by rowid in that order.
-  Statement s = conn.prepare(read_trials(conn, experiment_id,
-                                         "SELECT t.number, t.status, " + col(metric) +
-                                             ", t.finished_at, t.queued_at FROM {trials} "
-                                             "WHERE t.experiment_id = ?1"));
+  Statement s = conn.prepare(("SELECT t.number, t.status, " + col(metric) +
+                              ", t.finished_at, t.queued_at FROM trials t "
+                              "WHERE t.experiment_id = ?1"));
   s.bind_int64(1, experiment_id);
   struct Finished {
     double at;
@@ -762,10 +749,10 @@ std::vector<WorkerRow> workers(Connection& conn, std::optional<int64_t> experime
   const std::string sql =
       "SELECT w.name, w.host, w.devices, w.first_seen, w.last_seen, w.connected_seconds, "
       "w.busy_seconds, coalesce(c.n, 0) FROM workers w LEFT JOIN (SELECT t.worker_id, "
-      "count(*) AS n FROM {trials} WHERE t.status = 'done'" +
+      "count(*) AS n FROM trials t WHERE t.status = 'done'" +
       std::string(experiment_id ? " AND t.experiment_id = ?1" : "") +
       " GROUP BY t.worker_id) c ON c.worker_id = w.id ORDER BY w.name";
-  Statement s = conn.prepare(read_trials(conn, experiment_id.value_or(0), sql));
+  Statement s = conn.prepare((sql));
   if (experiment_id) s.bind_int64(1, *experiment_id);
   std::vector<WorkerRow> rows;
   while (s.step()) {
