@@ -525,7 +525,7 @@ std::vector<TrialRow> top_k(Connection& conn, int64_t experiment_id, Metric metr
   std::vector<int64_t> ids;
   bool ranked = false;
   if (metric == Metric::val_acc) {
-    // The partial index trials_val_acc (status = 'done' in the WHERE clause lets it apply)
+    // The partial index trials_done (status = 'done' in the WHERE clause lets it apply)
     // gives the trials in rank order: walk it, test the constraints on each, stop after k.
     // Each trial walked costs a rowid probe (1.5 us), so after kMaxRejected trials that fail
     // the constraints (6 ms, a fifth of a scan of 100,000 trials) the scan below, whose cost
@@ -809,7 +809,7 @@ std::vector<BestArch> best_for_dataset(Connection& conn, std::string_view datase
     s.bind_text(1, dataset_fingerprint);
     while (s.step()) sources.push_back({s.column_int64(0), s.column_text(1), s.column_text(2)});
   }
-  // Each experiment's done trials come best first through trials_val_acc, so the first row
+  // Each experiment's done trials come best first through trials_done, so the first row
   // of a key is its best there, and only an experiment's first k distinct keys can be in the
   // overall top k (any key below them ranks below k keys that rank above it everywhere).
   // Walking experiments by id and replacing only on a strictly better val_acc keeps the

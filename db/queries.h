@@ -184,7 +184,7 @@ int64_t find_experiment_id(Connection& conn, const std::optional<std::string>& n
 std::string experiment_name(Connection& conn, int64_t experiment_id);
 
 // The k best done trials by `metric` (in its direction; ties by number) that meet every
-// constraint. val_acc walks the trials_val_acc index and stops after k matches; other
+// constraint. val_acc walks the trials_done index and stops after k matches; other
 // metrics, and constraints too selective for that walk, read all the experiment's done
 // trials once (see the timings in db/queries.cpp).
 std::vector<TrialRow> top_k(Connection& conn, int64_t experiment_id, Metric metric, int64_t k,
