@@ -120,6 +120,7 @@ void add_search_commands(CLI::App& app) {
     if (c->data != "simulated") {
       try {
         cfg.data_fingerprint = data::load_dataset(c->data).train.fingerprint();
+        cfg.data_files = data::dataset_files(c->data);
       } catch (const Error& e) {
         log_line("controller",
                  std::string("data set not readable here, so not fingerprinted: ") + e.what());

@@ -3,6 +3,8 @@
 #include <chrono>
 #include <cstdio>
 #include <deque>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
 #include <zmq.hpp>
@@ -133,6 +135,14 @@ struct Controller::Impl {
       resume();
     } else {
       experiment = store.create_experiment(spec, unix_now());
+    }
+    // The files are read now, beside their fingerprint, so what a worker is
+    // sent later is what was fingerprinted even if the folder changes.
+    for (const std::string& path : config.data_files) {
+      std::ifstream in(path, std::ios::binary);
+      if (!in) throw Error(path, "cannot read the data set file");
+      data_bytes.emplace_back(std::filesystem::path(path).filename().string(),
+                              std::string(std::istreambuf_iterator<char>(in), {}));
     }
     store.set_experiment_status(experiment, "running", unix_now());
   }
@@ -327,6 +337,9 @@ struct Controller::Impl {
         case proto::Type::error:
           log(worker_label(worker) + " refused our message: " + b["message"].get<std::string>());
           break;
+        case proto::Type::fetch:
+          send_data(worker, b);
+          break;
         default:
           send(worker, proto::encode(proto::Type::error,
                                      {{"code", "not_allowed"},
@@ -340,6 +353,38 @@ struct Controller::Impl {
       send(worker, proto::encode(proto::Type::error, {{"code", "bad_field"},
                                                       {"message", e.what()},
                                                       {"in_reply_to", proto::type_name(m.type)}}));
+    }
+  }
+
+  // A worker lacks the experiment's data set: send it its files in chunks.
+  void send_data(const std::string& worker, const nlohmann::json& b) {
+    const std::string fp = b["fingerprint"].get<std::string>();
+    if (fp != config.data_fingerprint || config.data_files.empty()) {
+      send(worker, proto::encode(
+                       proto::Type::error,
+                       {{"code", "not_allowed"},
+                        {"message", "this controller serves only data set " + config.data + " (" +
+                                        config.data_fingerprint + "), and only if it can read it"},
+                        {"in_reply_to", "fetch"}}));
+      return;
+    }
+    log("sending data set " + config.data + " to " + worker_label(worker));
+    for (size_t f = 0; f < data_bytes.size(); ++f) {
+      const auto& [name, bytes] = data_bytes[f];
+      for (size_t at = 0; at < bytes.size() || at == 0; at += proto::kDataChunkBytes) {
+        const size_t n = std::min(proto::kDataChunkBytes, bytes.size() - at);
+        const bool last = f + 1 == data_bytes.size() && at + n >= bytes.size();
+        send(worker,
+             proto::encode(proto::Type::data,
+                           {{"fingerprint", fp},
+                            {"name", config.data},
+                            {"file", name},
+                            {"offset", static_cast<int64_t>(at)},
+                            {"size", static_cast<int64_t>(bytes.size())},
+                            {"bytes", proto::base64_encode(std::string_view(bytes).substr(at, n))},
+                            {"last", last}}));
+        if (bytes.empty()) break;
+      }
     }
   }
 
@@ -568,6 +613,7 @@ struct Controller::Impl {
   zmq::socket_t socket;
   std::string endpoint;
   std::string space_id;
+  std::vector<std::pair<std::string, std::string>> data_bytes;  // (file name, bytes), read once
 
   int64_t experiment = 0;
   int64_t created = 0;

@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -48,6 +49,9 @@ struct ExperimentConfig {
   std::string name;
   std::string data = "fashion-mnist";
   std::string data_fingerprint;  // empty: not checked by workers
+  // The data set's files (data::dataset_files), sent to a worker that lacks
+  // them; empty when the controller cannot read the data set itself.
+  std::vector<std::string> data_files;
   nlohmann::json recipe = nlohmann::json::object();
   int fidelity = 0;             // epochs per trial; 0: the recipe's
   int64_t budget_trials = 100;  // trials to finish (done or failed for good)

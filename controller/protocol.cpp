@@ -161,6 +161,22 @@ const std::vector<MessageSpec>& message_specs() {
          "malformed, too_large, bad_version, unknown_type, bad_field, unexpected, not_allowed"},
         {"message", F::string, true, "what was wrong, for the log"},
         {"in_reply_to", F::string, false, "the refused message's type, when it had one"}}},
+      {Type::fetch,
+       Sender::worker,
+       "the worker lacks the data set of a trial (or holds other content under its name)",
+       {{"name", F::string, true, "the data set's name, as in train"},
+        {"fingerprint", F::string, true, "the content wanted, as in train"}}},
+      {Type::data,
+       Sender::controller,
+       "one chunk of a data set's files, in order; the worker checks the fingerprint of the "
+       "whole before it uses it, and keeps it",
+       {{"fingerprint", F::string, true, "the data set's fingerprint"},
+        {"name", F::string, true, "the data set's name"},
+        {"file", F::string, true, "the file's name (train-images-idx3-ubyte.gz, ...)"},
+        {"offset", F::integer, true, "where this chunk starts in the file"},
+        {"size", F::integer, true, "the whole file's size in bytes"},
+        {"bytes", F::string, true, "the chunk, base64 (at most 512 KiB before encoding)"},
+        {"last", F::boolean, true, "true on the last chunk of the last file"}}},
   };
   return specs;
 }
@@ -170,8 +186,9 @@ const MessageSpec& spec(Type t) {
 }
 
 const char* type_name(Type t) {
-  static const char* names[] = {"hello",   "welcome", "ready",  "train",     "progress", "result",
-                                "failure", "ack",     "cancel", "heartbeat", "bye",      "error"};
+  static const char* names[] = {"hello",  "welcome", "ready", "train",  "progress",
+                                "result", "failure", "ack",   "cancel", "heartbeat",
+                                "bye",    "error",   "fetch", "data"};
   return names[static_cast<size_t>(t)];
 }
 
@@ -217,6 +234,59 @@ std::string encode(Type t, nlohmann::json fields) {
 
 std::string error_reply(const ProtocolError& e) {
   return encode(Type::error, {{"code", e.code()}, {"message", e.reason()}});
+}
+
+namespace {
+constexpr char kBase64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+}
+
+std::string base64_encode(std::string_view in) {
+  std::string out;
+  out.reserve((in.size() + 2) / 3 * 4);
+  size_t i = 0;
+  for (; i + 2 < in.size(); i += 3) {
+    const uint32_t v =
+        (uint32_t(uint8_t(in[i])) << 16) | (uint32_t(uint8_t(in[i + 1])) << 8) | uint8_t(in[i + 2]);
+    for (int k = 18; k >= 0; k -= 6) out += kBase64[(v >> k) & 63];
+  }
+  if (const size_t rest = in.size() - i; rest > 0) {
+    uint32_t v = uint32_t(uint8_t(in[i])) << 16;
+    if (rest == 2) v |= uint32_t(uint8_t(in[i + 1])) << 8;
+    out += kBase64[(v >> 18) & 63];
+    out += kBase64[(v >> 12) & 63];
+    out += rest == 2 ? kBase64[(v >> 6) & 63] : '=';
+    out += '=';
+  }
+  return out;
+}
+
+std::optional<std::string> base64_decode(std::string_view in) {
+  if (in.size() % 4 != 0) return std::nullopt;
+  auto value = [](char c) -> int {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    return -1;
+  };
+  std::string out;
+  out.reserve(in.size() / 4 * 3);
+  for (size_t i = 0; i < in.size(); i += 4) {
+    const bool last = i + 4 == in.size();
+    const int pad = last ? (in[i + 3] == '=') + (in[i + 2] == '=') : 0;
+    uint32_t v = 0;
+    for (int k = 0; k < 4; ++k) {
+      const char c = in[i + static_cast<size_t>(k)];
+      const int d = (c == '=' && k >= 4 - pad) ? 0 : value(c);
+      if (d < 0) return std::nullopt;
+      v = (v << 6) | static_cast<uint32_t>(d);
+    }
+    out += static_cast<char>((v >> 16) & 0xff);
+    if (pad < 2) out += static_cast<char>((v >> 8) & 0xff);
+    if (pad < 1) out += static_cast<char>(v & 0xff);
+  }
+  return out;
 }
 
 std::string protocol_markdown() {

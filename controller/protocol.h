@@ -34,6 +34,8 @@ enum class Type {
   heartbeat,  // both ways: alive; from a worker, the attempts it is running
   bye,        // both ways: leaving (a worker's running attempts come back queued)
   error,      // both ways: the message you sent was refused, and why
+  fetch,      // worker -> controller: send me this data set, I do not have it
+  data,       // controller -> worker: one chunk of a data set's files
 };
 
 const char* type_name(Type t);
@@ -89,6 +91,14 @@ std::string encode(Type t, nlohmann::json fields = nlohmann::json::object());
 
 // The error reply to a refused payload: type error with code and message.
 std::string error_reply(const ProtocolError& e);
+
+// Base64 (RFC 4648, with padding) for the bytes a `data` message carries in JSON.
+std::string base64_encode(std::string_view bytes);
+std::optional<std::string> base64_decode(std::string_view text);  // nullopt: not base64
+
+// The raw bytes a `data` message carries at most: base64 makes them 4/3 as
+// large, and the message stays under kMaxMessageBytes.
+inline constexpr size_t kDataChunkBytes = 512 * 1024;
 
 // The protocol's table as markdown, for docs/protocol.md.
 std::string protocol_markdown();

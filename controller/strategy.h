@@ -42,7 +42,9 @@ class RandomStrategy final : public Strategy {
   void tell_failure(const Arch&) override {}
   nlohmann::json save() const override;
   void restore(const nlohmann::json& state) override;
-  void replay(const Arch& arch, std::optional<double>) override { asked_.insert(space_.hash(arch)); }
+  void replay(const Arch& arch, std::optional<double>) override {
+    asked_.insert(space_.hash(arch));
+  }
   std::string name() const override { return "random"; }
 
  private:

@@ -483,13 +483,15 @@ void write_idx(const Dataset& ds, const std::string& images_path, const std::str
   write_idx_labels(labels_path, ds.labels, compression);
 }
 
-TrainTest load_dataset(const std::string& name_or_dir) {
+namespace {
+
+// The folder a data set name stands for, checked to exist, and its class count if known.
+fs::path dataset_dir(const std::string& name_or_dir, int* classes) {
   fs::path dir = name_or_dir;
-  int classes = 0;
   std::error_code ec;
   if (name_or_dir == "fashion-mnist" || name_or_dir == "mnist") {
     dir = "/usr/share/datasets/" + name_or_dir;
-    classes = 10;
+    *classes = 10;
     if (!fs::is_directory(dir, ec))
       throw Error(name_or_dir,
                   dir.string() + " is missing: " +
@@ -500,6 +502,22 @@ TrainTest load_dataset(const std::string& name_or_dir) {
   } else if (!fs::is_directory(dir, ec)) {
     throw Error(name_or_dir, "neither a data set name (fashion-mnist, mnist) nor a folder");
   }
+  return dir;
+}
+
+}  // namespace
+
+std::vector<std::string> dataset_files(const std::string& name_or_dir) {
+  int classes = 0;
+  const fs::path dir = dataset_dir(name_or_dir, &classes);
+  std::vector<std::string> files;
+  for (const char* f : kFiles) files.push_back(find_file(dir, f));
+  return files;
+}
+
+TrainTest load_dataset(const std::string& name_or_dir) {
+  int classes = 0;
+  const fs::path dir = dataset_dir(name_or_dir, &classes);
   TrainTest tt;
   tt.train = read_idx(find_file(dir, kFiles[0]), find_file(dir, kFiles[1]), classes);
   if (tt.train.size() == 0) throw Error(tt.train.source, "the training set holds no images");

@@ -77,6 +77,9 @@ void write_idx(const Dataset& ds, const std::string& images_path, const std::str
 // t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte, each plain or with .gz (plain preferred).
 // The test set takes the training set's classes and must have its image shape.
 TrainTest load_dataset(const std::string& name_or_dir);
+// The four files load_dataset reads for that name (train images, train labels, test images,
+// test labels), as found: plain or .gz. A worker that lacks a data set is sent these.
+std::vector<std::string> dataset_files(const std::string& name_or_dir);
 
 // ---- Index sets -----------------------------------------------------------------------------
 

@@ -94,6 +94,7 @@ std::vector<std::string> split_csv_line(const std::string& line) {
 
 class SimRunner final : public TrialRunner {
  public:
+  bool needs_data() const override { return false; }
   SimRunner(const std::string& path, const std::string& metric, double delay_s,
             const std::string& key_column)
       : delay_s_(delay_s) {
@@ -168,6 +169,7 @@ class SimRunner final : public TrialRunner {
 
 class InstantRunner final : public TrialRunner {
  public:
+  bool needs_data() const override { return false; }
   TrialOutcome run(const TrialRequest& req, const std::function<void(int, const nlohmann::json&)>&,
                    const std::function<bool()>&) override {
     TrialOutcome out;

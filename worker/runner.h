@@ -39,6 +39,9 @@ class TrialRunner {
   // train_acc, val_acc, lr, seconds); cancelled is polled often and stops the
   // attempt promptly. User-caused errors (a bad arch, recipe or data set) come
   // back as a failed outcome, never as an exception.
+  // Whether attempts read the data set named in the request (the simulated
+  // runners do not, so their workers never fetch one).
+  virtual bool needs_data() const { return true; }
   virtual TrialOutcome run(const TrialRequest& request,
                            const std::function<void(int, const nlohmann::json&)>& on_epoch,
                            const std::function<bool()>& cancelled) = 0;

@@ -8,6 +8,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <sstream>
@@ -16,6 +18,7 @@
 
 #include "controller/protocol.h"
 #include "searchspace/error.h"
+#include "trainer/data.h"
 
 namespace minas {
 namespace {
@@ -208,6 +211,131 @@ struct Worker::Impl {
     });
   }
 
+  // ------------------------------------------------------------ data sets
+
+  std::filesystem::path cache_root() const {
+    if (!opt.data_cache.empty()) return opt.data_cache;
+    if (const char* d = std::getenv("MINAS_DATA_CACHE")) return d;
+    if (const char* x = std::getenv("XDG_CACHE_HOME"))
+      return std::filesystem::path(x) / "minas/data";
+    if (const char* h = std::getenv("HOME")) return std::filesystem::path(h) / ".cache/minas/data";
+    return std::filesystem::temp_directory_path() / "minas-data";
+  }
+
+  // NAME-FINGERPRINT, the name made a single path component; the name stays
+  // in it so that what the trainer derives from the name holds for the copy.
+  std::filesystem::path cache_folder(const std::string& name, const std::string& fp) const {
+    std::string safe = std::filesystem::path(name).filename().string();
+    if (safe.empty()) safe = "data";
+    return cache_root() / (safe + "-" + fp);
+  }
+
+  // The local folder or name that holds the data set with fingerprint fp, if any.
+  std::optional<std::string> local_data(const std::string& name, const std::string& fp) {
+    if (auto it = data_ready.find(fp); it != data_ready.end()) return it->second;
+    for (const std::string& candidate : {name, cache_folder(name, fp).string()}) {
+      try {
+        if (data::load_dataset(candidate).train.fingerprint() == fp) {
+          data_ready[fp] = candidate;
+          return candidate;
+        }
+      } catch (const Error&) {
+        // Not here, or other content under that name: try the next place.
+      }
+    }
+    return std::nullopt;
+  }
+
+  // Starts a train on slot i, or parks it until its data set has arrived.
+  void begin(size_t i, nlohmann::json b) {
+    const std::string name = b["data"].value("name", std::string("fashion-mnist"));
+    const std::string fp = b["data"].value("fingerprint", std::string());
+    if (!opt.runner->needs_data() || fp.empty()) return start(i, b);
+    if (auto where = local_data(name, fp)) {
+      b["data"]["name"] = *where;
+      return start(i, b);
+    }
+    slots[i]->busy = true;  // reserved for the parked attempt
+    slots[i]->trial = b["trial"].get<int64_t>();
+    slots[i]->attempt = b["attempt"].get<int>();
+    parked.push_back({i, std::move(b)});
+    if (downloads.emplace(fp, Download{name, {}}).second) {
+      log("data set " + name + " (" + fp + ") is not here: fetching it from the controller");
+      send(proto::encode(proto::Type::fetch, {{"name", name}, {"fingerprint", fp}}));
+    }
+  }
+
+  void on_data(const nlohmann::json& b) {
+    const std::string fp = b["fingerprint"].get<std::string>();
+    auto d = downloads.find(fp);
+    if (d == downloads.end()) return;  // not asked for, or already done
+    std::string& file = d->second.files[b["file"].get<std::string>()];
+    const auto bytes = proto::base64_decode(b["bytes"].get<std::string>());
+    if (!bytes || b["offset"].get<int64_t>() != static_cast<int64_t>(file.size())) {
+      fail_download(fp, "a chunk of the data set arrived damaged or out of order");
+      return;
+    }
+    file += *bytes;
+    if (!b["last"].get<bool>()) return;
+    try {
+      const auto folder = cache_folder(d->second.name, fp);
+      const auto tmp = folder.string() + ".part-" + std::to_string(::getpid());
+      std::filesystem::remove_all(tmp);
+      std::filesystem::create_directories(tmp);
+      for (const auto& [fname, content] : d->second.files) {
+        if (fname.find('/') != std::string::npos || fname.empty() || fname[0] == '.')
+          throw Error("data set " + d->second.name, "bad file name '" + fname + "'");
+        std::ofstream out(std::filesystem::path(tmp) / fname, std::ios::binary);
+        out.write(content.data(), static_cast<std::streamsize>(content.size()));
+        if (!out) throw Error(tmp, "cannot write the data set here");
+      }
+      const std::string got = data::load_dataset(tmp).train.fingerprint();
+      if (got != fp)
+        throw Error("data set " + d->second.name,
+                    "the files sent have fingerprint " + got + ", not " + fp);
+      std::filesystem::remove_all(folder);
+      std::filesystem::rename(tmp, folder);
+      data_ready[fp] = folder.string();
+      log("data set " + d->second.name + " kept in " + folder.string());
+    } catch (const std::exception& e) {
+      fail_download(fp, e.what());
+      return;
+    }
+    downloads.erase(d);
+    std::vector<std::pair<size_t, nlohmann::json>> ready;
+    std::erase_if(parked, [&](std::pair<size_t, nlohmann::json>& p) {
+      if (p.second["data"].value("fingerprint", std::string()) != fp) return false;
+      ready.push_back(std::move(p));
+      return true;
+    });
+    for (auto& [i, b] : ready) {
+      slots[i]->busy = false;
+      b["data"]["name"] = data_ready[fp];
+      start(i, b);
+    }
+  }
+
+  // The parked attempts of that data set fail (retryable: another worker may
+  // have it), and their slots are offered again.
+  void fail_download(const std::string& fp, const std::string& why) {
+    log("fetching data set " + fp + " failed: " + why);
+    downloads.erase(fp);
+    std::erase_if(parked, [&](std::pair<size_t, nlohmann::json>& p) {
+      if (p.second["data"].value("fingerprint", std::string()) != fp) return false;
+      Slot& s = *slots[p.first];
+      s.busy = false;
+      const std::string payload = proto::encode(
+          proto::Type::failure, {{"trial", p.second["trial"]},
+                                 {"attempt", p.second["attempt"]},
+                                 {"reason", "data set not available on this worker: " + why},
+                                 {"retryable", true}});
+      unacked[{p.second["trial"].get<int64_t>(), p.second["attempt"].get<int>()}] = payload;
+      send(payload);
+      if (welcomed && !stopping && !leaving) send_ready(s);
+      return true;
+    });
+  }
+
   void push(Event e) {
     {
       std::lock_guard lock(mu);
@@ -263,9 +391,12 @@ struct Worker::Impl {
                               {"retryable", true}}));
           break;
         }
-        start(i, b);
+        begin(i, b);
         break;
       }
+      case proto::Type::data:
+        on_data(b);
+        break;
       case proto::Type::ack:
         unacked.erase({b["trial"].get<int64_t>(), b["attempt"].get<int>()});
         break;
@@ -401,9 +532,15 @@ struct Worker::Impl {
   std::vector<std::unique_ptr<Slot>> slots;
   std::mutex mu;
   std::vector<Event> events;
-  std::map<std::pair<int64_t, int>, std::string> unacked;
-  std::map<std::string, nlohmann::json> spaces;  // space_id -> document, as the controller sent
-                                                 // them  // (trial, attempt) -> result or failure
+  std::map<std::pair<int64_t, int>, std::string> unacked;  // (trial, attempt) -> result or failure
+  std::map<std::string, nlohmann::json> spaces;            // space_id -> document as sent
+  struct Download {
+    std::string name;
+    std::map<std::string, std::string> files;  // file name -> bytes so far
+  };
+  std::map<std::string, std::string> data_ready;          // fingerprint -> local name or folder
+  std::map<std::string, Download> downloads;              // fingerprint -> arriving files
+  std::vector<std::pair<size_t, nlohmann::json>> parked;  // (slot, train) waiting for data
   Clock::time_point last_heard;
   double backoff_s = 0.1;
   int wake_fd = -1;

@@ -32,6 +32,9 @@ struct WorkerOptions {
   // key gets no answer: the worker keeps retrying with backoff and says so.
   std::optional<auth::KeyPair> curve_key;
   std::string server_public_key;
+  // Where data sets fetched from the controller are kept, one folder each
+  // (NAME-FINGERPRINT); empty: $MINAS_DATA_CACHE, else ~/.cache/minas/data.
+  std::string data_cache;
 };
 
 // "cpu", "cpu:THREADS", "cuda:0,1" (one slot per GPU), or several joined by

@@ -178,3 +178,52 @@ TEST_CASE("faults: minas search runs a local pool end to end on a small data fol
   REQUIRE(s.step());
   CHECK(s.column_int64(0) == 2);
 }
+
+TEST_CASE(
+    "faults: a worker without the data set fetches it from the controller once and keeps it") {
+  const minas::test::TempDir dir("fetch");
+  const std::string data = dir.file("digits"), moved = dir.file("elsewhere");
+  std::filesystem::create_directories(data);
+  minas::data::Dataset ds;
+  ds.source = data;
+  ds.shape = {1, 12, 12};
+  ds.classes = 10;
+  minas::Rng rng(6);
+  ds.labels.resize(300);
+  ds.pixels.resize(300 * 144);
+  for (auto& l : ds.labels) l = static_cast<uint8_t>(rng.below(10));
+  for (auto& p : ds.pixels) p = static_cast<uint8_t>(rng.below(256));
+  minas::data::write_idx(ds, data + "/train-images-idx3-ubyte", data + "/train-labels-idx1-ubyte",
+                         minas::data::Compression::Gzip);
+  minas::data::write_idx(ds, data + "/t10k-images-idx3-ubyte", data + "/t10k-labels-idx1-ubyte");
+  const std::string fingerprint = minas::data::load_dataset(data).train.fingerprint();
+  const std::string recipe = dir.file("recipe.json");
+  std::ofstream(recipe) << R"({"epochs": 1, "val_size": 60, "batch": 32, "threads": 1})";
+  const std::string db = dir.file("minas.db"), log = dir.file("log"), cache = dir.file("cache");
+  const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(free_port());
+  const pid_t ctl = spawn({"controller", "--db", db, "--bind", endpoint, "--name", "fetch",
+                           "--space", "small:input=1x12x12", "--data", data, "--recipe", recipe,
+                           "--trials", "3", "--heartbeat-ms", "100"},
+                          log);
+  // The controller has read and fingerprinted the files; now they vanish from
+  // where the trials say they are, as on a worker machine that never had them.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  std::filesystem::rename(data, moved);
+  setenv("MINAS_DATA_CACHE", cache.c_str(), 1);
+  const pid_t w = spawn({"worker", "--connect", endpoint, "--name", "far"}, log);
+  unsetenv("MINAS_DATA_CACHE");
+  CHECK(wait_for(ctl, std::chrono::seconds(90)) == 0);
+  CHECK(wait_for(w, std::chrono::seconds(10)) == 0);
+  const Tally t = tally(db);
+  CHECK(t.done == 3);
+  const auto kept = std::filesystem::path(cache) / ("digits-" + fingerprint);
+  CHECK(std::filesystem::exists(kept / "train-images-idx3-ubyte"));  // gzip inside, as sent
+  CHECK(minas::data::load_dataset(kept.string()).train.fingerprint() == fingerprint);
+  std::ifstream in(log);
+  const std::string text((std::istreambuf_iterator<char>(in)), {});
+  size_t fetches = 0;
+  for (size_t at = text.find("fetching it from the controller"); at != std::string::npos;
+       at = text.find("fetching it from the controller", at + 1))
+    ++fetches;
+  CHECK(fetches == 1);  // once, then kept for the other trials
+}

@@ -42,7 +42,7 @@ nlohmann::json full(const MessageSpec& s, bool optional_too) {
 }  // namespace
 
 TEST_CASE("protocol: every message type encodes and parses back") {
-  REQUIRE(message_specs().size() == 12);
+  REQUIRE(message_specs().size() == 14);
   for (const auto& s : message_specs()) {
     CAPTURE(std::string(type_name(s.type)));
     CHECK(type_from_name(type_name(s.type)) == s.type);
@@ -134,4 +134,25 @@ TEST_CASE("protocol: docs/protocol.md holds the message table as the code define
   REQUIRE(doc.size() >= table.size());
   CHECK_MESSAGE(doc.compare(doc.size() - table.size(), table.size(), table) == 0,
                 path << " differs from protocol_markdown(): regenerate its message tables");
+}
+
+TEST_CASE("protocol: base64 round-trips any bytes and refuses what is not base64") {
+  minas::Rng rng(3);
+  for (size_t n : {0u, 1u, 2u, 3u, 4u, 5u, 100u, 4097u}) {
+    std::string bytes(n, '\0');
+    for (char& c : bytes) c = static_cast<char>(rng.below(256));
+    const std::string text = base64_encode(bytes);
+    CHECK(text.size() == (n + 2) / 3 * 4);
+    CHECK(base64_decode(text) == bytes);
+  }
+  CHECK(base64_encode("foobar") == "Zm9vYmFy");  // RFC 4648 test vectors
+  CHECK(base64_encode("fo") == "Zm8=");
+  CHECK(base64_decode("Zm9vYg==") == std::string("foob"));
+  CHECK_FALSE(base64_decode("Zm9").has_value());
+  CHECK_FALSE(base64_decode("Zm9*").has_value());
+  // A whole chunk stays under the message cap once encoded.
+  CHECK(encode(Type::data, {{"fingerprint", "f"}, {"name", "n"}, {"file", "x"}, {"offset", 0},
+                            {"size", 1}, {"bytes", base64_encode(std::string(kDataChunkBytes, 'a'))},
+                            {"last", true}})
+            .size() < kMaxMessageBytes);
 }
