@@ -1,0 +1,275 @@
+// A worker on the far side of a real network link (its own network namespace, joined to the
+// controller's by a veth pair) has the link cut mid-trial. Unlike a killed process, a cut link
+// sends neither FIN nor RST: the controller can only notice the silence through heartbeats.
+// Its trial must go back to the queue and finish on another worker, the budget done exactly.
+// Needs root and a kernel that allows network namespaces and veth; skipped elsewhere.
+#include <doctest/doctest.h>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "db/queries.h"
+#include "tests/support.h"
+
+extern char** environ;
+
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string table() {
+  const char* d = std::getenv("MINAS_SHARED_DIR");
+  return (d ? std::string(d) : std::string(MINAS_SOURCE_DIR) + "/../shared") +
+         "/benchmarks/nas-bench-201.csv";
+}
+
+bool have_table() {
+  if (std::filesystem::exists(table())) return true;
+  const char* ci = std::getenv("CI");
+  if (ci && std::string(ci) == "true") FAIL("missing " << table());
+  MESSAGE("skipped: " << table() << " not found");
+  return false;
+}
+
+// Starts `ip` with args (found on PATH: /sbin or /usr/sbin), its output appended to `log`.
+// Returns -1 when it cannot start, so that cleanup paths never throw.
+pid_t spawn_ip(const std::vector<std::string>& args, const std::string& log) {
+  std::vector<std::string> all{"ip"};
+  all.insert(all.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : all) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  pid_t pid = 0;
+  const int rc = posix_spawnp(&pid, "ip", &fa, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  return rc == 0 ? pid : -1;
+}
+
+// Waits for a process to end, killing it after `limit`; returns its exit status, -1 if it
+// did not exit normally or had to be killed.
+int wait_for(pid_t pid, std::chrono::milliseconds limit) {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  int status = 0;
+  while (waitpid(pid, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() > until) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      return -1;
+    }
+    std::this_thread::sleep_for(20ms);
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+// Runs one `ip` command to its end (bounded: a wedged netlink call must not hang the test).
+int ip(const std::vector<std::string>& args, const std::string& log) {
+  const pid_t pid = spawn_ip(args, log);
+  return pid < 0 ? -1 : wait_for(pid, 10s);
+}
+
+// The namespaces this test made, deleted at scope exit whatever happened. Declared before
+// Children, so that the processes inside are gone first (a namespace outlives `ip netns del`
+// while a process still runs in it).
+struct Namespaces {
+  std::string log;
+  std::vector<std::string> names;
+  explicit Namespaces(std::string l) : log(std::move(l)) {}
+  ~Namespaces() {
+    for (const auto& n : names) ip({"netns", "del", n}, log);
+  }
+  Namespaces(const Namespaces&) = delete;
+  Namespaces& operator=(const Namespaces&) = delete;
+  // Creates `name`; false when the machine does not allow it.
+  bool add(const std::string& name) {
+    ip({"netns", "del", name}, "/dev/null");  // left by an earlier run killed with this pid
+    if (ip({"netns", "add", name}, log) != 0) return false;
+    names.push_back(name);
+    return true;
+  }
+};
+
+// Processes started here: any still running at scope exit is killed and reaped, so that a
+// failed check leaves no worker stuck in a namespace.
+struct Children {
+  std::vector<pid_t> pids;
+  Children() = default;
+  Children(const Children&) = delete;
+  Children& operator=(const Children&) = delete;
+  ~Children() {
+    for (const pid_t p : pids) {
+      if (waitpid(p, nullptr, WNOHANG) != 0) continue;  // reaped already (or not ours)
+      kill(p, SIGKILL);
+      waitpid(p, nullptr, 0);
+    }
+  }
+  // Starts the minas binary with args inside namespace `ns`. `ip netns exec` execs the
+  // command in place (no fork), so the pid is the minas process itself.
+  pid_t start(const std::string& ns, const std::vector<std::string>& args, const std::string& log) {
+    std::vector<std::string> all{"netns", "exec", ns, MINAS_BINARY};
+    all.insert(all.end(), args.begin(), args.end());
+    const pid_t pid = spawn_ip(all, log);
+    REQUIRE(pid > 0);
+    pids.push_back(pid);
+    return pid;
+  }
+};
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// The id of a trial the worker `name` is running, once there is one. The controller may not
+// have created the store yet, hence the catch: the poll just goes on.
+std::optional<int64_t> running_trial(const std::string& db, const std::string& name) {
+  try {
+    minas::db::Connection c = minas::db::open_store_readonly(db);
+    minas::db::Statement s = c.prepare(
+        "SELECT t.id FROM trials t JOIN workers w ON w.id = t.worker_id "
+        "WHERE t.status = 'running' AND w.name = ?1");
+    s.bind_text(1, name);
+    if (s.step()) return s.column_int64(0);
+  } catch (const std::exception&) {
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+TEST_CASE("netns: a worker whose link is cut mid-trial is detected and its trial re-queued") {
+  if (geteuid() != 0) {
+    MESSAGE("skipped: network namespaces need root");
+    return;
+  }
+  if (!have_table()) return;
+  const minas::test::TempDir dir("netns");
+  const std::string db = dir.file("minas.db"), ip_log = dir.file("ip.log");
+  const std::string ctl_log = dir.file("controller.log"), remote_log = dir.file("remote.log"),
+                    local_log = dir.file("local.log");
+
+  // Names and addresses from the pid, so that concurrent runs never meet. Interface names
+  // must stay under 16 characters.
+  const std::string pid = std::to_string(::getpid());
+  const std::string ns_c = "minas-c-" + pid, ns_w = "minas-w-" + pid;
+  const std::string veth_c = "mnc-" + pid, veth_w = "mnw-" + pid;
+  const std::string net = "10.213." + std::to_string(::getpid() % 250) + ".";
+  const std::string endpoint = "tcp://" + net + "1:5555";  // a private namespace: any port
+
+  Namespaces ns(ip_log);
+  // Some containers let root add a namespace but not enter it (no remount of /sys): skip too.
+  if (!ns.add(ns_c) || !ns.add(ns_w) || ip({"netns", "exec", ns_c, "true"}, ip_log) != 0) {
+    MESSAGE("skipped: no network namespaces here (" << slurp(ip_log) << ")");
+    return;
+  }
+  // The veth pair is made with its ends already inside the namespaces, so nothing is ever
+  // left in the host's own namespace; deleting a namespace deletes its end and so the pair.
+  if (ip({"-n", ns_c, "link", "add", veth_c, "type", "veth", "peer", "name", veth_w, "netns", ns_w},
+         ip_log) != 0) {
+    MESSAGE("skipped: no veth pair (" << slurp(ip_log) << ")");
+    return;
+  }
+  for (const auto& [n, veth, addr] :
+       {std::tuple{ns_c, veth_c, net + "1/30"}, std::tuple{ns_w, veth_w, net + "2/30"}}) {
+    REQUIRE(ip({"-n", n, "addr", "add", addr, "dev", veth}, ip_log) == 0);
+    REQUIRE(ip({"-n", n, "link", "set", "lo", "up"}, ip_log) == 0);
+    REQUIRE(ip({"-n", n, "link", "set", veth, "up"}, ip_log) == 0);
+  }
+
+  // Beyond loopback the controller insists on CURVE. The allow-list is a folder holding only
+  // the workers' public keys.
+  const std::string ctl_keys = dir.file("controller-keys"), worker_keys = dir.file("workers");
+  for (const auto& [out, name] :
+       {std::pair{ctl_keys, "controller"}, std::pair{worker_keys, "remote"},
+        std::pair{worker_keys, "local"}}) {
+    const auto r = minas::test::run_minas("keygen --out " + out + " --name " + std::string(name));
+    REQUIRE_MESSAGE(r.status == 0, r.out);
+  }
+  const std::string ctl_key = ctl_keys + "/controller.key", ctl_pub = ctl_keys + "/controller.pub",
+                    tbl = table();
+  const auto worker = [&](const std::string& name, const std::string& delay) {
+    const std::string key = worker_keys + "/" + name + ".key";
+    return std::vector<std::string>{
+        "worker",   "--connect",          endpoint,  "--trainer", "sim",    "--table", tbl,
+        "--metric", "cifar10_valid_12ep", "--delay", delay,       "--name", name,      "--key",
+        key,        "--server-key",       ctl_pub};
+  };
+
+  Children kids;
+  // Read only when a check fails, so it shows the logs as they are then.
+  INFO("controller log:\n"
+       << slurp(ctl_log) << "\nremote worker log:\n"
+       << slurp(remote_log) << "\nlocal worker log:\n"
+       << slurp(local_log) << "\nip log:\n"
+       << slurp(ip_log));
+  // Heartbeats every 100 ms, lost after 5: the silence shows within half a second.
+  const std::vector<std::string> ctl_args{
+      "controller", "--db",       db,       "--bind",    endpoint,   "--name",  "netns",
+      "--space",    "nb201",      "--data", "simulated", "--trials", "12",      "--heartbeat-ms",
+      "100",        "--liveness", "5",      "--key",     ctl_key,    "--allow", worker_keys};
+  const pid_t ctl = kids.start(ns_c, ctl_args, ctl_log);
+  // 3 s a trial: the link is surely cut while the first one runs.
+  const pid_t remote = kids.start(ns_w, worker("remote", "3"), remote_log);
+
+  std::optional<int64_t> cut_trial;
+  for (const auto until = std::chrono::steady_clock::now() + 15s;
+       !cut_trial && std::chrono::steady_clock::now() < until;) {
+    cut_trial = running_trial(db, "remote");
+    // Either one gone (a bad key, a missing table) means no trial will ever run: fail now.
+    if (waitpid(ctl, nullptr, WNOHANG) != 0 || waitpid(remote, nullptr, WNOHANG) != 0) break;
+    if (!cut_trial) std::this_thread::sleep_for(50ms);
+  }
+  REQUIRE_MESSAGE(cut_trial.has_value(), "the remote worker never had a trial running");
+
+  // Down on the controller's side: its packets to the worker go nowhere and the worker's never
+  // arrive, with no reset either way. The address stays local to the controller's namespace,
+  // which is how the second worker still reaches the controller.
+  REQUIRE(ip({"-n", ns_c, "link", "set", veth_c, "down"}, ip_log) == 0);
+  const pid_t local = kids.start(ns_c, worker("local", "0.01"), local_log);
+
+  const int ctl_status = wait_for(ctl, 60s);
+  const int local_status = wait_for(local, 10s);
+  kill(remote, SIGKILL);  // it waits for a controller it can no longer reach
+  wait_for(remote, 5s);
+
+  CHECK(ctl_status == 0);
+  CHECK(local_status == 0);
+  CHECK(minas::test::contains(slurp(ctl_log), "worker remote went silent"));
+
+  minas::db::Connection c = minas::db::open_store_readonly(db);
+  minas::db::Statement all =
+      c.prepare("SELECT count(*), sum(status = 'done'), count(DISTINCT arch_key) FROM trials");
+  REQUIRE(all.step());
+  CHECK(all.column_int64(0) == 12);
+  CHECK(all.column_int64(1) == 12);
+  CHECK(all.column_int64(2) == 12);
+  // The cut trial ran again, on the worker that could still be reached.
+  minas::db::Statement cut = c.prepare(
+      "SELECT t.status, t.attempt, w.name FROM trials t JOIN workers w ON w.id = t.worker_id "
+      "WHERE t.id = ?1");
+  cut.bind_int64(1, *cut_trial);
+  REQUIRE(cut.step());
+  CHECK(cut.column_text(0) == "done");
+  CHECK(cut.column_int64(1) >= 1);
+  CHECK(cut.column_text(2) == "local");
+}
