@@ -3,12 +3,15 @@
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <unistd.h>
+
+#include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
 #include "controller/controller.h"
@@ -50,12 +53,71 @@ void log_line(const std::string& who, const std::string& line) {
 struct ControllerFlags {
   std::string db = "minas.db", bind = "tcp://127.0.0.1:5555", space = "small",
               data = "fashion-mnist";
-  std::string name, recipe, strategy = "random", key, allow;
+  std::string name, recipe, strategy = "random", key, allow, experiment;
+  nlohmann::json recipe_inline;  // from an experiment file's "recipe" object
   int64_t trials = 100;
   double seconds = 0;
   int fidelity = 0, heartbeat_ms = 1000, liveness = 5, max_attempts = 3;
   uint64_t seed = 0;
 };
+
+// Sets every field of an experiment file that no flag set: the file is the
+// experiment, the command line adjusts it.
+void read_experiment_file(ControllerFlags& c, const CLI::App& cmd) {
+  std::ifstream in(c.experiment);
+  if (!in) throw Error(c.experiment, "cannot read the experiment file");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::parse_error& e) {
+    throw Error(c.experiment, std::string("JSON syntax error: ") + e.what());
+  }
+  if (!j.is_object()) throw Error(c.experiment, "an experiment file is a JSON object");
+  auto unset = [&](const char* flag) { return cmd.count(flag) == 0; };
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& k = it.key();
+    const auto& v = it.value();
+    const std::string where = c.experiment + ": /" + k;
+    auto text = [&] {
+      if (!v.is_string()) throw Error(where, "must be a string, got " + v.dump());
+      return v.get<std::string>();
+    };
+    auto integer = [&](int64_t lo) {
+      if (!v.is_number_integer() || v.get<int64_t>() < lo)
+        throw Error(where, "must be an integer >= " + std::to_string(lo) + ", got " + v.dump());
+      return v.get<int64_t>();
+    };
+    if (k == "name") {
+      if (unset("--name")) c.name = text();
+    } else if (k == "space") {
+      if (unset("--space")) c.space = text();
+    } else if (k == "data") {
+      if (unset("--data")) c.data = text();
+    } else if (k == "strategy") {
+      if (unset("--strategy")) c.strategy = text();
+      if (c.strategy != "random") throw Error(where, "the strategies here are: random");
+    } else if (k == "recipe") {
+      if (!unset("--recipe")) continue;
+      if (v.is_object())
+        c.recipe_inline = v;
+      else
+        c.recipe = text();
+    } else if (k == "trials") {
+      if (unset("--trials")) c.trials = integer(1);
+    } else if (k == "seconds") {
+      if (!v.is_number() || v.get<double>() < 0) throw Error(where, "must be a number >= 0");
+      if (unset("--seconds")) c.seconds = v.get<double>();
+    } else if (k == "fidelity") {
+      if (unset("--fidelity")) c.fidelity = static_cast<int>(integer(0));
+    } else if (k == "seed") {
+      if (unset("--seed")) c.seed = static_cast<uint64_t>(integer(0));
+    } else {
+      throw Error(where, "unknown field '" + k +
+                             "' (fields: name, space, data, recipe, strategy, trials, seconds, "
+                             "fidelity, seed)");
+    }
+  }
+}
 
 struct WorkerFlags {
   std::string connect = "tcp://127.0.0.1:5555", devices = "cpu", trainer = "cpu", table, metric,
@@ -87,7 +149,7 @@ void add_search_commands(CLI::App& app) {
   ctl->add_option("--db", c->db, "Experiment store (created if missing)")->default_val("minas.db");
   ctl->add_option("--bind", c->bind, "Endpoint to bind (tcp://HOST:PORT, ipc://PATH)")
       ->default_val("tcp://127.0.0.1:5555");
-  ctl->add_option("--name", c->name, "Experiment name (an existing one is resumed)")->required();
+  ctl->add_option("--name", c->name, "Experiment name (an existing one is resumed)");
   ctl->add_option("--space", c->space, "Search space (name or file, with overrides)")
       ->default_val("small");
   ctl->add_option("--data", c->data, "Data set the workers train on, or 'simulated'")
@@ -111,9 +173,18 @@ void add_search_commands(CLI::App& app) {
   ctl->add_option("--key", c->key, "CURVE: the controller's key pair file (minas keygen)");
   ctl->add_option("--allow", c->allow,
                   "CURVE: the workers' public keys (a file, or a folder of .pub)");
-  ctl->callback([c] {
+  ctl->add_option("--experiment", c->experiment,
+                  "Experiment file (JSON): name, space, data, recipe (object or file), strategy, "
+                  "trials, seconds, fidelity, seed; flags given override it");
+  ctl->callback([c, ctl] {
+    if (!c->experiment.empty()) read_experiment_file(*c, *ctl);
+    if (c->name.empty())
+      throw Error("controller", "--name (or \"name\" in --experiment) is required");
     const Space space = Space::load(c->space);
-    Recipe recipe = c->recipe.empty() ? Recipe() : Recipe::load(c->recipe);
+    Recipe recipe = !c->recipe_inline.is_null()
+                        ? Recipe::from_json(c->recipe_inline, c->experiment + ": /recipe")
+                    : c->recipe.empty() ? Recipe()
+                                        : Recipe::load(c->recipe);
     ExperimentConfig cfg;
     cfg.name = c->name;
     cfg.data = c->data;

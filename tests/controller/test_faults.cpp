@@ -227,3 +227,33 @@ TEST_CASE(
     ++fetches;
   CHECK(fetches == 1);  // once, then kept for the other trials
 }
+
+TEST_CASE(
+    "faults: minas controller reads an experiment file, flags override it, bad fields refused") {
+  if (!have_table()) return;
+  const minas::test::TempDir dir("experiment-file");
+  const std::string db = dir.file("minas.db"), log = dir.file("log"), exp = dir.file("exp.json");
+  std::ofstream(exp) << R"({"name": "from-file", "space": "nb201", "data": "simulated",
+                            "strategy": "random", "trials": 50, "seed": 3,
+                            "recipe": {"epochs": 2}})";
+  const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(free_port());
+  const pid_t ctl = spawn({"controller", "--db", db, "--bind", endpoint, "--experiment", exp,
+                           "--trials", "7", "--heartbeat-ms", "100"},
+                          log);
+  const pid_t w = spawn(worker_args(endpoint, "w", "0.001"), log);
+  CHECK(wait_for(ctl, std::chrono::seconds(30)) == 0);
+  CHECK(wait_for(w, std::chrono::seconds(10)) == 0);
+  CHECK(tally(db).done == 7);  // --trials 7 beat the file's 50
+  minas::db::Connection c = minas::db::open_store_readonly(db);
+  minas::db::Statement s = c.prepare("SELECT name, space, recipe FROM experiments");
+  REQUIRE(s.step());
+  CHECK(s.column_text(0) == "from-file");
+  CHECK(s.column_text(1) == "nb201");
+  CHECK(minas::test::contains(s.column_text(2), "\"epochs\":2"));
+
+  std::ofstream(exp) << R"({"name": "x", "trails": 5})";
+  const minas::test::Run bad =
+      minas::test::run_minas("controller --db " + db + " --experiment " + exp);
+  CHECK(bad.status != 0);
+  CHECK(minas::test::contains(bad.out, "exp.json: /trails: unknown field 'trails'"));
+}
