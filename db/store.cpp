@@ -240,6 +240,7 @@ std::string recipe_hash(const nlohmann::json& recipe) {
 // ---- Store -----------------------------------------------------------------------------
 
 Store Store::open(const std::string& path, OpenMode mode, const Options& options) {
+  bool recover = false;
   if (mode == OpenMode::ReadWrite) {
     namespace fs = std::filesystem;
     std::error_code ec;
@@ -253,11 +254,20 @@ Store Store::open(const std::string& path, OpenMode mode, const Options& options
     // A read-write connection switches the file to WAL at once: look at it read-only first,
     // so that a file this build must refuse is left exactly as it was.
     if (exists && fs::file_size(path, ec) > 0 && !ec) {
-      Connection look = open_connection(path, OpenMode::ReadOnly, options);
-      check_header(read_header(look), path, mode);
+      try {
+        Connection look = open_connection(path, OpenMode::ReadOnly, options);
+        check_header(read_header(look), path, mode);
+      } catch (const SqliteError& e) {
+        // A writer killed mid-write leaves a WAL index only a read-write connection can
+        // rebuild. Such a file is in WAL mode already, so the read-write open below changes
+        // nothing the look-first rule protects; its header is checked right after.
+        if (e.code() != SQLITE_READONLY_RECOVERY) throw;
+        recover = true;
+      }
     }
   }
   Connection connection = open_connection(path, mode, options);
+  if (recover) check_header(read_header(connection), path, mode);
   if (mode == OpenMode::ReadOnly) {
     const Header header = read_header(connection);
     check_header(header, path, mode);
