@@ -431,9 +431,10 @@ struct Controller::Impl {
     r.val_acc = num("val_acc");
     if (m.contains("test_acc") && m["test_acc"].is_number())
       r.test_acc = m["test_acc"].get<double>();
-    r.latency_ms = num("latency_ms");
-    r.params = static_cast<int64_t>(num("params"));
-    r.macs = static_cast<int64_t>(num("macs"));
+    if (m.contains("latency_ms") && m["latency_ms"].is_number()) r.latency_ms = num("latency_ms");
+    if (m.contains("params") && m["params"].is_number())
+      r.params = static_cast<int64_t>(num("params"));
+    if (m.contains("macs") && m["macs"].is_number()) r.macs = static_cast<int64_t>(num("macs"));
     r.train_seconds = num("train_seconds");
     r.finished_at = unix_now();
     r.worker_id = workers.at(worker).id;

@@ -136,10 +136,12 @@ struct TrialResult {
   int64_t trial_id = 0;
   int attempt = 0;
   double val_acc = 0;
+  // Absent (NULL in the store) when the worker did not measure it: a simulated
+  // worker reports only val_acc.
   std::optional<double> test_acc;
-  double latency_ms = 0;
-  int64_t params = 0;
-  int64_t macs = 0;
+  std::optional<double> latency_ms;
+  std::optional<int64_t> params;
+  std::optional<int64_t> macs;
   double train_seconds = 0;
   double finished_at = 0;
   std::optional<int64_t> worker_id;  // who sent it: kept with a late result
