@@ -8,6 +8,7 @@
 #include <array>
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 
@@ -68,6 +69,27 @@ struct TempDir {
   TempDir& operator=(const TempDir&) = delete;
   std::string file(const std::string& name) const { return (path / name).string(); }
 };
+
+// shared/ beside the repository (MINAS_SHARED_DIR elsewhere): the benchmark
+// tables and reference scripts, read from there and never copied in.
+inline std::string shared_file(const std::string& relative) {
+  const char* d = std::getenv("MINAS_SHARED_DIR");
+  return (d ? std::string(d) : std::string(MINAS_SOURCE_DIR) + "/../shared") + "/" + relative;
+}
+
+inline std::string nb201_table() {
+  return shared_file("benchmarks/nas-bench-201.csv");
+}
+
+// Whether a file the repository does not hold is there. CI has it, and there
+// its absence fails the test; elsewhere the test says it is skipped.
+inline bool have_external(const std::string& path) {
+  if (std::filesystem::exists(path)) return true;
+  const char* ci = std::getenv("CI");
+  if (ci && std::string(ci) == "true") FAIL("missing " << path);
+  MESSAGE("skipped: " << path << " not found (set MINAS_SHARED_DIR)");
+  return false;
+}
 
 // A database path unique to this process and instance (CTest runs cases in
 // parallel); the file and its WAL and journal companions go at scope exit.

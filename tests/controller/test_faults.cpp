@@ -23,20 +23,6 @@ extern char** environ;
 
 namespace {
 
-std::string table() {
-  const char* d = std::getenv("MINAS_SHARED_DIR");
-  return (d ? std::string(d) : std::string(MINAS_SOURCE_DIR) + "/../shared") +
-         "/benchmarks/nas-bench-201.csv";
-}
-
-bool have_table() {
-  if (std::filesystem::exists(table())) return true;
-  const char* ci = std::getenv("CI");
-  if (ci && std::string(ci) == "true") FAIL("missing " << table());
-  MESSAGE("skipped: " << table() << " not found");
-  return false;
-}
-
 // Starts the minas binary with args, its output sent to `log`.
 pid_t spawn(const std::vector<std::string>& args, const std::string& log) {
   std::vector<std::string> all{MINAS_BINARY};
@@ -89,14 +75,25 @@ int free_port() {
 
 std::vector<std::string> worker_args(const std::string& endpoint, const std::string& name,
                                      const std::string& delay) {
-  return {"worker",   "--connect",          endpoint,  "--trainer", "sim",    "--table", table(),
-          "--metric", "cifar10_valid_12ep", "--delay", delay,       "--name", name};
+  return {"worker",
+          "--connect",
+          endpoint,
+          "--trainer",
+          "sim",
+          "--table",
+          minas::test::nb201_table(),
+          "--metric",
+          "cifar10_valid_12ep",
+          "--delay",
+          delay,
+          "--name",
+          name};
 }
 
 }  // namespace
 
 TEST_CASE("faults: a worker killed mid-trial; its trial completes on another worker") {
-  if (!have_table()) return;
+  if (!minas::test::have_external(minas::test::nb201_table())) return;
   const minas::test::TempDir dir("fault-worker");
   const std::string db = dir.file("minas.db"), log = dir.file("log");
   const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(free_port());
@@ -122,7 +119,7 @@ TEST_CASE("faults: a worker killed mid-trial; its trial completes on another wor
 }
 
 TEST_CASE("faults: the controller killed mid-search resumes and ends with its full budget") {
-  if (!have_table()) return;
+  if (!minas::test::have_external(minas::test::nb201_table())) return;
   const minas::test::TempDir dir("fault-controller");
   const std::string db = dir.file("minas.db"), log = dir.file("log");
   const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(free_port());
@@ -230,7 +227,7 @@ TEST_CASE(
 
 TEST_CASE(
     "faults: minas controller reads an experiment file, flags override it, bad fields refused") {
-  if (!have_table()) return;
+  if (!minas::test::have_external(minas::test::nb201_table())) return;
   const minas::test::TempDir dir("experiment-file");
   const std::string db = dir.file("minas.db"), log = dir.file("log"), exp = dir.file("exp.json");
   std::ofstream(exp) << R"({"name": "from-file", "space": "nb201", "data": "simulated",

@@ -32,20 +32,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::string table() {
-  const char* d = std::getenv("MINAS_SHARED_DIR");
-  return (d ? std::string(d) : std::string(MINAS_SOURCE_DIR) + "/../shared") +
-         "/benchmarks/nas-bench-201.csv";
-}
-
-bool have_table() {
-  if (std::filesystem::exists(table())) return true;
-  const char* ci = std::getenv("CI");
-  if (ci && std::string(ci) == "true") FAIL("missing " << table());
-  MESSAGE("skipped: " << table() << " not found");
-  return false;
-}
-
 // Starts `ip` with args (found on PATH: /sbin or /usr/sbin), its output appended to `log`.
 // Returns -1 when it cannot start, so that cleanup paths never throw.
 pid_t spawn_ip(const std::vector<std::string>& args, const std::string& log) {
@@ -162,7 +148,7 @@ TEST_CASE("netns: a worker whose link is cut mid-trial is detected and its trial
     MESSAGE("skipped: network namespaces need root");
     return;
   }
-  if (!have_table()) return;
+  if (!minas::test::have_external(minas::test::nb201_table())) return;
   const minas::test::TempDir dir("netns");
   const std::string db = dir.file("minas.db"), ip_log = dir.file("ip.log");
   const std::string ctl_log = dir.file("controller.log"), remote_log = dir.file("remote.log"),
@@ -206,7 +192,7 @@ TEST_CASE("netns: a worker whose link is cut mid-trial is detected and its trial
     REQUIRE_MESSAGE(r.status == 0, r.out);
   }
   const std::string ctl_key = ctl_keys + "/controller.key", ctl_pub = ctl_keys + "/controller.pub",
-                    tbl = table();
+                    tbl = minas::test::nb201_table();
   const auto worker = [&](const std::string& name, const std::string& delay) {
     const std::string key = worker_keys + "/" + name + ".key";
     return std::vector<std::string>{

@@ -19,20 +19,6 @@ using namespace minas;
 
 namespace {
 
-std::string nb201_table() {
-  const char* d = std::getenv("MINAS_SHARED_DIR");
-  return (d ? std::string(d) : std::string(MINAS_SOURCE_DIR) + "/../shared") +
-         "/benchmarks/nas-bench-201.csv";
-}
-
-bool have_table() {
-  if (std::filesystem::exists(nb201_table())) return true;
-  const char* ci = std::getenv("CI");
-  if (ci && std::string(ci) == "true") FAIL("missing " << nb201_table());
-  MESSAGE("skipped: " << nb201_table() << " not found");
-  return false;
-}
-
 WorkerOptions worker_options(const std::string& endpoint, const std::string& name,
                              std::shared_ptr<TrialRunner> runner, int slots) {
   WorkerOptions w;
@@ -62,25 +48,54 @@ Counts count(const std::string& path) {
   return n;
 }
 
+// What every search here shares: a fresh store, the nb201 space, random
+// search, simulated data, a controller on an ephemeral loopback port with
+// fast heartbeats.
+struct Search {
+  test::TempDir dir;
+  std::string path;
+  Space space;
+  db::Store store;
+  RandomStrategy strategy;
+  std::string name;
+
+  Search(const std::string& tag, std::string experiment, uint64_t seed)
+      : dir(tag),
+        path(dir.file("minas.db")),
+        space(Space::load("nb201")),
+        store(db::Store::open(path)),
+        strategy(space, seed),
+        name(std::move(experiment)) {}
+
+  ExperimentConfig config() const {
+    ExperimentConfig c;
+    c.name = name;
+    c.data = "simulated";
+    return c;
+  }
+  static ControllerOptions options() {
+    ControllerOptions o;
+    o.bind = "tcp://127.0.0.1:*";
+    o.heartbeat_ms = 50;
+    return o;
+  }
+};
+
 }  // namespace
 
 TEST_CASE("search loop: two workers with three slots finish the whole budget, each trial once") {
-  if (!have_table()) return;
-  const test::TempDir dir("loop");
-  const std::string path = dir.file("minas.db");
-  const Space space = Space::load("nb201");
-  db::Store store = db::Store::open(path);
-  RandomStrategy strategy(space, 1);
-  ExperimentConfig cfg;
-  cfg.name = "loop";
-  cfg.data = "simulated";
+  if (!minas::test::have_external(minas::test::nb201_table())) return;
+  Search search("loop", "loop", 1);
+  const std::string& path = search.path;
+  const Space& space = search.space;
+  db::Store& store = search.store;
+  RandomStrategy& strategy = search.strategy;
+  ExperimentConfig cfg = search.config();
   cfg.budget_trials = 300;
-  ControllerOptions opt;
-  opt.bind = "tcp://127.0.0.1:*";
-  opt.heartbeat_ms = 50;
+  ControllerOptions opt = search.options();
   Controller controller(store, space, strategy, cfg, opt);
-  auto sim =
-      std::shared_ptr<TrialRunner>(make_sim_runner(nb201_table(), "cifar10_valid_12ep", 0.001));
+  auto sim = std::shared_ptr<TrialRunner>(
+      make_sim_runner(minas::test::nb201_table(), "cifar10_valid_12ep", 0.001));
   Worker a(worker_options(controller.endpoint(), "a", sim, 2));
   Worker b(worker_options(controller.endpoint(), "b", sim, 1));
   std::thread ta([&] { a.run(); }), tb([&] { b.run(); });
@@ -97,27 +112,23 @@ TEST_CASE("search loop: two workers with three slots finish the whole budget, ea
 
 TEST_CASE(
     "search loop: a worker stopped mid-trial has its trial re-queued and finished by another") {
-  if (!have_table()) return;
-  const test::TempDir dir("loop-lost");
-  const std::string path = dir.file("minas.db");
-  const Space space = Space::load("nb201");
-  db::Store store = db::Store::open(path);
-  RandomStrategy strategy(space, 2);
-  ExperimentConfig cfg;
-  cfg.name = "lost";
-  cfg.data = "simulated";
+  if (!minas::test::have_external(minas::test::nb201_table())) return;
+  Search search("loop-lost", "lost", 2);
+  const std::string& path = search.path;
+  const Space& space = search.space;
+  db::Store& store = search.store;
+  RandomStrategy& strategy = search.strategy;
+  ExperimentConfig cfg = search.config();
   cfg.budget_trials = 40;
-  ControllerOptions opt;
-  opt.bind = "tcp://127.0.0.1:*";
-  opt.heartbeat_ms = 50;
+  ControllerOptions opt = search.options();
   opt.liveness = 4;
   Controller controller(store, space, strategy, cfg, opt);
   // Worker "slow" takes a trial, then is stopped (SIGTERM in a real worker):
   // it cancels the attempt and says bye, and the controller re-queues it.
-  auto slow_runner =
-      std::shared_ptr<TrialRunner>(make_sim_runner(nb201_table(), "cifar10_valid_12ep", 30.0));
-  auto fast_runner =
-      std::shared_ptr<TrialRunner>(make_sim_runner(nb201_table(), "cifar10_valid_12ep", 0.002));
+  auto slow_runner = std::shared_ptr<TrialRunner>(
+      make_sim_runner(minas::test::nb201_table(), "cifar10_valid_12ep", 30.0));
+  auto fast_runner = std::shared_ptr<TrialRunner>(
+      make_sim_runner(minas::test::nb201_table(), "cifar10_valid_12ep", 0.002));
   std::thread tc([&] { controller.run(); });
   {
     auto slow =
@@ -137,21 +148,17 @@ TEST_CASE(
 }
 
 TEST_CASE("search loop: with CURVE, an unlisted worker is refused and a listed one works") {
-  if (!have_table()) return;
-  const test::TempDir dir("loop-curve");
-  const std::string path = dir.file("minas.db");
-  const Space space = Space::load("nb201");
-  db::Store store = db::Store::open(path);
-  RandomStrategy strategy(space, 3);
-  ExperimentConfig cfg;
-  cfg.name = "curve";
-  cfg.data = "simulated";
+  if (!minas::test::have_external(minas::test::nb201_table())) return;
+  Search search("loop-curve", "curve", 3);
+  const std::string& path = search.path;
+  const Space& space = search.space;
+  db::Store& store = search.store;
+  RandomStrategy& strategy = search.strategy;
+  ExperimentConfig cfg = search.config();
   cfg.budget_trials = 20;
   const auth::KeyPair server = auth::generate_keypair(), listed = auth::generate_keypair(),
                       stranger = auth::generate_keypair();
-  ControllerOptions opt;
-  opt.bind = "tcp://127.0.0.1:*";
-  opt.heartbeat_ms = 50;
+  ControllerOptions opt = search.options();
   opt.curve_key = server;
   opt.allowed_workers = {listed.public_key};
   std::atomic<int> refusals{0};
@@ -159,8 +166,8 @@ TEST_CASE("search loop: with CURVE, an unlisted worker is refused and a listed o
     if (line.find("refused a worker") != std::string::npos) ++refusals;
   };
   Controller controller(store, space, strategy, cfg, opt);
-  auto sim =
-      std::shared_ptr<TrialRunner>(make_sim_runner(nb201_table(), "cifar10_valid_12ep", 0.001));
+  auto sim = std::shared_ptr<TrialRunner>(
+      make_sim_runner(minas::test::nb201_table(), "cifar10_valid_12ep", 0.001));
   std::thread tc([&] { controller.run(); });
 
   WorkerOptions bad = worker_options(controller.endpoint(), "stranger", sim, 1);
@@ -190,19 +197,15 @@ TEST_CASE("search loop: with CURVE, an unlisted worker is refused and a listed o
 }
 
 TEST_CASE("search loop: the controller answers every malformed message with an error and goes on") {
-  if (!have_table()) return;
-  const test::TempDir dir("loop-fuzz");
-  const std::string path = dir.file("minas.db");
-  const Space space = Space::load("nb201");
-  db::Store store = db::Store::open(path);
-  RandomStrategy strategy(space, 4);
-  ExperimentConfig cfg;
-  cfg.name = "fuzz";
-  cfg.data = "simulated";
+  if (!minas::test::have_external(minas::test::nb201_table())) return;
+  Search search("loop-fuzz", "fuzz", 4);
+  const std::string& path = search.path;
+  const Space& space = search.space;
+  db::Store& store = search.store;
+  RandomStrategy& strategy = search.strategy;
+  ExperimentConfig cfg = search.config();
   cfg.budget_trials = 10;
-  ControllerOptions opt;
-  opt.bind = "tcp://127.0.0.1:*";
-  opt.heartbeat_ms = 50;
+  ControllerOptions opt = search.options();
   Controller controller(store, space, strategy, cfg, opt);
   std::thread tc([&] { controller.run(); });
 
@@ -243,8 +246,8 @@ TEST_CASE("search loop: the controller answers every malformed message with an e
   }
   CHECK(errors == static_cast<int>(corpus.size()));
   // Still serving: a real worker finishes the search.
-  auto sim =
-      std::shared_ptr<TrialRunner>(make_sim_runner(nb201_table(), "cifar10_valid_12ep", 0.001));
+  auto sim = std::shared_ptr<TrialRunner>(
+      make_sim_runner(minas::test::nb201_table(), "cifar10_valid_12ep", 0.001));
   Worker w(worker_options(controller.endpoint(), "after", sim, 1));
   std::thread tw([&] { w.run(); });
   tc.join();

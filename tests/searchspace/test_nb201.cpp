@@ -11,25 +11,17 @@
 #include <sstream>
 
 #include "searchspace/space.h"
+#include "tests/support.h"
 
 namespace {
-
-std::string shared_dir() {
-  if (const char* d = std::getenv("MINAS_SHARED_DIR")) return d;
-  return std::string(MINAS_SOURCE_DIR) + "/../shared";
-}
 
 // The `arch` column of the table, or nothing when the table is absent (it is
 // not part of the repository; CI has it, and there its absence fails).
 std::vector<std::string> table_archs() {
-  const std::string path = shared_dir() + "/benchmarks/nas-bench-201.csv";
+  const std::string path = minas::test::nb201_table();
+  if (!minas::test::have_external(path)) return {};
   std::ifstream in(path);
-  if (!in) {
-    const char* ci = std::getenv("CI");
-    if (ci && std::string(ci) == "true") FAIL("missing " << path);
-    MESSAGE("skipped: " << path << " not found (set MINAS_SHARED_DIR)");
-    return {};
-  }
+  REQUIRE_MESSAGE(in, "cannot read " << path);
   std::string line;
   std::getline(in, line);
   std::vector<std::string> header;

@@ -41,12 +41,6 @@ TrialRequest request(const std::string& dir) {
   return r;
 }
 
-std::string nb201_table() {
-  const char* d = std::getenv("MINAS_SHARED_DIR");
-  return (d ? std::string(d) : std::string(MINAS_SOURCE_DIR) + "/../shared") +
-         "/benchmarks/nas-bench-201.csv";
-}
-
 }  // namespace
 
 TEST_CASE("runner: the CPU runner trains, reports each epoch, and fails cleanly on bad input") {
@@ -94,13 +88,8 @@ TEST_CASE("runner: the CPU runner trains, reports each epoch, and fails cleanly 
 }
 
 TEST_CASE("runner: the simulated runner answers from the NAS-Bench-201 table") {
-  const std::string table = nb201_table();
-  if (!std::filesystem::exists(table)) {
-    const char* ci = std::getenv("CI");
-    if (ci && std::string(ci) == "true") FAIL("missing " << table);
-    MESSAGE("skipped: " << table << " not found");
-    return;
-  }
+  const std::string table = test::nb201_table();
+  if (!test::have_external(table)) return;
   auto sim = make_sim_runner(table, "cifar10_valid_12ep", 0.0);
   TrialRequest r;
   r.arch =
