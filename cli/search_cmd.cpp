@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/strategy_flags.h"
 #include "controller/controller.h"
 #include "db/store.h"
 #include "searchspace/error.h"
@@ -53,7 +54,8 @@ void log_line(const std::string& who, const std::string& line) {
 struct ControllerFlags {
   std::string db = "minas.db", bind = "tcp://127.0.0.1:5555", space = "small",
               data = "fashion-mnist";
-  std::string name, recipe, strategy = "random", key, allow, experiment;
+  std::string name, recipe, key, allow, experiment;
+  StrategyFlags strategy;
   nlohmann::json recipe_inline;  // from an experiment file's "recipe" object
   int64_t trials = 100;
   double seconds = 0;
@@ -94,8 +96,11 @@ void read_experiment_file(ControllerFlags& c, const CLI::App& cmd) {
     } else if (k == "data") {
       if (unset("--data")) c.data = text();
     } else if (k == "strategy") {
-      if (unset("--strategy")) c.strategy = text();
-      if (c.strategy != "random") throw Error(where, "the strategies here are: random");
+      const std::string name = text();
+      if (name != "random" && name != "evolution" && name != "reinforce")
+        throw Error(where, "unknown strategy '" + name + "' (random, evolution, reinforce)");
+      if (unset("--strategy")) c.strategy.strategy = name;
+    } else if (c.strategy.read_file_field(k, v, where)) {
     } else if (k == "recipe") {
       if (!unset("--recipe")) continue;
       if (v.is_object())
@@ -113,8 +118,8 @@ void read_experiment_file(ControllerFlags& c, const CLI::App& cmd) {
       if (unset("--seed")) c.seed = static_cast<uint64_t>(integer(0));
     } else {
       throw Error(where, "unknown field '" + k +
-                             "' (fields: name, space, data, recipe, strategy, trials, seconds, "
-                             "fidelity, seed)");
+                             "' (fields: name, space, data, recipe, strategy, strategy_settings, "
+                             "objective, asha, trials, seconds, fidelity, seed)");
     }
   }
 }
@@ -127,6 +132,7 @@ struct WorkerFlags {
 
 struct SearchFlags {
   std::string db = "minas.db", space = "small", data = "fashion-mnist", name, recipe;
+  StrategyFlags strategy;
   int64_t trials = 20;
   double seconds = 0;
   int fidelity = 0, workers = 0, threads = 1;
@@ -155,9 +161,7 @@ void add_search_commands(CLI::App& app) {
   ctl->add_option("--data", c->data, "Data set the workers train on, or 'simulated'")
       ->default_val("fashion-mnist");
   ctl->add_option("--recipe", c->recipe, "Training recipe (JSON file)");
-  ctl->add_option("--strategy", c->strategy, "Search strategy")
-      ->default_val("random")
-      ->check(CLI::IsMember({"random"}));
+  c->strategy.add(ctl, true);
   ctl->add_option("--trials", c->trials, "Trial budget")
       ->default_val(100)
       ->check(CLI::PositiveNumber);
@@ -175,7 +179,8 @@ void add_search_commands(CLI::App& app) {
                   "CURVE: the workers' public keys (a file, or a folder of .pub)");
   ctl->add_option("--experiment", c->experiment,
                   "Experiment file (JSON): name, space, data, recipe (object or file), strategy, "
-                  "trials, seconds, fidelity, seed; flags given override it");
+                  "strategy_settings, objective, asha, trials, seconds, fidelity, seed; flags "
+                  "given override it");
   ctl->callback([c, ctl] {
     if (!c->experiment.empty()) read_experiment_file(*c, *ctl);
     if (c->name.empty())
@@ -202,6 +207,11 @@ void add_search_commands(CLI::App& app) {
     cfg.budget_trials = c->trials;
     cfg.budget_seconds = c->seconds;
     cfg.seed = c->seed;
+    const StrategySettings settings = c->strategy.settings(*ctl, c->seed);
+    cfg.strategy_settings = settings.to_json();
+    cfg.objective = settings.objective;
+    cfg.asha = c->strategy.asha_settings(
+        *ctl, c->fidelity > 0 ? c->fidelity : static_cast<int>(recipe.epochs));
     ControllerOptions opt;
     opt.bind = c->bind;
     opt.heartbeat_ms = c->heartbeat_ms;
@@ -215,8 +225,8 @@ void add_search_commands(CLI::App& app) {
       opt.allowed_workers = auth::read_allow_list(c->allow);
     }
     db::Store store = db::Store::open(c->db);
-    RandomStrategy strategy(space, c->seed);
-    Controller controller(store, space, strategy, cfg, opt);
+    const auto strategy = make_strategy(space, settings);
+    Controller controller(store, space, *strategy, cfg, opt);
     log_line("controller",
              "experiment '" + c->name + "' on " + controller.endpoint() + ", store " + c->db);
     g_controller = &controller;
@@ -224,9 +234,10 @@ void add_search_commands(CLI::App& app) {
     const ControllerSummary s = controller.run();
     g_controller = nullptr;
     std::printf(
-        "{\"experiment\":\"%s\",\"done\":%lld,\"failed\":%lld,\"requeued\":%lld,\"late\":%lld,"
-        "\"resumed\":%s,\"stopped\":%s}\n",
+        "{\"experiment\":\"%s\",\"done\":%lld,\"failed\":%lld,\"pruned\":%lld,"
+        "\"rejected\":%lld,\"requeued\":%lld,\"late\":%lld,\"resumed\":%s,\"stopped\":%s}\n",
         c->name.c_str(), static_cast<long long>(s.done), static_cast<long long>(s.failed),
+        static_cast<long long>(s.pruned), static_cast<long long>(s.rejected),
         static_cast<long long>(s.requeued), static_cast<long long>(s.late),
         s.resumed ? "true" : "false", s.stopped ? "true" : "false");
     if (s.stopped)
@@ -253,7 +264,8 @@ void add_search_commands(CLI::App& app) {
       ->default_val(0);
   sr->add_option("--threads", sf->threads, "CPU threads per worker")->default_val(1);
   sr->add_option("--seed", sf->seed, "Strategy seed")->default_val(0);
-  sr->callback([sf] {
+  sf->strategy.add(sr, true);
+  sr->callback([sf, sr] {
     const Space space = Space::load(sf->space);
     const Recipe recipe = sf->recipe.empty() ? Recipe() : Recipe::load(sf->recipe);
     const int cores = detect_slots().front().threads;
@@ -268,6 +280,11 @@ void add_search_commands(CLI::App& app) {
     cfg.budget_trials = sf->trials;
     cfg.budget_seconds = sf->seconds;
     cfg.seed = sf->seed;
+    const StrategySettings settings = sf->strategy.settings(*sr, sf->seed);
+    cfg.strategy_settings = settings.to_json();
+    cfg.objective = settings.objective;
+    cfg.asha = sf->strategy.asha_settings(
+        *sr, sf->fidelity > 0 ? sf->fidelity : static_cast<int>(recipe.epochs));
     // The local pool talks over an ipc socket in a private folder: no port to pick or guard.
     const std::filesystem::path dir =
         std::filesystem::temp_directory_path() / ("minas-search-" + std::to_string(::getpid()));
@@ -276,8 +293,8 @@ void add_search_commands(CLI::App& app) {
     opt.bind = "ipc://" + (dir / "controller.sock").string();
     opt.log = [](const std::string& l) { log_line("controller", l); };
     db::Store store = db::Store::open(sf->db);
-    RandomStrategy strategy(space, sf->seed);
-    Controller controller(store, space, strategy, cfg, opt);
+    const auto strategy = make_strategy(space, settings);
+    Controller controller(store, space, *strategy, cfg, opt);
     auto runner = std::shared_ptr<TrialRunner>(make_cpu_runner());
     std::vector<std::unique_ptr<Worker>> pool;
     for (int i = 0; i < workers; ++i) {
@@ -301,9 +318,12 @@ void add_search_commands(CLI::App& app) {
     for (auto& t : threads_of_pool) t.join();
     std::error_code ec;
     std::filesystem::remove_all(dir, ec);
-    std::printf("{\"experiment\":\"%s\",\"done\":%lld,\"failed\":%lld,\"stopped\":%s}\n",
-                cfg.name.c_str(), static_cast<long long>(s.done), static_cast<long long>(s.failed),
-                s.stopped ? "true" : "false");
+    std::printf(
+        "{\"experiment\":\"%s\",\"done\":%lld,\"failed\":%lld,\"pruned\":%lld,"
+        "\"rejected\":%lld,\"stopped\":%s}\n",
+        cfg.name.c_str(), static_cast<long long>(s.done), static_cast<long long>(s.failed),
+        static_cast<long long>(s.pruned), static_cast<long long>(s.rejected),
+        s.stopped ? "true" : "false");
     if (s.stopped)
       log_line("search",
                "stopped; continue with: minas search --db " + sf->db + " --name " + cfg.name);

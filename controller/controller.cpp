@@ -7,6 +7,7 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <unordered_map>
 #include <zmq.hpp>
 
 #include "controller/protocol.h"
@@ -69,6 +70,7 @@ struct Controller::Impl {
     std::snprintf(hex, sizeof hex, "%016llx",
                   static_cast<unsigned long long>(fnv1a64(space.spec().dump())));
     space_id = hex;
+    if (config.asha) asha.emplace(*config.asha);
     socket.set(zmq::sockopt::router_handover, 1);   // a reconnecting worker takes its identity back
     socket.set(zmq::sockopt::router_mandatory, 1);  // sending to a gone peer fails loudly
     socket.set(zmq::sockopt::linger, 0);
@@ -123,13 +125,23 @@ struct Controller::Impl {
     spec.dataset = config.data;
     spec.dataset_fingerprint = config.data_fingerprint;
     spec.strategy = strategy.name();
-    spec.strategy_settings = {{"seed", config.seed}};
+    spec.strategy_settings = config.strategy_settings.is_null()
+                                 ? nlohmann::json{{"name", strategy.name()}, {"seed", config.seed}}
+                                 : config.strategy_settings;
+    if (config.asha) spec.strategy_settings["asha"] = config.asha->to_json();
     spec.recipe = config.recipe;
-    spec.objective = "val_acc";
+    spec.objective = config.objective.pareto_mode() ? "pareto:val_acc," + config.objective.pareto
+                     : config.objective.latency_target_ms ? "val_acc*latency^w"
+                                                          : "val_acc";
     if (auto e = store.find_experiment(config.name)) {
       if (e->space_json != spec.space_json)
         throw Error("experiment '" + config.name + "'",
                     "exists in " + store.path() + " with another search space; pick a new name");
+      if (e->strategy_settings != spec.strategy_settings)
+        throw Error("experiment '" + config.name + "'",
+                    "exists in " + store.path() + " with strategy settings " +
+                        e->strategy_settings.dump() + ", not " + spec.strategy_settings.dump() +
+                        "; resume it with the same ones or pick a new name");
       experiment = e->id;
       summary.resumed = true;
       resume();
@@ -150,8 +162,8 @@ struct Controller::Impl {
   void resume() {
     if (auto state = store.strategy_state(experiment)) strategy.restore(*state);
     db::Statement s = store.connection().prepare(
-        "SELECT id, arch_key, status, attempt, val_acc FROM trials WHERE experiment_id = ?1 "
-        "ORDER BY number");
+        "SELECT id, arch_key, status, attempt, val_acc, latency_ms, params, macs FROM trials "
+        "WHERE experiment_id = ?1 ORDER BY number");
     s.bind_int64(1, experiment);
     const double now = unix_now();
     while (s.step()) {
@@ -159,12 +171,22 @@ struct Controller::Impl {
       const std::string key = s.column_text(1), status = s.column_text(2);
       const int attempt = static_cast<int>(s.column_int64(3));
       const Arch arch = space.parse_key(key);
+      trial_of[space.hash(arch)] = id;
       ++created;
       if (status == "done") {
         ++summary.done;
-        strategy.replay(arch, s.column_double(4));
+        Metrics m;
+        m.val_acc = s.column_double(4);
+        auto opt = [&](int c) -> std::optional<double> {
+          if (s.is_null(c)) return std::nullopt;
+          return s.column_double(c);
+        };
+        m.latency_ms = opt(5);
+        m.params = opt(6);
+        m.macs = opt(7);
+        strategy.replay(arch, config.objective.score(m));
       } else if (status == "failed" || status == "pruned") {
-        ++summary.failed;
+        ++(status == "failed" ? summary.failed : summary.pruned);
         strategy.replay(arch, std::nullopt);
       } else {
         strategy.replay(arch, std::nullopt);
@@ -176,9 +198,18 @@ struct Controller::Impl {
       }
     }
     writer.commit();
+    if (asha) {
+      // The rungs as the trials reached them: every attempt's epoch at a rung.
+      db::Statement r = store.connection().prepare(
+          "SELECT e.trial_id, e.epoch, e.val_acc FROM epochs e JOIN trials t ON t.id = e.trial_id "
+          "WHERE t.experiment_id = ?1 AND e.val_acc IS NOT NULL ORDER BY t.number, e.attempt");
+      r.bind_int64(1, experiment);
+      while (r.step())
+        asha->report(r.column_int64(0), static_cast<int>(r.column_int64(1)), r.column_double(2));
+    }
     log("resumed '" + config.name + "': " + std::to_string(summary.done) + " done, " +
-        std::to_string(summary.failed) + " failed, " + std::to_string(queue.size()) +
-        " back in the queue");
+        std::to_string(summary.failed) + " failed, " + std::to_string(summary.pruned) +
+        " pruned, " + std::to_string(queue.size()) + " back in the queue");
   }
 
   // ------------------------------------------------------------ dispatch
@@ -195,19 +226,26 @@ struct Controller::Impl {
       return q;
     }
     if (!asking_allowed()) return std::nullopt;
-    const auto arch = strategy.ask();
-    if (!arch) {
+    const auto c = strategy.ask();
+    strategy_dirty = true;
+    if (!c) {
       no_more_archs = true;
       return std::nullopt;
     }
     db::NewTrial t;
     t.experiment_id = experiment;
-    t.arch_key = space.key(*arch);
-    t.arch_hash = space.hash(*arch);
-    t.arch_json = space.arch_to_json(*arch).dump();
+    t.arch_key = space.key(c->arch);
+    t.arch_hash = space.hash(c->arch);
+    t.arch_json = space.arch_to_json(c->arch).dump();
+    if (c->parent) {
+      if (auto p = trial_of.find(space.hash(*c->parent)); p != trial_of.end())
+        t.parent_id = p->second;
+      t.mutation = c->mutation;
+    }
     t.fidelity = config.fidelity;
     t.queued_at = unix_now();
     const int64_t id = writer.add_trial(t);
+    trial_of[t.arch_hash] = id;
     ++created;
     return Queued{id, 0, t.arch_key};
   }
@@ -284,6 +322,7 @@ struct Controller::Impl {
       writer.record_failure(trial, f.attempt,
                             why + " (after " + std::to_string(f.attempt + 1) + " attempts)", now);
       strategy.tell_failure(space.parse_key(f.arch));
+      strategy_dirty = true;
       ++summary.failed;
     }
   }
@@ -414,8 +453,33 @@ struct Controller::Impl {
     auto num = [&](const char* k) {
       return m.contains(k) && m[k].is_number() ? m[k].get<double>() : 0.0;
     };
-    writer.record_epoch({trial, attempt, b["epoch"].get<int>(), num("train_loss"), num("train_acc"),
-                         num("val_acc"), num("lr"), num("seconds")});
+    const int epoch = b["epoch"].get<int>();
+    writer.record_epoch({trial, attempt, epoch, num("train_loss"), num("train_acc"), num("val_acc"),
+                         num("lr"), num("seconds")});
+    if (asha && m.contains("val_acc") && m["val_acc"].is_number() &&
+        !asha->report(trial, epoch, num("val_acc")))
+      prune(trial, epoch, num("val_acc"));
+  }
+
+  // Below the rung's cut: the attempt is cancelled on its worker and the
+  // trial recorded as pruned; the strategy hears of it at its low fidelity.
+  void prune(int64_t trial, int epoch, double val_acc) {
+    auto f = flights.find(trial);
+    if (f == flights.end()) return;
+    const Flight flight = f->second;
+    const double now = unix_now();
+    send(flight.worker, proto::encode(proto::Type::cancel,
+                                      {{"trial", trial},
+                                       {"attempt", flight.attempt},
+                                       {"reason", "pruned at epoch " + std::to_string(epoch)}}));
+    writer.mark_pruned(trial, flight.attempt, now);
+    finish_flight(flight.worker, trial, flight.started, now);
+    Score score;
+    score.value = val_acc;
+    score.pruned = true;
+    strategy.tell(space.parse_key(flight.arch), score);
+    strategy_dirty = true;
+    ++summary.pruned;
   }
 
   void on_result(const std::string& worker, const nlohmann::json& b) {
@@ -435,6 +499,16 @@ struct Controller::Impl {
     if (m.contains("params") && m["params"].is_number())
       r.params = static_cast<int64_t>(num("params"));
     if (m.contains("macs") && m["macs"].is_number()) r.macs = static_cast<int64_t>(num("macs"));
+    if (!r.params || !r.macs) {
+      // Exact functions of the layer graph: what the worker left out is computed here.
+      try {
+        const LayerGraph g = space.lower(space.parse_key(f_arch(trial)));
+        if (!r.params) r.params = g.params();
+        if (!r.macs) r.macs = g.macs();
+      } catch (const Error&) {
+        // Not a trial of ours in flight: left as the worker sent it.
+      }
+    }
     r.train_seconds = num("train_seconds");
     r.finished_at = unix_now();
     r.worker_id = workers.at(worker).id;
@@ -453,12 +527,25 @@ struct Controller::Impl {
     }
     if (counted) {
       ++summary.done;
-      strategy.tell(space.parse_key(f->second.arch), r.val_acc);
+      Metrics metrics;
+      metrics.val_acc = r.val_acc;
+      metrics.latency_ms = r.latency_ms;
+      if (r.params) metrics.params = static_cast<double>(*r.params);
+      if (r.macs) metrics.macs = static_cast<double>(*r.macs);
+      strategy.tell(space.parse_key(f->second.arch), config.objective.score(metrics));
+      strategy_dirty = true;
       finish_flight(worker, trial, f->second.started, r.finished_at);
     } else {
       ++summary.late;
     }
     acks.push_back({worker, trial, attempt, counted});
+  }
+
+  // The architecture key of a trial in flight; throws Error for another one.
+  const std::string& f_arch(int64_t trial) const {
+    auto f = flights.find(trial);
+    if (f == flights.end()) throw Error("trial " + std::to_string(trial), "not in flight");
+    return f->second.arch;
   }
 
   void on_failure(const std::string& worker, const nlohmann::json& b) {
@@ -476,6 +563,7 @@ struct Controller::Impl {
       } else {
         writer.record_failure(trial, attempt, reason, unix_now());
         strategy.tell_failure(space.parse_key(flight.arch));
+        strategy_dirty = true;
         ++summary.failed;
       }
     }
@@ -507,9 +595,10 @@ struct Controller::Impl {
     if (!force && writer.pending() < opt.commit_every &&
         now - batch_started < std::chrono::milliseconds(opt.commit_ms))
       return;
-    if (now - last_strategy_save > std::chrono::duration<double>(opt.strategy_save_s) || force) {
-      store.save_strategy_state(experiment, strategy.save(), unix_now());  // joins the batch
-      last_strategy_save = now;
+    if (strategy_dirty) {
+      // Joins the batch: the state lands with exactly the trials and results that changed it.
+      store.save_strategy_state(experiment, strategy.save(), unix_now());
+      strategy_dirty = false;
     }
     writer.commit();
     for (const Ack& a : acks)
@@ -559,7 +648,7 @@ struct Controller::Impl {
   ControllerSummary run(std::atomic<bool>& stop) {
     open_experiment();
     const auto started = Clock::now();
-    batch_started = last_heartbeat = last_strategy_save = Clock::now();
+    batch_started = last_heartbeat = Clock::now();
     while (true) {
       if (stop.load()) begin_stop("stop requested");
       if (config.budget_seconds > 0 &&
@@ -592,9 +681,10 @@ struct Controller::Impl {
       commit_if_due(false);
     }
     for (const auto& [identity, w] : workers) account(identity);
+    strategy_dirty = true;
     commit_if_due(true);
     writer.commit();
-    store.save_strategy_state(experiment, strategy.save(), unix_now());
+    summary.rejected = strategy.rejected();
     store.set_experiment_status(experiment, summary.stopped ? "stopped" : "finished", unix_now());
     for (const auto& [identity, w] : workers)
       send(identity,
@@ -619,13 +709,16 @@ struct Controller::Impl {
   int64_t experiment = 0;
   int64_t created = 0;
   bool no_more_archs = false;
+  bool strategy_dirty = false;  // asked or told since the state was last saved
+  std::optional<Asha> asha;
+  std::unordered_map<uint64_t, int64_t> trial_of;  // arch hash -> its latest trial, for lineage
   bool stopping = false;
   std::deque<Queued> queue;
   std::deque<std::pair<std::string, std::string>> idle;  // (worker, slot) with nothing to do
   std::map<int64_t, Flight> flights;
   std::map<std::string, WorkerState> workers;
   std::vector<Ack> acks;
-  Clock::time_point batch_started, last_heartbeat, last_strategy_save;
+  Clock::time_point batch_started, last_heartbeat;
   ControllerSummary summary;
 };
 

@@ -16,7 +16,9 @@
 #include <optional>
 #include <set>
 
+#include "controller/asha.h"
 #include "controller/auth.h"
+#include "controller/objective.h"
 #include "controller/strategy.h"
 #include "db/store.h"
 #include "searchspace/space.h"
@@ -35,7 +37,6 @@ struct ControllerOptions {
   // are pending or this much time has passed, whichever comes first.
   size_t commit_every = 256;
   int commit_ms = 20;
-  double strategy_save_s = 5;                   // how often the strategy's state is saved
   std::function<void(const std::string&)> log;  // one line per event worth a log; null: quiet
   // CURVE: the controller's key pair and the worker keys it admits. Required
   // when binding beyond loopback (tcp on another address, a wildcard), where
@@ -57,10 +58,19 @@ struct ExperimentConfig {
   int64_t budget_trials = 100;  // trials to finish (done or failed for good)
   double budget_seconds = 0;    // wall-clock budget; 0: none
   uint64_t seed = 0;
+  // How the strategy was configured (StrategySettings::to_json()), stored with
+  // the experiment and checked on resume; null: {"name": ..., "seed": seed}.
+  nlohmann::json strategy_settings;
+  // What results are scored by; must be the strategy's own objective.
+  Objective objective;
+  // Early stopping over epochs; the trials run `fidelity` epochs (or the
+  // recipe's), and the rungs must lie below that.
+  std::optional<AshaSettings> asha;
 };
 
 struct ControllerSummary {
-  int64_t done = 0, failed = 0, requeued = 0, late = 0;
+  int64_t done = 0, failed = 0, pruned = 0, requeued = 0, late = 0;
+  int64_t rejected = 0;  // candidates the constraints refused before training
   bool resumed = false;
   bool stopped = false;  // by request_stop() or the time budget, before the trial budget
 };

@@ -1,48 +1,115 @@
 #pragma once
-// How the controller asks what to train next and tells what came of it. A
-// strategy is asynchronous: ask may be called again before earlier asks are
-// told, as workers free up. Higher objective is better.
+// How the controller asks what to train next and tells what came of it.
+//
+// A strategy is asynchronous: ask may be called again before earlier asks are
+// told, as workers free up, and results arrive in any order. Nothing waits for
+// a generation.
+//
+// State and resume: save() is the strategy's decision state (its RNG, its
+// population or policy) and is written to the store in the same transaction
+// as the trials and results that changed it. What can be rebuilt from the
+// trials themselves (which architectures were asked, their results) is left
+// out of save() and rebuilt by replay(), called after restore() for every
+// trial of the experiment in trial order. A search killed and resumed thus
+// continues with exactly the decisions it would have made.
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <unordered_set>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "controller/objective.h"
 #include "searchspace/rng.h"
 #include "searchspace/space.h"
 
 namespace minas {
 
+// One architecture to train, and where it came from.
+struct Candidate {
+  Arch arch;
+  std::optional<Arch> parent;  // evolution: the tournament winner it mutates
+  std::string mutation;        // what changed from the parent: "DECISION: FROM -> TO"
+};
+
+// Everything a strategy is configured with; stored with the experiment.
+struct StrategySettings {
+  std::string name = "random";  // random, evolution or reinforce
+  uint64_t seed = 0;
+  // evolution (Real et al. 2019; NAS-Bench-201's baseline uses P=10, S=3)
+  int population = 10;
+  int tournament = 3;
+  // reinforce: Adam on the policy's logits, an exponential moving average of
+  // the reward as baseline, and an entropy bonus
+  double learning_rate = 0.1;
+  double baseline_decay = 0.9;
+  double entropy_weight = 0.001;
+  Objective objective;
+
+  // Throws Error naming `where` and the field.
+  static StrategySettings from_json(const nlohmann::json& j, const std::string& where);
+  nlohmann::json to_json() const;
+};
+
 class Strategy {
  public:
   virtual ~Strategy() = default;
-  // The next architecture to train; nullopt when the strategy has none left.
-  virtual std::optional<Arch> ask() = 0;
-  // A finished trial and its objective.
-  virtual void tell(const Arch& arch, double objective) = 0;
+  // The next candidate; nullopt when the strategy has none left. Candidates
+  // that break a constraint checkable before training are never returned.
+  virtual std::optional<Candidate> ask() = 0;
+  // A finished (or pruned: score.pruned) trial.
+  virtual void tell(const Arch& arch, const Score& score) = 0;
   // A trial that failed for good (after its retries).
   virtual void tell_failure(const Arch& arch) = 0;
-  // The whole state, so a search resumes where it stopped.
   virtual nlohmann::json save() const = 0;
   virtual void restore(const nlohmann::json& state) = 0;
-  // On resume, after restore(): a trial the store holds, so that what
-  // happened after the last save is known too (its objective if it finished).
-  virtual void replay(const Arch& arch, std::optional<double> objective) = 0;
+  // After restore(): a trial the store holds, with its score if it finished
+  // (not pruned, not failed). Rebuilds only what save() leaves out.
+  virtual void replay(const Arch& arch, const std::optional<Score>& score) = 0;
   virtual std::string name() const = 0;
+
+  // The check applied before training: the broken constraint, or nullopt.
+  using Filter = std::function<std::optional<std::string>(const Arch&)>;
+  void set_filter(Filter f) { filter_ = std::move(f); }
+  // Candidates refused by the filter so far (in the saved state).
+  int64_t rejected() const { return rejected_; }
+
+ protected:
+  bool admissible(const Arch& a);  // counts a rejection
+  nlohmann::json base_state() const { return {{"rejected", rejected_}}; }
+  void restore_base(const nlohmann::json& state);
+  // An architecture not in `seen` that passes the filter, uniform among those
+  // (rejection sampling, then enumeration of what is left); nullopt when
+  // there is none. Throws Error when the filter refuses every one of many
+  // samples: the constraints leave (almost) nothing.
+  std::optional<Arch> sample_unseen(const Space& space, Rng& rng,
+                                    const std::unordered_set<uint64_t>& seen);
+
+ private:
+  Filter filter_;
+  int64_t rejected_ = 0;
+  int64_t rejected_in_a_row_ = 0;
 };
+
+// Builds the named strategy, with the objective's pre-training constraints
+// installed as its filter.
+std::unique_ptr<Strategy> make_strategy(const Space& space, const StrategySettings& settings);
 
 // Uniform over the space, never repeating an architecture already asked in
 // this experiment; nullopt once every architecture has been asked.
 class RandomStrategy final : public Strategy {
  public:
   RandomStrategy(const Space& space, uint64_t seed);
-  std::optional<Arch> ask() override;
-  void tell(const Arch&, double) override {}
+  std::optional<Candidate> ask() override;
+  void tell(const Arch&, const Score&) override {}
   void tell_failure(const Arch&) override {}
   nlohmann::json save() const override;
   void restore(const nlohmann::json& state) override;
-  void replay(const Arch& arch, std::optional<double>) override {
+  void replay(const Arch& arch, const std::optional<Score>&) override {
     asked_.insert(space_.hash(arch));
   }
   std::string name() const override { return "random"; }
@@ -51,6 +118,84 @@ class RandomStrategy final : public Strategy {
   const Space& space_;
   Rng rng_;
   std::unordered_set<uint64_t> asked_;  // hashes of canonical keys
+};
+
+// Regularized (aging) evolution, asynchronous: the first P asks are random;
+// after that each ask runs a tournament of S members drawn (with replacement)
+// from the population, mutates the winner in one decision, and each result
+// joins the population while its oldest member leaves. A child already tried
+// is not tried again: the mutation is redrawn.
+//
+// Pareto mode (objective.pareto set): NSGA-II style. The tournament winner is
+// the member of lowest non-dominated rank, then largest crowding distance, and
+// when the population is full the member of highest rank and smallest
+// crowding leaves instead of the oldest, so the front is kept.
+class EvolutionStrategy final : public Strategy {
+ public:
+  EvolutionStrategy(const Space& space, const StrategySettings& settings);
+  std::optional<Candidate> ask() override;
+  void tell(const Arch& arch, const Score& score) override;
+  void tell_failure(const Arch&) override {}
+  nlohmann::json save() const override;
+  void restore(const nlohmann::json& state) override;
+  void replay(const Arch& arch, const std::optional<Score>&) override {
+    seen_.insert(space_.hash(arch));
+  }
+  std::string name() const override { return "evolution"; }
+
+  struct Member {
+    std::string key;
+    double value = 0, cost = 0;
+  };
+  const std::vector<Member>& population() const { return population_; }  // oldest first
+
+ private:
+  size_t select();  // the tournament winner's index
+
+  const Space& space_;
+  int size_, tournament_;
+  bool pareto_;
+  Rng rng_;
+  int64_t initial_asked_ = 0;
+  std::vector<Member> population_;
+  std::unordered_set<uint64_t> seen_;
+};
+
+// REINFORCE over an independent softmax per decision (as NAS-Bench-201's
+// baseline): each result updates the policy at once by Adam on
+// (reward - baseline) * grad log p(arch) + entropy_weight * grad H, the
+// baseline an exponential moving average of the rewards. A sample already
+// tried is not trained again: its stored reward updates the policy once more
+// (free information) and another is drawn; a sample that breaks a constraint
+// gets reward 0.
+class ReinforceStrategy final : public Strategy {
+ public:
+  ReinforceStrategy(const Space& space, const StrategySettings& settings);
+  std::optional<Candidate> ask() override;
+  void tell(const Arch& arch, const Score& score) override;
+  void tell_failure(const Arch&) override {}
+  nlohmann::json save() const override;
+  void restore(const nlohmann::json& state) override;
+  void replay(const Arch& arch, const std::optional<Score>& score) override;
+  std::string name() const override { return "reinforce"; }
+
+  // The policy's probabilities for one decision.
+  std::vector<double> probabilities(size_t decision) const;
+  double baseline() const { return baseline_; }
+  double entropy() const;  // summed over decisions, in nats
+
+ private:
+  void update(const Arch& arch, double reward);
+
+  const Space& space_;
+  StrategySettings settings_;
+  Rng rng_;
+  std::vector<std::vector<double>> logits_, m_, v_;  // per decision, per option
+  int64_t steps_ = 0;
+  double baseline_ = 0;
+  bool has_baseline_ = false;
+  std::unordered_set<uint64_t> seen_;
+  std::unordered_map<uint64_t, double> known_;  // hash -> reward of a finished trial
 };
 
 }  // namespace minas

@@ -52,7 +52,9 @@ std::unique_ptr<TrialRunner> make_cpu_runner();
 
 // Answers from a CSV table: the row whose `key_column` equals the request's
 // arch gives val_acc from `metric_column` (a percentage above 1 is read as
-// percent and divided by 100), after `delay_s` seconds of pretend training.
+// percent and divided by 100), after `delay_s` seconds of pretend training
+// spread over the request's epochs, each reporting a point of one fixed
+// learning-curve shape that ends at the table's value.
 std::unique_ptr<TrialRunner> make_sim_runner(const std::string& csv_path,
                                              const std::string& metric_column, double delay_s,
                                              const std::string& key_column = "arch");

@@ -1,0 +1,145 @@
+#include "cli/strategy_flags.h"
+
+#include <sstream>
+
+#include "searchspace/error.h"
+
+namespace minas::cli {
+
+void StrategyFlags::add(CLI::App* app, bool with_asha) {
+  app->add_option("--strategy", strategy, "Search strategy: random, evolution or reinforce")
+      ->default_val("random")
+      ->check(CLI::IsMember({"random", "evolution", "reinforce"}));
+  app->add_option("--population", population, "evolution: population size P")
+      ->default_val(10)
+      ->check(CLI::Range(2, 1000000));
+  app->add_option("--tournament", tournament, "evolution: tournament size S")
+      ->default_val(3)
+      ->check(CLI::Range(1, 1000000));
+  app->add_option("--learning-rate", learning_rate, "reinforce: Adam's step on the logits")
+      ->default_val(0.1)
+      ->check(CLI::PositiveNumber);
+  app->add_option("--baseline-decay", baseline_decay,
+                  "reinforce: the reward baseline's moving-average decay")
+      ->default_val(0.9)
+      ->check(CLI::Range(0.0, 1.0));
+  app->add_option("--entropy-weight", entropy_weight, "reinforce: weight of the entropy bonus")
+      ->default_val(0.001)
+      ->check(CLI::Range(0.0, 10.0));
+  app->add_option("--max-params", max_params, "Constraint: parameters (checked before training)")
+      ->check(CLI::PositiveNumber);
+  app->add_option("--max-macs", max_macs, "Constraint: MACs per sample (checked before training)")
+      ->check(CLI::PositiveNumber);
+  app->add_option("--max-latency-ms", max_latency_ms, "Constraint: measured latency in ms")
+      ->check(CLI::PositiveNumber);
+  app->add_option("--latency-target-ms", latency_target_ms,
+                  "Soft latency-aware reward acc * (latency / target)^w (MnasNet)")
+      ->check(CLI::PositiveNumber);
+  app->add_option("--latency-weight", latency_weight, "The reward's exponent w (< 0)")
+      ->default_val(-0.07);
+  app->add_option("--pareto", pareto,
+                  "Pareto mode: accuracy against latency_ms, params or macs (evolution: NSGA-II "
+                  "selection)")
+      ->check(CLI::IsMember({"latency_ms", "params", "macs"}));
+  if (with_asha) {
+    app->add_flag("--asha", asha, "Early stopping by asynchronous successive halving");
+    app->add_option("--asha-eta", asha_eta, "ASHA: reduction factor (implies --asha)")
+        ->default_val(3);
+    app->add_option("--asha-rungs", asha_rungs,
+                    "ASHA: the epochs trials are judged at, e.g. 1,3,9 (implies --asha; "
+                    "default 1, eta, eta^2, ... below the trial's epochs)");
+  }
+}
+
+bool StrategyFlags::read_file_field(const std::string& key, const nlohmann::json& value,
+                                    const std::string& where) {
+  if (key == "strategy_settings") {
+    if (!value.is_object()) throw Error(where, "must be an object, got " + value.dump());
+    for (auto it = value.begin(); it != value.end(); ++it) {
+      if (it.key() == "name" || it.key() == "seed" || it.key() == "objective")
+        throw Error(where + "/" + it.key(),
+                    "is set by the experiment's own \"" + it.key() + "\" field, not here");
+      file_settings[it.key()] = it.value();
+    }
+    StrategySettings::from_json(file_settings, where);  // checked now, named by the file
+    return true;
+  }
+  if (key == "objective") {
+    Objective::from_json(value, where);
+    file_settings["objective"] = value;
+    return true;
+  }
+  if (key == "asha") {
+    if (!value.is_object()) throw Error(where, "must be an object, got " + value.dump());
+    file_asha = value;
+    return true;
+  }
+  return false;
+}
+
+StrategySettings StrategyFlags::settings(const CLI::App& app, uint64_t seed) const {
+  nlohmann::json j = file_settings;
+  j["name"] = strategy;
+  j["seed"] = seed;
+  auto given = [&](const char* flag) { return app.count(flag) > 0; };
+  if (given("--population")) j["population"] = population;
+  if (given("--tournament")) j["tournament"] = tournament;
+  if (given("--learning-rate")) j["learning_rate"] = learning_rate;
+  if (given("--baseline-decay")) j["baseline_decay"] = baseline_decay;
+  if (given("--entropy-weight")) j["entropy_weight"] = entropy_weight;
+  nlohmann::json& o = j["objective"];
+  if (o.is_null()) o = nlohmann::json::object();
+  if (given("--max-params")) o["max_params"] = max_params;
+  if (given("--max-macs")) o["max_macs"] = max_macs;
+  if (given("--max-latency-ms")) o["max_latency_ms"] = max_latency_ms;
+  if (given("--latency-target-ms")) o["latency_target_ms"] = latency_target_ms;
+  if (given("--latency-weight")) {
+    if (!o.contains("latency_target_ms"))
+      throw Error("--latency-weight", "needs --latency-target-ms (the reward's latency target)");
+    o["latency_weight"] = latency_weight;
+  }
+  if (given("--pareto")) o["pareto"] = pareto;
+  StrategySettings s = StrategySettings::from_json(j, "strategy settings");
+  if (s.objective.pareto_mode() && s.name == "reinforce")
+    throw Error("--pareto", "Pareto mode is for evolution (NSGA-II selection) and random search");
+  return s;
+}
+
+std::optional<AshaSettings> StrategyFlags::asha_settings(const CLI::App& app,
+                                                         int max_epochs) const {
+  const bool eta_given = app.count("--asha-eta") > 0, rungs_given = app.count("--asha-rungs") > 0;
+  if (!asha && !eta_given && !rungs_given && file_asha.is_null()) return std::nullopt;
+  nlohmann::json j = file_asha.is_null() ? nlohmann::json::object() : file_asha;
+  if (eta_given || !j.contains("eta")) j["eta"] = asha_eta;
+  if (rungs_given) {
+    j["rungs"] = nlohmann::json::array();
+    std::stringstream ss(asha_rungs);
+    std::string item;
+    while (std::getline(ss, item, ',')) {
+      try {
+        size_t used = 0;
+        const int e = std::stoi(item, &used);
+        if (used != item.size()) throw std::invalid_argument(item);
+        j["rungs"].push_back(e);
+      } catch (const std::exception&) {
+        throw Error("--asha-rungs " + asha_rungs, "'" + item + "' is not an epoch number");
+      }
+    }
+  } else if (!j.contains("rungs")) {
+    if (!j["eta"].is_number() || !(j["eta"].get<double>() > 1))
+      throw Error("--asha-eta", "must be a number > 1, got " + j["eta"].dump());
+    j["rungs"] = AshaSettings::geometric(1, j["eta"].get<double>(), max_epochs);
+    if (j["rungs"].empty())
+      throw Error("--asha", "trials of " + std::to_string(max_epochs) +
+                                " epoch(s) leave no rung below them; raise --fidelity");
+  }
+  const std::string where = file_asha.is_null() ? "--asha" : "asha";
+  AshaSettings s = AshaSettings::from_json(j, where);
+  if (s.rungs.empty() || s.rungs.back() >= max_epochs)
+    throw Error(where, "every rung must lie below the trials' " + std::to_string(max_epochs) +
+                           " epochs (rungs " + j["rungs"].dump() +
+                           "); raise --fidelity or lower the rungs");
+  return s;
+}
+
+}  // namespace minas::cli

@@ -1,0 +1,58 @@
+#pragma once
+// What a search maximizes and what it must respect. A trial's metrics become
+// a Score: one value to maximize (the metric, or MnasNet's latency-aware
+// reward), a cost for Pareto mode, and whether every hard constraint held.
+// Constraints computable from the layer graph (params, MACs) are checked on
+// the candidate before any training (precheck); latency is measured, so it is
+// checked on the result.
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "searchspace/layer_graph.h"
+
+namespace minas {
+
+// What a finished trial measured. Params and MACs are exact functions of the
+// layer graph; latency is measured on a worker.
+struct Metrics {
+  double val_acc = 0;  // the search metric, a fraction in [0, 1]
+  std::optional<double> latency_ms;
+  std::optional<double> params;
+  std::optional<double> macs;
+};
+
+struct Score {
+  double value = 0;      // higher is better
+  double cost = 0;       // Pareto mode: the second objective, lower is better
+  bool feasible = true;  // every hard constraint held
+  bool pruned = false;   // stopped early: value is at a lower fidelity than the others
+};
+
+struct Objective {
+  // Hard constraints; absent: none.
+  std::optional<double> max_latency_ms, max_params, max_macs;
+  // MnasNet's soft reward acc * (latency / target)^w, w < 0, when a target is set.
+  std::optional<double> latency_target_ms;
+  double latency_weight = -0.07;
+  // Pareto mode: accuracy against this cost (latency_ms, params or macs);
+  // empty: a single objective.
+  std::string pareto;
+
+  // Throws Error naming `where` and the field for anything unknown or out of range.
+  static Objective from_json(const nlohmann::json& j, const std::string& where);
+  nlohmann::json to_json() const;
+
+  bool pareto_mode() const { return !pareto.empty(); }
+  // Whether scoring needs a measured latency (a constraint, target or cost on it).
+  bool needs_latency() const;
+  // The constraint a candidate breaks before training, or nullopt.
+  std::optional<std::string> precheck(const LayerGraph& graph) const;
+  // The score of a result; infeasible when a constraint is broken or a metric
+  // it needs was not measured.
+  Score score(const Metrics& m) const;
+};
+
+}  // namespace minas
