@@ -14,6 +14,8 @@
 #include <fstream>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "db/queries.h"
 #include "searchspace/rng.h"
 #include "tests/support.h"
@@ -253,4 +255,59 @@ TEST_CASE(
       minas::test::run_minas("controller --db " + db + " --experiment " + exp);
   CHECK(bad.status != 0);
   CHECK(minas::test::contains(bad.out, "exp.json: /trails: unknown field 'trails'"));
+}
+
+TEST_CASE(
+    "faults: minas controller runs the file's strategy, objective and ASHA; a resume with "
+    "other settings is refused") {
+  if (!minas::test::have_external(minas::test::nb201_table())) return;
+  const minas::test::TempDir dir("experiment-strategy");
+  const std::string db = dir.file("minas.db"), log = dir.file("log"), exp = dir.file("exp.json");
+  std::ofstream(exp) << R"({"name": "evo", "space": "nb201", "data": "simulated",
+                            "strategy": "evolution", "trials": 30, "seed": 3, "fidelity": 4,
+                            "strategy_settings": {"population": 6, "tournament": 2},
+                            "objective": {"max_macs": 60000000},
+                            "asha": {"eta": 3, "rungs": [1, 2]}})";
+  const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(free_port());
+  const pid_t ctl = spawn({"controller", "--db", db, "--bind", endpoint, "--experiment", exp,
+                           "--tournament", "3", "--heartbeat-ms", "100"},
+                          log);
+  const pid_t w = spawn(worker_args(endpoint, "w", "0.02"), log);
+  CHECK(wait_for(ctl, std::chrono::seconds(60)) == 0);
+  CHECK(wait_for(w, std::chrono::seconds(10)) == 0);
+  minas::db::Connection c = minas::db::open_store_readonly(db);
+  minas::db::Statement s = c.prepare("SELECT strategy, strategy_settings FROM experiments");
+  REQUIRE(s.step());
+  CHECK(s.column_text(0) == "evolution");
+  const auto settings = nlohmann::json::parse(s.column_text(1));
+  CHECK(settings["population"] == 6);
+  CHECK(settings["tournament"] == 3);  // the flag beat the file
+  CHECK(settings["objective"]["max_macs"] == 60000000.0);
+  CHECK(settings["asha"]["rungs"] == nlohmann::json::array({1, 2}));
+  minas::db::Statement t =
+      c.prepare("SELECT count(*), sum(status = 'pruned'), max(macs), count(parent_id) FROM trials");
+  REQUIRE(t.step());
+  CHECK(t.column_int64(0) == 30);
+  CHECK(t.column_int64(1) > 0);
+  CHECK(t.column_int64(2) <= 60000000);
+  CHECK(t.column_int64(3) > 0);
+
+  const minas::test::Run other = minas::test::run_minas("controller --db " + db + " --experiment " +
+                                                        exp + " --strategy reinforce");
+  CHECK(other.status != 0);
+  CHECK(minas::test::contains(other.out, "experiment 'evo'"));
+  CHECK(minas::test::contains(other.out, "resume it with the same ones or pick a new name"));
+
+  std::ofstream(exp) << R"({"name": "x", "space": "nb201", "data": "simulated", "fidelity": 2,
+                            "asha": {"rungs": [1, 2]}})";
+  const minas::test::Run late =
+      minas::test::run_minas("controller --db " + db + " --experiment " + exp);
+  CHECK(late.status != 0);
+  CHECK(minas::test::contains(late.out, "every rung must lie below the trials' 2 epochs"));
+
+  std::ofstream(exp) << R"({"name": "x", "objective": {"max_params": "many"}})";
+  const minas::test::Run bad =
+      minas::test::run_minas("controller --db " + db + " --experiment " + exp);
+  CHECK(bad.status != 0);
+  CHECK(minas::test::contains(bad.out, "exp.json: /objective/max_params: must be a number > 0"));
 }

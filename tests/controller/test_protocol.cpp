@@ -151,8 +151,12 @@ TEST_CASE("protocol: base64 round-trips any bytes and refuses what is not base64
   CHECK_FALSE(base64_decode("Zm9").has_value());
   CHECK_FALSE(base64_decode("Zm9*").has_value());
   // A whole chunk stays under the message cap once encoded.
-  CHECK(encode(Type::data, {{"fingerprint", "f"}, {"name", "n"}, {"file", "x"}, {"offset", 0},
-                            {"size", 1}, {"bytes", base64_encode(std::string(kDataChunkBytes, 'a'))},
+  CHECK(encode(Type::data, {{"fingerprint", "f"},
+                            {"name", "n"},
+                            {"file", "x"},
+                            {"offset", 0},
+                            {"size", 1},
+                            {"bytes", base64_encode(std::string(kDataChunkBytes, 'a'))},
                             {"last", true}})
             .size() < kMaxMessageBytes);
 }

@@ -12,76 +12,12 @@
 #include "controller/controller.h"
 #include "controller/protocol.h"
 #include "db/queries.h"
+#include "tests/controller/loop_support.h"
 #include "tests/support.h"
 #include "worker/worker.h"
 
 using namespace minas;
-
-namespace {
-
-WorkerOptions worker_options(const std::string& endpoint, const std::string& name,
-                             std::shared_ptr<TrialRunner> runner, int slots) {
-  WorkerOptions w;
-  w.connect = endpoint;
-  w.name = name;
-  w.runner = std::move(runner);
-  std::string devices = "cpu:1";
-  for (int i = 1; i < slots; ++i) devices += ",cpu:1";
-  w.slots = parse_devices(devices);
-  w.heartbeat_ms = 50;
-  return w;
-}
-
-struct Counts {
-  int64_t trials = 0, done = 0, distinct = 0;
-};
-
-Counts count(const std::string& path) {
-  db::Connection c = db::open_store_readonly(path);
-  Counts n;
-  db::Statement s =
-      c.prepare("SELECT count(*), sum(status = 'done'), count(DISTINCT arch_key) FROM trials");
-  REQUIRE(s.step());
-  n.trials = s.column_int64(0);
-  n.done = s.column_int64(1);
-  n.distinct = s.column_int64(2);
-  return n;
-}
-
-// What every search here shares: a fresh store, the nb201 space, random
-// search, simulated data, a controller on an ephemeral loopback port with
-// fast heartbeats.
-struct Search {
-  test::TempDir dir;
-  std::string path;
-  Space space;
-  db::Store store;
-  RandomStrategy strategy;
-  std::string name;
-
-  Search(const std::string& tag, std::string experiment, uint64_t seed)
-      : dir(tag),
-        path(dir.file("minas.db")),
-        space(Space::load("nb201")),
-        store(db::Store::open(path)),
-        strategy(space, seed),
-        name(std::move(experiment)) {}
-
-  ExperimentConfig config() const {
-    ExperimentConfig c;
-    c.name = name;
-    c.data = "simulated";
-    return c;
-  }
-  static ControllerOptions options() {
-    ControllerOptions o;
-    o.bind = "tcp://127.0.0.1:*";
-    o.heartbeat_ms = 50;
-    return o;
-  }
-};
-
-}  // namespace
+using namespace minas::test;
 
 TEST_CASE("search loop: two workers with three slots finish the whole budget, each trial once") {
   if (!minas::test::have_external(minas::test::nb201_table())) return;
@@ -89,7 +25,7 @@ TEST_CASE("search loop: two workers with three slots finish the whole budget, ea
   const std::string& path = search.path;
   const Space& space = search.space;
   db::Store& store = search.store;
-  RandomStrategy& strategy = search.strategy;
+  Strategy& strategy = *search.strategy;
   ExperimentConfig cfg = search.config();
   cfg.budget_trials = 300;
   ControllerOptions opt = search.options();
@@ -117,7 +53,7 @@ TEST_CASE(
   const std::string& path = search.path;
   const Space& space = search.space;
   db::Store& store = search.store;
-  RandomStrategy& strategy = search.strategy;
+  Strategy& strategy = *search.strategy;
   ExperimentConfig cfg = search.config();
   cfg.budget_trials = 40;
   ControllerOptions opt = search.options();
@@ -153,7 +89,7 @@ TEST_CASE("search loop: with CURVE, an unlisted worker is refused and a listed o
   const std::string& path = search.path;
   const Space& space = search.space;
   db::Store& store = search.store;
-  RandomStrategy& strategy = search.strategy;
+  Strategy& strategy = *search.strategy;
   ExperimentConfig cfg = search.config();
   cfg.budget_trials = 20;
   const auth::KeyPair server = auth::generate_keypair(), listed = auth::generate_keypair(),
@@ -202,7 +138,7 @@ TEST_CASE("search loop: the controller answers every malformed message with an e
   const std::string& path = search.path;
   const Space& space = search.space;
   db::Store& store = search.store;
-  RandomStrategy& strategy = search.strategy;
+  Strategy& strategy = *search.strategy;
   ExperimentConfig cfg = search.config();
   cfg.budget_trials = 10;
   ControllerOptions opt = search.options();

@@ -1,0 +1,87 @@
+#pragma once
+// What the in-process search tests share: worker options, counts read back
+// from the store, and a Search (a fresh store, the nb201 space, a strategy,
+// simulated data, a controller on an ephemeral loopback port with fast
+// heartbeats).
+#include <doctest/doctest.h>
+
+#include <memory>
+#include <string>
+
+#include "controller/controller.h"
+#include "db/queries.h"
+#include "tests/support.h"
+#include "worker/worker.h"
+
+namespace minas::test {
+
+inline WorkerOptions worker_options(const std::string& endpoint, const std::string& name,
+                                    std::shared_ptr<TrialRunner> runner, int slots) {
+  WorkerOptions w;
+  w.connect = endpoint;
+  w.name = name;
+  w.runner = std::move(runner);
+  std::string devices = "cpu:1";
+  for (int i = 1; i < slots; ++i) devices += ",cpu:1";
+  w.slots = parse_devices(devices);
+  w.heartbeat_ms = 50;
+  return w;
+}
+
+struct Counts {
+  int64_t trials = 0, done = 0, distinct = 0;
+};
+
+inline Counts count(const std::string& path) {
+  db::Connection c = db::open_store_readonly(path);
+  Counts n;
+  db::Statement s =
+      c.prepare("SELECT count(*), sum(status = 'done'), count(DISTINCT arch_key) FROM trials");
+  REQUIRE(s.step());
+  n.trials = s.column_int64(0);
+  n.done = s.column_int64(1);
+  n.distinct = s.column_int64(2);
+  return n;
+}
+
+struct Search {
+  test::TempDir dir;
+  std::string path;
+  Space space;
+  db::Store store;
+  StrategySettings settings;
+  std::unique_ptr<Strategy> strategy;
+  std::string name;
+
+  Search(const std::string& tag, std::string experiment, uint64_t seed,
+         const std::string& strategy_name = "random")
+      : dir(tag),
+        path(dir.file("minas.db")),
+        space(Space::load("nb201")),
+        store(db::Store::open(path)),
+        name(std::move(experiment)) {
+    settings.name = strategy_name;
+    settings.seed = seed;
+    strategy = make_strategy(space, settings);
+  }
+  // After changing `settings`: the strategy they describe.
+  void remake() { strategy = make_strategy(space, settings); }
+
+  ExperimentConfig config() const {
+    ExperimentConfig c;
+    c.name = name;
+    c.data = "simulated";
+    c.seed = settings.seed;
+    c.strategy_settings = settings.to_json();
+    c.objective = settings.objective;
+    return c;
+  }
+  static ControllerOptions options() {
+    ControllerOptions o;
+    o.bind = "tcp://127.0.0.1:*";
+    o.heartbeat_ms = 50;
+    return o;
+  }
+};
+
+}  // namespace minas::test

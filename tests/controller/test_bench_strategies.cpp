@@ -1,0 +1,152 @@
+// `minas bench strategies`: the harness that measures strategies against a
+// table, checked on cases whose answer is known exactly.
+#include <doctest/doctest.h>
+
+#include <cstdio>
+#include <fstream>
+#include <regex>
+#include <sstream>
+
+#include "tests/support.h"
+
+using minas::test::contains;
+using minas::test::run_minas;
+
+namespace {
+
+std::string last_line(const std::string& out) {
+  std::string s = out;
+  while (!s.empty() && s.back() == '\n') s.pop_back();
+  return s.substr(s.rfind('\n') + 1);
+}
+
+// mean and std from the `mean=X std=Y` last line; fails the test otherwise.
+std::pair<double, double> figures(const std::string& out) {
+  static const std::regex re(R"(^mean=(-?[0-9.]+) std=([0-9.]+)$)");
+  std::smatch m;
+  const std::string line = last_line(out);
+  REQUIRE_MESSAGE(std::regex_match(line, m, re), "last line: " << line);
+  return {std::stod(m[1]), std::stod(m[2])};
+}
+
+const char* kBench =
+    "bench strategies --space nb201 --search-metric cifar10_valid_12ep "
+    "--report-metric cifar10_test_200ep --table ";
+
+}  // namespace
+
+TEST_CASE(
+    "bench strategies: random over the whole table picks the global best by the search metric") {
+  if (!minas::test::have_external(minas::test::nb201_table())) return;
+  // The answer, read straight from the table.
+  std::ifstream in(minas::test::nb201_table());
+  std::string line;
+  std::getline(in, line);
+  double best_search = -1, its_report = 0;
+  while (std::getline(in, line)) {
+    std::vector<std::string> f;
+    std::stringstream ss(line);
+    for (std::string x; std::getline(ss, x, ',');) f.push_back(x);
+    if (std::stod(f[2]) > best_search) best_search = std::stod(f[2]), its_report = std::stod(f[8]);
+  }
+  const auto r = run_minas(std::string(kBench) + minas::test::nb201_table() +
+                           " --queries 15625 --runs 2 --strategy random");
+  REQUIRE(r.status == 0);
+  const auto [mean, std] = figures(r.out);
+  CHECK(mean == doctest::Approx(its_report).epsilon(1e-6));
+  CHECK(std == 0.0);
+}
+
+TEST_CASE("bench strategies: each strategy runs, and searches beat a single random draw") {
+  if (!minas::test::have_external(minas::test::nb201_table())) return;
+  double random_one = 0;
+  {
+    const auto r = run_minas(std::string(kBench) + minas::test::nb201_table() +
+                             " --queries 1 --runs 200 --strategy random");
+    REQUIRE(r.status == 0);
+    random_one = figures(r.out).first;
+  }
+  for (const std::string s : {"random", "evolution", "reinforce"}) {
+    CAPTURE(s);
+    const auto r = run_minas(std::string(kBench) + minas::test::nb201_table() +
+                             " --queries 60 --runs 40 --workers 4 --strategy " + s);
+    REQUIRE(r.status == 0);
+    const auto [mean, std] = figures(r.out);
+    CHECK(mean > random_one + 1.0);
+    CHECK(mean <= 94.3733);  // the table's optimum
+    CHECK(contains(r.out, "strategy=" + s));
+  }
+  const auto p = run_minas(std::string(kBench) + minas::test::nb201_table() +
+                           " --queries 50 --runs 5 --strategy evolution --pareto macs");
+  REQUIRE(p.status == 0);
+  CHECK(contains(p.out, "hypervolume"));
+  const auto [hv, hv_std] = figures(p.out);
+  CHECK(hv > 0.5);
+  CHECK(hv <= 1.0);
+}
+
+TEST_CASE("bench strategies: any table with an arch column of the space plugs in") {
+  if (!minas::test::have_external(minas::test::nb201_table())) return;
+  // NAS-Bench-201's CIFAR-100 columns under other names and in another order.
+  const minas::test::TempDir dir("bench-strategies-plug");
+  const std::string t = dir.file("other.csv");
+  std::ifstream in(minas::test::nb201_table());
+  std::ofstream out(t);
+  std::string line;
+  std::getline(in, line);
+  out << "truth,arch,score\n";
+  double best = -1, answer = 0;
+  while (std::getline(in, line)) {
+    std::vector<std::string> f;
+    std::stringstream ss(line);
+    for (std::string x; std::getline(ss, x, ',');) f.push_back(x);
+    out << f[9] << "," << f[1] << "," << f[4] << "\n";
+    if (std::stod(f[4]) > best) best = std::stod(f[4]), answer = std::stod(f[9]);
+  }
+  out.close();
+  const auto r = run_minas("bench strategies --space nb201 --table " + t +
+                           " --search-metric score --report-metric truth --queries 15625 --runs 1");
+  REQUIRE(r.status == 0);
+  CHECK(figures(r.out).first == doctest::Approx(answer).epsilon(1e-6));
+}
+
+TEST_CASE("bench strategies: bad tables and settings are errors that say where") {
+  const minas::test::TempDir dir("bench-strategies");
+  const std::string t = dir.file("t.csv");
+  const std::string a =
+      "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_"
+      "3x3~2|";
+  const std::string b = "|none~0|+|skip_connect~0|none~1|+|none~0|none~1|avg_pool_3x3~2|";
+  std::ofstream(t) << "arch,fast,slow\n" << a << ",0.9,77.5\n" << b << ",0.1,10\n";
+  const std::string bench = "bench strategies --space nb201 --table " + t + " ";
+  // A table must cover what the strategies ask: the whole space.
+  auto r = run_minas(bench + "--search-metric fast --report-metric slow --queries 3 --runs 1");
+  CHECK(r.status != 0);
+  CHECK(contains(r.out, t + ": has no row for"));
+
+  r = run_minas(bench + "--search-metric quick --report-metric slow");
+  CHECK(r.status != 0);
+  CHECK(contains(r.out, t + ": no column 'quick' for --search-metric (columns: arch, fast, slow)"));
+
+  std::ofstream(t) << "arch,fast,slow\n" << a << ",0.9,77.5\n|conv_9x9~0|+|,0.1,10\n";
+  r = run_minas(bench + "--search-metric fast --report-metric slow");
+  CHECK(r.status != 0);
+  CHECK(contains(r.out, t + ":3: arch is not of space nb201"));
+
+  std::ofstream(t) << "arch,fast,slow\n" << a << ",0.9,n/a\n";
+  r = run_minas(bench + "--search-metric fast --report-metric slow");
+  CHECK(r.status != 0);
+  CHECK(contains(r.out, t + ":2: column slow: 'n/a' is not a number"));
+
+  std::ofstream(t) << "arch,fast,slow\n" << a << ",0.9,1\n";
+  r = run_minas(bench + "--search-metric fast --report-metric slow --strategy bayes");
+  CHECK(r.status != 0);
+  r = run_minas(bench +
+                "--search-metric fast --report-metric slow --strategy evolution "
+                "--population 3 --tournament 5");
+  CHECK(r.status != 0);
+  CHECK(contains(r.out, "tournament"));
+  r = run_minas(bench + "--search-metric fast --report-metric slow --latency-target-ms 2");
+  CHECK(r.status != 0);
+  CHECK(contains(r.out, "no measured latency"));
+}

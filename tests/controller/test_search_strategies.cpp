@@ -1,0 +1,199 @@
+// Strategies driven by the controller over real sockets, with simulated
+// workers answering from the NAS-Bench-201 table: lineage in the store, exact
+// resume after a stop, ASHA's cancellations, constraints before training, and
+// the store's Pareto query over a Pareto search.
+#include <doctest/doctest.h>
+
+#include <map>
+#include <thread>
+
+#include "controller/controller.h"
+#include "db/queries.h"
+#include "tests/controller/loop_support.h"
+#include "tests/support.h"
+#include "worker/worker.h"
+
+using namespace minas;
+using namespace minas::test;
+
+namespace {
+
+std::shared_ptr<TrialRunner> sim(double delay_s) {
+  return std::shared_ptr<TrialRunner>(
+      make_sim_runner(nb201_table(), "cifar10_valid_12ep", delay_s));
+}
+
+// Runs the controller with the given workers (name, slots) until it ends.
+ControllerSummary run_search(Search& search, const ExperimentConfig& cfg,
+                             const std::vector<std::pair<std::string, int>>& pool,
+                             double delay_s = 0.001) {
+  Controller controller(search.store, search.space, *search.strategy, cfg, Search::options());
+  auto runner = sim(delay_s);
+  std::vector<std::unique_ptr<Worker>> workers;
+  std::vector<std::thread> threads;
+  for (const auto& [name, slots] : pool)
+    workers.push_back(
+        std::make_unique<Worker>(worker_options(controller.endpoint(), name, runner, slots)));
+  for (auto& w : workers) threads.emplace_back([&w] { w->run(); });
+  const ControllerSummary s = controller.run();
+  for (auto& t : threads) t.join();
+  return s;
+}
+
+std::vector<std::string> keys_in_order(const std::string& path) {
+  db::Connection c = db::open_store_readonly(path);
+  db::Statement s = c.prepare("SELECT arch_key FROM trials ORDER BY number");
+  std::vector<std::string> keys;
+  while (s.step()) keys.push_back(s.column_text(0));
+  return keys;
+}
+
+}  // namespace
+
+TEST_CASE("strategies in the loop: evolution records each child's parent and mutation") {
+  if (!have_external(nb201_table())) return;
+  Search search("evo-lineage", "lineage", 7, "evolution");
+  ExperimentConfig cfg = search.config();
+  cfg.budget_trials = 60;
+  const ControllerSummary s = run_search(search, cfg, {{"a", 2}, {"b", 1}});
+  CHECK(s.done == 60);
+  db::Connection c = db::open_store_readonly(search.path);
+  db::Statement q = c.prepare(
+      "SELECT t.arch_key, t.mutation, p.arch_key, p.status FROM trials t "
+      "JOIN trials p ON p.id = t.parent_id ORDER BY t.number");
+  int children = 0;
+  while (q.step()) {
+    ++children;
+    const Arch child = search.space.parse_key(q.column_text(0));
+    const Arch parent = search.space.parse_key(q.column_text(2));
+    size_t differ = 0, where = 0;
+    for (size_t d = 0; d < child.choice.size(); ++d)
+      if (child.choice[d] != parent.choice[d]) ++differ, where = d;
+    CHECK(differ == 1);
+    const std::string& decision = search.space.decisions()[where].name;
+    CHECK(q.column_text(1).rfind(decision + ": ", 0) == 0);
+    CHECK(q.column_text(3) == "done");  // only results become parents
+  }
+  CHECK(children == 50);  // all but the P = 10 random ones
+  // The store's own lineage view agrees.
+  const db::TrialDetail last = db::trial(c, db::find_experiment_id(c, "lineage"), 59);
+  CHECK_FALSE(last.lineage.empty());
+}
+
+TEST_CASE("strategies in the loop: stopped and resumed, the search makes the same decisions") {
+  if (!have_external(nb201_table())) return;
+  for (const std::string name : {"random", "evolution", "reinforce"}) {
+    CAPTURE(name);
+    // One worker with one slot: results and asks alternate, so the order of
+    // events, and with it every decision, is the same in each run.
+    Search straight("resume-straight-" + name, "exp", 21, name);
+    ExperimentConfig cfg = straight.config();
+    cfg.budget_trials = 36;
+    run_search(straight, cfg, {{"w", 1}});
+    const auto expected = keys_in_order(straight.path);
+    REQUIRE(expected.size() == 36);
+
+    Search split("resume-split-" + name, "exp", 21, name);
+    {
+      Controller controller(split.store, split.space, *split.strategy, cfg, Search::options());
+      Worker w(worker_options(controller.endpoint(), "w", sim(0.004), 1));
+      std::thread tw([&] { w.run(); });
+      std::thread stopper([&] {
+        // Stop part-way, with a trial in flight.
+        while (count(split.path).done < 15)
+          std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        controller.request_stop();
+      });
+      const ControllerSummary s = controller.run();
+      stopper.join();
+      tw.join();
+      CHECK(s.stopped);
+      CHECK(s.done < 36);
+    }
+    // A new process: a fresh strategy object restored from the store.
+    split.remake();
+    const ControllerSummary s = run_search(split, cfg, {{"w", 1}});
+    CHECK(s.resumed);
+    CHECK(keys_in_order(split.path) == expected);
+  }
+}
+
+TEST_CASE(
+    "strategies in the loop: ASHA cancels trials below a rung's cut and records them pruned") {
+  if (!have_external(nb201_table())) return;
+  Search search("asha", "asha", 3, "evolution");
+  ExperimentConfig cfg = search.config();
+  cfg.budget_trials = 45;
+  cfg.fidelity = 9;
+  AshaSettings asha;
+  asha.eta = 3;
+  asha.rungs = {1, 3};
+  cfg.asha = asha;
+  const ControllerSummary s = run_search(search, cfg, {{"a", 2}, {"b", 2}}, 0.05);
+  CHECK(s.done + s.pruned == 45);
+  CHECK(s.pruned >= 15);  // about 2/3 at the first rung, once it has results to compare
+  CHECK(s.done >= 5);
+  db::Connection c = db::open_store_readonly(search.path);
+  db::Statement q = c.prepare(
+      "SELECT t.status, max(e.epoch), t.val_acc FROM trials t JOIN epochs e ON e.trial_id = t.id "
+      "GROUP BY t.id");
+  int pruned = 0;
+  while (q.step()) {
+    if (q.column_text(0) == "pruned") {
+      ++pruned;
+      CHECK(q.column_int64(1) < 9);  // stopped before the end: no epoch was wasted on it
+      CHECK(q.is_null(2));           // and no result
+    } else {
+      CHECK(q.column_text(0) == "done");
+      CHECK(q.column_int64(1) == 9);  // promoted trials trained on to the full budget
+    }
+  }
+  CHECK(pruned == s.pruned);
+  // The first ceil(eta) at each rung go on; after that only the top third.
+  db::Statement first = c.prepare(
+      "SELECT t.status FROM trials t JOIN epochs e ON e.trial_id = t.id AND e.epoch = 1 "
+      "ORDER BY t.number LIMIT 3");
+  while (first.step()) CHECK(first.column_text(0) != "queued");
+}
+
+TEST_CASE("strategies in the loop: a MACs limit refuses candidates before any training") {
+  if (!have_external(nb201_table())) return;
+  Search search("macs", "macs", 4, "evolution");
+  search.settings.objective.max_macs = 60e6;
+  search.remake();
+  ExperimentConfig cfg = search.config();
+  cfg.budget_trials = 40;
+  const ControllerSummary s = run_search(search, cfg, {{"a", 2}});
+  CHECK(s.done == 40);
+  CHECK(s.rejected > 0);
+  db::Connection c = db::open_store_readonly(search.path);
+  db::Statement q = c.prepare("SELECT count(*), max(macs), min(macs) FROM trials");
+  REQUIRE(q.step());
+  CHECK(q.column_int64(0) == 40);  // the refused ones never became trials
+  CHECK(q.column_int64(1) <= 60000000);
+  CHECK(q.column_int64(2) > 0);  // MACs come from the layer graph when a worker leaves them out
+}
+
+TEST_CASE("strategies in the loop: a Pareto search's front is what the store's query shows") {
+  if (!have_external(nb201_table())) return;
+  Search search("pareto", "pareto", 5, "evolution");
+  search.settings.objective.pareto = "macs";
+  search.remake();
+  ExperimentConfig cfg = search.config();
+  cfg.budget_trials = 80;
+  run_search(search, cfg, {{"a", 2}, {"b", 2}});
+  db::Connection c = db::open_store_readonly(search.path);
+  db::Statement objective = c.prepare("SELECT objective FROM experiments");
+  REQUIRE(objective.step());
+  CHECK(objective.column_text(0) == "pareto:val_acc,macs");
+  const auto front = db::pareto(c, db::find_experiment_id(c, "pareto"), db::Metric::macs);
+  REQUIRE(front.size() >= 3);
+  for (size_t i = 1; i < front.size(); ++i) {
+    // Cheapest first, each costlier one better; trials equal on both axes
+    // (architectures that compute the same function) are all kept.
+    CHECK(*front[i].macs >= *front[i - 1].macs);
+    CHECK(front[i].val_acc >= front[i - 1].val_acc);
+    if (front[i].val_acc == front[i - 1].val_acc) CHECK(*front[i].macs == *front[i - 1].macs);
+    if (*front[i].macs == *front[i - 1].macs) CHECK(front[i].val_acc == front[i - 1].val_acc);
+  }
+}
