@@ -39,7 +39,9 @@ struct Row {
   double params = 0, macs = 0;
 };
 
-std::vector<std::string> split(const std::string& line) {
+// One CSV line's fields (no quoting in these tables); a CRLF line end is dropped.
+std::vector<std::string> split(std::string line) {
+  if (!line.empty() && line.back() == '\r') line.pop_back();
   std::vector<std::string> out;
   std::stringstream ss(line);
   std::string f;

@@ -5,13 +5,13 @@
 namespace minas::cli {
 
 void add_space_commands(CLI::App& app);
-void add_train_commands(CLI::App& app);      // train
-void add_train_benchmarks(CLI::App& bench);  // bench train-ref, bench gemm
-void add_store_benchmarks(CLI::App& bench);  // bench store
+void add_train_commands(CLI::App& app);        // train
+void add_train_benchmarks(CLI::App& bench);    // bench train-ref, bench gemm
+void add_store_benchmarks(CLI::App& bench);    // bench store
 void add_dispatch_benchmark(CLI::App& bench);  // bench dispatch
 void add_strategy_benchmark(CLI::App& bench);  // bench strategies
-void add_query_commands(CLI::App& app);      // query, sql
-void add_keygen_command(CLI::App& app);      // keygen
-void add_search_commands(CLI::App& app);     // controller, worker
+void add_query_commands(CLI::App& app);        // query, sql
+void add_keygen_command(CLI::App& app);        // keygen
+void add_search_commands(CLI::App& app);       // controller, worker
 
 }  // namespace minas::cli

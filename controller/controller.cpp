@@ -499,8 +499,11 @@ struct Controller::Impl {
     if (m.contains("params") && m["params"].is_number())
       r.params = static_cast<int64_t>(num("params"));
     if (m.contains("macs") && m["macs"].is_number()) r.macs = static_cast<int64_t>(num("macs"));
-    if (!r.params || !r.macs) {
-      // Exact functions of the layer graph: what the worker left out is computed here.
+    const Objective& o = config.objective;
+    if ((o.max_params || o.max_macs || o.pareto == "params" || o.pareto == "macs") &&
+        (!r.params || !r.macs)) {
+      // Exact functions of the layer graph: what the worker left out (a
+      // simulated one does) is computed here when the objective needs it.
       try {
         const LayerGraph g = space.lower(space.parse_key(f_arch(trial)));
         if (!r.params) r.params = g.params();

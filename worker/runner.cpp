@@ -84,7 +84,8 @@ class CpuRunner final : public TrialRunner {
   std::map<std::string, data::TrainTest> cache_;
 };
 
-std::vector<std::string> split_csv_line(const std::string& line) {
+std::vector<std::string> split_csv_line(std::string line) {
+  if (!line.empty() && line.back() == '\r') line.pop_back();  // a CRLF file
   std::vector<std::string> out;
   std::stringstream ss(line);
   std::string f;

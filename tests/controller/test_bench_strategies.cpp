@@ -2,6 +2,8 @@
 // table, checked on cases whose answer is known exactly.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <regex>
@@ -57,6 +59,39 @@ TEST_CASE(
   CHECK(std == 0.0);
 }
 
+TEST_CASE(
+    "bench strategies: random search's mean over 500 runs is the exact best-of-100 expectation") {
+  if (!minas::test::have_external(minas::test::nb201_table())) return;
+  // E[report of the best-by-search of N distinct uniform draws] over the
+  // table sorted by the search metric: the k-th best is the pick exactly when
+  // it is drawn and none above it is, C(n-k-1, N-1) / C(n, N).
+  std::ifstream in(minas::test::nb201_table());
+  std::string line;
+  std::getline(in, line);
+  std::vector<std::pair<double, double>> rows;  // (search, report)
+  while (std::getline(in, line)) {
+    std::vector<std::string> f;
+    std::stringstream ss(line);
+    for (std::string x; std::getline(ss, x, ',');) f.push_back(x);
+    rows.emplace_back(std::stod(f[2]), std::stod(f[8]));
+  }
+  std::sort(rows.begin(), rows.end(), [](auto& a, auto& b) { return a.first > b.first; });
+  const double n = static_cast<double>(rows.size()), N = 100;
+  auto lc = [](double a, double b) {
+    return std::lgamma(a + 1) - std::lgamma(b + 1) - std::lgamma(a - b + 1);
+  };
+  double expected = 0;
+  for (size_t k = 0; k + N <= rows.size(); ++k)
+    expected += rows[k].second * std::exp(lc(n - k - 1, N - 1) - lc(n, N));
+  const auto r = run_minas(std::string(kBench) + minas::test::nb201_table() +
+                           " --queries 100 --runs 500 --strategy random --seed 7");
+  REQUIRE(r.status == 0);
+  const auto [mean, std] = figures(r.out);
+  INFO("expected " << expected << ", measured " << mean << " +- " << std / std::sqrt(500.0));
+  CHECK(std::abs(mean - expected) < 4 * std / std::sqrt(500.0));  // four standard errors
+  CHECK(std::abs(mean - 93.70) < 0.1);  // NAS-Bench-201's published random search
+}
+
 TEST_CASE("bench strategies: each strategy runs, and searches beat a single random draw") {
   if (!minas::test::have_external(minas::test::nb201_table())) return;
   double random_one = 0;
@@ -87,20 +122,21 @@ TEST_CASE("bench strategies: each strategy runs, and searches beat a single rand
 
 TEST_CASE("bench strategies: any table with an arch column of the space plugs in") {
   if (!minas::test::have_external(minas::test::nb201_table())) return;
-  // NAS-Bench-201's CIFAR-100 columns under other names and in another order.
+  // NAS-Bench-201's CIFAR-100 columns under other names and in another order,
+  // the report metric last on CRLF lines.
   const minas::test::TempDir dir("bench-strategies-plug");
   const std::string t = dir.file("other.csv");
   std::ifstream in(minas::test::nb201_table());
   std::ofstream out(t);
   std::string line;
   std::getline(in, line);
-  out << "truth,arch,score\n";
+  out << "arch,score,truth\r\n";
   double best = -1, answer = 0;
   while (std::getline(in, line)) {
     std::vector<std::string> f;
     std::stringstream ss(line);
     for (std::string x; std::getline(ss, x, ',');) f.push_back(x);
-    out << f[9] << "," << f[1] << "," << f[4] << "\n";
+    out << f[1] << "," << f[4] << "," << f[9] << "\r\n";
     if (std::stod(f[4]) > best) best = std::stod(f[4]), answer = std::stod(f[9]);
   }
   out.close();
