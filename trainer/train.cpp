@@ -79,6 +79,11 @@ TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& dat
   check_fits(g, data.train);
   check_fits(g, data.test);
   const int batch = static_cast<int>(recipe.batch);
+  if (options.resume) {
+    if (recipe.time_budget_s > 0)
+      throw Error("resume", "a run with a time budget cannot be resumed exactly; give epochs");
+    load_weights(model, *options.resume);
+  }
 
   std::vector<uint32_t> train_idx, val_idx;
   if (recipe.val_size > 0) {
@@ -143,13 +148,45 @@ TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& dat
   }
   const LrSchedule schedule(recipe, per_epoch, total);
 
+  uint64_t step = 0;
+  int first_epoch = 1;
+  if (options.resume) {
+    // The state after epoch k of this very run: weights are loaded above;
+    // here the momentum, the step and the loader's place.
+    const nlohmann::json& info = options.resume->meta.info;
+    try {
+      first_epoch = info.at("epoch").get<int>() + 1;
+      step = info.at("step").get<uint64_t>();
+      if (info.at("steps_per_epoch").get<uint64_t>() != per_epoch ||
+          info.at("total_steps").get<uint64_t>() != total)
+        throw Error("resume", "the checkpoint is of a run of " +
+                                  info.at("total_steps").dump() + " steps of " +
+                                  info.at("steps_per_epoch").dump() + " per epoch, this one has " +
+                                  std::to_string(total) + " of " + std::to_string(per_epoch) +
+                                  ": another recipe or data set");
+    } catch (const nlohmann::json::exception& e) {
+      throw Error("resume", std::string("the checkpoint holds no training state: ") + e.what());
+    }
+    if (first_epoch < 2 || step != static_cast<uint64_t>(first_epoch - 1) * per_epoch ||
+        step > total)
+      throw Error("resume", "the checkpoint's epoch and step do not match: " + info.dump());
+    for (size_t i = 0; i < opt.size(); ++i) {
+      const std::string name = "optimizer.momentum." + std::to_string(i);
+      const CheckpointTensor* t = options.resume->find(name);
+      auto buf = opt.momentum_buffer(i);
+      if (!t || t->data.size() != buf.size())
+        throw Error("resume", "the checkpoint has no tensor '" + name + "' of the network's shape");
+      std::copy(t->data.begin(), t->data.end(), buf.begin());
+    }
+    loader.reset(static_cast<uint64_t>(first_epoch - 1));
+  }
+
   TrainReport report;
   report.params = model.parameter_count();
   report.macs = g.macs();
   const auto run_start = Clock::now();
-  uint64_t step = 0;
   bool stopped = false;
-  for (int epoch = 1; step < total && !stopped; ++epoch) {
+  for (int epoch = first_epoch; step < total && !stopped; ++epoch) {
     EpochRecord rec;
     rec.epoch = epoch;
     double loss_sum = 0;
@@ -188,6 +225,22 @@ TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& dat
     rec.val_acc = val_eval.accuracy(data.train, val_idx);
     report.epochs.push_back(rec);
     if (options.on_epoch) options.on_epoch(rec);
+    if (options.on_checkpoint && !stopped &&
+        std::find(options.checkpoint_epochs.begin(), options.checkpoint_epochs.end(), epoch) !=
+            options.checkpoint_epochs.end()) {
+      std::vector<TensorView> tensors = checkpoint_views(model);
+      std::vector<std::string> names(opt.size());
+      for (size_t i = 0; i < opt.size(); ++i) {
+        names[i] = "optimizer.momentum." + std::to_string(i);
+        const auto buf = opt.momentum_buffer(i);
+        tensors.push_back({names[i], {static_cast<uint64_t>(buf.size())}, buf});
+      }
+      options.on_checkpoint({{"epoch", epoch},
+                             {"step", step},
+                             {"steps_per_epoch", per_epoch},
+                             {"total_steps", total}},
+                            tensors);
+    }
   }
   report.steps = static_cast<int64_t>(step);
   report.img_per_s = static_cast<double>(step) * batch / std::max(report.train_seconds, 1e-9);

@@ -54,6 +54,18 @@ struct TrainOptions {
   int eval_batch = 500;
   std::function<void(const EpochRecord&)> on_epoch;  // after each epoch's validation
   std::function<bool()> should_stop;                 // polled every step: a cancel
+  // The training state after each epoch listed (after on_epoch): the
+  // network's tensors (checkpoint_views) and the optimizer's momentum
+  // ("optimizer.momentum.I"), with info {"epoch", "step", "steps_per_epoch",
+  // "total_steps"}; saved as a checkpoint, it is what `resume` takes.
+  std::vector<int> checkpoint_epochs;
+  std::function<void(const nlohmann::json& info, std::span<const TensorView> tensors)>
+      on_checkpoint;
+  // Continue a run from such a checkpoint of the same network, recipe and
+  // data: training goes on after its epoch exactly as if it had never
+  // stopped (same batches, augmentation, learning rate and momentum), and the
+  // report holds the epochs after it. Needs an epoch budget, not a time one.
+  const Checkpoint* resume = nullptr;
 };
 
 // Trains `model` with `recipe` on `data`. The validation split (recipe.val_size

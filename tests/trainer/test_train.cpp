@@ -107,6 +107,60 @@ TEST_CASE("train: the same seed and threads give the same weights, another seed 
   CHECK(a.first != c.first);
 }
 
+TEST_CASE("train: a run resumed from its epoch-1 checkpoint ends exactly as the straight run") {
+  const auto space = Space::load("mobile:input=1x12x12,stem.channels=8,head.channels=16");
+  Rng rng(2);
+  const Arch arch = space.sample(rng);
+  const auto data = synthetic({1, 12, 12}, 10, 300);
+  Recipe r = quick(3, 60);
+  r.set("batch", "32", "test");
+  r.set("crop_pad", "2", "test");
+  r.set("hflip", "true", "test");
+  auto weights = [](const Model& m) {
+    std::vector<float> all;
+    for (const auto* group : {&m.params(), &m.buffers()})
+      for (const auto& p : *group) all.insert(all.end(), p.value.begin(), p.value.end());
+    return all;
+  };
+  auto backend = make_cpu_backend(1);
+  const test::TempDir dir("train-resume");
+  const std::string path = dir.file("epoch1.ckpt");
+  Model straight(space.lower(arch), 7);
+  TrainOptions opt;
+  opt.measure_latency = false;
+  opt.checkpoint_epochs = {1};
+  int saved = 0;
+  opt.on_checkpoint = [&](const nlohmann::json& info, std::span<const TensorView> tensors) {
+    ++saved;
+    CHECK(info["epoch"] == 1);
+    save_checkpoint(path, {space.name(), space.key(arch), info}, tensors);
+  };
+  const TrainReport a = train(straight, r, data, *backend, opt);
+  REQUIRE(saved == 1);
+
+  const Checkpoint ck = load_checkpoint(path);
+  Model resumed(space.lower(arch), 99);  // other initial weights: the checkpoint's must win
+  TrainOptions ropt;
+  ropt.measure_latency = false;
+  ropt.resume = &ck;
+  const TrainReport b = train(resumed, r, data, *backend, ropt);
+  REQUIRE(b.epochs.size() == 2);
+  CHECK(b.epochs[0].epoch == 2);
+  for (size_t i = 0; i < 2; ++i) {
+    CHECK(b.epochs[i].train_loss == a.epochs[i + 1].train_loss);
+    CHECK(b.epochs[i].val_acc == a.epochs[i + 1].val_acc);
+    CHECK(b.epochs[i].lr == a.epochs[i + 1].lr);
+  }
+  CHECK(b.steps == a.steps);
+  CHECK(weights(resumed) == weights(straight));
+  CHECK(b.test_acc == a.test_acc);
+
+  // Another recipe (a longer run) cannot take this state.
+  Model other(space.lower(arch), 7);
+  CHECK_THROWS_WITH_AS(train(other, quick(4, 60), data, *backend, ropt),
+                       doctest::Contains("another recipe or data set"), Error);
+}
+
 TEST_CASE("train: folded batch norm (latency mode) computes what eval mode computes") {
   for (const char* ref : {"small", "nb201:cells=1,channels=8,input=1x16x16",
                           "mobile:input=1x16x16,stem.channels=8,head.channels=32"}) {
