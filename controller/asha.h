@@ -3,9 +3,11 @@
 // in its stopping form: every trial is started for the full budget, and when
 // it reports the validation accuracy of a rung's epoch it is compared with
 // every trial that reached that rung before it. In the top 1/eta it is
-// promoted and simply goes on training (its weights and optimizer state never
-// leave the worker, so nothing is retrained); below the cut it is cancelled
-// and recorded as pruned. No trial waits for others to reach a rung.
+// promoted and simply goes on training from its own weights and optimizer
+// state; below the cut it is cancelled and recorded as pruned. No trial waits
+// for others to reach a rung. The controller also keeps each trial's training
+// state at its last rung, so an attempt lost later continues from there on
+// any worker instead of from scratch.
 //
 // The first ceil(eta) trials at a rung are always promoted: with fewer
 // results, the top 1/eta is not yet defined.

@@ -157,6 +157,103 @@ struct Controller::Impl {
                               std::string(std::istreambuf_iterator<char>(in), {}));
     }
     store.set_experiment_status(experiment, "running", unix_now());
+    open_states();
+  }
+
+  // ------------------------------------------------------------ training states
+
+  void open_states() {
+    namespace fs = std::filesystem;
+    if (!asha) return;  // only ASHA's rungs are checkpointed
+    if (!opt.state_dir.empty())
+      states_dir = opt.state_dir;
+    else if (!store.path().empty() && store.path() != ":memory:")
+      states_dir = fs::path(store.path() + ".states") / std::to_string(experiment);
+    if (states_dir.empty()) return;
+    std::error_code ec;
+    fs::create_directories(states_dir, ec);
+    if (ec) {
+      log("training states cannot be kept in " + states_dir.string() + " (" + ec.message() +
+          "): retried trials start over");
+      states_dir.clear();
+      return;
+    }
+    // What a previous run of the controller kept: trial-ID-epoch-K.state.
+    for (const auto& entry : fs::directory_iterator(states_dir, ec)) {
+      long long trial = 0;
+      int epoch = 0;
+      if (std::sscanf(entry.path().filename().c_str(), "trial-%lld-epoch-%d.state", &trial,
+                      &epoch) == 2)
+        state_epoch[trial] = std::max(state_epoch[trial], epoch);
+    }
+  }
+
+  std::filesystem::path state_file(int64_t trial, int epoch) const {
+    return states_dir /
+           ("trial-" + std::to_string(trial) + "-epoch-" + std::to_string(epoch) + ".state");
+  }
+
+  // The trial has ended: its states are of no more use.
+  void drop_states(int64_t trial) {
+    incoming.erase(trial);
+    auto it = state_epoch.find(trial);
+    if (it == state_epoch.end()) return;
+    std::error_code ec;
+    for (int e = 0; e <= it->second; ++e) std::filesystem::remove(state_file(trial, e), ec);
+    state_epoch.erase(it);
+  }
+
+  // A chunk of a running attempt's training state after a rung.
+  void on_checkpoint(const std::string& worker, const nlohmann::json& b) {
+    const int64_t trial = b["trial"].get<int64_t>();
+    const int attempt = b["attempt"].get<int>(), epoch = b["epoch"].get<int>();
+    auto f = flights.find(trial);
+    if (states_dir.empty() || f == flights.end() || f->second.attempt != attempt ||
+        f->second.worker != worker)
+      return;  // not kept here, or a stale attempt's
+    const int64_t offset = b["offset"].get<int64_t>(), size = b["size"].get<int64_t>();
+    Incoming& in = incoming[trial];
+    if (offset == 0) in = {attempt, epoch, {}};
+    const auto bytes = proto::base64_decode(b["bytes"].get<std::string>());
+    if (!bytes || in.attempt != attempt || in.epoch != epoch ||
+        offset != static_cast<int64_t>(in.bytes.size()) || size > kMaxStateBytes ||
+        static_cast<int64_t>(in.bytes.size() + bytes->size()) > size) {
+      log("the training state of trial " + std::to_string(trial) + " after epoch " +
+          std::to_string(epoch) + " arrived damaged; not kept");
+      incoming.erase(trial);
+      return;
+    }
+    in.bytes += *bytes;
+    if (!b["last"].get<bool>()) return;
+    if (static_cast<int64_t>(in.bytes.size()) != size) {
+      log("the training state of trial " + std::to_string(trial) + " is short; not kept");
+      incoming.erase(trial);
+      return;
+    }
+    const auto path = state_file(trial, epoch);
+    const auto tmp = path.string() + ".part";
+    {
+      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+      out.write(in.bytes.data(), static_cast<std::streamsize>(in.bytes.size()));
+      if (!out) {
+        log("cannot write " + tmp + ": the training state of trial " + std::to_string(trial) +
+            " is not kept");
+        incoming.erase(trial);
+        return;
+      }
+    }
+    std::error_code ec;
+    std::filesystem::rename(tmp, path, ec);
+    if (ec) {
+      log("cannot keep " + path.string() + ": " + ec.message());
+      incoming.erase(trial);
+      return;
+    }
+    const auto before = state_epoch.find(trial);
+    if (before != state_epoch.end() && before->second != epoch)
+      std::filesystem::remove(state_file(trial, before->second), ec);
+    state_epoch[trial] = epoch;
+    incoming.erase(trial);
   }
 
   void resume() {
@@ -277,7 +374,36 @@ struct Controller::Impl {
       train["space"] = space.spec();
       w->second.has_space = true;
     }
+    if (!states_dir.empty()) train["checkpoint_epochs"] = asha->settings().rungs;
+    // A retried attempt of a trial that passed a rung continues from there.
+    std::string state;
+    int resume_epoch = 0;
+    if (auto s = state_epoch.find(q->trial); s != state_epoch.end() && q->attempt > 0) {
+      std::ifstream in(state_file(q->trial, s->second), std::ios::binary);
+      if (in) {
+        state.assign(std::istreambuf_iterator<char>(in), {});
+        resume_epoch = s->second;
+        train["resume_epoch"] = resume_epoch;
+      }
+    }
+    const bool resuming = train.contains("resume_epoch");
     send(worker, proto::encode(proto::Type::train, std::move(train)));
+    if (!resuming) return;
+    for (size_t at = 0; at < state.size() || at == 0; at += proto::kDataChunkBytes) {
+      const size_t n = std::min(proto::kDataChunkBytes, state.size() - at);
+      send(worker,
+           proto::encode(proto::Type::checkpoint,
+                         {{"trial", q->trial},
+                          {"attempt", q->attempt},
+                          {"epoch", resume_epoch},
+                          {"offset", static_cast<int64_t>(at)},
+                          {"size", static_cast<int64_t>(state.size())},
+                          {"bytes", proto::base64_encode(std::string_view(state).substr(at, n))},
+                          {"last", at + n >= state.size()}}));
+      if (state.empty()) break;
+    }
+    log("trial " + std::to_string(q->trial) + " attempt " + std::to_string(q->attempt) +
+        " continues after epoch " + std::to_string(resume_epoch) + " on " + worker_label(worker));
   }
 
   // Hands queued work to slots that were idle when there was none.
@@ -321,6 +447,7 @@ struct Controller::Impl {
     } else {
       writer.record_failure(trial, f.attempt,
                             why + " (after " + std::to_string(f.attempt + 1) + " attempts)", now);
+      drop_states(trial);
       strategy.tell_failure(space.parse_key(f.arch));
       strategy_dirty = true;
       ++summary.failed;
@@ -378,6 +505,9 @@ struct Controller::Impl {
           break;
         case proto::Type::fetch:
           send_data(worker, b);
+          break;
+        case proto::Type::checkpoint:
+          on_checkpoint(worker, b);
           break;
         default:
           send(worker, proto::encode(proto::Type::error,
@@ -473,6 +603,7 @@ struct Controller::Impl {
                                        {"attempt", flight.attempt},
                                        {"reason", "pruned at epoch " + std::to_string(epoch)}}));
     writer.mark_pruned(trial, flight.attempt, now);
+    drop_states(trial);
     finish_flight(flight.worker, trial, flight.started, now);
     Score score;
     score.value = val_acc;
@@ -514,6 +645,9 @@ struct Controller::Impl {
     }
     r.train_seconds = num("train_seconds");
     r.finished_at = unix_now();
+    if (m.contains("resume_refused") && m["resume_refused"].is_string())
+      log("trial " + std::to_string(trial) + " trained from scratch: its training state was " +
+          "refused (" + m["resume_refused"].get<std::string>() + ")");
     r.worker_id = workers.at(worker).id;
     auto f = flights.find(trial);
     const bool current =
@@ -536,6 +670,7 @@ struct Controller::Impl {
       if (r.params) metrics.params = static_cast<double>(*r.params);
       if (r.macs) metrics.macs = static_cast<double>(*r.macs);
       strategy.tell(space.parse_key(f->second.arch), config.objective.score(metrics));
+      drop_states(trial);
       strategy_dirty = true;
       finish_flight(worker, trial, f->second.started, r.finished_at);
     } else {
@@ -565,6 +700,7 @@ struct Controller::Impl {
         retry_or_fail(trial, flight, reason, unix_now());
       } else {
         writer.record_failure(trial, attempt, reason, unix_now());
+        drop_states(trial);
         strategy.tell_failure(space.parse_key(flight.arch));
         strategy_dirty = true;
         ++summary.failed;
@@ -715,6 +851,16 @@ struct Controller::Impl {
   bool strategy_dirty = false;  // asked or told since the state was last saved
   std::optional<Asha> asha;
   std::unordered_map<uint64_t, int64_t> trial_of;  // arch hash -> its latest trial, for lineage
+  // Training states: where they are kept (empty: not kept), the latest epoch
+  // kept per trial, and those arriving.
+  static constexpr int64_t kMaxStateBytes = int64_t{1} << 30;
+  std::filesystem::path states_dir;
+  std::map<int64_t, int> state_epoch;
+  struct Incoming {
+    int attempt = 0, epoch = 0;
+    std::string bytes;
+  };
+  std::map<int64_t, Incoming> incoming;
   bool stopping = false;
   std::deque<Queued> queue;
   std::deque<std::pair<std::string, std::string>> idle;  // (worker, slot) with nothing to do

@@ -43,6 +43,10 @@ struct ControllerOptions {
   // anyone who can reach the port could otherwise take trials or feed results.
   std::optional<auth::KeyPair> curve_key;
   std::set<std::string> allowed_workers;
+  // Where trials' training states (ASHA's rung checkpoints) are kept until the
+  // trial ends, so a retried attempt continues from its last rung; empty:
+  // beside the store, in STORE.states/EXPERIMENT_ID.
+  std::string state_dir;
 };
 
 // What the experiment is: created on first run, checked on resume.

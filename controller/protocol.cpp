@@ -110,7 +110,13 @@ const std::vector<MessageSpec>& message_specs() {
         {"arch", F::string, true, "the architecture's canonical key"},
         {"recipe", F::object, true, "the training recipe"},
         {"data", F::object, true, "the data set: {name, fingerprint}"},
-        {"fidelity", F::integer, true, "epochs to train"}}},
+        {"fidelity", F::integer, true, "epochs to train"},
+        {"checkpoint_epochs", F::array, false,
+         "epochs after which the worker sends the training state in checkpoint messages "
+         "(ASHA's rungs), so a retried attempt continues from there"},
+        {"resume_epoch", F::integer, false,
+         "the attempt continues after this epoch, from the training state the controller sends "
+         "next in checkpoint messages"}}},
       {Type::progress,
        Sender::worker,
        "one finished epoch of a running attempt",
@@ -177,6 +183,18 @@ const std::vector<MessageSpec>& message_specs() {
         {"size", F::integer, true, "the whole file's size in bytes"},
         {"bytes", F::string, true, "the chunk, base64 (at most 512 KiB before encoding)"},
         {"last", F::boolean, true, "true on the last chunk of the last file"}}},
+      {Type::checkpoint,
+       Sender::both,
+       "one chunk, in order, of an attempt's training state after an epoch (a minas checkpoint "
+       "file): from a worker at each of the train's checkpoint_epochs, kept by the controller; "
+       "from the controller after a train with resume_epoch",
+       {{"trial", F::integer, true, "trial id"},
+        {"attempt", F::integer, true, "attempt number"},
+        {"epoch", F::integer, true, "the epoch the state is after"},
+        {"offset", F::integer, true, "where this chunk starts in the file"},
+        {"size", F::integer, true, "the whole file's size in bytes"},
+        {"bytes", F::string, true, "the chunk, base64 (at most 512 KiB before encoding)"},
+        {"last", F::boolean, true, "true on the last chunk"}}},
   };
   return specs;
 }
@@ -188,7 +206,7 @@ const MessageSpec& spec(Type t) {
 const char* type_name(Type t) {
   static const char* names[] = {"hello",  "welcome", "ready", "train",  "progress",
                                 "result", "failure", "ack",   "cancel", "heartbeat",
-                                "bye",    "error",   "fetch", "data"};
+                                "bye",    "error",   "fetch", "data",   "checkpoint"};
   return names[static_cast<size_t>(t)];
 }
 

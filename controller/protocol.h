@@ -22,20 +22,21 @@ inline constexpr int kVersion = 1;
 inline constexpr size_t kMaxMessageBytes = size_t{1} << 20;
 
 enum class Type {
-  hello,      // worker -> controller: who it is and its device slots
-  welcome,    // controller -> worker: accepted; its id and the heartbeat settings
-  ready,      // worker -> controller: a slot is free for a trial
-  train,      // controller -> worker: run this trial attempt on these slots
-  progress,   // worker -> controller: one epoch of a running trial
-  result,     // worker -> controller: a finished trial attempt and its metrics
-  failure,    // worker -> controller: a trial attempt that failed, and why
-  ack,        // controller -> worker: the result or failure is stored durably
-  cancel,     // controller -> worker: stop this trial attempt now
-  heartbeat,  // both ways: alive; from a worker, the attempts it is running
-  bye,        // both ways: leaving (a worker's running attempts come back queued)
-  error,      // both ways: the message you sent was refused, and why
-  fetch,      // worker -> controller: send me this data set, I do not have it
-  data,       // controller -> worker: one chunk of a data set's files
+  hello,       // worker -> controller: who it is and its device slots
+  welcome,     // controller -> worker: accepted; its id and the heartbeat settings
+  ready,       // worker -> controller: a slot is free for a trial
+  train,       // controller -> worker: run this trial attempt on these slots
+  progress,    // worker -> controller: one epoch of a running trial
+  result,      // worker -> controller: a finished trial attempt and its metrics
+  failure,     // worker -> controller: a trial attempt that failed, and why
+  ack,         // controller -> worker: the result or failure is stored durably
+  cancel,      // controller -> worker: stop this trial attempt now
+  heartbeat,   // both ways: alive; from a worker, the attempts it is running
+  bye,         // both ways: leaving (a worker's running attempts come back queued)
+  error,       // both ways: the message you sent was refused, and why
+  fetch,       // worker -> controller: send me this data set, I do not have it
+  data,        // controller -> worker: one chunk of a data set's files
+  checkpoint,  // both ways: one chunk of a trial's training state at an epoch
 };
 
 const char* type_name(Type t);
@@ -96,7 +97,7 @@ std::string error_reply(const ProtocolError& e);
 std::string base64_encode(std::string_view bytes);
 std::optional<std::string> base64_decode(std::string_view text);  // nullopt: not base64
 
-// The raw bytes a `data` message carries at most: base64 makes them 4/3 as
+// The raw bytes a `data` or `checkpoint` message carries at most: base64 makes them 4/3 as
 // large, and the message stays under kMaxMessageBytes.
 inline constexpr size_t kDataChunkBytes = 512 * 1024;
 

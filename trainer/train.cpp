@@ -159,11 +159,10 @@ TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& dat
       step = info.at("step").get<uint64_t>();
       if (info.at("steps_per_epoch").get<uint64_t>() != per_epoch ||
           info.at("total_steps").get<uint64_t>() != total)
-        throw Error("resume", "the checkpoint is of a run of " +
-                                  info.at("total_steps").dump() + " steps of " +
-                                  info.at("steps_per_epoch").dump() + " per epoch, this one has " +
-                                  std::to_string(total) + " of " + std::to_string(per_epoch) +
-                                  ": another recipe or data set");
+        throw Error("resume", "the checkpoint is of a run of " + info.at("total_steps").dump() +
+                                  " steps of " + info.at("steps_per_epoch").dump() +
+                                  " per epoch, this one has " + std::to_string(total) + " of " +
+                                  std::to_string(per_epoch) + ": another recipe or data set");
     } catch (const nlohmann::json::exception& e) {
       throw Error("resume", std::string("the checkpoint holds no training state: ") + e.what());
     }

@@ -1,10 +1,15 @@
 #include "worker/runner.h"
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <thread>
 #include <unordered_map>
@@ -47,6 +52,51 @@ class CpuRunner final : public TrialRunner {
                            {"lr", e.lr},
                            {"seconds", e.seconds}});
       };
+      // Training state goes through a file: checkpoints are written (and
+      // verified when read) as files, atomically.
+      const std::filesystem::path scratch =
+          std::filesystem::temp_directory_path() /
+          ("minas-trial-" + std::to_string(::getpid()) + "-" + std::to_string(req.trial) + "-" +
+           std::to_string(req.attempt) + ".ckpt");
+      struct Remove {
+        std::filesystem::path p;
+        ~Remove() {
+          std::error_code ec;
+          std::filesystem::remove(p, ec);
+        }
+      } remove_scratch{scratch};
+      if (req.on_checkpoint && !req.checkpoint_epochs.empty()) {
+        opt.checkpoint_epochs = req.checkpoint_epochs;
+        opt.on_checkpoint = [&](const nlohmann::json& info, std::span<const TensorView> tensors) {
+          save_checkpoint(scratch.string(), {space.name(), req.arch, info}, tensors);
+          std::ifstream in(scratch, std::ios::binary);
+          req.on_checkpoint(info["epoch"].get<int>(),
+                            std::string(std::istreambuf_iterator<char>(in), {}));
+        };
+      }
+      // A state that cannot be used (damaged, of another network: a bug
+      // somewhere) is dropped: the attempt starts from scratch rather than fail.
+      std::optional<Checkpoint> resume;
+      if (!req.resume.empty()) {
+        try {
+          {
+            std::ofstream out(scratch, std::ios::binary);
+            out.write(req.resume.data(), static_cast<std::streamsize>(req.resume.size()));
+            if (!out) throw Error(scratch.string(), "cannot write the training state here");
+          }
+          resume = load_checkpoint(scratch.string());
+          check_checkpoint(*resume, space.name(), req.arch, checkpoint_specs(model),
+                           "trial " + std::to_string(req.trial) + " training state", true);
+          if (resume->meta.info.value("epoch", -1) != req.resume_epoch)
+            throw Error(
+                "trial " + std::to_string(req.trial),
+                "the training state sent is not of epoch " + std::to_string(req.resume_epoch));
+          opt.resume = &*resume;
+        } catch (const Error& e) {
+          resume.reset();
+          out.metrics["resume_refused"] = e.what();
+        }
+      }
       const TrainReport r = train(model, recipe, data, *backend, opt);
       if (stopped) {
         out.kind = TrialOutcome::Kind::cancelled;
@@ -54,6 +104,8 @@ class CpuRunner final : public TrialRunner {
       }
       nlohmann::json m = r.to_json();
       m.erase("epochs");
+      if (out.metrics.contains("resume_refused"))
+        m["resume_refused"] = out.metrics["resume_refused"];
       out.kind = TrialOutcome::Kind::done;
       out.metrics = std::move(m);
     } catch (const Error& e) {
@@ -91,6 +143,10 @@ std::vector<std::string> split_csv_line(std::string line) {
   std::string f;
   while (std::getline(ss, f, ',')) out.push_back(f);
   return out;
+}
+
+std::string sim_state(int epoch) {
+  return "minas-sim-state epoch=" + std::to_string(epoch);
 }
 
 class SimRunner final : public TrialRunner {
@@ -148,7 +204,17 @@ class SimRunner final : public TrialRunner {
     // the final one), each epoch taking an equal share of the delay.
     const int epochs = std::max(1, req.fidelity);
     const double per_epoch = delay_s_ / epochs;
-    for (int e = 1; e <= epochs; ++e) {
+    // Its training state is the epoch reached: "minas-sim-state epoch=K".
+    int first = 1;
+    if (!req.resume.empty()) {
+      if (req.resume != sim_state(req.resume_epoch)) {
+        out.reason = "the training state sent is not this simulator's state after epoch " +
+                     std::to_string(req.resume_epoch);
+        return out;
+      }
+      first = req.resume_epoch + 1;
+    }
+    for (int e = first; e <= epochs; ++e) {
       const auto until =
           std::chrono::steady_clock::now() + std::chrono::duration<double>(per_epoch);
       do {
@@ -160,6 +226,9 @@ class SimRunner final : public TrialRunner {
       } while (std::chrono::steady_clock::now() < until);
       const double shape = (1 - 0.5 * std::exp(-3.0 * e / epochs)) / (1 - 0.5 * std::exp(-3.0));
       on_epoch(e, {{"val_acc", it->second * shape}, {"seconds", per_epoch}});
+      if (req.on_checkpoint && std::find(req.checkpoint_epochs.begin(), req.checkpoint_epochs.end(),
+                                         e) != req.checkpoint_epochs.end())
+        req.on_checkpoint(e, sim_state(e));
     }
     if (cancelled()) {
       out.kind = TrialOutcome::Kind::cancelled;

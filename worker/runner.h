@@ -23,6 +23,15 @@ struct TrialRequest {
   std::string data_fingerprint;  // empty: accept what the name resolves to
   int fidelity = 0;              // epochs; 0: the recipe's own
   int threads = 0;               // CPU threads for this attempt; 0: all
+  // After each of these epochs the runner hands its training state (the
+  // bytes of a checkpoint file) to on_checkpoint, so that a later attempt can
+  // continue from there.
+  std::vector<int> checkpoint_epochs;
+  std::function<void(int epoch, std::string bytes)> on_checkpoint;
+  // Such a state: the attempt continues after resume_epoch instead of
+  // starting over; empty: from scratch.
+  std::string resume;
+  int resume_epoch = 0;
 };
 
 struct TrialOutcome {

@@ -37,13 +37,14 @@ std::string default_name() {
 
 // What a slot's thread hands the main loop (which alone touches the socket).
 struct Event {
-  enum class Kind { progress, outcome } kind;
+  enum class Kind { progress, outcome, checkpoint } kind;
   int64_t trial;
   int attempt;
   int epoch = 0;
   nlohmann::json metrics;
   TrialOutcome outcome;
   size_t slot = 0;
+  std::string bytes;  // checkpoint: the training state
 };
 
 struct Slot {
@@ -191,6 +192,20 @@ struct Worker::Impl {
     req.data_fingerprint = b["data"].value("fingerprint", std::string());
     req.fidelity = b["fidelity"].get<int>();
     req.threads = s.device.threads;
+    if (b.contains("checkpoint_epochs")) {
+      for (const auto& e : b["checkpoint_epochs"])
+        if (e.is_number_integer()) req.checkpoint_epochs.push_back(e.get<int>());
+      req.on_checkpoint = [this, trial = req.trial, attempt = req.attempt, i](int epoch,
+                                                                              std::string bytes) {
+        Event e{Event::Kind::checkpoint, trial, attempt, epoch, {}, {}, i, std::move(bytes)};
+        push(std::move(e));
+      };
+    }
+    if (auto st = states.find({req.trial, req.attempt}); st != states.end()) {
+      req.resume = std::move(st->second.bytes);
+      req.resume_epoch = st->second.epoch;
+      states.erase(st);
+    }
     if (s.thread.joinable()) s.thread.join();
     if (opt.on_dispatch)
       opt.on_dispatch(
@@ -246,8 +261,22 @@ struct Worker::Impl {
     return std::nullopt;
   }
 
-  // Starts a train on slot i, or parks it until its data set has arrived.
+  // Starts a train on slot i, or parks it until the training state it
+  // resumes from, and its data set, have arrived.
   void begin(size_t i, nlohmann::json b) {
+    if (b.contains("resume_epoch")) {
+      const std::pair<int64_t, int> key{b["trial"].get<int64_t>(), b["attempt"].get<int>()};
+      auto st = states.find(key);
+      if (st == states.end() || !st->second.complete) {
+        State& state = states[key];
+        state.slot = i;
+        state.train = std::move(b);
+        slots[i]->busy = true;  // reserved for the waiting attempt
+        slots[i]->trial = key.first;
+        slots[i]->attempt = key.second;
+        return;
+      }
+    }
     const std::string name = b["data"].value("name", std::string("fashion-mnist"));
     const std::string fp = b["data"].value("fingerprint", std::string());
     if (!opt.runner->needs_data() || fp.empty()) return start(i, b);
@@ -313,6 +342,34 @@ struct Worker::Impl {
       b["data"]["name"] = data_ready[fp];
       start(i, b);
     }
+  }
+
+  // A chunk of the training state a parked attempt resumes from.
+  void on_checkpoint(const nlohmann::json& b) {
+    const std::pair<int64_t, int> key{b["trial"].get<int64_t>(), b["attempt"].get<int>()};
+    auto st = states.find(key);
+    if (st == states.end() || st->second.complete) return;  // not waited for (cancelled)
+    State& state = st->second;
+    const auto bytes = proto::base64_decode(b["bytes"].get<std::string>());
+    if (!bytes || b["offset"].get<int64_t>() != static_cast<int64_t>(state.bytes.size()) ||
+        b["epoch"].get<int>() != state.train.value("resume_epoch", -1)) {
+      // Start over instead: the attempt runs from its first epoch.
+      log("the training state of trial " + std::to_string(key.first) +
+          " arrived damaged: it starts from scratch");
+      state.train.erase("resume_epoch");
+      nlohmann::json train = std::move(state.train);
+      const size_t slot = state.slot;
+      states.erase(st);
+      slots[slot]->busy = false;
+      begin(slot, std::move(train));
+      return;
+    }
+    state.bytes += *bytes;
+    if (!b["last"].get<bool>()) return;
+    state.complete = true;
+    state.epoch = b["epoch"].get<int>();
+    slots[state.slot]->busy = false;
+    begin(state.slot, state.train);
   }
 
   // The parked attempts of that data set fail (retryable: another worker may
@@ -397,10 +454,21 @@ struct Worker::Impl {
       case proto::Type::data:
         on_data(b);
         break;
+      case proto::Type::checkpoint:
+        on_checkpoint(b);
+        break;
       case proto::Type::ack:
         unacked.erase({b["trial"].get<int64_t>(), b["attempt"].get<int>()});
         break;
       case proto::Type::cancel:
+        if (auto st = states.find({b["trial"].get<int64_t>(), b["attempt"].get<int>()});
+            st != states.end() && !st->second.complete) {
+          Slot& s = *slots[st->second.slot];
+          states.erase(st);
+          s.busy = false;
+          if (welcomed && !stopping && !leaving) send_ready(s);
+          break;
+        }
         for (auto& s : slots)
           if (s->busy && s->trial == b["trial"].get<int64_t>() &&
               s->attempt == b["attempt"].get<int>())
@@ -434,6 +502,24 @@ struct Worker::Impl {
       batch.swap(events);
     }
     for (Event& e : batch) {
+      if (e.kind == Event::Kind::checkpoint) {
+        // Not acknowledged: a state that is lost only means a retry starts over.
+        const std::string& bytes = e.bytes;
+        for (size_t at = 0; at < bytes.size() || at == 0; at += proto::kDataChunkBytes) {
+          const size_t n = std::min(proto::kDataChunkBytes, bytes.size() - at);
+          send(
+              proto::encode(proto::Type::checkpoint,
+                            {{"trial", e.trial},
+                             {"attempt", e.attempt},
+                             {"epoch", e.epoch},
+                             {"offset", static_cast<int64_t>(at)},
+                             {"size", static_cast<int64_t>(bytes.size())},
+                             {"bytes", proto::base64_encode(std::string_view(bytes).substr(at, n))},
+                             {"last", at + n >= bytes.size()}}));
+          if (bytes.empty()) break;
+        }
+        continue;
+      }
       if (e.kind == Event::Kind::progress) {
         send(proto::encode(proto::Type::progress, {{"trial", e.trial},
                                                    {"attempt", e.attempt},
@@ -541,6 +627,15 @@ struct Worker::Impl {
   std::map<std::string, std::string> data_ready;          // fingerprint -> local name or folder
   std::map<std::string, Download> downloads;              // fingerprint -> arriving files
   std::vector<std::pair<size_t, nlohmann::json>> parked;  // (slot, train) waiting for data
+  // Training states that resumed attempts wait for, by (trial, attempt).
+  struct State {
+    size_t slot = 0;
+    nlohmann::json train;
+    std::string bytes;  // so far
+    int epoch = 0;
+    bool complete = false;
+  };
+  std::map<std::pair<int64_t, int>, State> states;
   Clock::time_point last_heard;
   double backoff_s = 0.1;
   int wake_fd = -1;

@@ -4,7 +4,10 @@
 // the store's Pareto query over a Pareto search.
 #include <doctest/doctest.h>
 
+#include <cstdio>
+#include <filesystem>
 #include <map>
+#include <mutex>
 #include <thread>
 
 #include "controller/controller.h"
@@ -196,4 +199,59 @@ TEST_CASE("strategies in the loop: a Pareto search's front is what the store's q
     if (front[i].val_acc == front[i - 1].val_acc) CHECK(*front[i].macs == *front[i - 1].macs);
     if (*front[i].macs == *front[i - 1].macs) CHECK(front[i].val_acc == front[i - 1].val_acc);
   }
+}
+
+TEST_CASE(
+    "strategies in the loop: a trial lost after an ASHA rung continues from its state there") {
+  if (!have_external(nb201_table())) return;
+  Search search("asha-state", "asha-state", 8);
+  ExperimentConfig cfg = search.config();
+  cfg.budget_trials = 1;
+  cfg.fidelity = 8;
+  AshaSettings asha;
+  asha.eta = 3;
+  asha.rungs = {2, 4};
+  cfg.asha = asha;
+  ControllerOptions opt = Search::options();
+  std::mutex mu;
+  std::vector<std::string> lines;
+  opt.log = [&](const std::string& l) {
+    std::lock_guard lock(mu);
+    lines.push_back(l);
+  };
+  Controller controller(search.store, search.space, *search.strategy, cfg, opt);
+  std::thread tc([&] { controller.run(); });
+  const std::filesystem::path states = search.path + ".states/1";
+  {
+    // 0.1 s an epoch: stopped (a bye, as on SIGTERM) once the state after
+    // the first rung has reached the controller.
+    Worker slow(worker_options(controller.endpoint(), "slow", sim(0.8), 1));
+    std::thread ts([&] { slow.run(); });
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!std::filesystem::exists(states / "trial-1-epoch-2.state") &&
+           std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    slow.request_stop();
+    ts.join();
+  }
+  Worker fast(worker_options(controller.endpoint(), "fast", sim(0.008), 1));
+  std::thread tf([&] { fast.run(); });
+  tc.join();
+  tf.join();
+
+  int resumed_after = -1;
+  for (const auto& l : lines)
+    if (std::sscanf(l.c_str(), "trial 1 attempt 1 continues after epoch %d", &resumed_after) == 1)
+      break;
+  REQUIRE_MESSAGE(resumed_after >= 2, "the retried attempt did not continue from a rung");
+  db::Connection c = db::open_store_readonly(search.path);
+  db::Statement t = c.prepare("SELECT status, attempt FROM trials");
+  REQUIRE(t.step());
+  CHECK(t.column_text(0) == "done");
+  CHECK(t.column_int64(1) == 1);
+  db::Statement e = c.prepare("SELECT min(epoch), max(epoch) FROM epochs WHERE attempt = 1");
+  REQUIRE(e.step());
+  CHECK(e.column_int64(0) == resumed_after + 1);  // nothing before the state was trained again
+  CHECK(e.column_int64(1) == 8);
+  CHECK(std::filesystem::is_empty(states));  // the trial ended: its states are gone
 }

@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 
 #include "searchspace/rng.h"
 #include "searchspace/space.h"
@@ -85,6 +86,61 @@ TEST_CASE("runner: the CPU runner trains, reports each epoch, and fails cleanly 
   const TrialOutcome c = runner->run(
       request(dir.path.string()), [](int, const nlohmann::json&) {}, [&] { return ++polls > 3; });
   CHECK(c.kind == TrialOutcome::Kind::cancelled);
+}
+
+TEST_CASE("runner: the CPU runner hands over its state at an epoch and continues from it exactly") {
+  const test::TempDir dir("runner-state");
+  write_folder(dir.path.string(), 200);
+  auto runner = make_cpu_runner();
+  TrialRequest straight = request(dir.path.string());
+  straight.fidelity = 3;
+  std::string state;
+  straight.checkpoint_epochs = {1};
+  straight.on_checkpoint = [&](int epoch, std::string bytes) {
+    CHECK(epoch == 1);
+    state = std::move(bytes);
+  };
+  std::map<int, double> losses;
+  const TrialOutcome a = runner->run(
+      straight, [&](int e, const nlohmann::json& m) { losses[e] = m["train_loss"].get<double>(); },
+      [] { return false; });
+  REQUIRE(a.kind == TrialOutcome::Kind::done);
+  REQUIRE(state.size() > 24058 * 4);  // weights and momentum at least
+
+  TrialRequest resumed = request(dir.path.string());
+  resumed.fidelity = 3;
+  resumed.attempt = 1;
+  resumed.resume = state;
+  resumed.resume_epoch = 1;
+  std::vector<int> epochs;
+  const TrialOutcome b = runner->run(
+      resumed,
+      [&](int e, const nlohmann::json& m) {
+        epochs.push_back(e);
+        CHECK(m["train_loss"].get<double>() == losses[e]);
+      },
+      [] { return false; });
+  REQUIRE(b.kind == TrialOutcome::Kind::done);
+  CHECK(epochs == std::vector<int>{2, 3});
+  CHECK(b.metrics["val_acc"] == a.metrics["val_acc"]);
+  CHECK(b.metrics["test_acc"] == a.metrics["test_acc"]);
+
+  // A state that cannot be used (damaged, or of another network) is dropped:
+  // the attempt trains from scratch and says why.
+  TrialRequest damaged = resumed;
+  damaged.resume[damaged.resume.size() / 2] ^= 0x55;
+  epochs.clear();
+  TrialOutcome f = runner->run(
+      damaged, [&](int e, const nlohmann::json&) { epochs.push_back(e); }, [] { return false; });
+  CHECK(f.kind == TrialOutcome::Kind::done);
+  CHECK(epochs == std::vector<int>{1, 2, 3});
+  CHECK(test::contains(f.metrics["resume_refused"].get<std::string>(), "checksum"));
+  TrialRequest other = resumed;
+  other.arch = "16|32|conv_k5|skip|64|conv_k3|skip";
+  f = runner->run(
+      other, [](int, const nlohmann::json&) {}, [] { return false; });
+  CHECK(f.kind == TrialOutcome::Kind::done);
+  CHECK(test::contains(f.metrics["resume_refused"].get<std::string>(), "architecture"));
 }
 
 TEST_CASE("runner: the simulated runner answers from the NAS-Bench-201 table") {
