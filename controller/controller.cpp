@@ -350,6 +350,12 @@ struct Controller::Impl {
   void dispatch(const std::string& worker, const std::string& slot) {
     auto w = workers.find(worker);
     if (w == workers.end()) return;
+    // A second `ready` for a slot that runs one of our attempts (a worker
+    // welcomed twice on a reconnect says ready twice) is a duplicate: one
+    // attempt per slot. A slot whose attempt the worker has really lost is
+    // found by its heartbeat (on_heartbeat).
+    for (int64_t t : w->second.trials)
+      if (auto f = flights.find(t); f != flights.end() && f->second.slot == slot) return;
     const auto q = next_trial();
     if (!q) {
       idle.push_back({worker, slot});
@@ -492,7 +498,7 @@ struct Controller::Impl {
           on_failure(worker, b);
           break;
         case proto::Type::heartbeat:
-          account(worker);
+          on_heartbeat(worker, b);
           break;
         case proto::Type::bye:
           log(worker_label(worker) + " left: " + b.value("reason", std::string("no reason")));
@@ -715,6 +721,38 @@ struct Controller::Impl {
     if (w == workers.end()) return;
     w->second.trials.erase(trial);
     writer.worker_seen(w->second.id, ended, 0.0, std::max(0.0, ended - started));
+  }
+
+  // A worker's heartbeat lists the attempts it runs. One of ours missing from
+  // it for longer than a message could be on its way (a worker process
+  // restarted under the same name) is lost: retried like a lost worker's.
+  void on_heartbeat(const std::string& worker, const nlohmann::json& b) {
+    account(worker);
+    auto w = workers.find(worker);
+    if (w == workers.end() || !b.contains("running")) return;
+    std::set<std::pair<int64_t, int>> running;
+    for (const auto& r : b["running"])
+      if (r.is_object() && r.contains("trial") && r["trial"].is_number_integer() &&
+          r.contains("attempt") && r["attempt"].is_number_integer())
+        running.insert({r["trial"].get<int64_t>(), r["attempt"].get<int>()});
+    const double now = unix_now(), grace = 3.0 * opt.heartbeat_ms / 1000.0;
+    std::vector<int64_t> lost;
+    for (int64_t t : w->second.trials) {
+      auto f = flights.find(t);
+      if (f != flights.end() && !running.count({t, f->second.attempt}) &&
+          now - f->second.started > grace)
+        lost.push_back(t);
+    }
+    for (int64_t t : lost) {
+      const Flight flight = flights.at(t);
+      log(worker_label(worker) + " no longer runs trial " + std::to_string(t) +
+          ": it goes back to the queue");
+      flights.erase(t);
+      w->second.trials.erase(t);
+      retry_or_fail(t, flight, "the worker lost the attempt", now);
+      // Its `ready` for that slot was taken for a duplicate: the slot is free.
+      idle.push_back({worker, flight.slot});
+    }
   }
 
   // Connected time in slot-seconds, so utilization = busy / connected.

@@ -147,6 +147,72 @@ TEST_CASE("faults: the controller killed mid-search resumes and ends with its fu
   CHECK(t.distinct == 150);
 }
 
+TEST_CASE(
+    "faults: a search whose controller is SIGKILLed and resumed makes the decisions of one "
+    "never killed") {
+  if (!minas::test::have_external(minas::test::nb201_table())) return;
+  for (const std::string strategy : {"evolution", "reinforce"}) {
+    CAPTURE(strategy);
+    // One worker with one slot: the order of results, and so every decision,
+    // is fixed; what a kill loses is redone from the store.
+    auto keys = [&](const std::string& tag, int kills) {
+      const minas::test::TempDir dir("kill-resume-" + strategy + "-" + tag);
+      const std::string db = dir.file("minas.db"), log = dir.file("log");
+      const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(free_port());
+      const std::vector<std::string> ctl_args{
+          "controller", "--db",       db,      "--bind",     endpoint,    "--name",
+          "k",          "--space",    "nb201", "--data",     "simulated", "--trials",
+          "80",         "--seed",     "5",     "--strategy", strategy,    "--heartbeat-ms",
+          "100",        "--liveness", "3"};
+      const pid_t worker = spawn(worker_args(endpoint, "w", "0.02"), log);
+      for (int round = 0; round < kills; ++round) {
+        const pid_t ctl = spawn(ctl_args, log);
+        std::this_thread::sleep_for(std::chrono::milliseconds(500 + 100 * round));
+        kill(ctl, SIGKILL);
+        waitpid(ctl, nullptr, 0);
+      }
+      if (kills) CHECK(tally(db).done < 80);  // the kills landed mid-search
+      const pid_t ctl = spawn(ctl_args, log);
+      CHECK(wait_for(ctl, std::chrono::seconds(60)) == 0);
+      CHECK(wait_for(worker, std::chrono::seconds(10)) == 0);
+      minas::db::Connection c = minas::db::open_store_readonly(db);
+      minas::db::Statement s = c.prepare("SELECT arch_key FROM trials ORDER BY number");
+      std::vector<std::string> k;
+      while (s.step()) k.push_back(s.column_text(0));
+      return k;
+    };
+    const auto straight = keys("straight", 0);
+    REQUIRE(straight.size() == 80);
+    CHECK(keys("killed", 3) == straight);
+  }
+}
+
+TEST_CASE("faults: a worker restarted under the same name mid-trial; the lost attempt is retried") {
+  if (!minas::test::have_external(minas::test::nb201_table())) return;
+  const minas::test::TempDir dir("fault-same-name");
+  const std::string db = dir.file("minas.db"), log = dir.file("log");
+  const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(free_port());
+  const pid_t ctl =
+      spawn({"controller", "--db", db, "--bind", endpoint, "--name", "s", "--space", "nb201",
+             "--data", "simulated", "--trials", "10", "--heartbeat-ms", "100", "--liveness", "3"},
+            log);
+  const pid_t first = spawn(worker_args(endpoint, "same", "30"), log);
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));  // it has taken a trial
+  kill(first, SIGKILL);
+  waitpid(first, nullptr, 0);
+  // Its successor takes over the identity at once, so no heartbeat is missed:
+  // only the heartbeat's list of running attempts tells the trial is gone.
+  const pid_t second = spawn(worker_args(endpoint, "same", "0.01"), log);
+  CHECK(wait_for(ctl, std::chrono::seconds(30)) == 0);
+  CHECK(wait_for(second, std::chrono::seconds(10)) == 0);
+  const Tally t = tally(db);
+  CHECK(t.done == 10);
+  minas::db::Connection c = minas::db::open_store_readonly(db);
+  minas::db::Statement s = c.prepare("SELECT attempt FROM trials WHERE number = 0");
+  REQUIRE(s.step());
+  CHECK(s.column_int64(0) == 1);
+}
+
 TEST_CASE("faults: minas search runs a local pool end to end on a small data folder") {
   const minas::test::TempDir dir("search-local");
   // 12x12 random images: the mechanics, not the accuracy.
