@@ -395,19 +395,9 @@ struct Controller::Impl {
     const bool resuming = train.contains("resume_epoch");
     send(worker, proto::encode(proto::Type::train, std::move(train)));
     if (!resuming) return;
-    for (size_t at = 0; at < state.size() || at == 0; at += proto::kDataChunkBytes) {
-      const size_t n = std::min(proto::kDataChunkBytes, state.size() - at);
-      send(worker,
-           proto::encode(proto::Type::checkpoint,
-                         {{"trial", q->trial},
-                          {"attempt", q->attempt},
-                          {"epoch", resume_epoch},
-                          {"offset", static_cast<int64_t>(at)},
-                          {"size", static_cast<int64_t>(state.size())},
-                          {"bytes", proto::base64_encode(std::string_view(state).substr(at, n))},
-                          {"last", at + n >= state.size()}}));
-      if (state.empty()) break;
-    }
+    for (const std::string& chunk :
+         proto::encode_checkpoint(q->trial, q->attempt, resume_epoch, state))
+      send(worker, chunk);
     log("trial " + std::to_string(q->trial) + " attempt " + std::to_string(q->attempt) +
         " continues after epoch " + std::to_string(resume_epoch) + " on " + worker_label(worker));
   }

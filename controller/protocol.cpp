@@ -307,6 +307,23 @@ std::optional<std::string> base64_decode(std::string_view in) {
   return out;
 }
 
+std::vector<std::string> encode_checkpoint(int64_t trial, int attempt, int epoch,
+                                           std::string_view state) {
+  std::vector<std::string> out;
+  for (size_t at = 0; at < state.size() || at == 0; at += kDataChunkBytes) {
+    const size_t n = std::min(kDataChunkBytes, state.size() - at);
+    out.push_back(encode(Type::checkpoint, {{"trial", trial},
+                                            {"attempt", attempt},
+                                            {"epoch", epoch},
+                                            {"offset", static_cast<int64_t>(at)},
+                                            {"size", static_cast<int64_t>(state.size())},
+                                            {"bytes", base64_encode(state.substr(at, n))},
+                                            {"last", at + n >= state.size()}}));
+    if (state.empty()) break;
+  }
+  return out;
+}
+
 std::string protocol_markdown() {
   std::string md;
   for (const auto& s : message_specs()) {

@@ -5,6 +5,7 @@
 // fields it carries with their JSON types; parse() checks a payload against it
 // and encode() builds one from it, so the two ends cannot drift apart.
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -100,6 +101,11 @@ std::optional<std::string> base64_decode(std::string_view text);  // nullopt: no
 // The raw bytes a `data` or `checkpoint` message carries at most: base64 makes them 4/3 as
 // large, and the message stays under kMaxMessageBytes.
 inline constexpr size_t kDataChunkBytes = 512 * 1024;
+
+// The `checkpoint` messages that carry a training state: its bytes in chunks
+// of kDataChunkBytes, in order, the last one marked (one empty chunk for none).
+std::vector<std::string> encode_checkpoint(int64_t trial, int attempt, int epoch,
+                                           std::string_view state);
 
 // The protocol's table as markdown, for docs/protocol.md.
 std::string protocol_markdown();

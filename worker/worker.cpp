@@ -504,20 +504,9 @@ struct Worker::Impl {
     for (Event& e : batch) {
       if (e.kind == Event::Kind::checkpoint) {
         // Not acknowledged: a state that is lost only means a retry starts over.
-        const std::string& bytes = e.bytes;
-        for (size_t at = 0; at < bytes.size() || at == 0; at += proto::kDataChunkBytes) {
-          const size_t n = std::min(proto::kDataChunkBytes, bytes.size() - at);
-          send(
-              proto::encode(proto::Type::checkpoint,
-                            {{"trial", e.trial},
-                             {"attempt", e.attempt},
-                             {"epoch", e.epoch},
-                             {"offset", static_cast<int64_t>(at)},
-                             {"size", static_cast<int64_t>(bytes.size())},
-                             {"bytes", proto::base64_encode(std::string_view(bytes).substr(at, n))},
-                             {"last", at + n >= bytes.size()}}));
-          if (bytes.empty()) break;
-        }
+        for (const std::string& chunk :
+             proto::encode_checkpoint(e.trial, e.attempt, e.epoch, e.bytes))
+          send(chunk);
         continue;
       }
       if (e.kind == Event::Kind::progress) {

@@ -31,6 +31,22 @@ std::pair<double, double> figures(const std::string& out) {
   return {std::stod(m[1]), std::stod(m[2])};
 }
 
+// The NAS-Bench-201 table's rows as fields, header left out.
+std::vector<std::vector<std::string>> table_rows() {
+  std::ifstream in(minas::test::nb201_table());
+  std::string line;
+  std::getline(in, line);
+  std::vector<std::vector<std::string>> rows;
+  while (std::getline(in, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    std::vector<std::string> f;
+    std::stringstream ss(line);
+    for (std::string x; std::getline(ss, x, ',');) f.push_back(x);
+    rows.push_back(std::move(f));
+  }
+  return rows;
+}
+
 const char* kBench =
     "bench strategies --space nb201 --search-metric cifar10_valid_12ep "
     "--report-metric cifar10_test_200ep --table ";
@@ -41,16 +57,9 @@ TEST_CASE(
     "bench strategies: random over the whole table picks the global best by the search metric") {
   if (!minas::test::have_external(minas::test::nb201_table())) return;
   // The answer, read straight from the table.
-  std::ifstream in(minas::test::nb201_table());
-  std::string line;
-  std::getline(in, line);
   double best_search = -1, its_report = 0;
-  while (std::getline(in, line)) {
-    std::vector<std::string> f;
-    std::stringstream ss(line);
-    for (std::string x; std::getline(ss, x, ',');) f.push_back(x);
+  for (const auto& f : table_rows())
     if (std::stod(f[2]) > best_search) best_search = std::stod(f[2]), its_report = std::stod(f[8]);
-  }
   const auto r = run_minas(std::string(kBench) + minas::test::nb201_table() +
                            " --queries 15625 --runs 2 --strategy random");
   REQUIRE(r.status == 0);
@@ -65,16 +74,8 @@ TEST_CASE(
   // E[report of the best-by-search of N distinct uniform draws] over the
   // table sorted by the search metric: the k-th best is the pick exactly when
   // it is drawn and none above it is, C(n-k-1, N-1) / C(n, N).
-  std::ifstream in(minas::test::nb201_table());
-  std::string line;
-  std::getline(in, line);
   std::vector<std::pair<double, double>> rows;  // (search, report)
-  while (std::getline(in, line)) {
-    std::vector<std::string> f;
-    std::stringstream ss(line);
-    for (std::string x; std::getline(ss, x, ',');) f.push_back(x);
-    rows.emplace_back(std::stod(f[2]), std::stod(f[8]));
-  }
+  for (const auto& f : table_rows()) rows.emplace_back(std::stod(f[2]), std::stod(f[8]));
   std::sort(rows.begin(), rows.end(), [](auto& a, auto& b) { return a.first > b.first; });
   const double n = static_cast<double>(rows.size()), N = 100;
   auto lc = [](double a, double b) {
@@ -126,16 +127,10 @@ TEST_CASE("bench strategies: any table with an arch column of the space plugs in
   // the report metric last on CRLF lines.
   const minas::test::TempDir dir("bench-strategies-plug");
   const std::string t = dir.file("other.csv");
-  std::ifstream in(minas::test::nb201_table());
   std::ofstream out(t);
-  std::string line;
-  std::getline(in, line);
   out << "arch,score,truth\r\n";
   double best = -1, answer = 0;
-  while (std::getline(in, line)) {
-    std::vector<std::string> f;
-    std::stringstream ss(line);
-    for (std::string x; std::getline(ss, x, ',');) f.push_back(x);
+  for (const auto& f : table_rows()) {
     out << f[1] << "," << f[4] << "," << f[9] << "\r\n";
     if (std::stod(f[4]) > best) best = std::stod(f[4]), answer = std::stod(f[9]);
   }
