@@ -848,6 +848,12 @@ struct Controller::Impl {
       commit_if_due(false);
     }
     for (const auto& [identity, w] : workers) account(identity);
+    if (!summary.stopped && !states_dir.empty()) {
+      // Every trial has ended, and with it its states: nothing is left to keep.
+      std::error_code ec;
+      std::filesystem::remove_all(states_dir, ec);
+      std::filesystem::remove(states_dir.parent_path(), ec);  // only if empty
+    }
     strategy_dirty = true;
     commit_if_due(true);
     writer.commit();

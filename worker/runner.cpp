@@ -205,14 +205,15 @@ class SimRunner final : public TrialRunner {
     const int epochs = std::max(1, req.fidelity);
     const double per_epoch = delay_s_ / epochs;
     // Its training state is the epoch reached: "minas-sim-state epoch=K".
+    // A state it cannot use is dropped, as the CPU runner drops one: the
+    // attempt starts from scratch and says why.
     int first = 1;
+    std::string refused;
     if (!req.resume.empty()) {
-      if (req.resume != sim_state(req.resume_epoch)) {
-        out.reason = "the training state sent is not this simulator's state after epoch " +
-                     std::to_string(req.resume_epoch);
-        return out;
-      }
-      first = req.resume_epoch + 1;
+      if (req.resume == sim_state(req.resume_epoch))
+        first = req.resume_epoch + 1;
+      else
+        refused = "not this simulator's state after epoch " + std::to_string(req.resume_epoch);
     }
     for (int e = first; e <= epochs; ++e) {
       const auto until =
@@ -237,6 +238,7 @@ class SimRunner final : public TrialRunner {
     out.kind = TrialOutcome::Kind::done;
     out.metrics = {{"val_acc", it->second}, {"test_acc", nullptr}, {"latency_ms", nullptr},
                    {"params", nullptr},     {"macs", nullptr},     {"train_seconds", delay_s_}};
+    if (!refused.empty()) out.metrics["resume_refused"] = refused;
     return out;
   }
 

@@ -43,6 +43,43 @@ ControllerSummary run_search(Search& search, const ExperimentConfig& cfg,
   return s;
 }
 
+// The simulated runner with a training state of 1.3 MB, so that states
+// travel in several checkpoint chunks each way; a resumed attempt whose state
+// did not arrive intact fails.
+class BigStateRunner final : public TrialRunner {
+ public:
+  explicit BigStateRunner(std::shared_ptr<TrialRunner> inner) : inner_(std::move(inner)) {}
+  bool needs_data() const override { return false; }
+  TrialOutcome run(const TrialRequest& req,
+                   const std::function<void(int, const nlohmann::json&)>& on_epoch,
+                   const std::function<bool()>& cancelled) override {
+    TrialRequest r = req;
+    if (req.on_checkpoint)
+      r.on_checkpoint = [&req](int epoch, std::string bytes) {
+        req.on_checkpoint(epoch, bytes + padding(epoch));
+      };
+    if (!req.resume.empty()) {
+      const std::string pad = padding(req.resume_epoch);
+      if (req.resume.size() < pad.size() ||
+          req.resume.compare(req.resume.size() - pad.size(), pad.size(), pad) != 0) {
+        TrialOutcome out;
+        out.reason = "the state arrived damaged";
+        return out;
+      }
+      r.resume = req.resume.substr(0, req.resume.size() - pad.size());
+    }
+    return inner_->run(r, on_epoch, cancelled);
+  }
+
+ private:
+  static std::string padding(int epoch) {
+    std::string p(1300000, '\0');
+    for (size_t i = 0; i < p.size(); ++i) p[i] = static_cast<char>((i * 31 + epoch) & 0xff);
+    return p;
+  }
+  std::shared_ptr<TrialRunner> inner_;
+};
+
 std::vector<std::string> keys_in_order(const std::string& path) {
   db::Connection c = db::open_store_readonly(path);
   db::Statement s = c.prepare("SELECT arch_key FROM trials ORDER BY number");
@@ -225,7 +262,8 @@ TEST_CASE(
   {
     // 0.1 s an epoch: stopped (a bye, as on SIGTERM) once the state after
     // the first rung has reached the controller.
-    Worker slow(worker_options(controller.endpoint(), "slow", sim(0.8), 1));
+    Worker slow(worker_options(controller.endpoint(), "slow",
+                               std::make_shared<BigStateRunner>(sim(0.8)), 1));
     std::thread ts([&] { slow.run(); });
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
     while (!std::filesystem::exists(states / "trial-1-epoch-2.state") &&
@@ -234,7 +272,8 @@ TEST_CASE(
     slow.request_stop();
     ts.join();
   }
-  Worker fast(worker_options(controller.endpoint(), "fast", sim(0.008), 1));
+  Worker fast(worker_options(controller.endpoint(), "fast",
+                             std::make_shared<BigStateRunner>(sim(0.008)), 1));
   std::thread tf([&] { fast.run(); });
   tc.join();
   tf.join();
@@ -253,5 +292,5 @@ TEST_CASE(
   REQUIRE(e.step());
   CHECK(e.column_int64(0) == resumed_after + 1);  // nothing before the state was trained again
   CHECK(e.column_int64(1) == 8);
-  CHECK(std::filesystem::is_empty(states));  // the trial ended: its states are gone
+  CHECK_FALSE(std::filesystem::exists(states));  // the search ended: its states are gone
 }
