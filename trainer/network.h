@@ -4,6 +4,7 @@
 // created once, so a step allocates nothing. The CPU backend (oneDNN) is the
 // reference every other backend is tested against.
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -25,6 +26,10 @@ struct StepStats {
 struct NetworkOptions {
   float label_smoothing = 0;  // train: softmax cross entropy against (1-e) one-hot + e/K
   uint64_t seed = 0;          // train: dropout masks
+  // Train: called during train_step as soon as backward has written the
+  // gradients of a layer with parameters, layers in backward order (the same
+  // order every step): data-parallel training starts averaging them then.
+  std::function<void(int layer)> on_layer_gradients;
 };
 
 class Network {

@@ -1,10 +1,12 @@
 #include "trainer/train.h"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 
 #include "searchspace/error.h"
+#include "trainer/data_parallel.h"
 #include "trainer/optim.h"
 
 namespace minas {
@@ -101,6 +103,22 @@ TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& dat
       data.train.shape.c == 1 && data.train.source.find("fashion-mnist") != std::string::npos
           ? data::Normalization::fashion_mnist()
           : data::compute_normalization(data.train, train_idx);
+  // Data parallel: rank r trains on every N-th training image from the r-th,
+  // a batch of recipe.batch per rank (so N * batch per step in all). Every
+  // shard has the same size, so every rank takes the same steps.
+  Communicator* comm = options.comm && options.comm->size() > 1 ? options.comm : nullptr;
+  const int rank = comm ? comm->rank() : 0;
+  if (comm) {
+    const size_t ranks = static_cast<size_t>(comm->size()), each = train_idx.size() / ranks;
+    std::vector<uint32_t> shard;
+    for (size_t k = 0; k < each; ++k)
+      shard.push_back(train_idx[k * ranks + static_cast<size_t>(rank)]);
+    train_idx = std::move(shard);
+    if (train_idx.size() < static_cast<size_t>(batch))
+      throw Error("recipe: /batch", "batch " + std::to_string(batch) + " per rank is larger than " +
+                                        "the " + std::to_string(train_idx.size()) +
+                                        " training images of rank " + std::to_string(rank));
+  }
   data::LoaderOptions lo;
   lo.batch_size = batch;
   lo.shuffle = true;
@@ -113,7 +131,12 @@ TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& dat
 
   NetworkOptions no;
   no.label_smoothing = static_cast<float>(recipe.label_smoothing);
-  no.seed = recipe.seed;
+  no.seed = recipe.seed + static_cast<uint64_t>(rank) * 0x9e3779b97f4a7c15ULL;  // masks per rank
+  std::unique_ptr<GradientReducer> reducer;
+  if (comm) {
+    reducer = std::make_unique<GradientReducer>(model, *comm, options.bucket_bytes);
+    no.on_layer_gradients = [r = reducer.get()](int layer) { r->layer_ready(layer); };
+  }
   auto net = backend.compile(model, batch, NetMode::train, no);
   Evaluator val_eval(model, backend, options.eval_batch, norm);
 
@@ -145,6 +168,11 @@ TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& dat
         static_cast<uint64_t>(recipe.time_budget_s / (step_s * (1 + eval_share)));
     total = total ? std::min(total, affordable) : affordable;
     total = std::max<uint64_t>(total, 1);
+    if (comm) {  // every rank runs rank 0's count of steps (exact in a float below 2^24)
+      float t = static_cast<float>(std::min<uint64_t>(total, uint64_t{1} << 24));
+      comm->broadcast(std::span<float>(&t, 1), 0);
+      total = static_cast<uint64_t>(t);
+    }
   }
   const LrSchedule schedule(recipe, per_epoch, total);
 
@@ -179,6 +207,7 @@ TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& dat
     }
     loader.reset(static_cast<uint64_t>(first_epoch - 1));
   }
+  if (reducer) reducer->broadcast_state(0);  // every rank starts from rank 0's weights
 
   TrainReport report;
   report.params = model.parameter_count();
@@ -195,6 +224,24 @@ TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& dat
     while (step < total && loader.next(b)) {
       net->set_step(step);
       const StepStats st = net->train_step(b.x, b.y);
+      bool stop_now = false;
+      if (reducer) {
+        reducer->finish();
+        // The ranks decide together: one that diverges, is cancelled or is
+        // out of time stops them all at this step.
+        std::array<float, 2> flags{
+            std::isfinite(st.loss) ? 0.0f : 1.0f,
+            (options.should_stop && options.should_stop()) ||
+                    (recipe.time_budget_s > 0 && seconds_since(run_start) > recipe.time_budget_s)
+                ? 1.0f
+                : 0.0f};
+        comm->all_reduce_sum(flags);
+        if (flags[0] > 0)
+          throw Error("training", "diverged at epoch " + std::to_string(epoch) + ", step " +
+                                      std::to_string(step + 1) + " on one of the " +
+                                      std::to_string(comm->size()) + " ranks");
+        stop_now = flags[1] > 0;
+      }
       if (!std::isfinite(st.loss))
         throw Error("training", "diverged at epoch " + std::to_string(epoch) + ", step " +
                                     std::to_string(step + 1) + ": the loss is " +
@@ -206,6 +253,13 @@ TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& dat
       seen += b.n;
       ++step;
       ++rec.steps;
+      if (reducer) {
+        if (stop_now) {
+          stopped = true;
+          break;
+        }
+        continue;
+      }
       if (options.should_stop && options.should_stop()) {
         stopped = true;
         break;
@@ -218,6 +272,17 @@ TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& dat
     if (rec.steps == 0) break;
     rec.seconds = seconds_since(t0);
     report.train_seconds += rec.seconds;
+    if (reducer) {
+      // The epoch's figures over all ranks, and every rank evaluates rank 0's
+      // batch-norm statistics, so all report the same.
+      std::array<float, 3> sums{static_cast<float>(loss_sum), static_cast<float>(right),
+                                static_cast<float>(seen)};
+      comm->all_reduce_sum(sums);
+      loss_sum = sums[0] / static_cast<float>(comm->size());
+      right = static_cast<int64_t>(sums[1]);
+      seen = static_cast<int64_t>(sums[2]);
+      reducer->broadcast_buffers(0);
+    }
     rec.train_loss = loss_sum / static_cast<double>(rec.steps);
     rec.train_acc = static_cast<double>(right) / static_cast<double>(seen);
     rec.img_per_s = static_cast<double>(seen) / rec.seconds;
@@ -244,11 +309,12 @@ TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& dat
   report.steps = static_cast<int64_t>(step);
   report.img_per_s = static_cast<double>(step) * batch / std::max(report.train_seconds, 1e-9);
   report.val_acc = report.epochs.empty() ? report.val_acc : report.epochs.back().val_acc;
-  if (options.evaluate_test) {
+  if (reducer) reducer->broadcast_buffers(0);
+  if (options.evaluate_test && rank == 0) {
     const auto all = data::all_indices(data.test);
     report.test_acc = val_eval.accuracy(data.test, all);
   }
-  if (options.measure_latency)
+  if (options.measure_latency && rank == 0)  // one measurement, not N at once
     report.latency = measure_latency(model, backend, options.latency_runs);
   return report;
 }

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "trainer/checkpoint.h"
+#include "trainer/comm.h"
 #include "trainer/data.h"
 #include "trainer/model.h"
 #include "trainer/network.h"
@@ -66,6 +67,15 @@ struct TrainOptions {
   // stopped (same batches, augmentation, learning rate and momentum), and the
   // report holds the epochs after it. Needs an epoch budget, not a time one.
   const Checkpoint* resume = nullptr;
+  // Data parallel over the communicator's ranks (each rank calls train() on
+  // its own thread or process, with the same model seed, recipe and data):
+  // rank r trains on every N-th training image from the r-th, recipe.batch
+  // images a step, and the gradients are averaged over the ranks in buckets of
+  // bucket_bytes while backward runs. Every rank ends with the same weights
+  // and rank 0's batch-norm statistics and reports the same epochs; only rank
+  // 0 evaluates the test set and measures latency. Null or one rank: alone.
+  Communicator* comm = nullptr;
+  size_t bucket_bytes = size_t{4} << 20;
 };
 
 // Trains `model` with `recipe` on `data`. The validation split (recipe.val_size

@@ -67,7 +67,13 @@ class CpuNetwork final : public Network {
     classes_ = out.shape.c;
     if (mode_ == NetMode::train) {
       plan_loss();
-      for (int i = g_.size() - 1; i >= 1; --i) backward_layer(i);
+      for (int i = g_.size() - 1; i >= 1; --i) {
+        backward_layer(i);
+        const LayerState& st = model_.state(i);
+        if (opt_.on_layer_gradients &&
+            (st.weight >= 0 || st.bias >= 0 || st.gamma >= 0 || st.beta >= 0))
+          push_fn(bwd_, [this, i] { opt_.on_layer_gradients(i); });
+      }
     }
     scratchpad_ = memory({{static_cast<dnnl::memory::dim>(scratch_bytes_)}, dt::u8, tag::x}, eng_);
     for (auto* plan : {&fwd_, &bwd_})
