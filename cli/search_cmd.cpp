@@ -59,7 +59,7 @@ struct ControllerFlags {
   nlohmann::json recipe_inline;  // from an experiment file's "recipe" object
   int64_t trials = 100;
   double seconds = 0;
-  int fidelity = 0, heartbeat_ms = 1000, liveness = 5, max_attempts = 3;
+  int fidelity = 0, heartbeat_ms = 1000, liveness = 5, max_attempts = 3, gpus_per_trial = 1;
   uint64_t seed = 0;
 };
 
@@ -116,10 +116,12 @@ void read_experiment_file(ControllerFlags& c, const CLI::App& cmd) {
       if (unset("--fidelity")) c.fidelity = static_cast<int>(integer(0));
     } else if (k == "seed") {
       if (unset("--seed")) c.seed = static_cast<uint64_t>(integer(0));
+    } else if (k == "gpus_per_trial") {
+      if (unset("--gpus-per-trial")) c.gpus_per_trial = static_cast<int>(integer(1));
     } else {
       throw Error(where, "unknown field '" + k +
                              "' (fields: name, space, data, recipe, strategy, strategy_settings, "
-                             "objective, asha, trials, seconds, fidelity, seed)");
+                             "objective, asha, trials, seconds, fidelity, seed, gpus_per_trial)");
     }
   }
 }
@@ -135,7 +137,7 @@ struct SearchFlags {
   StrategyFlags strategy;
   int64_t trials = 20;
   double seconds = 0;
-  int fidelity = 0, workers = 0, threads = 1;
+  int fidelity = 0, workers = 0, threads = 1, gpus_per_trial = 1;
   uint64_t seed = 0;
 };
 
@@ -169,6 +171,11 @@ void add_search_commands(CLI::App& app) {
   ctl->add_option("--fidelity", c->fidelity, "Epochs per trial, 0 for the recipe's")
       ->default_val(0);
   ctl->add_option("--seed", c->seed, "Strategy seed")->default_val(0);
+  ctl->add_option("--gpus-per-trial", c->gpus_per_trial,
+                  "Device slots of one worker a trial trains on, data parallel (GPUs; CPU slots "
+                  "likewise)")
+      ->default_val(1)
+      ->check(CLI::Range(1, 1024));
   ctl->add_option("--heartbeat-ms", c->heartbeat_ms, "Heartbeat interval")->default_val(1000);
   ctl->add_option("--liveness", c->liveness, "Missed heartbeats before a worker is lost")
       ->default_val(5);
@@ -204,6 +211,7 @@ void add_search_commands(CLI::App& app) {
     }
     cfg.recipe = recipe.to_json();
     cfg.fidelity = c->fidelity;
+    cfg.gpus_per_trial = c->gpus_per_trial;
     cfg.budget_trials = c->trials;
     cfg.budget_seconds = c->seconds;
     cfg.seed = c->seed;
@@ -262,7 +270,11 @@ void add_search_commands(CLI::App& app) {
   sr->add_option("--workers", sf->workers,
                  "Local workers (default: one per core the process may use)")
       ->default_val(0);
-  sr->add_option("--threads", sf->threads, "CPU threads per worker")->default_val(1);
+  sr->add_option("--threads", sf->threads, "CPU threads per worker slot")->default_val(1);
+  sr->add_option("--gpus-per-trial", sf->gpus_per_trial,
+                 "Slots (of --threads each) one trial trains on, data parallel")
+      ->default_val(1)
+      ->check(CLI::Range(1, 1024));
   sr->add_option("--seed", sf->seed, "Strategy seed")->default_val(0);
   sf->strategy.add(sr, true);
   sr->callback([sf, sr] {
@@ -270,13 +282,15 @@ void add_search_commands(CLI::App& app) {
     const Recipe recipe = sf->recipe.empty() ? Recipe() : Recipe::load(sf->recipe);
     const int cores = detect_slots().front().threads;
     const int threads = std::max(1, sf->threads);
-    const int workers = sf->workers > 0 ? sf->workers : std::max(1, cores / threads);
+    const int per_trial = std::max(1, sf->gpus_per_trial);
+    const int workers = sf->workers > 0 ? sf->workers : std::max(1, cores / (threads * per_trial));
     ExperimentConfig cfg;
     cfg.name = sf->name.empty() ? default_experiment_name() : sf->name;
     cfg.data = sf->data;
     cfg.data_fingerprint = data::load_dataset(sf->data).train.fingerprint();
     cfg.recipe = recipe.to_json();
     cfg.fidelity = sf->fidelity;
+    cfg.gpus_per_trial = per_trial;
     cfg.budget_trials = sf->trials;
     cfg.budget_seconds = sf->seconds;
     cfg.seed = sf->seed;
@@ -302,7 +316,10 @@ void add_search_commands(CLI::App& app) {
       w.connect = controller.endpoint();
       w.name = "local-" + std::to_string(i);
       w.runner = runner;
-      w.slots = parse_devices("cpu:" + std::to_string(threads));
+      std::string devices;
+      for (int k = 0; k < per_trial; ++k)
+        devices += (k ? ",cpu:" : "cpu:") + std::to_string(threads);
+      w.slots = parse_devices(devices);
       w.log = [name = w.name](const std::string& l) { log_line(name, l); };
       pool.push_back(std::make_unique<Worker>(w));
     }

@@ -33,7 +33,7 @@ struct Queued {
 struct Flight {
   std::string worker;  // ROUTER identity
   int attempt;
-  std::string slot;
+  std::vector<std::string> slots;  // gpus_per_trial of them
   std::string arch;
   double started;  // unix seconds
 };
@@ -45,7 +45,8 @@ struct WorkerState {
   Clock::time_point last_heard;
   double accounted_at = 0;  // unix seconds up to which connected time is recorded
   std::set<int64_t> trials;
-  bool has_space = false;  // sent the space document on this connection
+  std::set<std::string> free;  // slots that said ready and have no attempt of ours
+  bool has_space = false;      // sent the space document on this connection
 };
 
 struct Ack {
@@ -347,28 +348,54 @@ struct Controller::Impl {
     return Queued{id, 0, t.arch_key};
   }
 
-  void dispatch(const std::string& worker, const std::string& slot) {
+  // A slot said ready. A second `ready` for a slot that runs one of our
+  // attempts (a worker welcomed twice on a reconnect says ready twice) is a
+  // duplicate: one attempt per slot. A slot whose attempt the worker has
+  // really lost is found by its heartbeat (on_heartbeat).
+  void on_ready(const std::string& worker, const std::string& slot) {
     auto w = workers.find(worker);
     if (w == workers.end()) return;
-    // A second `ready` for a slot that runs one of our attempts (a worker
-    // welcomed twice on a reconnect says ready twice) is a duplicate: one
-    // attempt per slot. A slot whose attempt the worker has really lost is
-    // found by its heartbeat (on_heartbeat).
     for (int64_t t : w->second.trials)
-      if (auto f = flights.find(t); f != flights.end() && f->second.slot == slot) return;
-    const auto q = next_trial();
-    if (!q) {
-      idle.push_back({worker, slot});
-      return;
+      if (auto f = flights.find(t);
+          f != flights.end() && std::count(f->second.slots.begin(), f->second.slots.end(), slot))
+        return;
+    w->second.free.insert(slot);
+    dispatch(worker);
+  }
+
+  // Trials for a worker's free slots, gpus_per_trial at a time (a data-
+  // parallel trial runs on all of its slots of one worker).
+  void dispatch(const std::string& worker) {
+    auto w = workers.find(worker);
+    if (w == workers.end()) return;
+    const size_t k = static_cast<size_t>(std::max(1, config.gpus_per_trial));
+    while (w->second.free.size() >= k) {
+      const auto q = next_trial();
+      if (!q) {
+        if (std::find(idle.begin(), idle.end(), worker) == idle.end()) idle.push_back(worker);
+        return;
+      }
+      std::vector<std::string> slots(w->second.free.begin(),
+                                     std::next(w->second.free.begin(), static_cast<long>(k)));
+      for (const auto& sl : slots) w->second.free.erase(sl);
+      start(w, *q, slots);
     }
+  }
+
+  void start(std::map<std::string, WorkerState>::iterator w, const Queued& queued,
+             const std::vector<std::string>& slots) {
+    const std::string& worker = w->first;
+    const Queued* q = &queued;
+    std::string device;
+    for (const auto& sl : slots) device += (device.empty() ? "" : ",") + sl;
     const double now = unix_now();
-    writer.start_trial(q->trial, q->attempt, w->second.id, slot, now);
-    flights[q->trial] = {worker, q->attempt, slot, q->arch, now};
+    writer.start_trial(q->trial, q->attempt, w->second.id, device, now);
+    flights[q->trial] = {worker, q->attempt, slots, q->arch, now};
     w->second.trials.insert(q->trial);
     nlohmann::json train = {
         {"trial", q->trial},
         {"attempt", q->attempt},
-        {"slots", {slot}},
+        {"slots", slots},
         {"space_id", space_id},
         {"arch", q->arch},
         {"recipe", config.recipe},
@@ -402,13 +429,13 @@ struct Controller::Impl {
         " continues after epoch " + std::to_string(resume_epoch) + " on " + worker_label(worker));
   }
 
-  // Hands queued work to slots that were idle when there was none.
+  // Hands queued work to workers whose slots were free when there was none.
   void fill_idle() {
     while (!idle.empty() && (!queue.empty() || asking_allowed())) {
-      const auto [worker, slot] = idle.front();
+      const std::string worker = idle.front();
       idle.pop_front();
       try {
-        dispatch(worker, slot);
+        dispatch(worker);
       } catch (const db::SqliteError&) {
         throw;
       } catch (const Error& e) {
@@ -476,7 +503,7 @@ struct Controller::Impl {
           on_hello(worker, b);
           break;
         case proto::Type::ready:
-          dispatch(worker, b["slot"].get<std::string>());
+          on_ready(worker, b["slot"].get<std::string>());
           break;
         case proto::Type::progress:
           on_progress(b);
@@ -562,9 +589,13 @@ struct Controller::Impl {
     w.id = id;
     w.name = b["name"].get<std::string>();
     w.slots = std::max<int>(1, static_cast<int>(b["slots"].size()));
+    w.free.clear();  // it says ready again for each free slot
     w.last_heard = Clock::now();
     w.accounted_at = now;
     log("worker " + w.name + " joined with " + std::to_string(w.slots) + " slot(s)");
+    if (w.slots < config.gpus_per_trial)
+      log("worker " + w.name + " has " + std::to_string(w.slots) + " slot(s) and a trial needs " +
+          std::to_string(config.gpus_per_trial) + " of one worker: it gets no trials");
     send(identity, proto::encode(proto::Type::welcome, {{"worker_id", id},
                                                         {"heartbeat_ms", opt.heartbeat_ms},
                                                         {"liveness", opt.liveness}}));
@@ -706,11 +737,14 @@ struct Controller::Impl {
   }
 
   void finish_flight(const std::string& worker, int64_t trial, double started, double ended) {
-    flights.erase(trial);
+    auto f = flights.find(trial);
+    const double slots = f == flights.end() ? 1.0 : static_cast<double>(f->second.slots.size());
+    if (f != flights.end()) flights.erase(f);
     auto w = workers.find(worker);
     if (w == workers.end()) return;
     w->second.trials.erase(trial);
-    writer.worker_seen(w->second.id, ended, 0.0, std::max(0.0, ended - started));
+    // Busy time in slot-seconds, as connected time is counted.
+    writer.worker_seen(w->second.id, ended, 0.0, std::max(0.0, ended - started) * slots);
   }
 
   // A worker's heartbeat lists the attempts it runs. One of ours missing from
@@ -740,8 +774,9 @@ struct Controller::Impl {
       flights.erase(t);
       w->second.trials.erase(t);
       retry_or_fail(t, flight, "the worker lost the attempt", now);
-      // Its `ready` for that slot was taken for a duplicate: the slot is free.
-      idle.push_back({worker, flight.slot});
+      // Its `ready` for those slots was taken for a duplicate: they are free.
+      for (const auto& sl : flight.slots) w->second.free.insert(sl);
+      if (std::find(idle.begin(), idle.end(), worker) == idle.end()) idle.push_back(worker);
     }
   }
 
@@ -788,7 +823,7 @@ struct Controller::Impl {
       if (now - it->second.last_heard > limit) {
         log("worker " + it->second.name + " went silent: its trials go back to the queue");
         requeue_all(it->first, "worker lost (no heartbeat)");
-        std::erase_if(idle, [&](const auto& s) { return s.first == it->first; });
+        std::erase_if(idle, [&](const std::string& s) { return s == it->first; });
         it = workers.erase(it);
       } else {
         ++it;
@@ -897,7 +932,7 @@ struct Controller::Impl {
   std::map<int64_t, Incoming> incoming;
   bool stopping = false;
   std::deque<Queued> queue;
-  std::deque<std::pair<std::string, std::string>> idle;  // (worker, slot) with nothing to do
+  std::deque<std::string> idle;  // workers with free slots and nothing to do
   std::map<int64_t, Flight> flights;
   std::map<std::string, WorkerState> workers;
   std::vector<Ack> acks;

@@ -58,7 +58,10 @@ struct ExperimentConfig {
   // them; empty when the controller cannot read the data set itself.
   std::vector<std::string> data_files;
   nlohmann::json recipe = nlohmann::json::object();
-  int fidelity = 0;             // epochs per trial; 0: the recipe's
+  int fidelity = 0;  // epochs per trial; 0: the recipe's
+  // Device slots of one worker each trial trains on, data parallel (GPUs for
+  // a GPU pool; CPU slots of a CPU worker likewise).
+  int gpus_per_trial = 1;
   int64_t budget_trials = 100;  // trials to finish (done or failed for good)
   double budget_seconds = 0;    // wall-clock budget; 0: none
   uint64_t seed = 0;

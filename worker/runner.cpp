@@ -16,6 +16,7 @@
 
 #include "searchspace/error.h"
 #include "searchspace/space.h"
+#include "trainer/comm.h"
 #include "trainer/train.h"
 
 namespace minas {
@@ -97,7 +98,41 @@ class CpuRunner final : public TrialRunner {
           out.metrics["resume_refused"] = e.what();
         }
       }
-      const TrainReport r = train(model, recipe, data, *backend, opt);
+      TrainReport r;
+      if (req.ranks <= 1) {
+        r = train(model, recipe, data, *backend, opt);
+      } else {
+        // Data parallel over the trial's slots: rank 0 here, with the
+        // callbacks; every other rank on a thread of its own with its own copy
+        // of the network and its slot's CPU threads.
+        auto group = make_thread_group(req.ranks);
+        opt.comm = group[0].get();
+        std::vector<std::exception_ptr> errors(static_cast<size_t>(req.ranks));
+        std::vector<std::thread> others;
+        for (int k = 1; k < req.ranks; ++k)
+          others.emplace_back([&, k] {
+            try {
+              Model m(space.lower(arch), recipe.seed);
+              auto be = make_cpu_backend(static_cast<int>(recipe.threads));
+              TrainOptions o;
+              o.comm = group[static_cast<size_t>(k)].get();
+              o.resume = opt.resume;
+              o.should_stop = [&] { return cancelled(); };
+              o.measure_latency = false;
+              train(m, recipe, data, *be, o);
+            } catch (...) {
+              errors[static_cast<size_t>(k)] = std::current_exception();
+            }
+          });
+        try {
+          r = train(model, recipe, data, *backend, opt);
+        } catch (...) {
+          errors[0] = std::current_exception();
+        }
+        for (auto& t : others) t.join();
+        for (auto& e : errors)
+          if (e) std::rethrow_exception(e);
+      }
       if (stopped) {
         out.kind = TrialOutcome::Kind::cancelled;
         return out;

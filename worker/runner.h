@@ -22,7 +22,10 @@ struct TrialRequest {
   std::string data;              // data set name or folder
   std::string data_fingerprint;  // empty: accept what the name resolves to
   int fidelity = 0;              // epochs; 0: the recipe's own
-  int threads = 0;               // CPU threads for this attempt; 0: all
+  int threads = 0;               // CPU threads for this attempt (per rank); 0: all
+  // Data parallel over this many device slots of the worker (the controller's
+  // gpus_per_trial): ranks of one trial, rank 0 reporting.
+  int ranks = 1;
   // After each of these epochs the runner hands its training state (the
   // bytes of a checkpoint file) to on_checkpoint, so that a later attempt can
   // continue from there.

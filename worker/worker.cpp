@@ -55,6 +55,7 @@ struct Slot {
   Clock::time_point ready_sent;
   int64_t trial = 0;
   int attempt = 0;
+  std::vector<size_t> group;  // on a trial's first slot: all the slots it runs on
 };
 
 }  // namespace
@@ -192,6 +193,7 @@ struct Worker::Impl {
     req.data_fingerprint = b["data"].value("fingerprint", std::string());
     req.fidelity = b["fidelity"].get<int>();
     req.threads = s.device.threads;
+    req.ranks = std::max<int>(1, static_cast<int>(s.group.size()));
     if (b.contains("checkpoint_epochs")) {
       for (const auto& e : b["checkpoint_epochs"])
         if (e.is_number_integer()) req.checkpoint_epochs.push_back(e.get<int>());
@@ -379,8 +381,7 @@ struct Worker::Impl {
     downloads.erase(fp);
     std::erase_if(parked, [&](std::pair<size_t, nlohmann::json>& p) {
       if (p.second["data"].value("fingerprint", std::string()) != fp) return false;
-      Slot& s = *slots[p.first];
-      s.busy = false;
+      const size_t first = p.first;
       const std::string payload = proto::encode(
           proto::Type::failure, {{"trial", p.second["trial"]},
                                  {"attempt", p.second["attempt"]},
@@ -388,7 +389,7 @@ struct Worker::Impl {
                                  {"retryable", true}});
       unacked[{p.second["trial"].get<int64_t>(), p.second["attempt"].get<int>()}] = payload;
       send(payload);
-      if (welcomed && !stopping && !leaving) send_ready(s);
+      release(first);
       return true;
     });
   }
@@ -436,11 +437,16 @@ struct Worker::Impl {
                               {"retryable", true}}));
           break;
         }
+        // Every slot asked for must be here and free; the first runs the
+        // trial, the others are reserved for its other ranks.
         const auto wanted = b["slots"];
-        size_t i = slots.size();
-        for (size_t k = 0; k < slots.size(); ++k)
-          if (!wanted.empty() && wanted[0] == slots[k]->device.id) i = k;
-        if (i == slots.size() || slots[i]->busy) {
+        std::vector<size_t> group;
+        for (const auto& id : wanted)
+          for (size_t k = 0; k < slots.size(); ++k)
+            if (id == slots[k]->device.id && !slots[k]->busy &&
+                std::find(group.begin(), group.end(), k) == group.end())
+              group.push_back(k);
+        if (group.empty() || group.size() != wanted.size()) {
           send(proto::encode(proto::Type::failure,
                              {{"trial", b["trial"]},
                               {"attempt", b["attempt"]},
@@ -448,7 +454,13 @@ struct Worker::Impl {
                               {"retryable", true}}));
           break;
         }
-        begin(i, b);
+        for (size_t k : group) {
+          slots[k]->trial = b["trial"].get<int64_t>();
+          slots[k]->attempt = b["attempt"].get<int>();
+          slots[k]->busy = k != group.front();  // the first is taken by begin()
+        }
+        slots[group.front()]->group = group;
+        begin(group.front(), b);
         break;
       }
       case proto::Type::data:
@@ -463,10 +475,9 @@ struct Worker::Impl {
       case proto::Type::cancel:
         if (auto st = states.find({b["trial"].get<int64_t>(), b["attempt"].get<int>()});
             st != states.end() && !st->second.complete) {
-          Slot& s = *slots[st->second.slot];
+          const size_t first = st->second.slot;
           states.erase(st);
-          s.busy = false;
-          if (welcomed && !stopping && !leaving) send_ready(s);
+          release(first);
           break;
         }
         for (auto& s : slots)
@@ -516,8 +527,6 @@ struct Worker::Impl {
                                                    {"metrics", e.metrics}}));
         continue;
       }
-      Slot& s = *slots[e.slot];
-      s.busy = false;
       const TrialOutcome& o = e.outcome;
       std::string payload;
       if (o.kind == TrialOutcome::Kind::done) {
@@ -534,7 +543,18 @@ struct Worker::Impl {
         unacked[{e.trial, e.attempt}] = payload;
         send(payload);
       }
-      if (!stopping && !leaving && welcomed) send_ready(s);
+      release(e.slot);
+    }
+  }
+
+  // The attempt on slot `first` is over: its slots are free and offered again.
+  void release(size_t first) {
+    std::vector<size_t> group = std::move(slots[first]->group);
+    slots[first]->group.clear();
+    if (group.empty()) group = {first};
+    for (size_t k : group) {
+      slots[k]->busy = false;
+      if (welcomed && !stopping && !leaving) send_ready(*slots[k]);
     }
   }
 

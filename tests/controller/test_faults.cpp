@@ -242,6 +242,20 @@ TEST_CASE("faults: minas search runs a local pool end to end on a small data fol
   minas::db::Statement s = c.prepare("SELECT count(*) FROM workers");
   REQUIRE(s.step());
   CHECK(s.column_int64(0) == 2);
+
+  // The same search data parallel: each trial on two slots of one worker.
+  const pid_t dp =
+      spawn({"search", "--db", db, "--name", "dp", "--space", "small:input=1x12x12", "--data", d,
+             "--recipe", recipe, "--trials", "3", "--workers", "1", "--gpus-per-trial", "2"},
+            log);
+  CHECK(wait_for(dp, std::chrono::seconds(120)) == 0);
+  minas::db::Connection after = minas::db::open_store_readonly(db);
+  minas::db::Statement q = after.prepare(
+      "SELECT count(*), sum(t.device = 'cpu,cpu.1') FROM trials t JOIN experiments e ON "
+      "e.id = t.experiment_id WHERE e.name = 'dp' AND t.status = 'done'");
+  REQUIRE(q.step());
+  CHECK(q.column_int64(0) == 3);
+  CHECK(q.column_int64(1) == 3);
 }
 
 TEST_CASE(

@@ -4,6 +4,7 @@
 // the store's Pareto query over a Pareto search.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -293,4 +294,26 @@ TEST_CASE(
   CHECK(e.column_int64(0) == resumed_after + 1);  // nothing before the state was trained again
   CHECK(e.column_int64(1) == 8);
   CHECK_FALSE(std::filesystem::exists(states));  // the search ended: its states are gone
+}
+
+TEST_CASE(
+    "search loop: gpus_per_trial gangs slots of one worker; a worker with too few gets none") {
+  if (!have_external(nb201_table())) return;
+  Search search("gang", "gang", 6);
+  ExperimentConfig cfg = search.config();
+  cfg.budget_trials = 20;
+  cfg.gpus_per_trial = 2;
+  const ControllerSummary s = run_search(search, cfg, {{"three", 3}, {"one", 1}}, 0.005);
+  CHECK(s.done == 20);
+  db::Connection c = db::open_store_readonly(search.path);
+  db::Statement q =
+      c.prepare("SELECT w.name, t.device FROM trials t JOIN workers w ON w.id = t.worker_id");
+  int rows = 0;
+  while (q.step()) {
+    ++rows;
+    CHECK(q.column_text(0) == "three");
+    const std::string device = q.column_text(1);
+    CHECK(std::count(device.begin(), device.end(), ',') == 1);  // two slots
+  }
+  CHECK(rows == 20);
 }

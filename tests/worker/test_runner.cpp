@@ -2,6 +2,7 @@
 // the NAS-Bench-201 table.
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
@@ -141,6 +142,29 @@ TEST_CASE("runner: the CPU runner hands over its state at an epoch and continues
       other, [](int, const nlohmann::json&) {}, [] { return false; });
   CHECK(f.kind == TrialOutcome::Kind::done);
   CHECK(test::contains(f.metrics["resume_refused"].get<std::string>(), "architecture"));
+}
+
+TEST_CASE("runner: the CPU runner trains one trial data parallel over several slots") {
+  const test::TempDir dir("runner-ranks");
+  write_folder(dir.path.string(), 300);
+  auto runner = make_cpu_runner();
+  TrialRequest req = request(dir.path.string());
+  req.ranks = 2;
+  std::vector<int> epochs;
+  const TrialOutcome a = runner->run(
+      req, [&](int e, const nlohmann::json&) { epochs.push_back(e); }, [] { return false; });
+  REQUIRE(a.kind == TrialOutcome::Kind::done);
+  CHECK(epochs == std::vector<int>{1, 2});  // rank 0 alone reports
+  // 260 training images, 130 a rank, batches of 32: 4 steps an epoch.
+  CHECK(a.metrics["steps"] == 8);
+  CHECK(a.metrics["test_acc"].is_number());
+  const TrialOutcome b = runner->run(
+      req, [](int, const nlohmann::json&) {}, [] { return false; });
+  CHECK(b.metrics["val_acc"] == a.metrics["val_acc"]);  // deterministic
+  std::atomic<int> polls{0};
+  const TrialOutcome c = runner->run(
+      req, [](int, const nlohmann::json&) {}, [&] { return ++polls > 6; });
+  CHECK(c.kind == TrialOutcome::Kind::cancelled);
 }
 
 TEST_CASE("runner: the simulated runner answers from the NAS-Bench-201 table") {
