@@ -858,6 +858,34 @@ void BatchLoader::work() {
   }
 }
 
+EpochPlan epoch_plan(std::span<const uint32_t> indices, const LoaderOptions& options,
+                     uint64_t epoch) {
+  if (options.batch_size < 1) throw Error("loader", "batch size must be at least 1");
+  if (options.augment.pad < 0 || options.augment.pad > 255)
+    throw Error("loader", "crop padding " + std::to_string(options.augment.pad) + " out of range");
+  EpochPlan plan;
+  plan.pad = options.augment.pad;
+  plan.index.assign(indices.begin(), indices.end());
+  if (options.shuffle) {
+    Rng rng(stream_seed(options.seed, Stream::Shuffle, epoch));
+    shuffle(plan.index, rng);
+  }
+  const size_t n = plan.index.size(), b = static_cast<size_t>(options.batch_size);
+  plan.dy.resize(n);
+  plan.dx.resize(n);
+  plan.flip.resize(n);
+  for (size_t first = 0, position = 0; first < n; first += b, ++position) {
+    Rng rng(stream_seed(options.seed, Stream::Augment, epoch, position));
+    for (size_t i = first; i < std::min(n, first + b); ++i) {
+      const Transform t = draw_transform(options.augment, rng);
+      plan.dy[i] = static_cast<uint8_t>(t.dy);
+      plan.dx[i] = static_cast<uint8_t>(t.dx);
+      plan.flip[i] = t.flip ? 1 : 0;
+    }
+  }
+  return plan;
+}
+
 void BatchLoader::order_for(uint64_t epoch) {
   if (order_epoch_ == epoch) return;
   std::copy(indices_.begin(), indices_.end(), order_.begin());

@@ -172,6 +172,20 @@ struct LoaderOptions {
   std::function<void(float* x, int32_t* y, int n, Rng& rng)> on_batch;
 };
 
+// What a BatchLoader with these options makes of epoch `epoch` of `indices`,
+// without the pixels: for each position of the epoch (batch b holds positions
+// b * batch_size ...), the image index and its crop offsets and flip, drawn
+// from the same streams in the same order. A GPU gathers and augments its
+// batches from a resident copy of the data set by this plan, so they equal
+// the CPU loader's to the bit. on_batch is not part of it.
+struct EpochPlan {
+  std::vector<uint32_t> index;
+  std::vector<uint8_t> dy, dx, flip;
+  int pad = 0;
+};
+EpochPlan epoch_plan(std::span<const uint32_t> indices, const LoaderOptions& options,
+                     uint64_t epoch);
+
 // Batches of one data set's images in seeded order, prepared by a background thread into a ring
 // of prefetch + 1 buffers allocated up front. The shuffle of epoch e and the augmentation of its
 // batch b come from streams derived from (seed, e, b), so the batches are the same whatever the

@@ -221,10 +221,10 @@ struct Worker::Impl {
       TrialOutcome out = opt.runner->run(
           req,
           [&](int epoch, const nlohmann::json& m) {
-            push({Event::Kind::progress, req.trial, req.attempt, epoch, m, {}, i});
+            push({Event::Kind::progress, req.trial, req.attempt, epoch, m, {}, i, {}});
           },
           [&] { return slot.cancel.load(); });
-      push({Event::Kind::outcome, req.trial, req.attempt, 0, {}, std::move(out), i});
+      push({Event::Kind::outcome, req.trial, req.attempt, 0, {}, std::move(out), i, {}});
     });
   }
 

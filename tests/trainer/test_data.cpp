@@ -702,6 +702,37 @@ TEST_CASE("data: loader batches depend on the seed only, not on timing") {
   }
 }
 
+TEST_CASE("data: an epoch plan gives the loader's batches exactly (the GPU's data path)") {
+  const data::Dataset ds = make_dataset(90, 3, 6, 5);
+  data::LoaderOptions o;
+  o.batch_size = 8;
+  o.seed = 5;
+  o.augment = {2, true};
+  o.drop_last = true;
+  o.norm = data::compute_normalization(ds);
+  const size_t size = ds.image_size();
+  std::vector<uint32_t> idx = data::all_indices(ds);
+  idx.resize(85);  // not every image, and not a whole number of batches
+  data::BatchLoader loader(ds, idx, o);
+  const data::Normalizer normalizer(o.norm, 1);
+  for (uint64_t epoch = 0; epoch < 3; ++epoch) {
+    const data::EpochPlan plan = data::epoch_plan(idx, o, epoch);
+    REQUIRE(plan.index.size() == 85);
+    data::Batch b;
+    for (size_t batch = 0; loader.next(b); ++batch) {
+      std::vector<float> x(static_cast<size_t>(b.n) * size);
+      for (int i = 0; i < b.n; ++i) {
+        const size_t k = batch * 8 + static_cast<size_t>(i);
+        const data::Transform t{plan.pad, plan.dy[k], plan.dx[k], plan.flip[k] != 0};
+        data::transform_image(ds.image(plan.index[k]), ds.shape, t, normalizer,
+                              x.data() + static_cast<size_t>(i) * size);
+        CHECK(b.y[i] == ds.labels[plan.index[k]]);
+      }
+      CHECK(std::equal(x.begin(), x.end(), b.x));
+    }
+  }
+}
+
 TEST_CASE("data: loader never overwrites the batch being consumed") {
   const data::Dataset ds = make_dataset(200, 3, 8, 8);
   data::LoaderOptions o;
