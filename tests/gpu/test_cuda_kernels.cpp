@@ -8,12 +8,15 @@
 
 #include <cmath>
 #include <cstdio>
+#include <span>
+#include <thread>
 #include <vector>
 
 #include "searchspace/rng.h"
 #include "trainer/cuda/check.h"
 #include "trainer/cuda/device.h"
 #include "trainer/cuda/kernels.h"
+#include "trainer/cuda/nccl_comm.h"
 #include "trainer/data.h"
 #include "trainer/loss.h"
 #include "trainer/optim.h"
@@ -155,6 +158,34 @@ TEST_CASE("cuda kernels: the momentum update and LARS agree with the CPU's withi
   Dev<int64_t> step(std::vector<int64_t>{41});
   cuda::advance_step(step.get(), nullptr);
   CHECK(step.host()[0] == 42);
+}
+
+TEST_CASE("nccl: a single-rank group runs end to end; with two GPUs, ranks sum across them") {
+  auto one = cuda::make_nccl_group({0});
+  REQUIRE(one.size() == 1);
+  CHECK(one[0]->size() == 1);
+  std::vector<float> v{1.5f, -2.0f, 3.25f};
+  Dev<float> d(v);
+  one[0]->all_reduce_sum(std::span<float>(d.get(), v.size()));
+  one[0]->broadcast(std::span<float>(d.get(), v.size()), 0);
+  CHECK(d.host() == v);
+  if (cuda::devices().size() < 2) {
+    MESSAGE("one GPU: the two-rank case is not run");
+    return;
+  }
+  auto two = cuda::make_nccl_group({0, 1});
+  std::vector<std::vector<float>> got(2);
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < 2; ++r)
+    ranks.emplace_back([&, r] {
+      MINAS_CUDA_CHECK(cudaSetDevice(r));
+      Dev<float> buf(std::vector<float>{static_cast<float>(r + 1), 10.0f});
+      two[static_cast<size_t>(r)]->all_reduce_sum(std::span<float>(buf.get(), 2));
+      got[static_cast<size_t>(r)] = buf.host();
+    });
+  for (auto& t : ranks) t.join();
+  CHECK(got[0] == std::vector<float>{3.0f, 20.0f});
+  CHECK(got[1] == got[0]);
 }
 
 int main(int argc, char** argv) {

@@ -1,0 +1,26 @@
+#pragma once
+// The Communicator of a data-parallel trial over this process's GPUs, through
+// NCCL: rank i on GPU devices[i], each rank driven by its own thread (as the
+// in-process CPU group). Buffers are device memory. Collectives run on each
+// rank's own stream; wait() synchronizes with it, and stream() lets a GPU
+// trainer order its kernels after a collective without the host waiting.
+#include <cuda_runtime.h>
+
+#include <memory>
+#include <vector>
+
+#include "trainer/comm.h"
+
+namespace minas::cuda {
+
+class NcclCommunicator : public Communicator {
+ public:
+  // The stream this rank's collectives are issued on (on its device).
+  virtual cudaStream_t stream() const = 0;
+  virtual int device() const = 0;
+};
+
+// One communicator per GPU listed, in one NCCL clique (ncclCommInitAll).
+std::vector<std::unique_ptr<NcclCommunicator>> make_nccl_group(const std::vector<int>& devices);
+
+}  // namespace minas::cuda
