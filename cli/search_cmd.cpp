@@ -371,10 +371,13 @@ void add_search_commands(CLI::App& app) {
         throw Error("worker --trainer sim", "needs --table CSV and --metric COLUMN");
       opt.runner = make_sim_runner(w->table, w->metric, w->delay);
     } else {
+#ifndef MINAS_WITH_CUDA
       for (const auto& s : opt.slots)
         if (s.id.rfind("cuda", 0) == 0)
           throw Error("worker --devices " + w->devices,
-                      "this build trains on the CPU only; GPU training is not there yet");
+                      "this build has no GPU backend (CUDA, cuDNN or NCCL were not found when it "
+                      "was configured)");
+#endif
       opt.runner = make_cpu_runner();
     }
     opt.log = [name = w->name](const std::string& l) {

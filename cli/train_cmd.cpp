@@ -9,6 +9,7 @@
 #include "cli/commands.h"
 #include "searchspace/error.h"
 #include "searchspace/space.h"
+#include "trainer/backends.h"
 #include "trainer/checkpoint.h"
 #include "trainer/train.h"
 
@@ -23,7 +24,7 @@ namespace minas::cli {
 namespace {
 
 struct TrainFlags {
-  std::string space = "small", arch, data = "fashion-mnist", recipe, out;
+  std::string space = "small", arch, data = "fashion-mnist", recipe, out, device = "cpu";
   std::vector<std::string> sets;
   int64_t epochs = -1, batch = -1, threads = -1;
   double budget = -1;
@@ -91,6 +92,8 @@ void add_train_commands(CLI::App& app) {
   c->add_option("--budget", f->budget, "Time budget in seconds (overrides the recipe)");
   c->add_option("--batch", f->batch, "Batch size (overrides the recipe)");
   c->add_option("--threads", f->threads, "CPU threads, 0 for all (overrides the recipe)");
+  c->add_option("--device", f->device, "cpu or cuda:N (builds with the GPU backend)")
+      ->default_val("cpu");
   c->add_option("--recipe", f->recipe, "Training recipe, JSON (docs/recipe.md)");
   c->add_option("--set", f->sets, "Recipe field NAME=VALUE, repeatable");
   c->add_option("--out", f->out, "Folder for the checkpoint and the report");
@@ -100,7 +103,7 @@ void add_train_commands(CLI::App& app) {
     const Recipe recipe = make_recipe(*f);
     const auto data = data::load_dataset(f->data);
     Model model(space.lower(arch), recipe.seed);
-    auto backend = make_cpu_backend(static_cast<int>(recipe.threads));
+    auto backend = make_backend(f->device, static_cast<int>(recipe.threads));
     std::printf("train %s on %s (%s): %lld params, %lld MACs, %d threads\n",
                 space.key(arch).c_str(), f->data.c_str(), data.train.fingerprint().c_str(),
                 static_cast<long long>(model.parameter_count()),
@@ -143,6 +146,8 @@ void add_train_benchmarks(CLI::App& bench_group) {
   ref->add_option("--threads", f->threads, "CPU threads")->default_val(2);
   ref->add_option("--batch", f->batch, "Batch size")->default_val(128);
   ref->add_option("--data", f->data, "Data set")->default_val("fashion-mnist");
+  ref->add_option("--device", f->device, "cpu or cuda:N (builds with the GPU backend)")
+      ->default_val("cpu");
   ref->callback([f] {
     // torch_ref.py's recipe is our default recipe, trained on all 60,000 images.
     Recipe recipe;
@@ -153,7 +158,7 @@ void add_train_benchmarks(CLI::App& bench_group) {
     recipe.validate("train-ref");
     const auto data = data::load_dataset(f->data);
     Model model(reference_network(f->width), recipe.seed);
-    auto backend = make_cpu_backend(static_cast<int>(recipe.threads));
+    auto backend = make_backend(f->device, static_cast<int>(recipe.threads));
     TrainOptions opt;
     opt.measure_latency = false;
     opt.on_epoch = [&](const EpochRecord& e) { print_epoch(e, recipe.epochs); };
@@ -162,9 +167,9 @@ void add_train_benchmarks(CLI::App& bench_group) {
     // backward data, backward weights), 2 FLOPs per multiply-accumulate.
     const double gflops = r.img_per_s * 6.0 * static_cast<double>(r.macs) / 1e9;
     std::printf(
-        "minas threads=%d width=%d params=%lld macs=%lld epochs=%lld train_s=%.2f "
+        "minas device=%s threads=%d width=%d params=%lld macs=%lld epochs=%lld train_s=%.2f "
         "train_gflops=%.1f\n",
-        backend->threads(), f->width, static_cast<long long>(r.params),
+        backend->name().c_str(), backend->threads(), f->width, static_cast<long long>(r.params),
         static_cast<long long>(r.macs), static_cast<long long>(recipe.epochs), r.train_seconds,
         gflops);
     std::printf("img_per_s=%.0f test_acc=%.4f\n", r.img_per_s, r.test_acc);

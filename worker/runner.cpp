@@ -16,6 +16,7 @@
 
 #include "searchspace/error.h"
 #include "searchspace/space.h"
+#include "trainer/backends.h"
 #include "trainer/comm.h"
 #include "trainer/train.h"
 
@@ -41,7 +42,12 @@ class CpuRunner final : public TrialRunner {
       if (req.threads > 0) recipe.set("threads", std::to_string(req.threads), "train request");
       const data::TrainTest& data = dataset(req.data, req.data_fingerprint);
       Model model(space.lower(arch), recipe.seed);
-      auto backend = make_cpu_backend(static_cast<int>(recipe.threads));
+      auto device = [&](int rank) {
+        return static_cast<size_t>(rank) < req.devices.size()
+                   ? req.devices[static_cast<size_t>(rank)]
+                   : std::string("cpu");
+      };
+      auto backend = make_backend(device(0), static_cast<int>(recipe.threads));
       TrainOptions opt;
       bool stopped = false;
       opt.should_stop = [&] { return stopped = stopped || cancelled(); };
@@ -113,7 +119,7 @@ class CpuRunner final : public TrialRunner {
           others.emplace_back([&, k] {
             try {
               Model m(space.lower(arch), recipe.seed);
-              auto be = make_cpu_backend(static_cast<int>(recipe.threads));
+              auto be = make_backend(device(k), static_cast<int>(recipe.threads));
               TrainOptions o;
               o.comm = group[static_cast<size_t>(k)].get();
               o.resume = opt.resume;

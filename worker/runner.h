@@ -23,6 +23,8 @@ struct TrialRequest {
   std::string data_fingerprint;  // empty: accept what the name resolves to
   int fidelity = 0;              // epochs; 0: the recipe's own
   int threads = 0;               // CPU threads for this attempt (per rank); 0: all
+  // The slots it runs on ("cpu", "cpu.1", "cuda:0", ...), the first for rank 0.
+  std::vector<std::string> devices;
   // Data parallel over this many device slots of the worker (the controller's
   // gpus_per_trial): ranks of one trial, rank 0 reporting.
   int ranks = 1;
@@ -59,7 +61,8 @@ class TrialRunner {
                            const std::function<bool()>& cancelled) = 0;
 };
 
-// Trains on this machine's CPU; data sets are loaded once and kept by name.
+// Trains on this machine's CPU or, for cuda:N slots in builds with the GPU
+// backend, its GPUs; data sets are loaded once and kept by name.
 std::unique_ptr<TrialRunner> make_cpu_runner();
 
 // Answers from a CSV table: the row whose `key_column` equals the request's

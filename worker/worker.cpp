@@ -194,6 +194,8 @@ struct Worker::Impl {
     req.fidelity = b["fidelity"].get<int>();
     req.threads = s.device.threads;
     req.ranks = std::max<int>(1, static_cast<int>(s.group.size()));
+    for (size_t k : s.group.empty() ? std::vector<size_t>{i} : s.group)
+      req.devices.push_back(slots[k]->device.id);
     if (b.contains("checkpoint_epochs")) {
       for (const auto& e : b["checkpoint_epochs"])
         if (e.is_number_integer()) req.checkpoint_epochs.push_back(e.get<int>());

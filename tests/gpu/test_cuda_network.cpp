@@ -1,0 +1,143 @@
+// The GPU backend against the CPU backend, its oracle: every op forward
+// (eval logits) and backward (loss, every parameter gradient, the running
+// statistics after a step), alone in a small network and in architectures of
+// every built-in space. Run on a machine with a GPU; elsewhere the binary
+// exits 77 and CTest reports it skipped.
+//
+// Tolerances (fp32 on both sides, different algorithms and summation
+// orders): logits and loss within 1e-4 relative; each gradient tensor within
+// 1e-3 of its largest magnitude; running statistics within 1e-4.
+#define DOCTEST_CONFIG_IMPLEMENT
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "searchspace/rng.h"
+#include "searchspace/space.h"
+#include "trainer/cuda/backend.h"
+#include "trainer/cuda/device.h"
+#include "trainer/model.h"
+#include "trainer/network.h"
+
+using namespace minas;
+
+namespace {
+
+double max_abs(const std::vector<float>& v) {
+  double m = 0;
+  for (float x : v) m = std::max(m, static_cast<double>(std::fabs(x)));
+  return m;
+}
+
+double max_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  double m = 0;
+  for (size_t i = 0; i < a.size(); ++i)
+    m = std::max(m, static_cast<double>(std::fabs(a[i] - b[i])));
+  return m;
+}
+
+// One train step and one eval pass of `graph` on both backends, compared.
+void compare(const LayerGraph& graph, const std::string& what, int batch = 6) {
+  CAPTURE(what);
+  const Shape in = graph.input_shape();
+  Rng rng(11);
+  std::vector<float> x(static_cast<size_t>(batch) * in.elements());
+  for (float& v : x) v = static_cast<float>(rng.uniform() * 2 - 1);
+  std::vector<int32_t> y(static_cast<size_t>(batch));
+  for (int32_t& l : y) l = static_cast<int32_t>(rng.below(static_cast<uint64_t>(graph.classes())));
+  auto cpu = make_cpu_backend(1);
+  auto gpu = cuda::make_cuda_backend(0);
+  Model mc(graph, 3), mg(graph, 3);
+  NetworkOptions no;
+  no.label_smoothing = 0.1f;
+  const StepStats sc = cpu->compile(mc, batch, NetMode::train, no)->train_step(x.data(), y.data());
+  const StepStats sg = gpu->compile(mg, batch, NetMode::train, no)->train_step(x.data(), y.data());
+  CHECK(sg.loss == doctest::Approx(sc.loss).epsilon(1e-4));
+  CHECK(sg.correct == sc.correct);
+  for (size_t p = 0; p < mc.params().size(); ++p) {
+    CAPTURE(mc.params()[p].name);
+    CHECK(max_diff(mc.params()[p].grad, mg.params()[p].grad) <=
+          1e-3 * std::max(1.0, max_abs(mc.params()[p].grad)));
+  }
+  for (size_t b = 0; b < mc.buffers().size(); ++b) {
+    CAPTURE(mc.buffers()[b].name);
+    CHECK(max_diff(mc.buffers()[b].value, mg.buffers()[b].value) <= 1e-4);
+  }
+  std::vector<float> lc(static_cast<size_t>(batch) * graph.classes()), lg(lc.size());
+  cpu->compile(mc, batch, NetMode::eval, {})->infer(x.data(), lc.data());
+  gpu->compile(mg, batch, NetMode::eval, {})->infer(x.data(), lg.data());
+  CHECK(max_diff(lc, lg) <= 1e-4 * std::max(1.0, max_abs(lc)));
+}
+
+// input 3x8x8 -> conv 8 -> [the op] -> global average pool -> linear 10
+LayerGraph around(const std::function<int(LayerGraph&, int)>& op) {
+  LayerGraph g({3, 8, 8}, 10);
+  const int c = g.conv(0, 8, 3, 1, 1, false, "stem");
+  const int o = op(g, c);
+  const int p = g.global_avgpool(o, "pool");
+  g.linear(p, 10, true, "fc");
+  return g;
+}
+
+}  // namespace
+
+TEST_CASE("cuda network: every op agrees with the CPU backend, forward and backward") {
+  compare(around([](LayerGraph& g, int x) { return x; }), "conv, global pool, linear");
+  compare(around([](LayerGraph& g, int x) { return g.conv(x, 8, 3, 2, 1, true, "c"); }),
+          "strided conv with bias");
+  compare(around([](LayerGraph& g, int x) { return g.conv(x, 8, 3, 1, 8, false, "dw"); }),
+          "depthwise conv");
+  compare(around([](LayerGraph& g, int x) { return g.conv(x, 16, 1, 1, 1, false, "pw"); }),
+          "pointwise conv");
+  compare(around([](LayerGraph& g, int x) { return g.batchnorm(x, "bn"); }), "batch norm");
+  for (Op a : {Op::Relu, Op::Relu6, Op::HSwish, Op::HSigmoid, Op::Sigmoid})
+    compare(around([a](LayerGraph& g, int x) { return g.activation(a, x, "act"); }), op_name(a));
+  compare(around([](LayerGraph& g, int x) { return g.maxpool(x, 3, 2, 1, "mp"); }), "max pool");
+  compare(around([](LayerGraph& g, int x) { return g.avgpool(x, 3, 2, 1, true, "ap"); }),
+          "avg pool counting padding");
+  compare(around([](LayerGraph& g, int x) { return g.avgpool(x, 3, 1, 1, false, "ap"); }),
+          "avg pool not counting padding");
+  compare(around([](LayerGraph& g, int x) {
+            return g.add({x, g.conv(x, 8, 3, 1, 1, false, "b")}, "add");
+          }),
+          "add");
+  compare(around([](LayerGraph& g, int x) {
+            return g.concat({x, g.conv(x, 4, 1, 1, 1, false, "b")}, "cat");
+          }),
+          "concat");
+  compare(around([](LayerGraph& g, int x) {
+            const int s = g.activation(Op::Sigmoid, g.global_avgpool(x, "sq"), "gate");
+            return g.mul(x, s, "se");
+          }),
+          "squeeze-excitation mul");
+  compare(around([](LayerGraph& g, int x) {
+            return g.add({x, g.zero(g.layer(x).shape, "none")}, "add");
+          }),
+          "zero");
+  compare(around([](LayerGraph& g, int x) { return g.identity(x, "id"); }), "identity");
+}
+
+TEST_CASE("cuda network: architectures of every built-in space agree with the CPU backend") {
+  for (const std::string ref :
+       {"small", "nb201:cells=1,channels=8,input=3x16x16", "mobile:input=3x32x32"}) {
+    const Space space = Space::load(ref);
+    Rng rng(5);
+    for (int k = 0; k < 3; ++k) {
+      const Arch a = space.sample(rng);
+      compare(space.lower(a), ref + " " + space.key(a), 4);
+    }
+  }
+}
+
+int main(int argc, char** argv) {
+  if (cuda::devices().empty()) {
+    std::printf("no GPU on this machine: skipped\n");
+    return 77;
+  }
+  doctest::Context ctx(argc, argv);
+  return ctx.run();
+}
