@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# On a GPU machine prepared as in shared/device/README.md (the command starts
+# with `source .devdeps/env.sh &&`): builds minas with the GPU backend, runs
+# the GPU tests (CTest label gpu: the backend's ops against the CPU oracle,
+# the trainer's kernels, NCCL), then the GPU training benchmark against
+# PyTorch on the same GPU. Prints every figure; with $OUT set, keeps the logs
+# there too. Takes a few minutes; CUDA_ARCH (default 90, Hopper) picks the
+# GPU generation to compile for.
+set -uo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+out=${OUT:-/tmp/minas-gpu-check}
+mkdir -p "$out"
+build=build-gpu
+status=0
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMINAS_CUDA=ON \
+  -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" >"$out/configure.log" 2>&1 ||
+  { tail -n 30 "$out/configure.log"; exit 1; }
+ninja -C "$build" -j "$(nproc)" minas test_cuda test_cuda_kernels test_cuda_network \
+  >"$out/build.log" 2>&1 || { tail -n 40 "$out/build.log"; exit 1; }
+echo "== GPU tests"
+ctest --test-dir "$build" -L gpu --output-on-failure 2>&1 | tee "$out/tests.log" | tail -n 60
+[[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+echo "== training throughput against PyTorch"
+bash bench/train_ref_gpu.sh "$build/minas" 2>&1 | tee "$out/bench.log" || status=1
+exit $status
