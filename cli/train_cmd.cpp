@@ -110,7 +110,7 @@ void add_train_commands(CLI::App& app) {
                 static_cast<long long>(model.graph().macs()), backend->threads());
     TrainOptions opt;
     opt.on_epoch = [&](const EpochRecord& e) { print_epoch(e, recipe.epochs); };
-    const TrainReport report = train(model, recipe, data, *backend, opt);
+    const TrainReport report = train_on(f->device, model, recipe, data, *backend, opt);
     nlohmann::json j = report.to_json();
     if (!f->out.empty()) {
       std::filesystem::create_directories(f->out);
@@ -162,7 +162,7 @@ void add_train_benchmarks(CLI::App& bench_group) {
     TrainOptions opt;
     opt.measure_latency = false;
     opt.on_epoch = [&](const EpochRecord& e) { print_epoch(e, recipe.epochs); };
-    const TrainReport r = train(model, recipe, data, *backend, opt);
+    const TrainReport r = train_on(f->device, model, recipe, data, *backend, opt);
     // A training step runs each conv and linear layer three times (forward,
     // backward data, backward weights), 2 FLOPs per multiply-accumulate.
     const double gflops = r.img_per_s * 6.0 * static_cast<double>(r.macs) / 1e9;

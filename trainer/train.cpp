@@ -74,6 +74,27 @@ double median(std::vector<double> v) {
 
 }  // namespace
 
+TrainSplit train_split(const LayerGraph& g, const Recipe& recipe, const data::TrainTest& data) {
+  check_fits(g, data.train);
+  check_fits(g, data.test);
+  TrainSplit sp;
+  if (recipe.val_size > 0) {
+    data::Split s = data::split(data.train, static_cast<size_t>(recipe.val_size), recipe.seed);
+    sp.train = std::move(s.train);
+    sp.val = std::move(s.val);
+  } else {
+    sp.train = data::all_indices(data.train);
+  }
+  const size_t batch = static_cast<size_t>(recipe.batch);
+  if (sp.train.size() < batch)
+    throw Error("recipe: /batch", "batch " + std::to_string(batch) + " is larger than the " +
+                                      std::to_string(sp.train.size()) + " training images");
+  sp.norm = data.train.shape.c == 1 && data.train.source.find("fashion-mnist") != std::string::npos
+                ? data::Normalization::fashion_mnist()
+                : data::compute_normalization(data.train, sp.train);
+  return sp;
+}
+
 TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& data, Backend& backend,
                   const TrainOptions& options) {
   recipe.validate("recipe");
@@ -87,22 +108,9 @@ TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& dat
     load_weights(model, *options.resume);
   }
 
-  std::vector<uint32_t> train_idx, val_idx;
-  if (recipe.val_size > 0) {
-    data::Split s = data::split(data.train, static_cast<size_t>(recipe.val_size), recipe.seed);
-    train_idx = std::move(s.train);
-    val_idx = std::move(s.val);
-  } else {
-    train_idx = data::all_indices(data.train);
-  }
-  if (train_idx.size() < static_cast<size_t>(batch))
-    throw Error("recipe: /batch", "batch " + std::to_string(batch) + " is larger than the " +
-                                      std::to_string(train_idx.size()) + " training images");
-
-  const data::Normalization norm =
-      data.train.shape.c == 1 && data.train.source.find("fashion-mnist") != std::string::npos
-          ? data::Normalization::fashion_mnist()
-          : data::compute_normalization(data.train, train_idx);
+  TrainSplit sp = train_split(g, recipe, data);
+  std::vector<uint32_t> train_idx = std::move(sp.train), val_idx = std::move(sp.val);
+  const data::Normalization norm = sp.norm;
   // Data parallel: rank r trains on every N-th training image from the r-th,
   // a batch of recipe.batch per rank (so N * batch per step in all). Every
   // shard has the same size, so every rank takes the same steps.

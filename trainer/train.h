@@ -85,6 +85,17 @@ struct TrainOptions {
 TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& data, Backend& backend,
                   const TrainOptions& options = {});
 
+// What train() trains and validates on: the recipe's stratified, seeded
+// validation split of the training set (none when val_size is 0) and the
+// normalization (Fashion-MNIST's published one for it, else the training
+// images' own). Throws Error for data that does not fit the network, naming
+// both, and for a batch larger than the training images.
+struct TrainSplit {
+  std::vector<uint32_t> train, val;
+  data::Normalization norm;
+};
+TrainSplit train_split(const LayerGraph& g, const Recipe& recipe, const data::TrainTest& data);
+
 // Accuracy of the model on the given images, in eval mode.
 double evaluate(Model& model, Backend& backend, const data::Dataset& ds,
                 std::span<const uint32_t> indices, const data::Normalization& norm, int batch);

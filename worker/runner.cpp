@@ -106,7 +106,7 @@ class CpuRunner final : public TrialRunner {
       }
       TrainReport r;
       if (req.ranks <= 1) {
-        r = train(model, recipe, data, *backend, opt);
+        r = train_on(device(0), model, recipe, data, *backend, opt);
       } else {
         // Data parallel over the trial's slots: rank 0 here, with the
         // callbacks; every other rank on a thread of its own with its own copy

@@ -83,11 +83,13 @@ TEST_CASE("cuda kernels: batches by the epoch plan are the CPU loader's, bit for
     const cuda::DeviceData dd{pixels.get(), labels.get(), 3, 7, 6, tab.get()};
     const cuda::DevicePlan dp{index.get(), dy.get(), dx.get(), flip.get(), plan.pad};
     data::Batch b;
+    const int64_t per_epoch = static_cast<int64_t>(idx.size()) / 8;
     for (int64_t batch = 0; loader.next(b); ++batch) {
-      Dev<int64_t> step(std::vector<int64_t>{100 + batch});
+      // Any step of this epoch's position `batch`: the step modulo the epoch.
+      Dev<int64_t> step(std::vector<int64_t>{static_cast<int64_t>(epoch) * per_epoch + batch});
       Dev<float> x(static_cast<size_t>(b.n) * ds.image_size());
       Dev<int32_t> y(static_cast<size_t>(b.n));
-      cuda::gather_batch(dd, dp, step.get(), 100, b.n, x.get(), y.get(), nullptr);
+      cuda::gather_batch(dd, dp, step.get(), per_epoch, b.n, x.get(), y.get(), nullptr);
       const auto gx = x.host();
       const auto gy = y.host();
       CHECK(std::equal(gx.begin(), gx.end(), b.x));  // the same table entries: exact

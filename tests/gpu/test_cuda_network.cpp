@@ -22,6 +22,7 @@
 #include "trainer/cuda/device.h"
 #include "trainer/model.h"
 #include "trainer/network.h"
+#include "trainer/train.h"
 
 using namespace minas;
 
@@ -131,6 +132,50 @@ TEST_CASE("cuda network: architectures of every built-in space agree with the CP
       compare(space.lower(a), ref + " " + space.key(a), 4);
     }
   }
+}
+
+TEST_CASE("cuda training: a replayed graph agrees with eager steps, and both with train()") {
+  data::TrainTest d;
+  Rng rng(8);
+  for (data::Dataset* ds : {&d.train, &d.test}) {
+    ds->source = "synthetic";
+    ds->shape = {1, 12, 12};
+    ds->classes = 10;
+    ds->labels.resize(400);
+    ds->pixels.resize(400 * 144);
+    for (auto& l : ds->labels) l = static_cast<uint8_t>(rng.below(10));
+    for (auto& p : ds->pixels) p = static_cast<uint8_t>(rng.below(256));
+  }
+  Recipe recipe;
+  recipe.set("epochs", "2", "test");
+  recipe.set("val_size", "40", "test");
+  recipe.set("batch", "32", "test");
+  recipe.set("crop_pad", "2", "test");
+  recipe.set("hflip", "true", "test");
+  const Space space = Space::load("small:input=1x12x12");
+  const LayerGraph graph = space.lower(space.parse_key("16|32|sep_k3|conv_k5|64|mb_k3_e3|skip"));
+  auto weights = [](const Model& m) {
+    std::vector<float> all;
+    for (const auto* group : {&m.params(), &m.buffers()})
+      for (const auto& p : *group) all.insert(all.end(), p.value.begin(), p.value.end());
+    return all;
+  };
+  Model host(graph, 1), replayed(graph, 1), eager(graph, 1);
+  auto gpu = cuda::make_cuda_backend(0);
+  TrainOptions o;
+  o.measure_latency = false;
+  const TrainReport a = train(host, recipe, d, *gpu, o);  // the host-model path
+  cuda::GpuTrainOptions g;
+  g.measure_latency = false;
+  const TrainReport b = cuda::train_on_gpu(replayed, recipe, d, 0, g);
+  g.graph = false;
+  const TrainReport c = cuda::train_on_gpu(eager, recipe, d, 0, g);
+  CHECK(b.steps == a.steps);
+  CHECK(c.steps == a.steps);
+  const auto wa = weights(host), wb = weights(replayed), wc = weights(eager);
+  CHECK(max_diff(wb, wc) <= 1e-5 * std::max(1.0, max_abs(wc)));  // graph = eager
+  CHECK(max_diff(wb, wa) <= 1e-3 * std::max(1.0, max_abs(wa)));  // device optimizer = host's
+  CHECK(b.epochs.back().val_acc == doctest::Approx(a.epochs.back().val_acc).epsilon(0.05));
 }
 
 int main(int argc, char** argv) {

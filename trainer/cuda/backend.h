@@ -10,13 +10,39 @@
 // CPU backend is the oracle of every op (tests/gpu/test_cuda_network.cpp).
 // Training with everything resident on the GPU (the data set, the optimizer,
 // a step captured in a CUDA graph) builds on the same network.
+#include <functional>
 #include <memory>
 
+#include "trainer/data.h"
 #include "trainer/network.h"
+#include "trainer/recipe.h"
+#include "trainer/train.h"
 
 namespace minas::cuda {
 
 // On GPU `device`; throws Error if there is none such.
 std::unique_ptr<Backend> make_cuda_backend(int device);
+
+struct GpuTrainOptions {
+  // Capture one training step in a CUDA graph and replay it (a network with
+  // dropout runs eagerly: its masks are drawn on the host, as the CPU's).
+  bool graph = true;
+  bool evaluate_test = true;
+  bool measure_latency = true;
+  int eval_batch = 500;
+  std::function<void(const EpochRecord&)> on_epoch;  // after each epoch's validation
+  std::function<bool()> should_stop;                 // polled before every step
+};
+
+// train() with everything on the GPU: the training images resident there,
+// each batch gathered and augmented by the epoch's plan (data::epoch_plan:
+// the CPU loader's very batches), the optimizer's update and the learning
+// rate schedule on the device, and one step (batch, forward, loss, backward,
+// update) replayed as a CUDA graph; the host reads the loss once an epoch.
+// The split, normalization, recipe and report are train()'s; it needs an
+// epoch budget (no time budget). The model is read at the start and written
+// at every epoch's end.
+TrainReport train_on_gpu(Model& model, const Recipe& recipe, const data::TrainTest& data,
+                         int device, const GpuTrainOptions& options = {});
 
 }  // namespace minas::cuda

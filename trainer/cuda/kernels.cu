@@ -15,9 +15,9 @@ unsigned blocks_for(size_t n) {
 }
 
 // One thread per output value of the batch (sample, channel, y, x).
-__global__ void gather_kernel(DeviceData data, DevicePlan plan, const int64_t* step, int64_t step0,
-                              int n, float* x, int32_t* y) {
-  const int64_t first = (*step - step0) * n;
+__global__ void gather_kernel(DeviceData data, DevicePlan plan, const int64_t* step,
+                              int64_t per_epoch, int n, float* x, int32_t* y) {
+  const int64_t first = (*step % per_epoch) * n;
   const size_t plane = static_cast<size_t>(data.h) * data.w;
   const size_t image = plane * data.c;
   const size_t total = image * n;
@@ -135,9 +135,9 @@ __global__ void advance_kernel(int64_t* step) {
 }  // namespace
 
 void gather_batch(const DeviceData& data, const DevicePlan& plan, const int64_t* step,
-                  int64_t step0, int n, float* x, int32_t* y, cudaStream_t stream) {
+                  int64_t per_epoch, int n, float* x, int32_t* y, cudaStream_t stream) {
   const size_t total = static_cast<size_t>(n) * data.c * data.h * data.w;
-  gather_kernel<<<blocks_for(total), kThreads, 0, stream>>>(data, plan, step, step0, n, x, y);
+  gather_kernel<<<blocks_for(total), kThreads, 0, stream>>>(data, plan, step, per_epoch, n, x, y);
   MINAS_CUDA_CHECK(cudaGetLastError());
 }
 

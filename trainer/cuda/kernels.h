@@ -32,10 +32,10 @@ struct DevicePlan {
   int pad = 0;
 };
 
-// Batch `*step - step0` of the epoch (positions batch * n ...): x gets n
+// Batch `*step % per_epoch` of the epoch (positions batch * n ...): x gets n
 // normalized, cropped and flipped images (NCHW floats), y their labels.
 void gather_batch(const DeviceData& data, const DevicePlan& plan, const int64_t* step,
-                  int64_t step0, int n, float* x, int32_t* y, cudaStream_t stream);
+                  int64_t per_epoch, int n, float* x, int32_t* y, cudaStream_t stream);
 
 // ---- loss ---------------------------------------------------------------------------------
 

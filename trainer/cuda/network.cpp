@@ -3,6 +3,7 @@
 #include <cudnn.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -15,6 +16,8 @@
 #include "trainer/cuda/check.h"
 #include "trainer/cuda/kernels.h"
 #include "trainer/cuda/ops.h"
+#include "trainer/optim.h"
+#include "trainer/train.h"
 
 #define MINAS_CUBLAS_CHECK(call)                                                                  \
   do {                                                                                            \
@@ -138,6 +141,65 @@ class CudaNetwork final : public Network {
   int batch() const override { return n_; }
   NetMode mode() const override { return mode_; }
   void set_step(uint64_t step) override { step_ = step; }
+
+  // ---- training with the model resident on the GPU (train_on_gpu)
+
+  // The host model's parameters and statistics to the GPU, or back.
+  void upload_state() {
+    MINAS_CUDA_CHECK(cudaSetDevice(device_));
+    for (size_t p = 0; p < w_.size(); ++p)
+      MINAS_CUDA_CHECK(cudaMemcpyAsync(w_[p].get(), model_.params()[p].value.data(),
+                                       w_[p].size() * sizeof(float), cudaMemcpyHostToDevice, s_));
+    for (size_t b = 0; b < buf_.size(); ++b)
+      MINAS_CUDA_CHECK(cudaMemcpyAsync(buf_[b].get(), model_.buffers()[b].value.data(),
+                                       buf_[b].size() * sizeof(float), cudaMemcpyHostToDevice, s_));
+    MINAS_CUDA_CHECK(cudaStreamSynchronize(s_));
+  }
+  void download_state() {
+    MINAS_CUDA_CHECK(cudaSetDevice(device_));
+    for (size_t p = 0; p < w_.size(); ++p)
+      MINAS_CUDA_CHECK(cudaMemcpyAsync(model_.params()[p].value.data(), w_[p].get(),
+                                       w_[p].size() * sizeof(float), cudaMemcpyDeviceToHost, s_));
+    for (size_t b = 0; b < buf_.size(); ++b)
+      MINAS_CUDA_CHECK(cudaMemcpyAsync(model_.buffers()[b].value.data(), buf_[b].get(),
+                                       buf_[b].size() * sizeof(float), cudaMemcpyDeviceToHost, s_));
+    MINAS_CUDA_CHECK(cudaStreamSynchronize(s_));
+  }
+  // Enqueues one step's batch, forward, loss and backward on the stream,
+  // nothing from the host: the batch by the plan at *step, the summed loss
+  // and correct count added to the device accumulators.
+  void enqueue_resident_step(const DeviceData& data, const DevicePlan& plan, const int64_t* step,
+                             int64_t per_epoch) {
+    gather_batch(data, plan, step, per_epoch, n_, y_[0].get(), labels_.get(), s_);
+    for (int i = 1; i < g_.size(); ++i) forward(i);
+    for (int i = 0; i < g_.size(); ++i)
+      MINAS_CUDA_CHECK(cudaMemsetAsync(dy_[i].get(), 0, count(i) * sizeof(float), s_));
+    const int out = g_.output();
+    softmax_xent(y_[out].get(), labels_.get(), n_, g_.layer(out).shape.c, opt_.label_smoothing,
+                 dy_[out].get(), loss_.get(), correct_.get(), s_);
+    for (int i = g_.size() - 1; i >= 1; --i) backward(i);
+  }
+  void zero_accumulators() {
+    MINAS_CUDA_CHECK(cudaMemsetAsync(loss_.get(), 0, sizeof(double), s_));
+    MINAS_CUDA_CHECK(cudaMemsetAsync(correct_.get(), 0, sizeof(unsigned long long), s_));
+  }
+  std::pair<double, int64_t> accumulators() {
+    double loss = 0;
+    unsigned long long correct = 0;
+    MINAS_CUDA_CHECK(cudaMemcpyAsync(&loss, loss_.get(), sizeof loss, cudaMemcpyDeviceToHost, s_));
+    MINAS_CUDA_CHECK(
+        cudaMemcpyAsync(&correct, correct_.get(), sizeof correct, cudaMemcpyDeviceToHost, s_));
+    MINAS_CUDA_CHECK(cudaStreamSynchronize(s_));
+    return {loss, static_cast<int64_t>(correct)};
+  }
+  bool has_dropout() const {
+    for (const Layer& l : g_.layers())
+      if (l.op == Op::Dropout && l.p > 0) return true;
+    return false;
+  }
+  float* param(size_t p) const { return w_[p].get(); }
+  float* grad(size_t p) const { return gw_[p].get(); }
+  cudaStream_t stream() const { return s_; }
 
   StepStats train_step(const float* x, const int32_t* y) override {
     if (mode_ != NetMode::train)
@@ -584,6 +646,10 @@ class CudaBackend final : public Backend {
     MINAS_CUBLAS_CHECK(cublasSetStream(blas_, stream_));
     // fp32 means fp32: no TF32 in cuBLAS either.
     MINAS_CUBLAS_CHECK(cublasSetMathMode(blas_, CUBLAS_DEFAULT_MATH));
+    // A workspace of its own, so cuBLAS allocates nothing while a step is
+    // being captured in a graph.
+    blas_workspace_ = Buffer<unsigned char>(size_t{4} << 20);
+    MINAS_CUBLAS_CHECK(cublasSetWorkspace(blas_, blas_workspace_.get(), blas_workspace_.size()));
   }
   ~CudaBackend() override {
     cudaSetDevice(device_);
@@ -593,6 +659,12 @@ class CudaBackend final : public Backend {
   }
   std::string name() const override { return "cuda:" + std::to_string(device_); }
   int threads() const override { return 1; }
+  int device() const { return device_; }
+  std::unique_ptr<CudaNetwork> compile_cuda(Model& model, int batch, NetMode mode,
+                                            const NetworkOptions& options) {
+    return std::make_unique<CudaNetwork>(device_, dnn_, blas_, stream_, model, batch, mode,
+                                         options);
+  }
   std::unique_ptr<Network> compile(Model& model, int batch, NetMode mode,
                                    const NetworkOptions& options) override {
     // Latency mode runs the eval path (batch norm not folded yet on the GPU).
@@ -605,12 +677,200 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   cudnnHandle_t dnn_ = nullptr;
   cublasHandle_t blas_ = nullptr;
+  Buffer<unsigned char> blas_workspace_;
 };
+
+// A host vector's device copy, rewritable in place (same size) so a captured
+// graph that reads it sees new contents.
+template <class T>
+Buffer<T> to_device(const std::vector<T>& host, cudaStream_t s) {
+  Buffer<T> b(std::max<size_t>(host.size(), 1));
+  if (!host.empty())
+    MINAS_CUDA_CHECK(
+        cudaMemcpyAsync(b.get(), host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice, s));
+  return b;
+}
+template <class T>
+void rewrite(Buffer<T>& b, const std::vector<T>& host, cudaStream_t s) {
+  if (!host.empty())
+    MINAS_CUDA_CHECK(
+        cudaMemcpyAsync(b.get(), host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice, s));
+}
 
 }  // namespace
 
 std::unique_ptr<Backend> make_cuda_backend(int device) {
   return std::make_unique<CudaBackend>(device);
+}
+
+TrainReport train_on_gpu(Model& model, const Recipe& recipe, const data::TrainTest& data,
+                         int device, const GpuTrainOptions& options) {
+  using Clock = std::chrono::steady_clock;
+  recipe.validate("recipe");
+  if (recipe.epochs <= 0 || recipe.time_budget_s > 0)
+    throw Error("recipe", "training on the GPU needs an epoch budget (epochs > 0, no time budget)");
+  const LayerGraph& g = model.graph();
+  const TrainSplit sp = train_split(g, recipe, data);
+  const int batch = static_cast<int>(recipe.batch);
+  data::LoaderOptions lo;
+  lo.batch_size = batch;
+  lo.shuffle = true;
+  lo.drop_last = true;
+  lo.augment = {static_cast<int>(recipe.crop_pad), recipe.hflip};
+  lo.norm = sp.norm;
+  lo.seed = recipe.seed;
+  const int64_t per_epoch = static_cast<int64_t>(sp.train.size()) / batch;
+  const uint64_t total = static_cast<uint64_t>(recipe.epochs) * static_cast<uint64_t>(per_epoch);
+  const LrSchedule schedule(recipe, static_cast<uint64_t>(per_epoch), total);
+
+  CudaBackend backend(device);
+  NetworkOptions no;
+  no.label_smoothing = static_cast<float>(recipe.label_smoothing);
+  no.seed = recipe.seed;
+  auto net = backend.compile_cuda(model, batch, NetMode::train, no);
+  const cudaStream_t s = net->stream();
+  net->upload_state();
+
+  // The data set, its normalization table and the schedule, once.
+  const data::Normalizer normalizer(sp.norm, data.train.shape.c);
+  std::vector<float> table;
+  for (int c = 0; c < data.train.shape.c; ++c)
+    table.insert(table.end(), normalizer.table(c), normalizer.table(c) + 256);
+  Buffer<uint8_t> pixels = to_device(data.train.pixels, s),
+                  labels = to_device(data.train.labels, s);
+  Buffer<float> tab = to_device(table, s);
+  std::vector<float> lr(total + 1), momentum(total + 1);
+  for (uint64_t k = 0; k <= total; ++k) {
+    const uint64_t at = std::min(k, total ? total - 1 : 0);
+    lr[k] = static_cast<float>(schedule.lr(at));
+    momentum[k] = static_cast<float>(schedule.momentum(at));
+  }
+  Buffer<float> lr_d = to_device(lr, s), mom_d = to_device(momentum, s);
+  Buffer<int64_t> step = to_device(std::vector<int64_t>{0}, s);
+  data::EpochPlan plan = data::epoch_plan(sp.train, lo, 0);
+  Buffer<uint32_t> plan_index = to_device(plan.index, s);
+  Buffer<uint8_t> plan_dy = to_device(plan.dy, s), plan_dx = to_device(plan.dx, s),
+                  plan_flip = to_device(plan.flip, s);
+  const DeviceData dd{pixels.get(),       labels.get(),       data.train.shape.c,
+                      data.train.shape.h, data.train.shape.w, tab.get()};
+  const DevicePlan dp{plan_index.get(), plan_dy.get(), plan_dx.get(), plan_flip.get(), plan.pad};
+
+  // The optimizer: Optimizer's rules per tensor, its momentum on the device.
+  Optimizer reference(recipe);
+  std::vector<Buffer<float>> momentum_buf, norms;
+  std::vector<DeviceRule> rules;
+  for (size_t p = 0; p < model.params().size(); ++p) {
+    const Param& param = model.params()[p];
+    reference.add_param(nullptr, nullptr, 0, param.kind);
+    const UpdateRule r = reference.rule(p, 1.0, 0.0);  // lr 1: shrink = 1 - wd when decoupled
+    DeviceRule d;
+    d.l2 = r.l2;
+    d.decoupled_wd = 1.0f - r.shrink;
+    d.nesterov = r.nesterov;
+    d.lars = recipe.optimizer == OptimizerKind::lars && param.kind == ParamKind::weight;
+    d.lars_eta = static_cast<float>(recipe.lars_eta);
+    d.weight_decay = d.l2 + d.decoupled_wd;
+    rules.push_back(d);
+    momentum_buf.push_back(to_device(std::vector<float>(param.size(), 0.0f), s));
+    norms.emplace_back(2);
+  }
+  auto enqueue = [&] {
+    net->enqueue_resident_step(dd, dp, step.get(), per_epoch);
+    for (size_t p = 0; p < rules.size(); ++p) {
+      const size_t n = model.params()[p].size();
+      if (rules[p].lars) {
+        squared_norms_zero(norms[p].get(), s);
+        squared_norms(net->param(p), net->grad(p), n, norms[p].get(), s);
+      }
+      momentum_update(net->param(p), net->grad(p), momentum_buf[p].get(), n, lr_d.get(),
+                      mom_d.get(), step.get(), rules[p], norms[p].get(), s);
+    }
+    advance_step(step.get(), s);
+  };
+  cudaGraphExec_t exec = nullptr;
+  cudaGraph_t graph = nullptr;
+  struct GraphGuard {
+    cudaGraphExec_t& e;
+    cudaGraph_t& g;
+    ~GraphGuard() {
+      if (e) cudaGraphExecDestroy(e);
+      if (g) cudaGraphDestroy(g);
+    }
+  } guard{exec, graph};
+  const bool use_graph = options.graph && !net->has_dropout();
+  if (use_graph) {
+    MINAS_CUDA_CHECK(cudaStreamSynchronize(s));
+    MINAS_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    try {
+      enqueue();
+    } catch (...) {
+      cudaStreamEndCapture(s, &graph);
+      throw;
+    }
+    MINAS_CUDA_CHECK(cudaStreamEndCapture(s, &graph));
+    MINAS_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  }
+
+  TrainReport report;
+  report.params = model.parameter_count();
+  report.macs = g.macs();
+  auto eval_backend = make_cuda_backend(device);
+  uint64_t done = 0;
+  bool stopped = false;
+  for (int epoch = 1; epoch <= recipe.epochs && !stopped; ++epoch) {
+    if (epoch > 1) {
+      plan = data::epoch_plan(sp.train, lo, static_cast<uint64_t>(epoch - 1));
+      rewrite(plan_index, plan.index, s);
+      rewrite(plan_dy, plan.dy, s);
+      rewrite(plan_dx, plan.dx, s);
+      rewrite(plan_flip, plan.flip, s);
+    }
+    net->zero_accumulators();
+    EpochRecord rec;
+    rec.epoch = epoch;
+    MINAS_CUDA_CHECK(cudaStreamSynchronize(s));
+    const auto t0 = Clock::now();
+    for (int64_t k = 0; k < per_epoch; ++k) {
+      if (options.should_stop && options.should_stop()) {
+        stopped = true;
+        break;
+      }
+      if (use_graph) {
+        MINAS_CUDA_CHECK(cudaGraphLaunch(exec, s));
+      } else {
+        net->set_step(done);
+        enqueue();
+      }
+      ++done;
+      ++rec.steps;
+      rec.lr = lr[done - 1];
+    }
+    const auto [loss_sum, correct] = net->accumulators();  // waits for the epoch's steps
+    rec.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (rec.steps == 0) break;
+    const double seen = static_cast<double>(rec.steps) * batch;
+    report.train_seconds += rec.seconds;
+    rec.train_loss = loss_sum / seen;
+    rec.train_acc = static_cast<double>(correct) / seen;
+    rec.img_per_s = seen / rec.seconds;
+    if (!std::isfinite(rec.train_loss))
+      throw Error("training", "diverged in epoch " + std::to_string(epoch) + ": the loss is " +
+                                  std::to_string(rec.train_loss));
+    net->download_state();
+    if (!sp.val.empty())
+      rec.val_acc = evaluate(model, *eval_backend, data.train, sp.val, sp.norm, options.eval_batch);
+    report.epochs.push_back(rec);
+    if (options.on_epoch) options.on_epoch(rec);
+  }
+  net->download_state();
+  report.steps = static_cast<int64_t>(done);
+  report.img_per_s = static_cast<double>(done) * batch / std::max(report.train_seconds, 1e-9);
+  report.val_acc = report.epochs.empty() ? report.val_acc : report.epochs.back().val_acc;
+  if (options.evaluate_test)
+    report.test_acc = evaluate(model, *eval_backend, data.test, data::all_indices(data.test),
+                               sp.norm, options.eval_batch);
+  if (options.measure_latency) report.latency = measure_latency(model, *eval_backend, 30);
+  return report;
 }
 
 }  // namespace minas::cuda

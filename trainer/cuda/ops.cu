@@ -12,7 +12,7 @@ unsigned blocks(size_t n) {
   return static_cast<unsigned>(b < 65535u * 64u ? (b ? b : 1) : 65535u * 64u);
 }
 
-#define MINAS_GRID_LOOP(i, n)                                                         \
+#define MINAS_GRID_LOOP(i, n)                                                          \
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < (n); \
        i += static_cast<size_t>(gridDim.x) * blockDim.x)
 
@@ -97,11 +97,11 @@ __global__ void colsum(const float* x, int rows, int cols, float* out) {
 
 }  // namespace
 
-#define MINAS_LAUNCH(kernel, n, s, ...)                          \
-  do {                                                           \
-    if ((n) == 0) break;                                         \
-    kernel<<<blocks(n), kThreads, 0, s>>>(__VA_ARGS__);          \
-    MINAS_CUDA_CHECK(cudaGetLastError());                        \
+#define MINAS_LAUNCH(kernel, n, s, ...)                 \
+  do {                                                  \
+    if ((n) == 0) break;                                \
+    kernel<<<blocks(n), kThreads, 0, s>>>(__VA_ARGS__); \
+    MINAS_CUDA_CHECK(cudaGetLastError());               \
   } while (0)
 
 void hswish_forward(const float* x, float* y, size_t n, cudaStream_t s) {
