@@ -133,7 +133,7 @@ struct WorkerFlags {
 };
 
 struct SearchFlags {
-  std::string db = "minas.db", space = "small", data = "fashion-mnist", name, recipe;
+  std::string db = "minas.db", space = "small", data = "fashion-mnist", name, recipe, devices;
   StrategyFlags strategy;
   int64_t trials = 20;
   double seconds = 0;
@@ -271,6 +271,9 @@ void add_search_commands(CLI::App& app) {
                  "Local workers (default: one per core the process may use)")
       ->default_val(0);
   sr->add_option("--threads", sf->threads, "CPU threads per worker slot")->default_val(1);
+  sr->add_option("--devices", sf->devices,
+                 "One local worker with these slots instead (cpu:T,..., cuda:0,1, cuda:0x4 for "
+                 "four trials at once on GPU 0)");
   sr->add_option("--gpus-per-trial", sf->gpus_per_trial,
                  "Slots (of --threads each) one trial trains on, data parallel")
       ->default_val(1)
@@ -311,7 +314,7 @@ void add_search_commands(CLI::App& app) {
     Controller controller(store, space, *strategy, cfg, opt);
     auto runner = std::shared_ptr<TrialRunner>(make_cpu_runner());
     std::vector<std::unique_ptr<Worker>> pool;
-    for (int i = 0; i < workers; ++i) {
+    for (int i = 0; i < (sf->devices.empty() ? workers : 1); ++i) {
       WorkerOptions w;
       w.connect = controller.endpoint();
       w.name = "local-" + std::to_string(i);
@@ -319,13 +322,15 @@ void add_search_commands(CLI::App& app) {
       std::string devices;
       for (int k = 0; k < per_trial; ++k)
         devices += (k ? ",cpu:" : "cpu:") + std::to_string(threads);
-      w.slots = parse_devices(devices);
+      w.slots = parse_devices(sf->devices.empty() ? devices : sf->devices);
       w.log = [name = w.name](const std::string& l) { log_line(name, l); };
       pool.push_back(std::make_unique<Worker>(w));
     }
     log_line("search", "experiment '" + cfg.name + "' in " + sf->db + ": " +
-                           std::to_string(workers) + " local worker(s) of " +
-                           std::to_string(threads) + " thread(s)");
+                           std::to_string(pool.size()) + " local worker(s), " +
+                           (sf->devices.empty() ? std::to_string(per_trial) + " slot(s) of " +
+                                                      std::to_string(threads) + " thread(s) each"
+                                                : "slots " + sf->devices));
     std::vector<std::thread> threads_of_pool;
     for (auto& w : pool) threads_of_pool.emplace_back([&w] { w->run(); });
     g_controller = &controller;

@@ -23,4 +23,6 @@ ctest --test-dir "$build" -L gpu --output-on-failure 2>&1 | tee "$out/tests.log"
 [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
 echo "== training throughput against PyTorch"
 bash bench/train_ref_gpu.sh "$build/minas" 2>&1 | tee "$out/bench.log" || status=1
+echo "== candidates per hour on one GPU, one at a time and four at once"
+bash bench/gpu_candidates.sh "$build/minas" 4 16 2>&1 | tee "$out/candidates.log" || status=1
 exit $status

@@ -14,10 +14,12 @@
 
 namespace minas {
 
-// The N of "cuda:N", or -1 for any other device.
+// The N of "cuda:N" (or of "cuda:N.K", a worker's K-th extra slot on GPU N),
+// or -1 for any other device.
 inline int cuda_index(const std::string& device) {
   if (device.rfind("cuda:", 0) != 0) return -1;
-  const std::string n = device.substr(5);
+  const std::string n = device.substr(
+      5, device.find('.') == std::string::npos ? std::string::npos : device.find('.') - 5);
   if (n.empty() || n.size() > 3 || n.find_first_not_of("0123456789") != std::string::npos)
     throw Error("--device " + device, "a GPU is cuda:N, N its number");
   return std::stoi(n);

@@ -86,16 +86,36 @@ std::vector<DeviceSlot> parse_devices(const std::string& text) {
       // "cuda:0,1": the numbers after the first item belong to it.
       std::vector<std::string> ids{it.substr(5)};
       while (i + 1 < items.size() && !items[i + 1].empty() &&
-             items[i + 1].find_first_not_of("0123456789") == std::string::npos)
+             items[i + 1].find_first_not_of("0123456789x") == std::string::npos)
         ids.push_back(items[++i]);
-      for (const std::string& id : ids) {
+      for (const std::string& item_id : ids) {
+        // "cuda:0x3": three slots on GPU 0 (cuda:0, cuda:0.1, cuda:0.2), so
+        // several small candidates keep one GPU busy.
+        std::string id = item_id;
+        int copies = 1;
+        if (const size_t x = id.find('x'); x != std::string::npos) {
+          const std::string k = id.substr(x + 1);
+          if (k.empty() || k.size() > 3 || k.find_first_not_of("0123456789") != std::string::npos ||
+              std::stoi(k) < 1)
+            throw Error(
+                "--devices " + text,
+                "'cuda:" + item_id + "': the slots per GPU after x must be a positive integer");
+          copies = std::stoi(k);
+          id = id.substr(0, x);
+        }
+        if (id.empty() || id.find_first_not_of("0123456789") != std::string::npos)
+          throw Error("--devices " + text, "'cuda:" + item_id + "' is not cuda:N or cuda:NxK");
         const std::string slot = "cuda:" + id;
         auto d = std::find_if(here.begin(), here.end(),
                               [&](const DeviceSlot& s) { return s.id == slot; });
         if (d == here.end())
           throw Error("--devices " + text, "no GPU " + slot + " on this machine (" +
                                                std::to_string(here.size() - 1) + " found)");
-        out.push_back(*d);
+        for (int c = 0; c < copies; ++c) {
+          DeviceSlot s = *d;
+          if (c > 0) s.id = slot + "." + std::to_string(c);
+          out.push_back(s);
+        }
       }
     } else {
       throw Error("--devices " + text, "'" + it + "' is not cpu, cpu:THREADS or cuda:N");

@@ -3,7 +3,9 @@
 #include <sched.h>
 #include <nlohmann/json.hpp>
 
+#include "searchspace/error.h"
 #include "worker/devices.h"
+#include "worker/worker.h"
 
 TEST_CASE("devices: a cpu slot with the threads of the affinity mask, then one slot per GPU") {
   const auto slots = minas::detect_slots();
@@ -36,4 +38,22 @@ TEST_CASE("devices: the cpu slot shrinks with the affinity mask") {
   const auto slots = minas::detect_slots();
   REQUIRE(sched_setaffinity(0, sizeof all, &all) == 0);
   CHECK(slots[0].threads == 1);
+}
+
+TEST_CASE("devices: several slots on one GPU are written cuda:NxK, and checked") {
+  const size_t gpus = minas::detect_slots().size() - 1;
+  if (gpus == 0) {
+    CHECK_THROWS_WITH_AS(minas::parse_devices("cuda:0x3"), doctest::Contains("no GPU cuda:0"),
+                         minas::Error);
+  } else {
+    const auto slots = minas::parse_devices("cuda:0x3");
+    REQUIRE(slots.size() == 3);
+    CHECK(slots[0].id == "cuda:0");
+    CHECK(slots[1].id == "cuda:0.1");
+    CHECK(slots[2].id == "cuda:0.2");
+  }
+  CHECK_THROWS_WITH_AS(minas::parse_devices("cuda:0x0"), doctest::Contains("positive integer"),
+                       minas::Error);
+  CHECK_THROWS_WITH_AS(minas::parse_devices("cuda:x2"), doctest::Contains("not cuda:N"),
+                       minas::Error);
 }
