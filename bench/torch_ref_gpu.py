@@ -39,6 +39,8 @@ p.add_argument("--epochs", type=int, default=1)
 p.add_argument("--width", type=int, default=16)
 p.add_argument("--batch", type=int, default=128)
 p.add_argument("--device", default="cuda:0")
+p.add_argument("--target", type=float, default=0.0,
+               help="test accuracy to time: evaluated after every epoch (not timed)")
 a = p.parse_args()
 dev = torch.device(a.device)
 torch.manual_seed(0)
@@ -59,9 +61,20 @@ m = net(a.width).to(dev)
 per_epoch = len(xtr) // a.batch
 opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
 sched = torch.optim.lr_scheduler.OneCycleLR(opt, 0.2, total_steps=a.epochs * per_epoch)
+def test_acc():
+    m.eval()
+    with torch.no_grad():
+        right = sum((m(xte[i:i + 1000]).argmax(1) == yte[i:i + 1000]).sum().item()
+                    for i in range(0, len(xte), 1000))
+    m.train()
+    return right / len(xte)
+
+
 torch.cuda.synchronize(dev)
 t0 = time.time()
 seen = 0
+train_s = 0.0
+reached = None
 for ep in range(a.epochs):
     m.train()
     perm = torch.randperm(len(xtr), device=dev)
@@ -73,8 +86,17 @@ for ep in range(a.epochs):
         opt.step()
         sched.step()
         seen += len(sel)
-torch.cuda.synchronize(dev)
-train_s = time.time() - t0
+    torch.cuda.synchronize(dev)
+    train_s += time.time() - t0
+    if a.target > 0 and reached is None:
+        acc = test_acc()
+        print(f"epoch {ep + 1} test_acc={acc:.4f} train_s={train_s:.2f}")
+        if acc >= a.target:
+            reached = train_s
+    t0 = time.time()
+if a.target > 0:
+    print(f"target={a.target:.4f} train_s_to_target={reached:.2f}" if reached is not None
+          else f"target={a.target:.4f} not reached in {a.epochs} epochs")
 m.eval()
 with torch.no_grad():
     correct = sum((m(xte[i:i + 1000]).argmax(1) == yte[i:i + 1000]).sum().item()

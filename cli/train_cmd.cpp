@@ -29,6 +29,7 @@ struct TrainFlags {
   int64_t epochs = -1, batch = -1, threads = -1;
   double budget = -1;
   int width = 16;
+  double target = 0;
 };
 
 Recipe make_recipe(const TrainFlags& f) {
@@ -148,6 +149,10 @@ void add_train_benchmarks(CLI::App& bench_group) {
   ref->add_option("--data", f->data, "Data set")->default_val("fashion-mnist");
   ref->add_option("--device", f->device, "cpu or cuda:N (builds with the GPU backend)")
       ->default_val("cpu");
+  ref->add_option("--target", f->target,
+                  "Test accuracy to time: evaluated after every epoch (not timed), the training "
+                  "seconds until it is first reached are printed")
+      ->check(CLI::Range(0.0, 1.0));
   ref->callback([f] {
     // torch_ref.py's recipe is our default recipe, trained on all 60,000 images.
     Recipe recipe;
@@ -161,8 +166,24 @@ void add_train_benchmarks(CLI::App& bench_group) {
     auto backend = make_backend(f->device, static_cast<int>(recipe.threads));
     TrainOptions opt;
     opt.measure_latency = false;
-    opt.on_epoch = [&](const EpochRecord& e) { print_epoch(e, recipe.epochs); };
+    double trained = 0, reached = -1;
+    opt.on_epoch = [&](const EpochRecord& e) {
+      print_epoch(e, recipe.epochs);
+      trained += e.seconds;
+      if (f->target <= 0 || reached >= 0) return;
+      const double acc = evaluate(model, *backend, data.test, data::all_indices(data.test),
+                                  data::Normalization::fashion_mnist(), 500);
+      std::printf("epoch %d test_acc=%.4f train_s=%.2f\n", e.epoch, acc, trained);
+      if (acc >= f->target) reached = trained;
+    };
     const TrainReport r = train_on(f->device, model, recipe, data, *backend, opt);
+    if (f->target > 0) {
+      if (reached >= 0)
+        std::printf("target=%.4f train_s_to_target=%.2f\n", f->target, reached);
+      else
+        std::printf("target=%.4f not reached in %lld epochs\n", f->target,
+                    static_cast<long long>(recipe.epochs));
+    }
     // A training step runs each conv and linear layer three times (forward,
     // backward data, backward weights), 2 FLOPs per multiply-accumulate.
     const double gflops = r.img_per_s * 6.0 * static_cast<double>(r.macs) / 1e9;
