@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
@@ -296,7 +297,11 @@ class CudaNetwork final : public Network {
         const cudnnActivationMode_t m = l.op == Op::Relu    ? CUDNN_ACTIVATION_RELU
                                         : l.op == Op::Relu6 ? CUDNN_ACTIVATION_CLIPPED_RELU
                                                             : CUDNN_ACTIVATION_SIGMOID;
-        MINAS_CUDNN_CHECK(cudnnSetActivationDescriptor(a, m, CUDNN_NOT_PROPAGATE_NAN, 6.0));
+        // coef: ReLU6's clip; for the others an upper bound no value reaches
+        // (some cuDNN versions read it as a ceiling for plain ReLU too).
+        const double coef =
+            l.op == Op::Relu6 ? 6.0 : static_cast<double>(std::numeric_limits<float>::max());
+        MINAS_CUDNN_CHECK(cudnnSetActivationDescriptor(a, m, CUDNN_NOT_PROPAGATE_NAN, coef));
         break;
       }
       case Op::MaxPool:
@@ -340,7 +345,8 @@ class CudaNetwork final : public Network {
     MINAS_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(
         c.conv, l.pad, l.pad, l.stride, l.stride, 1, 1, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
     MINAS_CUDNN_CHECK(cudnnSetConvolutionGroupCount(c.conv, l.groups));
-    MINAS_CUDNN_CHECK(cudnnSetConvolutionMathType(c.conv, CUDNN_DEFAULT_MATH));  // fp32: no TF32
+    // fp32 means fp32: FMA only, no TF32 tensor cores (DEFAULT_MATH would allow them).
+    MINAS_CUDNN_CHECK(cudnnSetConvolutionMathType(c.conv, CUDNN_FMA_MATH));
     if (l.bias) c.bias = TensorDesc(1, l.shape.c, 1, 1);
     const cudnnTensorDescriptor_t x = desc_[in(i)].d, y = desc_[i].d;
     // The heuristics' first algorithm that works, and its workspace.
