@@ -2,10 +2,15 @@
 // A backend by device name: "cpu" (oneDNN on `threads` threads, 0: all) or
 // "cuda:N" (the GPU backend, in builds with CUDA). Header-only so that it sees
 // whether the including target was built with the GPU backend.
+#include <exception>
+#include <functional>
 #include <memory>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "searchspace/error.h"
+#include "trainer/comm.h"
 #include "trainer/network.h"
 #include "trainer/train.h"
 #ifdef MINAS_WITH_CUDA
@@ -47,6 +52,67 @@ inline TrainReport train_on(const std::string& device, Model& model, const Recip
 #endif
   (void)device;
   return train(model, recipe, data, backend, options);
+}
+
+inline bool built_with_gpu_backend() {
+#ifdef MINAS_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+// One trial data parallel over distinct GPUs (train_on_gpu with NCCL), rank 0
+// on `model` with the options' callbacks, the others on threads of their own
+// with copies of `graph`; `cancelled` stops every rank. Builds without the GPU
+// backend refuse.
+inline TrainReport train_on_gpus(const std::vector<int>& gpus, const LayerGraph& graph,
+                                 Model& model, const Recipe& recipe, const data::TrainTest& data,
+                                 const TrainOptions& options,
+                                 const std::function<bool()>& cancelled) {
+#ifdef MINAS_WITH_CUDA
+  auto nccl = cuda::make_nccl_group(gpus);
+  auto host = make_thread_group(static_cast<int>(gpus.size()));
+  std::vector<std::exception_ptr> errors(gpus.size());
+  std::vector<std::thread> others;
+  auto run = [&](size_t k, Model& m) {
+    cuda::GpuTrainOptions g;
+    g.comm = nccl[k].get();
+    g.host = host[k].get();
+    g.evaluate_test = options.evaluate_test;
+    g.measure_latency = options.measure_latency;
+    g.eval_batch = options.eval_batch;
+    if (k == 0) {
+      g.on_epoch = options.on_epoch;
+      g.should_stop = options.should_stop;
+    } else {
+      g.should_stop = cancelled;
+    }
+    return cuda::train_on_gpu(m, recipe, data, gpus[k], g);
+  };
+  for (size_t k = 1; k < gpus.size(); ++k)
+    others.emplace_back([&, k] {
+      try {
+        Model m(graph, recipe.seed);
+        run(k, m);
+      } catch (...) {
+        errors[k] = std::current_exception();
+      }
+    });
+  TrainReport r;
+  try {
+    r = run(0, model);
+  } catch (...) {
+    errors[0] = std::current_exception();
+  }
+  for (auto& t : others) t.join();
+  for (auto& e : errors)
+    if (e) std::rethrow_exception(e);
+  return r;
+#else
+  (void)gpus, (void)graph, (void)model, (void)recipe, (void)data, (void)options, (void)cancelled;
+  throw Error("train on GPUs", "this build has no GPU backend");
+#endif
 }
 
 inline std::unique_ptr<Backend> make_backend(const std::string& device, int threads) {

@@ -10,6 +10,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <thread>
 #include <unordered_map>
@@ -105,8 +106,17 @@ class CpuRunner final : public TrialRunner {
         }
       }
       TrainReport r;
+      // Distinct GPUs for every rank: NCCL inside the GPU-resident step.
+      std::vector<int> gpus;
+      for (int k = 0; k < req.ranks; ++k) gpus.push_back(cuda_index(device(k)));
+      const bool nccl = built_with_gpu_backend() && req.ranks > 1 && !opt.resume &&
+                        !opt.on_checkpoint &&
+                        std::all_of(gpus.begin(), gpus.end(), [](int d) { return d >= 0; }) &&
+                        std::set<int>(gpus.begin(), gpus.end()).size() == gpus.size();
       if (req.ranks <= 1) {
         r = train_on(device(0), model, recipe, data, *backend, opt);
+      } else if (nccl) {
+        r = train_on_gpus(gpus, space.lower(arch), model, recipe, data, opt, cancelled);
       } else {
         // Data parallel over the trial's slots: rank 0 here, with the
         // callbacks; every other rank on a thread of its own with its own copy

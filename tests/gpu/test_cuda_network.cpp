@@ -13,11 +13,14 @@
 #include <cmath>
 #include <cstdio>
 #include <functional>
+#include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "searchspace/rng.h"
 #include "searchspace/space.h"
+#include "trainer/comm.h"
 #include "trainer/cuda/backend.h"
 #include "trainer/cuda/device.h"
 #include "trainer/model.h"
@@ -176,6 +179,52 @@ TEST_CASE("cuda training: a replayed graph agrees with eager steps, and both wit
   CHECK(max_diff(wb, wc) <= 1e-5 * std::max(1.0, max_abs(wc)));  // graph = eager
   CHECK(max_diff(wb, wa) <= 1e-3 * std::max(1.0, max_abs(wa)));  // device optimizer = host's
   CHECK(b.epochs.back().val_acc == doctest::Approx(a.epochs.back().val_acc).epsilon(0.05));
+}
+
+TEST_CASE("cuda training: data parallel over two GPUs keeps the ranks identical") {
+  if (cuda::devices().size() < 2) {
+    MESSAGE("one GPU: not run");
+    return;
+  }
+  data::TrainTest d;
+  Rng rng(9);
+  for (data::Dataset* ds : {&d.train, &d.test}) {
+    ds->source = "synthetic";
+    ds->shape = {1, 12, 12};
+    ds->classes = 10;
+    ds->labels.resize(400);
+    ds->pixels.resize(400 * 144);
+    for (auto& l : ds->labels) l = static_cast<uint8_t>(rng.below(10));
+    for (auto& p : ds->pixels) p = static_cast<uint8_t>(rng.below(256));
+  }
+  Recipe recipe;
+  recipe.set("epochs", "2", "test");
+  recipe.set("val_size", "40", "test");
+  recipe.set("batch", "16", "test");
+  const Space space = Space::load("small:input=1x12x12");
+  const LayerGraph graph = space.lower(space.parse_key("16|32|conv_k3|skip|64|conv_k3|skip"));
+  auto nccl = cuda::make_nccl_group({0, 1});
+  auto host = make_thread_group(2);
+  std::vector<std::unique_ptr<Model>> models;
+  models.push_back(std::make_unique<Model>(graph, 1));
+  models.push_back(std::make_unique<Model>(graph, 2));  // rank 0's weights are broadcast
+  std::vector<TrainReport> reports(2);
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < 2; ++r)
+    ranks.emplace_back([&, r] {
+      cuda::GpuTrainOptions g;
+      g.measure_latency = false;
+      g.comm = nccl[static_cast<size_t>(r)].get();
+      g.host = host[static_cast<size_t>(r)].get();
+      g.bucket_bytes = 4096;
+      reports[static_cast<size_t>(r)] =
+          cuda::train_on_gpu(*models[static_cast<size_t>(r)], recipe, d, r, g);
+    });
+  for (auto& t : ranks) t.join();
+  CHECK(reports[0].steps == 2 * ((360 / 2) / 16));
+  CHECK(reports[1].steps == reports[0].steps);
+  for (size_t p = 0; p < models[0]->params().size(); ++p)
+    CHECK(max_diff(models[0]->params()[p].value, models[1]->params()[p].value) == 0.0);
 }
 
 int main(int argc, char** argv) {

@@ -13,6 +13,7 @@
 #include <functional>
 #include <memory>
 
+#include "trainer/cuda/nccl_comm.h"
 #include "trainer/data.h"
 #include "trainer/network.h"
 #include "trainer/recipe.h"
@@ -32,6 +33,17 @@ struct GpuTrainOptions {
   int eval_batch = 500;
   std::function<void(const EpochRecord&)> on_epoch;  // after each epoch's validation
   std::function<bool()> should_stop;                 // polled before every step
+  // Data parallel over the GPUs of a NCCL group (each rank calls train_on_gpu
+  // on its own thread with its comm's device): rank r trains on every N-th
+  // training image from the r-th; the gradients are all-reduced on the GPU in
+  // buckets of bucket_bytes, each started as soon as backward has enqueued
+  // its last layer, on the communicator's stream, inside the captured step;
+  // `host` (the same ranks, on the host: make_thread_group) decides together
+  // each step whether to stop. Only rank 0 evaluates, calls on_epoch and
+  // reports validation and test figures.
+  NcclCommunicator* comm = nullptr;
+  Communicator* host = nullptr;
+  size_t bucket_bytes = size_t{4} << 20;
 };
 
 // train() with everything on the GPU: the training images resident there,

@@ -42,6 +42,12 @@ class Rank final : public NcclCommunicator {
     return done_event();
   }
 
+  void enqueue_all_reduce_sum(std::span<float> data) override {
+    MINAS_CUDA_CHECK(cudaSetDevice(device_));
+    MINAS_NCCL_CHECK(
+        ncclAllReduce(data.data(), data.data(), data.size(), ncclFloat, ncclSum, comm(), stream_));
+  }
+
   std::unique_ptr<Pending> broadcast_async(std::span<float> data, int root) override {
     if (root < 0 || root >= size())
       throw Error("nccl", "broadcast root " + std::to_string(root) + " is not a rank");

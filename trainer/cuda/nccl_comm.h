@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "trainer/comm.h"
@@ -18,6 +19,10 @@ class NcclCommunicator : public Communicator {
   // The stream this rank's collectives are issued on (on its device).
   virtual cudaStream_t stream() const = 0;
   virtual int device() const = 0;
+  // Enqueues the sum on stream() and returns at once, nothing awaited on the
+  // host: what follows on that stream sees the result (and a CUDA graph being
+  // captured there records it).
+  virtual void enqueue_all_reduce_sum(std::span<float> data) = 0;
 };
 
 // One communicator per GPU listed, in one NCCL clique (ncclCommInitAll).

@@ -3,9 +3,11 @@
 #include <cudnn.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <map>
 #include <string>
@@ -16,6 +18,7 @@
 #include "trainer/cuda/backend.h"
 #include "trainer/cuda/check.h"
 #include "trainer/cuda/kernels.h"
+#include "trainer/cuda/nccl_comm.h"
 #include "trainer/cuda/ops.h"
 #include "trainer/optim.h"
 #include "trainer/train.h"
@@ -178,8 +181,14 @@ class CudaNetwork final : public Network {
     const int out = g_.output();
     softmax_xent(y_[out].get(), labels_.get(), n_, g_.layer(out).shape.c, opt_.label_smoothing,
                  dy_[out].get(), loss_.get(), correct_.get(), s_);
-    for (int i = g_.size() - 1; i >= 1; --i) backward(i);
+    for (int i = g_.size() - 1; i >= 1; --i) {
+      backward(i);
+      if (on_enqueued && has_params(i)) on_enqueued(i);
+    }
   }
+  // Called while a resident step is enqueued, as soon as a layer's backward
+  // (and with it its parameter gradients) is on the stream.
+  std::function<void(int layer)> on_enqueued;
   void zero_accumulators() {
     MINAS_CUDA_CHECK(cudaMemsetAsync(loss_.get(), 0, sizeof(double), s_));
     MINAS_CUDA_CHECK(cudaMemsetAsync(correct_.get(), 0, sizeof(unsigned long long), s_));
@@ -199,6 +208,7 @@ class CudaNetwork final : public Network {
     return false;
   }
   float* param(size_t p) const { return w_[p].get(); }
+  float* buffer(size_t b) const { return buf_[b].get(); }
   float* grad(size_t p) const { return gw_[p].get(); }
   cudaStream_t stream() const { return s_; }
 
@@ -703,6 +713,109 @@ void rewrite(Buffer<T>& b, const std::vector<T>& host, cudaStream_t s) {
         cudaMemcpyAsync(b.get(), host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice, s));
 }
 
+// GradientReducer's buckets on the GPU: a bucket's gradients are copied into
+// its flat buffer on the compute stream as soon as backward has enqueued its
+// last layer; the communicator's stream waits for that, sums the bucket over
+// the ranks, scales it to the mean and copies it back; the compute stream
+// waits for every bucket before the optimizer. All stream-ordered, so a
+// captured step holds the all-reduces overlapping backward.
+class DeviceReducer {
+ public:
+  DeviceReducer(CudaNetwork& net, const Model& model, NcclCommunicator& comm, size_t bucket_bytes)
+      : net_(net), model_(model), comm_(comm) {
+    const size_t cap = std::max<size_t>(bucket_bytes / sizeof(float), 1);
+    bucket_of_layer_.assign(static_cast<size_t>(model.graph().size()), -1);
+    for (int i = model.graph().size() - 1; i >= 0; --i) {
+      const LayerState& st = model.state(i);
+      std::vector<int> params;
+      for (int p : {st.weight, st.bias, st.gamma, st.beta})
+        if (p >= 0) params.push_back(p);
+      if (params.empty()) continue;
+      size_t elements = 0;
+      for (int p : params) elements += model.params()[static_cast<size_t>(p)].size();
+      if (buckets_.empty() ||
+          (buckets_.back().elements > 0 && buckets_.back().elements + elements > cap))
+        buckets_.emplace_back();
+      Bucket& b = buckets_.back();
+      ++b.layers;
+      b.params.insert(b.params.end(), params.begin(), params.end());
+      b.elements += elements;
+      bucket_of_layer_[static_cast<size_t>(i)] = static_cast<int>(buckets_.size() - 1);
+    }
+    for (Bucket& b : buckets_) {
+      b.flat = Buffer<float>(b.elements);
+      MINAS_CUDA_CHECK(cudaEventCreateWithFlags(&b.ready, cudaEventDisableTiming));
+      MINAS_CUDA_CHECK(cudaEventCreateWithFlags(&b.done, cudaEventDisableTiming));
+      b.remaining = b.layers;
+    }
+  }
+  ~DeviceReducer() {
+    for (Bucket& b : buckets_) {
+      if (b.ready) cudaEventDestroy(b.ready);
+      if (b.done) cudaEventDestroy(b.done);
+    }
+  }
+  DeviceReducer(const DeviceReducer&) = delete;
+  DeviceReducer& operator=(const DeviceReducer&) = delete;
+
+  void layer_enqueued(int layer) {
+    const int b = bucket_of_layer_.at(static_cast<size_t>(layer));
+    if (b < 0 || buckets_[static_cast<size_t>(b)].remaining == 0) return;
+    if (--buckets_[static_cast<size_t>(b)].remaining == 0) launch(buckets_[static_cast<size_t>(b)]);
+  }
+
+  // After the step's backward is enqueued: what is left starts, and the
+  // compute stream waits for every bucket.
+  void finish() {
+    for (Bucket& b : buckets_)
+      if (!b.launched) launch(b);
+    for (Bucket& b : buckets_) {
+      MINAS_CUDA_CHECK(cudaStreamWaitEvent(net_.stream(), b.done, 0));
+      b.launched = false;
+      b.remaining = b.layers;
+    }
+  }
+
+ private:
+  struct Bucket {
+    size_t layers = 0, remaining = 0, elements = 0;
+    std::vector<int> params;
+    Buffer<float> flat;
+    cudaEvent_t ready = nullptr, done = nullptr;
+    bool launched = false;
+  };
+
+  void launch(Bucket& b) {
+    const cudaStream_t compute = net_.stream(), comm = comm_.stream();
+    size_t at = 0;
+    for (int p : b.params) {
+      const size_t n = model_.params()[static_cast<size_t>(p)].size();
+      MINAS_CUDA_CHECK(cudaMemcpyAsync(b.flat.get() + at, net_.grad(static_cast<size_t>(p)),
+                                       n * sizeof(float), cudaMemcpyDeviceToDevice, compute));
+      at += n;
+    }
+    MINAS_CUDA_CHECK(cudaEventRecord(b.ready, compute));
+    MINAS_CUDA_CHECK(cudaStreamWaitEvent(comm, b.ready, 0));
+    comm_.enqueue_all_reduce_sum(std::span<float>(b.flat.get(), b.elements));
+    scale(b.flat.get(), 1.0f / static_cast<float>(comm_.size()), b.elements, comm);
+    at = 0;
+    for (int p : b.params) {
+      const size_t n = model_.params()[static_cast<size_t>(p)].size();
+      MINAS_CUDA_CHECK(cudaMemcpyAsync(net_.grad(static_cast<size_t>(p)), b.flat.get() + at,
+                                       n * sizeof(float), cudaMemcpyDeviceToDevice, comm));
+      at += n;
+    }
+    MINAS_CUDA_CHECK(cudaEventRecord(b.done, comm));
+    b.launched = true;
+  }
+
+  CudaNetwork& net_;
+  const Model& model_;
+  NcclCommunicator& comm_;
+  std::vector<Bucket> buckets_;
+  std::vector<int> bucket_of_layer_;
+};
+
 }  // namespace
 
 std::unique_ptr<Backend> make_cuda_backend(int device) {
@@ -716,8 +829,28 @@ TrainReport train_on_gpu(Model& model, const Recipe& recipe, const data::TrainTe
   if (recipe.epochs <= 0 || recipe.time_budget_s > 0)
     throw Error("recipe", "training on the GPU needs an epoch budget (epochs > 0, no time budget)");
   const LayerGraph& g = model.graph();
-  const TrainSplit sp = train_split(g, recipe, data);
+  TrainSplit sp = train_split(g, recipe, data);
   const int batch = static_cast<int>(recipe.batch);
+  NcclCommunicator* comm = options.comm && options.comm->size() > 1 ? options.comm : nullptr;
+  const int rank = comm ? comm->rank() : 0;
+  if (comm) {
+    if (!options.host || options.host->size() != comm->size())
+      throw Error("train_on_gpu", "data parallel needs the host group of the same ranks");
+    if (comm->device() != device)
+      throw Error("train_on_gpu",
+                  "rank " + std::to_string(rank) + " trains on cuda:" + std::to_string(device) +
+                      " but its communicator is on cuda:" + std::to_string(comm->device()));
+    // As train(): every N-th image from the r-th, shards of equal size.
+    const size_t ranks = static_cast<size_t>(comm->size()), each = sp.train.size() / ranks;
+    std::vector<uint32_t> shard;
+    for (size_t k = 0; k < each; ++k)
+      shard.push_back(sp.train[k * ranks + static_cast<size_t>(rank)]);
+    sp.train = std::move(shard);
+    if (sp.train.size() < static_cast<size_t>(batch))
+      throw Error("recipe: /batch", "batch " + std::to_string(batch) + " per rank is larger than " +
+                                        "the " + std::to_string(sp.train.size()) +
+                                        " training images of rank " + std::to_string(rank));
+  }
   data::LoaderOptions lo;
   lo.batch_size = batch;
   lo.shuffle = true;
@@ -732,10 +865,20 @@ TrainReport train_on_gpu(Model& model, const Recipe& recipe, const data::TrainTe
   CudaBackend backend(device);
   NetworkOptions no;
   no.label_smoothing = static_cast<float>(recipe.label_smoothing);
-  no.seed = recipe.seed;
+  no.seed = recipe.seed + static_cast<uint64_t>(rank) * 0x9e3779b97f4a7c15ULL;  // masks per rank
   auto net = backend.compile_cuda(model, batch, NetMode::train, no);
   const cudaStream_t s = net->stream();
   net->upload_state();
+  std::unique_ptr<DeviceReducer> reducer;
+  if (comm) {
+    // Every rank starts from rank 0's weights and statistics.
+    for (size_t p = 0; p < model.params().size(); ++p)
+      comm->broadcast(std::span<float>(net->param(p), model.params()[p].size()), 0);
+    for (size_t b = 0; b < model.buffers().size(); ++b)
+      comm->broadcast(std::span<float>(net->buffer(b), model.buffers()[b].size()), 0);
+    reducer = std::make_unique<DeviceReducer>(*net, model, *comm, options.bucket_bytes);
+    net->on_enqueued = [r = reducer.get()](int layer) { r->layer_enqueued(layer); };
+  }
 
   // The data set, its normalization table and the schedule, once.
   const data::Normalizer normalizer(sp.norm, data.train.shape.c);
@@ -782,6 +925,7 @@ TrainReport train_on_gpu(Model& model, const Recipe& recipe, const data::TrainTe
   }
   auto enqueue = [&] {
     net->enqueue_resident_step(dd, dp, step.get(), per_epoch);
+    if (reducer) reducer->finish();
     for (size_t p = 0; p < rules.size(); ++p) {
       const size_t n = model.params()[p].size();
       if (rules[p].lars) {
@@ -837,7 +981,13 @@ TrainReport train_on_gpu(Model& model, const Recipe& recipe, const data::TrainTe
     MINAS_CUDA_CHECK(cudaStreamSynchronize(s));
     const auto t0 = Clock::now();
     for (int64_t k = 0; k < per_epoch; ++k) {
-      if (options.should_stop && options.should_stop()) {
+      bool stop = options.should_stop && options.should_stop();
+      if (comm) {  // the ranks stop together or not at all
+        float flag = stop ? 1.0f : 0.0f;
+        options.host->all_reduce_sum(std::span<float>(&flag, 1));
+        stop = flag > 0;
+      }
+      if (stop) {
         stopped = true;
         break;
       }
@@ -851,10 +1001,21 @@ TrainReport train_on_gpu(Model& model, const Recipe& recipe, const data::TrainTe
       ++rec.steps;
       rec.lr = lr[done - 1];
     }
-    const auto [loss_sum, correct] = net->accumulators();  // waits for the epoch's steps
+    auto [loss_sum, correct] = net->accumulators();  // waits for the epoch's steps
     rec.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     if (rec.steps == 0) break;
-    const double seen = static_cast<double>(rec.steps) * batch;
+    double seen = static_cast<double>(rec.steps) * batch;
+    if (comm) {  // the epoch's figures over all ranks
+      std::array<float, 3> sums{static_cast<float>(loss_sum), static_cast<float>(correct),
+                                static_cast<float>(seen)};
+      options.host->all_reduce_sum(sums);
+      loss_sum = sums[0];
+      correct = static_cast<int64_t>(sums[1]);
+      seen = sums[2];
+      // Rank 0's batch-norm statistics for its evaluation, as train() does.
+      for (size_t b = 0; b < model.buffers().size(); ++b)
+        comm->broadcast(std::span<float>(net->buffer(b), model.buffers()[b].size()), 0);
+    }
     report.train_seconds += rec.seconds;
     rec.train_loss = loss_sum / seen;
     rec.train_acc = static_cast<double>(correct) / seen;
@@ -863,19 +1024,20 @@ TrainReport train_on_gpu(Model& model, const Recipe& recipe, const data::TrainTe
       throw Error("training", "diverged in epoch " + std::to_string(epoch) + ": the loss is " +
                                   std::to_string(rec.train_loss));
     net->download_state();
-    if (!sp.val.empty())
+    if (!sp.val.empty() && rank == 0)
       rec.val_acc = evaluate(model, *eval_backend, data.train, sp.val, sp.norm, options.eval_batch);
     report.epochs.push_back(rec);
-    if (options.on_epoch) options.on_epoch(rec);
+    if (options.on_epoch && rank == 0) options.on_epoch(rec);
   }
   net->download_state();
   report.steps = static_cast<int64_t>(done);
   report.img_per_s = static_cast<double>(done) * batch / std::max(report.train_seconds, 1e-9);
   report.val_acc = report.epochs.empty() ? report.val_acc : report.epochs.back().val_acc;
-  if (options.evaluate_test)
+  if (options.evaluate_test && rank == 0)
     report.test_acc = evaluate(model, *eval_backend, data.test, data::all_indices(data.test),
                                sp.norm, options.eval_batch);
-  if (options.measure_latency) report.latency = measure_latency(model, *eval_backend, 30);
+  if (options.measure_latency && rank == 0)
+    report.latency = measure_latency(model, *eval_backend, 30);
   return report;
 }
 

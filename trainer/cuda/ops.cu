@@ -87,6 +87,9 @@ __global__ void mask_f(const float* x, const float* m, float* y, size_t n) {
 __global__ void mask_b(const float* dy, const float* m, float* dx, size_t n) {
   MINAS_GRID_LOOP(i, n) dx[i] += dy[i] * m[i];
 }
+__global__ void scale_k(float* x, float f, size_t n) {
+  MINAS_GRID_LOOP(i, n) x[i] *= f;
+}
 __global__ void colsum(const float* x, int rows, int cols, float* out) {
   MINAS_GRID_LOOP(j, static_cast<size_t>(cols)) {
     float s = 0;
@@ -142,6 +145,9 @@ void mask_forward(const float* x, const float* mask, float* y, size_t n, cudaStr
 }
 void mask_backward(const float* dy, const float* mask, float* dx, size_t n, cudaStream_t s) {
   MINAS_LAUNCH(mask_b, n, s, dy, mask, dx, n);
+}
+void scale(float* x, float factor, size_t n, cudaStream_t s) {
+  MINAS_LAUNCH(scale_k, n, s, x, factor, n);
 }
 void column_sums(const float* x, int rows, int cols, float* out, cudaStream_t s) {
   MINAS_LAUNCH(colsum, static_cast<size_t>(cols), s, x, rows, cols, out);

@@ -31,6 +31,8 @@ void mul_backward(const float* x, const float* scale, const float* dy, int n, in
 // y = x * mask; backward dx += dy * mask.
 void mask_forward(const float* x, const float* mask, float* y, size_t n, cudaStream_t s);
 void mask_backward(const float* dy, const float* mask, float* dx, size_t n, cudaStream_t s);
+// x *= factor
+void scale(float* x, float factor, size_t n, cudaStream_t s);
 // out[j] = sum over rows of x (rows x cols, row-major): a bias gradient.
 void column_sums(const float* x, int rows, int cols, float* out, cudaStream_t s);
 
