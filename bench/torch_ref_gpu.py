@@ -39,6 +39,8 @@ p.add_argument("--epochs", type=int, default=1)
 p.add_argument("--width", type=int, default=16)
 p.add_argument("--batch", type=int, default=128)
 p.add_argument("--device", default="cuda:0")
+p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+               help="bf16 / fp16: autocast (fp16 with a GradScaler), as minas' mixed precision")
 p.add_argument("--target", type=float, default=0.0,
                help="test accuracy to time: evaluated after every epoch (not timed)")
 a = p.parse_args()
@@ -70,6 +72,8 @@ def test_acc():
     return right / len(xte)
 
 
+half = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[a.precision]
+scaler = torch.cuda.amp.GradScaler(enabled=a.precision == "fp16")
 torch.cuda.synchronize(dev)
 t0 = time.time()
 seen = 0
@@ -80,10 +84,12 @@ for ep in range(a.epochs):
     perm = torch.randperm(len(xtr), device=dev)
     for i in range(per_epoch):
         sel = perm[i * a.batch:(i + 1) * a.batch]
-        loss = F.cross_entropy(m(xtr[sel]), ytr[sel], label_smoothing=0.1)
+        with torch.autocast("cuda", dtype=half, enabled=half is not None):
+            loss = F.cross_entropy(m(xtr[sel]), ytr[sel], label_smoothing=0.1)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
         sched.step()
         seen += len(sel)
     torch.cuda.synchronize(dev)
@@ -101,5 +107,6 @@ m.eval()
 with torch.no_grad():
     correct = sum((m(xte[i:i + 1000]).argmax(1) == yte[i:i + 1000]).sum().item()
                   for i in range(0, len(xte), 1000))
-print(f"torch {torch.__version__} device={a.device} width={a.width} batch={a.batch} epochs={a.epochs} "
+print(f"torch {torch.__version__} device={a.device} precision={a.precision} width={a.width} "
+      f"batch={a.batch} epochs={a.epochs} "
       f"train_s={train_s:.2f} img_per_s={seen / train_s:.0f} test_acc={correct / len(xte):.4f}")

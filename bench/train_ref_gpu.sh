@@ -13,15 +13,17 @@ python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null ||
   { echo "PyTorch with CUDA is needed for the comparison" >&2; exit 1; }
 field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" | tail -n 1; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-printf '%-6s %-6s %12s %12s %7s %10s %10s\n' width batch minas_img/s torch_img/s ratio minas_acc torch_acc
+printf '%-6s %-6s %-9s %12s %12s %7s %10s %10s\n' width batch precision minas_img/s torch_img/s ratio minas_acc torch_acc
 for width in 16 32; do
   for batch in 128 512; do
-    m=$("$minas" bench train-ref --device "$device" --width "$width" --batch "$batch" --epochs 1)
-    t=$(python3 "$root/bench/torch_ref_gpu.py" --device "$device" --width "$width" --batch "$batch" --epochs 1)
+   for precision in fp32 bf16; do
+    m=$("$minas" bench train-ref --device "$device" --width "$width" --batch "$batch" --epochs 1 --precision "$precision")
+    t=$(python3 "$root/bench/torch_ref_gpu.py" --device "$device" --width "$width" --batch "$batch" --epochs 1 --precision "$precision")
     mi=$(echo "$m" | field img_per_s); ma=$(echo "$m" | field test_acc)
     ti=$(echo "$t" | field img_per_s); ta=$(echo "$t" | field test_acc)
     ratio=$(awk -v a="$mi" -v b="$ti" 'BEGIN { printf "%.2f", a / b }')
-    printf '%-6s %-6s %12s %12s %7s %10s %10s\n' "$width" "$batch" "$mi" "$ti" "$ratio" "$ma" "$ta"
+    printf '%-6s %-6s %-9s %12s %12s %7s %10s %10s\n' "$width" "$batch" "$precision" "$mi" "$ti" "$ratio" "$ma" "$ta"
+   done
   done
 done
 # Time to 92% test accuracy (width 16, batch 128, a 10-epoch one-cycle

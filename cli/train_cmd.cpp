@@ -24,7 +24,7 @@ namespace minas::cli {
 namespace {
 
 struct TrainFlags {
-  std::string space = "small", arch, data = "fashion-mnist", recipe, out, device = "cpu";
+  std::string space = "small", arch, data = "fashion-mnist", recipe, out, device = "cpu", precision;
   std::vector<std::string> sets;
   int64_t epochs = -1, batch = -1, threads = -1;
   double budget = -1;
@@ -39,6 +39,7 @@ Recipe make_recipe(const TrainFlags& f) {
   if (f.budget >= 0) r.set("time_budget_s", std::to_string(f.budget), origin);
   if (f.batch >= 0) r.set("batch", std::to_string(f.batch), origin);
   if (f.threads >= 0) r.set("threads", std::to_string(f.threads), origin);
+  if (!f.precision.empty()) r.set("precision", f.precision, origin);
   for (const std::string& kv : f.sets) {
     const auto eq = kv.find('=');
     if (eq == std::string::npos) throw Error("--set " + kv, "expected NAME=VALUE");
@@ -95,6 +96,8 @@ void add_train_commands(CLI::App& app) {
   c->add_option("--threads", f->threads, "CPU threads, 0 for all (overrides the recipe)");
   c->add_option("--device", f->device, "cpu or cuda:N (builds with the GPU backend)")
       ->default_val("cpu");
+  c->add_option("--precision", f->precision, "fp32, bf16 or fp16 (GPU; overrides the recipe)")
+      ->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
   c->add_option("--recipe", f->recipe, "Training recipe, JSON (docs/recipe.md)");
   c->add_option("--set", f->sets, "Recipe field NAME=VALUE, repeatable");
   c->add_option("--out", f->out, "Folder for the checkpoint and the report");
@@ -149,6 +152,9 @@ void add_train_benchmarks(CLI::App& bench_group) {
   ref->add_option("--data", f->data, "Data set")->default_val("fashion-mnist");
   ref->add_option("--device", f->device, "cpu or cuda:N (builds with the GPU backend)")
       ->default_val("cpu");
+  ref->add_option("--precision", f->precision, "fp32, bf16 or fp16 (GPU)")
+      ->default_val("fp32")
+      ->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
   ref->add_option("--target", f->target,
                   "Test accuracy to time: evaluated after every epoch (not timed), the training "
                   "seconds until it is first reached are printed")
@@ -160,6 +166,7 @@ void add_train_benchmarks(CLI::App& bench_group) {
     recipe.set("epochs", std::to_string(f->epochs), "train-ref");
     recipe.set("threads", std::to_string(f->threads), "train-ref");
     recipe.set("batch", std::to_string(f->batch), "train-ref");
+    recipe.set("precision", f->precision.empty() ? "fp32" : f->precision, "train-ref");
     recipe.validate("train-ref");
     const auto data = data::load_dataset(f->data);
     Model model(reference_network(f->width), recipe.seed);
@@ -188,9 +195,10 @@ void add_train_benchmarks(CLI::App& bench_group) {
     // backward data, backward weights), 2 FLOPs per multiply-accumulate.
     const double gflops = r.img_per_s * 6.0 * static_cast<double>(r.macs) / 1e9;
     std::printf(
-        "minas device=%s threads=%d width=%d params=%lld macs=%lld epochs=%lld train_s=%.2f "
-        "train_gflops=%.1f\n",
-        backend->name().c_str(), backend->threads(), f->width, static_cast<long long>(r.params),
+        "minas device=%s precision=%s threads=%d width=%d params=%lld macs=%lld epochs=%lld "
+        "train_s=%.2f train_gflops=%.1f\n",
+        backend->name().c_str(), f->precision.empty() ? "fp32" : f->precision.c_str(),
+        backend->threads(), f->width, static_cast<long long>(r.params),
         static_cast<long long>(r.macs), static_cast<long long>(recipe.epochs), r.train_seconds,
         gflops);
     std::printf("img_per_s=%.0f test_acc=%.4f\n", r.img_per_s, r.test_acc);

@@ -30,6 +30,9 @@ struct NetworkOptions {
   // gradients of a layer with parameters, layers in backward order (the same
   // order every step): data-parallel training starts averaging them then.
   std::function<void(int layer)> on_layer_gradients;
+  // GPU: convolutions and linear layers in bf16 or fp16 (tensor cores, fp32
+  // accumulation and master weights); the CPU backend computes in fp32.
+  Precision precision = Precision::fp32;
 };
 
 class Network {

@@ -144,6 +144,9 @@ std::vector<RecipeParam> make_table() {
               "training images held out for validation; 0 = train on all"),
       uint64("seed", &R::seed, 0, "seed of initialization, shuffling and augmentation"),
       integer("threads", &R::threads, 0, between(0, 4096), "CPU threads; 0 = all cores"),
+      choice("precision", &R::precision, Precision::fp32, {"fp32", "bf16", "fp16"},
+             "GPU: convolutions and linear layers in bf16 or fp16 on tensor cores (fp32 master "
+             "weights, fp16 with dynamic loss scaling); the CPU trains in fp32"),
   };
 }
 

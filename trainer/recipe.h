@@ -27,6 +27,7 @@ enum class OptimizerKind { sgd, lars };
 enum class WeightDecayMode { coupled, decoupled };
 enum class ScheduleKind { onecycle, cosine, constant };
 enum class AnnealStrategy { cos, linear };
+enum class Precision { fp32, bf16, fp16 };
 
 struct Recipe {
   // Budget: at least one of the two is nonzero; with both, training stops at
@@ -61,6 +62,7 @@ struct Recipe {
   int64_t val_size{};
   uint64_t seed{};
   int64_t threads{};
+  Precision precision{};
 
   Recipe();  // every field at its table default (the {} above only zero-initializes)
 

@@ -140,6 +140,7 @@ TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& dat
   NetworkOptions no;
   no.label_smoothing = static_cast<float>(recipe.label_smoothing);
   no.seed = recipe.seed + static_cast<uint64_t>(rank) * 0x9e3779b97f4a7c15ULL;  // masks per rank
+  no.precision = recipe.precision;
   std::unique_ptr<GradientReducer> reducer;
   if (comm) {
     reducer = std::make_unique<GradientReducer>(model, *comm, options.bucket_bytes);

@@ -150,7 +150,7 @@ TEST_CASE("cuda kernels: the momentum update and LARS agree with the CPU's withi
     cuda::squared_norms_zero(norms.get(), nullptr);
     cuda::squared_norms(gw.get(), gg.get(), n, norms.get(), nullptr);
     cuda::momentum_update(gw.get(), gg.get(), gb.get(), n, glr.get(), gm.get(), step.get(), dr,
-                          norms.get(), nullptr);
+                          norms.get(), nullptr, nullptr);
     const auto hw = gw.host(), hb = gb.host();
     for (size_t i = 0; i < n; i += 97) {
       CHECK(hw[i] == doctest::Approx(cw[i]).epsilon(1e-5));

@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdio>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -23,6 +24,7 @@
 #include "trainer/comm.h"
 #include "trainer/cuda/backend.h"
 #include "trainer/cuda/device.h"
+#include "trainer/data.h"
 #include "trainer/model.h"
 #include "trainer/network.h"
 #include "trainer/train.h"
@@ -225,6 +227,29 @@ TEST_CASE("cuda training: data parallel over two GPUs keeps the ranks identical"
   CHECK(reports[1].steps == reports[0].steps);
   for (size_t p = 0; p < models[0]->params().size(); ++p)
     CHECK(max_diff(models[0]->params()[p].value, models[1]->params()[p].value) == 0.0);
+}
+
+TEST_CASE("cuda training: bf16 and fp16 (loss-scaled) reach the fp32 accuracy within 1.5 points") {
+  const data::TrainTest full = data::load_dataset("fashion-mnist");
+  const auto tr = data::subset(data::all_indices(full.train), 20000, uint64_t{1});
+  data::TrainTest d{data::gather(full.train, tr), full.test};
+  d.train.source = d.test.source = "fashion-mnist";
+  const Space space = Space::load("small");
+  const LayerGraph graph = space.lower(space.parse_key("16|32|conv_k3|skip|64|conv_k3|skip"));
+  std::map<std::string, double> acc;
+  for (const std::string precision : {"fp32", "bf16", "fp16"}) {
+    Recipe recipe;
+    recipe.set("epochs", "4", "test");
+    recipe.set("precision", precision, "test");
+    Model m(graph, 0);
+    cuda::GpuTrainOptions g;
+    g.measure_latency = false;
+    acc[precision] = cuda::train_on_gpu(m, recipe, d, 0, g).test_acc;
+    MESSAGE(precision << " test accuracy " << acc[precision]);
+  }
+  CHECK(acc["fp32"] > 0.85);
+  CHECK(std::abs(acc["bf16"] - acc["fp32"]) <= 0.015);
+  CHECK(std::abs(acc["fp16"] - acc["fp32"]) <= 0.015);
 }
 
 int main(int argc, char** argv) {

@@ -108,7 +108,8 @@ __global__ void norms_kernel(const float* w, const float* g, size_t n, float* no
 
 __global__ void update_kernel(float* w, const float* g, float* buf, size_t n, const float* lr_table,
                               const float* mom_table, const int64_t* step, DeviceRule rule,
-                              const float* norms) {
+                              const float* norms, const int* skip) {
+  if (skip && *skip) return;
   const float lr = lr_table[*step], mu = mom_table[*step];
   float ratio = 1.0f;
   if (rule.lars) {
@@ -130,6 +131,39 @@ __global__ void update_kernel(float* w, const float* g, float* buf, size_t n, co
 
 __global__ void advance_kernel(int64_t* step) {
   *step += 1;
+}
+
+__global__ void scale_by_kernel(float* x, size_t n, const float* scale) {
+  const float f = *scale;
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x)
+    x[i] *= f;
+}
+
+__global__ void unscale_kernel(float* g, size_t n, const float* scale, int* overflow) {
+  const float inv = 1.0f / *scale;
+  bool bad = false;
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    const float v = g[i] * inv;
+    bad = bad || !isfinite(v);
+    g[i] = v;
+  }
+  if (bad) *overflow = 1;
+}
+
+__global__ void zero_flag_kernel(int* flag) {
+  *flag = 0;
+}
+
+__global__ void update_scale_kernel(float* scale, const int* overflow, int* good) {
+  if (*overflow) {
+    *scale = fmaxf(*scale * 0.5f, 1.0f);
+    *good = 0;
+  } else if (++*good >= 2000) {
+    *scale *= 2.0f;
+    *good = 0;
+  }
 }
 
 }  // namespace
@@ -163,10 +197,32 @@ void squared_norms(const float* w, const float* g, size_t n, float* norms, cudaS
 
 void momentum_update(float* w, const float* g, float* buf, size_t n, const float* lr,
                      const float* momentum, const int64_t* step, const DeviceRule& rule,
-                     const float* norms, cudaStream_t stream) {
+                     const float* norms, const int* skip, cudaStream_t stream) {
   if (n == 0) return;
   update_kernel<<<blocks_for(n), kThreads, 0, stream>>>(w, g, buf, n, lr, momentum, step, rule,
-                                                        norms);
+                                                        norms, skip);
+  MINAS_CUDA_CHECK(cudaGetLastError());
+}
+
+void scale_by(float* x, size_t n, const float* scale, cudaStream_t stream) {
+  if (n == 0) return;
+  scale_by_kernel<<<blocks_for(n), kThreads, 0, stream>>>(x, n, scale);
+  MINAS_CUDA_CHECK(cudaGetLastError());
+}
+
+void unscale_check(float* g, size_t n, const float* scale, int* overflow, cudaStream_t stream) {
+  if (n == 0) return;
+  unscale_kernel<<<blocks_for(n), kThreads, 0, stream>>>(g, n, scale, overflow);
+  MINAS_CUDA_CHECK(cudaGetLastError());
+}
+
+void zero_flag(int* flag, cudaStream_t stream) {
+  zero_flag_kernel<<<1, 1, 0, stream>>>(flag);
+  MINAS_CUDA_CHECK(cudaGetLastError());
+}
+
+void update_scale(float* scale, const int* overflow, int* good_steps, cudaStream_t stream) {
+  update_scale_kernel<<<1, 1, 0, stream>>>(scale, overflow, good_steps);
   MINAS_CUDA_CHECK(cudaGetLastError());
 }
 

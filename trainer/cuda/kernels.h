@@ -66,10 +66,22 @@ struct DeviceRule {
 void squared_norms_zero(float* norms, cudaStream_t stream);
 void squared_norms(const float* w, const float* g, size_t n, float* norms, cudaStream_t stream);
 
-// momentum_update() of one tensor of n elements.
+// momentum_update() of one tensor of n elements; nothing when *skip (a
+// loss-scaled step whose gradients overflowed; skip may be null).
 void momentum_update(float* w, const float* g, float* buf, size_t n, const float* lr,
                      const float* momentum, const int64_t* step, const DeviceRule& rule,
-                     const float* norms, cudaStream_t stream);
+                     const float* norms, const int* skip, cudaStream_t stream);
+
+// ---- dynamic loss scaling (fp16) ----------------------------------------------------------
+
+// x *= *scale (the loss gradient, before backward).
+void scale_by(float* x, size_t n, const float* scale, cudaStream_t stream);
+// g /= *scale; *overflow = 1 if any element is not finite (zero it first).
+void unscale_check(float* g, size_t n, const float* scale, int* overflow, cudaStream_t stream);
+void zero_flag(int* flag, cudaStream_t stream);
+// After the step: an overflow halves the scale; 2000 steps in a row without
+// one double it (PyTorch's GradScaler defaults).
+void update_scale(float* scale, const int* overflow, int* good_steps, cudaStream_t stream);
 
 // *step += 1: the last kernel of a captured step.
 void advance_step(int64_t* step, cudaStream_t stream);

@@ -61,9 +61,8 @@ class Buffer {
 struct TensorDesc {
   cudnnTensorDescriptor_t d = nullptr;
   TensorDesc() { MINAS_CUDNN_CHECK(cudnnCreateTensorDescriptor(&d)); }
-  TensorDesc(int n, int c, int h, int w) : TensorDesc() {
-    MINAS_CUDNN_CHECK(
-        cudnnSetTensor4dDescriptor(d, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, c, h, w));
+  TensorDesc(int n, int c, int h, int w, cudnnDataType_t type = CUDNN_DATA_FLOAT) : TensorDesc() {
+    MINAS_CUDNN_CHECK(cudnnSetTensor4dDescriptor(d, CUDNN_TENSOR_NCHW, type, n, c, h, w));
   }
   ~TensorDesc() {
     if (d) cudnnDestroyTensorDescriptor(d);
@@ -83,6 +82,14 @@ struct ConvState {
   cudnnConvolutionBwdDataAlgo_t bwd_data{};
   cudnnConvolutionBwdFilterAlgo_t bwd_filter{};
   TensorDesc bias;
+  // bf16 / fp16: 16-bit copies of the input, weights, output and their
+  // gradients, and their descriptors (the layer's fp32 tensors stay the truth).
+  TensorDesc xh, yh;
+  Buffer<uint16_t> x16, w16, y16, dy16, dw16, dx16;
+};
+// A linear layer's 16-bit copies.
+struct LinearState {
+  Buffer<uint16_t> x16, w16, dy16;
 };
 struct BnState {
   TensorDesc param;  // 1 x C x 1 x 1
@@ -101,7 +108,9 @@ class CudaNetwork final : public Network {
         g_(model.graph()),
         n_(batch),
         mode_(mode),
-        opt_(opt) {
+        opt_(opt),
+        half_(opt.precision != Precision::fp32),
+        brain_(opt.precision == Precision::bf16) {
     if (batch < 1) throw Error("network", "batch must be at least 1");
     MINAS_CUDA_CHECK(cudaSetDevice(device_));
     const size_t layers = static_cast<size_t>(g_.size());
@@ -181,6 +190,7 @@ class CudaNetwork final : public Network {
     const int out = g_.output();
     softmax_xent(y_[out].get(), labels_.get(), n_, g_.layer(out).shape.c, opt_.label_smoothing,
                  dy_[out].get(), loss_.get(), correct_.get(), s_);
+    if (loss_scale) scale_by(dy_[out].get(), count(out), loss_scale, s_);
     for (int i = g_.size() - 1; i >= 1; --i) {
       backward(i);
       if (on_enqueued && has_params(i)) on_enqueued(i);
@@ -189,6 +199,9 @@ class CudaNetwork final : public Network {
   // Called while a resident step is enqueued, as soon as a layer's backward
   // (and with it its parameter gradients) is on the stream.
   std::function<void(int layer)> on_enqueued;
+  // fp16: the device's loss scale, applied to the loss gradient of a resident
+  // step (the caller unscales the parameter gradients); null: none.
+  const float* loss_scale = nullptr;
   void zero_accumulators() {
     MINAS_CUDA_CHECK(cudaMemsetAsync(loss_.get(), 0, sizeof(double), s_));
     MINAS_CUDA_CHECK(cudaMemsetAsync(correct_.get(), 0, sizeof(unsigned long long), s_));
@@ -215,6 +228,10 @@ class CudaNetwork final : public Network {
   StepStats train_step(const float* x, const int32_t* y) override {
     if (mode_ != NetMode::train)
       throw Error("network", "train_step on a network compiled for inference");
+    if (half_ && !brain_)
+      throw Error("recipe: /precision",
+                  "fp16 needs loss scaling, which GPU-resident training does (train_on_gpu); "
+                  "this path (resume, ASHA states, CPU-hosted steps) takes fp32 or bf16");
     MINAS_CUDA_CHECK(cudaSetDevice(device_));
     upload(x);
     MINAS_CUDA_CHECK(
@@ -263,6 +280,7 @@ class CudaNetwork final : public Network {
   size_t count(int i) const {
     return static_cast<size_t>(n_) * static_cast<size_t>(g_.layer(i).shape.elements());
   }
+  cudaDataType_t half_type() const { return brain_ ? CUDA_R_16BF : CUDA_R_16F; }
   bool has_params(int i) const {
     const LayerState& st = model_.state(i);
     return st.weight >= 0 || st.bias >= 0 || st.gamma >= 0 || st.beta >= 0;
@@ -333,9 +351,17 @@ class CudaNetwork final : public Network {
               p, m, CUDNN_NOT_PROPAGATE_NAN, l.kernel, l.kernel, l.pad, l.pad, l.stride, l.stride));
         break;
       }
-      case Op::Linear:
+      case Op::Linear: {
         if (l.bias) linear_bias_[i] = TensorDesc(1, l.shape.c, 1, 1);
+        if (half_) {
+          LinearState& ls = linears_[i];
+          const size_t features = static_cast<size_t>(g_.layer(in(i)).shape.elements());
+          ls.x16 = Buffer<uint16_t>(count(in(i)));
+          ls.w16 = Buffer<uint16_t>(features * static_cast<size_t>(l.shape.c));
+          if (mode_ == NetMode::train) ls.dy16 = Buffer<uint16_t>(count(i));
+        }
         break;
+      }
       case Op::Dropout:
         masks_[i] = Buffer<float>(count(i));
         break;
@@ -348,17 +374,39 @@ class CudaNetwork final : public Network {
     const Layer& l = g_.layer(i);
     const Shape s = g_.layer(in(i)).shape;
     ConvState& c = convs_[i];
+    const cudnnDataType_t type = !half_   ? CUDNN_DATA_FLOAT
+                                 : brain_ ? CUDNN_DATA_BFLOAT16
+                                          : CUDNN_DATA_HALF;
     MINAS_CUDNN_CHECK(cudnnCreateFilterDescriptor(&c.w));
-    MINAS_CUDNN_CHECK(cudnnSetFilter4dDescriptor(c.w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW,
-                                                 l.shape.c, s.c / l.groups, l.kernel, l.kernel));
+    MINAS_CUDNN_CHECK(cudnnSetFilter4dDescriptor(c.w, type, CUDNN_TENSOR_NCHW, l.shape.c,
+                                                 s.c / l.groups, l.kernel, l.kernel));
     MINAS_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&c.conv));
+    // Accumulation in fp32 whatever the storage.
     MINAS_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(
         c.conv, l.pad, l.pad, l.stride, l.stride, 1, 1, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
     MINAS_CUDNN_CHECK(cudnnSetConvolutionGroupCount(c.conv, l.groups));
-    // fp32 means fp32: FMA only, no TF32 tensor cores (DEFAULT_MATH would allow them).
-    MINAS_CUDNN_CHECK(cudnnSetConvolutionMathType(c.conv, CUDNN_FMA_MATH));
+    // fp32 means fp32: FMA only, no TF32 tensor cores (DEFAULT_MATH would allow
+    // them); 16-bit storage runs on tensor cores.
+    MINAS_CUDNN_CHECK(
+        cudnnSetConvolutionMathType(c.conv, half_ ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH));
     if (l.bias) c.bias = TensorDesc(1, l.shape.c, 1, 1);
-    const cudnnTensorDescriptor_t x = desc_[in(i)].d, y = desc_[i].d;
+    cudnnTensorDescriptor_t x = desc_[in(i)].d, y = desc_[i].d;
+    if (half_) {
+      c.xh = TensorDesc(n_, s.c, s.h, s.w, type);
+      c.yh = TensorDesc(n_, l.shape.c, l.shape.h, l.shape.w, type);
+      x = c.xh.d;
+      y = c.yh.d;
+      const size_t weights =
+          static_cast<size_t>(l.shape.c) * (s.c / l.groups) * l.kernel * l.kernel;
+      c.x16 = Buffer<uint16_t>(count(in(i)));
+      c.w16 = Buffer<uint16_t>(weights);
+      c.y16 = Buffer<uint16_t>(count(i));
+      if (mode_ == NetMode::train) {
+        c.dy16 = Buffer<uint16_t>(count(i));
+        c.dw16 = Buffer<uint16_t>(weights);
+        c.dx16 = Buffer<uint16_t>(count(in(i)));
+      }
+    }
     // The heuristics' first algorithm that works, and its workspace.
     int found = 0;
     cudnnConvolutionFwdAlgoPerf_t fwd[8];
@@ -407,9 +455,18 @@ class CudaNetwork final : public Network {
       case Op::Conv: {
         const ConvState& c = convs_.at(i);
         const LayerState& st = model_.state(i);
-        MINAS_CUDNN_CHECK(cudnnConvolutionForward(dnn_, &one, desc_[in(i)].d, y_[in(i)].get(), c.w,
-                                                  W(st.weight), c.conv, c.fwd, workspace_.get(),
-                                                  workspace_.size(), &zero, desc_[i].d, y));
+        if (half_) {
+          to_half(y_[in(i)].get(), c.x16.get(), c.x16.size(), brain_, s_);
+          to_half(W(st.weight), c.w16.get(), c.w16.size(), brain_, s_);
+          MINAS_CUDNN_CHECK(cudnnConvolutionForward(dnn_, &one, c.xh.d, c.x16.get(), c.w,
+                                                    c.w16.get(), c.conv, c.fwd, workspace_.get(),
+                                                    workspace_.size(), &zero, c.yh.d, c.y16.get()));
+          from_half(c.y16.get(), y, n, brain_, false, s_);
+        } else {
+          MINAS_CUDNN_CHECK(cudnnConvolutionForward(
+              dnn_, &one, desc_[in(i)].d, y_[in(i)].get(), c.w, W(st.weight), c.conv, c.fwd,
+              workspace_.get(), workspace_.size(), &zero, desc_[i].d, y));
+        }
         if (l.bias)
           MINAS_CUDNN_CHECK(cudnnAddTensor(dnn_, &one, c.bias.d, W(st.bias), &one, desc_[i].d, y));
         break;
@@ -473,9 +530,19 @@ class CudaNetwork final : public Network {
         const int features = static_cast<int>(g_.layer(r).shape.elements()), out = l.shape.c;
         const LayerState& st = model_.state(i);
         // Row-major y (n, out) = x (n, in) W^T: column-major y^T = W^T' x^T.
-        MINAS_CUBLAS_CHECK(cublasSgemm(blas_, CUBLAS_OP_T, CUBLAS_OP_N, out, n_, features, &one,
-                                       W(st.weight), features, y_[r].get(), features, &zero, y,
-                                       out));
+        if (half_) {
+          LinearState& ls = linears_.at(i);
+          to_half(y_[r].get(), ls.x16.get(), ls.x16.size(), brain_, s_);
+          to_half(W(st.weight), ls.w16.get(), ls.w16.size(), brain_, s_);
+          MINAS_CUBLAS_CHECK(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, out, n_, features, &one,
+                                          ls.w16.get(), half_type(), features, ls.x16.get(),
+                                          half_type(), features, &zero, y, CUDA_R_32F, out,
+                                          CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        } else {
+          MINAS_CUBLAS_CHECK(cublasSgemm(blas_, CUBLAS_OP_T, CUBLAS_OP_N, out, n_, features, &one,
+                                         W(st.weight), features, y_[r].get(), features, &zero, y,
+                                         out));
+        }
         if (l.bias)
           MINAS_CUDNN_CHECK(
               cudnnAddTensor(dnn_, &one, linear_bias_.at(i).d, W(st.bias), &one, desc_[i].d, y));
@@ -525,6 +592,24 @@ class CudaNetwork final : public Network {
         const ConvState& c = convs_.at(i);
         const LayerState& st = model_.state(i);
         const int r = in(i);
+        if (half_) {
+          // The forward's 16-bit input and weights; the gradients back in fp32.
+          to_half(dy, c.dy16.get(), c.dy16.size(), brain_, s_);
+          MINAS_CUDNN_CHECK(cudnnConvolutionBackwardFilter(
+              dnn_, &one, c.xh.d, c.x16.get(), c.yh.d, c.dy16.get(), c.conv, c.bwd_filter,
+              workspace_.get(), workspace_.size(), &zero, c.w, c.dw16.get()));
+          from_half(c.dw16.get(), GW(st.weight), c.dw16.size(), brain_, false, s_);
+          if (l.bias)
+            MINAS_CUDNN_CHECK(cudnnConvolutionBackwardBias(dnn_, &one, desc_[i].d, dy, &zero,
+                                                           c.bias.d, GW(st.bias)));
+          if (r > 0) {
+            MINAS_CUDNN_CHECK(cudnnConvolutionBackwardData(
+                dnn_, &one, c.w, c.w16.get(), c.yh.d, c.dy16.get(), c.conv, c.bwd_data,
+                workspace_.get(), workspace_.size(), &zero, c.xh.d, c.dx16.get()));
+            from_half(c.dx16.get(), dy_[r].get(), c.dx16.size(), brain_, true, s_);
+          }
+          break;
+        }
         MINAS_CUDNN_CHECK(cudnnConvolutionBackwardFilter(
             dnn_, &one, desc_[r].d, y_[r].get(), desc_[i].d, dy, c.conv, c.bwd_filter,
             workspace_.get(), workspace_.size(), &zero, c.w, GW(st.weight)));
@@ -593,6 +678,23 @@ class CudaNetwork final : public Network {
         const int r = in(i);
         const int features = static_cast<int>(g_.layer(r).shape.elements()), out = l.shape.c;
         const LayerState& st = model_.state(i);
+        if (half_) {
+          LinearState& ls = linears_.at(i);
+          to_half(dy, ls.dy16.get(), ls.dy16.size(), brain_, s_);
+          MINAS_CUBLAS_CHECK(cublasGemmEx(blas_, CUBLAS_OP_N, CUBLAS_OP_T, features, out, n_, &one,
+                                          ls.x16.get(), half_type(), features, ls.dy16.get(),
+                                          half_type(), out, &zero, GW(st.weight), CUDA_R_32F,
+                                          features, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+          if (l.bias)
+            MINAS_CUBLAS_CHECK(cublasSgemv(blas_, CUBLAS_OP_N, out, n_, &one, dy, out, ones_.get(),
+                                           1, &zero, GW(st.bias), 1));
+          if (r > 0)
+            MINAS_CUBLAS_CHECK(cublasGemmEx(
+                blas_, CUBLAS_OP_N, CUBLAS_OP_N, features, n_, out, &one, ls.w16.get(), half_type(),
+                features, ls.dy16.get(), half_type(), out, &one, dy_[r].get(), CUDA_R_32F, features,
+                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+          break;
+        }
         // dW (out, in) = dy^T x: column-major dW^T (in x out) = x^T' dy.
         MINAS_CUBLAS_CHECK(cublasSgemm(blas_, CUBLAS_OP_N, CUBLAS_OP_T, features, out, n_, &one,
                                        y_[r].get(), features, dy, out, &zero, GW(st.weight),
@@ -627,7 +729,9 @@ class CudaNetwork final : public Network {
   const int n_;
   const NetMode mode_;
   const NetworkOptions opt_;
+  const bool half_, brain_;  // 16-bit convolutions and linear layers; bf16 or fp16
   uint64_t step_ = 0;
+  std::map<int, LinearState> linears_;
 
   std::vector<TensorDesc> desc_;
   std::vector<Buffer<float>> y_, dy_;  // per layer: output, and its gradient (train)
@@ -866,6 +970,7 @@ TrainReport train_on_gpu(Model& model, const Recipe& recipe, const data::TrainTe
   NetworkOptions no;
   no.label_smoothing = static_cast<float>(recipe.label_smoothing);
   no.seed = recipe.seed + static_cast<uint64_t>(rank) * 0x9e3779b97f4a7c15ULL;  // masks per rank
+  no.precision = recipe.precision;
   auto net = backend.compile_cuda(model, batch, NetMode::train, no);
   const cudaStream_t s = net->stream();
   net->upload_state();
@@ -923,9 +1028,21 @@ TrainReport train_on_gpu(Model& model, const Recipe& recipe, const data::TrainTe
     momentum_buf.push_back(to_device(std::vector<float>(param.size(), 0.0f), s));
     norms.emplace_back(2);
   }
+  // fp16: dynamic loss scaling on the device (PyTorch's GradScaler: 2^16 to
+  // start, halved on an overflow, whose step is skipped, doubled after 2000
+  // clean steps).
+  const bool scaled = recipe.precision == Precision::fp16;
+  Buffer<float> loss_scale = to_device(std::vector<float>{65536.0f}, s);
+  Buffer<int> overflow = to_device(std::vector<int>{0}, s),
+              good = to_device(std::vector<int>{0}, s);
+  if (scaled) net->loss_scale = loss_scale.get();
   auto enqueue = [&] {
+    if (scaled) zero_flag(overflow.get(), s);
     net->enqueue_resident_step(dd, dp, step.get(), per_epoch);
     if (reducer) reducer->finish();
+    if (scaled)
+      for (size_t p = 0; p < rules.size(); ++p)
+        unscale_check(net->grad(p), model.params()[p].size(), loss_scale.get(), overflow.get(), s);
     for (size_t p = 0; p < rules.size(); ++p) {
       const size_t n = model.params()[p].size();
       if (rules[p].lars) {
@@ -933,8 +1050,10 @@ TrainReport train_on_gpu(Model& model, const Recipe& recipe, const data::TrainTe
         squared_norms(net->param(p), net->grad(p), n, norms[p].get(), s);
       }
       momentum_update(net->param(p), net->grad(p), momentum_buf[p].get(), n, lr_d.get(),
-                      mom_d.get(), step.get(), rules[p], norms[p].get(), s);
+                      mom_d.get(), step.get(), rules[p], norms[p].get(),
+                      scaled ? overflow.get() : nullptr, s);
     }
+    if (scaled) update_scale(loss_scale.get(), overflow.get(), good.get(), s);
     advance_step(step.get(), s);
   };
   cudaGraphExec_t exec = nullptr;

@@ -1,5 +1,8 @@
 #include "trainer/cuda/ops.h"
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
 #include "trainer/cuda/check.h"
 
 namespace minas::cuda {
@@ -87,6 +90,18 @@ __global__ void mask_f(const float* x, const float* m, float* y, size_t n) {
 __global__ void mask_b(const float* dy, const float* m, float* dx, size_t n) {
   MINAS_GRID_LOOP(i, n) dx[i] += dy[i] * m[i];
 }
+__global__ void to_bf16(const float* x, __nv_bfloat16* y, size_t n) {
+  MINAS_GRID_LOOP(i, n) y[i] = __float2bfloat16(x[i]);
+}
+__global__ void to_fp16(const float* x, __half* y, size_t n) {
+  MINAS_GRID_LOOP(i, n) y[i] = __float2half(x[i]);
+}
+__global__ void from_bf16(const __nv_bfloat16* x, float* y, size_t n, bool acc) {
+  MINAS_GRID_LOOP(i, n) y[i] = (acc ? y[i] : 0.0f) + __bfloat162float(x[i]);
+}
+__global__ void from_fp16(const __half* x, float* y, size_t n, bool acc) {
+  MINAS_GRID_LOOP(i, n) y[i] = (acc ? y[i] : 0.0f) + __half2float(x[i]);
+}
 __global__ void scale_k(float* x, float f, size_t n) {
   MINAS_GRID_LOOP(i, n) x[i] *= f;
 }
@@ -145,6 +160,18 @@ void mask_forward(const float* x, const float* mask, float* y, size_t n, cudaStr
 }
 void mask_backward(const float* dy, const float* mask, float* dx, size_t n, cudaStream_t s) {
   MINAS_LAUNCH(mask_b, n, s, dy, mask, dx, n);
+}
+void to_half(const float* x, void* out, size_t n, bool brain, cudaStream_t s) {
+  if (brain)
+    MINAS_LAUNCH(to_bf16, n, s, x, static_cast<__nv_bfloat16*>(out), n);
+  else
+    MINAS_LAUNCH(to_fp16, n, s, x, static_cast<__half*>(out), n);
+}
+void from_half(const void* x, float* out, size_t n, bool brain, bool accumulate, cudaStream_t s) {
+  if (brain)
+    MINAS_LAUNCH(from_bf16, n, s, static_cast<const __nv_bfloat16*>(x), out, n, accumulate);
+  else
+    MINAS_LAUNCH(from_fp16, n, s, static_cast<const __half*>(x), out, n, accumulate);
 }
 void scale(float* x, float factor, size_t n, cudaStream_t s) {
   MINAS_LAUNCH(scale_k, n, s, x, factor, n);

@@ -31,6 +31,10 @@ void mul_backward(const float* x, const float* scale, const float* dy, int n, in
 // y = x * mask; backward dx += dy * mask.
 void mask_forward(const float* x, const float* mask, float* y, size_t n, cudaStream_t s);
 void mask_backward(const float* dy, const float* mask, float* dx, size_t n, cudaStream_t s);
+// fp32 to 16-bit floats (bf16 when brain, else IEEE fp16) and back; from_half
+// adds into out when accumulate.
+void to_half(const float* x, void* out, size_t n, bool brain, cudaStream_t s);
+void from_half(const void* x, float* out, size_t n, bool brain, bool accumulate, cudaStream_t s);
 // x *= factor
 void scale(float* x, float factor, size_t n, cudaStream_t s);
 // out[j] = sum over rows of x (rows x cols, row-major): a bias gradient.
