@@ -61,8 +61,10 @@ class Buffer {
 struct TensorDesc {
   cudnnTensorDescriptor_t d = nullptr;
   TensorDesc() { MINAS_CUDNN_CHECK(cudnnCreateTensorDescriptor(&d)); }
-  TensorDesc(int n, int c, int h, int w, cudnnDataType_t type = CUDNN_DATA_FLOAT) : TensorDesc() {
-    MINAS_CUDNN_CHECK(cudnnSetTensor4dDescriptor(d, CUDNN_TENSOR_NCHW, type, n, c, h, w));
+  TensorDesc(int n, int c, int h, int w, cudnnDataType_t type = CUDNN_DATA_FLOAT,
+             cudnnTensorFormat_t format = CUDNN_TENSOR_NCHW)
+      : TensorDesc() {
+    MINAS_CUDNN_CHECK(cudnnSetTensor4dDescriptor(d, format, type, n, c, h, w));
   }
   ~TensorDesc() {
     if (d) cudnnDestroyTensorDescriptor(d);
@@ -378,8 +380,11 @@ class CudaNetwork final : public Network {
                                  : brain_ ? CUDNN_DATA_BFLOAT16
                                           : CUDNN_DATA_HALF;
     MINAS_CUDNN_CHECK(cudnnCreateFilterDescriptor(&c.w));
-    MINAS_CUDNN_CHECK(cudnnSetFilter4dDescriptor(c.w, type, CUDNN_TENSOR_NCHW, l.shape.c,
-                                                 s.c / l.groups, l.kernel, l.kernel));
+    // 16-bit convolutions run NHWC, the tensor cores' own layout; the casts
+    // to and from the fp32 NCHW tensors transpose on the way.
+    const cudnnTensorFormat_t format = half_ ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW;
+    MINAS_CUDNN_CHECK(cudnnSetFilter4dDescriptor(c.w, type, format, l.shape.c, s.c / l.groups,
+                                                 l.kernel, l.kernel));
     MINAS_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&c.conv));
     // Accumulation in fp32 whatever the storage.
     MINAS_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(
@@ -392,8 +397,8 @@ class CudaNetwork final : public Network {
     if (l.bias) c.bias = TensorDesc(1, l.shape.c, 1, 1);
     cudnnTensorDescriptor_t x = desc_[in(i)].d, y = desc_[i].d;
     if (half_) {
-      c.xh = TensorDesc(n_, s.c, s.h, s.w, type);
-      c.yh = TensorDesc(n_, l.shape.c, l.shape.h, l.shape.w, type);
+      c.xh = TensorDesc(n_, s.c, s.h, s.w, type, CUDNN_TENSOR_NHWC);
+      c.yh = TensorDesc(n_, l.shape.c, l.shape.h, l.shape.w, type, CUDNN_TENSOR_NHWC);
       x = c.xh.d;
       y = c.yh.d;
       const size_t weights =
@@ -456,12 +461,14 @@ class CudaNetwork final : public Network {
         const ConvState& c = convs_.at(i);
         const LayerState& st = model_.state(i);
         if (half_) {
-          to_half(y_[in(i)].get(), c.x16.get(), c.x16.size(), brain_, s_);
-          to_half(W(st.weight), c.w16.get(), c.w16.size(), brain_, s_);
+          const Shape sx = g_.layer(in(i)).shape;
+          to_half_nhwc(y_[in(i)].get(), c.x16.get(), n_, sx.c, sx.h, sx.w, brain_, s_);
+          to_half_nhwc(W(st.weight), c.w16.get(), l.shape.c, sx.c / l.groups, l.kernel, l.kernel,
+                       brain_, s_);
           MINAS_CUDNN_CHECK(cudnnConvolutionForward(dnn_, &one, c.xh.d, c.x16.get(), c.w,
                                                     c.w16.get(), c.conv, c.fwd, workspace_.get(),
                                                     workspace_.size(), &zero, c.yh.d, c.y16.get()));
-          from_half(c.y16.get(), y, n, brain_, false, s_);
+          from_half_nhwc(c.y16.get(), y, n_, l.shape.c, l.shape.h, l.shape.w, brain_, false, s_);
         } else {
           MINAS_CUDNN_CHECK(cudnnConvolutionForward(
               dnn_, &one, desc_[in(i)].d, y_[in(i)].get(), c.w, W(st.weight), c.conv, c.fwd,
@@ -594,11 +601,13 @@ class CudaNetwork final : public Network {
         const int r = in(i);
         if (half_) {
           // The forward's 16-bit input and weights; the gradients back in fp32.
-          to_half(dy, c.dy16.get(), c.dy16.size(), brain_, s_);
+          const Shape sx = g_.layer(r).shape;
+          to_half_nhwc(dy, c.dy16.get(), n_, l.shape.c, l.shape.h, l.shape.w, brain_, s_);
           MINAS_CUDNN_CHECK(cudnnConvolutionBackwardFilter(
               dnn_, &one, c.xh.d, c.x16.get(), c.yh.d, c.dy16.get(), c.conv, c.bwd_filter,
               workspace_.get(), workspace_.size(), &zero, c.w, c.dw16.get()));
-          from_half(c.dw16.get(), GW(st.weight), c.dw16.size(), brain_, false, s_);
+          from_half_nhwc(c.dw16.get(), GW(st.weight), l.shape.c, sx.c / l.groups, l.kernel,
+                         l.kernel, brain_, false, s_);
           if (l.bias)
             MINAS_CUDNN_CHECK(cudnnConvolutionBackwardBias(dnn_, &one, desc_[i].d, dy, &zero,
                                                            c.bias.d, GW(st.bias)));
@@ -606,7 +615,7 @@ class CudaNetwork final : public Network {
             MINAS_CUDNN_CHECK(cudnnConvolutionBackwardData(
                 dnn_, &one, c.w, c.w16.get(), c.yh.d, c.dy16.get(), c.conv, c.bwd_data,
                 workspace_.get(), workspace_.size(), &zero, c.xh.d, c.dx16.get()));
-            from_half(c.dx16.get(), dy_[r].get(), c.dx16.size(), brain_, true, s_);
+            from_half_nhwc(c.dx16.get(), dy_[r].get(), n_, sx.c, sx.h, sx.w, brain_, true, s_);
           }
           break;
         }

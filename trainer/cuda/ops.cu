@@ -102,6 +102,24 @@ __global__ void from_bf16(const __nv_bfloat16* x, float* y, size_t n, bool acc) 
 __global__ void from_fp16(const __half* x, float* y, size_t n, bool acc) {
   MINAS_GRID_LOOP(i, n) y[i] = (acc ? y[i] : 0.0f) + __half2float(x[i]);
 }
+// One thread per element, indexed in NCHW order: the 16-bit side is NHWC.
+template <class T>
+__global__ void to_nhwc(const float* x, T* y, int n, int c, int h, int w) {
+  const size_t total = static_cast<size_t>(n) * c * h * w, hw = static_cast<size_t>(h) * w;
+  MINAS_GRID_LOOP(i, total) {
+    const size_t b = i / (c * hw), ch = (i / hw) % c, p = i % hw;
+    y[(b * hw + p) * c + ch] = T(x[i]);
+  }
+}
+template <class T>
+__global__ void from_nhwc(const T* x, float* y, int n, int c, int h, int w, bool acc) {
+  const size_t total = static_cast<size_t>(n) * c * h * w, hw = static_cast<size_t>(h) * w;
+  MINAS_GRID_LOOP(i, total) {
+    const size_t b = i / (c * hw), ch = (i / hw) % c, p = i % hw;
+    const float v = static_cast<float>(x[(b * hw + p) * c + ch]);
+    y[i] = acc ? y[i] + v : v;
+  }
+}
 __global__ void scale_k(float* x, float f, size_t n) {
   MINAS_GRID_LOOP(i, n) x[i] *= f;
 }
@@ -172,6 +190,24 @@ void from_half(const void* x, float* out, size_t n, bool brain, bool accumulate,
     MINAS_LAUNCH(from_bf16, n, s, static_cast<const __nv_bfloat16*>(x), out, n, accumulate);
   else
     MINAS_LAUNCH(from_fp16, n, s, static_cast<const __half*>(x), out, n, accumulate);
+}
+void to_half_nhwc(const float* x, void* out, int n, int c, int h, int w, bool brain,
+                  cudaStream_t s) {
+  const size_t total = static_cast<size_t>(n) * c * h * w;
+  if (brain)
+    MINAS_LAUNCH(to_nhwc<__nv_bfloat16>, total, s, x, static_cast<__nv_bfloat16*>(out), n, c, h, w);
+  else
+    MINAS_LAUNCH(to_nhwc<__half>, total, s, x, static_cast<__half*>(out), n, c, h, w);
+}
+void from_half_nhwc(const void* x, float* out, int n, int c, int h, int w, bool brain,
+                    bool accumulate, cudaStream_t s) {
+  const size_t total = static_cast<size_t>(n) * c * h * w;
+  if (brain)
+    MINAS_LAUNCH(from_nhwc<__nv_bfloat16>, total, s, static_cast<const __nv_bfloat16*>(x), out, n,
+                 c, h, w, accumulate);
+  else
+    MINAS_LAUNCH(from_nhwc<__half>, total, s, static_cast<const __half*>(x), out, n, c, h, w,
+                 accumulate);
 }
 void scale(float* x, float factor, size_t n, cudaStream_t s) {
   MINAS_LAUNCH(scale_k, n, s, x, factor, n);

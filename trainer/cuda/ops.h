@@ -35,6 +35,12 @@ void mask_backward(const float* dy, const float* mask, float* dx, size_t n, cuda
 // adds into out when accumulate.
 void to_half(const float* x, void* out, size_t n, bool brain, cudaStream_t s);
 void from_half(const void* x, float* out, size_t n, bool brain, bool accumulate, cudaStream_t s);
+// The same casts with a layout change: NCHW fp32 to NHWC 16-bit and back
+// (n, c, h, w of the NCHW side; for weights OIHW to OHWI, o as n and i as c).
+void to_half_nhwc(const float* x, void* out, int n, int c, int h, int w, bool brain,
+                  cudaStream_t s);
+void from_half_nhwc(const void* x, float* out, int n, int c, int h, int w, bool brain,
+                    bool accumulate, cudaStream_t s);
 // x *= factor
 void scale(float* x, float factor, size_t n, cudaStream_t s);
 // out[j] = sum over rows of x (rows x cols, row-major): a bias gradient.
