@@ -6,11 +6,12 @@
 
 namespace minas {
 
-GradientReducer::GradientReducer(Model& model, Communicator& comm, size_t bucket_bytes)
-    : model_(model), comm_(comm) {
+std::vector<GradientBucket> plan_buckets(const Model& model, size_t bucket_bytes,
+                                         std::vector<int>& bucket_of_layer) {
   const int layers = model.graph().size();
-  bucket_of_layer_.assign(static_cast<size_t>(layers), -1);
+  bucket_of_layer.assign(static_cast<size_t>(layers), -1);
   const size_t cap = std::max<size_t>(bucket_bytes / sizeof(float), 1);
+  std::vector<GradientBucket> buckets;
   for (int i = layers - 1; i >= 0; --i) {
     const LayerState& st = model.state(i);
     std::vector<int> params;
@@ -19,15 +20,20 @@ GradientReducer::GradientReducer(Model& model, Communicator& comm, size_t bucket
     if (params.empty()) continue;
     size_t elements = 0;
     for (int p : params) elements += model.params()[static_cast<size_t>(p)].size();
-    if (buckets_.empty() ||
-        (buckets_.back().elements > 0 && buckets_.back().elements + elements > cap))
-      buckets_.emplace_back();
-    Bucket& b = buckets_.back();
+    if (buckets.empty() ||
+        (buckets.back().elements > 0 && buckets.back().elements + elements > cap))
+      buckets.emplace_back();
+    GradientBucket& b = buckets.back();
     b.layers.push_back(i);
     b.params.insert(b.params.end(), params.begin(), params.end());
     b.elements += elements;
-    bucket_of_layer_[static_cast<size_t>(i)] = static_cast<int>(buckets_.size() - 1);
+    bucket_of_layer[static_cast<size_t>(i)] = static_cast<int>(buckets.size() - 1);
   }
+  return buckets;
+}
+
+GradientReducer::GradientReducer(Model& model, Communicator& comm, size_t bucket_bytes)
+    : model_(model), comm_(comm), buckets_(plan_buckets(model, bucket_bytes, bucket_of_layer_)) {
   remaining_.resize(buckets_.size());
   flat_.resize(buckets_.size());
   pending_.resize(buckets_.size());

@@ -15,6 +15,18 @@
 
 namespace minas {
 
+// The buckets gradients are averaged in: at most `bucket_bytes` of
+// gradients each (a larger single layer gets a bucket of its own), filled in
+// backward order (the output's layers first). bucket_of_layer gets, per layer,
+// its bucket's index or -1 for a layer without parameters.
+struct GradientBucket {
+  std::vector<int> layers;  // whose gradients it holds
+  std::vector<int> params;  // indices into Model::params(), in buffer order
+  size_t elements = 0;
+};
+std::vector<GradientBucket> plan_buckets(const Model& model, size_t bucket_bytes,
+                                         std::vector<int>& bucket_of_layer);
+
 class GradientReducer {
  public:
   // Buckets of at most `bucket_bytes` of gradients (a larger single tensor
@@ -24,11 +36,7 @@ class GradientReducer {
   GradientReducer(const GradientReducer&) = delete;
   GradientReducer& operator=(const GradientReducer&) = delete;
 
-  struct Bucket {
-    std::vector<int> layers;  // whose gradients it holds
-    std::vector<int> params;  // indices into Model::params(), in buffer order
-    size_t elements = 0;
-  };
+  using Bucket = GradientBucket;
   const std::vector<Bucket>& buckets() const { return buckets_; }
 
   // Backward has written layer `layer`'s gradients (a Network's
@@ -48,8 +56,9 @@ class GradientReducer {
 
   Model& model_;
   Communicator& comm_;
+  std::vector<int> bucket_of_layer_;  // -1: a layer without parameters; before buckets_,
+                                      // which plan_buckets fills it with
   std::vector<Bucket> buckets_;
-  std::vector<int> bucket_of_layer_;      // -1: a layer without parameters
   std::vector<size_t> remaining_;         // layers not yet written, per bucket
   std::vector<std::vector<float>> flat_;  // per bucket
   std::vector<std::unique_ptr<Communicator::Pending>> pending_;  // per bucket; null: not started

@@ -21,6 +21,7 @@
 
 #include "searchspace/rng.h"
 #include "searchspace/space.h"
+#include "tests/trainer/synthetic.h"
 #include "trainer/comm.h"
 #include "trainer/cuda/backend.h"
 #include "trainer/cuda/device.h"
@@ -140,17 +141,7 @@ TEST_CASE("cuda network: architectures of every built-in space agree with the CP
 }
 
 TEST_CASE("cuda training: a replayed graph agrees with eager steps, and both with train()") {
-  data::TrainTest d;
-  Rng rng(8);
-  for (data::Dataset* ds : {&d.train, &d.test}) {
-    ds->source = "synthetic";
-    ds->shape = {1, 12, 12};
-    ds->classes = 10;
-    ds->labels.resize(400);
-    ds->pixels.resize(400 * 144);
-    for (auto& l : ds->labels) l = static_cast<uint8_t>(rng.below(10));
-    for (auto& p : ds->pixels) p = static_cast<uint8_t>(rng.below(256));
-  }
+  const data::TrainTest d = test::synthetic({1, 12, 12}, 10, 400, 8);
   Recipe recipe;
   recipe.set("epochs", "2", "test");
   recipe.set("val_size", "40", "test");
@@ -188,17 +179,7 @@ TEST_CASE("cuda training: data parallel over two GPUs keeps the ranks identical"
     MESSAGE("one GPU: not run");
     return;
   }
-  data::TrainTest d;
-  Rng rng(9);
-  for (data::Dataset* ds : {&d.train, &d.test}) {
-    ds->source = "synthetic";
-    ds->shape = {1, 12, 12};
-    ds->classes = 10;
-    ds->labels.resize(400);
-    ds->pixels.resize(400 * 144);
-    for (auto& l : ds->labels) l = static_cast<uint8_t>(rng.below(10));
-    for (auto& p : ds->pixels) p = static_cast<uint8_t>(rng.below(256));
-  }
+  const data::TrainTest d = test::synthetic({1, 12, 12}, 10, 400, 9);
   Recipe recipe;
   recipe.set("epochs", "2", "test");
   recipe.set("val_size", "40", "test");

@@ -8,11 +8,13 @@
 #include "searchspace/error.h"
 #include "searchspace/space.h"
 #include "tests/support.h"
+#include "tests/trainer/synthetic.h"
 #include "trainer/comm.h"
 #include "trainer/data_parallel.h"
 #include "trainer/train.h"
 
 using namespace minas;
+using minas::test::synthetic;
 
 namespace {
 
@@ -32,21 +34,6 @@ void on_ranks(int n, F f) {
   for (auto& t : threads) t.join();
   for (auto& e : errors)
     if (e) std::rethrow_exception(e);
-}
-
-data::TrainTest synthetic(Shape shape, int classes, size_t n) {
-  data::TrainTest d;
-  Rng rng(5);
-  for (data::Dataset* ds : {&d.train, &d.test}) {
-    ds->source = "synthetic";
-    ds->shape = shape;
-    ds->classes = classes;
-    ds->labels.resize(n);
-    ds->pixels.resize(n * static_cast<size_t>(shape.elements()));
-    for (auto& l : ds->labels) l = static_cast<uint8_t>(rng.below(static_cast<uint64_t>(classes)));
-    for (auto& p : ds->pixels) p = static_cast<uint8_t>(rng.below(256));
-  }
-  return d;
 }
 
 const char* kSpace = "mobile:input=1x12x12,stem.channels=8,head.channels=16";

@@ -10,10 +10,12 @@
 #include "searchspace/error.h"
 #include "searchspace/space.h"
 #include "tests/support.h"
+#include "tests/trainer/synthetic.h"
 #include "trainer/checkpoint.h"
 #include "trainer/train.h"
 
 using namespace minas;
+using minas::test::synthetic;
 
 namespace {
 
@@ -34,22 +36,6 @@ std::optional<data::TrainTest> fashion(size_t n, size_t m) {
   data::TrainTest cut{data::gather(full.train, tr), data::gather(full.test, te)};
   cut.train.source = cut.test.source = "fashion-mnist";  // keep its normalization
   return cut;
-}
-
-// Random images of the network's input shape: for tests of mechanics, not accuracy.
-data::TrainTest synthetic(Shape shape, int classes, size_t n) {
-  data::TrainTest d;
-  Rng rng(5);
-  for (data::Dataset* ds : {&d.train, &d.test}) {
-    ds->source = "synthetic";
-    ds->shape = shape;
-    ds->classes = classes;
-    ds->labels.resize(n);
-    ds->pixels.resize(n * static_cast<size_t>(shape.elements()));
-    for (auto& l : ds->labels) l = static_cast<uint8_t>(rng.below(static_cast<uint64_t>(classes)));
-    for (auto& p : ds->pixels) p = static_cast<uint8_t>(rng.below(256));
-  }
-  return d;
 }
 
 Recipe quick(int64_t epochs, int64_t val) {

@@ -20,6 +20,7 @@
 #include "trainer/cuda/kernels.h"
 #include "trainer/cuda/nccl_comm.h"
 #include "trainer/cuda/ops.h"
+#include "trainer/data_parallel.h"
 #include "trainer/optim.h"
 #include "trainer/train.h"
 
@@ -836,24 +837,11 @@ class DeviceReducer {
  public:
   DeviceReducer(CudaNetwork& net, const Model& model, NcclCommunicator& comm, size_t bucket_bytes)
       : net_(net), model_(model), comm_(comm) {
-    const size_t cap = std::max<size_t>(bucket_bytes / sizeof(float), 1);
-    bucket_of_layer_.assign(static_cast<size_t>(model.graph().size()), -1);
-    for (int i = model.graph().size() - 1; i >= 0; --i) {
-      const LayerState& st = model.state(i);
-      std::vector<int> params;
-      for (int p : {st.weight, st.bias, st.gamma, st.beta})
-        if (p >= 0) params.push_back(p);
-      if (params.empty()) continue;
-      size_t elements = 0;
-      for (int p : params) elements += model.params()[static_cast<size_t>(p)].size();
-      if (buckets_.empty() ||
-          (buckets_.back().elements > 0 && buckets_.back().elements + elements > cap))
-        buckets_.emplace_back();
-      Bucket& b = buckets_.back();
-      ++b.layers;
-      b.params.insert(b.params.end(), params.begin(), params.end());
-      b.elements += elements;
-      bucket_of_layer_[static_cast<size_t>(i)] = static_cast<int>(buckets_.size() - 1);
+    for (GradientBucket& plan : plan_buckets(model, bucket_bytes, bucket_of_layer_)) {
+      Bucket& b = buckets_.emplace_back();
+      b.layers = plan.layers.size();
+      b.params = std::move(plan.params);
+      b.elements = plan.elements;
     }
     for (Bucket& b : buckets_) {
       b.flat = Buffer<float>(b.elements);
