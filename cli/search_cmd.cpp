@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/final_model.h"
 #include "cli/strategy_flags.h"
 #include "controller/controller.h"
 #include "db/store.h"
@@ -29,9 +30,11 @@ namespace {
 // The running controller or worker, for the signal handler: request_stop is
 // a lock-free atomic store, safe in a handler.
 std::atomic<Controller*> g_controller{nullptr};
+std::atomic<bool> g_stop_requested{false};  // SIGINT or SIGTERM, not the budget
 std::atomic<Worker*> g_worker{nullptr};
 
 extern "C" void on_signal(int) {
+  g_stop_requested.store(true);
   if (Controller* c = g_controller.load()) c->request_stop();
   if (Worker* w = g_worker.load()) w->request_stop();
 }
@@ -134,11 +137,91 @@ struct WorkerFlags {
 
 struct SearchFlags {
   std::string db = "minas.db", space = "small", data = "fashion-mnist", name, recipe, devices;
+  std::string budget = "20m", out;
+  double final_share = 0.3;
+  int final_epochs = 30;
+  bool resume = false, no_final = false;
   StrategyFlags strategy;
   int64_t trials = 20;
   double seconds = 0;
   int fidelity = 0, workers = 0, threads = 1, gpus_per_trial = 1;
   uint64_t seed = 0;
+};
+
+// "90", "90s", "45m", "1.5h", "1h30m": seconds.
+double parse_duration(const std::string& text, const std::string& flag) {
+  double total = 0;
+  size_t at = 0;
+  bool any = false;
+  while (at < text.size()) {
+    size_t used = 0;
+    double v = 0;
+    try {
+      v = std::stod(text.substr(at), &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || !(v >= 0))
+      throw Error(flag + " " + text, "a duration is a number with s, m or h: 90s, 45m, 1h30m");
+    at += used;
+    double unit = 1;
+    if (at < text.size()) {
+      const char u = text[at];
+      if (u == 's' || u == 'm' || u == 'h') {
+        unit = u == 'h' ? 3600 : u == 'm' ? 60 : 1;
+        ++at;
+      } else {
+        throw Error(flag + " " + text, std::string("unknown unit '") + u + "' (s, m or h)");
+      }
+    }
+    total += v * unit;
+    any = true;
+  }
+  if (!any || !(total > 0)) throw Error(flag + " " + text, "must be a positive duration");
+  return total;
+}
+
+std::string clock_text(double seconds) {
+  char buf[32];
+  const long s = static_cast<long>(seconds);
+  std::snprintf(buf, sizeof buf, "%ld:%02ld", s / 60, s % 60);
+  return buf;
+}
+
+// One line: on a terminal redrawn in place every second, otherwise a log
+// line every 30 seconds.
+class ProgressDisplay {
+ public:
+  ProgressDisplay() : tty_(::isatty(STDERR_FILENO) == 1) {}
+  ~ProgressDisplay() { finish(); }
+  void show(const ControllerProgress& p) {
+    const auto now = std::chrono::steady_clock::now();
+    if (!tty_ && now - last_ < std::chrono::seconds(30)) return;
+    last_ = now;
+    char best[32] = "-";
+    if (p.best_val_acc >= 0) std::snprintf(best, sizeof best, "%.2f%%", 100 * p.best_val_acc);
+    std::string line =
+        "trials " + std::to_string(p.done) + " done, " + std::to_string(p.running) + " running, " +
+        std::to_string(p.pruned) + " pruned, " + std::to_string(p.failed) + " failed | best " +
+        best + (p.best_arch.empty() ? "" : " " + p.best_arch) + " | " + clock_text(p.elapsed_s) +
+        (p.budget_s > 0 ? " of " + clock_text(p.budget_s) : "") + " | busy " +
+        std::to_string(p.slots_busy) + "/" + std::to_string(p.slots);
+    if (tty_) {
+      std::fprintf(stderr, "\r\033[K%s", line.c_str());
+      drawn_ = true;
+    } else {
+      log_line("search", line);
+    }
+  }
+  void finish() {
+    if (drawn_) std::fprintf(stderr, "\n");
+    drawn_ = false;
+  }
+
+ private:
+  bool tty_;
+  bool drawn_ = false;
+  std::chrono::steady_clock::time_point last_{};
 };
 
 std::string default_experiment_name() {
@@ -261,12 +344,26 @@ void add_search_commands(CLI::App& app) {
   sr->add_option("--space", sf->space, "Search space")->default_val("small");
   sr->add_option("--data", sf->data, "Data set")->default_val("fashion-mnist");
   sr->add_option("--recipe", sf->recipe, "Training recipe (JSON file)");
-  sr->add_option("--trials", sf->trials, "Trial budget")
-      ->default_val(20)
+  sr->add_option("--trials", sf->trials, "Trial budget (the time budget usually ends it first)")
+      ->default_val(1000000)
       ->check(CLI::PositiveNumber);
-  sr->add_option("--seconds", sf->seconds, "Wall-clock budget, 0 for none")->default_val(0);
-  sr->add_option("--fidelity", sf->fidelity, "Epochs per trial, 0 for the recipe's")
-      ->default_val(0);
+  sr->add_option("--budget", sf->budget,
+                 "Wall-clock budget of the whole run, search and final training: 90s, 45m, 1h30m")
+      ->default_val("20m");
+  sr->add_option("--final-share", sf->final_share,
+                 "Share of the budget kept for the final training")
+      ->default_val(0.3)
+      ->check(CLI::Range(0.05, 0.95));
+  sr->add_option("--final-epochs", sf->final_epochs,
+                 "Epochs of the final training (at most; it also ends with its share of the "
+                 "budget)")
+      ->default_val(30)
+      ->check(CLI::Range(1, 100000));
+  sr->add_flag("--no-final", sf->no_final, "Search only: no final training and export");
+  sr->add_option("--out", sf->out, "Export folder (default runs/EXPERIMENT)");
+  sr->add_flag("--resume", sf->resume,
+               "Continue the store's latest experiment (or --name), with a fresh budget");
+  sr->add_option("--fidelity", sf->fidelity, "Epochs per trial in the search")->default_val(3);
   sr->add_option("--workers", sf->workers,
                  "Local workers (default: one per core the process may use)")
       ->default_val(0);
@@ -279,7 +376,7 @@ void add_search_commands(CLI::App& app) {
       ->default_val(1)
       ->check(CLI::Range(1, 1024));
   sr->add_option("--seed", sf->seed, "Strategy seed")->default_val(0);
-  sf->strategy.add(sr, true);
+  sf->strategy.add(sr, true, "evolution", true);
   sr->callback([sf, sr] {
     const Space space = Space::load(sf->space);
     const Recipe recipe = sf->recipe.empty() ? Recipe() : Recipe::load(sf->recipe);
@@ -287,15 +384,25 @@ void add_search_commands(CLI::App& app) {
     const int threads = std::max(1, sf->threads);
     const int per_trial = std::max(1, sf->gpus_per_trial);
     const int workers = sf->workers > 0 ? sf->workers : std::max(1, cores / (threads * per_trial));
+    const double budget = parse_duration(sf->budget, "--budget");
     ExperimentConfig cfg;
     cfg.name = sf->name.empty() ? default_experiment_name() : sf->name;
+    if (sf->resume && sf->name.empty()) {
+      // The store's latest experiment.
+      if (!std::filesystem::exists(sf->db))
+        throw Error("--resume", "no store " + sf->db + " here to resume from");
+      db::Store existing = db::Store::open(sf->db);
+      const auto all = existing.experiments();
+      if (all.empty()) throw Error("--resume", sf->db + " holds no experiment");
+      cfg.name = all.back().name;
+    }
     cfg.data = sf->data;
     cfg.data_fingerprint = data::load_dataset(sf->data).train.fingerprint();
     cfg.recipe = recipe.to_json();
     cfg.fidelity = sf->fidelity;
     cfg.gpus_per_trial = per_trial;
     cfg.budget_trials = sf->trials;
-    cfg.budget_seconds = sf->seconds;
+    cfg.budget_seconds = sf->no_final ? budget : budget * (1 - sf->final_share);
     cfg.seed = sf->seed;
     const StrategySettings settings = sf->strategy.settings(*sr, sf->seed);
     cfg.strategy_settings = settings.to_json();
@@ -308,7 +415,13 @@ void add_search_commands(CLI::App& app) {
     std::filesystem::create_directories(dir);
     ControllerOptions opt;
     opt.bind = "ipc://" + (dir / "controller.sock").string();
-    opt.log = [](const std::string& l) { log_line("controller", l); };
+    ProgressDisplay display;
+    opt.log = [&display](const std::string& l) {
+      display.finish();
+      log_line("controller", l);
+    };
+    opt.on_progress = [&display](const ControllerProgress& p) { display.show(p); };
+    const auto run_started = std::chrono::steady_clock::now();
     db::Store store = db::Store::open(sf->db);
     const auto strategy = make_strategy(space, settings);
     Controller controller(store, space, *strategy, cfg, opt);
@@ -340,15 +453,47 @@ void add_search_commands(CLI::App& app) {
     for (auto& t : threads_of_pool) t.join();
     std::error_code ec;
     std::filesystem::remove_all(dir, ec);
-    std::printf(
-        "{\"experiment\":\"%s\",\"done\":%lld,\"failed\":%lld,\"pruned\":%lld,"
-        "\"rejected\":%lld,\"stopped\":%s}\n",
-        cfg.name.c_str(), static_cast<long long>(s.done), static_cast<long long>(s.failed),
-        static_cast<long long>(s.pruned), static_cast<long long>(s.rejected),
-        s.stopped ? "true" : "false");
-    if (s.stopped)
-      log_line("search",
-               "stopped; continue with: minas search --db " + sf->db + " --name " + cfg.name);
+    display.finish();
+    nlohmann::json summary = {{"experiment", cfg.name}, {"done", s.done},
+                              {"failed", s.failed},     {"pruned", s.pruned},
+                              {"rejected", s.rejected}, {"stopped", s.stopped}};
+    if (s.stopped && g_stop_requested) {
+      std::printf("%s\n", summary.dump().c_str());
+      log_line("search", "stopped; continue with: minas search --resume --db " + sf->db +
+                             " --name " + cfg.name);
+      return;
+    }
+    if (!sf->no_final) {
+      FinalOptions fo;
+      fo.db = sf->db;
+      fo.experiment = cfg.name;
+      fo.data = sf->data;
+      fo.out = sf->out.empty() ? "runs/" + cfg.name : sf->out;
+      fo.recipe = recipe;
+      fo.recipe.set("epochs", std::to_string(sf->final_epochs), "final training");
+      const double left =
+          budget -
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - run_started).count();
+      // The final training's share of the budget, whatever the search left;
+      // evaluation and export after it take a few seconds more.
+      fo.recipe.set("time_budget_s", std::to_string(std::max(10.0, left * 0.9)), "final training");
+      fo.recipe.set("threads", std::to_string(cores), "final training");
+      fo.reproduce = "minas search --db " + sf->db + " --name " + cfg.name + " --budget " +
+                     sf->budget + " --seed " + std::to_string(sf->seed);
+      log_line("search", "final training of the best architecture, " +
+                             std::to_string(static_cast<int>(std::max(10.0, left * 0.9))) +
+                             " s at most");
+      const FinalResult fr = retrain_and_export(space, fo);
+      summary["arch"] = fr.arch;
+      summary["test_acc"] = fr.test_acc;
+      summary["params"] = fr.params;
+      summary["macs"] = fr.macs;
+      summary["out"] = fr.out;
+      log_line("search", "exported to " + fr.out + ": test accuracy " +
+                             std::to_string(100 * fr.test_acc) + "%, " + std::to_string(fr.params) +
+                             " parameters");
+    }
+    std::printf("%s\n", summary.dump().c_str());
   });
 
   auto w = std::make_shared<WorkerFlags>();

@@ -6,9 +6,11 @@
 
 namespace minas::cli {
 
-void StrategyFlags::add(CLI::App* app, bool with_asha) {
+void StrategyFlags::add(CLI::App* app, bool with_asha, const std::string& default_strategy,
+                        bool asha_by_default) {
+  strategy = default_strategy;
   app->add_option("--strategy", strategy, "Search strategy: random, evolution or reinforce")
-      ->default_val("random")
+      ->default_val(default_strategy)
       ->check(CLI::IsMember({"random", "evolution", "reinforce"}));
   app->add_option("--population", population, "evolution: population size P")
       ->default_val(10)
@@ -41,6 +43,10 @@ void StrategyFlags::add(CLI::App* app, bool with_asha) {
                   "Pareto mode: accuracy against latency_ms, params or macs (evolution: NSGA-II "
                   "selection)")
       ->check(CLI::IsMember({"latency_ms", "params", "macs"}));
+  if (with_asha && asha_by_default) {
+    asha = true;
+    app->add_flag("--no-asha", no_asha, "No early stopping (ASHA is on by default)");
+  }
   if (with_asha) {
     app->add_flag("--asha", asha, "Early stopping by asynchronous successive halving");
     app->add_option("--asha-eta", asha_eta, "ASHA: reduction factor (implies --asha)")
@@ -108,6 +114,11 @@ StrategySettings StrategyFlags::settings(const CLI::App& app, uint64_t seed) con
 std::optional<AshaSettings> StrategyFlags::asha_settings(const CLI::App& app,
                                                          int max_epochs) const {
   const bool eta_given = app.count("--asha-eta") > 0, rungs_given = app.count("--asha-rungs") > 0;
+  if (no_asha) {
+    if (eta_given || rungs_given)
+      throw Error("--no-asha", "and --asha-eta/--asha-rungs exclude each other");
+    return std::nullopt;
+  }
   if (!asha && !eta_given && !rungs_given && file_asha.is_null()) return std::nullopt;
   nlohmann::json j = file_asha.is_null() ? nlohmann::json::object() : file_asha;
   if (eta_given || !j.contains("eta")) j["eta"] = asha_eta;

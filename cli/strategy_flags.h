@@ -28,7 +28,11 @@ struct StrategyFlags {
   nlohmann::json file_settings = nlohmann::json::object();  // strategy_settings + objective
   nlohmann::json file_asha;                                 // null: none in the file
 
-  void add(CLI::App* app, bool with_asha);
+  // The one-click search defaults to evolution with ASHA on (--no-asha);
+  // the controller to random search without it (--asha).
+  void add(CLI::App* app, bool with_asha, const std::string& default_strategy = "random",
+           bool asha_by_default = false);
+  bool no_asha = false;
   // The settings: the file's, then every flag given on `app`.
   StrategySettings settings(const CLI::App& app, uint64_t seed) const;
   // Early stopping, if asked for; rungs default to 1, eta, eta^2, ... below max_epochs.

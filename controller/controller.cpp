@@ -282,7 +282,12 @@ struct Controller::Impl {
         m.latency_ms = opt(5);
         m.params = opt(6);
         m.macs = opt(7);
-        strategy.replay(arch, config.objective.score(m));
+        const Score sc = config.objective.score(m);
+        if (sc.feasible && m.val_acc > best_val) {
+          best_val = m.val_acc;
+          best_arch = key;
+        }
+        strategy.replay(arch, sc);
       } else if (status == "failed" || status == "pruned") {
         ++(status == "failed" ? summary.failed : summary.pruned);
         strategy.replay(arch, std::nullopt);
@@ -696,7 +701,12 @@ struct Controller::Impl {
       metrics.latency_ms = r.latency_ms;
       if (r.params) metrics.params = static_cast<double>(*r.params);
       if (r.macs) metrics.macs = static_cast<double>(*r.macs);
-      strategy.tell(space.parse_key(f->second.arch), config.objective.score(metrics));
+      const Score sc = config.objective.score(metrics);
+      if (sc.feasible && r.val_acc > best_val) {
+        best_val = r.val_acc;
+        best_arch = f->second.arch;
+      }
+      strategy.tell(space.parse_key(f->second.arch), sc);
       drop_states(trial);
       strategy_dirty = true;
       finish_flight(worker, trial, f->second.started, r.finished_at);
@@ -881,7 +891,13 @@ struct Controller::Impl {
       fill_idle();
       check_liveness();
       commit_if_due(false);
+      if (opt.on_progress &&
+          Clock::now() - last_progress >= std::chrono::milliseconds(opt.progress_ms)) {
+        last_progress = Clock::now();
+        opt.on_progress(progress(started));
+      }
     }
+    if (opt.on_progress) opt.on_progress(progress(started));
     for (const auto& [identity, w] : workers) account(identity);
     if (!summary.stopped && !states_dir.empty()) {
       // Every trial has ended, and with it its states: nothing is left to keep.
@@ -936,7 +952,26 @@ struct Controller::Impl {
   std::map<int64_t, Flight> flights;
   std::map<std::string, WorkerState> workers;
   std::vector<Ack> acks;
-  Clock::time_point batch_started, last_heartbeat;
+  Clock::time_point batch_started, last_heartbeat, last_progress;
+  double best_val = -1;
+  std::string best_arch;
+
+  ControllerProgress progress(Clock::time_point started) const {
+    ControllerProgress p;
+    p.done = summary.done;
+    p.failed = summary.failed;
+    p.pruned = summary.pruned;
+    p.running = static_cast<int64_t>(flights.size());
+    p.queued = static_cast<int64_t>(queue.size());
+    p.workers = static_cast<int>(workers.size());
+    for (const auto& [id, w] : workers) p.slots += w.slots;
+    for (const auto& [t, f] : flights) p.slots_busy += static_cast<int>(f.slots.size());
+    p.best_val_acc = best_val;
+    p.best_arch = best_arch;
+    p.elapsed_s = std::chrono::duration<double>(Clock::now() - started).count();
+    p.budget_s = config.budget_seconds;
+    return p;
+  }
   ControllerSummary summary;
 };
 

@@ -25,6 +25,16 @@
 
 namespace minas {
 
+// Where a running search stands, for a progress display.
+struct ControllerProgress {
+  int64_t done = 0, failed = 0, pruned = 0, running = 0, queued = 0;
+  int workers = 0, slots_busy = 0, slots = 0;
+  double best_val_acc = -1;  // of the done trials; -1 before the first
+  std::string best_arch;     // its canonical key
+  double elapsed_s = 0;      // since this run of the controller started
+  double budget_s = 0;       // the wall-clock budget; 0: none
+};
+
 struct ControllerOptions {
   std::string bind = "tcp://127.0.0.1:5555";
   // Heartbeats every second and a worker lost after 5 missed: a lost worker's
@@ -47,6 +57,9 @@ struct ControllerOptions {
   // trial ends, so a retried attempt continues from its last rung; empty:
   // beside the store, in STORE.states/EXPERIMENT_ID.
   std::string state_dir;
+  // Called from the controller's loop about every progress_ms; null: never.
+  std::function<void(const ControllerProgress&)> on_progress;
+  int progress_ms = 1000;
 };
 
 // What the experiment is: created on first run, checked on resume.

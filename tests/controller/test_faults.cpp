@@ -231,9 +231,10 @@ TEST_CASE("faults: minas search runs a local pool end to end on a small data fol
   const std::string recipe = dir.file("recipe.json");
   std::ofstream(recipe) << R"({"epochs": 1, "val_size": 60, "batch": 32, "threads": 1})";
   const std::string db = dir.file("minas.db"), log = dir.file("log");
-  const pid_t p = spawn({"search", "--db", db, "--name", "local", "--space", "small:input=1x12x12",
-                         "--data", d, "--recipe", recipe, "--trials", "4", "--workers", "2"},
-                        log);
+  const pid_t p =
+      spawn({"search", "--db", db, "--name", "local", "--space", "small:input=1x12x12", "--data", d,
+             "--recipe", recipe, "--trials", "4", "--workers", "2", "--no-final"},
+            log);
   CHECK(wait_for(p, std::chrono::seconds(120)) == 0);
   const Tally t = tally(db);
   CHECK(t.trials == 4);
@@ -244,10 +245,10 @@ TEST_CASE("faults: minas search runs a local pool end to end on a small data fol
   CHECK(s.column_int64(0) == 2);
 
   // The same search data parallel: each trial on two slots of one worker.
-  const pid_t dp =
-      spawn({"search", "--db", db, "--name", "dp", "--space", "small:input=1x12x12", "--data", d,
-             "--recipe", recipe, "--trials", "3", "--workers", "1", "--gpus-per-trial", "2"},
-            log);
+  const pid_t dp = spawn({"search", "--db", db, "--name", "dp", "--space", "small:input=1x12x12",
+                          "--data", d, "--recipe", recipe, "--trials", "3", "--workers", "1",
+                          "--gpus-per-trial", "2", "--no-final"},
+                         log);
   CHECK(wait_for(dp, std::chrono::seconds(120)) == 0);
   minas::db::Connection after = minas::db::open_store_readonly(db);
   minas::db::Statement q = after.prepare(
@@ -390,4 +391,42 @@ TEST_CASE(
       minas::test::run_minas("controller --db " + db + " --experiment " + exp);
   CHECK(bad.status != 0);
   CHECK(minas::test::contains(bad.out, "exp.json: /objective/max_params: must be a number > 0"));
+}
+
+TEST_CASE("faults: minas search runs the whole path: search, final training, export, report") {
+  const minas::test::TempDir dir("search-e2e");
+  minas::data::Dataset ds;
+  ds.source = dir.path.string();
+  ds.shape = {1, 12, 12};
+  ds.classes = 10;
+  minas::Rng rng(7);
+  ds.labels.resize(400);
+  ds.pixels.resize(400 * 144);
+  for (auto& l : ds.labels) l = static_cast<uint8_t>(rng.below(10));
+  for (auto& p : ds.pixels) p = static_cast<uint8_t>(rng.below(256));
+  const std::string d = dir.file("data");
+  std::filesystem::create_directories(d);
+  minas::data::write_idx(ds, d + "/train-images-idx3-ubyte", d + "/train-labels-idx1-ubyte");
+  minas::data::write_idx(ds, d + "/t10k-images-idx3-ubyte", d + "/t10k-labels-idx1-ubyte");
+  const std::string recipe = dir.file("recipe.json");
+  std::ofstream(recipe) << R"({"val_size": 80, "batch": 32, "threads": 1})";
+  const std::string db = dir.file("minas.db"), log = dir.file("log"), out = dir.file("out");
+  // Defaults but the budget: evolution with ASHA, 3-epoch trials, then the final training.
+  const pid_t p = spawn({"search", "--db", db, "--name", "e2e", "--space", "small:input=1x12x12",
+                         "--data", d, "--recipe", recipe, "--budget", "40s", "--final-epochs", "2",
+                         "--workers", "2", "--out", out},
+                        log);
+  CHECK(wait_for(p, std::chrono::seconds(120)) == 0);
+  const Tally t = tally(db);
+  CHECK(t.done >= 3);
+  for (const char* f : {"arch.json", "model.ckpt", "report.md"})
+    CHECK_MESSAGE(std::filesystem::exists(std::filesystem::path(out) / f), f);
+  std::ifstream report(std::filesystem::path(out) / "report.md");
+  const std::string text((std::istreambuf_iterator<char>(report)), {});
+  CHECK(minas::test::contains(text, "test accuracy"));
+  CHECK(minas::test::contains(text, "## Top 5 by validation accuracy"));
+  CHECK(minas::test::contains(text, "minas search --db"));
+  const minas::test::Run bad = minas::test::run_minas("search --budget 20x --db " + db);
+  CHECK(bad.status != 0);
+  CHECK(minas::test::contains(bad.out, "--budget 20x: unknown unit 'x'"));
 }

@@ -1,0 +1,129 @@
+#include "cli/final_model.h"
+
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "db/queries.h"
+#include "searchspace/error.h"
+#include "trainer/checkpoint.h"
+#include "trainer/data.h"
+#include "trainer/train.h"
+
+namespace minas::cli {
+namespace {
+
+std::string percent(std::optional<double> v) {
+  if (!v) return "-";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f%%", 100.0 * *v);
+  return buf;
+}
+
+std::string number(double v, const char* format = "%.0f") {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, format, v);
+  return buf;
+}
+
+}  // namespace
+
+FinalResult retrain_and_export(const Space& space, const FinalOptions& o) {
+  db::Connection conn = db::open_store_readonly(o.db);
+  const int64_t experiment = db::find_experiment_id(conn, o.experiment);
+  const auto top = db::top_k(conn, experiment, db::Metric::val_acc, 5);
+  if (top.empty())
+    throw Error("experiment '" + o.experiment + "'",
+                "has no finished trial to retrain: search longer (a larger --budget)");
+  const auto curve = db::best_so_far(conn, experiment, db::Metric::val_acc);
+  const db::TrialRow& best = top.front();
+  const Arch arch = space.parse_key(best.arch_key);
+
+  // The full recipe on training and validation images together.
+  Recipe recipe = o.recipe;
+  recipe.set("val_size", "0", "final training");
+  const data::TrainTest data = data::load_dataset(o.data);
+  Model model(space.lower(arch), recipe.seed);
+  auto backend = make_cpu_backend(static_cast<int>(recipe.threads));
+  TrainOptions topt;
+  topt.on_epoch = [&](const EpochRecord& e) {
+    std::fprintf(stderr, "final training: epoch %d, loss %.4f, %.1f s\n", e.epoch, e.train_loss,
+                 e.seconds);
+  };
+  const TrainReport report = train(model, recipe, data, *backend, topt);
+
+  FinalResult r;
+  r.arch = best.arch_key;
+  r.out = o.out;
+  r.val_acc = best.val_acc.value_or(0);
+  r.test_acc = report.test_acc;
+  r.latency_ms = report.latency.batch1_ms;
+  r.train_seconds = report.train_seconds;
+  r.params = report.params;
+  r.macs = report.macs;
+
+  namespace fs = std::filesystem;
+  fs::create_directories(o.out);
+  const fs::path dir(o.out);
+  nlohmann::json arch_json = space.arch_to_json(arch);
+  arch_json["space_ref"] = space.ref().empty() ? space.name() : space.ref();
+  {
+    std::ofstream f(dir / "arch.json");
+    f << arch_json.dump(2) << '\n';
+    if (!f) throw Error((dir / "arch.json").string(), "cannot write");
+  }
+  CheckpointMeta meta{space.name(),
+                      space.key(arch),
+                      {{"recipe", recipe.to_json()},
+                       {"space_ref", arch_json["space_ref"]},
+                       {"data", o.data},
+                       {"data_fingerprint", data.train.fingerprint()},
+                       {"experiment", o.experiment},
+                       {"search_val_acc", r.val_acc},
+                       {"test_acc", r.test_acc}}};
+  save_checkpoint((dir / "model.ckpt").string(), meta, checkpoint_views(model));
+
+  std::ostringstream md;
+  md << "# " << o.experiment << "\n\n"
+     << "## Result\n\n"
+     << "The best architecture of the search by validation accuracy, retrained with the full "
+        "recipe on the training and validation images together and evaluated once on the test "
+        "set:\n\n"
+     << "| | |\n|---|---|\n"
+     << "| architecture | `" << r.arch << "` |\n"
+     << "| test accuracy | " << percent(r.test_acc) << " |\n"
+     << "| validation accuracy in the search | " << percent(r.val_acc) << " (trial " << best.number
+     << ", " << best.fidelity << " epoch(s)) |\n"
+     << "| parameters | " << r.params << " |\n"
+     << "| MACs per image | " << r.macs << " |\n"
+     << "| latency, batch 1, " << report.latency.threads << " thread(s) | "
+     << number(r.latency_ms, "%.3f") << " ms |\n"
+     << "| final training | " << recipe.epochs << " epoch(s), " << number(r.train_seconds, "%.1f")
+     << " s |\n\n"
+     << "Files: `arch.json` (the architecture), `model.ckpt` (the weights, a minas "
+        "checkpoint).\n\n"
+     << "## Best so far during the search\n\n"
+     << "| trials finished | seconds | best validation accuracy | trial |\n|---|---|---|---|\n";
+  for (const auto& p : curve)
+    md << "| " << p.trials << " | " << number(p.seconds) << " | " << percent(p.best) << " | "
+       << p.number << " |\n";
+  md << "\n## Top 5 by validation accuracy\n\n"
+     << "| trial | validation | params | MACs | architecture |\n|---|---|---|---|---|\n";
+  for (const auto& t : top)
+    md << "| " << t.number << " | " << percent(t.val_acc) << " | "
+       << (t.params ? std::to_string(*t.params) : "-") << " | "
+       << (t.macs ? std::to_string(*t.macs) : "-") << " | `" << t.arch_key << "` |\n";
+  md << "\n## Reproduce\n\n```\n" << o.reproduce << "\n```\n";
+  {
+    std::ofstream f(dir / "report.md");
+    f << md.str();
+    if (!f) throw Error((dir / "report.md").string(), "cannot write");
+  }
+  return r;
+}
+
+}  // namespace minas::cli

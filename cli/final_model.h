@@ -1,0 +1,31 @@
+#pragma once
+// The end of a one-click search: the best architecture by validation
+// accuracy retrained with the full recipe on the training and validation
+// images together, evaluated once on the test set, and exported to a folder
+// (the architecture as JSON, the weights as a minas checkpoint, a markdown
+// report).
+#include <string>
+
+#include "searchspace/space.h"
+#include "trainer/recipe.h"
+
+namespace minas::cli {
+
+struct FinalOptions {
+  std::string db, experiment;  // the store and the experiment searched
+  std::string data;            // data set name or folder
+  std::string out;             // folder written: runs/<experiment> by default
+  Recipe recipe;               // the final training (val_size is set to 0)
+  std::string reproduce;       // the command that reproduces the run, for the report
+};
+
+struct FinalResult {
+  std::string arch, out;
+  double val_acc = 0, test_acc = 0, latency_ms = 0, train_seconds = 0;
+  int64_t params = 0, macs = 0;
+};
+
+// Throws Error when the experiment has no finished trial.
+FinalResult retrain_and_export(const Space& space, const FinalOptions& options);
+
+}  // namespace minas::cli
