@@ -24,6 +24,13 @@ std::string percent(std::optional<double> v) {
   return buf;
 }
 
+// An architecture key in a markdown table cell: its '|' would end the cell.
+std::string cell_code(const std::string& key) {
+  std::string out = "`";
+  for (char c : key) out += c == '|' ? std::string("\\|") : std::string(1, c);
+  return out + "`";
+}
+
 std::string number(double v, const char* format = "%.0f") {
   char buf[64];
   std::snprintf(buf, sizeof buf, format, v);
@@ -94,7 +101,7 @@ FinalResult retrain_and_export(const Space& space, const FinalOptions& o) {
         "recipe on the training and validation images together and evaluated once on the test "
         "set:\n\n"
      << "| | |\n|---|---|\n"
-     << "| architecture | `" << r.arch << "` |\n"
+     << "| architecture | " << cell_code(r.arch) << " |\n"
      << "| test accuracy | " << percent(r.test_acc) << " |\n"
      << "| validation accuracy in the search | " << percent(r.val_acc) << " (trial " << best.number
      << ", " << best.fidelity << " epoch(s)) |\n"
@@ -102,8 +109,8 @@ FinalResult retrain_and_export(const Space& space, const FinalOptions& o) {
      << "| MACs per image | " << r.macs << " |\n"
      << "| latency, batch 1, " << report.latency.threads << " thread(s) | "
      << number(r.latency_ms, "%.3f") << " ms |\n"
-     << "| final training | " << recipe.epochs << " epoch(s), " << number(r.train_seconds, "%.1f")
-     << " s |\n\n"
+     << "| final training | " << report.epochs.size() << " epoch(s) of at most " << recipe.epochs
+     << ", " << number(r.train_seconds, "%.1f") << " s |\n\n"
      << "Files: `arch.json` (the architecture), `model.ckpt` (the weights, a minas "
         "checkpoint).\n\n"
      << "## Best so far during the search\n\n"
@@ -116,7 +123,7 @@ FinalResult retrain_and_export(const Space& space, const FinalOptions& o) {
   for (const auto& t : top)
     md << "| " << t.number << " | " << percent(t.val_acc) << " | "
        << (t.params ? std::to_string(*t.params) : "-") << " | "
-       << (t.macs ? std::to_string(*t.macs) : "-") << " | `" << t.arch_key << "` |\n";
+       << (t.macs ? std::to_string(*t.macs) : "-") << " | " << cell_code(t.arch_key) << " |\n";
   md << "\n## Reproduce\n\n```\n" << o.reproduce << "\n```\n";
   {
     std::ofstream f(dir / "report.md");

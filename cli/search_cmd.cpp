@@ -489,9 +489,10 @@ void add_search_commands(CLI::App& app) {
       summary["params"] = fr.params;
       summary["macs"] = fr.macs;
       summary["out"] = fr.out;
-      log_line("search", "exported to " + fr.out + ": test accuracy " +
-                             std::to_string(100 * fr.test_acc) + "%, " + std::to_string(fr.params) +
-                             " parameters");
+      char acc[32];
+      std::snprintf(acc, sizeof acc, "%.2f%%", 100 * fr.test_acc);
+      log_line("search", "exported to " + fr.out + ": test accuracy " + acc + ", " +
+                             std::to_string(fr.params) + " parameters");
     }
     std::printf("%s\n", summary.dump().c_str());
   });
