@@ -430,3 +430,54 @@ TEST_CASE("faults: minas search runs the whole path: search, final training, exp
   CHECK(bad.status != 0);
   CHECK(minas::test::contains(bad.out, "--budget 20x: unknown unit 'x'"));
 }
+
+TEST_CASE("faults: Ctrl-C stops minas search cleanly and says how to resume; --resume continues") {
+  const minas::test::TempDir dir("search-sigint");
+  minas::data::Dataset ds;
+  ds.source = dir.path.string();
+  ds.shape = {1, 12, 12};
+  ds.classes = 10;
+  minas::Rng rng(8);
+  ds.labels.resize(400);
+  ds.pixels.resize(400 * 144);
+  for (auto& l : ds.labels) l = static_cast<uint8_t>(rng.below(10));
+  for (auto& p : ds.pixels) p = static_cast<uint8_t>(rng.below(256));
+  const std::string d = dir.file("data");
+  std::filesystem::create_directories(d);
+  minas::data::write_idx(ds, d + "/train-images-idx3-ubyte", d + "/train-labels-idx1-ubyte");
+  minas::data::write_idx(ds, d + "/t10k-images-idx3-ubyte", d + "/t10k-labels-idx1-ubyte");
+  const std::string recipe = dir.file("recipe.json");
+  std::ofstream(recipe) << R"({"val_size": 80, "batch": 32, "threads": 1})";
+  const std::string db = dir.file("minas.db"), log = dir.file("log"), out = dir.file("out");
+  const std::vector<std::string> args{
+      "search",   "--db", db,          "--space", "small:input=1x12x12", "--data", d,
+      "--recipe", recipe, "--workers", "2",       "--final-epochs",      "1",      "--out",
+      out};
+  std::vector<std::string> first = args;
+  first.insert(first.end(), {"--budget", "10m"});
+  const pid_t p = spawn(first, log);
+  // Wait for a few finished trials, then Ctrl-C.
+  for (int i = 0; i < 600 && (!std::filesystem::exists(db) || tally(db).done < 2); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  kill(p, SIGINT);
+  CHECK(wait_for(p, std::chrono::seconds(30)) == 0);
+  const Tally before = tally(db);
+  CHECK(before.done >= 2);
+  CHECK_FALSE(std::filesystem::exists(out));  // stopped: no final training
+  {
+    std::ifstream in(log);
+    const std::string text((std::istreambuf_iterator<char>(in)), {});
+    CHECK(minas::test::contains(text, "continue with: minas search --resume"));
+  }
+  std::vector<std::string> again = args;
+  again.insert(again.end(), {"--resume", "--budget", "15s"});
+  const pid_t q = spawn(again, log);
+  CHECK(wait_for(q, std::chrono::seconds(60)) == 0);
+  const Tally after = tally(db);
+  CHECK(after.done > before.done);  // the same experiment went on
+  minas::db::Connection c = minas::db::open_store_readonly(db);
+  minas::db::Statement s = c.prepare("SELECT count(*) FROM experiments");
+  REQUIRE(s.step());
+  CHECK(s.column_int64(0) == 1);
+  CHECK(std::filesystem::exists(std::filesystem::path(out) / "report.md"));
+}
