@@ -1,14 +1,17 @@
 #include "cli/final_model.h"
 
+#include <cmath>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <numeric>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "db/queries.h"
+#include "export/onnx.h"
 #include "searchspace/error.h"
 #include "trainer/checkpoint.h"
 #include "trainer/data.h"
@@ -94,6 +97,31 @@ FinalResult retrain_and_export(const Space& space, const FinalOptions& o) {
                        {"test_acc", r.test_acc}}};
   save_checkpoint((dir / "model.ckpt").string(), meta, checkpoint_views(model));
 
+  // ONNX, accepted by ONNX's checker, and run by our own evaluator on a
+  // batch of test images: its logits must be our runtime's.
+  const std::string onnx_path = (dir / "model.onnx").string();
+  onnx_export::write(model, o.experiment, onnx_path);
+  const data::Normalization norm = train_split(model.graph(), recipe, data).norm;
+  const int batch = static_cast<int>(std::min<size_t>(64, data.test.labels.size()));
+  std::vector<uint32_t> first(static_cast<size_t>(batch));
+  std::iota(first.begin(), first.end(), 0u);
+  std::vector<float> x(static_cast<size_t>(batch) * data.test.image_size());
+  data::normalize(data.test, first, norm, x.data());
+  std::vector<float> ours(static_cast<size_t>(batch) * model.graph().classes());
+  backend->compile(model, batch, NetMode::eval, {})->infer(x.data(), ours.data());
+  const std::vector<float> theirs = onnx_export::run(onnx_path, x, batch);
+  double diff = 0, scale = 1;
+  for (size_t k = 0; k < ours.size(); ++k) {
+    diff = std::max(diff, std::fabs(static_cast<double>(ours[k]) - theirs.at(k)));
+    scale = std::max(scale, std::fabs(static_cast<double>(ours[k])));
+  }
+  if (theirs.size() != ours.size() || diff > 1e-4 * scale)
+    throw Error(onnx_path, "the exported model's logits differ from the runtime's by " +
+                               std::to_string(diff) + " on " + std::to_string(batch) +
+                               " test images");
+  r.onnx_max_diff = diff;
+  r.onnx_checked = batch;
+
   std::ostringstream md;
   md << "# " << o.experiment << "\n\n"
      << "## Result\n\n"
@@ -112,7 +140,9 @@ FinalResult retrain_and_export(const Space& space, const FinalOptions& o) {
      << "| final training | " << report.epochs.size() << " epoch(s) of at most " << recipe.epochs
      << ", " << number(r.train_seconds, "%.1f") << " s |\n\n"
      << "Files: `arch.json` (the architecture), `model.ckpt` (the weights, a minas "
-        "checkpoint).\n\n"
+        "checkpoint), `model.onnx` (ONNX opset 14, accepted by ONNX's checker; on "
+     << r.onnx_checked << " test images its logits, computed by an ONNX evaluator of our own, "
+     << "are the runtime's within " << number(r.onnx_max_diff, "%.2g") << ").\n\n"
      << "## Best so far during the search\n\n"
      << "| trials finished | seconds | best validation accuracy | trial |\n|---|---|---|---|\n";
   for (const auto& p : curve)

@@ -2,7 +2,8 @@
 // The end of a one-click search: the best architecture by validation
 // accuracy retrained with the full recipe on the training and validation
 // images together, evaluated once on the test set, and exported to a folder
-// (the architecture as JSON, the weights as a minas checkpoint, a markdown
+// (the architecture as JSON, the weights as a minas checkpoint, an ONNX model
+// checked by ONNX's checker and against the runtime's outputs, a markdown
 // report).
 #include <string>
 
@@ -23,6 +24,8 @@ struct FinalResult {
   std::string arch, out;
   double val_acc = 0, test_acc = 0, latency_ms = 0, train_seconds = 0;
   int64_t params = 0, macs = 0;
+  double onnx_max_diff = 0;  // largest logit difference between the ONNX file and the runtime
+  int onnx_checked = 0;      // test images it was checked on
 };
 
 // Throws Error when the experiment has no finished trial.

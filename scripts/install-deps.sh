@@ -13,6 +13,7 @@ packages=(
   doctest-dev
   libdnnl-dev ocl-icd-opencl-dev opencl-headers
   zlib1g-dev
+  libonnx-dev libprotobuf-dev
   dataset-fashion-mnist
 )
 

@@ -419,12 +419,13 @@ TEST_CASE("faults: minas search runs the whole path: search, final training, exp
   CHECK(wait_for(p, std::chrono::seconds(120)) == 0);
   const Tally t = tally(db);
   CHECK(t.done >= 3);
-  for (const char* f : {"arch.json", "model.ckpt", "report.md"})
+  for (const char* f : {"arch.json", "model.ckpt", "model.onnx", "report.md"})
     CHECK_MESSAGE(std::filesystem::exists(std::filesystem::path(out) / f), f);
   std::ifstream report(std::filesystem::path(out) / "report.md");
   const std::string text((std::istreambuf_iterator<char>(report)), {});
   CHECK(minas::test::contains(text, "test accuracy"));
   CHECK(minas::test::contains(text, "## Top 5 by validation accuracy"));
+  CHECK(minas::test::contains(text, "accepted by ONNX's checker"));
   CHECK(minas::test::contains(text, "minas search --db"));
   const minas::test::Run bad = minas::test::run_minas("search --budget 20x --db " + db);
   CHECK(bad.status != 0);
