@@ -5,7 +5,10 @@
 # the trainer's kernels, NCCL), then the GPU training benchmark against
 # PyTorch on the same GPU. Prints every figure; with $OUT set, keeps the logs
 # there too. Takes a few minutes; CUDA_ARCH (default 90, Hopper) picks the
-# GPU generation to compile for.
+# GPU generation to compile for. The build needs ONNX and protobuf beyond the
+# packages shared/device/pack.sh carries by default: pack with
+#   EXTRA_DEBS="libonnx1 libonnx-dev libonnxifi libprotobuf32 libprotobuf-lite32 libprotobuf-dev" \
+#     bash ../shared/device/pack.sh
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
