@@ -1,4 +1,5 @@
 // `minas controller` and `minas worker`: the two halves of a distributed search.
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <ctime>
@@ -137,6 +138,8 @@ struct WorkerFlags {
 
 struct SearchFlags {
   std::string db = "minas.db", space = "small", data = "fashion-mnist", name, recipe, devices;
+  std::string experiment;
+  bool params_markdown = false;
   std::string budget = "20m", out;
   double final_share = 0.3;
   int final_epochs = 30;
@@ -223,6 +226,73 @@ class ProgressDisplay {
   bool drawn_ = false;
   std::chrono::steady_clock::time_point last_{};
 };
+
+// The options of `minas search` are its one parameter table: an experiment
+// file's field NAME sets --NAME (underscores for dashes) when the command line
+// did not, through the option's own parsing and checks, so a value means the
+// same in both places.
+void apply_search_file(CLI::App& cmd, SearchFlags& f) {
+  std::ifstream in(f.experiment);
+  if (!in) throw Error(f.experiment, "cannot read the experiment file");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::parse_error& e) {
+    throw Error(f.experiment, std::string("JSON syntax error: ") + e.what());
+  }
+  if (!j.is_object()) throw Error(f.experiment, "an experiment file is a JSON object");
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& k = it.key();
+    const auto& v = it.value();
+    const std::string where = f.experiment + ": /" + k;
+    if (f.strategy.read_file_field(k, v, where)) continue;
+    std::string flag = "--" + k;
+    std::replace(flag.begin(), flag.end(), '_', '-');
+    CLI::Option* opt = k == "experiment" || k == "help" || k == "params_markdown"
+                           ? nullptr
+                           : cmd.get_option_no_throw(flag);
+    if (!opt)
+      throw Error(where, "unknown field '" + k +
+                             "' (the fields are the options of minas search "
+                             "with _ for -, and strategy_settings, objective, "
+                             "asha; minas search --help)");
+    if (opt->count() > 0) continue;  // the command line's wins
+    std::string text;
+    if (v.is_string())
+      text = v.get<std::string>();
+    else if (v.is_boolean())
+      text = v.get<bool>() ? "true" : "false";
+    else if (v.is_number())
+      text = v.dump();
+    else
+      throw Error(where, "must be a string, number or boolean, got " + v.dump());
+    try {
+      opt->add_result(text);
+      opt->run_callback();
+    } catch (const CLI::Error& e) {
+      throw Error(where, e.what());
+    }
+  }
+}
+
+// The parameter table of docs/search.md: every option of minas search with
+// its experiment-file field and default.
+std::string search_params_markdown(CLI::App& cmd) {
+  std::string md = "| option | file field | default | meaning |\n|---|---|---|---|\n";
+  for (const CLI::Option* o : cmd.get_options()) {
+    const std::string name = o->get_single_name();
+    if (name == "help" || name == "experiment" || name == "params-markdown") continue;
+    std::string field = name;
+    std::replace(field.begin(), field.end(), '-', '_');
+    std::string def = o->get_default_str();
+    if (def.empty()) def = o->get_type_size_max() == 0 || o->get_expected_max() == 0 ? "off" : "-";
+    std::string doc = o->get_description();
+    std::string cell;
+    for (char c : doc) cell += c == '|' ? std::string("\\|") : std::string(1, c);
+    md += "| `--" + name + "` | `" + field + "` | " + def + " | " + cell + " |\n";
+  }
+  return md;
+}
 
 std::string default_experiment_name() {
   char name[64];
@@ -349,7 +419,17 @@ void add_search_commands(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   sr->add_option("--budget", sf->budget,
                  "Wall-clock budget of the whole run, search and final training: 90s, 45m, 1h30m")
-      ->default_val("20m");
+      ->default_val("20m")
+      ->check(
+          [](const std::string& v) {
+            try {
+              parse_duration(v, "--budget");
+              return std::string();
+            } catch (const Error& e) {
+              return std::string(e.what());
+            }
+          },
+          "DURATION");
   sr->add_option("--final-share", sf->final_share,
                  "Share of the budget kept for the final training")
       ->default_val(0.3)
@@ -377,7 +457,18 @@ void add_search_commands(CLI::App& app) {
       ->check(CLI::Range(1, 1024));
   sr->add_option("--seed", sf->seed, "Strategy seed")->default_val(0);
   sf->strategy.add(sr, true, "evolution", true);
+  sr->add_option("--experiment", sf->experiment,
+                 "Experiment file (JSON): any option above as a field, _ for -; the command line "
+                 "overrides it");
+  sr->add_flag("--params-markdown", sf->params_markdown,
+               "Print the parameter table of docs/search.md and exit")
+      ->group("");
   sr->callback([sf, sr] {
+    if (sf->params_markdown) {
+      std::printf("%s", search_params_markdown(*sr).c_str());
+      return;
+    }
+    if (!sf->experiment.empty()) apply_search_file(*sr, *sf);
     const Space space = Space::load(sf->space);
     const Recipe recipe = sf->recipe.empty() ? Recipe() : Recipe::load(sf->recipe);
     const int cores = detect_slots().front().threads;

@@ -181,3 +181,39 @@ TEST_CASE("bench strategies: bad tables and settings are errors that say where")
   CHECK(r.status != 0);
   CHECK(contains(r.out, "no measured latency"));
 }
+
+TEST_CASE("search: docs/search.md holds the parameter table of minas search's options") {
+  const auto r = run_minas("search --params-markdown");
+  REQUIRE(r.status == 0);
+  std::ifstream in(std::string(MINAS_SOURCE_DIR) + "/docs/search.md");
+  const std::string doc((std::istreambuf_iterator<char>(in)), {});
+  REQUIRE(doc.size() >= r.out.size());
+  CHECK_MESSAGE(doc.compare(doc.size() - r.out.size(), r.out.size(), r.out) == 0,
+                "docs/search.md ends with a table that differs from minas search "
+                "--params-markdown: regenerate it");
+}
+
+TEST_CASE("search: an experiment file's fields are checked as the options check them") {
+  const minas::test::TempDir dir("search-file");
+  const std::string f = dir.file("exp.json");
+  std::ofstream(f) << R"({"budget": "5x"})";
+  auto r = run_minas("search --experiment " + f);
+  CHECK(r.status != 0);
+  CHECK(contains(r.out, "exp.json: /budget"));
+  std::ofstream(f) << R"({"final_share": 2})";
+  r = run_minas("search --experiment " + f);
+  CHECK(r.status != 0);
+  CHECK(contains(r.out, "exp.json: /final_share"));
+  std::ofstream(f) << R"({"budgett": "5m"})";
+  r = run_minas("search --experiment " + f);
+  CHECK(r.status != 0);
+  CHECK(contains(r.out, "exp.json: /budgett: unknown field 'budgett'"));
+  std::ofstream(f) << R"({"objective": {"max_params": "many"}})";
+  r = run_minas("search --experiment " + f);
+  CHECK(r.status != 0);
+  CHECK(contains(r.out, "exp.json: /objective/max_params"));
+  std::ofstream(f) << "[1, 2]";
+  r = run_minas("search --experiment " + f);
+  CHECK(r.status != 0);
+  CHECK(contains(r.out, "an experiment file is a JSON object"));
+}

@@ -412,13 +412,22 @@ TEST_CASE("faults: minas search runs the whole path: search, final training, exp
   std::ofstream(recipe) << R"({"val_size": 80, "batch": 32, "threads": 1})";
   const std::string db = dir.file("minas.db"), log = dir.file("log"), out = dir.file("out");
   // Defaults but the budget: evolution with ASHA, 3-epoch trials, then the final training.
-  const pid_t p = spawn({"search", "--db", db, "--name", "e2e", "--space", "small:input=1x12x12",
-                         "--data", d, "--recipe", recipe, "--budget", "40s", "--final-epochs", "2",
-                         "--workers", "2", "--out", out},
-                        log);
+  // The budget comes from an experiment file, whose "workers" the command line overrides.
+  const std::string exp = dir.file("exp.json");
+  std::ofstream(exp) << R"({"budget": "40s", "final_epochs": 2, "workers": 1})";
+  const pid_t p =
+      spawn({"search", "--db", db, "--name", "e2e", "--space", "small:input=1x12x12", "--data", d,
+             "--recipe", recipe, "--experiment", exp, "--workers", "2", "--out", out},
+            log);
   CHECK(wait_for(p, std::chrono::seconds(120)) == 0);
   const Tally t = tally(db);
   CHECK(t.done >= 3);
+  {
+    minas::db::Connection c = minas::db::open_store_readonly(db);
+    minas::db::Statement w = c.prepare("SELECT count(*) FROM workers");
+    REQUIRE(w.step());
+    CHECK(w.column_int64(0) == 2);  // --workers 2 beat the file's 1
+  }
   for (const char* f : {"arch.json", "model.ckpt", "model.onnx", "report.md"})
     CHECK_MESSAGE(std::filesystem::exists(std::filesystem::path(out) / f), f);
   std::ifstream report(std::filesystem::path(out) / "report.md");
