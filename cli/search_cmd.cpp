@@ -442,7 +442,8 @@ void add_search_commands(CLI::App& app) {
   sr->add_flag("--no-final", sf->no_final, "Search only: no final training and export");
   sr->add_option("--out", sf->out, "Export folder (default runs/EXPERIMENT)");
   sr->add_flag("--resume", sf->resume,
-               "Continue the store's latest experiment (or --name), with a fresh budget");
+               "Continue the store's latest experiment (or --name's) within what is left of the "
+               "budget");
   sr->add_option("--fidelity", sf->fidelity, "Epochs per trial in the search")->default_val(3);
   sr->add_option("--workers", sf->workers,
                  "Local workers (default: one per core the process may use)")
@@ -493,7 +494,17 @@ void add_search_commands(CLI::App& app) {
     cfg.fidelity = sf->fidelity;
     cfg.gpus_per_trial = per_trial;
     cfg.budget_trials = sf->trials;
-    cfg.budget_seconds = sf->no_final ? budget : budget * (1 - sf->final_share);
+    // A resumed experiment has spent part of the budget already.
+    double spent = 0;
+    if (std::filesystem::exists(sf->db)) {
+      db::Store existing = db::Store::open(sf->db);
+      if (auto e = existing.find_experiment(cfg.name)) spent = e->seconds_run;
+    }
+    cfg.budget_seconds =
+        std::max(1.0, (sf->no_final ? budget : budget * (1 - sf->final_share)) - spent);
+    if (spent > 0)
+      log_line("search", "experiment '" + cfg.name + "' has run " +
+                             std::to_string(static_cast<int>(spent)) + " s of its budget");
     cfg.seed = sf->seed;
     const StrategySettings settings = sf->strategy.settings(*sr, sf->seed);
     cfg.strategy_settings = settings.to_json();
@@ -563,7 +574,7 @@ void add_search_commands(CLI::App& app) {
       fo.recipe = recipe;
       fo.recipe.set("epochs", std::to_string(sf->final_epochs), "final training");
       const double left =
-          budget -
+          budget - spent -
           std::chrono::duration<double>(std::chrono::steady_clock::now() - run_started).count();
       // The final training's share of the budget, whatever the search left;
       // evaluation and export after it take a few seconds more.

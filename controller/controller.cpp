@@ -909,6 +909,8 @@ struct Controller::Impl {
     commit_if_due(true);
     writer.commit();
     summary.rejected = strategy.rejected();
+    store.add_seconds_run(experiment,
+                          std::chrono::duration<double>(Clock::now() - started).count());
     store.set_experiment_status(experiment, summary.stopped ? "stopped" : "finished", unix_now());
     for (const auto& [identity, w] : workers)
       send(identity,

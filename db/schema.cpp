@@ -111,6 +111,11 @@ CREATE TABLE late_results (
   worker_id INTEGER REFERENCES workers (id)
 );
 )sql"},
+      {3, "seconds each experiment's controller has run", R"sql(
+-- Wall-clock seconds the controller has run the experiment over all its
+-- runs, added at each clean stop: what a resumed budget subtracts.
+ALTER TABLE experiments ADD COLUMN seconds_run REAL NOT NULL DEFAULT 0;
+)sql"},
   };
   return list;
 }

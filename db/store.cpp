@@ -194,7 +194,7 @@ std::optional<nlohmann::json> parse_json(const std::string& text) {
 constexpr std::string_view kSelectExperiments =
     "SELECT id, name, space, space_json, dataset, dataset_fingerprint, strategy, "
     "strategy_settings, recipe, recipe_hash, objective, status, created_at, started_at, "
-    "finished_at FROM experiments";
+    "finished_at, seconds_run FROM experiments";
 
 std::optional<double> optional_double(const Statement& row, int column) {
   if (row.is_null(column)) return std::nullopt;
@@ -215,6 +215,7 @@ Experiment read_experiment(const Statement& row, const std::string& path) {
   e.created_at = row.column_double(12);
   e.started_at = optional_double(row, 13);
   e.finished_at = optional_double(row, 14);
+  e.seconds_run = row.column_double(15);
   const std::pair<int, nlohmann::json*> documents[] = {
       {3, &e.space_json}, {7, &e.strategy_settings}, {8, &e.recipe}};
   for (const auto& [column, target] : documents) {
@@ -402,6 +403,16 @@ void Store::set_experiment_status(int64_t id, std::string_view status, double at
       "WHERE id = ?3");
   update.bind_all(status, at, id);
   write("set_experiment_status", [&] { run(update); });
+}
+
+void Store::add_seconds_run(int64_t id, double seconds) {
+  require_writable("add_seconds_run");
+  require_experiment("add_seconds_run", id);
+  if (!(seconds >= 0)) throw Error(path(), "add_seconds_run: seconds must be >= 0");
+  Statement update =
+      connection_.prepare("UPDATE experiments SET seconds_run = seconds_run + ?1 WHERE id = ?2");
+  update.bind_all(seconds, id);
+  write("add_seconds_run", [&] { run(update); });
 }
 
 int64_t Store::upsert_worker(std::string_view name, std::string_view host,

@@ -47,6 +47,7 @@ struct Experiment : ExperimentSpec {
   double created_at = 0;
   std::optional<double> started_at;   // first time it ran
   std::optional<double> finished_at;  // when it last stopped, finished or failed
+  double seconds_run = 0;             // wall-clock seconds its controller ran, over all runs
 };
 
 // FNV-1a 64 of recipe.dump() as 16 lowercase hex digits. dump() writes object keys sorted,
@@ -88,6 +89,8 @@ class Store {
   // running: sets started_at the first time and clears finished_at (a resumed experiment);
   // stopped, finished, failed: sets finished_at; created: only the status.
   void set_experiment_status(int64_t id, std::string_view status, double at);
+  // Adds to seconds_run: a controller run's wall-clock time, at its clean end.
+  void add_seconds_run(int64_t id, double seconds);
 
   // ---- workers ----
   // Inserts the worker `name`, or updates its host, devices and last_seen: its id either way.

@@ -473,6 +473,13 @@ TEST_CASE("faults: Ctrl-C stops minas search cleanly and says how to resume; --r
   CHECK(wait_for(p, std::chrono::seconds(30)) == 0);
   const Tally before = tally(db);
   CHECK(before.done >= 2);
+  {
+    minas::db::Connection c = minas::db::open_store_readonly(db);
+    minas::db::Statement s = c.prepare("SELECT seconds_run, status FROM experiments");
+    REQUIRE(s.step());
+    CHECK(s.column_double(0) > 0);  // what the resumed budget subtracts
+    CHECK(s.column_text(1) == "stopped");
+  }
   CHECK_FALSE(std::filesystem::exists(out));  // stopped: no final training
   {
     std::ifstream in(log);
