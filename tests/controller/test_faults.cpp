@@ -19,6 +19,7 @@
 #include "db/queries.h"
 #include "searchspace/rng.h"
 #include "tests/support.h"
+#include "tests/trainer/synthetic.h"
 #include "trainer/data.h"
 
 extern char** environ;
@@ -216,18 +217,8 @@ TEST_CASE("faults: a worker restarted under the same name mid-trial; the lost at
 TEST_CASE("faults: minas search runs a local pool end to end on a small data folder") {
   const minas::test::TempDir dir("search-local");
   // 12x12 random images: the mechanics, not the accuracy.
-  minas::data::Dataset ds;
-  ds.source = dir.path.string();
-  ds.shape = {1, 12, 12};
-  ds.classes = 10;
-  minas::Rng rng(4);
-  ds.labels.resize(300);
-  ds.pixels.resize(300 * 144);
-  for (auto& l : ds.labels) l = static_cast<uint8_t>(rng.below(10));
-  for (auto& p : ds.pixels) p = static_cast<uint8_t>(rng.below(256));
   const std::string d = dir.path.string();
-  minas::data::write_idx(ds, d + "/train-images-idx3-ubyte", d + "/train-labels-idx1-ubyte");
-  minas::data::write_idx(ds, d + "/t10k-images-idx3-ubyte", d + "/t10k-labels-idx1-ubyte");
+  minas::test::write_idx_folder(d, 300, 4);
   const std::string recipe = dir.file("recipe.json");
   std::ofstream(recipe) << R"({"epochs": 1, "val_size": 60, "batch": 32, "threads": 1})";
   const std::string db = dir.file("minas.db"), log = dir.file("log");
@@ -263,19 +254,7 @@ TEST_CASE(
     "faults: a worker without the data set fetches it from the controller once and keeps it") {
   const minas::test::TempDir dir("fetch");
   const std::string data = dir.file("digits"), moved = dir.file("elsewhere");
-  std::filesystem::create_directories(data);
-  minas::data::Dataset ds;
-  ds.source = data;
-  ds.shape = {1, 12, 12};
-  ds.classes = 10;
-  minas::Rng rng(6);
-  ds.labels.resize(300);
-  ds.pixels.resize(300 * 144);
-  for (auto& l : ds.labels) l = static_cast<uint8_t>(rng.below(10));
-  for (auto& p : ds.pixels) p = static_cast<uint8_t>(rng.below(256));
-  minas::data::write_idx(ds, data + "/train-images-idx3-ubyte", data + "/train-labels-idx1-ubyte",
-                         minas::data::Compression::Gzip);
-  minas::data::write_idx(ds, data + "/t10k-images-idx3-ubyte", data + "/t10k-labels-idx1-ubyte");
+  minas::test::write_idx_folder(data, 300, 6, minas::data::Compression::Gzip);
   const std::string fingerprint = minas::data::load_dataset(data).train.fingerprint();
   const std::string recipe = dir.file("recipe.json");
   std::ofstream(recipe) << R"({"epochs": 1, "val_size": 60, "batch": 32, "threads": 1})";
@@ -395,19 +374,8 @@ TEST_CASE(
 
 TEST_CASE("faults: minas search runs the whole path: search, final training, export, report") {
   const minas::test::TempDir dir("search-e2e");
-  minas::data::Dataset ds;
-  ds.source = dir.path.string();
-  ds.shape = {1, 12, 12};
-  ds.classes = 10;
-  minas::Rng rng(7);
-  ds.labels.resize(400);
-  ds.pixels.resize(400 * 144);
-  for (auto& l : ds.labels) l = static_cast<uint8_t>(rng.below(10));
-  for (auto& p : ds.pixels) p = static_cast<uint8_t>(rng.below(256));
   const std::string d = dir.file("data");
-  std::filesystem::create_directories(d);
-  minas::data::write_idx(ds, d + "/train-images-idx3-ubyte", d + "/train-labels-idx1-ubyte");
-  minas::data::write_idx(ds, d + "/t10k-images-idx3-ubyte", d + "/t10k-labels-idx1-ubyte");
+  minas::test::write_idx_folder(d, 400, 7);
   const std::string recipe = dir.file("recipe.json");
   std::ofstream(recipe) << R"({"val_size": 80, "batch": 32, "threads": 1})";
   const std::string db = dir.file("minas.db"), log = dir.file("log"), out = dir.file("out");
@@ -443,19 +411,8 @@ TEST_CASE("faults: minas search runs the whole path: search, final training, exp
 
 TEST_CASE("faults: Ctrl-C stops minas search cleanly and says how to resume; --resume continues") {
   const minas::test::TempDir dir("search-sigint");
-  minas::data::Dataset ds;
-  ds.source = dir.path.string();
-  ds.shape = {1, 12, 12};
-  ds.classes = 10;
-  minas::Rng rng(8);
-  ds.labels.resize(400);
-  ds.pixels.resize(400 * 144);
-  for (auto& l : ds.labels) l = static_cast<uint8_t>(rng.below(10));
-  for (auto& p : ds.pixels) p = static_cast<uint8_t>(rng.below(256));
   const std::string d = dir.file("data");
-  std::filesystem::create_directories(d);
-  minas::data::write_idx(ds, d + "/train-images-idx3-ubyte", d + "/train-labels-idx1-ubyte");
-  minas::data::write_idx(ds, d + "/t10k-images-idx3-ubyte", d + "/t10k-labels-idx1-ubyte");
+  minas::test::write_idx_folder(d, 400, 8);
   const std::string recipe = dir.file("recipe.json");
   std::ofstream(recipe) << R"({"val_size": 80, "batch": 32, "threads": 1})";
   const std::string db = dir.file("minas.db"), log = dir.file("log"), out = dir.file("out");

@@ -10,6 +10,7 @@
 #include "searchspace/rng.h"
 #include "searchspace/space.h"
 #include "tests/support.h"
+#include "tests/trainer/synthetic.h"
 #include "trainer/data.h"
 #include "worker/runner.h"
 
@@ -19,17 +20,7 @@ namespace {
 
 // A folder of IDX files of random 12x12 images, 10 classes.
 void write_folder(const std::string& dir, size_t n) {
-  data::Dataset ds;
-  ds.source = dir;
-  ds.shape = {1, 12, 12};
-  ds.classes = 10;
-  Rng rng(3);
-  ds.labels.resize(n);
-  ds.pixels.resize(n * 144);
-  for (auto& l : ds.labels) l = static_cast<uint8_t>(rng.below(10));
-  for (auto& p : ds.pixels) p = static_cast<uint8_t>(rng.below(256));
-  data::write_idx(ds, dir + "/train-images-idx3-ubyte", dir + "/train-labels-idx1-ubyte");
-  data::write_idx(ds, dir + "/t10k-images-idx3-ubyte", dir + "/t10k-labels-idx1-ubyte");
+  test::write_idx_folder(dir, n, 3);
 }
 
 TrialRequest request(const std::string& dir) {
