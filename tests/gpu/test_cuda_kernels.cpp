@@ -2,8 +2,7 @@
 // an epoch plan against the CPU loader's, softmax cross entropy against
 // trainer/loss.h, the momentum update and LARS against trainer/optim.h. Run on
 // a machine with a GPU; elsewhere the binary exits 77 and CTest reports it
-// skipped. Tolerances are stated per kernel.
-#define DOCTEST_CONFIG_IMPLEMENT
+// skipped (tests/gpu/gpu_main.cpp). Tolerances are stated per kernel.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -188,13 +187,4 @@ TEST_CASE("nccl: a single-rank group runs end to end; with two GPUs, ranks sum a
   for (auto& t : ranks) t.join();
   CHECK(got[0] == std::vector<float>{3.0f, 20.0f});
   CHECK(got[1] == got[0]);
-}
-
-int main(int argc, char** argv) {
-  if (cuda::devices().empty()) {
-    std::printf("no GPU on this machine: skipped\n");
-    return 77;
-  }
-  doctest::Context ctx(argc, argv);
-  return ctx.run();
 }
