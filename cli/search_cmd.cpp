@@ -477,14 +477,13 @@ void add_search_commands(CLI::App& app) {
     const int per_trial = std::max(1, sf->gpus_per_trial);
     const int workers = sf->workers > 0 ? sf->workers : std::max(1, cores / (threads * per_trial));
     const double budget = parse_duration(sf->budget, "--budget");
+    if (sf->resume && !std::filesystem::exists(sf->db))
+      throw Error("--resume", "no store " + sf->db + " here to resume from");
+    db::Store store = db::Store::open(sf->db);
     ExperimentConfig cfg;
     cfg.name = sf->name.empty() ? default_experiment_name() : sf->name;
-    if (sf->resume && sf->name.empty()) {
-      // The store's latest experiment.
-      if (!std::filesystem::exists(sf->db))
-        throw Error("--resume", "no store " + sf->db + " here to resume from");
-      db::Store existing = db::Store::open(sf->db);
-      const auto all = existing.experiments();
+    if (sf->resume && sf->name.empty()) {  // the store's latest experiment
+      const auto all = store.experiments();
       if (all.empty()) throw Error("--resume", sf->db + " holds no experiment");
       cfg.name = all.back().name;
     }
@@ -496,10 +495,7 @@ void add_search_commands(CLI::App& app) {
     cfg.budget_trials = sf->trials;
     // A resumed experiment has spent part of the budget already.
     double spent = 0;
-    if (std::filesystem::exists(sf->db)) {
-      db::Store existing = db::Store::open(sf->db);
-      if (auto e = existing.find_experiment(cfg.name)) spent = e->seconds_run;
-    }
+    if (auto e = store.find_experiment(cfg.name)) spent = e->seconds_run;
     cfg.budget_seconds =
         std::max(1.0, (sf->no_final ? budget : budget * (1 - sf->final_share)) - spent);
     if (spent > 0)
@@ -524,7 +520,6 @@ void add_search_commands(CLI::App& app) {
     };
     opt.on_progress = [&display](const ControllerProgress& p) { display.show(p); };
     const auto run_started = std::chrono::steady_clock::now();
-    db::Store store = db::Store::open(sf->db);
     const auto strategy = make_strategy(space, settings);
     Controller controller(store, space, *strategy, cfg, opt);
     auto runner = std::shared_ptr<TrialRunner>(make_cpu_runner());
