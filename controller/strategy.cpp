@@ -76,10 +76,18 @@ StrategySettings StrategySettings::from_json(const nlohmann::json& j, const std:
       s.entropy_weight = real(0, 10);
     } else if (k == "objective") {
       s.objective = Objective::from_json(v, at);
+    } else if (k == "initial") {
+      if (!v.is_array()) throw Error(at, "must be an array of architecture keys, got " + v.dump());
+      for (size_t i = 0; i < v.size(); ++i) {
+        if (!v[i].is_string())
+          throw Error(at + "/" + std::to_string(i),
+                      "must be an architecture key, got " + v[i].dump());
+        s.initial.push_back(v[i].get<std::string>());
+      }
     } else {
       throw Error(at, "unknown field '" + k +
                           "' (fields: name, seed, population, tournament, learning_rate, "
-                          "baseline_decay, entropy_weight, objective)");
+                          "baseline_decay, entropy_weight, objective, initial)");
     }
   }
   if (s.tournament > s.population)
@@ -98,6 +106,7 @@ nlohmann::json StrategySettings::to_json() const {
     j["baseline_decay"] = baseline_decay;
     j["entropy_weight"] = entropy_weight;
   }
+  if (!initial.empty()) j["initial"] = initial;
   return j;
 }
 
@@ -112,6 +121,17 @@ std::unique_ptr<Strategy> make_strategy(const Space& space, const StrategySettin
   else
     throw Error("strategy",
                 "unknown strategy '" + settings.name + "' (random, evolution, reinforce)");
+  std::vector<Arch> initial;
+  for (size_t i = 0; i < settings.initial.size(); ++i) {
+    try {
+      initial.push_back(space.parse_key(settings.initial[i]));
+    } catch (const Error& e) {
+      throw Error("strategy settings: /initial/" + std::to_string(i),
+                  "'" + settings.initial[i] + "' is not an architecture of space '" + space.name() +
+                      "': " + e.what());
+    }
+  }
+  s->set_initial(std::move(initial));
   const Objective& o = settings.objective;
   if (o.max_params || o.max_macs)
     s->set_filter([&space, o](const Arch& a) { return o.precheck(space.lower(a)); });
@@ -135,7 +155,17 @@ bool Strategy::admissible(const Arch& a) {
 
 void Strategy::restore_base(const nlohmann::json& state) {
   rejected_ = state.value("rejected", int64_t{0});
+  initial_next_ = state.value("initial_next", size_t{0});
   rejected_in_a_row_ = 0;
+}
+
+std::optional<Arch> Strategy::take_initial(const Space& space,
+                                           const std::unordered_set<uint64_t>& seen) {
+  while (initial_next_ < initial_.size()) {
+    const Arch& a = initial_[initial_next_++];
+    if (!seen.count(space.hash(a)) && admissible(a)) return a;
+  }
+  return std::nullopt;
 }
 
 std::optional<Arch> Strategy::sample_unseen(const Space& space, Rng& rng,
@@ -170,7 +200,8 @@ std::optional<Arch> Strategy::sample_unseen(const Space& space, Rng& rng,
 RandomStrategy::RandomStrategy(const Space& space, uint64_t seed) : space_(space), rng_(seed) {}
 
 std::optional<Candidate> RandomStrategy::ask() {
-  auto a = sample_unseen(space_, rng_, asked_);
+  auto a = take_initial(space_, asked_);
+  if (!a) a = sample_unseen(space_, rng_, asked_);
   if (!a) return std::nullopt;
   asked_.insert(space_.hash(*a));
   return Candidate{*a, std::nullopt, {}};
@@ -226,7 +257,8 @@ size_t EvolutionStrategy::select() {
 
 std::optional<Candidate> EvolutionStrategy::ask() {
   if (initial_asked_ < size_ || population_.empty()) {
-    auto a = sample_unseen(space_, rng_, seen_);
+    auto a = take_initial(space_, seen_);
+    if (!a) a = sample_unseen(space_, rng_, seen_);
     if (!a) return std::nullopt;
     if (initial_asked_ < size_) ++initial_asked_;
     seen_.insert(space_.hash(*a));

@@ -49,6 +49,11 @@ struct StrategySettings {
   double baseline_decay = 0.9;
   double entropy_weight = 0.001;
   Objective objective;
+  // Warm start (random and evolution): canonical keys of architectures asked
+  // first, in this order, before anything is sampled; those already tried or
+  // refused by the constraints are skipped. REINFORCE ignores them: its
+  // updates assume samples drawn from its own policy.
+  std::vector<std::string> initial;
 
   // Throws Error naming `where` and the field.
   static StrategySettings from_json(const nlohmann::json& j, const std::string& where);
@@ -77,11 +82,18 @@ class Strategy {
   void set_filter(Filter f) { filter_ = std::move(f); }
   // Candidates refused by the filter so far (in the saved state).
   int64_t rejected() const { return rejected_; }
+  // The warm-start architectures (StrategySettings::initial), asked first.
+  void set_initial(std::vector<Arch> initial) { initial_ = std::move(initial); }
 
  protected:
   bool admissible(const Arch& a);  // counts a rejection
-  nlohmann::json base_state() const { return {{"rejected", rejected_}}; }
+  nlohmann::json base_state() const {
+    return {{"rejected", rejected_}, {"initial_next", initial_next_}};
+  }
   void restore_base(const nlohmann::json& state);
+  // The next warm-start architecture not in `seen` that passes the filter;
+  // nullopt once the list is spent.
+  std::optional<Arch> take_initial(const Space& space, const std::unordered_set<uint64_t>& seen);
   // An architecture not in `seen` that passes the filter, uniform among those
   // (rejection sampling, then enumeration of what is left); nullopt when
   // there is none. Throws Error when the filter refuses every one of many
@@ -93,6 +105,8 @@ class Strategy {
   Filter filter_;
   int64_t rejected_ = 0;
   int64_t rejected_in_a_row_ = 0;
+  std::vector<Arch> initial_;
+  size_t initial_next_ = 0;  // in the saved state
 };
 
 // Builds the named strategy, with the objective's pre-training constraints

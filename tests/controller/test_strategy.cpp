@@ -334,6 +334,36 @@ TEST_CASE("strategy: killed and resumed from save() + replay, each makes the sam
   }
 }
 
+TEST_CASE("strategy: a warm start asks its architectures first, skipping tried and refused ones") {
+  const auto space = Space::load("small");
+  const Synthetic f(space);
+  const std::vector<std::string> warm = {"24|48|sep_k3|conv_k5|96|mb_k3_e3|sep_k5",
+                                         "32|64|conv_k5|conv_k5|128|conv_k5|conv_k5",  // too big
+                                         "16|32|conv_k3|skip|64|conv_k3|skip",
+                                         "24|48|sep_k3|conv_k5|96|mb_k3_e3|sep_k5"};  // again
+  for (const std::string name : {"random", "evolution"}) {
+    CAPTURE(name);
+    StrategySettings st = settings_for(name, 7);
+    st.initial = warm;
+    st.objective.max_params = 200000;
+    auto s = make_strategy(space, st);
+    const auto keys = drive(*s, space, f, 40, 2).second;
+    REQUIRE(keys.size() == 40);
+    CHECK(keys[0] == warm[0]);
+    CHECK(keys[1] == warm[2]);
+    CHECK(std::set<std::string>(keys.begin(), keys.end()).size() == keys.size());
+    CHECK(s->rejected() >= 1);
+    // The warm start is part of the settings and of the saved state.
+    CHECK(StrategySettings::from_json(st.to_json(), "s").initial == warm);
+    CHECK(s->save().at("initial_next") == 4);
+  }
+  StrategySettings bad = settings_for("random", 1);
+  bad.initial = {"24|48|nope"};
+  CHECK_THROWS_WITH_AS(make_strategy(space, bad), doctest::Contains("/initial/0"), Error);
+  CHECK_THROWS_WITH_AS(StrategySettings::from_json({{"initial", {1}}}, "x"),
+                       doctest::Contains("x/initial/0"), Error);
+}
+
 TEST_CASE("strategy: constraints refuse candidates before any training, and say when none fit") {
   const auto space = Space::load("small");
   for (const std::string name : {"random", "evolution", "reinforce"}) {
