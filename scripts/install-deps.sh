@@ -14,6 +14,7 @@ packages=(
   libdnnl-dev ocl-icd-opencl-dev opencl-headers
   zlib1g-dev
   libonnx-dev libprotobuf-dev
+  libstb-dev
   dataset-fashion-mnist
 )
 

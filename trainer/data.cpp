@@ -194,6 +194,7 @@ class ByteSource {
 
 std::string describe_magic(uint32_t magic) {
   if (magic == kIdxImagesMagic) return "an IDX images file";
+  if (magic == kIdxImages4Magic) return "an IDX file of images with channels";
   if (magic == kIdxLabelsMagic) return "an IDX labels file";
   if ((magic >> 16) == 0 && (magic >> 8 & 0xff) >= 0x08)
     return "an IDX file of element type " + std::to_string(magic >> 8 & 0xff) + " with " +
@@ -218,7 +219,7 @@ IdxFile read_idx_file(const std::string& path, uint32_t magic, const std::string
   ByteSource src(path);
   const size_t rank = magic & 0xff;
   const size_t header_size = 4 + 4 * rank;
-  uint8_t header[4 + 4 * 3];
+  uint8_t header[4 + 4 * 4];
   const size_t got_header = src.read(header, header_size);
   if (got_header >= 4 && big_endian32(header) != magic)
     throw Error(at(path, "byte 0"), "wrong magic " + hex32(big_endian32(header)) + " (" +
@@ -248,6 +249,9 @@ IdxFile read_idx_file(const std::string& path, uint32_t magic, const std::string
   auto truncated = [&](uint64_t present) {
     std::string shape = std::to_string(f.dims[0]) + " " + unit + "s";
     if (rank == 3) shape += " of " + std::to_string(f.dims[1]) + "x" + std::to_string(f.dims[2]);
+    if (rank == 4)
+      shape += " of " + std::to_string(f.dims[1]) + "x" + std::to_string(f.dims[2]) + "x" +
+               std::to_string(f.dims[3]);
     return Error(at(path, unit + " " + std::to_string(present / unit_size)),
                  "truncated: " + shape + " need " + std::to_string(expected) + " bytes after the " +
                      std::to_string(header_size) + "-byte header, the file holds " +
@@ -388,6 +392,20 @@ std::string find_file(const fs::path& dir, const char* name) {
 // ---- IDX files ------------------------------------------------------------------------------
 
 IdxImages read_idx_images(const std::string& path) {
+  uint32_t magic = 0;
+  {
+    ByteSource peek(path);
+    uint8_t head[4];
+    if (peek.read(head, 4) == 4) magic = big_endian32(head);
+  }
+  if (magic == kIdxImages4Magic) {
+    IdxFile f = read_idx_file(path, kIdxImages4Magic, "IDX images with channels", "image");
+    if (f.dims[1] > 4096)
+      throw Error(at(path, "byte 8"), std::to_string(f.dims[1]) + " channels is not an image");
+    IdxImages im{f.dims[0], f.dims[2], f.dims[3], std::move(f.data)};
+    im.channels = f.dims[1];
+    return im;
+  }
   IdxFile f = read_idx_file(path, kIdxImagesMagic, "IDX images", "image");
   return {f.dims[0], f.dims[1], f.dims[2], std::move(f.data)};
 }
@@ -397,17 +415,27 @@ std::vector<uint8_t> read_idx_labels(const std::string& path) {
 }
 
 void write_idx_images(const std::string& path, std::span<const uint8_t> pixels, uint32_t count,
-                      uint32_t rows, uint32_t cols, Compression compression) {
-  if (pixels.size() != uint64_t{count} * rows * cols)
+                      uint32_t rows, uint32_t cols, Compression compression, uint32_t channels) {
+  if (channels < 1 || pixels.size() != uint64_t{count} * channels * rows * cols)
     throw Error(path, std::to_string(pixels.size()) + " pixels given for " + std::to_string(count) +
-                          " images of " + std::to_string(rows) + "x" + std::to_string(cols));
-  uint8_t header[16];
-  put_big_endian32(header, kIdxImagesMagic);
+                          " images of " + (channels == 1 ? "" : std::to_string(channels) + "x") +
+                          std::to_string(rows) + "x" + std::to_string(cols));
+  uint8_t header[20];
+  size_t size = 0;
+  put_big_endian32(header, channels == 1 ? kIdxImagesMagic : kIdxImages4Magic);
   put_big_endian32(header + 4, count);
-  put_big_endian32(header + 8, rows);
-  put_big_endian32(header + 12, cols);
+  if (channels == 1) {
+    put_big_endian32(header + 8, rows);
+    put_big_endian32(header + 12, cols);
+    size = 16;
+  } else {
+    put_big_endian32(header + 8, channels);
+    put_big_endian32(header + 12, rows);
+    put_big_endian32(header + 16, cols);
+    size = 20;
+  }
   ByteSink sink(path, compression);
-  sink.write(header, sizeof header);
+  sink.write(header, size);
   sink.write(pixels.data(), pixels.size());
   sink.commit();
 }
@@ -463,7 +491,8 @@ Dataset read_idx(const std::string& images_path, const std::string& labels_path,
                       std::to_string(classes));
   Dataset ds;
   ds.source = images_path;
-  ds.shape = {1, static_cast<int>(images.rows), static_cast<int>(images.cols)};
+  ds.shape = {static_cast<int>(images.channels), static_cast<int>(images.rows),
+              static_cast<int>(images.cols)};
   ds.classes = classes;
   ds.pixels = std::move(images.pixels);
   ds.labels = std::move(labels);
@@ -472,14 +501,13 @@ Dataset read_idx(const std::string& images_path, const std::string& labels_path,
 
 void write_idx(const Dataset& ds, const std::string& images_path, const std::string& labels_path,
                Compression compression) {
-  if (ds.shape.c != 1)
-    throw Error(images_path,
-                "IDX holds one channel, the data set has " + std::to_string(ds.shape.c));
+  if (ds.shape.c < 1)
+    throw Error(images_path, "the data set has " + std::to_string(ds.shape.c) + " channels");
   if (ds.size() > UINT32_MAX || ds.pixels.size() != ds.size() * ds.image_size())
     throw Error(images_path, "the data set's pixels do not match its labels and shape");
   write_idx_images(images_path, ds.pixels, static_cast<uint32_t>(ds.size()),
                    static_cast<uint32_t>(ds.shape.h), static_cast<uint32_t>(ds.shape.w),
-                   compression);
+                   compression, static_cast<uint32_t>(ds.shape.c));
   write_idx_labels(labels_path, ds.labels, compression);
 }
 

@@ -28,19 +28,25 @@ namespace minas::data {
 
 inline constexpr uint32_t kIdxImagesMagic = 0x00000803;
 inline constexpr uint32_t kIdxLabelsMagic = 0x00000801;
+// Images of more than one channel (minas adapt's colour data sets): 4 dimensions, count,
+// channels, rows, cols, each image planar (CHW). Grayscale images are always written 3-D.
+inline constexpr uint32_t kIdxImages4Magic = 0x00000804;
 
 enum class Compression { None, Gzip };
 
 struct IdxImages {
   uint32_t count = 0, rows = 0, cols = 0;
-  std::vector<uint8_t> pixels;  // count x rows x cols
+  std::vector<uint8_t> pixels;  // count x channels x rows x cols
+  uint32_t channels = 1;
 };
 
-IdxImages read_idx_images(const std::string& path);
+IdxImages read_idx_images(const std::string& path);  // 3-D, or 4-D with channels
 std::vector<uint8_t> read_idx_labels(const std::string& path);
 // Both write to a temporary file renamed into place, so a failed write leaves no partial file.
+// More than one channel writes the 4-D form.
 void write_idx_images(const std::string& path, std::span<const uint8_t> pixels, uint32_t count,
-                      uint32_t rows, uint32_t cols, Compression compression = Compression::None);
+                      uint32_t rows, uint32_t cols, Compression compression = Compression::None,
+                      uint32_t channels = 1);
 void write_idx_labels(const std::string& path, std::span<const uint8_t> labels,
                       Compression compression = Compression::None);
 
@@ -68,7 +74,8 @@ struct TrainTest {
 // An images file and its labels file as one data set. classes 0: max label + 1 (at least 2);
 // otherwise every label must be below it. Counts must agree.
 Dataset read_idx(const std::string& images_path, const std::string& labels_path, int classes = 0);
-// Writes the four-file layout's images and labels of one set (one channel only).
+// Writes the four-file layout's images and labels of one set (4-D images when it has more than
+// one channel).
 void write_idx(const Dataset& ds, const std::string& images_path, const std::string& labels_path,
                Compression compression = Compression::None);
 

@@ -130,6 +130,44 @@ TEST_CASE("data: IDX files round trip, plain and gzip") {
   }
 }
 
+TEST_CASE("data: colour images round trip as 4-D IDX (count, channels, rows, cols)") {
+  TempDir dir;
+  data::Dataset ds = make_dataset(9, 3, 5, 4);
+  ds.shape = Shape{3, 5, 4};
+  ds.pixels.resize(ds.size() * ds.image_size());
+  for (size_t i = 0; i < ds.pixels.size(); ++i) ds.pixels[i] = static_cast<uint8_t>(i * 7 % 251);
+  for (auto compression : {data::Compression::None, data::Compression::Gzip}) {
+    const bool gz = compression == data::Compression::Gzip;
+    CAPTURE(gz);
+    const std::string images = dir.file(gz ? "c.gz" : "c"), labels = dir.file("cl");
+    data::write_idx(ds, images, labels, compression);
+    if (!gz) {
+      const std::vector<uint8_t> raw = read_bytes(images);
+      REQUIRE(raw.size() == 20 + ds.pixels.size());
+      CHECK(std::vector<uint8_t>(raw.begin(), raw.begin() + 20) ==
+            std::vector<uint8_t>{0, 0, 8, 4, 0, 0, 0, 9, 0, 0, 0, 3, 0, 0, 0, 5, 0, 0, 0, 4});
+    }
+    const data::IdxImages read = data::read_idx_images(images);
+    CHECK(read.channels == 3);
+    CHECK(read.rows == 5);
+    CHECK(read.cols == 4);
+    const data::Dataset back = data::read_idx(images, labels);
+    CHECK(back.shape == Shape{3, 5, 4});
+    CHECK(back.pixels == ds.pixels);
+    CHECK(back.fingerprint() == ds.fingerprint());
+  }
+  // A 4-D file cut short says so in its own terms.
+  std::vector<uint8_t> raw = read_bytes(dir.file("c"));
+  raw.resize(raw.size() - 10);
+  write_bytes(dir.file("cut"), raw);
+  try {
+    data::read_idx_images(dir.file("cut"));
+    FAIL("a truncated 4-D file was read");
+  } catch (const Error& e) {
+    CHECK_MESSAGE_HAS(std::string(e.what()), "9 images of 3x5x4");
+  }
+}
+
 namespace {
 
 std::vector<uint8_t> gzip_bytes(const std::vector<uint8_t>& in) {
