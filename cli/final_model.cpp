@@ -154,7 +154,10 @@ FinalResult retrain_and_export(const Space& space, const FinalOptions& o) {
     md << "| " << t.number << " | " << percent(t.val_acc) << " | "
        << (t.params ? std::to_string(*t.params) : "-") << " | "
        << (t.macs ? std::to_string(*t.macs) : "-") << " | " << cell_code(t.arch_key) << " |\n";
-  md << "\n## Reproduce\n\n```\n" << o.reproduce << "\n```\n";
+  md << "\n## Reproduce\n\n"
+     << "In a store that does not hold this experiment (with the same --db and --name, the "
+        "command resumes it):\n\n```\n"
+     << o.reproduce << "\n```\n";
   {
     std::ofstream f(dir / "report.md");
     f << md.str();

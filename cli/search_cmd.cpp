@@ -1,7 +1,9 @@
 // `minas controller` and `minas worker`: the two halves of a distributed search.
 #include <algorithm>
+#include <cctype>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -294,6 +296,41 @@ std::string search_params_markdown(CLI::App& cmd) {
   return md;
 }
 
+// A word as the shell reads it back: as is when plain, else in single quotes.
+std::string shell_word(const std::string& w) {
+  const bool plain = !w.empty() && std::all_of(w.begin(), w.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || std::strchr("-_./:=,+%@", c);
+  });
+  if (plain) return w;
+  std::string q = "'";
+  for (char c : w) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+// The command line that runs this search again: every option given (on the
+// command line, or as an experiment file's field, which sets the option too),
+// the experiment file itself for what only a file holds (strategy_settings,
+// objective, asha), and the seed and budget even when left at their defaults.
+std::string reproduce_command(const CLI::App& cmd, const SearchFlags& f) {
+  std::string line = "minas search";
+  bool seed = false, budget = false;
+  for (const CLI::Option* o : cmd.get_options()) {
+    const std::string name = o->get_single_name();
+    if (o->count() == 0 || name == "help" || name == "resume" || name == "params-markdown")
+      continue;
+    seed |= name == "seed";
+    budget |= name == "budget";
+    if (o->get_type_size_max() == 0 || o->get_expected_max() == 0) {
+      line += " --" + name;
+      continue;
+    }
+    for (const std::string& v : o->results()) line += " --" + name + " " + shell_word(v);
+  }
+  if (!seed) line += " --seed " + std::to_string(f.seed);
+  if (!budget) line += " --budget " + shell_word(f.budget);
+  return line;
+}
+
 std::string default_experiment_name() {
   char name[64];
   const std::time_t t = std::time(nullptr);
@@ -575,8 +612,7 @@ void add_search_commands(CLI::App& app) {
       // evaluation and export after it take a few seconds more.
       fo.recipe.set("time_budget_s", std::to_string(std::max(10.0, left * 0.9)), "final training");
       fo.recipe.set("threads", std::to_string(cores), "final training");
-      fo.reproduce = "minas search --db " + sf->db + " --name " + cfg.name + " --budget " +
-                     sf->budget + " --seed " + std::to_string(sf->seed);
+      fo.reproduce = reproduce_command(*sr, *sf);
       log_line("search", "final training of the best architecture, " +
                              std::to_string(static_cast<int>(std::max(10.0, left * 0.9))) +
                              " s at most");

@@ -403,7 +403,11 @@ TEST_CASE("faults: minas search runs the whole path: search, final training, exp
   CHECK(minas::test::contains(text, "test accuracy"));
   CHECK(minas::test::contains(text, "## Top 5 by validation accuracy"));
   CHECK(minas::test::contains(text, "accepted by ONNX's checker"));
-  CHECK(minas::test::contains(text, "minas search --db"));
+  // Reproduce: every option given, from the command line or the file, and the seed.
+  for (const std::string& part : std::vector<std::string>{
+           "minas search --db " + db, "--space small:input=1x12x12", "--experiment " + exp,
+           "--workers 2", "--budget 40s", "--final-epochs 2", "--seed 0"})
+    CHECK_MESSAGE(minas::test::contains(text, part), part);
   const minas::test::Run bad = minas::test::run_minas("search --budget 20x --db " + db);
   CHECK(bad.status != 0);
   CHECK(minas::test::contains(bad.out, "--budget 20x: unknown unit 'x'"));
