@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The one-click search against its bar (experiments/one-click.md): `minas
+# search` with its defaults, once per seed, and the same budget spent on random
+# search (the same ASHA early stopping, the same final training), seeds
+# interleaved so that drift on a shared machine falls on both alike. Prints a
+# markdown table: per run the exported model's test accuracy, its parameters
+# and MACs, the trials, the final training's epochs and the wall clock of the
+# whole command; then mean and standard deviation per strategy.
+#
+#   bash bench/one_click.sh [SEEDS] [BUDGET] [WORKDIR]
+#       SEEDS default "0 1 2", BUDGET default 20m, WORKDIR default runs/bench-one-click
+#   MINAS=/path/to/minas to run another binary (default build/minas);
+#   SEARCH_ARGS="..." adds options to every search (e.g. --data FOLDER).
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+seeds="${1:-0 1 2}"
+budget="${2:-20m}"
+work="${3:-$here/runs/bench-one-click}"
+minas="${MINAS:-$here/build/minas}"
+[[ -x "$minas" ]] || { echo "bench/one_click.sh: build first (bash scripts/build.sh)" >&2; exit 1; }
+mkdir -p "$work"
+db="$work/one-click.db"
+
+field() {  # field REPORT NAME: the value of the row "| NAME | VALUE |" of a report
+  grep -m1 -F "| $2 | " "$1" | sed -e "s/^| $2 | //" -e 's/ |$//'  # the value may hold \|
+}
+
+rows=()
+echo "budget=$budget seeds=$seeds cores=$(nproc) store=$db"
+for seed in $seeds; do
+  for strategy in evolution random; do
+    name="$strategy-seed$seed"
+    out="$work/$name"
+    log="$work/$name.log"
+    rm -rf "$out"
+    start=$(date +%s.%N)
+    if ! "$minas" search --db "$db" --name "$name" --seed "$seed" --strategy "$strategy" \
+        --budget "$budget" --out "$out" ${SEARCH_ARGS:-} >"$log" 2>&1; then
+      echo "bench/one_click.sh: $name failed; its log: $log" >&2
+      tail -n 20 "$log" >&2
+      exit 1
+    fi
+    wall=$(echo "$(date +%s.%N) - $start" | bc)
+    report="$out/report.md"
+    acc=$(field "$report" "test accuracy")
+    params=$(field "$report" "parameters")
+    macs=$(field "$report" "MACs per image")
+    final=$(field "$report" "final training")
+    arch=$(field "$report" "architecture")
+    # The command's last line is its summary, JSON: {"done":N,"failed":N,"pruned":N,...}
+    num() { tail -n 1 "$log" | grep -o "\"$1\":[0-9]*" | cut -d: -f2; }
+    summary="$(num done) done, $(num pruned) pruned, $(num failed) failed"
+    row="| $strategy | $seed | $acc | $params | $macs | ${final%%,*} | $(printf '%.0f' "$wall") | $arch | $summary |"
+    rows+=("$row")
+    echo "$row"
+  done
+done
+
+echo
+echo "| strategy | seed | test accuracy | params | MACs | final training | wall s | architecture | trials |"
+echo "|---|---|---|---|---|---|---|---|---|"
+printf '%s\n' "${rows[@]}"
+echo
+for strategy in evolution random; do
+  printf '%s\n' "${rows[@]}" | awk -F'|' -v s="$strategy" '
+    $2 ~ "^ *" s " *$" { v = $4; gsub(/[ %]/, "", v); x[n++] = v; sum += v }
+    END {
+      if (!n) exit
+      m = sum / n; ss = 0
+      for (i = 0; i < n; ++i) ss += (x[i] - m) ^ 2
+      sd = 0
+      if (n > 1) sd = sqrt(ss / (n - 1))
+      printf "%s: test accuracy mean %.2f%% std %.2f over %d run(s)\n", s, m, sd, n
+    }'
+done
