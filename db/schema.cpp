@@ -116,6 +116,22 @@ CREATE TABLE late_results (
 -- runs, added at each clean stop: what a resumed budget subtracts.
 ALTER TABLE experiments ADD COLUMN seconds_run REAL NOT NULL DEFAULT 0;
 )sql"},
+      {4, "customer data sets as validated before any training, with their fingerprints", R"sql(
+-- minas adapt: each data set's validation report, kept whether or not the
+-- data could be used (an unusable one stops before its experiment exists, so
+-- the experiment is named, not referenced), and the fingerprint by which
+-- later runs find the most similar data sets for their warm start.
+CREATE TABLE data_reports (
+  id INTEGER PRIMARY KEY,
+  experiment TEXT NOT NULL,   -- the experiment's name
+  location TEXT NOT NULL,     -- the data as given (folder, CSV or IDX prefix)
+  usable INTEGER NOT NULL CHECK (usable IN (0, 1)),
+  fingerprint TEXT NOT NULL,  -- JSON
+  report TEXT NOT NULL,       -- JSON
+  created_at REAL NOT NULL
+);
+CREATE INDEX data_reports_experiment ON data_reports (experiment);
+)sql"},
   };
   return list;
 }

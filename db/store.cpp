@@ -459,6 +459,46 @@ std::optional<nlohmann::json> Store::strategy_state(int64_t experiment) {
   return state;
 }
 
+int64_t Store::add_data_report(const DataReport& r) {
+  require_writable("add_data_report");
+  if (r.experiment.empty() || r.location.empty())
+    throw Error(path(), "add_data_report: a data report needs an experiment name and a location");
+  Statement insert = connection_.prepare(
+      "INSERT INTO data_reports (experiment, location, usable, fingerprint, report, created_at) "
+      "VALUES (?, ?, ?, ?, ?, ?)");
+  insert.bind_all(r.experiment, r.location, int64_t{r.usable ? 1 : 0}, r.fingerprint.dump(),
+                  r.report.dump(), r.created_at);
+  return write("add_data_report", [&] {
+    run(insert);
+    return connection_.last_insert_rowid();
+  });
+}
+
+std::vector<DataReport> Store::data_reports() {
+  Statement select = connection_.prepare(
+      "SELECT id, experiment, location, usable, fingerprint, report, created_at "
+      "FROM data_reports ORDER BY id");
+  std::vector<DataReport> out;
+  Rewind rewind(select);
+  while (select.step()) {
+    DataReport r;
+    r.id = select.column_int64(0);
+    r.experiment = select.column_text(1);
+    r.location = select.column_text(2);
+    r.usable = select.column_int64(3) != 0;
+    std::optional<nlohmann::json> fp = parse_json(select.column_text(4));
+    std::optional<nlohmann::json> rep = parse_json(select.column_text(5));
+    if (!fp || !rep)
+      throw Error(path(),
+                  "data report " + std::to_string(r.id) + " holds JSON that does not parse");
+    r.fingerprint = std::move(*fp);
+    r.report = std::move(*rep);
+    r.created_at = select.column_double(6);
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
 int64_t Store::add_artifact(int64_t experiment, std::optional<int64_t> trial, std::string_view kind,
                             std::string_view path, std::string_view checksum, int64_t bytes,
                             double at) {

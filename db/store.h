@@ -50,6 +50,17 @@ struct Experiment : ExperimentSpec {
   double seconds_run = 0;             // wall-clock seconds its controller ran, over all runs
 };
 
+// One row of `data_reports`: a customer data set as validated before any training.
+struct DataReport {
+  int64_t id = 0;          // set by the store
+  std::string experiment;  // the experiment's name (it may not exist: the data stopped it)
+  std::string location;    // the data as given
+  bool usable = false;
+  nlohmann::json fingerprint = nlohmann::json::object();
+  nlohmann::json report = nlohmann::json::object();
+  double created_at = 0;
+};
+
 // FNV-1a 64 of recipe.dump() as 16 lowercase hex digits. dump() writes object keys sorted,
 // so equal recipes hash equal however their files ordered them.
 std::string recipe_hash(const nlohmann::json& recipe);
@@ -100,6 +111,10 @@ class Store {
   // ---- strategy state ----
   void save_strategy_state(int64_t experiment, const nlohmann::json& state, double at);
   std::optional<nlohmann::json> strategy_state(int64_t experiment);  // nullopt: never saved
+
+  // ---- data reports ----
+  int64_t add_data_report(const DataReport& report);  // its id; report.id is ignored
+  std::vector<DataReport> data_reports();             // oldest first
 
   // ---- artifacts ----
   // A checkpoint, export or report of the experiment (of one of its trials when `trial`).

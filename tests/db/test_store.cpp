@@ -29,6 +29,7 @@ namespace {
 namespace fs = std::filesystem;
 using minas::Error;
 using minas::db::Connection;
+using minas::db::DataReport;
 using minas::db::EpochMetrics;
 using minas::db::Experiment;
 using minas::db::ExperimentSpec;
@@ -171,6 +172,9 @@ const std::vector<std::pair<std::string, std::string>>& sample_rows() {
        "VALUES (1, 1, 'checkpoint', 'ck/1.bin', 'abc', 10, 3.0)"},
       {"late_results",
        "INSERT INTO late_results (trial_id, attempt, received_at, val_acc) VALUES (1, 0, 4, 0.1)"},
+      {"data_reports",
+       "INSERT INTO data_reports (experiment, location, usable, fingerprint, report, created_at) "
+       "VALUES ('old', '/data/x', 1, '{}', '{}', 5.0)"},
   };
   return rows;
 }
@@ -552,6 +556,40 @@ TEST_CASE("store: workers, strategy state and artifacts") {
   CHECK(contains(refusal([&] { store.add_artifact(e, {}, "checkpoint", "x", "c", -1, 1.0); }),
                  "negative size"));
   CHECK(query_int(c, "SELECT count(*) FROM artifacts") == 2);
+}
+
+TEST_CASE("store: data reports are kept, usable or not, and listed oldest first") {
+  TempPath tmp;
+  {
+    Store store = Store::open(tmp.str());
+    CHECK(store.data_reports().empty());
+    DataReport bad;
+    bad.experiment = "adapt-1";  // no such experiment: the data stopped it
+    bad.location = "/data/customer";
+    bad.usable = false;
+    bad.report = {{"findings", json::array({{{"kind", "class_too_small"}}})}};
+    bad.fingerprint = {{"content_hash", "00ff"}, {"classes", 3}};
+    bad.created_at = 5.0;
+    const int64_t a = store.add_data_report(bad);
+    DataReport good = bad;
+    good.experiment = "adapt-2";
+    good.usable = true;
+    good.created_at = 6.0;
+    const int64_t b = store.add_data_report(good);
+    CHECK(b > a);
+    CHECK(contains(refusal([&] { store.add_data_report(DataReport{}); }),
+                   "add_data_report: a data report needs an experiment name and a location"));
+  }
+  Store ro = Store::open(tmp.str(), OpenMode::ReadOnly);
+  const std::vector<DataReport> all = ro.data_reports();
+  REQUIRE(all.size() == 2);
+  CHECK(all[0].experiment == "adapt-1");
+  CHECK_FALSE(all[0].usable);
+  CHECK(all[0].report["findings"][0]["kind"] == "class_too_small");
+  CHECK(all[0].fingerprint["classes"] == 3);
+  CHECK(all[0].created_at == 5.0);
+  CHECK(all[1].usable);
+  CHECK(contains(refusal([&] { ro.add_data_report(all[0]); }), "read-only"));
 }
 
 TEST_CASE("store: the writer numbers trials from 0 within each experiment") {
