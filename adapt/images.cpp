@@ -385,6 +385,13 @@ Source read_source(const std::string& location, const std::string& split) {
   throw Error("--data", what);
 }
 
+ImageRecord read_image(const std::string& path) {
+  ImageRecord rec;
+  rec.path = path;
+  decode(rec);
+  return rec;
+}
+
 InputChoice choose_input(const std::vector<ImageRecord>& images) {
   size_t readable = 0, colour = 0, rgb_gray = 0;
   std::vector<int> sides;

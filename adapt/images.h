@@ -59,6 +59,9 @@ inline constexpr const char* kImageExtensions[] = {".png", ".jpg", ".jpeg", ".bm
 // colour files 3 (alpha dropped). `split` is copied into every record.
 Source read_source(const std::string& location, const std::string& split = "train");
 
+// One image file, decoded as read_source decodes each (errors in `error`, never thrown).
+ImageRecord read_image(const std::string& path);
+
 // The input shape a search uses for these images.
 struct InputChoice {
   int channels = 0, height = 0, width = 0;

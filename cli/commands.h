@@ -13,5 +13,6 @@ void add_strategy_benchmark(CLI::App& bench);  // bench strategies
 void add_query_commands(CLI::App& app);        // query, sql
 void add_keygen_command(CLI::App& app);        // keygen
 void add_search_commands(CLI::App& app);       // controller, worker
+void add_predict_command(CLI::App& app);       // predict
 
 }  // namespace minas::cli

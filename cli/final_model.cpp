@@ -122,6 +122,24 @@ FinalResult retrain_and_export(const Space& space, const FinalOptions& o) {
   r.onnx_max_diff = diff;
   r.onnx_checked = batch;
 
+  // What `minas predict` needs to use the model on image files.
+  {
+    const Shape in = model.graph().input_shape();
+    nlohmann::json classes = nlohmann::json::array();
+    for (int k = 0; k < model.graph().classes(); ++k)
+      classes.push_back(static_cast<size_t>(k) < o.class_names.size() ? o.class_names[k]
+                                                                      : std::to_string(k));
+    const nlohmann::json info = {{"space_ref", arch_json["space_ref"]},
+                                 {"arch", r.arch},
+                                 {"input", {in.c, in.h, in.w}},
+                                 {"normalization", {{"mean", norm.mean}, {"stddev", norm.stddev}}},
+                                 {"classes", classes},
+                                 {"test_acc", r.test_acc}};
+    std::ofstream f(dir / "model.json");
+    f << info.dump(2) << '\n';
+    if (!f) throw Error((dir / "model.json").string(), "cannot write");
+  }
+
   std::ostringstream md;
   md << "# " << o.experiment << "\n\n"
      << "## Result\n\n"
@@ -140,7 +158,8 @@ FinalResult retrain_and_export(const Space& space, const FinalOptions& o) {
      << "| final training | " << report.epochs.size() << " epoch(s) of at most " << recipe.epochs
      << ", " << number(r.train_seconds, "%.1f") << " s |\n\n"
      << "Files: `arch.json` (the architecture), `model.ckpt` (the weights, a minas "
-        "checkpoint), `model.onnx` (ONNX opset 14, accepted by ONNX's checker; on "
+        "checkpoint), `model.json` (input, normalization and classes, for `minas predict`), "
+        "`model.onnx` (ONNX opset 14, accepted by ONNX's checker; on "
      << r.onnx_checked << " test images its logits, computed by an ONNX evaluator of our own, "
      << "are the runtime's within " << number(r.onnx_max_diff, "%.2g") << ").\n\n"
      << "## Best so far during the search\n\n"

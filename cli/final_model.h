@@ -4,8 +4,10 @@
 // images together, evaluated once on the test set, and exported to a folder
 // (the architecture as JSON, the weights as a minas checkpoint, an ONNX model
 // checked by ONNX's checker and against the runtime's outputs, a markdown
-// report).
+// report) with model.json: what `minas predict` needs to use it (the space
+// and architecture, the input shape, the normalization, the class names).
 #include <string>
+#include <vector>
 
 #include "searchspace/space.h"
 #include "trainer/recipe.h"
@@ -13,11 +15,12 @@
 namespace minas::cli {
 
 struct FinalOptions {
-  std::string db, experiment;  // the store and the experiment searched
-  std::string data;            // data set name or folder
-  std::string out;             // folder written: runs/<experiment> by default
-  Recipe recipe;               // the final training (val_size is set to 0)
-  std::string reproduce;       // the command that reproduces the run, for the report
+  std::string db, experiment;            // the store and the experiment searched
+  std::string data;                      // data set name or folder
+  std::string out;                       // folder written: runs/<experiment> by default
+  Recipe recipe;                         // the final training (val_size is set to 0)
+  std::string reproduce;                 // the command that reproduces the run, for the report
+  std::vector<std::string> class_names;  // for model.json; empty: "0", "1", ...
 };
 
 struct FinalResult {

@@ -8,19 +8,28 @@
 #include <spawn.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 #include <nlohmann/json.hpp>
 
+#include "adapt/images.h"
 #include "db/queries.h"
 #include "searchspace/rng.h"
+#include "searchspace/space.h"
 #include "tests/support.h"
 #include "tests/trainer/synthetic.h"
+#include "trainer/checkpoint.h"
 #include "trainer/data.h"
+#include "trainer/model.h"
+#include "trainer/network.h"
+#include "trainer/train.h"
 
 extern char** environ;
 
@@ -408,6 +417,58 @@ TEST_CASE("faults: minas search runs the whole path: search, final training, exp
            "minas search --db " + db, "--space small:input=1x12x12", "--experiment " + exp,
            "--workers 2", "--budget 40s", "--final-epochs 2", "--seed 0"})
     CHECK_MESSAGE(minas::test::contains(text, part), part);
+
+  // minas predict classifies image files with the export as the runtime does: the test images
+  // as PNG files, predicted one by one, get the runtime's classes (the exported weights run
+  // here on the IDX pixels) and the reported test accuracy.
+  const minas::data::TrainTest data = minas::data::load_dataset(d);
+  std::ifstream model_json(std::filesystem::path(out) / "model.json");
+  const nlohmann::json info = nlohmann::json::parse(model_json);
+  const minas::Space space = minas::Space::load(info.at("space_ref").get<std::string>());
+  minas::Model model(space.lower(space.parse_key(info.at("arch").get<std::string>())), 0);
+  minas::load_weights(model,
+                      minas::load_checkpoint((std::filesystem::path(out) / "model.ckpt").string()));
+  auto backend = minas::make_cpu_backend(1);
+  auto net = backend->compile(model, 1, minas::NetMode::eval, {});
+  minas::data::Normalization norm;
+  norm.mean = info.at("normalization").at("mean").get<std::vector<float>>();
+  norm.stddev = info.at("normalization").at("stddev").get<std::vector<float>>();
+  const std::string pngs = dir.file("png");
+  std::filesystem::create_directories(pngs);
+  std::string args = "predict --model " + out;
+  for (size_t i = 0; i < data.test.size(); ++i) {
+    const std::string png = pngs + "/" + std::to_string(i) + ".png";
+    minas::adapt::write_png(png, 12, 12, 1, data.test.image(i));
+    args += " " + png;
+  }
+  const minas::test::Run pred = minas::test::run_minas(args);
+  REQUIRE(pred.status == 0);
+  std::istringstream lines(pred.out);
+  std::string line;
+  size_t n = 0, correct = 0, same = 0;
+  while (std::getline(lines, line)) {
+    const size_t tab = line.find('\t'), tab2 = line.rfind('\t');
+    REQUIRE(tab != std::string::npos);
+    CHECK(line.substr(0, tab) == pngs + "/" + std::to_string(n) + ".png");
+    const double p = std::stod(line.substr(tab2 + 1));
+    CHECK((p > 0.09 && p <= 1.0));  // at least the uniform 1/10
+    const int predicted = std::stoi(line.substr(tab + 1, tab2 - tab - 1));
+    correct += predicted == data.test.labels[n];
+    std::vector<float> x(144), logits(10);
+    const std::vector<uint32_t> one = {static_cast<uint32_t>(n)};
+    minas::data::normalize(data.test, one, norm, x.data());
+    net->infer(x.data(), logits.data());
+    same += predicted == std::max_element(logits.begin(), logits.end()) - logits.begin();
+    ++n;
+  }
+  CHECK(n == data.test.size());
+  CHECK(same == n);
+  CHECK(std::abs(static_cast<double>(correct) / static_cast<double>(n) -
+                 info.at("test_acc").get<double>()) <= 1.5 / static_cast<double>(n));
+  const minas::test::Run no_model = minas::test::run_minas("predict --model " + pngs + " x.png");
+  CHECK(no_model.status != 0);
+  CHECK(minas::test::contains(no_model.out, "model.json: cannot be read"));
+
   const minas::test::Run bad = minas::test::run_minas("search --budget 20x --db " + db);
   CHECK(bad.status != 0);
   CHECK(minas::test::contains(bad.out, "--budget 20x: unknown unit 'x'"));
