@@ -321,7 +321,7 @@ std::string reproduce_command(const CLI::App& cmd, const SearchFlags& f) {
     seed |= name == "seed";
     budget |= name == "budget";
     if (o->get_type_size_max() == 0 || o->get_expected_max() == 0) {
-      line += " --" + name;
+      if (o->as<bool>()) line += " --" + name;  // a file's "no_final": false sets nothing
       continue;
     }
     for (const std::string& v : o->results()) line += " --" + name + " " + shell_word(v);

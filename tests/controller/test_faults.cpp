@@ -391,7 +391,7 @@ TEST_CASE("faults: minas search runs the whole path: search, final training, exp
   // Defaults but the budget: evolution with ASHA, 3-epoch trials, then the final training.
   // The budget comes from an experiment file, whose "workers" the command line overrides.
   const std::string exp = dir.file("exp.json");
-  std::ofstream(exp) << R"({"budget": "40s", "final_epochs": 2, "workers": 1})";
+  std::ofstream(exp) << R"({"budget": "40s", "final_epochs": 2, "workers": 1, "no_asha": false})";
   const pid_t p =
       spawn({"search", "--db", db, "--name", "e2e", "--space", "small:input=1x12x12", "--data", d,
              "--recipe", recipe, "--experiment", exp, "--workers", "2", "--out", out},
@@ -417,6 +417,7 @@ TEST_CASE("faults: minas search runs the whole path: search, final training, exp
            "minas search --db " + db, "--space small:input=1x12x12", "--experiment " + exp,
            "--workers 2", "--budget 40s", "--final-epochs 2", "--seed 0"})
     CHECK_MESSAGE(minas::test::contains(text, part), part);
+  CHECK_FALSE(minas::test::contains(text, "--no-asha"));  // the file's false sets nothing
 
   // minas predict classifies image files with the export as the runtime does: the test images
   // as PNG files, predicted one by one, get the runtime's classes (the exported weights run
