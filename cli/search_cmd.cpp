@@ -69,18 +69,24 @@ struct ControllerFlags {
   uint64_t seed = 0;
 };
 
-// Sets every field of an experiment file that no flag set: the file is the
-// experiment, the command line adjusts it.
-void read_experiment_file(ControllerFlags& c, const CLI::App& cmd) {
-  std::ifstream in(c.experiment);
-  if (!in) throw Error(c.experiment, "cannot read the experiment file");
+// An experiment file's JSON object; an Error naming the file otherwise.
+nlohmann::json experiment_object(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw Error(path, "cannot read the experiment file");
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(in);
   } catch (const nlohmann::json::parse_error& e) {
-    throw Error(c.experiment, std::string("JSON syntax error: ") + e.what());
+    throw Error(path, std::string("JSON syntax error: ") + e.what());
   }
-  if (!j.is_object()) throw Error(c.experiment, "an experiment file is a JSON object");
+  if (!j.is_object()) throw Error(path, "an experiment file is a JSON object");
+  return j;
+}
+
+// Sets every field of an experiment file that no flag set: the file is the
+// experiment, the command line adjusts it.
+void read_experiment_file(ControllerFlags& c, const CLI::App& cmd) {
+  const nlohmann::json j = experiment_object(c.experiment);
   auto unset = [&](const char* flag) { return cmd.count(flag) == 0; };
   for (auto it = j.begin(); it != j.end(); ++it) {
     const std::string& k = it.key();
@@ -234,15 +240,7 @@ class ProgressDisplay {
 // did not, through the option's own parsing and checks, so a value means the
 // same in both places.
 void apply_search_file(CLI::App& cmd, SearchFlags& f) {
-  std::ifstream in(f.experiment);
-  if (!in) throw Error(f.experiment, "cannot read the experiment file");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::parse_error& e) {
-    throw Error(f.experiment, std::string("JSON syntax error: ") + e.what());
-  }
-  if (!j.is_object()) throw Error(f.experiment, "an experiment file is a JSON object");
+  const nlohmann::json j = experiment_object(f.experiment);
   for (auto it = j.begin(); it != j.end(); ++it) {
     const std::string& k = it.key();
     const auto& v = it.value();
