@@ -14,5 +14,6 @@ void add_query_commands(CLI::App& app);        // query, sql
 void add_keygen_command(CLI::App& app);        // keygen
 void add_search_commands(CLI::App& app);       // controller, worker
 void add_predict_command(CLI::App& app);       // predict
+void add_adapt_command(CLI::App& app);         // adapt
 
 }  // namespace minas::cli

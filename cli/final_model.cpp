@@ -1,5 +1,6 @@
 #include "cli/final_model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <ctime>
@@ -10,9 +11,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "controller/objective.h"
 #include "db/queries.h"
 #include "export/onnx.h"
 #include "searchspace/error.h"
+#include "trainer/backends.h"
 #include "trainer/checkpoint.h"
 #include "trainer/data.h"
 #include "trainer/train.h"
@@ -42,13 +45,19 @@ std::string number(double v, const char* format = "%.0f") {
 
 }  // namespace
 
-FinalResult retrain_and_export(const Space& space, const FinalOptions& o) {
+FinalResult retrain_and_export(const Space& space, const FinalOptions& o,
+                               const std::function<std::string(const FinalResult&)>& more_report) {
   db::Connection conn = db::open_store_readonly(o.db);
   const int64_t experiment = db::find_experiment_id(conn, o.experiment);
-  const auto top = db::top_k(conn, experiment, db::Metric::val_acc, 5);
-  if (top.empty())
+  const auto top = db::top_k(conn, experiment, db::Metric::val_acc, 5, o.constraints);
+  if (top.empty()) {
+    std::string which;
+    for (const auto& c : o.constraints) which += (which.empty() ? "" : ", ") + c.to_string();
     throw Error("experiment '" + o.experiment + "'",
-                "has no finished trial to retrain: search longer (a larger --budget)");
+                "has no finished trial" + (which.empty() ? "" : " that meets " + which) +
+                    " to retrain: search longer (a larger --budget)" +
+                    (which.empty() ? "" : " or loosen the constraints"));
+  }
   const auto curve = db::best_so_far(conn, experiment, db::Metric::val_acc);
   const db::TrialRow& best = top.front();
   const Arch arch = space.parse_key(best.arch_key);
@@ -72,6 +81,17 @@ FinalResult retrain_and_export(const Space& space, const FinalOptions& o) {
   r.val_acc = best.val_acc.value_or(0);
   r.test_acc = report.test_acc;
   r.latency_ms = report.latency.batch1_ms;
+  r.trial = best.number;
+  if (!o.latency_device.empty()) {
+    const auto target = parse_latency_device(o.latency_device);
+    if (!target)
+      throw Error("latency device", "'" + o.latency_device + "' is not cpu:THREADS or cuda:N");
+    auto be = make_backend(target->device, target->threads);
+    r.latency_ms = measure_latency(model, *be, 50).batch1_ms;
+    r.latency_device = o.latency_device;
+  } else {
+    r.latency_device = "cpu:" + std::to_string(report.latency.threads);
+  }
   r.train_seconds = report.train_seconds;
   r.params = report.params;
   r.macs = report.macs;
@@ -122,6 +142,41 @@ FinalResult retrain_and_export(const Space& space, const FinalOptions& o) {
   r.onnx_max_diff = diff;
   r.onnx_checked = batch;
 
+  // Every test image's predicted class: the confusion matrix, whose
+  // diagonal must give the test accuracy reported by training.
+  {
+    const int k = model.graph().classes();
+    r.confusion.assign(static_cast<size_t>(k), std::vector<int64_t>(static_cast<size_t>(k), 0));
+    const size_t n = data.test.labels.size();
+    const int eb = static_cast<int>(std::min<size_t>(256, std::max<size_t>(n, 1)));
+    auto net = backend->compile(model, eb, NetMode::eval, {});
+    std::vector<uint32_t> idx;
+    std::vector<float> xb(static_cast<size_t>(eb) * data.test.image_size());
+    std::vector<float> logits(static_cast<size_t>(eb) * static_cast<size_t>(k));
+    int64_t correct = 0;
+    for (size_t at = 0; at < n; at += static_cast<size_t>(eb)) {
+      idx.clear();
+      for (size_t i = at; i < std::min(n, at + static_cast<size_t>(eb)); ++i)
+        idx.push_back(static_cast<uint32_t>(i));
+      while (idx.size() < static_cast<size_t>(eb)) idx.push_back(idx.back());  // padding, unread
+      data::normalize(data.test, idx, norm, xb.data());
+      net->infer(xb.data(), logits.data());
+      for (size_t b = 0; b < std::min(n - at, static_cast<size_t>(eb)); ++b) {
+        const float* row = logits.data() + b * static_cast<size_t>(k);
+        const int pred = static_cast<int>(std::max_element(row, row + k) - row);
+        const int truth = data.test.labels[at + b];
+        r.confusion.at(static_cast<size_t>(truth)).at(static_cast<size_t>(pred)) += 1;
+        correct += pred == truth;
+      }
+    }
+    // Batches of another size may round differently and flip a near tie;
+    // more than that is a bug.
+    const double acc = n ? static_cast<double>(correct) / static_cast<double>(n) : 0;
+    if (n > 0 && std::fabs(acc - r.test_acc) > 2.0 / static_cast<double>(n) + 1e-9)
+      throw Error(o.out, "the confusion matrix's accuracy " + std::to_string(acc) +
+                             " is not the test accuracy " + std::to_string(r.test_acc));
+  }
+
   // What `minas predict` needs to use the model on image files.
   {
     const Shape in = model.graph().input_shape();
@@ -153,8 +208,8 @@ FinalResult retrain_and_export(const Space& space, const FinalOptions& o) {
      << ", " << best.fidelity << " epoch(s)) |\n"
      << "| parameters | " << r.params << " |\n"
      << "| MACs per image | " << r.macs << " |\n"
-     << "| latency, batch 1, " << report.latency.threads << " thread(s) | "
-     << number(r.latency_ms, "%.3f") << " ms |\n"
+     << "| latency, batch 1, " << r.latency_device << " | " << number(r.latency_ms, "%.3f")
+     << " ms |\n"
      << "| final training | " << report.epochs.size() << " epoch(s) of at most " << recipe.epochs
      << ", " << number(r.train_seconds, "%.1f") << " s |\n\n"
      << "Files: `arch.json` (the architecture), `model.ckpt` (the weights, a minas "
@@ -173,6 +228,7 @@ FinalResult retrain_and_export(const Space& space, const FinalOptions& o) {
     md << "| " << t.number << " | " << percent(t.val_acc) << " | "
        << (t.params ? std::to_string(*t.params) : "-") << " | "
        << (t.macs ? std::to_string(*t.macs) : "-") << " | " << cell_code(t.arch_key) << " |\n";
+  if (more_report) md << "\n" << more_report(r);
   md << "\n## Reproduce\n\n"
      << "In a store that does not hold this experiment (with the same --db and --name, the "
         "command resumes it):\n\n```\n"

@@ -6,8 +6,12 @@
 // checked by ONNX's checker and against the runtime's outputs, a markdown
 // report) with model.json: what `minas predict` needs to use it (the space
 // and architecture, the input shape, the normalization, the class names).
+#include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
+
+#include "db/queries.h"
 
 #include "searchspace/space.h"
 #include "trainer/recipe.h"
@@ -21,6 +25,12 @@ struct FinalOptions {
   Recipe recipe;                         // the final training (val_size is set to 0)
   std::string reproduce;                 // the command that reproduces the run, for the report
   std::vector<std::string> class_names;  // for model.json; empty: "0", "1", ...
+  // The architecture retrained is the best by validation accuracy of the
+  // trials that meet these (minas adapt: the deployment constraints).
+  std::vector<db::Constraint> constraints;
+  // Where the final latency is measured ("cpu:THREADS", "cuda:N"); empty: on
+  // the training backend with the recipe's threads.
+  std::string latency_device;
 };
 
 struct FinalResult {
@@ -29,9 +39,17 @@ struct FinalResult {
   int64_t params = 0, macs = 0;
   double onnx_max_diff = 0;  // largest logit difference between the ONNX file and the runtime
   int onnx_checked = 0;      // test images it was checked on
+  int64_t trial = 0;         // the search trial whose architecture it is
+  std::string latency_device;
+  // confusion[true class][predicted class] over the test set.
+  std::vector<std::vector<int64_t>> confusion;
 };
 
-// Throws Error when the experiment has no finished trial.
-FinalResult retrain_and_export(const Space& space, const FinalOptions& options);
+// Throws Error when the experiment has no finished trial (that meets the
+// constraints). `more_report`, when given, returns markdown sections put in
+// report.md before "Reproduce".
+FinalResult retrain_and_export(
+    const Space& space, const FinalOptions& options,
+    const std::function<std::string(const FinalResult&)>& more_report = {});
 
 }  // namespace minas::cli

@@ -18,6 +18,7 @@
 
 #include "cli/commands.h"
 #include "cli/final_model.h"
+#include "cli/local_search.h"
 #include "cli/strategy_flags.h"
 #include "controller/controller.h"
 #include "db/store.h"
@@ -29,33 +30,6 @@
 
 namespace minas::cli {
 namespace {
-
-// The running controller or worker, for the signal handler: request_stop is
-// a lock-free atomic store, safe in a handler.
-std::atomic<Controller*> g_controller{nullptr};
-std::atomic<bool> g_stop_requested{false};  // SIGINT or SIGTERM, not the budget
-std::atomic<Worker*> g_worker{nullptr};
-
-extern "C" void on_signal(int) {
-  g_stop_requested.store(true);
-  if (Controller* c = g_controller.load()) c->request_stop();
-  if (Worker* w = g_worker.load()) w->request_stop();
-}
-
-void install_signals() {
-  struct sigaction sa {};
-  sa.sa_handler = on_signal;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
-}
-
-void log_line(const std::string& who, const std::string& line) {
-  char stamp[32];
-  const std::time_t t = std::time(nullptr);
-  std::strftime(stamp, sizeof stamp, "%H:%M:%S", std::localtime(&t));
-  std::fprintf(stderr, "%s %s: %s\n", stamp, who.c_str(), line.c_str());
-}
 
 struct ControllerFlags {
   std::string db = "minas.db", bind = "tcp://127.0.0.1:5555", space = "small",
@@ -159,82 +133,6 @@ struct SearchFlags {
   uint64_t seed = 0;
 };
 
-// "90", "90s", "45m", "1.5h", "1h30m": seconds.
-double parse_duration(const std::string& text, const std::string& flag) {
-  double total = 0;
-  size_t at = 0;
-  bool any = false;
-  while (at < text.size()) {
-    size_t used = 0;
-    double v = 0;
-    try {
-      v = std::stod(text.substr(at), &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used == 0 || !(v >= 0))
-      throw Error(flag + " " + text, "a duration is a number with s, m or h: 90s, 45m, 1h30m");
-    at += used;
-    double unit = 1;
-    if (at < text.size()) {
-      const char u = text[at];
-      if (u == 's' || u == 'm' || u == 'h') {
-        unit = u == 'h' ? 3600 : u == 'm' ? 60 : 1;
-        ++at;
-      } else {
-        throw Error(flag + " " + text, std::string("unknown unit '") + u + "' (s, m or h)");
-      }
-    }
-    total += v * unit;
-    any = true;
-  }
-  if (!any || !(total > 0)) throw Error(flag + " " + text, "must be a positive duration");
-  return total;
-}
-
-std::string clock_text(double seconds) {
-  char buf[32];
-  const long s = static_cast<long>(seconds);
-  std::snprintf(buf, sizeof buf, "%ld:%02ld", s / 60, s % 60);
-  return buf;
-}
-
-// One line: on a terminal redrawn in place every second, otherwise a log
-// line every 30 seconds.
-class ProgressDisplay {
- public:
-  ProgressDisplay() : tty_(::isatty(STDERR_FILENO) == 1) {}
-  ~ProgressDisplay() { finish(); }
-  void show(const ControllerProgress& p) {
-    const auto now = std::chrono::steady_clock::now();
-    if (!tty_ && now - last_ < std::chrono::seconds(30)) return;
-    last_ = now;
-    char best[32] = "-";
-    if (p.best_val_acc >= 0) std::snprintf(best, sizeof best, "%.2f%%", 100 * p.best_val_acc);
-    std::string line =
-        "trials " + std::to_string(p.done) + " done, " + std::to_string(p.running) + " running, " +
-        std::to_string(p.pruned) + " pruned, " + std::to_string(p.failed) + " failed | best " +
-        best + (p.best_arch.empty() ? "" : " " + p.best_arch) + " | " + clock_text(p.elapsed_s) +
-        (p.budget_s > 0 ? " of " + clock_text(p.budget_s) : "") + " | busy " +
-        std::to_string(p.slots_busy) + "/" + std::to_string(p.slots);
-    if (tty_) {
-      std::fprintf(stderr, "\r\033[K%s", line.c_str());
-      drawn_ = true;
-    } else {
-      log_line("search", line);
-    }
-  }
-  void finish() {
-    if (drawn_) std::fprintf(stderr, "\n");
-    drawn_ = false;
-  }
-
- private:
-  bool tty_;
-  bool drawn_ = false;
-  std::chrono::steady_clock::time_point last_{};
-};
-
 // The options of `minas search` are its one parameter table: an experiment
 // file's field NAME sets --NAME (underscores for dashes) when the command line
 // did not, through the option's own parsing and checks, so a value means the
@@ -294,17 +192,6 @@ std::string search_params_markdown(CLI::App& cmd) {
   return md;
 }
 
-// A word as the shell reads it back: as is when plain, else in single quotes.
-std::string shell_word(const std::string& w) {
-  const bool plain = !w.empty() && std::all_of(w.begin(), w.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || std::strchr("-_./:=,+%@", c);
-  });
-  if (plain) return w;
-  std::string q = "'";
-  for (char c : w) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
 // The command line that runs this search again: every option given (on the
 // command line, or as an experiment file's field, which sets the option too),
 // the experiment file itself for what only a file holds (strategy_settings,
@@ -327,13 +214,6 @@ std::string reproduce_command(const CLI::App& cmd, const SearchFlags& f) {
   if (!seed) line += " --seed " + std::to_string(f.seed);
   if (!budget) line += " --budget " + shell_word(f.budget);
   return line;
-}
-
-std::string default_experiment_name() {
-  char name[64];
-  const std::time_t t = std::time(nullptr);
-  std::strftime(name, sizeof name, "search-%Y%m%d-%H%M%S", std::localtime(&t));
-  return name;
 }
 
 }  // namespace
@@ -425,10 +305,12 @@ void add_search_commands(CLI::App& app) {
     Controller controller(store, space, *strategy, cfg, opt);
     log_line("controller",
              "experiment '" + c->name + "' on " + controller.endpoint() + ", store " + c->db);
-    g_controller = &controller;
-    install_signals();
-    const ControllerSummary s = controller.run();
-    g_controller = nullptr;
+    ControllerSummary s;
+    {
+      StopTarget target(&controller);
+      install_stop_signals();
+      s = controller.run();
+    }
     std::printf(
         "{\"experiment\":\"%s\",\"done\":%lld,\"failed\":%lld,\"pruned\":%lld,"
         "\"rejected\":%lld,\"requeued\":%lld,\"late\":%lld,\"resumed\":%s,\"stopped\":%s}\n",
@@ -436,6 +318,8 @@ void add_search_commands(CLI::App& app) {
         static_cast<long long>(s.pruned), static_cast<long long>(s.rejected),
         static_cast<long long>(s.requeued), static_cast<long long>(s.late),
         s.resumed ? "true" : "false", s.stopped ? "true" : "false");
+    if (!s.error.empty())
+      throw Error("experiment '" + c->name + "'", "the search stopped: " + s.error);
     if (s.stopped)
       log_line("controller", "stopped; continue with the same command (the experiment resumes)");
   });
@@ -516,7 +400,7 @@ void add_search_commands(CLI::App& app) {
       throw Error("--resume", "no store " + sf->db + " here to resume from");
     db::Store store = db::Store::open(sf->db);
     ExperimentConfig cfg;
-    cfg.name = sf->name.empty() ? default_experiment_name() : sf->name;
+    cfg.name = sf->name.empty() ? default_experiment_name("search") : sf->name;
     if (sf->resume && sf->name.empty()) {  // the store's latest experiment
       const auto all = store.experiments();
       if (all.empty()) throw Error("--resume", sf->db + " holds no experiment");
@@ -542,54 +426,18 @@ void add_search_commands(CLI::App& app) {
     cfg.objective = settings.objective;
     cfg.asha = sf->strategy.asha_settings(
         *sr, sf->fidelity > 0 ? sf->fidelity : static_cast<int>(recipe.epochs));
-    // The local pool talks over an ipc socket in a private folder: no port to pick or guard.
-    const std::filesystem::path dir =
-        std::filesystem::temp_directory_path() / ("minas-search-" + std::to_string(::getpid()));
-    std::filesystem::create_directories(dir);
-    ControllerOptions opt;
-    opt.bind = "ipc://" + (dir / "controller.sock").string();
-    ProgressDisplay display;
-    opt.log = [&display](const std::string& l) {
-      display.finish();
-      log_line("controller", l);
-    };
-    opt.on_progress = [&display](const ControllerProgress& p) { display.show(p); };
     const auto run_started = std::chrono::steady_clock::now();
     const auto strategy = make_strategy(space, settings);
-    Controller controller(store, space, *strategy, cfg, opt);
-    auto runner = std::shared_ptr<TrialRunner>(make_cpu_runner());
-    std::vector<std::unique_ptr<Worker>> pool;
-    for (int i = 0; i < (sf->devices.empty() ? workers : 1); ++i) {
-      WorkerOptions w;
-      w.connect = controller.endpoint();
-      w.name = "local-" + std::to_string(i);
-      w.runner = runner;
-      std::string devices;
-      for (int k = 0; k < per_trial; ++k)
-        devices += (k ? ",cpu:" : "cpu:") + std::to_string(threads);
-      w.slots = parse_devices(sf->devices.empty() ? devices : sf->devices);
-      w.log = [name = w.name](const std::string& l) { log_line(name, l); };
-      pool.push_back(std::make_unique<Worker>(w));
-    }
-    log_line("search", "experiment '" + cfg.name + "' in " + sf->db + ": " +
-                           std::to_string(pool.size()) + " local worker(s), " +
-                           (sf->devices.empty() ? std::to_string(per_trial) + " slot(s) of " +
-                                                      std::to_string(threads) + " thread(s) each"
-                                                : "slots " + sf->devices));
-    std::vector<std::thread> threads_of_pool;
-    for (auto& w : pool) threads_of_pool.emplace_back([&w] { w->run(); });
-    g_controller = &controller;
-    install_signals();
-    const ControllerSummary s = controller.run();
-    g_controller = nullptr;
-    for (auto& t : threads_of_pool) t.join();
-    std::error_code ec;
-    std::filesystem::remove_all(dir, ec);
-    display.finish();
+    LocalPool pool;
+    pool.workers = workers;
+    pool.threads = threads;
+    pool.per_trial = per_trial;
+    pool.devices = sf->devices;
+    const ControllerSummary s = run_local_search(store, space, *strategy, cfg, pool);
     nlohmann::json summary = {{"experiment", cfg.name}, {"done", s.done},
                               {"failed", s.failed},     {"pruned", s.pruned},
                               {"rejected", s.rejected}, {"stopped", s.stopped}};
-    if (s.stopped && g_stop_requested) {
+    if (s.stopped && stop_requested()) {
       std::printf("%s\n", summary.dump().c_str());
       log_line("search", "stopped; continue with: minas search --resume --db " + sf->db +
                              " --name " + cfg.name);
@@ -672,10 +520,9 @@ void add_search_commands(CLI::App& app) {
       opt.server_public_key = auth::read_public_key(w->server_key);
     }
     Worker worker(opt);
-    g_worker = &worker;
-    install_signals();
+    StopTarget target(&worker);
+    install_stop_signals();
     worker.run();
-    g_worker = nullptr;
   });
 }
 

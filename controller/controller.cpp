@@ -329,7 +329,18 @@ struct Controller::Impl {
       return q;
     }
     if (!asking_allowed()) return std::nullopt;
-    const auto c = strategy.ask();
+    std::optional<Candidate> c;
+    try {
+      c = strategy.ask();
+    } catch (const db::SqliteError&) {
+      throw;
+    } catch (const Error& e) {
+      // The strategy cannot go on (constraints that leave nothing, say): the
+      // search stops as for its budget, keeping every result, and says why.
+      summary.error = e.what();
+      no_more_archs = true;
+      return std::nullopt;
+    }
     strategy_dirty = true;
     if (!c) {
       no_more_archs = true;
@@ -406,6 +417,8 @@ struct Controller::Impl {
         {"recipe", config.recipe},
         {"data", {{"name", config.data}, {"fingerprint", config.data_fingerprint}}},
         {"fidelity", config.fidelity}};
+    if (!config.objective.latency_device.empty())
+      train["latency_device"] = config.objective.latency_device;
     // The space document goes once per worker connection: it is the bulk of a
     // train message, and a worker keeps it by its id.
     if (!w->second.has_space) {
@@ -863,6 +876,7 @@ struct Controller::Impl {
     batch_started = last_heartbeat = Clock::now();
     while (true) {
       if (stop.load()) begin_stop("stop requested");
+      if (!summary.error.empty()) begin_stop("the strategy cannot go on: " + summary.error);
       if (config.budget_seconds > 0 &&
           Clock::now() - started > std::chrono::duration<double>(config.budget_seconds))
         begin_stop("time budget spent");

@@ -93,6 +93,9 @@ struct ControllerSummary {
   int64_t rejected = 0;  // candidates the constraints refused before training
   bool resumed = false;
   bool stopped = false;  // by request_stop() or the time budget, before the trial budget
+  // Why the strategy could not go on (it threw: constraints that leave almost
+  // nothing of the space, say); the search stopped then. Empty otherwise.
+  std::string error;
 };
 
 class Controller {

@@ -15,6 +15,25 @@ std::string number(double v) {
 
 }  // namespace
 
+std::optional<LatencyDevice> parse_latency_device(const std::string& text) {
+  auto number = [](const std::string& s, int lo, int hi) -> std::optional<int> {
+    if (s.empty() || s.size() > 4 || s.find_first_not_of("0123456789") != std::string::npos)
+      return std::nullopt;
+    const int v = std::stoi(s);
+    if (v < lo || v > hi) return std::nullopt;
+    return v;
+  };
+  if (text == "cpu") return LatencyDevice{"cpu", 1};
+  if (text.rfind("cpu:", 0) == 0) {
+    if (auto t = number(text.substr(4), 1, 4096)) return LatencyDevice{"cpu", *t};
+    return std::nullopt;
+  }
+  if (text.rfind("cuda:", 0) == 0)
+    if (auto n = number(text.substr(5), 0, 999))
+      return LatencyDevice{"cuda:" + std::to_string(*n), 0};
+  return std::nullopt;
+}
+
 Objective Objective::from_json(const nlohmann::json& j, const std::string& where) {
   if (!j.is_object()) throw Error(where, "the objective is a JSON object, got " + j.dump());
   Objective o;
@@ -45,10 +64,15 @@ Objective Objective::from_json(const nlohmann::json& j, const std::string& where
       if (!o.pareto.empty() && o.pareto != "latency_ms" && o.pareto != "params" &&
           o.pareto != "macs")
         throw Error(at, "must be latency_ms, params or macs, got '" + o.pareto + "'");
+    } else if (k == "latency_device") {
+      if (!v.is_string()) throw Error(at, "must be a string, got " + v.dump());
+      o.latency_device = v.get<std::string>();
+      if (!o.latency_device.empty() && !parse_latency_device(o.latency_device))
+        throw Error(at, "must be cpu:THREADS or cuda:N, got '" + o.latency_device + "'");
     } else {
       throw Error(at, "unknown field '" + k +
                           "' (fields: max_latency_ms, max_params, max_macs, latency_target_ms, "
-                          "latency_weight, pareto)");
+                          "latency_weight, pareto, latency_device)");
     }
   }
   if (o.pareto_mode() && o.latency_target_ms)
@@ -68,6 +92,7 @@ nlohmann::json Objective::to_json() const {
     j["latency_weight"] = latency_weight;
   }
   if (pareto_mode()) j["pareto"] = pareto;
+  if (!latency_device.empty()) j["latency_device"] = latency_device;
   return j;
 }
 

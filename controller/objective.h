@@ -31,6 +31,15 @@ struct Score {
   bool pruned = false;   // stopped early: value is at a lower fidelity than the others
 };
 
+// A latency device's backend: "cpu" with `threads` (1 to 4096), or "cuda:N"
+// (N 0 to 999, written without leading zeros). "cpu" alone is one thread;
+// nullopt for anything else.
+struct LatencyDevice {
+  std::string device;
+  int threads = 0;
+};
+std::optional<LatencyDevice> parse_latency_device(const std::string& text);
+
 struct Objective {
   // Hard constraints; absent: none.
   std::optional<double> max_latency_ms, max_params, max_macs;
@@ -40,6 +49,10 @@ struct Objective {
   // Pareto mode: accuracy against this cost (latency_ms, params or macs);
   // empty: a single objective.
   std::string pareto;
+  // Where latency is measured: "cpu:THREADS" (this many CPU threads, batch
+  // 1) or "cuda:N"; the worker measures the trained network there whatever
+  // it trained on. Empty: on the trial's own training device and threads.
+  std::string latency_device;
 
   // Throws Error naming `where` and the field for anything unknown or out of range.
   static Objective from_json(const nlohmann::json& j, const std::string& where);

@@ -116,7 +116,10 @@ const std::vector<MessageSpec>& message_specs() {
          "(ASHA's rungs), so a retried attempt continues from there"},
         {"resume_epoch", F::integer, false,
          "the attempt continues after this epoch, from the training state the controller sends "
-         "next in checkpoint messages"}}},
+         "next in checkpoint messages"},
+        {"latency_device", F::string, false,
+         "where to measure the trained network's batch-1 latency (cpu:THREADS or cuda:N, the "
+         "deployment target) instead of on the training device"}}},
       {Type::progress,
        Sender::worker,
        "one finished epoch of a running attempt",

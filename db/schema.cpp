@@ -132,6 +132,24 @@ CREATE TABLE data_reports (
 );
 CREATE INDEX data_reports_experiment ON data_reports (experiment);
 )sql"},
+      {5, "latency measurements on deployment targets, with the latency model's predictions", R"sql(
+-- minas adapt: every network measured at batch 1 on a deployment target
+-- (cpu:THREADS or cuda:N of a host), with what the per-target latency model
+-- predicted before the measurement (NULL when it had too few measurements to
+-- predict). The model of a later run is calibrated from these rows.
+CREATE TABLE latency_measurements (
+  id INTEGER PRIMARY KEY,
+  target TEXT NOT NULL,       -- cpu:THREADS or cuda:N
+  host TEXT NOT NULL,         -- the machine it was measured on
+  space_ref TEXT NOT NULL,    -- the space (with overrides) the architecture is of
+  arch_key TEXT NOT NULL,
+  measured_ms REAL NOT NULL,
+  predicted_ms REAL,
+  experiment TEXT NOT NULL,   -- the experiment's name
+  created_at REAL NOT NULL
+);
+CREATE INDEX latency_measurements_target ON latency_measurements (target, host);
+)sql"},
   };
   return list;
 }

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -495,6 +496,50 @@ std::vector<DataReport> Store::data_reports() {
     r.report = std::move(*rep);
     r.created_at = select.column_double(6);
     out.push_back(std::move(r));
+  }
+  return out;
+}
+
+int64_t Store::add_latency_measurement(const LatencyMeasurement& m) {
+  require_writable("add_latency_measurement");
+  if (m.target.empty() || m.host.empty() || m.space_ref.empty() || m.arch_key.empty() ||
+      m.experiment.empty())
+    throw Error(path(),
+                "add_latency_measurement: a measurement needs a target, host, space, "
+                "architecture and experiment");
+  if (!(m.measured_ms > 0) || !std::isfinite(m.measured_ms))
+    throw Error(path(), "add_latency_measurement: the measurement must be a positive number of ms");
+  Statement insert = connection_.prepare(
+      "INSERT INTO latency_measurements (target, host, space_ref, arch_key, measured_ms, "
+      "predicted_ms, experiment, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+  insert.bind_all(m.target, m.host, m.space_ref, m.arch_key, m.measured_ms, m.predicted_ms,
+                  m.experiment, m.created_at);
+  return write("add_latency_measurement", [&] {
+    run(insert);
+    return connection_.last_insert_rowid();
+  });
+}
+
+std::vector<LatencyMeasurement> Store::latency_measurements(std::string_view target,
+                                                            std::string_view host) {
+  Statement select = connection_.prepare(
+      "SELECT id, target, host, space_ref, arch_key, measured_ms, predicted_ms, experiment, "
+      "created_at FROM latency_measurements WHERE target = ? AND host = ? ORDER BY id");
+  select.bind_all(target, host);
+  std::vector<LatencyMeasurement> out;
+  Rewind rewind(select);
+  while (select.step()) {
+    LatencyMeasurement m;
+    m.id = select.column_int64(0);
+    m.target = select.column_text(1);
+    m.host = select.column_text(2);
+    m.space_ref = select.column_text(3);
+    m.arch_key = select.column_text(4);
+    m.measured_ms = select.column_double(5);
+    m.predicted_ms = optional_double(select, 6);
+    m.experiment = select.column_text(7);
+    m.created_at = select.column_double(8);
+    out.push_back(std::move(m));
   }
   return out;
 }

@@ -61,6 +61,16 @@ struct DataReport {
   double created_at = 0;
 };
 
+// One row of `latency_measurements`: a network's batch-1 latency on a deployment target.
+struct LatencyMeasurement {
+  int64_t id = 0;  // set by the store
+  std::string target, host, space_ref, arch_key;
+  double measured_ms = 0;
+  std::optional<double> predicted_ms;  // the latency model's, before the measurement
+  std::string experiment;
+  double created_at = 0;
+};
+
 // FNV-1a 64 of recipe.dump() as 16 lowercase hex digits. dump() writes object keys sorted,
 // so equal recipes hash equal however their files ordered them.
 std::string recipe_hash(const nlohmann::json& recipe);
@@ -115,6 +125,12 @@ class Store {
   // ---- data reports ----
   int64_t add_data_report(const DataReport& report);  // its id; report.id is ignored
   std::vector<DataReport> data_reports();             // oldest first
+
+  // ---- latency measurements on deployment targets (minas adapt) ----
+  int64_t add_latency_measurement(const LatencyMeasurement& m);  // its id; m.id is ignored
+  // Those of one target on one host, oldest first.
+  std::vector<LatencyMeasurement> latency_measurements(std::string_view target,
+                                                       std::string_view host);
 
   // ---- artifacts ----
   // A checkpoint, export or report of the experiment (of one of its trials when `trial`).

@@ -15,6 +15,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "controller/objective.h"
 #include "searchspace/error.h"
 #include "searchspace/space.h"
 #include "trainer/backends.h"
@@ -50,6 +51,7 @@ class CpuRunner final : public TrialRunner {
       };
       auto backend = make_backend(device(0), static_cast<int>(recipe.threads));
       TrainOptions opt;
+      opt.measure_latency = req.latency_device.empty();  // else measured below, on that device
       bool stopped = false;
       opt.should_stop = [&] { return stopped = stopped || cancelled(); };
       opt.on_epoch = [&](const EpochRecord& e) {
@@ -155,6 +157,23 @@ class CpuRunner final : public TrialRunner {
       }
       nlohmann::json m = r.to_json();
       m.erase("epochs");
+      if (!req.latency_device.empty()) {
+        // The deployment target's latency, not the training device's: a GPU
+        // worker measures a CPU target on its own CPU threads, and a CPU
+        // worker cannot measure a GPU target (another worker may).
+        const auto target = parse_latency_device(req.latency_device);
+        if (!target)
+          throw Error("latency_device",
+                      "'" + req.latency_device + "' is not cpu:THREADS or cuda:N");
+        if (target->device != "cpu" && !built_with_gpu_backend())
+          throw std::runtime_error("this worker has no GPU backend to measure latency on " +
+                                   req.latency_device);
+        auto be = make_backend(target->device, target->threads);
+        const Latency lat = measure_latency(model, *be, 30);
+        m["latency_ms"] = lat.batch1_ms;
+        m["latency_ms_b64"] = lat.batch64_ms;
+        m["latency_device"] = req.latency_device;
+      }
       if (out.metrics.contains("resume_refused"))
         m["resume_refused"] = out.metrics["resume_refused"];
       out.kind = TrialOutcome::Kind::done;

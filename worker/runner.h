@@ -37,11 +37,16 @@ struct TrialRequest {
   // starting over; empty: from scratch.
   std::string resume;
   int resume_epoch = 0;
+  // Where the trained network's latency is measured ("cpu:THREADS",
+  // "cuda:N"); empty: on the training device, as training measures it.
+  std::string latency_device;
 };
 
 struct TrialOutcome {
   enum class Kind { done, failed, cancelled } kind = Kind::failed;
-  nlohmann::json metrics;  // done: val_acc, test_acc, latency_ms, params, macs, train_seconds
+  // done: val_acc, test_acc, latency_ms (and latency_device when the request
+  // named one), params, macs, train_seconds
+  nlohmann::json metrics;
   std::string reason;      // failed: what went wrong
   bool retryable = false;  // failed: whether another attempt could succeed
 };

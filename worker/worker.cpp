@@ -212,6 +212,7 @@ struct Worker::Impl {
     req.data = b["data"].value("name", std::string("fashion-mnist"));
     req.data_fingerprint = b["data"].value("fingerprint", std::string());
     req.fidelity = b["fidelity"].get<int>();
+    req.latency_device = b.value("latency_device", std::string());
     req.threads = s.device.threads;
     req.ranks = std::max<int>(1, static_cast<int>(s.group.size()));
     for (size_t k : s.group.empty() ? std::vector<size_t>{i} : s.group)

@@ -34,6 +34,7 @@ using minas::db::EpochMetrics;
 using minas::db::Experiment;
 using minas::db::ExperimentSpec;
 using minas::db::kApplicationId;
+using minas::db::LatencyMeasurement;
 using minas::db::NewTrial;
 using minas::db::OpenMode;
 using minas::db::SqliteError;
@@ -590,6 +591,47 @@ TEST_CASE("store: data reports are kept, usable or not, and listed oldest first"
   CHECK(all[0].created_at == 5.0);
   CHECK(all[1].usable);
   CHECK(contains(refusal([&] { ro.add_data_report(all[0]); }), "read-only"));
+}
+
+TEST_CASE("store: latency measurements are kept per target and host, with the prediction") {
+  TempPath tmp;
+  {
+    Store store = Store::open(tmp.str());
+    CHECK(store.latency_measurements("cpu:1", "h").empty());
+    LatencyMeasurement m;
+    m.target = "cpu:1";
+    m.host = "h";
+    m.space_ref = "small:classes=4";
+    m.arch_key = "16|32|conv_k3|skip|64|conv_k3|skip";
+    m.measured_ms = 1.5;
+    m.experiment = "adapt-1";
+    m.created_at = 3.0;
+    store.add_latency_measurement(m);  // no prediction yet
+    m.predicted_ms = 1.25;
+    m.measured_ms = 1.75;
+    store.add_latency_measurement(m);
+    m.target = "cuda:0";
+    store.add_latency_measurement(m);
+    m.host = "other";
+    m.target = "cpu:1";
+    store.add_latency_measurement(m);
+    LatencyMeasurement bad = m;
+    bad.measured_ms = -1;
+    CHECK(contains(refusal([&] { store.add_latency_measurement(bad); }),
+                   "the measurement must be a positive number of ms"));
+    CHECK(contains(refusal([&] { store.add_latency_measurement(LatencyMeasurement{}); }),
+                   "a measurement needs a target"));
+  }
+  Store ro = Store::open(tmp.str(), OpenMode::ReadOnly);
+  const auto rows = ro.latency_measurements("cpu:1", "h");
+  REQUIRE(rows.size() == 2);
+  CHECK_FALSE(rows[0].predicted_ms);
+  CHECK(rows[0].measured_ms == 1.5);
+  CHECK(rows[1].predicted_ms == 1.25);
+  CHECK(rows[1].space_ref == "small:classes=4");
+  CHECK(rows[1].experiment == "adapt-1");
+  CHECK(ro.latency_measurements("cuda:0", "h").size() == 1);
+  CHECK(ro.latency_measurements("cpu:1", "other").size() == 1);
 }
 
 TEST_CASE("store: the writer numbers trials from 0 within each experiment") {

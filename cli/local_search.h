@@ -1,0 +1,52 @@
+#pragma once
+// What `minas search` and `minas adapt` share: a search on this machine (the
+// controller and a pool of local workers in one process, over an ipc socket
+// in a private folder), its progress line, stopping on Ctrl-C or SIGTERM, and
+// the small pieces of their command lines (durations, shell words, names).
+#include <string>
+
+#include "controller/controller.h"
+#include "controller/strategy.h"
+#include "db/store.h"
+#include "searchspace/space.h"
+#include "worker/worker.h"
+
+namespace minas::cli {
+
+// "90", "90s", "45m", "1.5h", "1h30m": seconds. Throws Error naming `flag`.
+double parse_duration(const std::string& text, const std::string& flag);
+// "HH:MM:SS WHO: LINE" on stderr.
+void log_line(const std::string& who, const std::string& line);
+// A word as the shell reads it back: as is when plain, else in single quotes.
+std::string shell_word(const std::string& w);
+// PREFIX-YYYYMMDD-HHMMSS, local time.
+std::string default_experiment_name(const std::string& prefix);
+
+// SIGINT and SIGTERM ask the registered controller and worker to stop (a
+// lock-free store, safe in a handler). Registered for the scope of a guard.
+void install_stop_signals();
+bool stop_requested();  // a signal came, as opposed to the budget ending
+class StopTarget {
+ public:
+  explicit StopTarget(Controller* c);
+  explicit StopTarget(Worker* w);
+  ~StopTarget();
+  StopTarget(const StopTarget&) = delete;
+  StopTarget& operator=(const StopTarget&) = delete;
+};
+
+struct LocalPool {
+  int workers = 1;             // local workers, each with per_trial slots of `threads`
+  int threads = 1;             // CPU threads of a slot
+  int per_trial = 1;           // slots one trial trains on, data parallel
+  std::string devices;         // instead: one worker with these slots (parse_devices)
+  std::string who = "search";  // the log's name for the run
+};
+
+// Runs the experiment's search to its end (budget, trials, or a signal) with
+// a progress line on stderr. The store must outlive the call. Throws Error
+// when the strategy could not go on (ControllerSummary::error).
+ControllerSummary run_local_search(db::Store& store, const Space& space, Strategy& strategy,
+                                   const ExperimentConfig& config, const LocalPool& pool);
+
+}  // namespace minas::cli
