@@ -406,22 +406,9 @@ LatencyModel LatencyModel::from_json(const json& j, const std::string& where) {
 // Measurement
 
 double measure_batch1_latency(const LayerGraph& g, Backend& backend, int runs) {
-  using Clock = std::chrono::steady_clock;
   g.check_output();
   Model model(g, 1);  // any weights: they do not change the work
-  const std::unique_ptr<Network> net = backend.compile(model, 1, NetMode::latency, {});
-  std::vector<float> x(static_cast<size_t>(g.input_shape().elements()));
-  std::vector<float> logits(static_cast<size_t>(g.classes()));
-  Rng rng(1);
-  for (float& v : x) v = static_cast<float>(2 * rng.uniform() - 1);
-  for (int i = 0; i < 5; ++i) net->infer(x.data(), logits.data());
-  std::vector<double> ms;
-  for (int i = 0; i < std::max(runs, 1); ++i) {
-    const auto t0 = Clock::now();
-    net->infer(x.data(), logits.data());
-    ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
-  }
-  return median(std::move(ms));
+  return measure_latency(model, backend, runs, false).batch1_ms;
 }
 
 }  // namespace minas::adapt

@@ -257,13 +257,12 @@ void add_adapt_command(CLI::App& app) {
       return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     };
     const double budget = parse_duration(f->budget, "--budget");
-    const adapt::Target target_parsed = adapt::parse_target(f->target);
-    const adapt::Target* target = &target_parsed;
-    const std::string& target_text = target->text;
-    if (target->device != "cpu") {
+    const adapt::Target target = adapt::parse_target(f->target);
+    const std::string& target_text = target.text;
+    if (target.device != "cpu") {
       // Latency on a GPU is measured on that GPU: fail now, not after the search.
       try {
-        make_backend(target->device, 0);
+        make_backend(target.device, 0);
       } catch (const Error& e) {
         throw Error("--target " + f->target,
                     std::string("cannot measure latency there: ") + e.what());
@@ -271,6 +270,15 @@ void add_adapt_command(CLI::App& app) {
     }
     const std::string name = f->name.empty() ? default_experiment_name("adapt") : f->name;
     const std::string out = f->out.empty() ? "runs/" + name : f->out;
+    // Nothing is written into the customer's folders.
+    for (const std::string& given : {f->data, f->test}) {
+      std::error_code ec;
+      if (given.empty() || !fs::is_directory(given, ec)) continue;
+      const fs::path folder = fs::weakly_canonical(given), to = fs::weakly_canonical(out);
+      if (std::mismatch(folder.begin(), folder.end(), to.begin(), to.end()).first == folder.end())
+        throw Error("--out " + out, "is inside the customer's folder " + given +
+                                        ", which minas adapt never writes to; pick another");
+    }
 
     // 1. Read and validate, before any training; the store keeps the report
     //    whether or not the data can be used. Nothing is written to the
@@ -370,12 +378,20 @@ void add_adapt_command(CLI::App& app) {
 
     std::optional<adapt::LatencyModel> latency_model;
     if (f->latency_ms > 0)
-      latency_model = calibrate_latency(store, space, *target, target_text, name, f->seed);
+      latency_model = calibrate_latency(store, space, target, target_text, name, f->seed);
 
     // 5. The warm start: the best of the most similar data sets in the store,
     //    then the portfolio; architectures of other spaces are left out.
     adapt::WarmStart warm;
-    if (!f->no_warm_start) {
+    const std::optional<db::Experiment> existing = store.find_experiment(name);
+    if (existing && existing->strategy_settings.contains("initial")) {
+      // A continued run asks what the first run chose: the store may have
+      // changed since, and the experiment's settings must stay the same.
+      for (const auto& k : existing->strategy_settings["initial"])
+        if (k.is_string()) settings.initial.push_back(k.get<std::string>());
+      log_line("adapt", "continuing '" + name + "' with its warm start of " +
+                            std::to_string(settings.initial.size()) + " architecture(s)");
+    } else if (!f->no_warm_start) {
       warm = adapt::choose_warm_start(store, fp, name, kPortfolio);
       for (const std::string& k : warm.initial) {
         try {
@@ -400,8 +416,7 @@ void add_adapt_command(CLI::App& app) {
     cfg.recipe = recipe.to_json();
     cfg.fidelity = fidelity;
     cfg.budget_trials = 1000000;
-    double spent = 0;
-    if (auto e = store.find_experiment(name)) spent = e->seconds_run;
+    const double spent = existing ? existing->seconds_run : 0;
     cfg.budget_seconds = std::max(1.0, budget * (1 - f->final_share) - elapsed() - spent);
     cfg.seed = f->seed;
     cfg.strategy_settings = settings.to_json();
@@ -431,7 +446,7 @@ void add_adapt_command(CLI::App& app) {
             return std::nullopt;
           });
     }
-    const int cpu_threads = target->device == "cpu" ? target->threads : 1;
+    const int cpu_threads = target.device == "cpu" ? target.threads : 1;
     LocalPool lp;
     lp.threads = cpu_threads;
     lp.workers =
@@ -547,18 +562,32 @@ void add_adapt_command(CLI::App& app) {
       md << "\n## Pareto front: validation accuracy against " << x_metric << "\n\n"
          << "The searched architectures no other beats on both (over every trained candidate; "
             "the chosen one marked). Accuracy is the search's validation figure.\n\n"
-         << "| | trial | validation | " << x_metric << " | params | architecture |\n"
+         << "| | trial | validation | " << x_metric << " | "
+         << (x_metric == "params" ? "MACs" : "params") << " | architecture |\n"
          << "|---|---|---|---|---|---|\n";
       const db::Metric xm = x_metric == "latency_ms" ? db::Metric::latency_ms
                             : x_metric == "macs"     ? db::Metric::macs
                                                      : db::Metric::params;
-      for (const db::TrialRow& t : db::pareto(conn, experiment, xm)) {
+      std::vector<db::TrialRow> front = db::pareto(conn, experiment, xm);
+      const bool on_front = std::any_of(front.begin(), front.end(),
+                                        [&](const db::TrialRow& t) { return t.number == r.trial; });
+      if (!on_front) {
+        // Another constraint kept it off the front: it is shown all the same.
+        const db::TrialDetail chosen = db::trial(conn, experiment, r.trial);
+        front.push_back(chosen.trial);
+      }
+      for (const db::TrialRow& t : front) {
         const auto xv = t.value(xm);
-        md << "| " << (t.number == r.trial ? "**chosen**" : "") << " | " << t.number << " | "
-           << (t.val_acc ? percent(*t.val_acc) : "-") << " | "
+        md << "| "
+           << (t.number != r.trial ? ""
+               : on_front          ? "**chosen**"
+                                   : "**chosen** (not on the front: a trial better on both "
+                                     "breaks another constraint)")
+           << " | " << t.number << " | " << (t.val_acc ? percent(*t.val_acc) : "-") << " | "
            << (xv ? fixed(*xv, x_metric == "latency_ms" ? "%.3f" : "%.0f") : "-") << " | "
-           << (t.params ? std::to_string(*t.params) : "-") << " | " << cell_code(t.arch_key)
-           << " |\n";
+           << (x_metric == "params" ? (t.macs ? std::to_string(*t.macs) : "-")
+                                    : (t.params ? std::to_string(*t.params) : "-"))
+           << " | " << cell_code(t.arch_key) << " |\n";
       }
       md << "\nThe chosen model is the best by validation accuracy of those that meet the "
             "constraints (trial "
@@ -571,14 +600,17 @@ void add_adapt_command(CLI::App& app) {
          << " of them held out for validation in the search), " << split.test.size()
          << " for the test.\n\n";
       md << "## Warm start\n\n";
-      if (f->no_warm_start) {
-        md << "None (`--no-warm-start`): every architecture sampled.\n";
-      } else {
+      if (!warm.sources.empty() || (!existing && !f->no_warm_start)) {
         for (const auto& s : warm.sources)
           md << "- `" << s.experiment << "`, similarity " << fixed(s.similarity, "%.2f") << ": "
              << s.archs.size() << " architecture(s)\n";
         md << "- the portfolio: " << kPortfolio.size() << " architectures\n\n"
            << settings.initial.size() << " asked first, in that order.\n";
+      } else if (!settings.initial.empty()) {
+        md << "Those of the experiment's first run: " << settings.initial.size()
+           << " architecture(s) asked first.\n";
+      } else {
+        md << "None (`--no-warm-start`): every architecture sampled.\n";
       }
       return md.str();
     };

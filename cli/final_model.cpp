@@ -87,7 +87,7 @@ FinalResult retrain_and_export(const Space& space, const FinalOptions& o,
     if (!target)
       throw Error("latency device", "'" + o.latency_device + "' is not cpu:THREADS or cuda:N");
     auto be = make_backend(target->device, target->threads);
-    r.latency_ms = measure_latency(model, *be, 50).batch1_ms;
+    r.latency_ms = measure_latency(model, *be, 50, false).batch1_ms;
     r.latency_device = o.latency_device;
   } else {
     r.latency_device = "cpu:" + std::to_string(report.latency.threads);

@@ -216,6 +216,9 @@ ControllerSummary run_local_search(db::Store& store, const Space& space, Strateg
       throw;
     }
   }
+  // The search is over: local workers have no one else to work for, even
+  // if a goodbye was lost.
+  for (auto& w : pool) w->request_stop();
   for (auto& t : threads_of_pool) t.join();
   display.finish();
   if (!s.error.empty())

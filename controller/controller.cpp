@@ -930,6 +930,10 @@ struct Controller::Impl {
       send(identity,
            proto::encode(proto::Type::bye,
                          {{"reason", summary.stopped ? "search stopped" : "search finished"}}));
+    // The goodbyes are queued, not sent: closing with linger 0 could drop
+    // them, and a worker that never hears one waits for the controller to
+    // come back. Up to a second for them to leave.
+    socket.set(zmq::sockopt::linger, 1000);
     return summary;
   }
 

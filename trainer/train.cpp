@@ -335,11 +335,12 @@ double evaluate(Model& model, Backend& backend, const data::Dataset& ds,
   return e.accuracy(ds, indices);
 }
 
-Latency measure_latency(Model& model, Backend& backend, int runs) {
+Latency measure_latency(Model& model, Backend& backend, int runs, bool batch64) {
   Latency lat;
   lat.threads = backend.threads();
   lat.runs = std::max(runs, 1);
   for (int b : {1, 64}) {
+    if (b == 64 && !batch64) break;
     auto net = backend.compile(model, b, NetMode::latency, {});
     const size_t n =
         static_cast<size_t>(b) * static_cast<size_t>(model.graph().input_shape().elements());

@@ -100,8 +100,10 @@ TrainSplit train_split(const LayerGraph& g, const Recipe& recipe, const data::Tr
 double evaluate(Model& model, Backend& backend, const data::Dataset& ds,
                 std::span<const uint32_t> indices, const data::Normalization& norm, int batch);
 
-// Median inference time at batch 1 and 64 with batch norm folded, after warm-up.
-Latency measure_latency(Model& model, Backend& backend, int runs);
+// Median inference time at batch 1 and 64 with batch norm folded, after
+// warm-up; without batch64, batch 1 alone (batch64_ms stays 0): the
+// deployment figure, at a 64th of the cost.
+Latency measure_latency(Model& model, Backend& backend, int runs, bool batch64 = true);
 
 // The model's parameters and running statistics as checkpoint tensors.
 std::vector<TensorView> checkpoint_views(const Model& model);

@@ -32,6 +32,17 @@ class CpuRunner final : public TrialRunner {
                    const std::function<bool()>& cancelled) override {
     TrialOutcome out;
     try {
+      // Checked before training: a target this worker cannot measure on.
+      std::optional<LatencyDevice> latency_target;
+      if (!req.latency_device.empty()) {
+        latency_target = parse_latency_device(req.latency_device);
+        if (!latency_target)
+          throw Error("latency_device",
+                      "'" + req.latency_device + "' is not cpu:THREADS or cuda:N");
+        if (latency_target->device != "cpu" && !built_with_gpu_backend())
+          throw std::runtime_error("this worker has no GPU backend to measure latency on " +
+                                   req.latency_device + " (another worker may)");
+      }
       const Space space =
           Space::from_json(req.space, "trial " + std::to_string(req.trial) + " space");
       const Arch arch = space.parse_key(req.arch);
@@ -158,20 +169,11 @@ class CpuRunner final : public TrialRunner {
       nlohmann::json m = r.to_json();
       m.erase("epochs");
       if (!req.latency_device.empty()) {
-        // The deployment target's latency, not the training device's: a GPU
-        // worker measures a CPU target on its own CPU threads, and a CPU
-        // worker cannot measure a GPU target (another worker may).
-        const auto target = parse_latency_device(req.latency_device);
-        if (!target)
-          throw Error("latency_device",
-                      "'" + req.latency_device + "' is not cpu:THREADS or cuda:N");
-        if (target->device != "cpu" && !built_with_gpu_backend())
-          throw std::runtime_error("this worker has no GPU backend to measure latency on " +
-                                   req.latency_device);
-        auto be = make_backend(target->device, target->threads);
-        const Latency lat = measure_latency(model, *be, 30);
-        m["latency_ms"] = lat.batch1_ms;
-        m["latency_ms_b64"] = lat.batch64_ms;
+        // The deployment target's latency at batch 1, not the training
+        // device's: a GPU worker measures a CPU target on its own CPU threads.
+        auto be = make_backend(latency_target->device, latency_target->threads);
+        m["latency_ms"] = measure_latency(model, *be, 30, false).batch1_ms;
+        m.erase("latency_ms_b64");
         m["latency_device"] = req.latency_device;
       }
       if (out.metrics.contains("resume_refused"))

@@ -108,6 +108,12 @@ TEST_CASE("adapt: a customer folder is validated, searched under a cap, exported
   // 2. Without the tiny class it runs: the corrupt files and the train-side
   //    copies are left out, the search keeps the cap, and the export follows.
   fs::remove_all(data / "tiny");
+  // With --strict an unreadable file stops the run instead of being left out.
+  const auto strict = run_minas("adapt --data " + data.string() + common +
+                                " --strict --budget 2m --out " + dir.file("o-strict"));
+  CHECK(strict.status != 0);
+  CHECK_MESSAGE(contains(strict.out, (data / "bag" / "truncated.png").string()), strict.out);
+  CHECK(contains(strict.out, "cannot be used"));
   const std::string out = dir.file("o2");
   const auto run = run_minas("adapt --data " + data.string() + common +
                              " --budget 2m --name customer --out " + out);
@@ -125,13 +131,14 @@ TEST_CASE("adapt: a customer folder is validated, searched under a cap, exported
     CHECK_MESSAGE(fs::exists(fs::path(out) / f), f);
   const std::string report = slurp(fs::path(out) / "report.md");
   for (const char* part : {"## Constraints", "## Confusion matrix (test set)", "## Pareto front",
-                           "**chosen**", "## Reproduce", "minas adapt --data", "--max-params 100000",
-                           "accepted by ONNX's checker", "## Warm start"})
+                           "**chosen**", "## Reproduce", "minas adapt --data",
+                           "--max-params 100000", "accepted by ONNX's checker", "## Warm start"})
     CHECK_MESSAGE(contains(report, part), part);
   {
     minas::db::Store store = minas::db::Store::open(db, minas::db::OpenMode::ReadOnly);
-    CHECK(store.data_reports().size() == 2);
-    CHECK(store.data_reports()[1].usable);
+    CHECK(store.data_reports().size() == 3);  // the first run's, --strict's, and this one's
+    CHECK_FALSE(store.data_reports()[1].usable);
+    CHECK(store.data_reports()[2].usable);
     CHECK(store.latency_measurements("cpu:1", "").empty());  // kept by host name, not ""
   }
 
@@ -176,6 +183,8 @@ TEST_CASE("adapt: bad arguments and unreadable folders are clear errors") {
             "--budget 2x: unknown unit 'x'"},
            {"adapt --data " + dir.path.string() + " --max-params -5" + db, "--max-params"},
            {"adapt --data " + dir.path.string() + " --latency-ms 0" + db, "--latency-ms"},
+           {"adapt --data " + dir.path.string() + " --out " + dir.file("out") + db,
+            "is inside the customer's folder"},
        }) {
     const auto r = run_minas(c.args);
     CHECK_MESSAGE(r.status != 0, c.args);

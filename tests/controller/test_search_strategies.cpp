@@ -40,6 +40,10 @@ ControllerSummary run_search(Search& search, const ExperimentConfig& cfg,
         std::make_unique<Worker>(worker_options(controller.endpoint(), name, runner, slots)));
   for (auto& w : workers) threads.emplace_back([&w] { w->run(); });
   const ControllerSummary s = controller.run();
+  // A worker that took the controller for lost while it was busy (refusing
+  // candidates, say) reconnects under a new identity and misses the goodbye:
+  // it would wait for the controller to come back.
+  for (auto& w : workers) w->request_stop();
   for (auto& t : threads) t.join();
   return s;
 }
@@ -213,6 +217,25 @@ TEST_CASE("strategies in the loop: a MACs limit refuses candidates before any tr
   CHECK(q.column_int64(0) == 40);  // the refused ones never became trials
   CHECK(q.column_int64(1) <= 60000000);
   CHECK(q.column_int64(2) > 0);  // MACs come from the layer graph when a worker leaves them out
+}
+
+TEST_CASE(
+    "strategies in the loop: constraints that leave nothing stop the search with the reason") {
+  if (!have_external(nb201_table())) return;
+  Search search("nothing", "nothing", 4, "evolution");
+  search.settings.objective.max_params = 1;  // no network of the space is that small
+  search.remake();
+  ExperimentConfig cfg = search.config();
+  cfg.budget_trials = 40;
+  const ControllerSummary s = run_search(search, cfg, {{"a", 1}});
+  CHECK(s.stopped);
+  CHECK(s.done == 0);
+  CHECK(contains(s.error, "refused 100000 candidates in a row"));
+  CHECK(contains(s.error, "max_params 1"));
+  db::Store store = db::Store::open(search.path, db::OpenMode::ReadOnly);
+  const auto e = store.find_experiment("nothing");
+  REQUIRE(e);
+  CHECK(e->status == "stopped");
 }
 
 TEST_CASE("strategies in the loop: a Pareto search's front is what the store's query shows") {

@@ -419,6 +419,18 @@ TEST_CASE("objective: hard constraints, MnasNet's soft reward, Pareto cost, bad 
   CHECK_THROWS_WITH_AS(
       Objective::from_json({{"latency_weight", 0.5}, {"latency_target_ms", 1}}, "x"),
       doctest::Contains("< 0"), Error);
+  CHECK(Objective::from_json({{"latency_device", "cpu:4"}}, "x").latency_device == "cpu:4");
+  CHECK(
+      Objective::from_json(Objective::from_json({{"latency_device", "cuda:1"}}, "x").to_json(), "x")
+          .latency_device == "cuda:1");
+  CHECK_THROWS_WITH_AS(Objective::from_json({{"latency_device", "gpu"}}, "x"),
+                       doctest::Contains("x/latency_device: must be cpu:THREADS or cuda:N"), Error);
+  CHECK(parse_latency_device("cpu")->threads == 1);
+  CHECK(parse_latency_device("cpu:16")->threads == 16);
+  CHECK(parse_latency_device("cuda:007")->device == "cuda:7");
+  for (const char* bad :
+       {"cpu:0", "cpu:5000", "cpu:", "cpu:x", "cuda:", "cuda:1000", "cuda:-1", "CPU", "cpu:1 ", ""})
+    CHECK_MESSAGE(!parse_latency_device(bad), bad);
   CHECK_THROWS_WITH_AS(
       StrategySettings::from_json({{"name", "evolution"}, {"tournament", 20}}, "s"),
       doctest::Contains("s/tournament"), Error);

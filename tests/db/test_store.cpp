@@ -176,6 +176,10 @@ const std::vector<std::pair<std::string, std::string>>& sample_rows() {
       {"data_reports",
        "INSERT INTO data_reports (experiment, location, usable, fingerprint, report, created_at) "
        "VALUES ('old', '/data/x', 1, '{}', '{}', 5.0)"},
+      {"latency_measurements",
+       "INSERT INTO latency_measurements (target, host, space_ref, arch_key, measured_ms, "
+       "predicted_ms, experiment, created_at) VALUES ('cpu:1', 'h', 'small', 'k', 0.5, NULL, "
+       "'old', 6.0)"},
   };
   return rows;
 }

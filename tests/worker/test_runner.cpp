@@ -80,6 +80,34 @@ TEST_CASE("runner: the CPU runner trains, reports each epoch, and fails cleanly 
   CHECK(c.kind == TrialOutcome::Kind::cancelled);
 }
 
+TEST_CASE("runner: latency is measured on the request's latency device, not the training one") {
+  const test::TempDir dir("runner-latency");
+  write_folder(dir.path.string(), 200);
+  auto runner = make_cpu_runner();
+  TrialRequest r = request(dir.path.string());
+  r.fidelity = 1;
+  r.threads = 2;  // trains on two threads
+  r.latency_device = "cpu:1";
+  const TrialOutcome ok = runner->run(
+      r, [](int, const nlohmann::json&) {}, [] { return false; });
+  REQUIRE(ok.kind == TrialOutcome::Kind::done);
+  CHECK(ok.metrics["latency_device"] == "cpu:1");
+  CHECK(ok.metrics["latency_ms"].get<double>() > 0);
+  // Without one, the latency is the training device's and no device is named.
+  r.latency_device.clear();
+  const TrialOutcome plain = runner->run(
+      r, [](int, const nlohmann::json&) {}, [] { return false; });
+  REQUIRE(plain.kind == TrialOutcome::Kind::done);
+  CHECK_FALSE(plain.metrics.contains("latency_device"));
+  CHECK(plain.metrics["latency_ms"].get<double>() > 0);
+  // A device this worker cannot measure on fails the attempt, naming it.
+  r.latency_device = "tpu:0";
+  const TrialOutcome bad = runner->run(
+      r, [](int, const nlohmann::json&) {}, [] { return false; });
+  CHECK(bad.kind == TrialOutcome::Kind::failed);
+  CHECK(test::contains(bad.reason, "tpu:0"));
+}
+
 TEST_CASE("runner: the CPU runner hands over its state at an epoch and continues from it exactly") {
   const test::TempDir dir("runner-state");
   write_folder(dir.path.string(), 200);
