@@ -11,6 +11,14 @@
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
+# Two fixes to the carried packages' pkg-config files (found on the GPU
+# machine): stb.pc names prefix /usr, not where the package was unpacked, and
+# libzmq.pc's Requires.private names packages whose .pc files are not carried.
+pc=/opt/devdeps/usr/lib/x86_64-linux-gnu/pkgconfig
+if [[ -d $pc ]]; then
+  [[ -f $pc/stb.pc ]] && sed -i 's|^prefix=/usr$|prefix=/opt/devdeps/usr|' "$pc/stb.pc"
+  sed -i '/^Requires.private/d' "$pc"/*.pc
+fi
 out=${OUT:-/tmp/minas-gpu-adapt}
 mkdir -p "$out"
 build=build-gpu
