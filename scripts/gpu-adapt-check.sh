@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On a GPU machine prepared as in shared/device/README.md (the command starts
 # with `source .devdeps/env.sh &&`; pack with EXTRA_DEBS as scripts/gpu-check.sh
-# says, plus libstb0 libstb-dev): builds minas with the GPU backend, runs the
+# says): builds minas with the GPU backend, runs the
 # GPU tests, then minas adapt twice on a small customer folder (four
 # Fashion-MNIST classes as PNG files):
 #   1. trained on the GPU, latency constrained and measured on the GPU (--target cuda:0);
@@ -11,14 +11,7 @@
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
-# Two fixes to the carried packages' pkg-config files (found on the GPU
-# machine): stb.pc names prefix /usr, not where the package was unpacked, and
-# libzmq.pc's Requires.private names packages whose .pc files are not carried.
-pc=/opt/devdeps/usr/lib/x86_64-linux-gnu/pkgconfig
-if [[ -d $pc ]]; then
-  [[ -f $pc/stb.pc ]] && sed -i 's|^prefix=/usr$|prefix=/opt/devdeps/usr|' "$pc/stb.pc"
-  sed -i '/^Requires.private/d' "$pc"/*.pc
-fi
+bash scripts/devdeps-fixes.sh
 out=${OUT:-/tmp/minas-gpu-adapt}
 mkdir -p "$out"
 build=build-gpu

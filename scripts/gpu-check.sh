@@ -7,11 +7,12 @@
 # there too. Takes a few minutes; CUDA_ARCH (default 90, Hopper) picks the
 # GPU generation to compile for. The build needs ONNX and protobuf beyond the
 # packages shared/device/pack.sh carries by default: pack with
-#   EXTRA_DEBS="libonnx1 libonnx-dev libonnxifi libprotobuf32 libprotobuf-lite32 libprotobuf-dev" \
+#   EXTRA_DEBS="libonnx1 libonnx-dev libonnxifi libprotobuf32 libprotobuf-lite32 libprotobuf-dev libstb0 libstb-dev" \
 #     bash ../shared/device/pack.sh
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
+bash scripts/devdeps-fixes.sh
 out=${OUT:-/tmp/minas-gpu-check}
 mkdir -p "$out"
 build=build-gpu
