@@ -73,23 +73,6 @@ std::string host_name() {
   return name;
 }
 
-std::string fixed(double v, const char* format) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, format, v);
-  return buf;
-}
-
-std::string percent(double v) {
-  return fixed(100 * v, "%.2f%%");
-}
-
-// An architecture key in a markdown table cell: its '|' would end the cell.
-std::string cell_code(const std::string& key) {
-  std::string out = "`";
-  for (char c : key) out += c == '|' ? std::string("\\|") : std::string(1, c);
-  return out + "`";
-}
-
 // The test folder's classes must be the training data's; its labels are
 // renumbered to the training data's class order.
 void merge_test(adapt::Source& train, adapt::Source test) {
@@ -189,7 +172,7 @@ adapt::LatencyModel calibrate_latency(db::Store& store, const Space& space,
   adapt::LatencyModel model = adapt::LatencyModel::fit(features, measured);
   log_line("adapt", "latency model for " + target_text + ": " + std::to_string(model.samples()) +
                         " measurements, median relative error " +
-                        fixed(100 * model.median_relative_error(), "%.1f%%"));
+                        report_number(100 * model.median_relative_error(), "%.1f%%"));
   return model;
 }
 
@@ -401,8 +384,8 @@ void add_adapt_command(CLI::App& app) {
       }
       for (const auto& s : warm.sources)
         log_line("adapt", "warm start from '" + s.experiment + "' (similarity " +
-                              fixed(s.similarity, "%.2f") + "): " + std::to_string(s.archs.size()) +
-                              " architecture(s)");
+                              report_number(s.similarity, "%.2f") +
+                              "): " + std::to_string(s.archs.size()) + " architecture(s)");
       log_line("adapt",
                std::to_string(settings.initial.size()) + " warm-start architecture(s) asked first");
     }
@@ -441,8 +424,8 @@ void add_adapt_command(CLI::App& app) {
               predictions.ms[space.key(a)] = ms;
             }
             if (ms > limit)
-              return "predicted latency " + fixed(ms, "%.3g") + " ms > 1.25 x max_latency_ms " +
-                     fixed(f->latency_ms, "%.3g");
+              return "predicted latency " + report_number(ms, "%.3g") +
+                     " ms > 1.25 x max_latency_ms " + report_number(f->latency_ms, "%.3g");
             return std::nullopt;
           });
     }
@@ -455,7 +438,7 @@ void add_adapt_command(CLI::App& app) {
     lp.who = "adapt";
     log_line("adapt", "search: " + space.ref() + ", " + std::to_string(fidelity) +
                           " epoch(s) per trial, batch " + std::to_string(batch) + ", " +
-                          fixed(cfg.budget_seconds, "%.0f") + " s");
+                          report_number(cfg.budget_seconds, "%.0f") + " s");
     const ControllerSummary s = run_local_search(store, space, *strategy, cfg, lp);
     if (s.stopped && stop_requested()) {
       std::printf("%s\n", nlohmann::json({{"experiment", name}, {"stopped", true}}).dump().c_str());
@@ -509,16 +492,17 @@ void add_adapt_command(CLI::App& app) {
     fo.constraints = constraints;
     fo.latency_device = target_text;
     log_line("adapt", "final training of the best architecture that meets the constraints, " +
-                          fixed(std::max(10.0, left * 0.9), "%.0f") + " s at most");
+                          report_number(std::max(10.0, left * 0.9), "%.0f") + " s at most");
     const std::string x_metric = f->latency_ms > 0 ? "latency_ms" : f->max_macs ? "macs" : "params";
     auto more = [&](const FinalResult& r) {
       std::ostringstream md;
       md << "## Constraints\n\n| constraint | limit | final model | margin | met |\n"
          << "|---|---|---|---|---|\n";
       auto row = [&](const std::string& what, double limit, double value, const char* fmt) {
-        md << "| " << what << " | " << fixed(limit, fmt) << " | " << fixed(value, fmt) << " | "
-           << fixed(limit - value, fmt) << " (" << fixed(100 * (limit - value) / limit, "%.1f")
-           << "%) | " << (value <= limit ? "yes" : "**no**") << " |\n";
+        md << "| " << what << " | " << report_number(limit, fmt) << " | "
+           << report_number(value, fmt) << " | " << report_number(limit - value, fmt) << " ("
+           << report_number(100 * (limit - value) / limit, "%.1f") << "%) | "
+           << (value <= limit ? "yes" : "**no**") << " |\n";
       };
       if (f->latency_ms > 0)
         row("latency ms, batch 1, " + target_text, f->latency_ms, r.latency_ms, "%.3f");
@@ -538,9 +522,10 @@ void add_adapt_command(CLI::App& app) {
            << latency_error["refused_before_training"] << " candidate(s) before training; against "
            << latency_error["measured"] << " trained candidates measured on the target its "
            << "median relative error was "
-           << fixed(100 * latency_error["median_relative_error"].get<double>(), "%.1f")
+           << report_number(100 * latency_error["median_relative_error"].get<double>(), "%.1f")
            << "% (largest "
-           << fixed(100 * latency_error["max_relative_error"].get<double>(), "%.1f") << "%).\n\n";
+           << report_number(100 * latency_error["max_relative_error"].get<double>(), "%.1f")
+           << "%).\n\n";
       md << "## Confusion matrix (test set)\n\nRows: the true class; columns: the predicted "
             "class.\n\n| true \\ predicted |";
       for (const auto& c : src.classes) md << " " << c << " |";
@@ -556,7 +541,7 @@ void add_adapt_command(CLI::App& app) {
              << (p == t ? "**" + std::to_string(r.confusion[t][p]) + "**"
                         : std::to_string(r.confusion[t][p]))
              << " |";
-        md << " " << (total ? percent(static_cast<double>(r.confusion[t][t]) / total) : "-")
+        md << " " << (total ? report_percent(static_cast<double>(r.confusion[t][t]) / total) : "-")
            << " |\n";
       }
       md << "\n## Pareto front: validation accuracy against " << x_metric << "\n\n"
@@ -583,11 +568,11 @@ void add_adapt_command(CLI::App& app) {
                : on_front          ? "**chosen**"
                                    : "**chosen** (not on the front: a trial better on both "
                                      "breaks another constraint)")
-           << " | " << t.number << " | " << (t.val_acc ? percent(*t.val_acc) : "-") << " | "
-           << (xv ? fixed(*xv, x_metric == "latency_ms" ? "%.3f" : "%.0f") : "-") << " | "
+           << " | " << t.number << " | " << (t.val_acc ? report_percent(*t.val_acc) : "-") << " | "
+           << (xv ? report_number(*xv, x_metric == "latency_ms" ? "%.3f" : "%.0f") : "-") << " | "
            << (x_metric == "params" ? (t.macs ? std::to_string(*t.macs) : "-")
                                     : (t.params ? std::to_string(*t.params) : "-"))
-           << " | " << cell_code(t.arch_key) << " |\n";
+           << " | " << report_code(t.arch_key) << " |\n";
       }
       md << "\nThe chosen model is the best by validation accuracy of those that meet the "
             "constraints (trial "
@@ -602,8 +587,8 @@ void add_adapt_command(CLI::App& app) {
       md << "## Warm start\n\n";
       if (!warm.sources.empty() || (!existing && !f->no_warm_start)) {
         for (const auto& s : warm.sources)
-          md << "- `" << s.experiment << "`, similarity " << fixed(s.similarity, "%.2f") << ": "
-             << s.archs.size() << " architecture(s)\n";
+          md << "- `" << s.experiment << "`, similarity " << report_number(s.similarity, "%.2f")
+             << ": " << s.archs.size() << " architecture(s)\n";
         md << "- the portfolio: " << kPortfolio.size() << " architectures\n\n"
            << settings.initial.size() << " asked first, in that order.\n";
       } else if (!settings.initial.empty()) {
@@ -619,9 +604,9 @@ void add_adapt_command(CLI::App& app) {
                      (!f->max_macs || fr.macs <= f->max_macs) &&
                      (!(f->latency_ms > 0) || fr.latency_ms <= f->latency_ms);
     log_line("adapt",
-             "exported to " + fr.out + ": test accuracy " + percent(fr.test_acc) + ", " +
-                 std::to_string(fr.params) + " parameters, " + fixed(fr.latency_ms, "%.3f") +
-                 " ms on " + target_text +
+             "exported to " + fr.out + ": test accuracy " + report_percent(fr.test_acc) + ", " +
+                 std::to_string(fr.params) + " parameters, " +
+                 report_number(fr.latency_ms, "%.3f") + " ms on " + target_text +
                  (met ? "" : "; the final measurement breaks a constraint (see report.md)"));
     nlohmann::json result = {{"experiment", name},
                              {"arch", fr.arch},

@@ -21,29 +21,25 @@
 #include "trainer/train.h"
 
 namespace minas::cli {
-namespace {
 
-std::string percent(std::optional<double> v) {
+std::string report_percent(std::optional<double> v) {
   if (!v) return "-";
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.2f%%", 100.0 * *v);
   return buf;
 }
 
-// An architecture key in a markdown table cell: its '|' would end the cell.
-std::string cell_code(const std::string& key) {
+std::string report_code(const std::string& key) {
   std::string out = "`";
   for (char c : key) out += c == '|' ? std::string("\\|") : std::string(1, c);
   return out + "`";
 }
 
-std::string number(double v, const char* format = "%.0f") {
+std::string report_number(double v, const char* format) {
   char buf[64];
   std::snprintf(buf, sizeof buf, format, v);
   return buf;
 }
-
-}  // namespace
 
 FinalResult retrain_and_export(const Space& space, const FinalOptions& o,
                                const std::function<std::string(const FinalResult&)>& more_report) {
@@ -202,32 +198,32 @@ FinalResult retrain_and_export(const Space& space, const FinalOptions& o,
         "recipe on the training and validation images together and evaluated once on the test "
         "set:\n\n"
      << "| | |\n|---|---|\n"
-     << "| architecture | " << cell_code(r.arch) << " |\n"
-     << "| test accuracy | " << percent(r.test_acc) << " |\n"
-     << "| validation accuracy in the search | " << percent(r.val_acc) << " (trial " << best.number
-     << ", " << best.fidelity << " epoch(s)) |\n"
+     << "| architecture | " << report_code(r.arch) << " |\n"
+     << "| test accuracy | " << report_percent(r.test_acc) << " |\n"
+     << "| validation accuracy in the search | " << report_percent(r.val_acc) << " (trial "
+     << best.number << ", " << best.fidelity << " epoch(s)) |\n"
      << "| parameters | " << r.params << " |\n"
      << "| MACs per image | " << r.macs << " |\n"
-     << "| latency, batch 1, " << r.latency_device << " | " << number(r.latency_ms, "%.3f")
+     << "| latency, batch 1, " << r.latency_device << " | " << report_number(r.latency_ms, "%.3f")
      << " ms |\n"
      << "| final training | " << report.epochs.size() << " epoch(s) of at most " << recipe.epochs
-     << ", " << number(r.train_seconds, "%.1f") << " s |\n\n"
+     << ", " << report_number(r.train_seconds, "%.1f") << " s |\n\n"
      << "Files: `arch.json` (the architecture), `model.ckpt` (the weights, a minas "
         "checkpoint), `model.json` (input, normalization and classes, for `minas predict`), "
         "`model.onnx` (ONNX opset 14, accepted by ONNX's checker; on "
      << r.onnx_checked << " test images its logits, computed by an ONNX evaluator of our own, "
-     << "are the runtime's within " << number(r.onnx_max_diff, "%.2g") << ").\n\n"
+     << "are the runtime's within " << report_number(r.onnx_max_diff, "%.2g") << ").\n\n"
      << "## Best so far during the search\n\n"
      << "| trials finished | seconds | best validation accuracy | trial |\n|---|---|---|---|\n";
   for (const auto& p : curve)
-    md << "| " << p.trials << " | " << number(p.seconds) << " | " << percent(p.best) << " | "
-       << p.number << " |\n";
+    md << "| " << p.trials << " | " << report_number(p.seconds) << " | " << report_percent(p.best)
+       << " | " << p.number << " |\n";
   md << "\n## Top 5 by validation accuracy\n\n"
      << "| trial | validation | params | MACs | architecture |\n|---|---|---|---|---|\n";
   for (const auto& t : top)
-    md << "| " << t.number << " | " << percent(t.val_acc) << " | "
+    md << "| " << t.number << " | " << report_percent(t.val_acc) << " | "
        << (t.params ? std::to_string(*t.params) : "-") << " | "
-       << (t.macs ? std::to_string(*t.macs) : "-") << " | " << cell_code(t.arch_key) << " |\n";
+       << (t.macs ? std::to_string(*t.macs) : "-") << " | " << report_code(t.arch_key) << " |\n";
   if (more_report) md << "\n" << more_report(r);
   md << "\n## Reproduce\n\n"
      << "In a store that does not hold this experiment (with the same --db and --name, the "

@@ -8,6 +8,7 @@
 // and architecture, the input shape, the normalization, the class names).
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -44,6 +45,13 @@ struct FinalResult {
   // confusion[true class][predicted class] over the test set.
   std::vector<std::vector<int64_t>> confusion;
 };
+
+// Markdown pieces of the reports: a fraction as a percentage with two
+// decimals ("-" when absent); an architecture key as code in a table cell
+// (its '|' escaped, or it would end the cell); a number by printf format.
+std::string report_percent(std::optional<double> fraction);
+std::string report_code(const std::string& key);
+std::string report_number(double v, const char* format = "%.0f");
 
 // Throws Error when the experiment has no finished trial (that meets the
 // constraints). `more_report`, when given, returns markdown sections put in
