@@ -453,17 +453,18 @@ void add_adapt_command(CLI::App& app) {
     if (latency_model) {
       std::vector<double> rel;
       for (const db::TrialRow& t : db::top_k(conn, experiment, db::Metric::val_acc, 1000000)) {
-        if (!t.latency_ms || !(*t.latency_ms > 0)) continue;
+        // This run's trials: each was predicted as it was asked (an earlier
+        // run of a continued experiment has recorded its own).
+        const auto p = predictions.ms.find(t.arch_key);
+        if (p == predictions.ms.end() || !t.latency_ms || !(*t.latency_ms > 0)) continue;
         db::LatencyMeasurement m;
         m.target = target_text;
         m.host = host_name();
         m.space_ref = space.ref();
         m.arch_key = t.arch_key;
         m.measured_ms = *t.latency_ms;
-        if (auto p = predictions.ms.find(t.arch_key); p != predictions.ms.end()) {
-          m.predicted_ms = p->second;
-          rel.push_back(std::fabs(p->second - *t.latency_ms) / *t.latency_ms);
-        }
+        m.predicted_ms = p->second;
+        rel.push_back(std::fabs(p->second - *t.latency_ms) / *t.latency_ms);
         m.experiment = name;
         m.created_at = unix_now();
         store.add_latency_measurement(m);
