@@ -434,7 +434,9 @@ void add_adapt_command(CLI::App& app) {
     lp.threads = cpu_threads;
     lp.workers =
         f->workers > 0 ? f->workers : std::max(1, detect_slots().front().threads / cpu_threads);
-    lp.devices = f->devices;
+    // A GPU target is measured by a worker with that GPU: without --devices,
+    // the local worker trains there too.
+    lp.devices = f->devices.empty() && target.device != "cpu" ? target.device : f->devices;
     lp.who = "adapt";
     log_line("adapt", "search: " + space.ref() + ", " + std::to_string(fidelity) +
                           " epoch(s) per trial, batch " + std::to_string(batch) + ", " +

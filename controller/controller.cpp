@@ -47,6 +47,9 @@ struct WorkerState {
   std::set<int64_t> trials;
   std::set<std::string> free;  // slots that said ready and have no attempt of ours
   bool has_space = false;      // sent the space document on this connection
+  // It has the GPU the experiment's latency is measured on (objective's
+  // latency_device cuda:N); always true for a CPU latency device or none.
+  bool can_measure = true;
 };
 
 struct Ack {
@@ -385,6 +388,7 @@ struct Controller::Impl {
     auto w = workers.find(worker);
     if (w == workers.end()) return;
     const size_t k = static_cast<size_t>(std::max(1, config.gpus_per_trial));
+    if (!w->second.can_measure) return;
     while (w->second.free.size() >= k) {
       const auto q = next_trial();
       if (!q) {
@@ -614,6 +618,17 @@ struct Controller::Impl {
     if (w.slots < config.gpus_per_trial)
       log("worker " + w.name + " has " + std::to_string(w.slots) + " slot(s) and a trial needs " +
           std::to_string(config.gpus_per_trial) + " of one worker: it gets no trials");
+    // Latency on a GPU target is measured by a worker that has that GPU.
+    const std::string& gpu = config.objective.latency_device;
+    w.can_measure = gpu.rfind("cuda:", 0) != 0;
+    for (const auto& s : b["slots"])
+      if (s.is_object() && s.contains("id") && s["id"].is_string()) {
+        const std::string id = s["id"].get<std::string>();
+        w.can_measure |= id == gpu || id.rfind(gpu + ".", 0) == 0;
+      }
+    if (!w.can_measure)
+      log("worker " + w.name + " has no " + gpu +
+          ", where this experiment measures latency: it gets no trials");
     send(identity, proto::encode(proto::Type::welcome, {{"worker_id", id},
                                                         {"heartbeat_ms", opt.heartbeat_ms},
                                                         {"liveness", opt.liveness}}));

@@ -238,6 +238,20 @@ TEST_CASE(
   CHECK(e->status == "stopped");
 }
 
+TEST_CASE("strategies in the loop: a GPU latency device gives trials only to workers with that GPU") {
+  if (!have_external(nb201_table())) return;
+  Search search("gpu-latency", "gpu-latency", 4, "evolution");
+  search.settings.objective.latency_device = "cuda:0";
+  search.remake();
+  ExperimentConfig cfg = search.config();
+  cfg.budget_trials = 10;
+  cfg.budget_seconds = 1.5;  // CPU workers only: nothing can be measured, the budget ends it
+  const ControllerSummary s = run_search(search, cfg, {{"a", 2}});
+  CHECK(s.stopped);
+  CHECK(s.done == 0);
+  CHECK(count(search.path).trials == 0);
+}
+
 TEST_CASE("strategies in the loop: a Pareto search's front is what the store's query shows") {
   if (!have_external(nb201_table())) return;
   Search search("pareto", "pareto", 5, "evolution");
