@@ -104,26 +104,6 @@ void write_text(const fs::path& path, const std::string& text) {
   if (!f) throw Error(path.string(), "cannot write");
 }
 
-// The command line that runs this adaptation again.
-std::string reproduce_command(const CLI::App& cmd, const AdaptFlags& f) {
-  std::string line = "minas adapt";
-  bool seed = false, budget = false;
-  for (const CLI::Option* o : cmd.get_options()) {
-    const std::string name = o->get_single_name();
-    if (o->count() == 0 || name == "help") continue;
-    seed |= name == "seed";
-    budget |= name == "budget";
-    if (o->get_type_size_max() == 0 || o->get_expected_max() == 0) {
-      if (o->as<bool>()) line += " --" + name;
-      continue;
-    }
-    for (const std::string& v : o->results()) line += " --" + name + " " + shell_word(v);
-  }
-  if (!seed) line += " --seed " + std::to_string(f.seed);
-  if (!budget) line += " --budget " + shell_word(f.budget);
-  return line;
-}
-
 // The latency model of a target on this host, calibrated by the store's
 // measurements of that target here; when there are fewer than `needed`, the
 // portfolio and random architectures of `space` are measured first (and kept
@@ -490,7 +470,7 @@ void add_adapt_command(CLI::App& app) {
     const double left = budget - spent - elapsed();
     fo.recipe.set("time_budget_s", std::to_string(std::max(10.0, left * 0.9)), "final training");
     fo.recipe.set("threads", std::to_string(detect_slots().front().threads), "final training");
-    fo.reproduce = reproduce_command(*ad, *f);
+    fo.reproduce = reproduce_line(*ad, "minas adapt", {}, f->seed, f->budget);
     fo.class_names = src.classes;
     fo.constraints = constraints;
     fo.latency_device = target_text;

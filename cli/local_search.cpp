@@ -130,6 +130,29 @@ std::string shell_word(const std::string& w) {
   return q + "'";
 }
 
+std::string reproduce_line(const CLI::App& cmd, const std::string& program,
+                           const std::vector<std::string>& skip, uint64_t seed,
+                           const std::string& budget) {
+  std::string line = program;
+  bool has_seed = false, has_budget = false;
+  for (const CLI::Option* o : cmd.get_options()) {
+    const std::string name = o->get_single_name();
+    if (o->count() == 0 || name == "help" ||
+        std::find(skip.begin(), skip.end(), name) != skip.end())
+      continue;
+    has_seed |= name == "seed";
+    has_budget |= name == "budget";
+    if (o->get_type_size_max() == 0 || o->get_expected_max() == 0) {
+      if (o->as<bool>()) line += " --" + name;
+      continue;
+    }
+    for (const std::string& v : o->results()) line += " --" + name + " " + shell_word(v);
+  }
+  if (!has_seed) line += " --seed " + std::to_string(seed);
+  if (!has_budget) line += " --budget " + shell_word(budget);
+  return line;
+}
+
 std::string default_experiment_name(const std::string& prefix) {
   char name[64];
   const std::time_t t = std::time(nullptr);

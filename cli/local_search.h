@@ -3,7 +3,11 @@
 // controller and a pool of local workers in one process, over an ipc socket
 // in a private folder), its progress line, stopping on Ctrl-C or SIGTERM, and
 // the small pieces of their command lines (durations, shell words, names).
+#include <cstdint>
 #include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
 
 #include "controller/controller.h"
 #include "controller/strategy.h"
@@ -19,6 +23,13 @@ double parse_duration(const std::string& text, const std::string& flag);
 void log_line(const std::string& who, const std::string& line);
 // A word as the shell reads it back: as is when plain, else in single quotes.
 std::string shell_word(const std::string& w);
+// The command line that runs `program` ("minas search") again: every option
+// of `cmd` that was given (flags only when true: an experiment file's false
+// sets nothing), values shell-quoted, those named in `skip` left out; then
+// --seed and --budget with the values used when they were not given.
+std::string reproduce_line(const CLI::App& cmd, const std::string& program,
+                           const std::vector<std::string>& skip, uint64_t seed,
+                           const std::string& budget);
 // PREFIX-YYYYMMDD-HHMMSS, local time.
 std::string default_experiment_name(const std::string& prefix);
 

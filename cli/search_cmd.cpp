@@ -192,30 +192,6 @@ std::string search_params_markdown(CLI::App& cmd) {
   return md;
 }
 
-// The command line that runs this search again: every option given (on the
-// command line, or as an experiment file's field, which sets the option too),
-// the experiment file itself for what only a file holds (strategy_settings,
-// objective, asha), and the seed and budget even when left at their defaults.
-std::string reproduce_command(const CLI::App& cmd, const SearchFlags& f) {
-  std::string line = "minas search";
-  bool seed = false, budget = false;
-  for (const CLI::Option* o : cmd.get_options()) {
-    const std::string name = o->get_single_name();
-    if (o->count() == 0 || name == "help" || name == "resume" || name == "params-markdown")
-      continue;
-    seed |= name == "seed";
-    budget |= name == "budget";
-    if (o->get_type_size_max() == 0 || o->get_expected_max() == 0) {
-      if (o->as<bool>()) line += " --" + name;  // a file's "no_final": false sets nothing
-      continue;
-    }
-    for (const std::string& v : o->results()) line += " --" + name + " " + shell_word(v);
-  }
-  if (!seed) line += " --seed " + std::to_string(f.seed);
-  if (!budget) line += " --budget " + shell_word(f.budget);
-  return line;
-}
-
 }  // namespace
 
 void add_search_commands(CLI::App& app) {
@@ -458,7 +434,11 @@ void add_search_commands(CLI::App& app) {
       // evaluation and export after it take a few seconds more.
       fo.recipe.set("time_budget_s", std::to_string(std::max(10.0, left * 0.9)), "final training");
       fo.recipe.set("threads", std::to_string(cores), "final training");
-      fo.reproduce = reproduce_command(*sr, *sf);
+      // An experiment file's fields set the options, so they are in the line;
+      // --experiment itself stays for what only a file holds (strategy
+      // settings, objective, asha).
+      fo.reproduce =
+          reproduce_line(*sr, "minas search", {"resume", "params-markdown"}, sf->seed, sf->budget);
       log_line("search", "final training of the best architecture, " +
                              std::to_string(static_cast<int>(std::max(10.0, left * 0.9))) +
                              " s at most");
