@@ -16,5 +16,6 @@ void add_keygen_command(CLI::App& app);        // keygen
 void add_search_commands(CLI::App& app);       // controller, worker
 void add_predict_command(CLI::App& app);       // predict
 void add_adapt_command(CLI::App& app);         // adapt
+void add_dashboard_command(CLI::App& app);     // dashboard
 
 }  // namespace minas::cli

@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   minas::cli::add_search_commands(app);
   minas::cli::add_predict_command(app);
   minas::cli::add_adapt_command(app);
+  minas::cli::add_dashboard_command(app);
   CLI::App* bench = app.add_subcommand("bench", "Benchmarks (bench/README.md)");
   bench->require_subcommand(1);
   minas::cli::add_train_benchmarks(*bench);

@@ -150,6 +150,49 @@ CREATE TABLE latency_measurements (
 );
 CREATE INDEX latency_measurements_target ON latency_measurements (target, host);
 )sql"},
+      {6, "a change cursor on trials and per-experiment status counts kept on write", R"sql(
+-- The dashboard's live updates: every change to a trial's row (created,
+-- started, a result, a failure, a retry) gives it the next number of one
+-- store-wide sequence, so a reader asks for what changed since the last
+-- number it saw instead of reading everything again. Status counts per
+-- experiment are kept up to date by the same triggers, so an overview never
+-- counts 100,000 rows.
+CREATE TABLE change_seq (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  seq INTEGER NOT NULL
+);
+INSERT INTO change_seq (id, seq) VALUES (1, (SELECT coalesce(max(id), 0) FROM trials));
+ALTER TABLE trials ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+UPDATE trials SET seq = id;
+CREATE INDEX trials_seq ON trials (experiment_id, seq);
+
+CREATE TABLE experiment_counts (
+  experiment_id INTEGER NOT NULL REFERENCES experiments (id),
+  status TEXT NOT NULL,
+  n INTEGER NOT NULL,
+  PRIMARY KEY (experiment_id, status)
+) WITHOUT ROWID;
+INSERT INTO experiment_counts (experiment_id, status, n)
+  SELECT experiment_id, status, count(*) FROM trials GROUP BY experiment_id, status;
+
+CREATE TRIGGER trials_changed_insert AFTER INSERT ON trials BEGIN
+  UPDATE change_seq SET seq = seq + 1 WHERE id = 1;
+  UPDATE trials SET seq = (SELECT seq FROM change_seq WHERE id = 1) WHERE id = NEW.id;
+  INSERT INTO experiment_counts (experiment_id, status, n) VALUES (NEW.experiment_id, NEW.status, 1)
+    ON CONFLICT (experiment_id, status) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER trials_changed_update AFTER UPDATE OF status, attempt, worker_id, device,
+    started_at, finished_at, val_acc, test_acc, latency_ms, params, macs, train_seconds, error
+    ON trials BEGIN
+  UPDATE change_seq SET seq = seq + 1 WHERE id = 1;
+  UPDATE trials SET seq = (SELECT seq FROM change_seq WHERE id = 1) WHERE id = NEW.id;
+  UPDATE experiment_counts SET n = n - 1
+    WHERE NEW.status != OLD.status AND experiment_id = OLD.experiment_id AND status = OLD.status;
+  INSERT INTO experiment_counts (experiment_id, status, n)
+    SELECT NEW.experiment_id, NEW.status, 1 WHERE NEW.status != OLD.status
+    ON CONFLICT (experiment_id, status) DO UPDATE SET n = n + 1;
+END;
+)sql"},
   };
   return list;
 }

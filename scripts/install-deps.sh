@@ -15,6 +15,7 @@ packages=(
   zlib1g-dev
   libonnx-dev libprotobuf-dev
   libstb-dev
+  libcpp-httplib-dev libjs-chart.js
   dataset-fashion-mnist
 )
 

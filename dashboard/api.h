@@ -1,0 +1,45 @@
+#pragma once
+// The dashboard's JSON API over a read-only connection to the store: one
+// function from a path and its query parameters to a status and a body, so
+// that it is tested without a server and served by any.
+//
+// Every endpoint answers from indexes and returns a bounded number of rows:
+//   /api/experiments                       every experiment (at most 1,000): status counts, best
+//   /api/experiment?experiment=E           one experiment's overview: counts, best, budget used,
+//                                          the best-so-far curve (at most 500 points), the change
+//                                          number reached
+//   /api/trials?experiment=E[&sort=number|val_acc|finished_at|seq][&order=asc|desc]
+//              [&status=S][&after=CURSOR][&limit=N<=500]
+//                                          a page of trials, sorted on an indexed column, with the
+//                                          cursor of the next page (keyset pagination); val_acc
+//                                          sorts done trials, finished_at finished ones
+//   /api/trial?experiment=E&number=N[&points=P<=1000]
+//                                          one trial: its row, its learning curve downsampled to P
+//                                          points (default 200), its lineage and children
+//   /api/changes?experiment=E&since=SEQ[&limit=N<=500]
+//                                          the trials changed since change number SEQ, oldest
+//                                          change first, with the counts and the number reached:
+//                                          what a live page asks for instead of reloading
+//   /api/pareto?experiment=E&x=latency_ms|params|macs
+//                                          the front of validation accuracy against x, and up to
+//                                          2,000 other done trials for the scatter
+//   /api/failures?experiment=E[&limit=N<=500]   failed trials with their errors, newest first
+//   /api/workers[?experiment=E]            workers: devices, last seen, utilization
+//   /api/data_reports[?experiment=E]       validation reports of adaptation runs (at most 50)
+// A bad parameter is a 400 with {"error": "..."} naming it; an unknown experiment or trial a 404.
+#include <map>
+#include <string>
+
+#include "db/sqlite.h"
+
+namespace minas::dashboard {
+
+struct ApiResponse {
+  int status = 200;
+  std::string body;  // JSON
+};
+
+ApiResponse handle_api(db::Connection& conn, const std::string& path,
+                       const std::map<std::string, std::string>& params);
+
+}  // namespace minas::dashboard

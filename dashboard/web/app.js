@@ -1,0 +1,221 @@
+// The minas dashboard: a hash-routed page over /api (dashboard/api.h).
+// Live: the overview asks /api/changes for what changed since the last change
+// number it saw, every two seconds, and updates its counts, charts and table
+// in place (zoom and selection stay); nothing is reloaded whole.
+'use strict';
+const token = new URLSearchParams(location.search).get('token');
+const view = document.getElementById('view');
+let timer = null;
+let charts = [];
+
+async function api(path, params) {
+  const q = new URLSearchParams(params || {});
+  const headers = token ? { Authorization: 'Bearer ' + token } : {};
+  const r = await fetch('api/' + path + (q.toString() ? '?' + q : ''), { headers });
+  const body = await r.json();
+  if (!r.ok) throw new Error(body.error || r.status);
+  return body;
+}
+
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === 'onclick') e.onclick = v; else e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(c ?? ''));
+  return e;
+}
+const pct = (v) => (v === null || v === undefined ? '-' : (100 * v).toFixed(2) + '%');
+const num = (v, d) => (v === null || v === undefined ? '-' : Number(v).toFixed(d ?? 0));
+const link = (hash, text) => el('a', { href: '#' + hash }, text);
+
+function reset() {
+  if (timer) clearInterval(timer);
+  timer = null;
+  for (const c of charts) c.destroy();
+  charts = [];
+  view.replaceChildren();
+}
+
+function lineChart(canvas, label, xTitle) {
+  const c = new Chart(canvas, {
+    type: 'line',
+    data: { datasets: [{ label, data: [], stepped: true, pointRadius: 2 }] },
+    options: { animation: false, parsing: false, responsive: false,
+               scales: { x: { type: 'linear', title: { display: true, text: xTitle } },
+                         y: { title: { display: true, text: 'validation accuracy' } } } },
+  });
+  charts.push(c);
+  return c;
+}
+
+async function experiments() {
+  reset();
+  document.getElementById('where').textContent = '';
+  const list = await api('experiments');
+  const t = el('table', { id: 'experiments' },
+    el('tr', {}, ...['experiment', 'status', 'strategy', 'done', 'running', 'failed', 'best'].map((h) => el('th', {}, h))));
+  for (const e of list) {
+    t.append(el('tr', {}, el('td', {}, link('/e/' + encodeURIComponent(e.name), e.name)),
+      el('td', {}, e.status), el('td', {}, e.strategy), el('td', { class: 'num' }, e.counts.done),
+      el('td', { class: 'num' }, e.counts.running), el('td', { class: 'num' }, e.counts.failed),
+      el('td', { class: 'num' }, pct(e.best_val_acc))));
+  }
+  view.append(el('h2', {}, 'Experiments'), t);
+}
+
+async function overview(name) {
+  reset();
+  document.getElementById('where').textContent = ' / ' + name;
+  const o = await api('experiment', { experiment: name });
+  const counts = el('p', { class: 'counts', id: 'counts' });
+  const best = el('p', { id: 'best' });
+  const byTime = el('canvas', { class: 'chart', width: 520, height: 280 });
+  const byTrials = el('canvas', { class: 'chart', width: 520, height: 280 });
+  const table = el('table', { id: 'trials' });
+  view.append(el('h2', {}, name), counts, best,
+    el('div', { class: 'charts' }, byTime, byTrials),
+    el('p', {}, link('/e/' + encodeURIComponent(name) + '/pareto', 'Pareto front'), ' · ',
+      link('/e/' + encodeURIComponent(name) + '/failures', 'failures'), ' · ',
+      link('/e/' + encodeURIComponent(name) + '/workers', 'workers')),
+    el('h3', {}, 'Trials, latest changes first'), table);
+  const c1 = lineChart(byTime, 'best so far', 'seconds');
+  const c2 = lineChart(byTrials, 'best so far', 'trials finished');
+  function show(ov) {
+    const c = ov.counts;
+    counts.replaceChildren(...['total', 'done', 'running', 'queued', 'pruned', 'failed'].map(
+      (k) => el('span', { 'data-count': k }, k + ' ' + c[k])));
+    best.replaceChildren(ov.best ? el('span', {}, 'best ', pct(ov.best.val_acc), ' (trial ',
+      link('/e/' + encodeURIComponent(name) + '/t/' + ov.best.number, String(ov.best.number)), ') ',
+      el('code', {}, ov.best.arch)) : 'no finished trial yet');
+    c1.data.datasets[0].data = ov.best_so_far.map((p) => ({ x: p.seconds, y: p.best }));
+    c2.data.datasets[0].data = ov.best_so_far.map((p) => ({ x: p.trials, y: p.best }));
+    c1.update('none');
+    c2.update('none');
+  }
+  show(o);
+  // The table: the latest changed trials; rows are replaced in place by number.
+  const rows = new Map();
+  table.append(el('tr', {}, ...['trial', 'status', 'validation', 'params', 'latency ms', 'architecture'].map((h) => el('th', {}, h))));
+  function upsert(t) {
+    const tr = el('tr', { 'data-number': t.number },
+      el('td', {}, link('/e/' + encodeURIComponent(name) + '/t/' + t.number, String(t.number))),
+      el('td', {}, t.status), el('td', { class: 'num' }, pct(t.val_acc)),
+      el('td', { class: 'num' }, num(t.params)), el('td', { class: 'num' }, num(t.latency_ms, 3)),
+      el('td', {}, el('code', {}, t.arch)));
+    const old = rows.get(t.number);
+    if (old) old.remove();
+    rows.set(t.number, tr);
+    table.firstChild.after(tr);
+    while (rows.size > 200) {
+      const [n, r] = rows.entries().next().value;
+      r.remove();
+      rows.delete(n);
+    }
+  }
+  const first = await api('trials', { experiment: name, sort: 'seq', order: 'desc', limit: 100 });
+  for (const t of first.trials.reverse()) upsert(t);
+  let seq = o.seq;
+  async function poll() {
+    try {
+      let more = true;
+      let changed = false;
+      while (more) {
+        const ch = await api('changes', { experiment: name, since: seq });
+        for (const t of ch.trials) upsert(t);
+        changed = changed || ch.trials.length > 0;
+        seq = ch.seq;
+        more = ch.more;
+      }
+      if (changed) show(await api('experiment', { experiment: name }));
+    } catch (e) {
+      best.append(el('span', { class: 'error' }, ' ' + e.message));
+    }
+  }
+  timer = setInterval(poll, 2000);
+}
+
+async function trialPage(name, number) {
+  reset();
+  document.getElementById('where').textContent = ' / ' + name + ' / trial ' + number;
+  const t = await api('trial', { experiment: name, number });
+  const facts = el('table', { id: 'trial' });
+  for (const k of ['status', 'arch', 'val_acc', 'test_acc', 'params', 'macs', 'latency_ms', 'device', 'worker', 'fidelity', 'epochs', 'error']) {
+    const v = k.endsWith('acc') ? pct(t[k]) : (t[k] ?? '-');
+    facts.append(el('tr', {}, el('th', {}, k), el('td', {}, k === 'arch' ? el('code', {}, v) : String(v))));
+  }
+  const curve = el('canvas', { class: 'chart', width: 520, height: 280 });
+  const lineage = el('table', { id: 'lineage' },
+    el('tr', {}, ...['experiment', 'trial', 'validation', 'mutation to the next', 'architecture'].map((h) => el('th', {}, h))));
+  for (const s of t.lineage) {
+    lineage.append(el('tr', {}, el('td', {}, s.experiment), el('td', {}, String(s.number)),
+      el('td', { class: 'num' }, pct(s.val_acc)), el('td', {}, s.mutation ?? ''), el('td', {}, el('code', {}, s.arch))));
+  }
+  view.append(el('h2', {}, 'Trial ' + number), facts, curve,
+    el('h3', {}, 'Lineage (ancestors, root first)'), lineage,
+    el('p', {}, 'mutation from the parent: ', t.mutation ?? '-'));
+  const c = new Chart(curve, {
+    type: 'line',
+    data: { datasets: [
+      { label: 'validation accuracy', data: t.curve.map((e) => ({ x: e.epoch, y: e.val_acc })) },
+      { label: 'training loss', data: t.curve.map((e) => ({ x: e.epoch, y: e.train_loss })), yAxisID: 'loss' }] },
+    options: { animation: false, parsing: false, responsive: false,
+               scales: { x: { type: 'linear', title: { display: true, text: 'epoch' } },
+                         loss: { position: 'right' } } },
+  });
+  charts.push(c);
+}
+
+async function paretoPage(name) {
+  reset();
+  document.getElementById('where').textContent = ' / ' + name + ' / Pareto';
+  const x = new URLSearchParams(location.hash.split('?')[1] || '').get('x') || 'params';
+  const p = await api('pareto', { experiment: name, x });
+  const canvas = el('canvas', { class: 'chart', width: 640, height: 360 });
+  view.append(el('h2', {}, 'Validation accuracy against ' + x), el('p', {},
+    ...['params', 'macs', 'latency_ms'].map((k) => el('button', { onclick: () => { location.hash = '/e/' + encodeURIComponent(name) + '/pareto?x=' + k; } }, k))), canvas);
+  charts.push(new Chart(canvas, {
+    type: 'scatter',
+    data: { datasets: [
+      { label: 'trials', data: p.points.map((q) => ({ x: q[x], y: q.val_acc })), pointRadius: 2 },
+      { label: 'front', data: p.front.map((q) => ({ x: q[x], y: q.val_acc })), showLine: true, stepped: true }] },
+    options: { animation: false, parsing: false, responsive: false,
+               scales: { x: { title: { display: true, text: x } }, y: { title: { display: true, text: 'validation accuracy' } } } },
+  }));
+}
+
+async function failuresPage(name) {
+  reset();
+  const f = await api('failures', { experiment: name });
+  const t = el('table', {}, el('tr', {}, ...['trial', 'attempt', 'worker', 'error'].map((h) => el('th', {}, h))));
+  for (const r of f.failures) t.append(el('tr', {}, el('td', {}, String(r.number)), el('td', {}, String(r.attempt)), el('td', {}, r.worker ?? '-'), el('td', {}, r.error ?? '-')));
+  view.append(el('h2', {}, 'Failures of ' + name + ' (' + f.failed + ')'), t);
+}
+
+async function workersPage(name) {
+  reset();
+  const w = await api('workers', { experiment: name });
+  const t = el('table', {}, el('tr', {}, ...['worker', 'host', 'slots', 'last seen', 'utilization', 'running'].map((h) => el('th', {}, h))));
+  for (const r of w.workers) {
+    t.append(el('tr', {}, el('td', {}, r.name), el('td', {}, r.host), el('td', {}, String((r.devices || []).length)),
+      el('td', {}, new Date(r.last_seen * 1000).toISOString()), el('td', { class: 'num' }, pct(r.utilization)),
+      el('td', {}, (r.running || []).map((x) => x.number + ' on ' + x.device).join(', '))));
+  }
+  view.append(el('h2', {}, 'Workers of ' + name), t);
+}
+
+async function route() {
+  const parts = location.hash.replace(/^#\/?/, '').split('?')[0].split('/').map(decodeURIComponent);
+  try {
+    if (parts[0] === 'e' && parts.length === 2) await overview(parts[1]);
+    else if (parts[0] === 'e' && parts[2] === 't') await trialPage(parts[1], parts[3]);
+    else if (parts[0] === 'e' && parts[2] === 'pareto') await paretoPage(parts[1]);
+    else if (parts[0] === 'e' && parts[2] === 'failures') await failuresPage(parts[1]);
+    else if (parts[0] === 'e' && parts[2] === 'workers') await workersPage(parts[1]);
+    else await experiments();
+  } catch (e) {
+    view.replaceChildren(el('p', { class: 'error' }, e.message));
+  }
+}
+window.addEventListener('hashchange', route);
+route();
