@@ -11,7 +11,8 @@
 //   /api/trials?experiment=E[&sort=number|val_acc|finished_at|seq][&order=asc|desc]
 //              [&status=S][&after=CURSOR][&limit=N<=500]
 //                                          a page of trials, sorted on an indexed column, with the
-//                                          cursor of the next page (keyset pagination); val_acc
+//                                          cursor of the next page (keyset pagination; ties in
+//                                          the same direction by number); val_acc
 //                                          sorts done trials, finished_at finished ones
 //   /api/trial?experiment=E&number=N[&points=P<=1000]
 //                                          one trial: its row, its learning curve downsampled to P

@@ -1,0 +1,237 @@
+// The dashboard's JSON API on a store with known rows (exact JSON), its
+// pagination and change cursor, its answers to malformed parameters, and the
+// server's token check.
+#include <doctest/doctest.h>
+
+#include <httplib.h>
+
+#include <set>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "dashboard/api.h"
+#include "dashboard/server.h"
+#include "db/queries.h"
+#include "db/store.h"
+#include "tests/support.h"
+
+using namespace minas;
+using Json = nlohmann::json;
+
+namespace {
+
+// A store with one experiment "e" of 7 trials: 0..4 done (val_acc 0.50,
+// 0.90, 0.70, 0.90, 0.60; params 100..500), 5 failed, 6 running; trial 3
+// the child of trial 1.
+struct KnownStore {
+  test::TempDir dir{"dashboard"};
+  std::string path = dir.file("minas.db");
+  KnownStore() {
+    db::Store store = db::Store::open(path);
+    db::ExperimentSpec s;
+    s.name = "e";
+    s.space = "small";
+    s.space_json = {{"kind", "chain"}};
+    s.dataset = "fashion-mnist";
+    s.dataset_fingerprint = "00112233aabbccdd";
+    s.strategy = "evolution";
+    s.strategy_settings = {{"name", "evolution"}};
+    s.recipe = {{"epochs", 3}};
+    s.objective = "val_acc";
+    const int64_t e = store.create_experiment(s, 10.0);
+    db::Connection& c = store.connection();
+    c.exec(
+        "INSERT INTO workers (id, name, host, devices, first_seen, last_seen) VALUES "
+        "(1, 'w1', 'node1', '[{\"id\":\"cpu\"}]', 10, 20)");
+    const double acc[] = {0.5, 0.9, 0.7, 0.9, 0.6};
+    for (int i = 0; i < 7; ++i) {
+      const std::string n = std::to_string(i);
+      c.exec(
+          "INSERT INTO trials (experiment_id, number, arch_key, arch_hash, arch_json, fidelity, "
+          "status, queued_at, parent_id, mutation) VALUES (" +
+          std::to_string(e) + ", " + n + ", 'a" + n + "', " + n + ", '{}', 3, 'queued', " +
+          std::to_string(11 + i) + (i == 3 ? ", 2, 'op: x -> y')" : ", NULL, NULL)"));
+    }
+    for (int i = 0; i < 5; ++i) {
+      const std::string n = std::to_string(i);
+      c.exec("UPDATE trials SET status = 'done', worker_id = 1, device = 'cpu', started_at = " +
+             std::to_string(20 + i) + ", finished_at = " + std::to_string(30 + i) +
+             ", val_acc = " + std::to_string(acc[i]) +
+             ", params = " + std::to_string(100 * (i + 1)) + " WHERE number = " + n);
+      for (int ep = 1; ep <= 3; ++ep)
+        c.exec("INSERT INTO epochs (trial_id, attempt, epoch, val_acc, train_loss) VALUES (" +
+               std::to_string(i + 1) + ", 0, " + std::to_string(ep) + ", " +
+               std::to_string(acc[i] * ep / 3) + ", " + std::to_string(1.0 / ep) + ")");
+    }
+    c.exec(
+        "UPDATE trials SET status = 'failed', worker_id = 1, error = 'out of memory', "
+        "finished_at = 40 WHERE number = 5");
+    c.exec(
+        "UPDATE trials SET status = 'running', worker_id = 1, device = 'cpu', started_at = 41 "
+        "WHERE number = 6");
+  }
+};
+
+Json get(db::Connection& c, const std::string& path, std::map<std::string, std::string> p = {},
+         int status = 200) {
+  const dashboard::ApiResponse r = dashboard::handle_api(c, path, p);
+  CHECK_MESSAGE(r.status == status, path << ": " << r.body);
+  return Json::parse(r.body);
+}
+
+}  // namespace
+
+TEST_CASE("dashboard api: experiments and an overview, exactly") {
+  KnownStore k;
+  db::Connection c = db::open_store_readonly(k.path);
+  const Json list = get(c, "/api/experiments");
+  REQUIRE(list.size() == 1);
+  CHECK(list[0]["name"] == "e");
+  CHECK(list[0]["counts"] == Json::parse(R"({"queued":0,"running":1,"done":5,"failed":1,
+                                              "pruned":0,"total":7})"));
+  CHECK(list[0]["best_val_acc"] == 0.9);
+  const Json o = get(c, "/api/experiment", {{"experiment", "e"}});
+  CHECK(o["best"] == Json::parse(R"({"number":1,"arch":"a1","val_acc":0.9})"));
+  // Best so far: trial 0 (0.5) then trial 1 (0.9); later ones do not improve on it.
+  CHECK(o["best_so_far"] == Json::parse(R"([
+    {"trials":1,"seconds":19.0,"best":0.5,"number":0},
+    {"trials":2,"seconds":20.0,"best":0.9,"number":1}])"));
+  CHECK(o["seq"] == 7 + 5 + 2);  // 7 inserts, 5 results, a failure, a start
+}
+
+TEST_CASE("dashboard api: trials pages by keyset, sorted on indexed columns, each trial once") {
+  KnownStore k;
+  db::Connection c = db::open_store_readonly(k.path);
+  // By validation accuracy, best first; ties by number in the same direction: 3, 1, 2, 4, 0.
+  Json page = get(c, "/api/trials", {{"experiment", "e"}, {"sort", "val_acc"}, {"limit", "2"}});
+  std::vector<int64_t> seen;
+  for (int guard = 0; guard < 10; ++guard) {
+    for (const auto& t : page["trials"]) seen.push_back(t["number"]);
+    if (page["next"].is_null()) break;
+    page = get(c, "/api/trials",
+               {{"experiment", "e"},
+                {"sort", "val_acc"},
+                {"limit", "2"},
+                {"after", page["next"].get<std::string>()}});
+  }
+  CHECK(seen == std::vector<int64_t>{3, 1, 2, 4, 0});
+  // By number with a status filter, and a row's exact fields.
+  const Json failed = get(c, "/api/trials", {{"experiment", "e"}, {"status", "failed"}});
+  REQUIRE(failed["trials"].size() == 1);
+  CHECK(failed["trials"][0]["number"] == 5);
+  CHECK(failed["trials"][0]["error"] == "out of memory");
+  CHECK(failed["next"].is_null());
+  const Json desc = get(c, "/api/trials", {{"experiment", "e"}, {"order", "desc"}, {"limit", "3"}});
+  CHECK(desc["trials"][0]["number"] == 6);
+  CHECK(desc["next"] == "4");
+}
+
+TEST_CASE("dashboard api: a trial with its curve and lineage; changes since a cursor") {
+  KnownStore k;
+  db::Connection c = db::open_store_readonly(k.path);
+  const Json t = get(c, "/api/trial", {{"experiment", "e"}, {"number", "3"}, {"points", "2"}});
+  CHECK(t["arch"] == "a3");
+  CHECK(t["epochs"] == 3);
+  REQUIRE(t["curve"].size() == 2);  // downsampled: the first and the last epoch
+  CHECK(t["curve"][0]["epoch"] == 1);
+  CHECK(t["curve"][1]["epoch"] == 3);
+  CHECK(t["parent"] == 1);
+  CHECK(t["mutation"] == "op: x -> y");
+  REQUIRE(t["lineage"].size() == 1);
+  CHECK(t["lineage"][0]["number"] == 1);
+
+  const Json all = get(c, "/api/changes", {{"experiment", "e"}, {"since", "0"}});
+  CHECK(all["trials"].size() == 7);  // each trial once, at its latest change
+  CHECK(all["seq"] == 14);
+  CHECK(all["more"] == false);
+  const Json last = get(c, "/api/changes", {{"experiment", "e"}, {"since", "12"}});
+  REQUIRE(last["trials"].size() == 2);
+  CHECK(last["trials"][0]["number"] == 5);  // failed at change 13
+  CHECK(last["trials"][1]["number"] == 6);  // started at change 14
+  CHECK(get(c, "/api/changes", {{"experiment", "e"}, {"since", "14"}})["trials"].empty());
+  const Json paged = get(c, "/api/changes", {{"experiment", "e"}, {"since", "0"}, {"limit", "4"}});
+  CHECK(paged["more"] == true);
+  CHECK(paged["trials"].size() == 4);
+
+  const Json p = get(c, "/api/pareto", {{"experiment", "e"}, {"x", "params"}});
+  CHECK(p["front"] == Json::parse(R"([{"number":0,"arch":"a0","val_acc":0.5,"params":100.0},
+                                      {"number":1,"arch":"a1","val_acc":0.9,"params":200.0}])"));
+  CHECK(p["points"].size() == 5);
+  const Json f = get(c, "/api/failures", {{"experiment", "e"}});
+  CHECK(f["failures"][0]["error"] == "out of memory");
+  CHECK(f["failures"][0]["worker"] == "w1");
+  const Json w = get(c, "/api/workers", {{"experiment", "e"}});
+  CHECK(w["workers"][0]["running"][0]["number"] == 6);
+}
+
+TEST_CASE("dashboard api: malformed parameters get 400 with a message, unknown things 404") {
+  KnownStore k;
+  db::Connection c = db::open_store_readonly(k.path);
+  struct Case {
+    std::string path;
+    std::map<std::string, std::string> params;
+    int status;
+    std::string says;
+  };
+  for (const Case& x : std::vector<Case>{
+           {"/api/experiment", {}, 400, "experiment: required"},
+           {"/api/experiment", {{"experiment", "nope"}}, 404, "no such experiment"},
+           {"/api/trials", {{"experiment", "e"}, {"limit", "0"}}, 400, "limit: '0'"},
+           {"/api/trials", {{"experiment", "e"}, {"limit", "1e9"}}, 400, "limit"},
+           {"/api/trials", {{"experiment", "e"}, {"sort", "arch"}}, 400, "sort: 'arch'"},
+           {"/api/trials", {{"experiment", "e"}, {"order", "up"}}, 400, "order: 'up'"},
+           {"/api/trials", {{"experiment", "e"}, {"status", "lost"}}, 400, "status: 'lost'"},
+           {"/api/trials", {{"experiment", "e"}, {"after", "x"}}, 400, "after: 'x'"},
+           {"/api/trials",
+            {{"experiment", "e"}, {"sort", "val_acc"}, {"after", "0.5"}},
+            400,
+            "VALUE,NUMBER"},
+           {"/api/trial", {{"experiment", "e"}}, 400, "number: required"},
+           {"/api/trial", {{"experiment", "e"}, {"number", "-1"}}, 400, "number"},
+           {"/api/trial", {{"experiment", "e"}, {"number", "99"}}, 404, "99"},
+           {"/api/changes", {{"experiment", "e"}}, 400, "since: required"},
+           {"/api/changes", {{"experiment", "e"}, {"since", "abc"}}, 400, "since: 'abc'"},
+           {"/api/pareto", {{"experiment", "e"}, {"x", "val_acc"}}, 400, "x: 'val_acc'"},
+           {"/api/nothing", {}, 404, "no such endpoint"},
+       }) {
+    const dashboard::ApiResponse r = dashboard::handle_api(c, x.path, x.params);
+    CHECK_MESSAGE(r.status == x.status, x.path << " " << r.body);
+    const Json body = Json::parse(r.body);
+    CHECK_MESSAGE(test::contains(body["error"].get<std::string>(), x.says), r.body);
+  }
+}
+
+TEST_CASE("dashboard server: loopback by default; beyond it a token, checked on every request") {
+  KnownStore k;
+  dashboard::ServerOptions o;
+  o.db = k.path;
+  o.port = 0;
+  o.bind = "0.0.0.0";
+  CHECK_THROWS_WITH_AS(dashboard::Server{o}, doctest::Contains("needs --token"), Error);
+  o.token = "s3cret";
+  dashboard::Server server(o);
+  std::thread t([&] { server.run(); });
+  httplib::Client client("127.0.0.1", server.port());
+  auto r = client.Get("/api/experiments");
+  REQUIRE(r);
+  CHECK(r->status == 401);
+  r = client.Get("/api/experiments", {{"Authorization", "Bearer wrong"}});
+  REQUIRE(r);
+  CHECK(r->status == 401);
+  r = client.Get("/api/experiments", {{"Authorization", "Bearer s3cret"}});
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(Json::parse(r->body)[0]["name"] == "e");
+  r = client.Get("/?token=s3cret");
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(test::contains(r->body, "<script src=\"app.js\">"));
+  r = client.Get("/api/trials?experiment=e&limit=zz&token=s3cret");
+  REQUIRE(r);
+  CHECK(r->status == 400);
+  server.stop();
+  t.join();
+  o.db = k.dir.file("missing.db");
+  CHECK_THROWS_AS(dashboard::Server{o}, Error);
+}
