@@ -9,6 +9,7 @@
 
 #include <unistd.h>
 
+#include "cli/bench_results.h"
 #include "cli/commands.h"
 #include "db/queries.h"
 #include "db/store.h"
@@ -58,69 +59,12 @@ void run(const StoreBenchFlags& f) {
     throw Error(path, "exists: bench store writes a new store (give a new path)");
   }
 
-  // What a search would have ready before it records anything: the space's
-  // architectures and the workers; none of it is timed.
-  const Space space = Space::load("nb201");
-  Rng rng(1);
-  std::vector<std::pair<std::string, std::string>> archs;
-  for (int i = 0; i < 4096; ++i) {
-    const Arch a = space.sample(rng);
-    archs.emplace_back(space.key(a), space.arch_to_json(a).dump());
-  }
   db::Store store = db::Store::open(path);
-  db::ExperimentSpec spec;
-  spec.name = "bench";
-  spec.space = space.ref();
-  spec.space_json = space.spec();
-  spec.dataset = "simulated";
-  spec.dataset_fingerprint = "0000000000000000";
-  spec.strategy = "random";
-  spec.recipe = {{"epochs", f.epochs}};
-  spec.objective = "val_acc";
-  const int64_t exp = store.create_experiment(spec, 0.0);
-  std::vector<int64_t> workers;
-  for (int w = 0; w < 8; ++w)
-    workers.push_back(store.upsert_worker("w" + std::to_string(w), "localhost", {"cpu"}, 0.0));
-
+  SimulatedResults sim(store, "bench", f.epochs, 1);
+  const int64_t exp = sim.experiment();
   db::Writer writer(store);
-  int64_t commits = 0;
   const auto t0 = Clock::now();
-  for (int64_t i = 0; i < f.results; ++i) {
-    const auto& [key, json] = archs[static_cast<size_t>(i) % archs.size()];
-    const double now = static_cast<double>(i);
-    db::NewTrial nt;
-    nt.experiment_id = exp;
-    nt.arch_key = key;
-    nt.arch_hash = fnv1a64(key);
-    nt.arch_json = json;
-    nt.fidelity = f.epochs;
-    nt.queued_at = now;
-    const int64_t id = writer.add_trial(nt);
-    const int64_t worker = workers[static_cast<size_t>(i) % workers.size()];
-    writer.start_trial(id, 0, worker, "cpu", now);
-    const double acc = 0.5 + 0.45 * rng.uniform();
-    for (int e = 1; e <= f.epochs; ++e)
-      writer.record_epoch({id, 0, e, 1.0 / e, acc * e / f.epochs, acc * e / f.epochs, 0.1, 1.0});
-    db::TrialResult r;
-    r.trial_id = id;
-    r.val_acc = acc;
-    r.test_acc = acc - 0.01;
-    r.latency_ms = 0.2 + 3 * rng.uniform();
-    r.params = 100000 + static_cast<int64_t>(rng.below(900000));
-    r.macs = 1000000 + static_cast<int64_t>(rng.below(90000000));
-    r.train_seconds = 30;
-    r.finished_at = now + 1;
-    r.worker_id = worker;
-    writer.record_result(r);
-    if ((i + 1) % f.batch == 0) {
-      writer.commit();
-      ++commits;
-    }
-  }
-  if (writer.pending()) {
-    writer.commit();
-    ++commits;
-  }
+  const int64_t commits = sim.record(writer, f.results, f.batch);
   const double seconds = ms_since(t0) / 1e3;
 
   db::Connection reader = db::open_store_readonly(path);

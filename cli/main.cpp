@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   minas::cli::add_dispatch_benchmark(*bench);
   minas::cli::add_strategy_benchmark(*bench);
   minas::cli::add_adapt_benchmark(*bench);
+  minas::cli::add_dashboard_benchmark(*bench);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

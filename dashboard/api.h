@@ -24,7 +24,7 @@
 //   /api/pareto?experiment=E&x=latency_ms|params|macs
 //                                          the front of validation accuracy against x, and up to
 //                                          2,000 other done trials for the scatter
-//   /api/failures?experiment=E[&limit=N<=500]   failed trials with their errors, newest first
+//   /api/failures?experiment=E[&limit=N<=500]   failed trials with their errors, latest first
 //   /api/workers[?experiment=E]            workers: devices, last seen, utilization
 //   /api/data_reports[?experiment=E]       validation reports of adaptation runs (at most 50)
 // A bad parameter is a 400 with {"error": "..."} naming it; an unknown experiment or trial a 404.

@@ -70,6 +70,7 @@ Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>()) {
     ss << in.rdbuf();
     m.chart_js = ss.str();
   }
+  m.http.set_tcp_nodelay(true);  // small JSON answers: no Nagle wait
   m.http.set_pre_routing_handler([&m](const httplib::Request& req, httplib::Response& res) {
     if (m.authorized(req)) return httplib::Server::HandlerResponse::Unhandled;
     res.status = 401;
