@@ -16,6 +16,7 @@ packages=(
   libonnx-dev libprotobuf-dev
   libstb-dev
   libcpp-httplib-dev libjs-chart.js
+  chromium chromium-driver
   dataset-fashion-mnist
 )
 
