@@ -226,7 +226,16 @@ TEST_CASE("dashboard server: loopback by default; beyond it a token, checked on 
   r = client.Get("/?token=s3cret");
   REQUIRE(r);
   CHECK(r->status == 200);
-  CHECK(test::contains(r->body, "<script src=\"app.js\">"));
+  CHECK(test::contains(r->body, "'app.js'"));
+  r = client.Get("/app.js");  // the page's scripts too need the token
+  REQUIRE(r);
+  CHECK(r->status == 401);
+  r = client.Get("/app.js?token=s3cret");
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  r = client.Get("/chart.js?token=s3cret");
+  REQUIRE(r);
+  CHECK(r->status == 200);
   r = client.Get("/api/trials?experiment=e&limit=zz&token=s3cret");
   REQUIRE(r);
   CHECK(r->status == 400);

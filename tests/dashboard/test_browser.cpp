@@ -188,6 +188,7 @@ TEST_CASE("dashboard in a browser: the overview goes live, and a trial opens fro
   dashboard::ServerOptions o;
   o.db = path;
   o.port = 0;
+  o.token = "t0k";  // the page carries it to its scripts and its API calls
   dashboard::Server server(o);
   std::thread serving([&] { server.run(); });
 
@@ -212,7 +213,7 @@ TEST_CASE("dashboard in a browser: the overview goes live, and a trial opens fro
   browser.id = Json::parse(created->body)["value"]["sessionId"];
 
   const std::string base = "http://127.0.0.1:" + std::to_string(server.port()) + "/";
-  browser.call("POST", "/url", {{"url", base + "#/e/live"}});
+  browser.call("POST", "/url", {{"url", base + "?token=t0k#/e/live"}});
   auto total = [&] {
     const std::string t = browser.text("[data-count=total]");  // "total N"
     return std::stoi(t.substr(t.find(' ') + 1));
