@@ -77,7 +77,9 @@ async function overview(name) {
     el('div', { class: 'charts' }, byTime, byTrials),
     el('p', {}, link('/e/' + encodeURIComponent(name) + '/pareto', 'Pareto front'), ' · ',
       link('/e/' + encodeURIComponent(name) + '/failures', 'failures'), ' · ',
-      link('/e/' + encodeURIComponent(name) + '/workers', 'workers')),
+      link('/e/' + encodeURIComponent(name) + '/workers', 'workers'), ' · ',
+      link('/e/' + encodeURIComponent(name) + '/trials', 'all trials'), ' · ',
+      link('/e/' + encodeURIComponent(name) + '/data', 'data validation')),
     el('h3', {}, 'Trials, latest changes first'), table);
   const c1 = lineChart(byTime, 'best so far', 'seconds');
   const c2 = lineChart(byTrials, 'best so far', 'trials finished');
@@ -204,6 +206,53 @@ async function workersPage(name) {
   view.append(el('h2', {}, 'Workers of ' + name), t);
 }
 
+// Every trial, sorted and filtered on the server, a page at a time (the
+// API's keyset cursor), with a jump to a trial number.
+async function trialsPage(name) {
+  reset();
+  document.getElementById('where').textContent = ' / ' + name + ' / trials';
+  const q = new URLSearchParams(location.hash.split('?')[1] || '');
+  const sort = q.get('sort') || 'number';
+  const status = q.get('status') || '';
+  const go = (params) => {
+    const p = new URLSearchParams({ sort, status, ...params });
+    location.hash = '/e/' + encodeURIComponent(name) + '/trials?' + p;
+  };
+  const controls = el('p', {},
+    'sort: ', ...['number', 'val_acc', 'finished_at'].map((k) => el('button', { onclick: () => go({ sort: k }) }, k)),
+    ' status: ', ...['', 'done', 'running', 'queued', 'pruned', 'failed'].map((k) => el('button', { onclick: () => go({ status: k }) }, k || 'all')));
+  const jump = el('input', { id: 'jump', size: 6, placeholder: 'trial' });
+  jump.onkeydown = (ev) => { if (ev.key === 'Enter') location.hash = '/e/' + encodeURIComponent(name) + '/t/' + jump.value; };
+  const params = { experiment: name, sort, limit: 100 };
+  if (status) params.status = status;
+  if (q.get('after')) params.after = q.get('after');
+  const page = await api('trials', params);
+  const t = el('table', { id: 'all-trials' }, el('tr', {}, ...['trial', 'status', 'validation', 'params', 'MACs', 'latency ms', 'architecture'].map((h) => el('th', {}, h))));
+  for (const r of page.trials) {
+    t.append(el('tr', {}, el('td', {}, link('/e/' + encodeURIComponent(name) + '/t/' + r.number, String(r.number))),
+      el('td', {}, r.status), el('td', { class: 'num' }, pct(r.val_acc)), el('td', { class: 'num' }, num(r.params)),
+      el('td', { class: 'num' }, num(r.macs)), el('td', { class: 'num' }, num(r.latency_ms, 3)), el('td', {}, el('code', {}, r.arch))));
+  }
+  view.append(el('h2', {}, 'Trials of ' + name + ', by ' + sort + (status ? ', ' + status : '')), controls,
+    el('p', {}, 'open trial: ', jump), t,
+    page.next ? el('button', { id: 'next', onclick: () => go({ after: page.next }) }, 'next page') : el('span', {}, 'last page'));
+}
+
+// The validation reports of minas adapt for this experiment's data.
+async function dataPage(name) {
+  reset();
+  document.getElementById('where').textContent = ' / ' + name + ' / data validation';
+  const d = await api('data_reports', { experiment: name });
+  view.append(el('h2', {}, 'Data validation of ' + name));
+  if (!d.data_reports.length) view.append(el('p', {}, 'No validation report: not a minas adapt run.'));
+  for (const r of d.data_reports) {
+    const rep = r.report || {};
+    const findings = el('table', {}, el('tr', {}, ...['severity', 'kind', 'message', 'fix'].map((h) => el('th', {}, h))));
+    for (const f of rep.findings || []) findings.append(el('tr', {}, el('td', {}, f.severity), el('td', {}, f.kind), el('td', {}, f.message), el('td', {}, f.fix || '')));
+    view.append(el('h3', {}, r.location + ': ' + (r.usable ? 'usable' : 'not usable')), findings);
+  }
+}
+
 async function route() {
   const parts = location.hash.replace(/^#\/?/, '').split('?')[0].split('/').map(decodeURIComponent);
   try {
@@ -212,6 +261,8 @@ async function route() {
     else if (parts[0] === 'e' && parts[2] === 'pareto') await paretoPage(parts[1]);
     else if (parts[0] === 'e' && parts[2] === 'failures') await failuresPage(parts[1]);
     else if (parts[0] === 'e' && parts[2] === 'workers') await workersPage(parts[1]);
+    else if (parts[0] === 'e' && parts[2] === 'trials') await trialsPage(parts[1]);
+    else if (parts[0] === 'e' && parts[2] === 'data') await dataPage(parts[1]);
     else await experiments();
   } catch (e) {
     view.replaceChildren(el('p', { class: 'error' }, e.message));

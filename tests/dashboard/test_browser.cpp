@@ -264,6 +264,19 @@ TEST_CASE("dashboard in a browser: the overview goes live, and a trial opens fro
   CHECK(heading == "Trial " + number);
   CHECK(browser.text("#trial").find("arch-") != std::string::npos);
   browser.screenshot("test-artifacts/dashboard-trial.png");
+  // Every trial, sorted on the server by validation accuracy.
+  browser.call("POST", "/url",
+               {{"url", base + "?token=t0k#/e/live/trials?sort=val_acc&status=done"}});
+  std::string all;
+  for (int i = 0; i < 50 && all.find("arch-") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    try {
+      all = browser.text("#all-trials");
+    } catch (...) {
+    }
+  }
+  CHECK(all.find("done") != std::string::npos);
+  CHECK(browser.text("main h2") == "Trials of live, by val_acc, done");
   browser.call("DELETE", "");
 
   stop = true;
