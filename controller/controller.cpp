@@ -496,6 +496,7 @@ struct Controller::Impl {
       strategy.tell_failure(space.parse_key(f.arch));
       strategy_dirty = true;
       ++summary.failed;
+      snapshot_if_due();
     }
   }
 
@@ -671,6 +672,7 @@ struct Controller::Impl {
     strategy.tell(space.parse_key(flight.arch), score);
     strategy_dirty = true;
     ++summary.pruned;
+    snapshot_if_due();
   }
 
   void on_result(const std::string& worker, const nlohmann::json& b) {
@@ -737,6 +739,7 @@ struct Controller::Impl {
       strategy.tell(space.parse_key(f->second.arch), sc);
       drop_states(trial);
       strategy_dirty = true;
+      snapshot_if_due();
       finish_flight(worker, trial, f->second.started, r.finished_at);
     } else {
       ++summary.late;
@@ -769,6 +772,7 @@ struct Controller::Impl {
         strategy.tell_failure(space.parse_key(flight.arch));
         strategy_dirty = true;
         ++summary.failed;
+        snapshot_if_due();
       }
     }
     acks.push_back({worker, trial, attempt, current});
@@ -829,6 +833,17 @@ struct Controller::Impl {
 
   // ------------------------------------------------------------ the loop
 
+  // After a result, prune or failure told to the strategy: its summary for the
+  // dashboard, joining the batch of that result, at every result at first and
+  // then once per 1% more results.
+  void snapshot_if_due() {
+    const int64_t results = summary.done + summary.pruned + summary.failed;
+    if (results < next_snapshot) return;
+    const nlohmann::json snap = strategy.take_snapshot();
+    if (!snap.is_null()) store.add_strategy_snapshot(experiment, results, snap, unix_now());
+    next_snapshot = results + std::max<int64_t>(1, results / 100);
+  }
+
   void commit_if_due(bool force) {
     if (writer.pending() == 0) return;
     const auto now = Clock::now();
@@ -846,6 +861,22 @@ struct Controller::Impl {
            proto::encode(proto::Type::ack,
                          {{"trial", a.trial}, {"attempt", a.attempt}, {"counted", a.counted}}));
     acks.clear();
+  }
+
+  // A pool sample when what the pool looks like changed, at most one a second
+  // (force: now, if changed at all).
+  void sample_pool(bool force) {
+    PoolSample p;
+    p.workers = static_cast<int>(workers.size());
+    for (const auto& [id, w] : workers) p.slots += w.slots;
+    for (const auto& [t, f] : flights) p.busy += static_cast<int>(f.slots.size());
+    p.queued = static_cast<int64_t>(queue.size());
+    if (p == last_pool) return;
+    const double now = unix_now();
+    if (!force && now - last_pool_at < 1.0) return;
+    store.add_pool_sample(experiment, now, p.workers, p.slots, p.busy, p.queued);
+    last_pool = p;
+    last_pool_at = now;
   }
 
   void check_liveness() {
@@ -919,6 +950,7 @@ struct Controller::Impl {
       if (before == 0 && writer.pending() > 0) batch_started = Clock::now();
       fill_idle();
       check_liveness();
+      sample_pool(false);
       commit_if_due(false);
       if (opt.on_progress &&
           Clock::now() - last_progress >= std::chrono::milliseconds(opt.progress_ms)) {
@@ -935,6 +967,7 @@ struct Controller::Impl {
       std::filesystem::remove(states_dir.parent_path(), ec);  // only if empty
     }
     strategy_dirty = true;
+    sample_pool(true);
     commit_if_due(true);
     writer.commit();
     summary.rejected = strategy.rejected();
@@ -969,6 +1002,14 @@ struct Controller::Impl {
   int64_t created = 0;
   bool no_more_archs = false;
   bool strategy_dirty = false;  // asked or told since the state was last saved
+  int64_t next_snapshot = 1;    // results at which the next strategy snapshot is due
+  struct PoolSample {
+    int workers = 0, slots = 0, busy = 0;
+    int64_t queued = 0;
+    bool operator==(const PoolSample&) const = default;
+  };
+  PoolSample last_pool{-1, -1, -1, -1};
+  double last_pool_at = 0;
   std::optional<Asha> asha;
   std::unordered_map<uint64_t, int64_t> trial_of;  // arch hash -> its latest trial, for lineage
   // Training states: where they are kept (empty: not kept), the latest epoch

@@ -302,6 +302,17 @@ void EvolutionStrategy::tell(const Arch& arch, const Score& score) {
   population_.erase(population_.begin() + static_cast<std::ptrdiff_t>(worst));
 }
 
+nlohmann::json EvolutionStrategy::take_snapshot() {
+  nlohmann::json values = nlohmann::json::array(), costs = nlohmann::json::array();
+  for (const auto& m : population_) {
+    values.push_back(m.value);
+    costs.push_back(m.cost);
+  }
+  nlohmann::json j = {{"population", values}};
+  if (pareto_) j["cost"] = costs;
+  return j;
+}
+
 nlohmann::json EvolutionStrategy::save() const {
   nlohmann::json pop = nlohmann::json::array();
   for (const auto& m : population_) pop.push_back({m.key, m.value, m.cost});
@@ -363,6 +374,8 @@ void ReinforceStrategy::update(const Arch& arch, double reward) {
     baseline_ = reward;
     has_baseline_ = true;
   }
+  reward_sum_ += reward;
+  ++reward_count_;
   const double advantage = reward - baseline_;
   baseline_ = settings_.baseline_decay * baseline_ + (1 - settings_.baseline_decay) * reward;
   // Adam ascent (Kingma & Ba 2015, their default moments) on the logits.
@@ -435,6 +448,17 @@ void ReinforceStrategy::tell(const Arch& arch, const Score& score) {
 void ReinforceStrategy::replay(const Arch& arch, const std::optional<Score>& score) {
   seen_.insert(space_.hash(arch));
   if (score && !score->pruned) known_[space_.hash(arch)] = reward_of(*score);
+}
+
+nlohmann::json ReinforceStrategy::take_snapshot() {
+  nlohmann::json j = {
+      {"reward", reward_count_ ? nlohmann::json(reward_sum_ / reward_count_) : nlohmann::json()},
+      {"baseline", has_baseline_ ? nlohmann::json(baseline_) : nlohmann::json()},
+      {"entropy", entropy()},
+      {"updates", steps_}};
+  reward_sum_ = 0;
+  reward_count_ = 0;
+  return j;
 }
 
 nlohmann::json ReinforceStrategy::save() const {

@@ -76,6 +76,10 @@ class Strategy {
   // (not pruned, not failed). Rebuilds only what save() leaves out.
   virtual void replay(const Arch& arch, const std::optional<Score>& score) = 0;
   virtual std::string name() const = 0;
+  // A summary of the decision state for people (the dashboard's search
+  // internals), not for resuming: null when the strategy keeps none worth
+  // showing. May reset what it accumulates between two snapshots.
+  virtual nlohmann::json take_snapshot() { return nullptr; }
 
   // The check applied before training: the broken constraint, or nullopt.
   using Filter = std::function<std::optional<std::string>(const Arch&)>;
@@ -156,6 +160,8 @@ class EvolutionStrategy final : public Strategy {
     seen_.insert(space_.hash(arch));
   }
   std::string name() const override { return "evolution"; }
+  // {"population": [score, ...]} oldest first, with "cost": [...] in Pareto mode.
+  nlohmann::json take_snapshot() override;
 
   struct Member {
     std::string key;
@@ -192,6 +198,9 @@ class ReinforceStrategy final : public Strategy {
   void restore(const nlohmann::json& state) override;
   void replay(const Arch& arch, const std::optional<Score>& score) override;
   std::string name() const override { return "reinforce"; }
+  // {"reward": mean reward of the updates since the last snapshot (null: none),
+  //  "baseline", "entropy", "updates": policy updates so far}
+  nlohmann::json take_snapshot() override;
 
   // The policy's probabilities for one decision.
   std::vector<double> probabilities(size_t decision) const;
@@ -210,6 +219,8 @@ class ReinforceStrategy final : public Strategy {
   bool has_baseline_ = false;
   std::unordered_set<uint64_t> seen_;
   std::unordered_map<uint64_t, double> known_;  // hash -> reward of a finished trial
+  double reward_sum_ = 0;                       // since the last snapshot (not in the saved state)
+  int64_t reward_count_ = 0;
 };
 
 }  // namespace minas

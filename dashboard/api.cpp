@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <vector>
@@ -11,6 +12,8 @@
 
 #include "db/queries.h"
 #include "searchspace/error.h"
+#include "searchspace/layer_graph.h"
+#include "searchspace/space.h"
 
 namespace minas::dashboard {
 namespace {
@@ -165,8 +168,25 @@ Json overview(db::Connection& conn, const std::map<std::string, std::string>& p)
                           : Json{{"number", top[0].number},
                                  {"arch", top[0].arch_key},
                                  {"val_acc", opt(top[0].val_acc)}};
+  // The curve kept on write (migration 7), one row per improvement; seconds
+  // count from the experiment's first start.
+  const double origin =
+      s.column_type(8) == db::ColumnType::Null ? s.column_double(7) : s.column_double(8);
+  db::Statement b = conn.prepare(
+      "SELECT finished, finished_at, val_acc, number FROM best_so_far WHERE experiment_id = ? "
+      "ORDER BY finished");
+  b.bind_all(id);
+  struct Point {
+    int64_t trials;
+    double seconds, best;
+    int64_t number;
+  };
+  std::vector<Point> points;
+  while (b.step())
+    points.push_back(
+        {b.column_int64(0), b.column_double(1) - origin, b.column_double(2), b.column_int64(3)});
   Json curve = Json::array();
-  for (const auto& pt : downsample(db::best_so_far(conn, id, db::Metric::val_acc), 500))
+  for (const auto& pt : downsample(points, 500))
     curve.push_back(
         {{"trials", pt.trials}, {"seconds", pt.seconds}, {"best", pt.best}, {"number", pt.number}});
   o["best_so_far"] = curve;
@@ -251,6 +271,57 @@ Json list_trials(db::Connection& conn, const std::map<std::string, std::string>&
   return {{"trials", rows}, {"next", next}};
 }
 
+// The experiment's space, parsed once per thread and space document.
+std::shared_ptr<const Space> space_of(db::Connection& conn, int64_t experiment) {
+  db::Statement s = conn.prepare("SELECT space_json, name FROM experiments WHERE id = ?");
+  s.bind_all(experiment);
+  if (!s.step()) return nullptr;
+  const std::string text = s.column_text(0);
+  thread_local std::map<std::string, std::shared_ptr<const Space>> cache;
+  if (auto it = cache.find(text); it != cache.end()) return it->second;
+  auto space = std::make_shared<const Space>(
+      Space::parse(text, "the space of experiment '" + s.column_text(1) + "'"));
+  if (cache.size() >= 16) cache.clear();
+  cache.emplace(text, space);
+  return space;
+}
+
+// An architecture's decisions and a summary of the network it lowers to: its
+// blocks (layers grouped by the first part of their names: stem, stage1, ...,
+// head) with their layers, parameters, MACs, output shape and operations.
+Json graph_summary(const Space& space, const std::string& key) {
+  const Arch arch = space.parse_key(key);
+  Json decisions = Json::array();
+  for (size_t d = 0; d < space.decisions().size(); ++d)
+    decisions.push_back({{"name", space.decisions()[d].name},
+                         {"option", space.decisions()[d].label(arch.choice[d])}});
+  const LayerGraph g = space.lower(arch);
+  Json blocks = Json::array();
+  for (const Layer& l : g.layers()) {
+    if (l.op == Op::Input) continue;
+    const std::string block = l.name.substr(0, l.name.find('.'));
+    if (blocks.empty() || blocks.back()["name"] != block)
+      blocks.push_back({{"name", block},
+                        {"layers", 0},
+                        {"params", 0},
+                        {"macs", 0},
+                        {"output", ""},
+                        {"ops", Json::object()}});
+    Json& b = blocks.back();
+    b["layers"] = b["layers"].get<int64_t>() + 1;
+    b["params"] = b["params"].get<int64_t>() + l.params;
+    b["macs"] = b["macs"].get<int64_t>() + l.macs;
+    b["output"] = to_string(l.shape);
+    Json& ops = b["ops"];
+    const std::string op = op_name(l.op);
+    ops[op] = ops.contains(op) ? ops[op].get<int64_t>() + 1 : 1;
+  }
+  return {{"decisions", decisions}, {"input", to_string(g.input_shape())},
+          {"classes", g.classes()}, {"layers", g.size() - 1},
+          {"params", g.params()},   {"macs", g.macs()},
+          {"blocks", blocks}};
+}
+
 Json trial_view(db::Connection& conn, const std::map<std::string, std::string>& p) {
   const int64_t id = experiment_id(conn, p);
   if (param(p, "number").empty()) throw BadRequest{400, "number: required (a trial's number)"};
@@ -263,6 +334,12 @@ Json trial_view(db::Connection& conn, const std::map<std::string, std::string>& 
     throw BadRequest{404, e.what()};
   }
   const db::TrialRow& t = d.trial;
+  Json graph;
+  try {
+    if (auto space = space_of(conn, id)) graph = graph_summary(*space, t.arch_key);
+  } catch (const Error& e) {
+    graph = {{"error", e.what()}};  // a space this build cannot read: the rest still answers
+  }
   Json curve = Json::array();
   for (const auto& e : downsample(d.curve, static_cast<size_t>(points)))
     curve.push_back({{"epoch", e.epoch},
@@ -301,7 +378,8 @@ Json trial_view(db::Connection& conn, const std::map<std::string, std::string>& 
           {"curve", curve},
           {"epochs", d.curve.size()},
           {"lineage", lineage},
-          {"children", d.children}};
+          {"children", d.children},
+          {"graph", graph}};
 }
 
 Json changes(db::Connection& conn, const std::map<std::string, std::string>& p) {
@@ -351,7 +429,8 @@ Json pareto_view(db::Connection& conn, const std::map<std::string, std::string>&
   // k-th is an even sample over the accuracies.
   db::Statement s = conn.prepare("SELECT number, val_acc, " + x +
                                  " FROM trials INDEXED BY trials_done WHERE experiment_id = ? AND "
-                                 "status = 'done' AND " + x + " IS NOT NULL");
+                                 "status = 'done' AND " +
+                                 x + " IS NOT NULL");
   s.bind_all(id);
   Json points = Json::array();
   for (int64_t i = 0; s.step(); ++i)
@@ -414,6 +493,92 @@ Json list_workers(db::Connection& conn, const std::map<std::string, std::string>
   return {{"workers", rows}};
 }
 
+// The experiment's origin for time axes: its first start (its creation if it never ran).
+double origin_of(db::Connection& conn, int64_t experiment) {
+  db::Statement s =
+      conn.prepare("SELECT coalesce(started_at, created_at) FROM experiments WHERE id = ?");
+  s.bind_all(experiment);
+  return s.step() ? s.column_double(0) : 0.0;
+}
+
+Json internals(db::Connection& conn, const std::map<std::string, std::string>& p) {
+  const int64_t id = experiment_id(conn, p);
+  const int64_t points = integer(p, "points", 500, 2, 1000);
+  db::Statement name = conn.prepare("SELECT strategy FROM experiments WHERE id = ?");
+  name.bind_all(id);
+  name.step();
+  const std::string strategy = name.column_text(0);
+  const double origin = origin_of(conn, id);
+  // About 100 ln(results) rows per experiment (the controller thins them out).
+  db::Statement s = conn.prepare(
+      "SELECT results, at, state FROM strategy_snapshots WHERE experiment_id = ? ORDER BY "
+      "results LIMIT 100000");
+  s.bind_all(id);
+  struct Row {
+    int64_t results;
+    double seconds;
+    std::string state;
+  };
+  std::vector<Row> rows;
+  while (s.step())
+    rows.push_back({s.column_int64(0), s.column_double(1) - origin, s.column_text(2)});
+  Json out = Json::array();
+  for (const auto& r : downsample(rows, static_cast<size_t>(points)))
+    out.push_back({{"results", r.results},
+                   {"seconds", r.seconds},
+                   {"state", Json::parse(r.state, nullptr, false)}});
+  return {{"strategy", strategy}, {"snapshots", out}, {"kept", rows.size()}};
+}
+
+// The pool over time: its state at `points` evenly spaced instants from the
+// first sample to the last (an index seek each, however many samples there
+// are), or every sample when there are fewer.
+Json pool(db::Connection& conn, const std::map<std::string, std::string>& p) {
+  const int64_t id = experiment_id(conn, p);
+  const int64_t points = integer(p, "points", 300, 2, 1000);
+  const double origin = origin_of(conn, id);
+  db::Statement range =
+      conn.prepare("SELECT min(at), max(at) FROM pool_samples WHERE experiment_id = ?");
+  range.bind_all(id);
+  range.step();
+  Json out = Json::array();
+  if (range.column_type(0) == db::ColumnType::Null) return {{"samples", out}};
+  const double first = range.column_double(0), last = range.column_double(1);
+  db::Statement few = conn.prepare(
+      "SELECT count(*) FROM (SELECT 1 FROM pool_samples WHERE experiment_id = ? LIMIT ?)");
+  few.bind_all(id, points + 1);
+  few.step();
+  const bool all = few.column_int64(0) <= points;
+  db::Statement every = conn.prepare(
+      "SELECT at, workers, slots, busy, queued FROM pool_samples WHERE experiment_id = ? ORDER BY "
+      "at");
+  db::Statement at = conn.prepare(
+      "SELECT at, workers, slots, busy, queued FROM pool_samples WHERE experiment_id = ? AND at "
+      "<= ? ORDER BY at DESC LIMIT 1");
+  auto add = [&](const db::Statement& r) {
+    out.push_back({{"seconds", r.column_double(0) - origin},
+                   {"workers", r.column_int64(1)},
+                   {"slots", r.column_int64(2)},
+                   {"busy", r.column_int64(3)},
+                   {"queued", r.column_int64(4)}});
+  };
+  if (all) {
+    every.bind_all(id);
+    while (every.step()) add(every);
+    return {{"samples", out}};
+  }
+  double previous = -1;
+  for (int64_t i = 0; i < points; ++i) {
+    const double t = i + 1 == points ? last : first + (last - first) * i / (points - 1);
+    at.reset();
+    at.bind_all(id, t);
+    if (!at.step() || at.column_double(0) == previous) continue;
+    previous = at.column_double(0);
+    add(at);
+  }
+  return {{"samples", out}};
+}
+
 Json list_data_reports(db::Connection& conn, const std::map<std::string, std::string>& p) {
   const std::string& name = param(p, "experiment");
   db::Statement s = conn.prepare(
@@ -455,6 +620,10 @@ ApiResponse handle_api(db::Connection& conn, const std::string& path,
       body = list_failures(conn, params);
     else if (path == "/api/workers")
       body = list_workers(conn, params);
+    else if (path == "/api/internals")
+      body = internals(conn, params);
+    else if (path == "/api/pool")
+      body = pool(conn, params);
     else if (path == "/api/data_reports")
       body = list_data_reports(conn, params);
     else

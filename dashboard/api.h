@@ -6,8 +6,8 @@
 // Every endpoint answers from indexes and returns a bounded number of rows:
 //   /api/experiments                       every experiment (at most 1,000): status counts, best
 //   /api/experiment?experiment=E           one experiment's overview: counts, best, budget used,
-//                                          the best-so-far curve (at most 500 points), the change
-//                                          number reached
+//                                          the best-so-far curve (kept on write; at most 500
+//                                          points), the change number reached
 //   /api/trials?experiment=E[&sort=number|val_acc|finished_at|seq][&order=asc|desc]
 //              [&status=S][&after=CURSOR][&limit=N<=500]
 //                                          a page of trials, sorted on an indexed column, with the
@@ -16,7 +16,8 @@
 //                                          sorts done trials, finished_at finished ones
 //   /api/trial?experiment=E&number=N[&points=P<=1000]
 //                                          one trial: its row, its learning curve downsampled to P
-//                                          points (default 200), its lineage and children
+//                                          points (default 200), its lineage and children, its
+//                                          decisions and a summary of its layer graph by block
 //   /api/changes?experiment=E&since=SEQ[&limit=N<=500]
 //                                          the trials changed since change number SEQ, oldest
 //                                          change first, with the counts and the number reached:
@@ -26,6 +27,11 @@
 //                                          2,000 other done trials for the scatter
 //   /api/failures?experiment=E[&limit=N<=500]   failed trials with their errors, latest first
 //   /api/workers[?experiment=E]            workers: devices, last seen, utilization
+//   /api/pool?experiment=E[&points=P<=1000]  workers, slots, busy slots and queue over time:
+//                                          the pool's state at P instants (default 300)
+//   /api/internals?experiment=E[&points=P<=1000]  the strategy's snapshots over results
+//                                          (evolution: population scores; REINFORCE: reward,
+//                                          baseline, entropy), at most P (default 500)
 //   /api/data_reports[?experiment=E]       validation reports of adaptation runs (at most 50)
 // A bad parameter is a 400 with {"error": "..."} naming it; an unknown experiment or trial a 404.
 #include <map>

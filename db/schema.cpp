@@ -197,6 +197,79 @@ CREATE TRIGGER trials_changed_update AFTER UPDATE OF status, attempt, worker_id,
     ON CONFLICT (experiment_id, status) DO UPDATE SET n = n + 1;
 END;
 )sql"},
+      {7, "the best-so-far curve kept on write, strategy snapshots and worker-pool samples", R"sql(
+-- The best-so-far curve of validation accuracy, one row per improvement, kept
+-- by the trials' update trigger so that an overview reads a few rows instead
+-- of every trial: `finished` is how many of the experiment's trials had
+-- finished (done, pruned or failed) when it was reached.
+CREATE TABLE best_so_far (
+  experiment_id INTEGER NOT NULL REFERENCES experiments (id),
+  finished INTEGER NOT NULL,
+  number INTEGER NOT NULL,            -- the trial that reached it
+  val_acc REAL NOT NULL,
+  finished_at REAL NOT NULL,
+  PRIMARY KEY (experiment_id, finished)
+) WITHOUT ROWID;
+INSERT INTO best_so_far (experiment_id, finished, number, val_acc, finished_at)
+  SELECT experiment_id, k, number, val_acc, finished_at FROM (
+    SELECT experiment_id, number, status, val_acc, finished_at,
+      row_number() OVER w AS k,
+      max(CASE WHEN status = 'done' THEN val_acc END)
+        OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before
+    FROM trials WHERE status IN ('done', 'failed', 'pruned') AND finished_at IS NOT NULL
+    WINDOW w AS (PARTITION BY experiment_id ORDER BY finished_at, number))
+  WHERE status = 'done' AND val_acc IS NOT NULL AND (before IS NULL OR val_acc > before);
+
+-- The update trigger of migration 6 again, with the best-so-far row added
+-- last (after the counts it reads are updated).
+DROP TRIGGER trials_changed_update;
+CREATE TRIGGER trials_changed_update AFTER UPDATE OF status, attempt, worker_id, device,
+    started_at, finished_at, val_acc, test_acc, latency_ms, params, macs, train_seconds, error
+    ON trials BEGIN
+  UPDATE change_seq SET seq = seq + 1 WHERE id = 1;
+  UPDATE trials SET seq = (SELECT seq FROM change_seq WHERE id = 1) WHERE id = NEW.id;
+  UPDATE experiment_counts SET n = n - 1
+    WHERE NEW.status != OLD.status AND experiment_id = OLD.experiment_id AND status = OLD.status;
+  INSERT INTO experiment_counts (experiment_id, status, n)
+    SELECT NEW.experiment_id, NEW.status, 1 WHERE NEW.status != OLD.status
+    ON CONFLICT (experiment_id, status) DO UPDATE SET n = n + 1;
+  INSERT OR REPLACE INTO best_so_far (experiment_id, finished, number, val_acc, finished_at)
+    SELECT NEW.experiment_id,
+           (SELECT coalesce(sum(n), 0) FROM experiment_counts
+             WHERE experiment_id = NEW.experiment_id AND status IN ('done', 'failed', 'pruned')),
+           NEW.number, NEW.val_acc, NEW.finished_at
+    WHERE NEW.status = 'done' AND NEW.val_acc IS NOT NULL AND NEW.finished_at IS NOT NULL
+      AND NEW.val_acc > coalesce((SELECT val_acc FROM best_so_far
+                                   WHERE experiment_id = NEW.experiment_id
+                                   ORDER BY finished DESC LIMIT 1), -1e308);
+END;
+
+-- What the search strategy's decision state looked like as results came in
+-- (evolution: its population's scores; REINFORCE: reward, baseline and the
+-- policy's entropy), written by the controller with the results that changed
+-- it, densely at first and then once per 1% more results, so an experiment
+-- of n results holds about 100 ln(n) rows.
+CREATE TABLE strategy_snapshots (
+  experiment_id INTEGER NOT NULL REFERENCES experiments (id),
+  results INTEGER NOT NULL,           -- results told to the strategy so far
+  at REAL NOT NULL,
+  state TEXT NOT NULL,                -- JSON, the strategy's own summary
+  PRIMARY KEY (experiment_id, results)
+) WITHOUT ROWID;
+
+-- The worker pool seen by an experiment's controller: a row whenever the
+-- number of workers, their slots, the busy slots or the queue changed (at
+-- most one a second), so busy and idle are charted over time.
+CREATE TABLE pool_samples (
+  experiment_id INTEGER NOT NULL REFERENCES experiments (id),
+  at REAL NOT NULL,
+  workers INTEGER NOT NULL,
+  slots INTEGER NOT NULL,
+  busy INTEGER NOT NULL,
+  queued INTEGER NOT NULL,
+  PRIMARY KEY (experiment_id, at)
+) WITHOUT ROWID;
+)sql"},
   };
   return list;
 }

@@ -445,6 +445,28 @@ void Store::save_strategy_state(int64_t experiment, const nlohmann::json& state,
   write("save_strategy_state", [&] { run(upsert); });
 }
 
+void Store::add_strategy_snapshot(int64_t experiment, int64_t results, const nlohmann::json& state,
+                                  double at) {
+  require_writable("add_strategy_snapshot");
+  require_experiment("add_strategy_snapshot", experiment);
+  Statement insert = connection_.prepare(
+      "INSERT OR REPLACE INTO strategy_snapshots (experiment_id, results, at, state) "
+      "VALUES (?, ?, ?, ?)");
+  insert.bind_all(experiment, results, at, state.dump());
+  write("add_strategy_snapshot", [&] { run(insert); });
+}
+
+void Store::add_pool_sample(int64_t experiment, double at, int workers, int slots, int busy,
+                            int64_t queued) {
+  require_writable("add_pool_sample");
+  require_experiment("add_pool_sample", experiment);
+  Statement insert = connection_.prepare(
+      "INSERT OR REPLACE INTO pool_samples (experiment_id, at, workers, slots, busy, queued) "
+      "VALUES (?, ?, ?, ?, ?, ?)");
+  insert.bind_all(experiment, at, workers, slots, busy, queued);
+  write("add_pool_sample", [&] { run(insert); });
+}
+
 std::optional<nlohmann::json> Store::strategy_state(int64_t experiment) {
   Statement select =
       connection_.prepare("SELECT state FROM strategy_state WHERE experiment_id = ?");

@@ -121,6 +121,15 @@ class Store {
   // ---- strategy state ----
   void save_strategy_state(int64_t experiment, const nlohmann::json& state, double at);
   std::optional<nlohmann::json> strategy_state(int64_t experiment);  // nullopt: never saved
+  // The strategy's summary after `results` results (the dashboard's search internals); a
+  // second one at the same count replaces the first.
+  void add_strategy_snapshot(int64_t experiment, int64_t results, const nlohmann::json& state,
+                             double at);
+
+  // ---- worker pool over time ----
+  // What the controller saw at `at`: workers, their slots, busy slots, queued trials.
+  void add_pool_sample(int64_t experiment, double at, int workers, int slots, int busy,
+                       int64_t queued);
 
   // ---- data reports ----
   int64_t add_data_report(const DataReport& report);  // its id; report.id is ignored

@@ -123,6 +123,58 @@ TEST_CASE("strategies in the loop: evolution records each child's parent and mut
   // The store's own lineage view agrees.
   const db::TrialDetail last = db::trial(c, db::find_experiment_id(c, "lineage"), 59);
   CHECK_FALSE(last.lineage.empty());
+
+  // For the dashboard: the population after each batch of results (up to 60
+  // rows, one per result at this size), never above P = 10, full at the end.
+  db::Statement snaps = c.prepare("SELECT results, state FROM strategy_snapshots ORDER BY results");
+  int64_t rows = 0, previous = 0;
+  size_t size = 0;
+  while (snaps.step()) {
+    ++rows;
+    CHECK(snaps.column_int64(0) > previous);
+    previous = snaps.column_int64(0);
+    size = nlohmann::json::parse(snaps.column_text(1))["population"].size();
+    CHECK(size <= 10);
+  }
+  CHECK(rows >= 5);
+  CHECK(previous == 60);
+  CHECK(size == 10);
+  // The pool: three slots on two workers, busy between 0 and 3, idle at the end.
+  db::Statement pool = c.prepare(
+      "SELECT count(*), max(slots), max(busy), min(busy >= 0 AND busy <= slots) FROM "
+      "pool_samples");
+  REQUIRE(pool.step());
+  CHECK(pool.column_int64(0) >= 2);
+  CHECK(pool.column_int64(1) == 3);
+  CHECK(pool.column_int64(2) >= 1);
+  CHECK(pool.column_int64(3) == 1);
+  db::Statement end = c.prepare("SELECT busy, queued FROM pool_samples ORDER BY at DESC LIMIT 1");
+  REQUIRE(end.step());
+  CHECK(end.column_int64(0) == 0);
+  CHECK(end.column_int64(1) == 0);
+}
+
+TEST_CASE(
+    "strategies in the loop: reinforce's reward, baseline and entropy are kept as it learns") {
+  if (!have_external(nb201_table())) return;
+  Search search("rl-snapshots", "rl", 3, "reinforce");
+  ExperimentConfig cfg = search.config();
+  cfg.budget_trials = 40;
+  const ControllerSummary s = run_search(search, cfg, {{"a", 2}});
+  CHECK(s.done == 40);
+  db::Connection c = db::open_store_readonly(search.path);
+  db::Statement snaps = c.prepare("SELECT results, state FROM strategy_snapshots ORDER BY results");
+  int64_t rows = 0, updates = 0;
+  while (snaps.step()) {
+    ++rows;
+    const auto j = nlohmann::json::parse(snaps.column_text(1));
+    CHECK(j["updates"].get<int64_t>() >= updates);  // at least one per result
+    updates = j["updates"].get<int64_t>();
+    CHECK(j["entropy"].get<double>() > 0);
+    CHECK(j["baseline"].is_number());
+  }
+  CHECK(rows >= 5);
+  CHECK(updates >= 40);
 }
 
 TEST_CASE("strategies in the loop: stopped and resumed, the search makes the same decisions") {
@@ -238,7 +290,8 @@ TEST_CASE(
   CHECK(e->status == "stopped");
 }
 
-TEST_CASE("strategies in the loop: a GPU latency device gives trials only to workers with that GPU") {
+TEST_CASE(
+    "strategies in the loop: a GPU latency device gives trials only to workers with that GPU") {
   if (!have_external(nb201_table())) return;
   Search search("gpu-latency", "gpu-latency", 4, "evolution");
   search.settings.objective.latency_device = "cuda:0";

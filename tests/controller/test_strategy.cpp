@@ -179,6 +179,34 @@ TEST_CASE("strategy: evolution's population ages: the oldest leaves, even the be
   CHECK(s.population().front().key == told[3]);
 }
 
+TEST_CASE("strategy: snapshots for people: evolution's population, reinforce's reward and policy") {
+  const auto space = Space::load("small");
+  StrategySettings st = settings_for("evolution", 4);
+  st.population = 3;
+  EvolutionStrategy evo(space, st);
+  CHECK(evo.take_snapshot() == nlohmann::json::parse(R"({"population":[]})"));
+  for (double v : {0.25, 0.5, 0.75, 1.0}) evo.tell(evo.ask()->arch, score_of(v));
+  CHECK(evo.take_snapshot() == nlohmann::json::parse(R"({"population":[0.5,0.75,1.0]})"));
+
+  ReinforceStrategy rl(space, settings_for("reinforce", 2));
+  const nlohmann::json first = rl.take_snapshot();
+  CHECK(first["reward"].is_null());  // nothing told yet
+  CHECK(first["baseline"].is_null());
+  CHECK(first["entropy"].get<double>() == doctest::Approx(rl.entropy()));
+  CHECK(first["updates"] == 0);
+  for (double v : {0.25, 0.5, 0.75}) rl.tell(rl.ask()->arch, score_of(v));
+  const nlohmann::json snap = rl.take_snapshot();
+  CHECK(snap["updates"] == 3);
+  CHECK(snap["reward"].get<double>() == doctest::Approx(0.5));
+  CHECK(snap["baseline"].get<double>() == doctest::Approx(rl.baseline()));
+  CHECK(snap["entropy"].get<double>() == doctest::Approx(rl.entropy()));
+  CHECK(snap["entropy"].get<double>() < first["entropy"].get<double>());
+  // The mean reward is of the updates since the last snapshot.
+  rl.tell(rl.ask()->arch, score_of(0.125));
+  CHECK(rl.take_snapshot()["reward"].get<double>() == doctest::Approx(0.125));
+  CHECK(RandomStrategy(space, 1).take_snapshot().is_null());
+}
+
 TEST_CASE("strategy: a larger tournament picks the population's best as parent more often") {
   // A large space, so the best's children are never used up.
   const auto space = Space::load("mobile");

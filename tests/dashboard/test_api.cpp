@@ -14,6 +14,7 @@
 #include "dashboard/server.h"
 #include "db/queries.h"
 #include "db/store.h"
+#include "searchspace/space.h"
 #include "tests/support.h"
 
 using namespace minas;
@@ -70,6 +71,14 @@ struct KnownStore {
     c.exec(
         "UPDATE trials SET status = 'running', worker_id = 1, device = 'cpu', started_at = 41 "
         "WHERE number = 6");
+    // The pool: one worker of two slots from 12, busy 1 then 2; the strategy:
+    // two snapshots of evolution's population.
+    c.exec(
+        "INSERT INTO pool_samples (experiment_id, at, workers, slots, busy, queued) VALUES "
+        "(1, 12, 1, 2, 1, 5), (1, 13.5, 1, 2, 2, 4), (1, 41, 1, 2, 1, 0)");
+    c.exec(
+        "INSERT INTO strategy_snapshots (experiment_id, results, at, state) VALUES "
+        "(1, 1, 30, '{\"population\":[0.5]}'), (1, 5, 34.5, '{\"population\":[0.5,0.9,0.7]}')");
   }
 };
 
@@ -94,9 +103,10 @@ TEST_CASE("dashboard api: experiments and an overview, exactly") {
   const Json o = get(c, "/api/experiment", {{"experiment", "e"}});
   CHECK(o["best"] == Json::parse(R"({"number":1,"arch":"a1","val_acc":0.9})"));
   // Best so far: trial 0 (0.5) then trial 1 (0.9); later ones do not improve on it.
+  // Seconds from the experiment's creation at 10 (it never started).
   CHECK(o["best_so_far"] == Json::parse(R"([
-    {"trials":1,"seconds":19.0,"best":0.5,"number":0},
-    {"trials":2,"seconds":20.0,"best":0.9,"number":1}])"));
+    {"trials":1,"seconds":20.0,"best":0.5,"number":0},
+    {"trials":2,"seconds":21.0,"best":0.9,"number":1}])"));
   CHECK(o["seq"] == 7 + 5 + 2);  // 7 inserts, 5 results, a failure, a start
 }
 
@@ -165,6 +175,81 @@ TEST_CASE("dashboard api: a trial with its curve and lineage; changes since a cu
   CHECK(w["workers"][0]["running"][0]["number"] == 6);
 }
 
+TEST_CASE("dashboard api: the pool over time and the strategy's snapshots, exactly") {
+  KnownStore k;
+  db::Connection c = db::open_store_readonly(k.path);
+  // Seconds from the experiment's creation at 10.
+  CHECK(get(c, "/api/pool", {{"experiment", "e"}}) == Json::parse(R"({"samples":[
+    {"seconds":2.0,"workers":1,"slots":2,"busy":1,"queued":5},
+    {"seconds":3.5,"workers":1,"slots":2,"busy":2,"queued":4},
+    {"seconds":31.0,"workers":1,"slots":2,"busy":1,"queued":0}]})"));
+  // Two points: the state at the first sample and at the last.
+  CHECK(get(c, "/api/pool", {{"experiment", "e"}, {"points", "2"}}) == Json::parse(R"({"samples":[
+    {"seconds":2.0,"workers":1,"slots":2,"busy":1,"queued":5},
+    {"seconds":31.0,"workers":1,"slots":2,"busy":1,"queued":0}]})"));
+  CHECK(get(c, "/api/internals", {{"experiment", "e"}}) == Json::parse(R"({
+    "strategy":"evolution",
+    "snapshots":[{"results":1,"seconds":20.0,"state":{"population":[0.5]}},
+                 {"results":5,"seconds":24.5,"state":{"population":[0.5,0.9,0.7]}}],
+    "kept":2})"));
+}
+
+TEST_CASE("dashboard api: a trial's decisions and its layer graph by block") {
+  test::TempDir dir{"dashboard-graph"};
+  const std::string path = dir.file("minas.db");
+  const Space space = Space::load("small");
+  // The hand-designed reference: conv-pool-conv-pool-conv, the narrowest widths.
+  const std::string key = "16|32|conv_k3|skip|64|conv_k3|skip";
+  {
+    db::Store store = db::Store::open(path);
+    db::ExperimentSpec s;
+    s.name = "g";
+    s.space = "small";
+    s.space_json = space.spec();
+    s.dataset = "fashion-mnist";
+    s.dataset_fingerprint = "00";
+    s.strategy = "random";
+    s.strategy_settings = {{"name", "random"}};
+    s.recipe = {{"epochs", 1}};
+    s.objective = "val_acc";
+    store.create_experiment(s, 1.0);
+    store.connection().exec(
+        "INSERT INTO trials (experiment_id, number, arch_key, arch_hash, arch_json, fidelity, "
+        "status, queued_at) VALUES (1, 0, '" +
+        key + "', 0, '{}', 1, 'queued', 2)");
+  }
+  db::Connection c = db::open_store_readonly(path);
+  const Json t = get(c, "/api/trial", {{"experiment", "g"}, {"number", "0"}});
+  const Json& g = t["graph"];
+  REQUIRE(g.is_object());
+  REQUIRE_MESSAGE(!g.contains("error"), g.dump());
+  CHECK(g["decisions"][0] == Json::parse(R"({"name":"stem.width","option":"16"})"));
+  CHECK(g["decisions"][3] == Json::parse(R"({"name":"stage1.layer2","option":"skip"})"));
+  CHECK(g["input"] == "1x28x28");
+  CHECK(g["classes"] == 10);
+  // By hand: a 3x3 conv 1 -> 16 without bias (144 weights, 144 MACs at each of
+  // 28x28 places), batch norm (scale and shift of 16), ReLU.
+  CHECK(g["blocks"][0] == Json::parse(R"({"name":"stem","layers":3,"params":176,"macs":112896,
+                                          "output":"16x28x28",
+                                          "ops":{"conv":1,"batchnorm":1,"relu":1}})"));
+  CHECK(g["blocks"].back()["name"] == "head");
+  CHECK(g["blocks"].back()["output"] == "10x1x1");
+  // The blocks add up to the whole network.
+  const LayerGraph lowered = space.lower(space.parse_key(key));
+  int64_t params = 0, macs = 0, layers = 0;
+  for (const auto& b : g["blocks"]) {
+    params += b["params"].get<int64_t>();
+    macs += b["macs"].get<int64_t>();
+    layers += b["layers"].get<int64_t>();
+  }
+  CHECK(params == lowered.params());
+  CHECK(macs == lowered.macs());
+  CHECK(layers == lowered.size() - 1);
+  CHECK(g["params"] == lowered.params());
+  INFO(g.dump());
+  CHECK(g["blocks"].size() == 4);  // stem, stage1, stage2, head
+}
+
 TEST_CASE("dashboard api: malformed parameters get 400 with a message, unknown things 404") {
   KnownStore k;
   db::Connection c = db::open_store_readonly(k.path);
@@ -193,6 +278,10 @@ TEST_CASE("dashboard api: malformed parameters get 400 with a message, unknown t
            {"/api/changes", {{"experiment", "e"}}, 400, "since: required"},
            {"/api/changes", {{"experiment", "e"}, {"since", "abc"}}, 400, "since: 'abc'"},
            {"/api/pareto", {{"experiment", "e"}, {"x", "val_acc"}}, 400, "x: 'val_acc'"},
+           {"/api/pool", {{"experiment", "e"}, {"points", "1"}}, 400, "points: '1'"},
+           {"/api/pool", {}, 400, "experiment: required"},
+           {"/api/internals", {{"experiment", "e"}, {"points", "x"}}, 400, "points: 'x'"},
+           {"/api/internals", {{"experiment", "nope"}}, 404, "nope"},
            {"/api/nothing", {}, 404, "no such endpoint"},
        }) {
     const dashboard::ApiResponse r = dashboard::handle_api(c, x.path, x.params);

@@ -18,6 +18,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "db/queries.h"
 #include "db/schema.h"
 #include "db/sqlite.h"
 #include "db/store.h"
@@ -163,8 +164,8 @@ const std::vector<std::pair<std::string, std::string>>& sample_rows() {
        "VALUES (1, 'w1', 'node1', '[\"cpu\"]', 1.0, 2.0)"},
       {"trials",
        "INSERT INTO trials (id, experiment_id, number, arch_key, arch_hash, arch_json, fidelity, "
-       "status, queued_at, worker_id, val_acc) "
-       "VALUES (1, 1, 0, 'k', -7, '{}', 12, 'done', 1.0, 1, 0.875)"},
+       "status, queued_at, worker_id, val_acc, finished_at) "
+       "VALUES (1, 1, 0, 'k', -7, '{}', 12, 'done', 1.0, 1, 0.875, 3.0)"},
       {"epochs", "INSERT INTO epochs (trial_id, attempt, epoch, val_acc) VALUES (1, 0, 1, 0.5)"},
       {"strategy_state",
        "INSERT INTO strategy_state (experiment_id, state, updated_at) VALUES (1, '{\"n\":1}', 2)"},
@@ -184,6 +185,14 @@ const std::vector<std::pair<std::string, std::string>>& sample_rows() {
       // change nothing; the migration test checks the derived values.
       {"change_seq", "UPDATE change_seq SET seq = seq WHERE id = 1"},
       {"experiment_counts", "UPDATE experiment_counts SET n = n WHERE experiment_id = 1"},
+      // Migration 7: the best-so-far curve is derived too; the others are written.
+      {"best_so_far", "UPDATE best_so_far SET val_acc = val_acc WHERE experiment_id = 1"},
+      {"strategy_snapshots",
+       "INSERT INTO strategy_snapshots (experiment_id, results, at, state) VALUES (1, 1, 3.0, "
+       "'{\"population\":[0.5]}')"},
+      {"pool_samples",
+       "INSERT INTO pool_samples (experiment_id, at, workers, slots, busy, queued) VALUES (1, "
+       "2.5, 1, 2, 1, 0)"},
   };
   return rows;
 }
@@ -264,7 +273,8 @@ TEST_CASE("store: a store of every earlier version migrates and keeps its rows")
     CHECK(minas::db::integrity_check(c) == "ok");
     for (const auto& [table, insert] : sample_rows()) {
       CAPTURE(table);
-      if (table == "change_seq" || table == "experiment_counts") continue;  // derived, below
+      if (table == "change_seq" || table == "experiment_counts" || table == "best_so_far")
+        continue;  // derived, below
       CHECK(query_int(c, "SELECT count(*) FROM " + table) == (before.count(table) ? 1 : 0));
     }
     // The change cursor and the status counts, derived from the trials.
@@ -272,6 +282,11 @@ TEST_CASE("store: a store of every earlier version migrates and keeps its rows")
     CHECK(query_int(c, "SELECT seq FROM change_seq") >= trials);
     CHECK(query_int(c, "SELECT coalesce(sum(n), 0) FROM experiment_counts") == trials);
     if (trials) CHECK(query_int(c, "SELECT min(seq) FROM trials") > 0);
+    // The sample trial is done at 0.875: the curve's one point.
+    CHECK(query_int(c, "SELECT count(*) FROM best_so_far") == trials);
+    if (trials)
+      CHECK(query_text(c, "SELECT finished || ':' || number || ':' || val_acc FROM best_so_far") ==
+            "1:0:0.875");
     if (before.count("trials")) {
       const Experiment old = store.experiment("old");
       CHECK(old.status == "running");
@@ -657,8 +672,8 @@ TEST_CASE("store: every change to a trial takes the next change number; counts f
     return query_int(c, "SELECT seq FROM trials WHERE id = " + std::to_string(id));
   };
   auto count_of = [&](const std::string& status) {
-    return query_int(c, "SELECT coalesce(sum(n), 0) FROM experiment_counts WHERE status = '" +
-                            status + "'");
+    return query_int(
+        c, "SELECT coalesce(sum(n), 0) FROM experiment_counts WHERE status = '" + status + "'");
   };
   Writer writer(store);
   const int64_t a = writer.add_trial(new_trial(e, 0));
@@ -679,6 +694,65 @@ TEST_CASE("store: every change to a trial takes the next change number; counts f
   CHECK(seq_of(a) == before + 2);
   CHECK(count_of("running") == 1);  // not a change of status
   CHECK(query_int(c, "SELECT seq FROM change_seq") == before + 2);
+}
+
+TEST_CASE("store: the best-so-far curve kept on write equals the one computed from the trials") {
+  TempPath tmp;
+  Store store = Store::open(tmp.str());
+  const int64_t e = store.create_experiment(spec("curve"), 1.0);
+  const int64_t other = store.create_experiment(spec("other"), 1.0);
+  Connection& c = store.connection();
+  std::mt19937_64 rng(7);
+  std::uniform_real_distribution<double> acc(0.0, 1.0);
+  double clock = 200;
+  Writer writer(store);
+  std::vector<int64_t> retried;  // failed once, requeued, to finish later
+  for (int i = 0; i < 400; ++i) {
+    const int64_t experiment = i % 5 == 4 ? other : e;
+    const int64_t t = writer.add_trial(new_trial(experiment, i));
+    writer.start_trial(t, 0, std::nullopt, "cpu", clock += 1);
+    TrialResult r = result(t, 0, acc(rng));
+    r.finished_at = clock += 1;
+    switch (rng() % 6) {
+      case 0:
+        CHECK(writer.record_failure(t, 0, "out of memory", clock += 1));
+        break;
+      case 1:
+        CHECK(writer.mark_pruned(t, 0, clock += 1));
+        break;
+      case 2:
+        CHECK(writer.record_failure(t, 0, "worker lost", clock += 1));
+        CHECK(writer.requeue(t, 1, clock += 1));
+        retried.push_back(t);
+        break;
+      default:
+        CHECK(writer.record_result(r));
+    }
+    if (i % 50 == 49) writer.commit();
+  }
+  for (int64_t t : retried) {
+    writer.start_trial(t, 1, std::nullopt, "cpu", clock += 1);
+    TrialResult r = result(t, 1, acc(rng));
+    r.finished_at = clock += 1;
+    CHECK(writer.record_result(r));
+  }
+  writer.commit();
+  for (int64_t experiment : {e, other}) {
+    const auto computed = minas::db::best_so_far(c, experiment, minas::db::Metric::val_acc);
+    REQUIRE(computed.size() >= 3);
+    Statement kept = c.prepare(
+        "SELECT finished, number, val_acc FROM best_so_far WHERE experiment_id = ? ORDER BY "
+        "finished");
+    kept.bind_all(experiment);
+    size_t i = 0;
+    for (; kept.step(); ++i) {
+      REQUIRE(i < computed.size());
+      CHECK(kept.column_int64(0) == computed[i].trials);
+      CHECK(kept.column_int64(1) == computed[i].number);
+      CHECK(kept.column_double(2) == computed[i].best);
+    }
+    CHECK(i == computed.size());
+  }
 }
 
 TEST_CASE("store: the writer numbers trials from 0 within each experiment") {
