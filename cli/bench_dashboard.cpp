@@ -55,6 +55,7 @@ void run(const DashboardBenchFlags& f) {
   const std::string path = (dir / "bench.db").string();
   db::Store store = db::Store::open(path);
   SimulatedResults sim(store, "bench", 5, 1);
+  sim.write_internals(true);
   db::Writer writer(store);
   const auto fill0 = Clock::now();
   sim.record(writer, f.trials, 256);
@@ -97,6 +98,8 @@ void run(const DashboardBenchFlags& f) {
       {"pareto params", "/api/pareto?" + e + "&x=params"},
       {"failures", "/api/failures?" + e},
       {"workers", "/api/workers?" + e},
+      {"pool", "/api/pool?" + e},
+      {"internals", "/api/internals?" + e},
   };
   std::mutex mu;
   std::map<std::string, std::vector<double>> ms;

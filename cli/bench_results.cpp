@@ -1,12 +1,14 @@
 #include "cli/bench_results.h"
 
+#include <algorithm>
+
 #include "searchspace/space.h"
 
 namespace minas::cli {
 
 SimulatedResults::SimulatedResults(db::Store& store, const std::string& name, int epochs,
                                    uint64_t seed)
-    : epochs_(epochs), rng_(seed) {
+    : store_(store), epochs_(epochs), rng_(seed) {
   // What a search would have ready before it records anything: the space's
   // architectures and the workers.
   const Space space = Space::load("nb201");
@@ -20,7 +22,7 @@ SimulatedResults::SimulatedResults(db::Store& store, const std::string& name, in
   spec.space_json = space.spec();
   spec.dataset = "simulated";
   spec.dataset_fingerprint = "0000000000000000";
-  spec.strategy = "random";
+  spec.strategy = "evolution";
   spec.recipe = {{"epochs", epochs}};
   spec.objective = "val_acc";
   experiment_ = store.create_experiment(spec, 0.0);
@@ -58,6 +60,16 @@ int64_t SimulatedResults::record(db::Writer& writer, int64_t count, int64_t batc
     r.finished_at = now + 1;
     r.worker_id = worker;
     writer.record_result(r);
+    if (internals_) {
+      store_.add_pool_sample(experiment_, now + 1, static_cast<int>(workers_.size()),
+                             static_cast<int>(workers_.size()), static_cast<int>(i % 9), i % 5);
+      population_.push_back(acc);
+      if (population_.size() > 10) population_.erase(population_.begin());
+      if (i + 1 >= next_snapshot_) {
+        store_.add_strategy_snapshot(experiment_, i + 1, {{"population", population_}}, now + 1);
+        next_snapshot_ = i + 1 + std::max<int64_t>(1, (i + 1) / 100);
+      }
+    }
     if ((k + 1) % batch == 0) {
       writer.commit();
       ++commits;

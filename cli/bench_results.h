@@ -21,9 +21,17 @@ class SimulatedResults {
   // and at the end; returns the commits made.
   int64_t record(db::Writer& writer, int64_t count, int64_t batch);
   int64_t experiment() const { return experiment_; }
+  // Also what a controller writes for the dashboard beside the results: a
+  // worker-pool sample per result and evolution's population snapshots at
+  // the controller's pace (every result, then every 1% more).
+  void write_internals(bool on) { internals_ = on; }
   int64_t recorded() const { return next_; }
 
  private:
+  db::Store& store_;
+  bool internals_ = false;
+  int64_t next_snapshot_ = 1;
+  std::vector<double> population_;
   int epochs_;
   Rng rng_;
   int64_t experiment_ = 0;

@@ -161,6 +161,12 @@ struct Controller::Impl {
                               std::string(std::istreambuf_iterator<char>(in), {}));
     }
     store.set_experiment_status(experiment, "running", unix_now());
+    const double spent = store.experiment(config.name).seconds_run;
+    store.set_experiment_budget(experiment, config.budget_trials,
+                                config.budget_seconds > 0
+                                    ? std::optional<double>(spent + config.budget_seconds)
+                                    : std::nullopt,
+                                unix_now());
     open_states();
   }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <chrono>
 #include <cmath>
 #include <memory>
 #include <optional>
@@ -19,6 +20,10 @@ namespace minas::dashboard {
 namespace {
 
 using Json = nlohmann::ordered_json;
+
+double unix_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
 
 // A client's mistake: answered 400 (or 404) with the message.
 struct BadRequest {
@@ -148,7 +153,8 @@ Json overview(db::Connection& conn, const std::map<std::string, std::string>& p)
   const int64_t id = experiment_id(conn, p);
   db::Statement s = conn.prepare(
       "SELECT name, status, space, strategy, dataset, strategy_settings, objective, created_at, "
-      "started_at, finished_at, seconds_run FROM experiments WHERE id = ?");
+      "started_at, finished_at, seconds_run, budget_trials, budget_seconds, run_started_at FROM "
+      "experiments WHERE id = ?");
   s.bind_all(id);
   s.step();
   Json o = {{"name", s.column_text(0)},
@@ -163,6 +169,15 @@ Json overview(db::Connection& conn, const std::map<std::string, std::string>& p)
             {"finished_at", column(s, 9)},
             {"seconds_run", s.column_double(10)},
             {"counts", counts(conn, id)}};
+  // Budget used: trials created of those the latest run may create; seconds
+  // of all runs, the one going on included, of its wall-clock budget.
+  double seconds_used = s.column_double(10);
+  if (o["status"] == "running" && s.column_type(13) != db::ColumnType::Null)
+    seconds_used += std::max(0.0, unix_now() - s.column_double(13));
+  o["budget"] = {{"trials", column(s, 11)},
+                 {"trials_used", o["counts"]["total"]},
+                 {"seconds", column(s, 12)},
+                 {"seconds_used", seconds_used}};
   const auto top = db::top_k(conn, id, db::Metric::val_acc, 1);
   o["best"] = top.empty() ? Json()
                           : Json{{"number", top[0].number},
@@ -190,6 +205,11 @@ Json overview(db::Connection& conn, const std::map<std::string, std::string>& p)
     curve.push_back(
         {{"trials", pt.trials}, {"seconds", pt.seconds}, {"best", pt.best}, {"number", pt.number}});
   o["best_so_far"] = curve;
+  // Where the time axis ends: now for a running experiment, else when it last stopped.
+  o["elapsed"] = s.column_type(8) == db::ColumnType::Null ? 0.0  // never started
+                 : o["status"] == "running" || s.column_type(9) == db::ColumnType::Null
+                     ? std::max(0.0, unix_now() - origin)
+                     : s.column_double(9) - origin;
   o["seq"] = seq_reached(conn);
   return o;
 }

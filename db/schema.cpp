@@ -233,16 +233,29 @@ CREATE TRIGGER trials_changed_update AFTER UPDATE OF status, attempt, worker_id,
   INSERT INTO experiment_counts (experiment_id, status, n)
     SELECT NEW.experiment_id, NEW.status, 1 WHERE NEW.status != OLD.status
     ON CONFLICT (experiment_id, status) DO UPDATE SET n = n + 1;
+  -- A record: done now, and better than every other done trial (the first
+  -- of the covering index of done trials, by accuracy). The comparison reads
+  -- trials, not best_so_far: an INSERT reading its own table would copy the
+  -- rows to a temporary table first, at every update.
   INSERT OR REPLACE INTO best_so_far (experiment_id, finished, number, val_acc, finished_at)
     SELECT NEW.experiment_id,
            (SELECT coalesce(sum(n), 0) FROM experiment_counts
              WHERE experiment_id = NEW.experiment_id AND status IN ('done', 'failed', 'pruned')),
            NEW.number, NEW.val_acc, NEW.finished_at
-    WHERE NEW.status = 'done' AND NEW.val_acc IS NOT NULL AND NEW.finished_at IS NOT NULL
-      AND NEW.val_acc > coalesce((SELECT val_acc FROM best_so_far
-                                   WHERE experiment_id = NEW.experiment_id
-                                   ORDER BY finished DESC LIMIT 1), -1e308);
+    WHERE NEW.status = 'done' AND OLD.status != 'done' AND NEW.val_acc IS NOT NULL
+      AND NEW.finished_at IS NOT NULL
+      AND NEW.val_acc > coalesce((SELECT val_acc FROM trials INDEXED BY trials_done
+                                   WHERE experiment_id = NEW.experiment_id AND status = 'done'
+                                     AND id != NEW.id
+                                   ORDER BY val_acc DESC LIMIT 1), -1e308);
 END;
+
+-- The budget of the experiment's latest controller run, for "budget used":
+-- the trials it may create and its wall-clock seconds over all runs (NULL:
+-- none), and when that run started (seconds_run grows only at a run's end).
+ALTER TABLE experiments ADD COLUMN budget_trials INTEGER;
+ALTER TABLE experiments ADD COLUMN budget_seconds REAL;
+ALTER TABLE experiments ADD COLUMN run_started_at REAL;
 
 -- What the search strategy's decision state looked like as results came in
 -- (evolution: its population's scores; REINFORCE: reward, baseline and the

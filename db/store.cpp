@@ -406,6 +406,21 @@ void Store::set_experiment_status(int64_t id, std::string_view status, double at
   write("set_experiment_status", [&] { run(update); });
 }
 
+void Store::set_experiment_budget(int64_t id, int64_t trials, std::optional<double> seconds,
+                                  double run_started_at) {
+  require_writable("set_experiment_budget");
+  require_experiment("set_experiment_budget", id);
+  Statement update = connection_.prepare(
+      "UPDATE experiments SET budget_trials = ?1, budget_seconds = ?2, run_started_at = ?3 "
+      "WHERE id = ?4");
+  update.bind_int64(1, trials).bind_int64(4, id).bind_double(3, run_started_at);
+  if (seconds)
+    update.bind_double(2, *seconds);
+  else
+    update.bind_null(2);
+  write("set_experiment_budget", [&] { run(update); });
+}
+
 void Store::add_seconds_run(int64_t id, double seconds) {
   require_writable("add_seconds_run");
   require_experiment("add_seconds_run", id);

@@ -112,6 +112,10 @@ class Store {
   void set_experiment_status(int64_t id, std::string_view status, double at);
   // Adds to seconds_run: a controller run's wall-clock time, at its clean end.
   void add_seconds_run(int64_t id, double seconds);
+  // At a controller run's start: the trials it may create, its wall-clock budget over all
+  // runs (nullopt: none) and when it started.
+  void set_experiment_budget(int64_t id, int64_t trials, std::optional<double> seconds,
+                             double run_started_at);
 
   // ---- workers ----
   // Inserts the worker `name`, or updates its host, devices and last_seen: its id either way.

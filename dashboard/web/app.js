@@ -29,6 +29,20 @@ const pct = (v) => (v === null || v === undefined ? '-' : (100 * v).toFixed(2) +
 const num = (v, d) => (v === null || v === undefined ? '-' : Number(v).toFixed(d ?? 0));
 const link = (hash, text) => el('a', { href: '#' + hash }, text);
 
+// Chart.js 3 (Debian's) draws every dataset grey unless told: each gets the
+// next color of one palette, its fill the same color, lighter.
+const palette = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b'];
+Chart.register({
+  id: 'minasColors',
+  beforeUpdate(chart) {
+    chart.data.datasets.forEach((d, i) => {
+      const c = palette[i % palette.length];
+      if (!d.borderColor) d.borderColor = c;
+      if (!d.backgroundColor) d.backgroundColor = c + '40';
+    });
+  },
+});
+
 function reset() {
   if (timer) clearInterval(timer);
   timer = null;
@@ -46,7 +60,40 @@ function lineChart(canvas, label, xTitle) {
                          y: { title: { display: true, text: 'validation accuracy' } } } },
   });
   charts.push(c);
-  return c;
+  return zoomable(c);
+}
+
+// Drag across a chart to zoom its x axis to that range; double-click to see
+// everything again. The range lives in the chart's options, so data that
+// arrives later (update('none')) keeps it.
+function zoomable(chart) {
+  const canvas = chart.canvas;
+  let from = null;
+  canvas.addEventListener('mousedown', (ev) => { from = ev.offsetX; });
+  canvas.addEventListener('mouseup', (ev) => {
+    if (from === null) return;
+    const a = Math.min(from, ev.offsetX), b = Math.max(from, ev.offsetX);
+    from = null;
+    if (b - a < 6) return;  // a click, not a drag
+    const x = chart.options.scales.x;
+    x.min = chart.scales.x.getValueForPixel(a);
+    x.max = chart.scales.x.getValueForPixel(b);
+    chart.update('none');
+  });
+  canvas.addEventListener('dblclick', () => {
+    delete chart.options.scales.x.min;
+    delete chart.options.scales.x.max;
+    chart.update('none');
+  });
+  canvas.title = 'drag to zoom, double-click to reset';
+  return chart;
+}
+
+function since(seconds) {
+  if (seconds === null || seconds === undefined) return '-';
+  const s = Math.round(seconds);
+  return s >= 3600 ? Math.floor(s / 3600) + ' h ' + Math.floor((s % 3600) / 60) + ' min'
+    : s >= 60 ? Math.floor(s / 60) + ' min ' + (s % 60) + ' s' : s + ' s';
 }
 
 async function experiments() {
@@ -70,14 +117,16 @@ async function overview(name) {
   const o = await api('experiment', { experiment: name });
   const counts = el('p', { class: 'counts', id: 'counts' });
   const best = el('p', { id: 'best' });
+  const budget = el('p', { id: 'budget' });
   const byTime = el('canvas', { class: 'chart', width: 520, height: 280 });
   const byTrials = el('canvas', { class: 'chart', width: 520, height: 280 });
   const table = el('table', { id: 'trials' });
-  view.append(el('h2', {}, name), counts, best,
+  view.append(el('h2', {}, name), counts, best, budget,
     el('div', { class: 'charts' }, byTime, byTrials),
     el('p', {}, link('/e/' + encodeURIComponent(name) + '/pareto', 'Pareto front'), ' · ',
       link('/e/' + encodeURIComponent(name) + '/failures', 'failures'), ' · ',
       link('/e/' + encodeURIComponent(name) + '/workers', 'workers'), ' · ',
+      link('/e/' + encodeURIComponent(name) + '/internals', 'search internals'), ' · ',
       link('/e/' + encodeURIComponent(name) + '/trials', 'all trials'), ' · ',
       link('/e/' + encodeURIComponent(name) + '/data', 'data validation')),
     el('h3', {}, 'Trials, latest changes first'), table);
@@ -90,8 +139,21 @@ async function overview(name) {
     best.replaceChildren(ov.best ? el('span', {}, 'best ', pct(ov.best.val_acc), ' (trial ',
       link('/e/' + encodeURIComponent(name) + '/t/' + ov.best.number, String(ov.best.number)), ') ',
       el('code', {}, ov.best.arch)) : 'no finished trial yet');
-    c1.data.datasets[0].data = ov.best_so_far.map((p) => ({ x: p.seconds, y: p.best }));
-    c2.data.datasets[0].data = ov.best_so_far.map((p) => ({ x: p.trials, y: p.best }));
+    const b = ov.budget;
+    budget.replaceChildren('budget used: ', el('span', { id: 'budget-trials' },
+      b.trials_used + (b.trials !== null ? ' of ' + b.trials : '') + ' trials'), ', ',
+      el('span', { id: 'budget-seconds' }, since(b.seconds_used) + (b.seconds !== null ? ' of ' + since(b.seconds) : '')));
+    // The curve holds the improvements; it runs on, flat, to now and to the
+    // trials finished now.
+    const byTime = ov.best_so_far.map((p) => ({ x: p.seconds, y: p.best }));
+    const byCount = ov.best_so_far.map((p) => ({ x: p.trials, y: p.best }));
+    const finished = c.done + c.failed + c.pruned;
+    if (byTime.length && ov.elapsed > byTime[byTime.length - 1].x)
+      byTime.push({ x: ov.elapsed, y: byTime[byTime.length - 1].y });
+    if (byCount.length && finished > byCount[byCount.length - 1].x)
+      byCount.push({ x: finished, y: byCount[byCount.length - 1].y });
+    c1.data.datasets[0].data = byTime;
+    c2.data.datasets[0].data = byCount;
     c1.update('none');
     c2.update('none');
   }
@@ -155,8 +217,9 @@ async function trialPage(name, number) {
   }
   view.append(el('h2', {}, 'Trial ' + number), facts, curve,
     el('h3', {}, 'Lineage (ancestors, root first)'), lineage,
-    el('p', {}, 'mutation from the parent: ', t.mutation ?? '-'));
-  const c = new Chart(curve, {
+    el('p', {}, 'mutation from the parent: ', t.mutation ?? '-'),
+    el('h3', {}, 'Architecture'), graphSummary(t.graph));
+  const c = zoomable(new Chart(curve, {
     type: 'line',
     data: { datasets: [
       { label: 'validation accuracy', data: t.curve.map((e) => ({ x: e.epoch, y: e.val_acc })) },
@@ -164,8 +227,87 @@ async function trialPage(name, number) {
     options: { animation: false, parsing: false, responsive: false,
                scales: { x: { type: 'linear', title: { display: true, text: 'epoch' } },
                          loss: { position: 'right' } } },
-  });
+  }));
   charts.push(c);
+}
+
+// A trial's decisions and its network by block: layers, parameters, MACs,
+// output shape and the operations in each.
+function graphSummary(g) {
+  if (!g) return el('p', {}, 'No layer graph: the experiment has no space document.');
+  if (g.error) return el('p', { class: 'error' }, 'The layer graph cannot be built: ' + g.error);
+  const decisions = el('table', { id: 'decisions' }, el('tr', {}, el('th', {}, 'decision'), el('th', {}, 'option')));
+  for (const d of g.decisions) decisions.append(el('tr', {}, el('td', {}, d.name), el('td', {}, el('code', {}, d.option))));
+  const blocks = el('table', { id: 'blocks' },
+    el('tr', {}, ...['block', 'layers', 'parameters', 'MACs', 'output', 'operations'].map((h) => el('th', {}, h))));
+  for (const b of g.blocks) {
+    blocks.append(el('tr', {}, el('td', {}, b.name), el('td', { class: 'num' }, String(b.layers)),
+      el('td', { class: 'num' }, num(b.params)), el('td', { class: 'num' }, num(b.macs)), el('td', {}, b.output),
+      el('td', {}, Object.entries(b.ops).map(([k, v]) => (v > 1 ? v + ' ' : '') + k).join(', '))));
+  }
+  blocks.append(el('tr', {}, el('th', {}, 'network'), el('th', { class: 'num' }, String(g.layers)),
+    el('th', { class: 'num' }, num(g.params)), el('th', { class: 'num' }, num(g.macs)),
+    el('th', {}, g.classes + ' classes'), el('th', {}, 'input ' + g.input)));
+  return el('div', { class: 'charts' }, decisions, blocks);
+}
+
+// What the strategy thought as results came in: evolution's population (each
+// member's score at each snapshot, with its best and mean), REINFORCE's
+// reward, baseline and policy entropy. Refreshed every five seconds in place.
+async function internalsPage(name) {
+  reset();
+  document.getElementById('where').textContent = ' / ' + name + ' / search internals';
+  const first = await api('internals', { experiment: name });
+  const canvas = el('canvas', { class: 'chart', width: 640, height: 320, id: 'internals-chart' });
+  const note = el('p', { id: 'internals-note' });
+  view.append(el('h2', {}, 'Search internals of ' + name + ' (' + first.strategy + ')'), note, canvas);
+  const axes = (y, y2) => {
+    const sc = { x: { type: 'linear', title: { display: true, text: 'results told' } },
+                 y: { title: { display: true, text: y } } };
+    if (y2) sc.entropy = { position: 'right', title: { display: true, text: y2 } };
+    return sc;
+  };
+  let chart;
+  if (first.strategy === 'reinforce') {
+    chart = new Chart(canvas, {
+      type: 'line',
+      data: { datasets: [{ label: 'reward (mean since the last point)', data: [], pointRadius: 1 },
+                         { label: 'baseline', data: [], pointRadius: 0 },
+                         { label: 'policy entropy (nats)', data: [], pointRadius: 0, yAxisID: 'entropy' }] },
+      options: { animation: false, parsing: false, responsive: false, scales: axes('reward', 'entropy') },
+    });
+  } else {
+    chart = new Chart(canvas, {
+      type: 'scatter',
+      data: { datasets: [{ label: 'population members', data: [], pointRadius: 1.5 },
+                         { label: 'best in population', data: [], showLine: true, pointRadius: 0 },
+                         { label: 'population mean', data: [], showLine: true, pointRadius: 0 }] },
+      options: { animation: false, parsing: false, responsive: false, scales: axes('score') },
+    });
+  }
+  charts.push(zoomable(chart));
+  function show(r) {
+    const snaps = r.snapshots;
+    note.textContent = snaps.length ? snaps.length + ' snapshots shown of ' + r.kept + ' kept'
+      : r.strategy === 'random' ? 'Random search keeps no state between trials: nothing to show.'
+        : 'No snapshot yet: the strategy has been told no result.';
+    const d = chart.data.datasets;
+    if (r.strategy === 'reinforce') {
+      d[0].data = snaps.filter((s) => s.state.reward !== null).map((s) => ({ x: s.results, y: s.state.reward }));
+      d[1].data = snaps.filter((s) => s.state.baseline !== null).map((s) => ({ x: s.results, y: s.state.baseline }));
+      d[2].data = snaps.map((s) => ({ x: s.results, y: s.state.entropy }));
+    } else {
+      d[0].data = snaps.flatMap((s) => (s.state.population || []).map((v) => ({ x: s.results, y: v })));
+      const full = snaps.filter((s) => (s.state.population || []).length);
+      d[1].data = full.map((s) => ({ x: s.results, y: Math.max(...s.state.population) }));
+      d[2].data = full.map((s) => ({ x: s.results, y: s.state.population.reduce((a, b) => a + b, 0) / s.state.population.length }));
+    }
+    chart.update('none');
+  }
+  show(first);
+  timer = setInterval(async () => {
+    try { show(await api('internals', { experiment: name })); } catch (e) { note.textContent = e.message; }
+  }, 5000);
 }
 
 async function paretoPage(name) {
@@ -194,16 +336,43 @@ async function failuresPage(name) {
   view.append(el('h2', {}, 'Failures of ' + name + ' (' + f.failed + ')'), t);
 }
 
+// The pool over time (busy and idle slots, the queue) and each worker now:
+// devices, last heartbeat, utilization, what it runs. Refreshed every five
+// seconds in place.
 async function workersPage(name) {
   reset();
-  const w = await api('workers', { experiment: name });
-  const t = el('table', {}, el('tr', {}, ...['worker', 'host', 'slots', 'last seen', 'utilization', 'running'].map((h) => el('th', {}, h))));
-  for (const r of w.workers) {
-    t.append(el('tr', {}, el('td', {}, r.name), el('td', {}, r.host), el('td', {}, String((r.devices || []).length)),
-      el('td', {}, new Date(r.last_seen * 1000).toISOString()), el('td', { class: 'num' }, pct(r.utilization)),
-      el('td', {}, (r.running || []).map((x) => x.number + ' on ' + x.device).join(', '))));
+  document.getElementById('where').textContent = ' / ' + name + ' / workers';
+  const canvas = el('canvas', { class: 'chart', width: 640, height: 300, id: 'pool-chart' });
+  const t = el('table', { id: 'workers' });
+  view.append(el('h2', {}, 'Workers of ' + name), canvas, t);
+  const chart = zoomable(new Chart(canvas, {
+    type: 'line',
+    data: { datasets: [
+      { label: 'busy slots', data: [], stepped: true, pointRadius: 0, fill: 'origin' },
+      { label: 'idle slots', data: [], stepped: true, pointRadius: 0, fill: '-1' },
+      { label: 'queued trials', data: [], stepped: true, pointRadius: 0, borderDash: [4, 3] }] },
+    options: { animation: false, parsing: false, responsive: false,
+               scales: { x: { type: 'linear', title: { display: true, text: 'seconds' } },
+                         y: { stacked: false, beginAtZero: true, title: { display: true, text: 'slots' } } } },
+  }));
+  charts.push(chart);
+  async function refresh() {
+    const [w, p] = await Promise.all([api('workers', { experiment: name }), api('pool', { experiment: name })]);
+    const d = chart.data.datasets;
+    d[0].data = p.samples.map((q) => ({ x: q.seconds, y: q.busy }));
+    d[1].data = p.samples.map((q) => ({ x: q.seconds, y: q.slots }));  // filled down to busy: the idle band
+    d[2].data = p.samples.map((q) => ({ x: q.seconds, y: q.queued }));
+    chart.update('none');
+    t.replaceChildren(el('tr', {}, ...['worker', 'host', 'devices', 'last heartbeat', 'utilization', 'running'].map((h) => el('th', {}, h))));
+    for (const r of w.workers) {
+      t.append(el('tr', {}, el('td', {}, r.name), el('td', {}, r.host),
+        el('td', {}, (r.devices || []).map((x) => x.id || x.name || JSON.stringify(x)).join(', ')),
+        el('td', {}, new Date(r.last_seen * 1000).toISOString()), el('td', { class: 'num' }, pct(r.utilization)),
+        el('td', {}, (r.running || []).map((x) => x.number + ' on ' + x.device).join(', ') || 'idle')));
+    }
   }
-  view.append(el('h2', {}, 'Workers of ' + name), t);
+  await refresh();
+  timer = setInterval(() => refresh().catch((e) => t.append(el('tr', {}, el('td', { class: 'error' }, e.message)))), 5000);
 }
 
 // Every trial, sorted and filtered on the server, a page at a time (the
@@ -263,6 +432,7 @@ async function route() {
     else if (parts[0] === 'e' && parts[2] === 'workers') await workersPage(parts[1]);
     else if (parts[0] === 'e' && parts[2] === 'trials') await trialsPage(parts[1]);
     else if (parts[0] === 'e' && parts[2] === 'data') await dataPage(parts[1]);
+    else if (parts[0] === 'e' && parts[2] === 'internals') await internalsPage(parts[1]);
     else await experiments();
   } catch (e) {
     view.replaceChildren(el('p', { class: 'error' }, e.message));

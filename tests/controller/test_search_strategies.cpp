@@ -152,6 +152,14 @@ TEST_CASE("strategies in the loop: evolution records each child's parent and mut
   REQUIRE(end.step());
   CHECK(end.column_int64(0) == 0);
   CHECK(end.column_int64(1) == 0);
+  // The run's budget, for the overview's "budget used".
+  db::Statement budget = c.prepare(
+      "SELECT budget_trials, budget_seconds IS NULL, run_started_at >= started_at FROM "
+      "experiments");
+  REQUIRE(budget.step());
+  CHECK(budget.column_int64(0) == 60);
+  CHECK(budget.column_int64(1) == 1);  // no wall-clock budget
+  CHECK(budget.column_int64(2) == 1);
 }
 
 TEST_CASE(

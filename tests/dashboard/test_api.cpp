@@ -108,6 +108,10 @@ TEST_CASE("dashboard api: experiments and an overview, exactly") {
     {"trials":1,"seconds":20.0,"best":0.5,"number":0},
     {"trials":2,"seconds":21.0,"best":0.9,"number":1}])"));
   CHECK(o["seq"] == 7 + 5 + 2);  // 7 inserts, 5 results, a failure, a start
+  CHECK(o["elapsed"] == 0.0);
+  // Never run by a controller: no budget, no seconds.
+  CHECK(o["budget"] == Json::parse(R"({"trials":null,"trials_used":7,"seconds":null,
+                                       "seconds_used":0.0})"));
 }
 
 TEST_CASE("dashboard api: trials pages by keyset, sorted on indexed columns, each trial once") {

@@ -24,6 +24,7 @@
 
 #include "dashboard/server.h"
 #include "db/store.h"
+#include "searchspace/rng.h"
 #include "searchspace/space.h"
 #include "tests/support.h"
 
@@ -143,11 +144,12 @@ TEST_CASE("dashboard in a browser: the overview goes live, and a trial opens fro
   db::ExperimentSpec s;
   s.name = "live";
   s.space = "nb201";
-  s.space_json = Space::load("nb201").spec();
+  const Space space = Space::load("nb201");
+  s.space_json = space.spec();
   s.dataset = "simulated";
   s.dataset_fingerprint = "0000000000000000";
-  s.strategy = "random";
-  s.strategy_settings = {{"name", "random"}};
+  s.strategy = "evolution";
+  s.strategy_settings = {{"name", "evolution"}};
   s.recipe = {{"epochs", 1}};
   s.objective = "val_acc";
   const int64_t e = store.create_experiment(s, 0);
@@ -155,10 +157,12 @@ TEST_CASE("dashboard in a browser: the overview goes live, and a trial opens fro
   db::Writer writer(store);
   std::atomic<bool> stop{false};
   std::atomic<int> written{0};
+  Rng rng(5);
+  std::vector<double> population;  // what an evolution of P = 10 would show
   auto add = [&](int i) {
     db::NewTrial t;
     t.experiment_id = e;
-    t.arch_key = "arch-" + std::to_string(i);
+    t.arch_key = space.key(space.sample(rng));
     t.arch_hash = fnv1a64(t.arch_key);
     t.arch_json = "{}";
     t.fidelity = 1;
@@ -173,6 +177,10 @@ TEST_CASE("dashboard in a browser: the overview goes live, and a trial opens fro
     r.worker_id = worker;
     writer.record_epoch({id, 0, 1, 1.0, r.val_acc, r.val_acc, 0.1, 1.0});
     writer.record_result(r);
+    population.push_back(r.val_acc);
+    if (population.size() > 10) population.erase(population.begin());
+    store.add_strategy_snapshot(e, i + 1, {{"population", population}}, i + 1);
+    store.add_pool_sample(e, i + 0.5, 1, 2, 1 + i % 2, 3);
     writer.commit();
     ++written;
   };
@@ -236,9 +244,23 @@ TEST_CASE("dashboard in a browser: the overview goes live, and a trial opens fro
                                              {"args", Json::array()}})
                                       .dump());
   REQUIRE(first >= 5);
-  // A mark on the page: a reload would lose it.
+  // A mark on the page: a reload would lose it. And a zoom: a drag across the
+  // best-so-far chart by trial count, which live updates must keep.
   browser.call("POST", "/execute/sync",
                {{"script", "window.minasMark = 42;"}, {"args", Json::array()}});
+  const char* const kDrag = R"(
+    const canvas = document.querySelectorAll('canvas')[1];
+    const r = canvas.getBoundingClientRect();
+    const at = (type, x) => canvas.dispatchEvent(new MouseEvent(type, {
+      clientX: r.left + x, clientY: r.top + r.height / 2, bubbles: true }));
+    at('mousedown', 120);
+    at('mouseup', 320);
+    const x = Chart.getChart(canvas).options.scales.x;
+    return [x.min ?? null, x.max ?? null];)";
+  const Json zoom =
+      browser.call("POST", "/execute/sync", {{"script", kDrag}, {"args", Json::array()}});
+  REQUIRE_MESSAGE(zoom[0].is_number(), zoom.dump());
+  CHECK(zoom[0].get<double>() < zoom[1].get<double>());
   int later = first;
   for (int i = 0; i < 40 && later <= first; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
@@ -247,6 +269,13 @@ TEST_CASE("dashboard in a browser: the overview goes live, and a trial opens fro
   CHECK(later > first);
   CHECK(browser.call("POST", "/execute/sync",
                      {{"script", "return window.minasMark;"}, {"args", Json::array()}}) == 42);
+  const Json kept = browser.call(
+      "POST", "/execute/sync",
+      {{"script",
+        "const x = Chart.getChart(document.querySelectorAll('canvas')[1]).options.scales.x;"
+        "return [x.min ?? null, x.max ?? null];"},
+       {"args", Json::array()}});
+  CHECK(kept == zoom);  // the new data did not reset the zoom
   browser.screenshot("test-artifacts/dashboard-overview.png");
 
   // A trial from the table.
@@ -262,13 +291,44 @@ TEST_CASE("dashboard in a browser: the overview goes live, and a trial opens fro
     }
   }
   CHECK(heading == "Trial " + number);
-  CHECK(browser.text("#trial").find("arch-") != std::string::npos);
+  CHECK(browser.text("#trial").find("~0|") != std::string::npos);  // an nb201 cell
+  // Its layer graph by block, from the stem to the head.
+  const std::string blocks = browser.text("#blocks");
+  CHECK(blocks.find("stem") != std::string::npos);
+  CHECK(blocks.find("head") != std::string::npos);
+  CHECK(blocks.find("10 classes") != std::string::npos);
   browser.screenshot("test-artifacts/dashboard-trial.png");
+  // Search internals: the population's scores as results came in.
+  auto wait_text = [&](const std::string& css, const std::string& want) {
+    std::string got;
+    for (int i = 0; i < 50 && got.find(want) == std::string::npos; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      try {
+        got = browser.text(css);
+      } catch (...) {
+      }
+    }
+    return got;
+  };
+  browser.call("POST", "/url", {{"url", base + "?token=t0k#/e/live/internals"}});
+  CHECK(wait_text("#internals-note", "snapshots shown").find("snapshots shown") !=
+        std::string::npos);
+  CHECK(browser.text("main h2") == "Search internals of live (evolution)");
+  browser.screenshot("test-artifacts/dashboard-internals.png");
+  // Workers: the pool over time and the worker now.
+  browser.call("POST", "/url", {{"url", base + "?token=t0k#/e/live/workers"}});
+  CHECK(wait_text("#workers", "w1").find("localhost") != std::string::npos);
+  CHECK(browser
+            .call("POST", "/execute/sync",
+                  {{"script", "return Chart.getChart('pool-chart').data.datasets[0].data.length;"},
+                   {"args", Json::array()}})
+            .get<int>() >= 5);
+  browser.screenshot("test-artifacts/dashboard-workers.png");
   // Every trial, sorted on the server by validation accuracy.
   browser.call("POST", "/url",
                {{"url", base + "?token=t0k#/e/live/trials?sort=val_acc&status=done"}});
   std::string all;
-  for (int i = 0; i < 50 && all.find("arch-") == std::string::npos; ++i) {
+  for (int i = 0; i < 50 && all.find("~0|") == std::string::npos; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     try {
       all = browser.text("#all-trials");

@@ -460,7 +460,7 @@ TEST_CASE("queries: pareto and constrained top_k agree with their definitions on
     c.exec("PRAGMA application_id = " + std::to_string(db::kApplicationId));
     db::Statement exp = c.prepare(
         "INSERT INTO experiments VALUES (?1, ?2, 's', '{}', 'd', 'f', 'random', '{}', '{}', "
-        "'r', 'val_acc', 'running', 0, NULL, NULL, 0)");
+        "'r', 'val_acc', 'running', 0, NULL, NULL, 0, NULL, NULL, NULL)");
     db::Statement ins = c.prepare(
         "INSERT INTO trials (experiment_id, number, arch_key, arch_hash, arch_json, fidelity, "
         "status, queued_at, val_acc, latency_ms, params) VALUES (?1, ?2, 'k', 0, '{}', 1, "
