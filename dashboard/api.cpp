@@ -399,7 +399,8 @@ Json trial_view(db::Connection& conn, const std::map<std::string, std::string>& 
           {"epochs", d.curve.size()},
           {"lineage", lineage},
           {"children", d.children},
-          {"graph", graph}};
+          {"graph", graph},
+          {"seq", seq_reached(conn)}};
 }
 
 Json changes(db::Connection& conn, const std::map<std::string, std::string>& p) {

@@ -17,7 +17,8 @@
 //   /api/trial?experiment=E&number=N[&points=P<=1000]
 //                                          one trial: its row, its learning curve downsampled to P
 //                                          points (default 200), its lineage and children, its
-//                                          decisions and a summary of its layer graph by block
+//                                          decisions and a summary of its layer graph by block,
+//                                          the change number reached
 //   /api/changes?experiment=E&since=SEQ[&limit=N<=500]
 //                                          the trials changed since change number SEQ, oldest
 //                                          change first, with the counts and the number reached:

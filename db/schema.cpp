@@ -257,6 +257,13 @@ ALTER TABLE experiments ADD COLUMN budget_trials INTEGER;
 ALTER TABLE experiments ADD COLUMN budget_seconds REAL;
 ALTER TABLE experiments ADD COLUMN run_started_at REAL;
 
+-- A trial's metrics move its change number too: a new epoch of a running
+-- trial is a change a live page sees (its learning curve grows).
+CREATE TRIGGER epochs_changed AFTER INSERT ON epochs BEGIN
+  UPDATE change_seq SET seq = seq + 1 WHERE id = 1;
+  UPDATE trials SET seq = (SELECT seq FROM change_seq WHERE id = 1) WHERE id = NEW.trial_id;
+END;
+
 -- What the search strategy's decision state looked like as results came in
 -- (evolution: its population's scores; REINFORCE: reward, baseline and the
 -- policy's entropy), written by the controller with the results that changed

@@ -204,10 +204,11 @@ async function trialPage(name, number) {
   document.getElementById('where').textContent = ' / ' + name + ' / trial ' + number;
   const t = await api('trial', { experiment: name, number });
   const facts = el('table', { id: 'trial' });
-  for (const k of ['status', 'arch', 'val_acc', 'test_acc', 'params', 'macs', 'latency_ms', 'device', 'worker', 'fidelity', 'epochs', 'error']) {
-    const v = k.endsWith('acc') ? pct(t[k]) : (t[k] ?? '-');
-    facts.append(el('tr', {}, el('th', {}, k), el('td', {}, k === 'arch' ? el('code', {}, v) : String(v))));
-  }
+  const fill = (u) => facts.replaceChildren(...['status', 'arch', 'val_acc', 'test_acc', 'params', 'macs', 'latency_ms', 'device', 'worker', 'fidelity', 'epochs', 'error'].map((k) => {
+    const v = k.endsWith('acc') ? pct(u[k]) : (u[k] ?? '-');
+    return el('tr', {}, el('th', {}, k), el('td', {}, k === 'arch' ? el('code', {}, v) : String(v)));
+  }));
+  fill(t);
   const curve = el('canvas', { class: 'chart', width: 520, height: 280 });
   const lineage = el('table', { id: 'lineage' },
     el('tr', {}, ...['experiment', 'trial', 'validation', 'mutation to the next', 'architecture'].map((h) => el('th', {}, h))));
@@ -229,6 +230,28 @@ async function trialPage(name, number) {
                          loss: { position: 'right' } } },
   }));
   charts.push(c);
+  // Live while it may change: when the change cursor shows this trial (a new
+  // epoch, its result), its facts and curve are read again and updated in place.
+  let seq = t.seq;
+  timer = setInterval(async () => {
+    try {
+      let mine = false;
+      for (let more = true; more;) {
+        const ch = await api('changes', { experiment: name, since: seq });
+        mine = mine || ch.trials.some((x) => String(x.number) === String(number));
+        seq = ch.seq;
+        more = ch.more;
+      }
+      if (!mine) return;
+      const u = await api('trial', { experiment: name, number });
+      fill(u);
+      c.data.datasets[0].data = u.curve.map((e) => ({ x: e.epoch, y: e.val_acc }));
+      c.data.datasets[1].data = u.curve.map((e) => ({ x: e.epoch, y: e.train_loss }));
+      c.update('none');
+    } catch (e) {
+      facts.append(el('tr', {}, el('td', { class: 'error' }, e.message)));
+    }
+  }, 2000);
 }
 
 // A trial's decisions and its network by block: layers, parameters, MACs,

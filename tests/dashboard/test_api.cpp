@@ -107,7 +107,7 @@ TEST_CASE("dashboard api: experiments and an overview, exactly") {
   CHECK(o["best_so_far"] == Json::parse(R"([
     {"trials":1,"seconds":20.0,"best":0.5,"number":0},
     {"trials":2,"seconds":21.0,"best":0.9,"number":1}])"));
-  CHECK(o["seq"] == 7 + 5 + 2);  // 7 inserts, 5 results, a failure, a start
+  CHECK(o["seq"] == 7 + 5 * (1 + 3) + 2);  // 7 inserts, 5 results of 3 epochs, a failure, a start
   CHECK(o["elapsed"] == 0.0);
   // Never run by a controller: no budget, no seconds.
   CHECK(o["budget"] == Json::parse(R"({"trials":null,"trials_used":7,"seconds":null,
@@ -157,13 +157,13 @@ TEST_CASE("dashboard api: a trial with its curve and lineage; changes since a cu
 
   const Json all = get(c, "/api/changes", {{"experiment", "e"}, {"since", "0"}});
   CHECK(all["trials"].size() == 7);  // each trial once, at its latest change
-  CHECK(all["seq"] == 14);
+  CHECK(all["seq"] == 29);
   CHECK(all["more"] == false);
-  const Json last = get(c, "/api/changes", {{"experiment", "e"}, {"since", "12"}});
+  const Json last = get(c, "/api/changes", {{"experiment", "e"}, {"since", "27"}});
   REQUIRE(last["trials"].size() == 2);
-  CHECK(last["trials"][0]["number"] == 5);  // failed at change 13
-  CHECK(last["trials"][1]["number"] == 6);  // started at change 14
-  CHECK(get(c, "/api/changes", {{"experiment", "e"}, {"since", "14"}})["trials"].empty());
+  CHECK(last["trials"][0]["number"] == 5);  // failed at change 28
+  CHECK(last["trials"][1]["number"] == 6);  // started at change 29
+  CHECK(get(c, "/api/changes", {{"experiment", "e"}, {"since", "29"}})["trials"].empty());
   const Json paged = get(c, "/api/changes", {{"experiment", "e"}, {"since", "0"}, {"limit", "4"}});
   CHECK(paged["more"] == true);
   CHECK(paged["trials"].size() == 4);

@@ -185,10 +185,23 @@ TEST_CASE("dashboard in a browser: the overview goes live, and a trial opens fro
     ++written;
   };
   for (int i = 0; i < 5; ++i) add(i);
-  // A simulated search keeps writing: a trial every 200 ms.
+  // Trial 5 runs on, an epoch at a time.
+  db::NewTrial slow;
+  slow.experiment_id = e;
+  slow.arch_key = space.key(space.sample(rng));
+  slow.arch_hash = fnv1a64(slow.arch_key);
+  slow.arch_json = "{}";
+  slow.fidelity = 1000;
+  slow.queued_at = 5;
+  const int64_t slow_id = writer.add_trial(slow);
+  writer.start_trial(slow_id, 0, worker, "cpu", 5);
+  writer.commit();
+  // A simulated search keeps writing: a trial every 200 ms, and an epoch of
+  // trial 5 with each.
   std::thread search([&] {
-    for (int i = 5; !stop; ++i) {
+    for (int i = 6; !stop; ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      writer.record_epoch({slow_id, 0, i - 5, 1.0 / (i - 5), 0.5, 0.5 + 0.001 * i, 0.1, 1.0});
       add(i);
     }
   });
@@ -298,7 +311,6 @@ TEST_CASE("dashboard in a browser: the overview goes live, and a trial opens fro
   CHECK(blocks.find("head") != std::string::npos);
   CHECK(blocks.find("10 classes") != std::string::npos);
   browser.screenshot("test-artifacts/dashboard-trial.png");
-  // Search internals: the population's scores as results came in.
   auto wait_text = [&](const std::string& css, const std::string& want) {
     std::string got;
     for (int i = 0; i < 50 && got.find(want) == std::string::npos; ++i) {
@@ -310,6 +322,27 @@ TEST_CASE("dashboard in a browser: the overview goes live, and a trial opens fro
     }
     return got;
   };
+  // The running trial's page follows its epochs without a reload.
+  browser.call("POST", "/url", {{"url", base + "?token=t0k#/e/live/t/5"}});
+  auto epochs = [&] {
+    const std::string facts = wait_text("#trial", "epochs");
+    const size_t at = facts.find("epochs");
+    return at == std::string::npos ? -1 : std::atoi(facts.c_str() + at + 7);
+  };
+  const int epochs_first = epochs();
+  CHECK(epochs_first >= 1);
+  int epochs_later = epochs_first;
+  for (int i = 0; i < 40 && epochs_later <= epochs_first; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    epochs_later = epochs();
+  }
+  CHECK(epochs_later > epochs_first);
+  CHECK(browser.call("POST", "/execute/sync",
+                     {{"script", "return Chart.getChart(document.querySelector('canvas'))"
+                                 ".data.datasets[0].data.length;"},
+                      {"args", Json::array()}})
+            .get<int>() >= epochs_later);
+  // Search internals: the population's scores as results came in.
   browser.call("POST", "/url", {{"url", base + "?token=t0k#/e/live/internals"}});
   CHECK(wait_text("#internals-note", "snapshots shown").find("snapshots shown") !=
         std::string::npos);
