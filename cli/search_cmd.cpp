@@ -41,6 +41,7 @@ struct ControllerFlags {
   double seconds = 0;
   int fidelity = 0, heartbeat_ms = 1000, liveness = 5, max_attempts = 3, gpus_per_trial = 1;
   uint64_t seed = 0;
+  std::string train_pool, latency_pool;
 };
 
 // An experiment file's JSON object; an Error naming the file otherwise.
@@ -104,17 +105,23 @@ void read_experiment_file(ControllerFlags& c, const CLI::App& cmd) {
       if (unset("--seed")) c.seed = static_cast<uint64_t>(integer(0));
     } else if (k == "gpus_per_trial") {
       if (unset("--gpus-per-trial")) c.gpus_per_trial = static_cast<int>(integer(1));
+    } else if (k == "train_pool") {
+      if (unset("--train-pool")) c.train_pool = text();
+    } else if (k == "latency_pool") {
+      if (unset("--latency-pool")) c.latency_pool = text();
     } else {
       throw Error(where, "unknown field '" + k +
                              "' (fields: name, space, data, recipe, strategy, strategy_settings, "
-                             "objective, asha, trials, seconds, fidelity, seed, gpus_per_trial)");
+                             "objective, asha, trials, seconds, fidelity, seed, gpus_per_trial, "
+                             "train_pool, latency_pool)");
     }
   }
 }
 
 struct WorkerFlags {
   std::string connect = "tcp://127.0.0.1:5555", devices = "cpu", trainer = "cpu", table, metric,
-              name, key, server_key;
+              name, key, server_key, pool = "default";
+  std::vector<std::string> tags;
   double delay = 0;
 };
 
@@ -220,6 +227,11 @@ void add_search_commands(CLI::App& app) {
                   "likewise)")
       ->default_val(1)
       ->check(CLI::Range(1, 1024));
+  ctl->add_option("--train-pool", c->train_pool,
+                  "Only workers of this pool (minas worker --pool) train; default: any");
+  ctl->add_option("--latency-pool", c->latency_pool,
+                  "Workers of this pool measure each architecture's batch-1 latency (on the "
+                  "objective's latency device, else their own) before it is trained elsewhere");
   ctl->add_option("--heartbeat-ms", c->heartbeat_ms, "Heartbeat interval")->default_val(1000);
   ctl->add_option("--liveness", c->liveness, "Missed heartbeats before a worker is lost")
       ->default_val(5);
@@ -256,6 +268,8 @@ void add_search_commands(CLI::App& app) {
     cfg.recipe = recipe.to_json();
     cfg.fidelity = c->fidelity;
     cfg.gpus_per_trial = c->gpus_per_trial;
+    cfg.train_pool = c->train_pool;
+    cfg.latency_pool = c->latency_pool;
     cfg.budget_trials = c->trials;
     cfg.budget_seconds = c->seconds;
     cfg.seed = c->seed;
@@ -471,11 +485,24 @@ void add_search_commands(CLI::App& app) {
   wk->add_option("--name", w->name, "Worker identity (default host:pid)");
   wk->add_option("--key", w->key, "CURVE: this worker's key pair file (minas keygen)");
   wk->add_option("--server-key", w->server_key, "CURVE: the controller's public key file (.pub)");
+  wk->add_option("--pool", w->pool,
+                 "The pool it belongs to: an experiment may train on one pool and measure "
+                 "latency on another (--train-pool, --latency-pool)")
+      ->default_val("default");
+  wk->add_option("--tag", w->tags, "A label KEY=VALUE (repeatable): GPU model, site, ...");
   wk->callback([w] {
     WorkerOptions opt;
     opt.connect = w->connect;
     opt.slots = parse_devices(w->devices);
     opt.name = w->name;
+    if (w->pool.empty()) throw Error("worker --pool", "a pool needs a name");
+    opt.pool = w->pool;
+    for (const std::string& t : w->tags) {
+      const size_t eq = t.find('=');
+      if (eq == std::string::npos || eq == 0)
+        throw Error("worker --tag " + t, "a tag is KEY=VALUE, e.g. --tag gpu=h100");
+      opt.tags[t.substr(0, eq)] = t.substr(eq + 1);
+    }
     if (w->trainer == "sim") {
       if (w->table.empty() || w->metric.empty())
         throw Error("worker --trainer sim", "needs --table CSV and --metric COLUMN");

@@ -50,6 +50,11 @@ struct WorkerState {
   // It has the GPU the experiment's latency is measured on (objective's
   // latency_device cuda:N); always true for a CPU latency device or none.
   bool can_measure = true;
+  // Its pool (hello's pool) and what the experiment has it do: train
+  // (ExperimentConfig::train_pool) and/or measure latency (latency_pool).
+  std::string pool = "default";
+  bool trains = true, measures = false;
+  std::set<int64_t> measuring;  // trials whose latency it measures now
 };
 
 struct Ack {
@@ -305,7 +310,17 @@ struct Controller::Impl {
         // Running when the last controller stopped: that attempt is gone.
         const int next = status == "running" ? attempt + 1 : attempt;
         if (status == "running") writer.requeue(id, next, now);
-        queue.push_back({id, next, key});
+        if (!config.latency_pool.empty() && s.is_null(5)) {
+          measure_queue.push_back({id, next, key});  // its latency is still to measure
+        } else {
+          if (!config.latency_pool.empty()) {
+            Measured x{s.column_double(5), std::nullopt, std::nullopt};
+            if (!s.is_null(6)) x.params = s.column_int64(6);
+            if (!s.is_null(7)) x.macs = s.column_int64(7);
+            measured[id] = x;
+          }
+          queue.push_back({id, next, key});
+        }
         ++summary.requeued;
       }
     }
@@ -330,13 +345,20 @@ struct Controller::Impl {
     return !no_more_archs && created < config.budget_trials && !stopping;
   }
 
-  // A trial attempt for a free slot: a re-queued one first, else a new one.
+  // A trial attempt for a free slot: a re-queued one first, else a new one
+  // (with a latency pool, new ones are measured first: new_trial() there).
   std::optional<Queued> next_trial() {
     if (!queue.empty()) {
       Queued q = queue.front();
       queue.pop_front();
       return q;
     }
+    if (!config.latency_pool.empty()) return std::nullopt;
+    return new_trial();
+  }
+
+  // A new trial from the strategy, recorded; nullopt when there is none to ask.
+  std::optional<Queued> new_trial() {
     if (!asking_allowed()) return std::nullopt;
     std::optional<Candidate> c;
     try {
@@ -384,6 +406,9 @@ struct Controller::Impl {
       if (auto f = flights.find(t);
           f != flights.end() && std::count(f->second.slots.begin(), f->second.slots.end(), slot))
         return;
+    for (int64_t t : w->second.measuring)
+      if (auto m = measuring.find(t); m != measuring.end() && m->second.slots.front() == slot)
+        return;
     w->second.free.insert(slot);
     dispatch(worker);
   }
@@ -394,7 +419,9 @@ struct Controller::Impl {
     auto w = workers.find(worker);
     if (w == workers.end()) return;
     const size_t k = static_cast<size_t>(std::max(1, config.gpus_per_trial));
-    if (!w->second.can_measure) return;
+    if (w->second.measures && w->second.can_measure) dispatch_measures(w);
+    if (!w->second.trains) return;
+    if (!w->second.can_measure && config.latency_pool.empty()) return;
     while (w->second.free.size() >= k) {
       const auto q = next_trial();
       if (!q) {
@@ -406,6 +433,81 @@ struct Controller::Impl {
       for (const auto& sl : slots) w->second.free.erase(sl);
       start(w, *q, slots);
     }
+  }
+
+  // The latency pool: a free slot measures the next trial waiting for it, or
+  // a new one while the trials measured and waiting for training, with those
+  // being measured, are fewer than the training slots (measuring runs ahead
+  // of training by about one round, not further).
+  void dispatch_measures(std::map<std::string, WorkerState>::iterator w) {
+    const std::string& worker = w->first;
+    while (!w->second.free.empty()) {
+      int train_slots = 0;
+      for (const auto& [id, x] : workers)
+        if (x.trains) train_slots += x.slots / std::max(1, config.gpus_per_trial);
+      std::optional<Queued> q;
+      if (!measure_queue.empty()) {
+        q = measure_queue.front();
+        measure_queue.pop_front();
+      } else if (static_cast<int>(queue.size() + measuring.size()) < std::max(1, train_slots)) {
+        q = new_trial();
+      }
+      if (!q) {
+        if (std::find(idle.begin(), idle.end(), worker) == idle.end()) idle.push_back(worker);
+        return;
+      }
+      const std::string slot = *w->second.free.begin();
+      w->second.free.erase(w->second.free.begin());
+      measuring[q->trial] = {worker, q->attempt, {slot}, q->arch, unix_now()};
+      w->second.measuring.insert(q->trial);
+      nlohmann::json m = {
+          {"trial", q->trial},
+          {"attempt", q->attempt},
+          {"slots", {slot}},
+          {"space_id", space_id},
+          {"arch", q->arch},
+          {"recipe", config.recipe},
+          {"data", {{"name", config.data}, {"fingerprint", config.data_fingerprint}}},
+          {"fidelity", config.fidelity},
+          {"measure_only", true}};
+      if (!config.objective.latency_device.empty())
+        m["latency_device"] = config.objective.latency_device;
+      if (!w->second.has_space) {
+        m["space"] = space.spec();
+        w->second.has_space = true;
+      }
+      send(worker, proto::encode(proto::Type::train, std::move(m)));
+    }
+  }
+
+  // A latency pool's answer: the trial's latency, params and MACs go to its
+  // row, and the trial to the training queue.
+  void on_measured(const std::string& worker, int64_t trial, int attempt, const nlohmann::json& m) {
+    auto f = measuring.find(trial);
+    const bool current =
+        f != measuring.end() && f->second.worker == worker && f->second.attempt == attempt;
+    if (!current) {
+      acks.push_back({worker, trial, attempt, false});  // a duplicate or a stale one
+      return;
+    }
+    const Flight flight = f->second;
+    measuring.erase(f);
+    if (auto w = workers.find(worker); w != workers.end()) w->second.measuring.erase(trial);
+    if (!m.contains("latency_ms") || !m["latency_ms"].is_number()) {
+      log("trial " + std::to_string(trial) + ": " + worker_label(worker) +
+          " measured no latency; measured again elsewhere");
+      measure_queue.push_back({trial, attempt, flight.arch});
+    } else {
+      auto integer = [&](const char* k) -> std::optional<int64_t> {
+        if (!m.contains(k) || !m[k].is_number()) return std::nullopt;
+        return static_cast<int64_t>(m[k].get<double>());
+      };
+      const double ms = m["latency_ms"].get<double>();
+      writer.record_latency(trial, ms, integer("params"), integer("macs"));
+      measured[trial] = {ms, integer("params"), integer("macs")};
+      queue.push_back({trial, attempt, flight.arch});
+    }
+    acks.push_back({worker, trial, attempt, true});
   }
 
   void start(std::map<std::string, WorkerState>::iterator w, const Queued& queued,
@@ -427,7 +529,7 @@ struct Controller::Impl {
         {"recipe", config.recipe},
         {"data", {{"name", config.data}, {"fingerprint", config.data_fingerprint}}},
         {"fidelity", config.fidelity}};
-    if (!config.objective.latency_device.empty())
+    if (!config.objective.latency_device.empty() && config.latency_pool.empty())
       train["latency_device"] = config.objective.latency_device;
     // The space document goes once per worker connection: it is the bulk of a
     // train message, and a worker keeps it by its id.
@@ -458,10 +560,14 @@ struct Controller::Impl {
   }
 
   // Hands queued work to workers whose slots were free when there was none.
+  // Each idle worker is tried once per call: with a latency pool a training
+  // worker can find nothing while new trials may still be asked (they are
+  // being measured), and it waits in `idle` again.
   void fill_idle() {
-    while (!idle.empty() && (!queue.empty() || asking_allowed())) {
-      const std::string worker = idle.front();
-      idle.pop_front();
+    if (idle.empty() || (queue.empty() && measure_queue.empty() && !asking_allowed())) return;
+    std::deque<std::string> waiting;
+    waiting.swap(idle);
+    for (const std::string& worker : waiting) {
       try {
         dispatch(worker);
       } catch (const db::SqliteError&) {
@@ -485,6 +591,14 @@ struct Controller::Impl {
       flights.erase(f);
     }
     w->second.trials.clear();
+    // Measurements change nothing in the store: measured again by another.
+    for (int64_t trial : w->second.measuring) {
+      auto m = measuring.find(trial);
+      if (m == measuring.end()) continue;
+      if (!stopping) measure_queue.push_front({trial, m->second.attempt, m->second.arch});
+      measuring.erase(m);
+    }
+    w->second.measuring.clear();
   }
 
   void retry_or_fail(int64_t trial, const Flight& f, const std::string& why, double now) {
@@ -611,8 +725,9 @@ struct Controller::Impl {
 
   void on_hello(const std::string& identity, const nlohmann::json& b) {
     const double now = unix_now();
-    const int64_t id = store.upsert_worker(b["name"].get<std::string>(),
-                                           b["host"].get<std::string>(), b["slots"], now);
+    const int64_t id = store.upsert_worker(
+        b["name"].get<std::string>(), b["host"].get<std::string>(), b["slots"], now,
+        b.value("pool", std::string("default")), b.value("tags", nlohmann::json::object()));
     WorkerState& w = workers[identity];
     w.has_space = false;  // a new connection, maybe a new process: send the space again
     w.id = id;
@@ -621,7 +736,18 @@ struct Controller::Impl {
     w.free.clear();  // it says ready again for each free slot
     w.last_heard = Clock::now();
     w.accounted_at = now;
-    log("worker " + w.name + " joined with " + std::to_string(w.slots) + " slot(s)");
+    w.pool = b.value("pool", std::string("default"));
+    w.measures = !config.latency_pool.empty() && w.pool == config.latency_pool;
+    w.trains = config.train_pool.empty()
+                   ? config.latency_pool.empty() || w.pool != config.latency_pool
+                   : w.pool == config.train_pool;
+    log("worker " + w.name + " of pool " + w.pool + " joined with " + std::to_string(w.slots) +
+        " slot(s)" +
+        (w.trains && w.measures ? ": trains and measures latency"
+         : w.measures           ? ": measures latency"
+         : w.trains             ? ""
+                                : ": in neither the training pool (" + config.train_pool +
+                          ") nor the latency pool: it gets no trials"));
     if (w.slots < config.gpus_per_trial)
       log("worker " + w.name + " has " + std::to_string(w.slots) + " slot(s) and a trial needs " +
           std::to_string(config.gpus_per_trial) + " of one worker: it gets no trials");
@@ -633,9 +759,9 @@ struct Controller::Impl {
         const std::string id = s["id"].get<std::string>();
         w.can_measure |= id == gpu || id.rfind(gpu + ".", 0) == 0;
       }
-    if (!w.can_measure)
-      log("worker " + w.name + " has no " + gpu +
-          ", where this experiment measures latency: it gets no trials");
+    if (!w.can_measure && (w.measures || config.latency_pool.empty()))
+      log("worker " + w.name + " has no " + gpu + ", where this experiment measures latency: it " +
+          (w.measures && w.trains ? "only trains" : "gets no trials"));
     send(identity, proto::encode(proto::Type::welcome, {{"worker_id", id},
                                                         {"heartbeat_ms", opt.heartbeat_ms},
                                                         {"liveness", opt.liveness}}));
@@ -685,6 +811,7 @@ struct Controller::Impl {
     const int64_t trial = b["trial"].get<int64_t>();
     const int attempt = b["attempt"].get<int>();
     const auto& m = b["metrics"];
+    if (m.value("measure_only", false)) return on_measured(worker, trial, attempt, m);
     auto num = [&](const char* k) {
       return m.contains(k) && m[k].is_number() ? m[k].get<double>() : 0.0;
     };
@@ -710,6 +837,13 @@ struct Controller::Impl {
       } catch (const Error&) {
         // Not a trial of ours in flight: left as the worker sent it.
       }
+    }
+    if (auto x = measured.find(trial); x != measured.end()) {
+      // Measured by the latency pool before training: that latency counts,
+      // not the training device's.
+      r.latency_ms = x->second.latency_ms;
+      if (x->second.params) r.params = x->second.params;
+      if (x->second.macs) r.macs = x->second.macs;
     }
     r.train_seconds = num("train_seconds");
     r.finished_at = unix_now();
@@ -763,6 +897,27 @@ struct Controller::Impl {
   void on_failure(const std::string& worker, const nlohmann::json& b) {
     const int64_t trial = b["trial"].get<int64_t>();
     const int attempt = b["attempt"].get<int>();
+    if (auto x = measuring.find(trial);
+        x != measuring.end() && x->second.worker == worker && x->second.attempt == attempt) {
+      // A latency measurement that failed: another worker of the pool tries
+      // (up to --max-attempts in all), unless it would fail the same way.
+      const Flight flight = x->second;
+      measuring.erase(x);
+      if (auto w = workers.find(worker); w != workers.end()) w->second.measuring.erase(trial);
+      const std::string reason = "latency measurement: " + b["reason"].get<std::string>();
+      if (b["retryable"].get<bool>() && ++measure_failures[trial] < opt.max_attempts && !stopping) {
+        measure_queue.push_back({trial, attempt, flight.arch});
+      } else if (!stopping) {
+        writer.record_failure(trial, attempt, reason, unix_now());
+        strategy.tell_failure(space.parse_key(flight.arch));
+        strategy_dirty = true;
+        ++summary.failed;
+        snapshot_if_due();
+        log("trial " + std::to_string(trial) + " failed: " + reason);
+      }
+      acks.push_back({worker, trial, attempt, true});
+      return;
+    }
     auto f = flights.find(trial);
     const bool current =
         f != flights.end() && f->second.attempt == attempt && f->second.worker == worker;
@@ -876,7 +1031,8 @@ struct Controller::Impl {
     p.workers = static_cast<int>(workers.size());
     for (const auto& [id, w] : workers) p.slots += w.slots;
     for (const auto& [t, f] : flights) p.busy += static_cast<int>(f.slots.size());
-    p.queued = static_cast<int64_t>(queue.size());
+    p.busy += static_cast<int>(measuring.size());
+    p.queued = static_cast<int64_t>(queue.size() + measure_queue.size());
     if (p == last_pool) return;
     const double now = unix_now();
     if (!force && now - last_pool_at < 1.0) return;
@@ -914,12 +1070,17 @@ struct Controller::Impl {
     for (auto& [trial, f] : flights)
       send(f.worker, proto::encode(proto::Type::cancel,
                                    {{"trial", trial}, {"attempt", f.attempt}, {"reason", why}}));
+    for (auto& [trial, f] : measuring)
+      send(f.worker, proto::encode(proto::Type::cancel,
+                                   {{"trial", trial}, {"attempt", f.attempt}, {"reason", why}}));
     for (auto& [identity, w] : workers) requeue_all(identity, why);
     queue.clear();
+    measure_queue.clear();  // still queued in the store: measured on resume
   }
 
   bool finished() const {
-    return flights.empty() && queue.empty() && (stopping || !asking_allowed());
+    return flights.empty() && queue.empty() && measuring.empty() && measure_queue.empty() &&
+           (stopping || !asking_allowed());
   }
 
   ControllerSummary run(std::atomic<bool>& stop) {
@@ -1030,6 +1191,16 @@ struct Controller::Impl {
   std::map<int64_t, Incoming> incoming;
   bool stopping = false;
   std::deque<Queued> queue;
+  // The latency pool: trials waiting to be measured, those being measured,
+  // what was measured (merged into the training result), failed measurements.
+  std::deque<Queued> measure_queue;
+  std::map<int64_t, Flight> measuring;
+  struct Measured {
+    double latency_ms;
+    std::optional<int64_t> params, macs;
+  };
+  std::map<int64_t, Measured> measured;
+  std::map<int64_t, int> measure_failures;
   std::deque<std::string> idle;  // workers with free slots and nothing to do
   std::map<int64_t, Flight> flights;
   std::map<std::string, WorkerState> workers;
@@ -1048,6 +1219,7 @@ struct Controller::Impl {
     p.workers = static_cast<int>(workers.size());
     for (const auto& [id, w] : workers) p.slots += w.slots;
     for (const auto& [t, f] : flights) p.slots_busy += static_cast<int>(f.slots.size());
+    p.slots_busy += static_cast<int>(measuring.size());
     p.best_val_acc = best_val;
     p.best_arch = best_arch;
     p.elapsed_s = std::chrono::duration<double>(Clock::now() - started).count();

@@ -75,6 +75,11 @@ struct ExperimentConfig {
   // Device slots of one worker each trial trains on, data parallel (GPUs for
   // a GPU pool; CPU slots of a CPU worker likewise).
   int gpus_per_trial = 1;
+  // Pools (minas worker --pool): only train_pool's workers train (empty: any
+  // worker); with latency_pool, each new trial is first measured by a worker
+  // of that pool (batch-1 latency on the objective's latency device, else on
+  // that worker's slot, with params and MACs) and trained after, elsewhere.
+  std::string train_pool, latency_pool;
   int64_t budget_trials = 100;  // trials to finish (done or failed for good)
   double budget_seconds = 0;    // wall-clock budget; 0: none
   uint64_t seed = 0;

@@ -85,7 +85,12 @@ const std::vector<MessageSpec>& message_specs() {
         {"minas", F::string, true, "the worker's minas version"},
         {"slots", F::array, true,
          "device slots: objects {id: \"cpu\" or \"cuda:N\", name, threads (cpu), memory_bytes}"},
-        {"data", F::array, false, "fingerprints of the data sets it has cached"}}},
+        {"data", F::array, false, "fingerprints of the data sets it has cached"},
+        {"pool", F::string, false,
+         "the pool it belongs to (default \"default\"): an experiment may train on one pool "
+         "and measure latency on another"},
+        {"tags", F::object, false,
+         "free-form labels, string values: device type, GPU model, site, ..."}}},
       {Type::welcome,
        Sender::controller,
        "the worker is registered",
@@ -119,7 +124,11 @@ const std::vector<MessageSpec>& message_specs() {
          "next in checkpoint messages"},
         {"latency_device", F::string, false,
          "where to measure the trained network's batch-1 latency (cpu:THREADS or cuda:N, the "
-         "deployment target) instead of on the training device"}}},
+         "deployment target) instead of on the training device"},
+        {"measure_only", F::boolean, false,
+         "true: do not train; build the network and measure its batch-1 latency (on "
+         "latency_device, else on the slot), answering with a result of latency_ms, params and "
+         "macs (an experiment's latency pool)"}}},
       {Type::progress,
        Sender::worker,
        "one finished epoch of a running attempt",

@@ -489,6 +489,8 @@ Json list_workers(db::Connection& conn, const std::map<std::string, std::string>
     const auto& w = all[i];
     rows.push_back({{"name", w.name},
                     {"host", w.host},
+                    {"pool", w.pool},
+                    {"tags", Json::parse(w.tags, nullptr, false)},
                     {"devices", Json::parse(w.devices, nullptr, false)},
                     {"first_seen", w.first_seen},
                     {"last_seen", w.last_seen},

@@ -748,7 +748,8 @@ std::vector<WorkerRow> workers(Connection& conn, std::optional<int64_t> experime
   // would scan the trials once per worker (there is no index on worker_id).
   const std::string sql =
       "SELECT w.name, w.host, w.devices, w.first_seen, w.last_seen, w.connected_seconds, "
-      "w.busy_seconds, coalesce(c.n, 0) FROM workers w LEFT JOIN (SELECT t.worker_id, "
+      "w.busy_seconds, coalesce(c.n, 0), w.pool, w.tags FROM workers w LEFT JOIN (SELECT "
+      "t.worker_id, "
       "count(*) AS n FROM trials t WHERE t.status = 'done'" +
       std::string(experiment_id ? " AND t.experiment_id = ?1" : "") +
       " GROUP BY t.worker_id) c ON c.worker_id = w.id ORDER BY w.name";
@@ -766,6 +767,8 @@ std::vector<WorkerRow> workers(Connection& conn, std::optional<int64_t> experime
     r.busy_seconds = s.column_double(6);
     if (r.connected_seconds > 0) r.utilization = r.busy_seconds / r.connected_seconds;
     r.trials_done = s.column_int64(7);
+    r.pool = s.column_text(8);
+    r.tags = s.column_text(9);
     rows.push_back(std::move(r));
   }
   return rows;

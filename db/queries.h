@@ -155,6 +155,8 @@ struct WorkerRow {
   double connected_seconds = 0, busy_seconds = 0;
   std::optional<double> utilization;  // busy / connected; none before any connected time
   int64_t trials_done = 0;            // in the experiment asked about, or in all
+  std::string pool = "default";       // minas worker --pool
+  std::string tags = "{}";            // JSON text: --tag labels, and "device"
 };
 
 struct CachedResult {

@@ -264,6 +264,10 @@ CREATE TRIGGER epochs_changed AFTER INSERT ON epochs BEGIN
   UPDATE trials SET seq = (SELECT seq FROM change_seq WHERE id = 1) WHERE id = NEW.trial_id;
 END;
 
+-- A worker's pool and tags (minas worker --pool, --tag), as it last said.
+ALTER TABLE workers ADD COLUMN pool TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE workers ADD COLUMN tags TEXT NOT NULL DEFAULT '{}';
+
 -- What the search strategy's decision state looked like as results came in
 -- (evolution: its population's scores; REINFORCE: reward, baseline and the
 -- policy's entropy), written by the controller with the results that changed

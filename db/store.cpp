@@ -432,15 +432,17 @@ void Store::add_seconds_run(int64_t id, double seconds) {
 }
 
 int64_t Store::upsert_worker(std::string_view name, std::string_view host,
-                             const nlohmann::json& devices, double seen_at) {
+                             const nlohmann::json& devices, double seen_at, std::string_view pool,
+                             const nlohmann::json& tags) {
   require_writable("upsert_worker");
   if (name.empty()) throw Error(path(), "upsert_worker: the worker name is empty");
   Statement upsert = connection_.prepare(
-      "INSERT INTO workers (name, host, devices, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, "
-      "?4) "
+      "INSERT INTO workers (name, host, devices, first_seen, last_seen, pool, tags) VALUES (?1, "
+      "?2, ?3, ?4, ?4, ?5, ?6) "
       "ON CONFLICT (name) DO UPDATE SET host = excluded.host, devices = excluded.devices, "
-      "last_seen = max(last_seen, excluded.last_seen) RETURNING id");
-  upsert.bind_all(name, host, devices.dump(), seen_at);
+      "last_seen = max(last_seen, excluded.last_seen), pool = excluded.pool, tags = excluded.tags "
+      "RETURNING id");
+  upsert.bind_all(name, host, devices.dump(), seen_at, pool, tags.dump());
   return write("upsert_worker", [&] {
     int64_t id = 0;
     Rewind rewind(upsert);
@@ -675,7 +677,10 @@ Writer::Writer(Store& store)
       worker_seen_(store.connection().prepare(
           "UPDATE workers SET last_seen = max(last_seen, ?), "
           "connected_seconds = connected_seconds + ?, busy_seconds = busy_seconds + ? "
-          "WHERE id = ?")) {
+          "WHERE id = ?")),
+      record_latency_(store.connection().prepare(
+          "UPDATE trials SET latency_ms = ?1, params = coalesce(?2, params), "
+          "macs = coalesce(?3, macs) WHERE id = ?4 AND status = 'queued'")) {
   store.writer_ = this;
 }
 
@@ -887,6 +892,28 @@ bool Writer::requeue(int64_t trial, int next_attempt, double at) {
     run(requeue_);
     if (store_->connection_.changes() == 0) {
       existing_trial("requeue", trial);
+      return false;
+    }
+    ++pending_;
+    return true;
+  });
+}
+
+bool Writer::record_latency(int64_t trial, double latency_ms, std::optional<int64_t> params,
+                            std::optional<int64_t> macs) {
+  return guarded("record_latency", [&] {
+    record_latency_.bind_double(1, latency_ms).bind_int64(4, trial);
+    if (params)
+      record_latency_.bind_int64(2, *params);
+    else
+      record_latency_.bind_null(2);
+    if (macs)
+      record_latency_.bind_int64(3, *macs);
+    else
+      record_latency_.bind_null(3);
+    run(record_latency_);
+    if (store_->connection_.changes() == 0) {
+      existing_trial("record_latency", trial);
       return false;
     }
     ++pending_;

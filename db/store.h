@@ -120,7 +120,8 @@ class Store {
   // ---- workers ----
   // Inserts the worker `name`, or updates its host, devices and last_seen: its id either way.
   int64_t upsert_worker(std::string_view name, std::string_view host, const nlohmann::json& devices,
-                        double seen_at);
+                        double seen_at, std::string_view pool = "default",
+                        const nlohmann::json& tags = nlohmann::json::object());
 
   // ---- strategy state ----
   void save_strategy_state(int64_t experiment, const nlohmann::json& state, double at);
@@ -245,6 +246,10 @@ class Writer {
   // Queued again as `next_attempt` (above the current one), off its worker, for a retry;
   // refused (false) once the trial is done or pruned. Keeps the last error text.
   bool requeue(int64_t trial, int next_attempt, double at);
+  // A queued trial's latency, params and MACs as an experiment's latency pool measured them
+  // before training (params and MACs kept when nullopt); false if it is not queued.
+  bool record_latency(int64_t trial, double latency_ms, std::optional<int64_t> params,
+                      std::optional<int64_t> macs);
   // Status pruned, if the trial is running `attempt`.
   bool mark_pruned(int64_t trial, int attempt, double at);
   // Sets last_seen and adds to the worker's connected and busy seconds.
@@ -274,7 +279,7 @@ class Writer {
   Statement begin_, commit_, rollback_;
   Statement next_number_, trial_state_, worker_exists_;
   Statement insert_trial_, start_trial_, record_result_, late_result_, record_epoch_;
-  Statement record_failure_, requeue_, mark_pruned_, worker_seen_;
+  Statement record_failure_, requeue_, mark_pruned_, worker_seen_, record_latency_;
   bool open_ = false;  // this Writer's transaction is open
   size_t pending_ = 0;
   // The next trial number per experiment, read once from MAX(number); valid because this is

@@ -53,13 +53,27 @@ class CpuRunner final : public TrialRunner {
         recipe.set("time_budget_s", "0", "train request");
       }
       if (req.threads > 0) recipe.set("threads", std::to_string(req.threads), "train request");
-      const data::TrainTest& data = dataset(req.data, req.data_fingerprint);
       Model model(space.lower(arch), recipe.seed);
       auto device = [&](int rank) {
         return static_cast<size_t>(rank) < req.devices.size()
                    ? req.devices[static_cast<size_t>(rank)]
                    : std::string("cpu");
       };
+      if (req.measure_only) {
+        // An experiment's latency pool: the network as it will be deployed,
+        // its weights untrained (latency does not depend on them).
+        auto be = latency_target ? make_backend(latency_target->device, latency_target->threads)
+                                 : make_backend(device(0), static_cast<int>(recipe.threads));
+        const LayerGraph& g = model.graph();
+        out.metrics = {{"latency_ms", measure_latency(model, *be, 30, false).batch1_ms},
+                       {"params", g.params()},
+                       {"macs", g.macs()},
+                       {"latency_device", latency_target ? req.latency_device : device(0)},
+                       {"measure_only", true}};
+        out.kind = TrialOutcome::Kind::done;
+        return out;
+      }
+      const data::TrainTest& data = dataset(req.data, req.data_fingerprint);
       auto backend = make_backend(device(0), static_cast<int>(recipe.threads));
       TrainOptions opt;
       opt.measure_latency = req.latency_device.empty();  // else measured below, on that device
@@ -266,6 +280,12 @@ class SimRunner final : public TrialRunner {
                    const std::function<void(int, const nlohmann::json&)>& on_epoch,
                    const std::function<bool()>& cancelled) override {
     TrialOutcome out;
+    if (req.measure_only) {
+      out.reason =
+          "a simulated worker has no latency to measure: put workers that measure "
+          "(--trainer cpu) in the experiment's latency pool";
+      return out;  // not retryable: another simulated worker could not either
+    }
     const auto it = table_.find(req.arch);
     if (it == table_.end()) {
       out.reason = "architecture '" + req.arch + "' is not in the table";

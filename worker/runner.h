@@ -40,6 +40,9 @@ struct TrialRequest {
   // Where the trained network's latency is measured ("cpu:THREADS",
   // "cuda:N"); empty: on the training device, as training measures it.
   std::string latency_device;
+  // Do not train: build the network and measure its batch-1 latency (on
+  // latency_device, else on devices[0]); done with latency_ms, params, macs.
+  bool measure_only = false;
 };
 
 struct TrialOutcome {

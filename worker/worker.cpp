@@ -176,11 +176,17 @@ struct Worker::Impl {
                            {"name", s->device.name},
                            {"threads", s->device.threads},
                            {"memory_bytes", s->device.memory_bytes}});
+    nlohmann::json tags = nlohmann::json::object();
+    for (const auto& [k, v] : opt.tags) tags[k] = v;
+    if (!tags.contains("device") && !slots.empty())
+      tags["device"] = slots.front()->device.id.rfind("cuda", 0) == 0 ? "cuda" : "cpu";
     return proto::encode(proto::Type::hello, {{"name", opt.name},
                                               {"host", host_name()},
                                               {"pid", static_cast<int64_t>(::getpid())},
                                               {"minas", "0.1.0"},
-                                              {"slots", slot_list}});
+                                              {"slots", slot_list},
+                                              {"pool", opt.pool},
+                                              {"tags", tags}});
   }
 
   void send_ready(Slot& s) {
@@ -213,6 +219,7 @@ struct Worker::Impl {
     req.data_fingerprint = b["data"].value("fingerprint", std::string());
     req.fidelity = b["fidelity"].get<int>();
     req.latency_device = b.value("latency_device", std::string());
+    req.measure_only = b.value("measure_only", false);
     req.threads = s.device.threads;
     req.ranks = std::max<int>(1, static_cast<int>(s.group.size()));
     for (size_t k : s.group.empty() ? std::vector<size_t>{i} : s.group)
@@ -304,7 +311,8 @@ struct Worker::Impl {
     }
     const std::string name = b["data"].value("name", std::string("fashion-mnist"));
     const std::string fp = b["data"].value("fingerprint", std::string());
-    if (!opt.runner->needs_data() || fp.empty()) return start(i, b);
+    if (!opt.runner->needs_data() || fp.empty() || b.value("measure_only", false))
+      return start(i, b);
     if (auto where = local_data(name, fp)) {
       b["data"]["name"] = *where;
       return start(i, b);

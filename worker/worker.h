@@ -6,6 +6,7 @@
 // controller goes silent, and leaves cleanly when stopped.
 #include <atomic>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -18,9 +19,14 @@
 namespace minas {
 
 struct WorkerOptions {
-  std::string connect;                  // the controller's endpoint
-  std::vector<DeviceSlot> slots;        // parse_devices(); each runs one attempt at a time
-  std::string name;                     // identity; empty: host:pid
+  std::string connect;            // the controller's endpoint
+  std::vector<DeviceSlot> slots;  // parse_devices(); each runs one attempt at a time
+  std::string name;               // identity; empty: host:pid
+  // The pool it belongs to and its labels, sent in hello: an experiment may
+  // train on one pool and measure latency on another. The device type
+  // ("cpu" or "cuda") is added to the tags as "device" unless given.
+  std::string pool = "default";
+  std::map<std::string, std::string> tags;
   std::shared_ptr<TrialRunner> runner;  // shared by the slots (thread-safe)
   int heartbeat_ms = 1000;              // until the controller's welcome says otherwise
   int liveness = 5;

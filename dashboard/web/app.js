@@ -386,9 +386,10 @@ async function workersPage(name) {
     d[1].data = p.samples.map((q) => ({ x: q.seconds, y: q.slots }));  // filled down to busy: the idle band
     d[2].data = p.samples.map((q) => ({ x: q.seconds, y: q.queued }));
     chart.update('none');
-    t.replaceChildren(el('tr', {}, ...['worker', 'host', 'devices', 'last heartbeat', 'utilization', 'running'].map((h) => el('th', {}, h))));
+    t.replaceChildren(el('tr', {}, ...['worker', 'host', 'pool', 'tags', 'devices', 'last heartbeat', 'utilization', 'running'].map((h) => el('th', {}, h))));
     for (const r of w.workers) {
-      t.append(el('tr', {}, el('td', {}, r.name), el('td', {}, r.host),
+      t.append(el('tr', {}, el('td', {}, r.name), el('td', {}, r.host), el('td', {}, r.pool),
+        el('td', {}, Object.entries(r.tags || {}).map(([k, v]) => k + '=' + v).join(' ')),
         el('td', {}, (r.devices || []).map((x) => x.id || x.name || JSON.stringify(x)).join(', ')),
         el('td', {}, new Date(r.last_seen * 1000).toISOString()), el('td', { class: 'num' }, pct(r.utilization)),
         el('td', {}, (r.running || []).map((x) => x.number + ' on ' + x.device).join(', ') || 'idle')));

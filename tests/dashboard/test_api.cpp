@@ -43,8 +43,8 @@ struct KnownStore {
     const int64_t e = store.create_experiment(s, 10.0);
     db::Connection& c = store.connection();
     c.exec(
-        "INSERT INTO workers (id, name, host, devices, first_seen, last_seen) VALUES "
-        "(1, 'w1', 'node1', '[{\"id\":\"cpu\"}]', 10, 20)");
+        "INSERT INTO workers (id, name, host, devices, first_seen, last_seen, pool, tags) "
+        "VALUES (1, 'w1', 'node1', '[{\"id\":\"cpu\"}]', 10, 20, 'gpu', '{\"gpu\":\"h100\"}')");
     const double acc[] = {0.5, 0.9, 0.7, 0.9, 0.6};
     for (int i = 0; i < 7; ++i) {
       const std::string n = std::to_string(i);
@@ -176,7 +176,10 @@ TEST_CASE("dashboard api: a trial with its curve and lineage; changes since a cu
   CHECK(f["failures"][0]["error"] == "out of memory");
   CHECK(f["failures"][0]["worker"] == "w1");
   const Json w = get(c, "/api/workers", {{"experiment", "e"}});
-  CHECK(w["workers"][0]["running"][0]["number"] == 6);
+  CHECK(w == Json::parse(R"({"workers":[{"name":"w1","host":"node1","pool":"gpu",
+    "tags":{"gpu":"h100"},"devices":[{"id":"cpu"}],"first_seen":10.0,"last_seen":20.0,
+    "connected_seconds":0.0,"busy_seconds":0.0,"utilization":null,"trials_done":5,
+    "running":[{"number":6,"device":"cpu","started_at":41.0}]}]})"));
 }
 
 TEST_CASE("dashboard api: the pool over time and the strategy's snapshots, exactly") {
