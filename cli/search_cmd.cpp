@@ -1,6 +1,7 @@
 // `minas controller` and `minas worker`: the two halves of a distributed search.
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -42,6 +43,7 @@ struct ControllerFlags {
   int fidelity = 0, heartbeat_ms = 1000, liveness = 5, max_attempts = 3, gpus_per_trial = 1;
   uint64_t seed = 0;
   std::string train_pool, latency_pool;
+  std::string endpoint_file, advertise;
 };
 
 // An experiment file's JSON object; an Error naming the file otherwise.
@@ -57,6 +59,52 @@ nlohmann::json experiment_object(const std::string& path) {
   if (!j.is_object()) throw Error(path, "an experiment file is a JSON object");
   return j;
 }
+
+// The endpoint as workers elsewhere reach it: a wildcard host (tcp://0.0.0.0:P,
+// tcp://*:P) becomes `host` (default: this machine's name).
+std::string advertised(const std::string& endpoint, std::string host) {
+  const std::string tcp = "tcp://";
+  if (endpoint.rfind(tcp, 0) != 0) return endpoint;
+  const size_t colon = endpoint.rfind(':');
+  const std::string bound = endpoint.substr(tcp.size(), colon - tcp.size());
+  if (bound != "0.0.0.0" && bound != "*" && bound != "[::]") return endpoint;
+  if (host.empty()) {
+    char name[256] = {};
+    if (::gethostname(name, sizeof name - 1) != 0)
+      throw Error("controller --endpoint-file", "cannot read this host's name: give --advertise");
+    host = name;
+  }
+  return tcp + host + endpoint.substr(colon);
+}
+
+// The endpoint file of a running controller: written whole (a temporary file
+// renamed over it, so a reader never sees half of it) and removed at the end,
+// so that workers started later do not wait on a controller that is gone.
+class EndpointFile {
+ public:
+  EndpointFile() = default;
+  EndpointFile(const EndpointFile&) = delete;
+  EndpointFile& operator=(const EndpointFile&) = delete;
+  ~EndpointFile() {
+    if (!path_.empty()) std::remove(path_.c_str());
+  }
+  void write(const std::string& path, const std::string& endpoint) {
+    const std::string tmp = path + ".tmp";
+    {
+      std::ofstream out(tmp, std::ios::trunc);
+      out << endpoint << "\n";
+      out.close();
+      if (!out) throw Error(tmp, "cannot write the endpoint file");
+    }
+    if (std::rename(tmp.c_str(), path.c_str()) != 0)
+      throw Error(path, std::string("cannot write the endpoint file: ") + std::strerror(errno));
+    path_ = path;
+    log_line("controller", "endpoint " + endpoint + " written to " + path);
+  }
+
+ private:
+  std::string path_;
+};
 
 // Sets every field of an experiment file that no flag set: the file is the
 // experiment, the command line adjusts it.
@@ -232,6 +280,12 @@ void add_search_commands(CLI::App& app) {
   ctl->add_option("--latency-pool", c->latency_pool,
                   "Workers of this pool measure each architecture's batch-1 latency (on the "
                   "objective's latency device, else their own) before it is trained elsewhere");
+  ctl->add_option("--endpoint-file", c->endpoint_file,
+                  "Write the endpoint workers connect to into this file once bound (on a shared "
+                  "file system for a cluster's workers); removed when the controller ends");
+  ctl->add_option("--advertise", c->advertise,
+                  "The host name or address written to --endpoint-file in place of a wildcard "
+                  "bind address (default: this host's name)");
   ctl->add_option("--heartbeat-ms", c->heartbeat_ms, "Heartbeat interval")->default_val(1000);
   ctl->add_option("--liveness", c->liveness, "Missed heartbeats before a worker is lost")
       ->default_val(5);
@@ -295,6 +349,9 @@ void add_search_commands(CLI::App& app) {
     Controller controller(store, space, *strategy, cfg, opt);
     log_line("controller",
              "experiment '" + c->name + "' on " + controller.endpoint() + ", store " + c->db);
+    EndpointFile published;
+    if (!c->endpoint_file.empty())
+      published.write(c->endpoint_file, advertised(controller.endpoint(), c->advertise));
     ControllerSummary s;
     {
       StopTarget target(&controller);

@@ -17,6 +17,7 @@ packages=(
   libstb-dev
   libcpp-httplib-dev libjs-chart.js
   chromium chromium-driver
+  slurm-wlm munge
   dataset-fashion-mnist
 )
 
