@@ -259,3 +259,172 @@ TEST_CASE("netns: a worker whose link is cut mid-trial is detected and its trial
   CHECK(cut.column_int64(1) >= 1);
   CHECK(cut.column_text(2) == "local");
 }
+
+TEST_CASE("netns: hosts in their own namespaces join with CURVE keys, the trial of a host cut "
+          "off is re-queued and an unlisted host is refused") {
+  if (geteuid() != 0) {
+    MESSAGE("skipped: network namespaces need root");
+    return;
+  }
+  if (!minas::test::have_external(minas::test::nb201_table())) return;
+  const minas::test::TempDir dir("netns-hosts");
+  const std::string db = dir.file("minas.db"), ip_log = dir.file("ip.log");
+  const std::string ctl_log = dir.file("controller.log");
+
+  // The controller's namespace and three hosts, each on its own veth link (a /30 of
+  // 10.214.X.0/24): host1 and host2 hold listed keys, host3 a key of its own.
+  const std::string pid = std::to_string(::getpid());
+  const std::string ns_c = "minas-hc-" + pid;
+  const std::string net = "10.214." + std::to_string(::getpid() % 250) + ".";
+  struct Host {
+    std::string ns, veth_c, veth_h, ctl_addr, addr, log;
+  };
+  std::vector<Host> hosts;
+  for (int h = 1; h <= 3; ++h) {
+    const std::string n = std::to_string(h);
+    hosts.push_back({"minas-h" + n + "-" + pid, "mc" + n + "-" + pid, "mh" + n + "-" + pid,
+                     net + std::to_string(4 * h + 1), net + std::to_string(4 * h + 2),
+                     dir.file("host" + n + ".log")});
+  }
+  Namespaces ns(ip_log);
+  if (!ns.add(ns_c) || ip({"netns", "exec", ns_c, "true"}, ip_log) != 0) {
+    MESSAGE("skipped: no network namespaces here (" << slurp(ip_log) << ")");
+    return;
+  }
+  REQUIRE(ip({"-n", ns_c, "link", "set", "lo", "up"}, ip_log) == 0);
+  for (const Host& h : hosts) {
+    REQUIRE(ns.add(h.ns));
+    if (ip({"-n", ns_c, "link", "add", h.veth_c, "type", "veth", "peer", "name", h.veth_h, "netns",
+            h.ns},
+           ip_log) != 0) {
+      MESSAGE("skipped: no veth pair (" << slurp(ip_log) << ")");
+      return;
+    }
+    for (const auto& [n, veth, addr] : {std::tuple{ns_c, h.veth_c, h.ctl_addr + "/30"},
+                                        std::tuple{h.ns, h.veth_h, h.addr + "/30"}}) {
+      REQUIRE(ip({"-n", n, "addr", "add", addr, "dev", veth}, ip_log) == 0);
+      REQUIRE(ip({"-n", n, "link", "set", veth, "up"}, ip_log) == 0);
+    }
+    REQUIRE(ip({"-n", h.ns, "link", "set", "lo", "up"}, ip_log) == 0);
+  }
+
+  // Keys: the controller's; host1's and host2's on the allow-list (a folder of public keys);
+  // host3's made apart, never listed.
+  const std::string ctl_keys = dir.file("controller-keys"), listed = dir.file("listed"),
+                    unlisted = dir.file("unlisted");
+  for (const auto& [out, name] : {std::pair{ctl_keys, "controller"}, std::pair{listed, "host1"},
+                                  std::pair{listed, "host2"}, std::pair{unlisted, "host3"}}) {
+    const auto r = minas::test::run_minas("keygen --out " + out + " --name " + std::string(name));
+    REQUIRE_MESSAGE(r.status == 0, r.out);
+  }
+  const std::string ctl_pub = ctl_keys + "/controller.pub", tbl = minas::test::nb201_table();
+  const auto worker = [&](int h, const std::string& keys, const std::string& delay) {
+    const std::string name = "host" + std::to_string(h);
+    return std::vector<std::string>{"worker",
+                                    "--connect",
+                                    "tcp://" + hosts[static_cast<size_t>(h - 1)].ctl_addr + ":5555",
+                                    "--trainer",
+                                    "sim",
+                                    "--table",
+                                    tbl,
+                                    "--metric",
+                                    "cifar10_valid_12ep",
+                                    "--delay",
+                                    delay,
+                                    "--name",
+                                    name,
+                                    "--pool",
+                                    "netns",
+                                    "--key",
+                                    keys + "/" + name + ".key",
+                                    "--server-key",
+                                    ctl_pub};
+  };
+
+  Children kids;
+  INFO("controller log:\n"
+       << slurp(ctl_log) << "\nhost1:\n"
+       << slurp(hosts[0].log) << "\nhost2:\n"
+       << slurp(hosts[1].log) << "\nhost3:\n"
+       << slurp(hosts[2].log) << "\nip log:\n"
+       << slurp(ip_log));
+  // Bound on every interface of its namespace: each host reaches it over its own link.
+  const std::vector<std::string> ctl_args{"controller",
+                                          "--db",
+                                          db,
+                                          "--bind",
+                                          "tcp://0.0.0.0:5555",
+                                          "--name",
+                                          "hosts",
+                                          "--space",
+                                          "nb201",
+                                          "--data",
+                                          "simulated",
+                                          "--trials",
+                                          "12",
+                                          "--heartbeat-ms",
+                                          "100",
+                                          "--liveness",
+                                          "5",
+                                          "--key",
+                                          ctl_keys + "/controller.key",
+                                          "--allow",
+                                          listed};
+  const pid_t ctl = kids.start(ns_c, ctl_args, ctl_log);
+  const pid_t host1 = kids.start(hosts[0].ns, worker(1, listed, "3"), hosts[0].log);
+  const pid_t host3 = kids.start(hosts[2].ns, worker(3, unlisted, "0.01"), hosts[2].log);
+
+  std::optional<int64_t> cut_trial;
+  for (const auto until = std::chrono::steady_clock::now() + 15s;
+       !cut_trial && std::chrono::steady_clock::now() < until;) {
+    cut_trial = running_trial(db, "host1");
+    if (waitpid(ctl, nullptr, WNOHANG) != 0 || waitpid(host1, nullptr, WNOHANG) != 0) break;
+    if (!cut_trial) std::this_thread::sleep_for(50ms);
+  }
+  REQUIRE_MESSAGE(cut_trial.has_value(), "host1 never had a trial running");
+  // host3 has been knocking all along: refused, never registered.
+  for (int i = 0; i < 100 && !minas::test::contains(slurp(ctl_log), "refused a worker"); ++i)
+    std::this_thread::sleep_for(50ms);
+  // Cut host1 off on the controller's side; host2 joins over its own link.
+  REQUIRE(ip({"-n", ns_c, "link", "set", hosts[0].veth_c, "down"}, ip_log) == 0);
+  const pid_t host2 = kids.start(hosts[1].ns, worker(2, listed, "0.01"), hosts[1].log);
+
+  const int ctl_status = wait_for(ctl, 60s);
+  const int host2_status = wait_for(host2, 10s);
+  for (const pid_t p : {host1, host3}) {  // both wait for a controller they cannot use
+    kill(p, SIGKILL);
+    wait_for(p, 5s);
+  }
+  CHECK(ctl_status == 0);
+  CHECK(host2_status == 0);
+  const std::string log = slurp(ctl_log);
+  CHECK(minas::test::contains(log, "worker host1 went silent"));
+  CHECK(minas::test::contains(log, "refused a worker from " + hosts[2].addr));
+  CHECK_FALSE(minas::test::contains(log, "refused a worker from " + hosts[0].addr));
+  CHECK_FALSE(minas::test::contains(log, "refused a worker from " + hosts[1].addr));
+
+  minas::db::Connection c = minas::db::open_store_readonly(db);
+  minas::db::Statement all =
+      c.prepare("SELECT count(*), sum(status = 'done'), count(DISTINCT arch_key) FROM trials");
+  REQUIRE(all.step());
+  CHECK(all.column_int64(0) == 12);
+  CHECK(all.column_int64(1) == 12);
+  CHECK(all.column_int64(2) == 12);
+  // Only the listed hosts registered, each from its own address, in pool netns.
+  minas::db::Statement w = c.prepare("SELECT name, host, pool FROM workers ORDER BY name");
+  std::vector<std::string> names;
+  while (w.step()) {
+    names.push_back(w.column_text(0));
+    CHECK(w.column_text(2) == "netns");
+  }
+  CHECK(names == std::vector<std::string>{"host1", "host2"});
+  // The cut trial ran again on host2.
+  minas::db::Statement cut = c.prepare(
+      "SELECT t.status, t.attempt, w.name FROM trials t JOIN workers w ON w.id = t.worker_id "
+      "WHERE t.id = ?1");
+  cut.bind_int64(1, *cut_trial);
+  REQUIRE(cut.step());
+  CHECK(cut.column_text(0) == "done");
+  CHECK(cut.column_int64(1) >= 1);
+  CHECK(cut.column_text(2) == "host2");
+}
