@@ -11,6 +11,7 @@
 #include "tests/trainer/synthetic.h"
 #include "trainer/comm.h"
 #include "trainer/data_parallel.h"
+#include "trainer/socket_comm.h"
 #include "trainer/train.h"
 
 using namespace minas;
@@ -244,4 +245,132 @@ TEST_CASE("data parallel: ranks train in step, report alike, and stop together")
   });
   CHECK(steps[0] == 5);
   CHECK(steps[1] == 5);
+}
+
+// ---- Across processes: the socket group ----------------------------------------------------
+
+namespace {
+
+// A socket group of n ranks in this process, as the gang of a trial would
+// make one per worker: rank 0's group with its listener, the others from the
+// rendezvous (`split`: how many ranks the first "worker" holds).
+std::vector<std::unique_ptr<Communicator>> socket_ranks(int n, int split,
+                                                        std::function<void()>* abort = nullptr) {
+  auto listener = std::make_shared<SocketListener>();
+  const std::string at = listener->rendezvous("127.0.0.1");
+  SocketGroup first = make_socket_group(n, 0, split, listener, at);
+  std::vector<std::unique_ptr<Communicator>> all = std::move(first.ranks);
+  if (split < n) {
+    SocketGroup rest = make_socket_group(n, split, n - split, nullptr, at);
+    for (auto& r : rest.ranks) all.push_back(std::move(r));
+  }
+  if (abort) *abort = first.abort;
+  return all;
+}
+
+}  // namespace
+
+TEST_CASE("socket comm: the same sums and broadcasts as the in-process group, to the bit") {
+  for (int n : {1, 2, 3}) {
+    CAPTURE(n);
+    auto threads = make_thread_group(n);
+    auto sockets = socket_ranks(n, n == 3 ? 2 : 1);
+    Rng rng(9);
+    std::vector<std::vector<float>> a(static_cast<size_t>(n)), b(static_cast<size_t>(n)),
+        small(static_cast<size_t>(n));
+    for (int r = 0; r < n; ++r) {
+      a[static_cast<size_t>(r)].resize(5000);
+      for (float& x : a[static_cast<size_t>(r)]) x = static_cast<float>(rng.uniform() * 2 - 1);
+      b[static_cast<size_t>(r)] = a[static_cast<size_t>(r)];
+      small[static_cast<size_t>(r)] = {static_cast<float>(r), 2.0f};
+    }
+    on_ranks(n, [&](int r) {
+      threads[static_cast<size_t>(r)]->all_reduce_sum(a[static_cast<size_t>(r)]);
+      Communicator& c = *sockets[static_cast<size_t>(r)];
+      CHECK(c.rank() == r);
+      CHECK(c.size() == n);
+      auto sum = c.all_reduce_sum_async(b[static_cast<size_t>(r)]);
+      auto bcast = c.broadcast_async(small[static_cast<size_t>(r)], n - 1);
+      bcast->wait();
+      sum->wait();
+    });
+    for (int r = 0; r < n; ++r) {
+      CHECK(b[static_cast<size_t>(r)] == a[0]);  // bit for bit, on every rank
+      CHECK(small[static_cast<size_t>(r)] == std::vector<float>{static_cast<float>(n - 1), 2.0f});
+    }
+  }
+}
+
+TEST_CASE(
+    "socket comm: data-parallel training over sockets ends with the in-process group's weights") {
+  const auto space = Space::load(kSpace);
+  Rng rng(3);
+  const LayerGraph graph = space.lower(space.sample(rng));
+  const auto data = synthetic({1, 12, 12}, 10, 300);
+  Recipe recipe;
+  recipe.set("epochs", "1", "test");
+  recipe.set("val_size", "40", "test");
+  recipe.set("batch", "16", "test");
+  std::vector<std::vector<float>> final_state;
+  for (const bool over_sockets : {false, true}) {
+    auto group = over_sockets ? socket_ranks(2, 1) : make_thread_group(2);
+    std::vector<std::unique_ptr<Model>> models;
+    for (int r = 0; r < 2; ++r) models.push_back(std::make_unique<Model>(graph, 100 + r));
+    on_ranks(2, [&](int r) {
+      auto be = make_cpu_backend(1);
+      TrainOptions opt;
+      opt.measure_latency = false;
+      opt.evaluate_test = false;
+      opt.comm = group[static_cast<size_t>(r)].get();
+      opt.bucket_bytes = 4096;
+      train(*models[static_cast<size_t>(r)], recipe, data, *be, opt);
+    });
+    CHECK(state_of(*models[1]) == state_of(*models[0]));
+    final_state.push_back(state_of(*models[0]));
+  }
+  CHECK(final_state[1] == final_state[0]);
+}
+
+TEST_CASE("socket comm: a rank that never comes, a rank that leaves, and abort fail the others") {
+  using namespace std::chrono_literals;
+  {
+    // Rank 1 never connects: rank 0's first collective fails after the timeout.
+    auto listener = std::make_shared<SocketListener>();
+    SocketGroup g = make_socket_group(2, 0, 1, listener, "", 300ms);
+    std::vector<float> v(4);
+    CHECK_THROWS_WITH_AS(g.ranks[0]->all_reduce_sum(v), doctest::Contains("heard from 0 of 1"),
+                         Error);
+  }
+  {
+    // Rank 1 does one collective and leaves: rank 0's next one names it.
+    auto listener = std::make_shared<SocketListener>();
+    const std::string at = listener->rendezvous("127.0.0.1");
+    SocketGroup hub = make_socket_group(2, 0, 1, listener, at);
+    std::vector<float> v(8, 1.0f), w(8, 2.0f);
+    std::thread leaver([&] {
+      SocketGroup one = make_socket_group(2, 1, 1, nullptr, at);
+      one.ranks[0]->all_reduce_sum(w);
+    });  // its group is destroyed: the socket closes
+    hub.ranks[0]->all_reduce_sum(v);
+    leaver.join();
+    CHECK(v == std::vector<float>(8, 3.0f));
+    CHECK_THROWS_WITH_AS(hub.ranks[0]->all_reduce_sum(v), doctest::Contains("rank 1 is gone"),
+                         Error);
+  }
+  {
+    // A peer that is silent forever (a host cut off): abort() ends the wait at once.
+    std::function<void()> abort;
+    auto ranks = socket_ranks(2, 1, &abort);
+    std::vector<float> v(8);
+    auto pending = ranks[0]->all_reduce_sum_async(v);  // rank 1 never issues its part
+    std::this_thread::sleep_for(200ms);
+    const auto t0 = std::chrono::steady_clock::now();
+    abort();
+    CHECK_THROWS_AS(pending->wait(), Error);
+    CHECK(std::chrono::steady_clock::now() - t0 < 2s);
+    // Rank 1's queue is empty; its group goes with `ranks`.
+  }
+  CHECK_THROWS_AS(make_socket_group(2, 1, 1, nullptr, ""), Error);
+  CHECK_THROWS_AS(make_socket_group(2, 0, 1, nullptr, ""), Error);
+  CHECK_THROWS_AS(make_socket_group(2, 1, 2, nullptr, "tcp://127.0.0.1:1"), Error);
 }
