@@ -168,7 +168,7 @@ void read_experiment_file(ControllerFlags& c, const CLI::App& cmd) {
 
 struct WorkerFlags {
   std::string connect = "tcp://127.0.0.1:5555", devices = "cpu", trainer = "cpu", table, metric,
-              name, key, server_key, pool = "default";
+              name, key, server_key, pool = "default", advertise;
   std::vector<std::string> tags;
   double delay = 0;
 };
@@ -547,6 +547,9 @@ void add_search_commands(CLI::App& app) {
                  "latency on another (--train-pool, --latency-pool)")
       ->default_val("default");
   wk->add_option("--tag", w->tags, "A label KEY=VALUE (repeatable): GPU model, site, ...");
+  wk->add_option("--advertise", w->advertise,
+                 "The host name or address other workers reach this one by, for trials spread "
+                 "over several workers (default: this host's name)");
   wk->callback([w] {
     WorkerOptions opt;
     opt.connect = w->connect;
@@ -554,6 +557,7 @@ void add_search_commands(CLI::App& app) {
     opt.name = w->name;
     if (w->pool.empty()) throw Error("worker --pool", "a pool needs a name");
     opt.pool = w->pool;
+    opt.advertise = w->advertise;
     for (const std::string& t : w->tags) {
       const size_t eq = t.find('=');
       if (eq == std::string::npos || eq == 0)

@@ -38,6 +38,20 @@ struct Flight {
   double started;  // unix seconds
 };
 
+// One worker's part of a gang: its slots are ranks first_rank, first_rank + 1, ...
+struct GangPart {
+  std::string worker;  // ROUTER identity
+  std::vector<std::string> slots;
+  int first_rank = 0;
+};
+
+// A trial spread over several workers: its flight is rank 0's part; these are the others.
+struct Gang {
+  int world = 0;
+  std::vector<GangPart> members;
+  bool started = false;  // the members were sent their train (after rank 0's rendezvous)
+};
+
 struct WorkerState {
   int64_t id = 0;
   std::string name;
@@ -406,6 +420,10 @@ struct Controller::Impl {
       if (auto f = flights.find(t);
           f != flights.end() && std::count(f->second.slots.begin(), f->second.slots.end(), slot))
         return;
+    for (int64_t t : w->second.trials)
+      if (auto g = gangs.find(t); g != gangs.end())
+        for (const auto& p : g->second.members)
+          if (p.worker == worker && std::count(p.slots.begin(), p.slots.end(), slot)) return;
     for (int64_t t : w->second.measuring)
       if (auto m = measuring.find(t); m != measuring.end() && m->second.slots.front() == slot)
         return;
@@ -422,6 +440,7 @@ struct Controller::Impl {
     if (w->second.measures && w->second.can_measure) dispatch_measures(w);
     if (!w->second.trains) return;
     if (!w->second.can_measure && config.latency_pool.empty()) return;
+    if (gang_mode()) return dispatch_gangs();
     while (w->second.free.size() >= k) {
       const auto q = next_trial();
       if (!q) {
@@ -510,6 +529,147 @@ struct Controller::Impl {
     acks.push_back({worker, trial, attempt, true});
   }
 
+  // The train message of one worker's part of an attempt (the space document
+  // once per connection: it is the bulk of a train, and a worker keeps it).
+  nlohmann::json train_body(WorkerState& ws, const Queued& q,
+                            const std::vector<std::string>& slots) {
+    nlohmann::json train = {
+        {"trial", q.trial},
+        {"attempt", q.attempt},
+        {"slots", slots},
+        {"space_id", space_id},
+        {"arch", q.arch},
+        {"recipe", config.recipe},
+        {"data", {{"name", config.data}, {"fingerprint", config.data_fingerprint}}},
+        {"fidelity", config.fidelity}};
+    if (!config.objective.latency_device.empty() && config.latency_pool.empty())
+      train["latency_device"] = config.objective.latency_device;
+    if (!ws.has_space) {
+      train["space"] = space.spec();
+      ws.has_space = true;
+    }
+    return train;
+  }
+
+  // ------------------------------------------------------------ gangs
+
+  // A trial of gpus_per_trial slots when no training worker has that many:
+  // its ranks are spread over several workers (a gang).
+  bool gang_mode() const {
+    const int k = std::max(1, config.gpus_per_trial);
+    if (k == 1) return false;
+    int most = 0;
+    for (const auto& [id, x] : workers)
+      if (x.trains && (x.can_measure || !config.latency_pool.empty()))
+        most = std::max(most, x.slots);
+    return most > 0 && most < k;
+  }
+
+  // Gangs from the free slots of the training workers: the workers with the
+  // most free slots first, so a trial spans as few as it can; rank 0 on the
+  // first. Workers that cannot make one now wait in `idle`.
+  void dispatch_gangs() {
+    const size_t k = static_cast<size_t>(config.gpus_per_trial);
+    while (true) {
+      std::vector<std::string> avail;
+      size_t total = 0;
+      for (const auto& [id, x] : workers)
+        if (x.trains && (x.can_measure || !config.latency_pool.empty()) && !x.free.empty()) {
+          avail.push_back(id);
+          total += x.free.size();
+        }
+      auto wait = [&] {
+        for (const auto& id : avail)
+          if (std::find(idle.begin(), idle.end(), id) == idle.end()) idle.push_back(id);
+      };
+      if (total < k) return wait();
+      std::stable_sort(avail.begin(), avail.end(), [&](const std::string& a, const std::string& b) {
+        return workers.at(a).free.size() > workers.at(b).free.size();
+      });
+      const auto q = next_trial();
+      if (!q) return wait();
+      std::vector<GangPart> parts;
+      size_t remaining = k;
+      int rank = 0;
+      for (const auto& id : avail) {
+        WorkerState& x = workers.at(id);
+        const size_t n = std::min(remaining, x.free.size());
+        std::vector<std::string> slots(x.free.begin(),
+                                       std::next(x.free.begin(), static_cast<long>(n)));
+        for (const auto& sl : slots) x.free.erase(sl);
+        parts.push_back({id, slots, rank});
+        rank += static_cast<int>(n);
+        remaining -= n;
+        if (remaining == 0) break;
+      }
+      start_gang(*q, parts);
+    }
+  }
+
+  void start_gang(const Queued& q, const std::vector<GangPart>& parts) {
+    auto lead = workers.find(parts.front().worker);
+    std::string device;
+    for (const auto& p : parts)
+      for (const auto& sl : p.slots)
+        device += (device.empty() ? "" : ",") + workers.at(p.worker).name + ":" + sl;
+    const double now = unix_now();
+    writer.start_trial(q.trial, q.attempt, lead->second.id, device, now);
+    flights[q.trial] = {lead->first, q.attempt, parts.front().slots, q.arch, now};
+    Gang g{static_cast<int>(config.gpus_per_trial), {parts.begin() + 1, parts.end()}, false};
+    for (const auto& p : parts) workers.at(p.worker).trials.insert(q.trial);
+    gangs[q.trial] = g;
+    // Rank 0's worker first: it opens the group's hub and says where
+    // (rendezvous); the others get their train with that address then. A
+    // gang trains from scratch on a retry (its training state is not sent).
+    nlohmann::json train = train_body(lead->second, q, parts.front().slots);
+    train["gang"] = {{"world", g.world}, {"first_rank", 0}};
+    send(lead->first, proto::encode(proto::Type::train, std::move(train)));
+    log("trial " + std::to_string(q.trial) + " attempt " + std::to_string(q.attempt) + " on " +
+        std::to_string(parts.size()) + " workers: " + device);
+  }
+
+  void on_rendezvous(const std::string& worker, const nlohmann::json& b) {
+    const int64_t trial = b["trial"].get<int64_t>();
+    const int attempt = b["attempt"].get<int>();
+    auto g = gangs.find(trial);
+    auto f = flights.find(trial);
+    if (g == gangs.end() || f == flights.end() || f->second.worker != worker ||
+        f->second.attempt != attempt || g->second.started)
+      return;  // a stale one: that attempt is over
+    g->second.started = true;
+    const Queued q{trial, attempt, f->second.arch};
+    for (const auto& m : g->second.members) {
+      auto w = workers.find(m.worker);
+      if (w == workers.end()) continue;  // lost meanwhile: requeue_all ends the attempt
+      nlohmann::json train = train_body(w->second, q, m.slots);
+      train["gang"] = {{"world", g->second.world},
+                       {"first_rank", m.first_rank},
+                       {"rendezvous", b["address"].get<std::string>()}};
+      send(m.worker, proto::encode(proto::Type::train, std::move(train)));
+    }
+  }
+
+  // The attempt is over for every part (a rank lost or failed, a stop): the
+  // parts other than `except` are cancelled and let go.
+  void end_gang(int64_t trial, const std::string& except, const std::string& why) {
+    auto g = gangs.find(trial);
+    if (g == gangs.end()) return;
+    std::vector<std::string> parts;
+    int attempt = 0;
+    if (auto f = flights.find(trial); f != flights.end()) {
+      parts.push_back(f->second.worker);
+      attempt = f->second.attempt;
+    }
+    for (const auto& m : g->second.members) parts.push_back(m.worker);
+    for (const auto& p : parts) {
+      if (p == except) continue;
+      send(p, proto::encode(proto::Type::cancel,
+                            {{"trial", trial}, {"attempt", attempt}, {"reason", why}}));
+      if (auto w = workers.find(p); w != workers.end()) w->second.trials.erase(trial);
+    }
+    gangs.erase(g);
+  }
+
   void start(std::map<std::string, WorkerState>::iterator w, const Queued& queued,
              const std::vector<std::string>& slots) {
     const std::string& worker = w->first;
@@ -520,23 +680,7 @@ struct Controller::Impl {
     writer.start_trial(q->trial, q->attempt, w->second.id, device, now);
     flights[q->trial] = {worker, q->attempt, slots, q->arch, now};
     w->second.trials.insert(q->trial);
-    nlohmann::json train = {
-        {"trial", q->trial},
-        {"attempt", q->attempt},
-        {"slots", slots},
-        {"space_id", space_id},
-        {"arch", q->arch},
-        {"recipe", config.recipe},
-        {"data", {{"name", config.data}, {"fingerprint", config.data_fingerprint}}},
-        {"fidelity", config.fidelity}};
-    if (!config.objective.latency_device.empty() && config.latency_pool.empty())
-      train["latency_device"] = config.objective.latency_device;
-    // The space document goes once per worker connection: it is the bulk of a
-    // train message, and a worker keeps it by its id.
-    if (!w->second.has_space) {
-      train["space"] = space.spec();
-      w->second.has_space = true;
-    }
+    nlohmann::json train = train_body(w->second, *q, slots);
     if (!states_dir.empty()) train["checkpoint_epochs"] = asha->settings().rungs;
     // A retried attempt of a trial that passed a rung continues from there.
     std::string state;
@@ -584,9 +728,14 @@ struct Controller::Impl {
     auto w = workers.find(worker);
     if (w == workers.end()) return;
     const double now = unix_now();
-    for (int64_t trial : w->second.trials) {
+    const std::set<int64_t> trials = w->second.trials;
+    for (int64_t trial : trials) {
       auto f = flights.find(trial);
       if (f == flights.end()) continue;
+      // A gang is lost whole when any of its workers is: the others stop.
+      end_gang(trial, worker, why);
+      if (auto lead = workers.find(f->second.worker); lead != workers.end())
+        lead->second.trials.erase(trial);
       retry_or_fail(trial, f->second, why, now);
       flights.erase(f);
     }
@@ -675,6 +824,9 @@ struct Controller::Impl {
         case proto::Type::checkpoint:
           on_checkpoint(worker, b);
           break;
+        case proto::Type::rendezvous:
+          on_rendezvous(worker, b);
+          break;
         default:
           send(worker, proto::encode(proto::Type::error,
                                      {{"code", "not_allowed"},
@@ -748,9 +900,11 @@ struct Controller::Impl {
          : w.trains             ? ""
                                 : ": in neither the training pool (" + config.train_pool +
                           ") nor the latency pool: it gets no trials"));
-    if (w.slots < config.gpus_per_trial)
+    if (w.slots < config.gpus_per_trial && w.trains)
       log("worker " + w.name + " has " + std::to_string(w.slots) + " slot(s) and a trial needs " +
-          std::to_string(config.gpus_per_trial) + " of one worker: it gets no trials");
+          std::to_string(config.gpus_per_trial) +
+          ": while no training worker has that many, trials are spread over several workers; "
+          "otherwise it gets none");
     // Latency on a GPU target is measured by a worker that has that GPU.
     const std::string& gpu = config.objective.latency_device;
     w.can_measure = gpu.rfind("cuda:", 0) != 0;
@@ -812,6 +966,12 @@ struct Controller::Impl {
     const int attempt = b["attempt"].get<int>();
     const auto& m = b["metrics"];
     if (m.value("measure_only", false)) return on_measured(worker, trial, attempt, m);
+    if (m.value("gang_member", false)) {
+      // A rank past 0 of a gang is done; rank 0's worker reports the trial.
+      if (auto w = workers.find(worker); w != workers.end()) w->second.trials.erase(trial);
+      acks.push_back({worker, trial, attempt, false});
+      return;
+    }
     auto num = [&](const char* k) {
       return m.contains(k) && m[k].is_number() ? m[k].get<double>() : 0.0;
     };
@@ -877,6 +1037,7 @@ struct Controller::Impl {
         best_arch = f->second.arch;
       }
       strategy.tell(space.parse_key(f->second.arch), sc);
+      gangs.erase(trial);  // its other ranks end with it and report as members
       drop_states(trial);
       strategy_dirty = true;
       snapshot_if_due();
@@ -919,10 +1080,36 @@ struct Controller::Impl {
       return;
     }
     auto f = flights.find(trial);
+    if (auto g = gangs.find(trial); g != gangs.end() && f != flights.end() &&
+                                    f->second.attempt == attempt && f->second.worker != worker) {
+      const bool member = std::any_of(g->second.members.begin(), g->second.members.end(),
+                                      [&](const GangPart& p) { return p.worker == worker; });
+      if (member) {
+        // A rank past 0 failed: the whole attempt ends, rank 0's part included.
+        const std::string reason = b["reason"].get<std::string>();
+        if (auto w = workers.find(worker); w != workers.end()) w->second.trials.erase(trial);
+        end_gang(trial, worker, reason);
+        const Flight flight = f->second;
+        finish_flight(flight.worker, trial, flight.started, unix_now());
+        if (b["retryable"].get<bool>()) {
+          retry_or_fail(trial, flight, reason, unix_now());
+        } else {
+          writer.record_failure(trial, attempt, reason, unix_now());
+          drop_states(trial);
+          strategy.tell_failure(space.parse_key(flight.arch));
+          strategy_dirty = true;
+          ++summary.failed;
+          snapshot_if_due();
+        }
+        acks.push_back({worker, trial, attempt, true});
+        return;
+      }
+    }
     const bool current =
         f != flights.end() && f->second.attempt == attempt && f->second.worker == worker;
     if (current) {
       const std::string reason = b["reason"].get<std::string>();
+      end_gang(trial, worker, reason);
       const Flight flight = f->second;
       finish_flight(worker, trial, flight.started, unix_now());
       if (b["retryable"].get<bool>()) {
@@ -966,12 +1153,14 @@ struct Controller::Impl {
     std::vector<int64_t> lost;
     for (int64_t t : w->second.trials) {
       auto f = flights.find(t);
-      if (f != flights.end() && !running.count({t, f->second.attempt}) &&
-          now - f->second.started > grace)
+      // A gang's other parts start after rank 0's rendezvous: only rank 0's is checked here.
+      if (f != flights.end() && f->second.worker == worker &&
+          !running.count({t, f->second.attempt}) && now - f->second.started > grace)
         lost.push_back(t);
     }
     for (int64_t t : lost) {
       const Flight flight = flights.at(t);
+      end_gang(t, worker, "the worker of its rank 0 lost the attempt");
       log(worker_label(worker) + " no longer runs trial " + std::to_string(t) +
           ": it goes back to the queue");
       flights.erase(t);
@@ -1032,6 +1221,8 @@ struct Controller::Impl {
     for (const auto& [id, w] : workers) p.slots += w.slots;
     for (const auto& [t, f] : flights) p.busy += static_cast<int>(f.slots.size());
     p.busy += static_cast<int>(measuring.size());
+    for (const auto& [t, g] : gangs)
+      for (const auto& m : g.members) p.busy += static_cast<int>(m.slots.size());
     p.queued = static_cast<int64_t>(queue.size() + measure_queue.size());
     if (p == last_pool) return;
     const double now = unix_now();
@@ -1070,6 +1261,12 @@ struct Controller::Impl {
     for (auto& [trial, f] : flights)
       send(f.worker, proto::encode(proto::Type::cancel,
                                    {{"trial", trial}, {"attempt", f.attempt}, {"reason", why}}));
+    for (auto& [trial, g] : gangs)
+      for (const auto& p : g.members)
+        if (auto f = flights.find(trial); f != flights.end())
+          send(p.worker,
+               proto::encode(proto::Type::cancel,
+                             {{"trial", trial}, {"attempt", f->second.attempt}, {"reason", why}}));
     for (auto& [trial, f] : measuring)
       send(f.worker, proto::encode(proto::Type::cancel,
                                    {{"trial", trial}, {"attempt", f.attempt}, {"reason", why}}));
@@ -1203,6 +1400,7 @@ struct Controller::Impl {
   std::map<int64_t, int> measure_failures;
   std::deque<std::string> idle;  // workers with free slots and nothing to do
   std::map<int64_t, Flight> flights;
+  std::map<int64_t, Gang> gangs;  // trials spread over several workers, by trial
   std::map<std::string, WorkerState> workers;
   std::vector<Ack> acks;
   Clock::time_point batch_started, last_heartbeat, last_progress;
@@ -1220,6 +1418,8 @@ struct Controller::Impl {
     for (const auto& [id, w] : workers) p.slots += w.slots;
     for (const auto& [t, f] : flights) p.slots_busy += static_cast<int>(f.slots.size());
     p.slots_busy += static_cast<int>(measuring.size());
+    for (const auto& [t, g] : gangs)
+      for (const auto& m : g.members) p.slots_busy += static_cast<int>(m.slots.size());
     p.best_val_acc = best_val;
     p.best_arch = best_arch;
     p.elapsed_s = std::chrono::duration<double>(Clock::now() - started).count();

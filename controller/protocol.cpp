@@ -128,7 +128,12 @@ const std::vector<MessageSpec>& message_specs() {
         {"measure_only", F::boolean, false,
          "true: do not train; build the network and measure its batch-1 latency (on "
          "latency_device, else on the slot), answering with a result of latency_ms, params and "
-         "macs (an experiment's latency pool)"}}},
+         "macs (an experiment's latency pool)"},
+        {"gang", F::object, false,
+         "a trial whose ranks are spread over several workers: {world (all ranks), first_rank "
+         "(this worker's first; its slots are ranks first_rank, first_rank + 1, ...), rendezvous "
+         "(tcp://HOST:PORT of rank 0's hub; absent for rank 0's worker, which opens it and "
+         "answers with a rendezvous message)}"}}},
       {Type::progress,
        Sender::worker,
        "one finished epoch of a running attempt",
@@ -207,6 +212,14 @@ const std::vector<MessageSpec>& message_specs() {
         {"size", F::integer, true, "the whole file's size in bytes"},
         {"bytes", F::string, true, "the chunk, base64 (at most 512 KiB before encoding)"},
         {"last", F::boolean, true, "true on the last chunk"}}},
+      {Type::rendezvous,
+       Sender::worker,
+       "where the ranks of a trial spread over several workers meet: rank 0's worker sends it "
+       "once its group's hub listens, and the controller passes the address on in the train "
+       "(gang.rendezvous) of every other worker of the trial",
+       {{"trial", F::integer, true, "trial id"},
+        {"attempt", F::integer, true, "attempt number"},
+        {"address", F::string, true, "tcp://HOST:PORT of rank 0's hub"}}},
   };
   return specs;
 }
@@ -218,7 +231,8 @@ const MessageSpec& spec(Type t) {
 const char* type_name(Type t) {
   static const char* names[] = {"hello",  "welcome", "ready", "train",  "progress",
                                 "result", "failure", "ack",   "cancel", "heartbeat",
-                                "bye",    "error",   "fetch", "data",   "checkpoint"};
+                                "bye",    "error",   "fetch", "data",   "checkpoint",
+                                "rendezvous"};
   return names[static_cast<size_t>(t)];
 }
 

@@ -38,6 +38,7 @@ enum class Type {
   fetch,       // worker -> controller: send me this data set, I do not have it
   data,        // controller -> worker: one chunk of a data set's files
   checkpoint,  // both ways: one chunk of a trial's training state at an epoch
+  rendezvous,  // worker -> controller: where the ranks of a trial over workers meet
 };
 
 const char* type_name(Type t);

@@ -20,6 +20,7 @@
 #include "searchspace/space.h"
 #include "trainer/backends.h"
 #include "trainer/comm.h"
+#include "trainer/socket_comm.h"
 #include "trainer/train.h"
 
 namespace minas {
@@ -136,11 +137,26 @@ class CpuRunner final : public TrialRunner {
       // Distinct GPUs for every rank: NCCL inside the GPU-resident step.
       std::vector<int> gpus;
       for (int k = 0; k < req.ranks; ++k) gpus.push_back(cuda_index(device(k)));
-      const bool nccl = built_with_gpu_backend() && req.ranks > 1 && !opt.resume &&
-                        !opt.on_checkpoint &&
+      if (req.world > 0)
+        for (int k = 0; k < req.ranks; ++k)
+          if (cuda_index(device(k)) >= 0)
+            throw Error("trial " + std::to_string(req.trial),
+                        "a trial spread over several workers trains on their CPU slots over "
+                        "sockets; on GPUs it would need NCCL across hosts, which this build does "
+                        "not do: give it no more GPUs than one worker has");
+      const bool nccl = req.world == 0 && built_with_gpu_backend() && req.ranks > 1 &&
+                        !opt.resume && !opt.on_checkpoint &&
                         std::all_of(gpus.begin(), gpus.end(), [](int d) { return d >= 0; }) &&
                         std::set<int>(gpus.begin(), gpus.end()).size() == gpus.size();
-      if (req.ranks <= 1) {
+      // A gang's ranks other than 0 report nothing: rank 0's worker does.
+      const bool leader = req.world == 0 || req.first_rank == 0;
+      if (!leader) {
+        opt.on_epoch = nullptr;
+        opt.on_checkpoint = nullptr;
+        opt.measure_latency = false;
+        opt.evaluate_test = false;
+      }
+      if (req.ranks <= 1 && req.world == 0) {
         r = train_on(device(0), model, recipe, data, *backend, opt);
       } else if (nccl) {
         r = train_on_gpus(gpus, space.lower(arch), model, recipe, data, opt, cancelled);
@@ -148,7 +164,45 @@ class CpuRunner final : public TrialRunner {
         // Data parallel over the trial's slots: rank 0 here, with the
         // callbacks; every other rank on a thread of its own with its own copy
         // of the network and its slot's CPU threads.
-        auto group = make_thread_group(req.ranks);
+        // A gang talks over sockets (rank 0's worker opens the hub and says
+        // where; its own other ranks connect over loopback); a cancelled
+        // attempt aborts the group, so no rank waits on a peer that is gone.
+        std::vector<std::unique_ptr<Communicator>> group;
+        std::function<void()> abort;
+        if (req.world > 0) {
+          std::shared_ptr<SocketListener> listener;
+          std::string at = req.rendezvous;
+          if (req.first_rank == 0) {
+            listener = std::make_shared<SocketListener>();
+            at = listener->rendezvous("127.0.0.1");
+            if (req.on_rendezvous) req.on_rendezvous(listener->port());
+          }
+          SocketGroup g = make_socket_group(req.world, req.first_rank, req.ranks, listener, at);
+          group = std::move(g.ranks);
+          abort = std::move(g.abort);
+        } else {
+          group = make_thread_group(req.ranks);
+        }
+        std::atomic<bool> over{false};
+        std::thread watchdog;
+        if (abort)
+          watchdog = std::thread([&] {
+            while (!over) {
+              if (cancelled()) {
+                abort();
+                return;
+              }
+              std::this_thread::sleep_for(std::chrono::milliseconds(50));
+            }
+          });
+        struct Join {
+          std::atomic<bool>& over;
+          std::thread& t;
+          ~Join() {
+            over = true;
+            if (t.joinable()) t.join();
+          }
+        } join_watchdog{over, watchdog};
         opt.comm = group[0].get();
         std::vector<std::exception_ptr> errors(static_cast<size_t>(req.ranks));
         std::vector<std::thread> others;
@@ -162,6 +216,7 @@ class CpuRunner final : public TrialRunner {
               o.resume = opt.resume;
               o.should_stop = [&] { return cancelled(); };
               o.measure_latency = false;
+              o.evaluate_test = false;
               train(m, recipe, data, *be, o);
             } catch (...) {
               errors[static_cast<size_t>(k)] = std::current_exception();
@@ -180,6 +235,11 @@ class CpuRunner final : public TrialRunner {
         out.kind = TrialOutcome::Kind::cancelled;
         return out;
       }
+      if (!leader) {
+        out.kind = TrialOutcome::Kind::done;
+        out.metrics = {{"gang_member", true}};
+        return out;
+      }
       nlohmann::json m = r.to_json();
       m.erase("epochs");
       if (!req.latency_device.empty()) {
@@ -195,9 +255,15 @@ class CpuRunner final : public TrialRunner {
       out.kind = TrialOutcome::Kind::done;
       out.metrics = std::move(m);
     } catch (const Error& e) {
+      if (e.where() == "communicator" && cancelled()) {
+        out.kind = TrialOutcome::Kind::cancelled;  // the group was aborted for the cancel
+        return out;
+      }
       out.kind = TrialOutcome::Kind::failed;
       out.reason = e.what();
-      out.retryable = false;  // the same inputs fail the same way
+      // The same inputs fail the same way, but a rank of a gang that went
+      // away (its worker lost, or cancelled) is no fault of the trial's.
+      out.retryable = e.where() == "communicator";
     } catch (const std::exception& e) {
       out.kind = TrialOutcome::Kind::failed;
       out.reason = std::string("internal error: ") + e.what();
@@ -291,6 +357,8 @@ class SimRunner final : public TrialRunner {
       out.reason = "architecture '" + req.arch + "' is not in the table";
       return out;
     }
+    // Rank 0 of a gang says where its (pretend) hub is, so the other ranks start.
+    if (req.world > 0 && req.first_rank == 0 && req.on_rendezvous) req.on_rendezvous(0);
     // A learning curve that rises to the table's value at the last epoch,
     // the same shape for every architecture (so the ranking at any epoch is
     // the final one), each epoch taking an equal share of the delay.
@@ -328,6 +396,10 @@ class SimRunner final : public TrialRunner {
       return out;
     }
     out.kind = TrialOutcome::Kind::done;
+    if (req.world > 0 && req.first_rank > 0) {
+      out.metrics = {{"gang_member", true}};  // a gang's rank 0 reports the trial
+      return out;
+    }
     out.metrics = {{"val_acc", it->second}, {"test_acc", nullptr}, {"latency_ms", nullptr},
                    {"params", nullptr},     {"macs", nullptr},     {"train_seconds", delay_s_}};
     if (!refused.empty()) out.metrics["resume_refused"] = refused;

@@ -37,14 +37,14 @@ std::string default_name() {
 
 // What a slot's thread hands the main loop (which alone touches the socket).
 struct Event {
-  enum class Kind { progress, outcome, checkpoint } kind;
+  enum class Kind { progress, outcome, checkpoint, rendezvous } kind;
   int64_t trial;
   int attempt;
   int epoch = 0;
   nlohmann::json metrics;
   TrialOutcome outcome;
   size_t slot = 0;
-  std::string bytes;  // checkpoint: the training state
+  std::string bytes;  // checkpoint: the training state; rendezvous: the hub's address
 };
 
 struct Slot {
@@ -169,6 +169,12 @@ struct Worker::Impl {
     last_heard = Clock::now();
   }
 
+  // Where the other ranks of a gang reach this worker's hub.
+  std::string advertise_host() const {
+    if (!opt.advertise.empty()) return opt.advertise;
+    return host_name();
+  }
+
   std::string hello_payload() const {
     nlohmann::json slot_list = nlohmann::json::array();
     for (const auto& s : slots)
@@ -220,6 +226,26 @@ struct Worker::Impl {
     req.fidelity = b["fidelity"].get<int>();
     req.latency_device = b.value("latency_device", std::string());
     req.measure_only = b.value("measure_only", false);
+    if (b.contains("gang")) {
+      // Ranks first_rank.. of a trial spread over several workers: rank 0's
+      // worker opens the group's hub and says where it is; the others get
+      // that address from the controller.
+      const auto& g = b["gang"];
+      req.world = g["world"].get<int>();
+      req.first_rank = g["first_rank"].get<int>();
+      req.rendezvous = g.value("rendezvous", std::string());
+      if (req.first_rank == 0)
+        req.on_rendezvous = [this, trial = req.trial, attempt = req.attempt, i](int port) {
+          push({Event::Kind::rendezvous,
+                trial,
+                attempt,
+                0,
+                {},
+                {},
+                i,
+                "tcp://" + advertise_host() + ":" + std::to_string(port)});
+        };
+    }
     req.threads = s.device.threads;
     req.ranks = std::max<int>(1, static_cast<int>(s.group.size()));
     for (size_t k : s.group.empty() ? std::vector<size_t>{i} : s.group)
@@ -544,6 +570,11 @@ struct Worker::Impl {
       batch.swap(events);
     }
     for (Event& e : batch) {
+      if (e.kind == Event::Kind::rendezvous) {
+        send(proto::encode(proto::Type::rendezvous,
+                           {{"trial", e.trial}, {"attempt", e.attempt}, {"address", e.bytes}}));
+        continue;
+      }
       if (e.kind == Event::Kind::checkpoint) {
         // Not acknowledged: a state that is lost only means a retry starts over.
         for (const std::string& chunk :

@@ -26,6 +26,9 @@ struct WorkerOptions {
   // train on one pool and measure latency on another. The device type
   // ("cpu" or "cuda") is added to the tags as "device" unless given.
   std::string pool = "default";
+  // The host name or address other workers reach this one by, for the
+  // ranks of a trial spread over several workers; empty: this host's name.
+  std::string advertise;
   std::map<std::string, std::string> tags;
   std::shared_ptr<TrialRunner> runner;  // shared by the slots (thread-safe)
   int heartbeat_ms = 1000;              // until the controller's welcome says otherwise
