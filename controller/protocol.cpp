@@ -132,8 +132,8 @@ const std::vector<MessageSpec>& message_specs() {
         {"gang", F::object, false,
          "a trial whose ranks are spread over several workers: {world (all ranks), first_rank "
          "(this worker's first; its slots are ranks first_rank, first_rank + 1, ...), rendezvous "
-         "(tcp://HOST:PORT of rank 0's hub; absent for rank 0's worker, which opens it and "
-         "answers with a rendezvous message)}"}}},
+         "(rank 0's rendezvous address; absent for rank 0's worker, which opens the hub, makes "
+         "NCCL's unique id on GPUs, and answers with a rendezvous message)}"}}},
       {Type::progress,
        Sender::worker,
        "one finished epoch of a running attempt",
@@ -219,7 +219,9 @@ const std::vector<MessageSpec>& message_specs() {
        "(gang.rendezvous) of every other worker of the trial",
        {{"trial", F::integer, true, "trial id"},
         {"attempt", F::integer, true, "attempt number"},
-        {"address", F::string, true, "tcp://HOST:PORT of rank 0's hub"}}},
+        {"address", F::string, true,
+         "tcp://HOST:PORT of rank 0's hub, then #nccl= and NCCL's unique id (base64) when the "
+         "trial is on GPUs"}}},
   };
   return specs;
 }
@@ -229,10 +231,9 @@ const MessageSpec& spec(Type t) {
 }
 
 const char* type_name(Type t) {
-  static const char* names[] = {"hello",  "welcome", "ready", "train",  "progress",
-                                "result", "failure", "ack",   "cancel", "heartbeat",
-                                "bye",    "error",   "fetch", "data",   "checkpoint",
-                                "rendezvous"};
+  static const char* names[] = {
+      "hello",  "welcome",   "ready", "train", "progress", "result", "failure",    "ack",
+      "cancel", "heartbeat", "bye",   "error", "fetch",    "data",   "checkpoint", "rendezvous"};
   return names[static_cast<size_t>(t)];
 }
 

@@ -66,19 +66,42 @@ inline bool built_with_gpu_backend() {
 // on `model` with the options' callbacks, the others on threads of their own
 // with copies of `graph`; `cancelled` stops every rank. Builds without the GPU
 // backend refuse.
+//
+// A gang (`gang` set): these GPUs are ranks first_rank, ... of a trial spread
+// over several hosts: NCCL joins them under the unique id made on rank 0's
+// host, and the host-side collectives go over the given communicators (the
+// socket group's ranks, one per GPU here).
+struct GpuGang {
+  int world = 0;
+  int first_rank = 0;
+  std::string nccl_id;              // make_nccl_unique_id()'s bytes, from rank 0's host
+  std::vector<Communicator*> host;  // this process's ranks of the socket group
+};
+
 inline TrainReport train_on_gpus(const std::vector<int>& gpus, const LayerGraph& graph,
                                  Model& model, const Recipe& recipe, const data::TrainTest& data,
                                  const TrainOptions& options,
-                                 const std::function<bool()>& cancelled) {
+                                 const std::function<bool()>& cancelled,
+                                 const GpuGang* gang = nullptr) {
 #ifdef MINAS_WITH_CUDA
-  auto nccl = cuda::make_nccl_group(gpus);
-  auto host = make_thread_group(static_cast<int>(gpus.size()));
+  auto nccl = gang ? cuda::make_nccl_ranks(gpus, gang->world, gang->first_rank, gang->nccl_id)
+                   : cuda::make_nccl_group(gpus);
+  std::vector<std::unique_ptr<Communicator>> owned;
+  std::vector<Communicator*> host;
+  if (gang) {
+    if (gang->host.size() != gpus.size())
+      throw Error("train on GPUs", "a gang needs one host communicator per GPU");
+    host = gang->host;
+  } else {
+    owned = make_thread_group(static_cast<int>(gpus.size()));
+    for (auto& c : owned) host.push_back(c.get());
+  }
   std::vector<std::exception_ptr> errors(gpus.size());
   std::vector<std::thread> others;
   auto run = [&](size_t k, Model& m) {
     cuda::GpuTrainOptions g;
     g.comm = nccl[k].get();
-    g.host = host[k].get();
+    g.host = host[k];
     g.evaluate_test = options.evaluate_test;
     g.measure_latency = options.measure_latency;
     g.eval_batch = options.eval_batch;
@@ -111,7 +134,17 @@ inline TrainReport train_on_gpus(const std::vector<int>& gpus, const LayerGraph&
   return r;
 #else
   (void)gpus, (void)graph, (void)model, (void)recipe, (void)data, (void)options, (void)cancelled;
+  (void)gang;
   throw Error("train on GPUs", "this build has no GPU backend");
+#endif
+}
+
+// The NCCL unique id a gang's GPUs meet by, made on rank 0's host (bytes).
+inline std::string make_gang_nccl_id() {
+#ifdef MINAS_WITH_CUDA
+  return cuda::make_nccl_unique_id();
+#else
+  throw Error("nccl", "this build has no GPU backend");
 #endif
 }
 

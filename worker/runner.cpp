@@ -16,6 +16,7 @@
 #include <unordered_map>
 
 #include "controller/objective.h"
+#include "controller/protocol.h"
 #include "searchspace/error.h"
 #include "searchspace/space.h"
 #include "trainer/backends.h"
@@ -137,13 +138,17 @@ class CpuRunner final : public TrialRunner {
       // Distinct GPUs for every rank: NCCL inside the GPU-resident step.
       std::vector<int> gpus;
       for (int k = 0; k < req.ranks; ++k) gpus.push_back(cuda_index(device(k)));
-      if (req.world > 0)
+      // A gang on GPUs: NCCL across the hosts (unique id from rank 0's), the
+      // host-side collectives over the socket group.
+      const bool gpu_gang =
+          req.world > 0 && std::all_of(req.devices.begin(), req.devices.end(),
+                                       [](const std::string& d) { return cuda_index(d) >= 0; });
+      if (req.world > 0 && !gpu_gang)
         for (int k = 0; k < req.ranks; ++k)
           if (cuda_index(device(k)) >= 0)
             throw Error("trial " + std::to_string(req.trial),
-                        "a trial spread over several workers trains on their CPU slots over "
-                        "sockets; on GPUs it would need NCCL across hosts, which this build does "
-                        "not do: give it no more GPUs than one worker has");
+                        "a trial spread over several workers runs on GPUs only or on CPU slots "
+                        "only, not on both");
       const bool nccl = req.world == 0 && built_with_gpu_backend() && req.ranks > 1 &&
                         !opt.resume && !opt.on_checkpoint &&
                         std::all_of(gpus.begin(), gpus.end(), [](int d) { return d >= 0; }) &&
@@ -156,7 +161,50 @@ class CpuRunner final : public TrialRunner {
         opt.measure_latency = false;
         opt.evaluate_test = false;
       }
-      if (req.ranks <= 1 && req.world == 0) {
+      if (gpu_gang) {
+        if (opt.resume || opt.on_checkpoint)
+          throw Error("trial " + std::to_string(req.trial),
+                      "a trial spread over several workers' GPUs keeps no training state");
+        std::shared_ptr<SocketListener> listener;
+        std::string at = req.rendezvous, nccl_id;
+        if (req.first_rank == 0) {
+          listener = std::make_shared<SocketListener>();
+          at = listener->rendezvous("127.0.0.1");
+          nccl_id = make_gang_nccl_id();
+          if (req.on_rendezvous) req.on_rendezvous(listener->port(), proto::base64_encode(nccl_id));
+        } else {
+          const size_t mark = at.find("#nccl=");
+          const auto id =
+              mark == std::string::npos ? std::nullopt : proto::base64_decode(at.substr(mark + 6));
+          if (!id)
+            throw Error("trial " + std::to_string(req.trial),
+                        "the rendezvous of a GPU gang carries no NCCL unique id: " + at);
+          nccl_id = *id;
+          at = at.substr(0, mark);
+        }
+        SocketGroup g = make_socket_group(req.world, req.first_rank, req.ranks, listener, at);
+        GpuGang gang{req.world, req.first_rank, nccl_id, {}};
+        for (auto& c : g.ranks) gang.host.push_back(c.get());
+        std::atomic<bool> over{false};
+        std::thread watchdog([&] {
+          while (!over) {
+            if (cancelled()) {
+              g.abort();
+              return;
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+          }
+        });
+        struct Join {
+          std::atomic<bool>& over;
+          std::thread& t;
+          ~Join() {
+            over = true;
+            if (t.joinable()) t.join();
+          }
+        } join_watchdog{over, watchdog};
+        r = train_on_gpus(gpus, space.lower(arch), model, recipe, data, opt, cancelled, &gang);
+      } else if (req.ranks <= 1 && req.world == 0) {
         r = train_on(device(0), model, recipe, data, *backend, opt);
       } else if (nccl) {
         r = train_on_gpus(gpus, space.lower(arch), model, recipe, data, opt, cancelled);
@@ -175,7 +223,9 @@ class CpuRunner final : public TrialRunner {
           if (req.first_rank == 0) {
             listener = std::make_shared<SocketListener>();
             at = listener->rendezvous("127.0.0.1");
-            if (req.on_rendezvous) req.on_rendezvous(listener->port());
+            if (req.on_rendezvous) req.on_rendezvous(listener->port(), "");
+          } else {
+            at = at.substr(0, at.find("#nccl="));
           }
           SocketGroup g = make_socket_group(req.world, req.first_rank, req.ranks, listener, at);
           group = std::move(g.ranks);
@@ -358,7 +408,7 @@ class SimRunner final : public TrialRunner {
       return out;
     }
     // Rank 0 of a gang says where its (pretend) hub is, so the other ranks start.
-    if (req.world > 0 && req.first_rank == 0 && req.on_rendezvous) req.on_rendezvous(0);
+    if (req.world > 0 && req.first_rank == 0 && req.on_rendezvous) req.on_rendezvous(0, "");
     // A learning curve that rises to the table's value at the last epoch,
     // the same shape for every architecture (so the ranking at any epoch is
     // the final one), each epoch taking an equal share of the delay.

@@ -44,14 +44,15 @@ struct TrialRequest {
   // latency_device, else on devices[0]); done with latency_ms, params, macs.
   bool measure_only = false;
   // A gang: this worker runs ranks first_rank .. first_rank + ranks - 1 of a
-  // trial of `world` ranks over several workers, talking over sockets. The
-  // worker of rank 0 opens the hub and hands its port to on_rendezvous (the
-  // controller passes it on); the others connect to `rendezvous`
-  // (tcp://HOST:PORT). world 0: not a gang.
+  // trial of `world` ranks over several workers. The worker of rank 0 opens
+  // the socket group's hub and, on GPUs, makes NCCL's unique id, and hands
+  // both to on_rendezvous (port, id in base64; empty on CPUs); the controller
+  // passes them on as `rendezvous`: tcp://HOST:PORT, then #nccl=ID on GPUs.
+  // world 0: not a gang.
   int world = 0;
   int first_rank = 0;
   std::string rendezvous;
-  std::function<void(int port)> on_rendezvous;
+  std::function<void(int port, const std::string& nccl_id)> on_rendezvous;
 };
 
 struct TrialOutcome {

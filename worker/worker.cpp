@@ -235,15 +235,11 @@ struct Worker::Impl {
       req.first_rank = g["first_rank"].get<int>();
       req.rendezvous = g.value("rendezvous", std::string());
       if (req.first_rank == 0)
-        req.on_rendezvous = [this, trial = req.trial, attempt = req.attempt, i](int port) {
-          push({Event::Kind::rendezvous,
-                trial,
-                attempt,
-                0,
-                {},
-                {},
-                i,
-                "tcp://" + advertise_host() + ":" + std::to_string(port)});
+        req.on_rendezvous = [this, trial = req.trial, attempt = req.attempt, i](
+                                int port, const std::string& nccl_id) {
+          std::string at = "tcp://" + advertise_host() + ":" + std::to_string(port);
+          if (!nccl_id.empty()) at += "#nccl=" + nccl_id;
+          push({Event::Kind::rendezvous, trial, attempt, 0, {}, {}, i, at});
         };
     }
     req.threads = s.device.threads;

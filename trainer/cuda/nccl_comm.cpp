@@ -1,5 +1,6 @@
 #include "trainer/cuda/nccl_comm.h"
 
+#include <algorithm>
 #include <string>
 
 #include "searchspace/error.h"
@@ -19,8 +20,9 @@ struct Clique {
 
 class Rank final : public NcclCommunicator {
  public:
-  Rank(std::shared_ptr<Clique> clique, int rank, int device)
-      : clique_(std::move(clique)), rank_(rank), device_(device) {
+  // Rank `rank` of `world`, the clique's local-th handle.
+  Rank(std::shared_ptr<Clique> clique, int local, int rank, int world, int device)
+      : clique_(std::move(clique)), local_(local), rank_(rank), world_(world), device_(device) {
     MINAS_CUDA_CHECK(cudaSetDevice(device_));
     MINAS_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   }
@@ -31,7 +33,7 @@ class Rank final : public NcclCommunicator {
   }
 
   int rank() const override { return rank_; }
-  int size() const override { return static_cast<int>(clique_->comms.size()); }
+  int size() const override { return world_; }
   cudaStream_t stream() const override { return stream_; }
   int device() const override { return device_; }
 
@@ -80,11 +82,11 @@ class Rank final : public NcclCommunicator {
     cudaEvent_t event_ = nullptr;
   };
 
-  ncclComm_t comm() const { return clique_->comms[static_cast<size_t>(rank_)]; }
+  ncclComm_t comm() const { return clique_->comms[static_cast<size_t>(local_)]; }
   std::unique_ptr<Pending> done_event() { return std::make_unique<Event>(device_, stream_); }
 
   std::shared_ptr<Clique> clique_;
-  int rank_, device_;
+  int local_, rank_, world_, device_;
   cudaStream_t stream_ = nullptr;
 };
 
@@ -98,7 +100,45 @@ std::vector<std::unique_ptr<NcclCommunicator>> make_nccl_group(const std::vector
       ncclCommInitAll(clique->comms.data(), static_cast<int>(devices.size()), devices.data()));
   std::vector<std::unique_ptr<NcclCommunicator>> out;
   for (size_t r = 0; r < devices.size(); ++r)
-    out.push_back(std::make_unique<Rank>(clique, static_cast<int>(r), devices[r]));
+    out.push_back(std::make_unique<Rank>(clique, static_cast<int>(r), static_cast<int>(r),
+                                         static_cast<int>(devices.size()), devices[r]));
+  return out;
+}
+
+std::string make_nccl_unique_id() {
+  ncclUniqueId id;
+  MINAS_NCCL_CHECK(ncclGetUniqueId(&id));
+  return std::string(id.internal, sizeof id.internal);
+}
+
+std::vector<std::unique_ptr<NcclCommunicator>> make_nccl_ranks(const std::vector<int>& devices,
+                                                               int world, int first_rank,
+                                                               const std::string& unique_id) {
+  if (devices.empty()) throw Error("nccl", "a group needs at least one GPU");
+  if (first_rank < 0 || first_rank + static_cast<int>(devices.size()) > world)
+    throw Error("nccl", "ranks from " + std::to_string(first_rank) + " on " +
+                            std::to_string(devices.size()) + " GPUs are not of a group of " +
+                            std::to_string(world));
+  ncclUniqueId id;
+  if (unique_id.size() != sizeof id.internal)
+    throw Error("nccl", "a unique id of " + std::to_string(unique_id.size()) + " bytes, not " +
+                            std::to_string(sizeof id.internal));
+  std::copy(unique_id.begin(), unique_id.end(), id.internal);
+  auto clique = std::make_shared<Clique>();
+  clique->comms.assign(devices.size(), nullptr);
+  // Several ranks of one process join in one group call, or each would wait
+  // for the others forever.
+  MINAS_NCCL_CHECK(ncclGroupStart());
+  for (size_t i = 0; i < devices.size(); ++i) {
+    MINAS_CUDA_CHECK(cudaSetDevice(devices[i]));
+    MINAS_NCCL_CHECK(
+        ncclCommInitRank(&clique->comms[i], world, id, first_rank + static_cast<int>(i)));
+  }
+  MINAS_NCCL_CHECK(ncclGroupEnd());
+  std::vector<std::unique_ptr<NcclCommunicator>> out;
+  for (size_t i = 0; i < devices.size(); ++i)
+    out.push_back(std::make_unique<Rank>(clique, static_cast<int>(i),
+                                         first_rank + static_cast<int>(i), world, devices[i]));
   return out;
 }
 

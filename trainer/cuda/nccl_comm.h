@@ -8,6 +8,7 @@
 
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "trainer/comm.h"
@@ -27,5 +28,17 @@ class NcclCommunicator : public Communicator {
 
 // One communicator per GPU listed, in one NCCL clique (ncclCommInitAll).
 std::vector<std::unique_ptr<NcclCommunicator>> make_nccl_group(const std::vector<int>& devices);
+
+// The id by which the ranks of one NCCL group on several hosts meet, as its
+// bytes: made on rank 0's host (ncclGetUniqueId opens NCCL's bootstrap
+// listener there) and handed to every other host, as a trial's rendezvous.
+std::string make_nccl_unique_id();
+
+// This process's ranks first_rank, first_rank + 1, ... of a group of `world`
+// ranks spread over hosts, one per GPU listed, joined under `unique_id`
+// (ncclCommInitRank for each, inside one NCCL group call).
+std::vector<std::unique_ptr<NcclCommunicator>> make_nccl_ranks(const std::vector<int>& devices,
+                                                               int world, int first_rank,
+                                                               const std::string& unique_id);
 
 }  // namespace minas::cuda
