@@ -1038,6 +1038,7 @@ struct Controller::Impl {
       }
       strategy.tell(space.parse_key(f->second.arch), sc);
       gangs.erase(trial);  // its other ranks end with it and report as members
+      measured.erase(trial);
       drop_states(trial);
       strategy_dirty = true;
       snapshot_if_due();

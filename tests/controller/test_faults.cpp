@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <thread>
 
@@ -520,4 +521,79 @@ TEST_CASE("faults: Ctrl-C stops minas search cleanly and says how to resume; --r
   REQUIRE(s.step());
   CHECK(s.column_int64(0) == 1);
   CHECK(std::filesystem::exists(std::filesystem::path(out) / "report.md"));
+}
+
+TEST_CASE("faults: two worker processes train two-slot trials as gangs, to one worker's bits") {
+  // Real CPU training of small networks on synthetic images, each trial data
+  // parallel over two slots: first on two worker processes of one slot each
+  // (ranks over the socket group across processes), then on one process with
+  // two slots (the in-process group). The same search gives the same
+  // validation accuracy, trial by trial, to the bit.
+  const minas::test::TempDir dir("fault-gang");
+  const std::string data = dir.file("synthetic"), recipe = dir.file("recipe.json");
+  minas::test::write_idx_folder(data, 240, 13);
+  {
+    std::ofstream out(recipe);
+    out << R"({"epochs": 1, "val_size": 40, "batch": 16, "threads": 1})";
+  }
+  auto search = [&](const std::string& tag, const std::vector<std::vector<std::string>>& workers) {
+    const std::string db = dir.file(tag + ".db"), log = dir.file(tag + ".log");
+    const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(free_port());
+    const pid_t ctl = spawn({"controller",
+                             "--db",
+                             db,
+                             "--bind",
+                             endpoint,
+                             "--name",
+                             "g",
+                             "--space",
+                             "mobile:input=1x12x12,stem.channels=8,head.channels=16",
+                             "--data",
+                             data,
+                             "--recipe",
+                             recipe,
+                             "--strategy",
+                             "random",
+                             "--seed",
+                             "4",
+                             "--trials",
+                             "2",
+                             "--gpus-per-trial",
+                             "2",
+                             "--heartbeat-ms",
+                             "200"},
+                            log);
+    std::vector<pid_t> pids;
+    for (const auto& w : workers) {
+      std::vector<std::string> args{"worker", "--connect", endpoint, "--advertise", "127.0.0.1"};
+      args.insert(args.end(), w.begin(), w.end());
+      pids.push_back(spawn(args, log));
+    }
+    INFO("log:\n"
+         << [&] {
+              std::ifstream in(log);
+              std::stringstream s;
+              s << in.rdbuf();
+              return s.str();
+            }());
+    CHECK(wait_for(ctl, std::chrono::seconds(120)) == 0);
+    for (const pid_t p : pids) CHECK(wait_for(p, std::chrono::seconds(20)) == 0);
+    minas::db::Connection c = minas::db::open_store_readonly(db);
+    minas::db::Statement s =
+        c.prepare("SELECT number, val_acc, device FROM trials WHERE status = 'done'");
+    std::map<int64_t, std::pair<double, std::string>> out;
+    while (s.step()) out[s.column_int64(0)] = {s.column_double(1), s.column_text(2)};
+    return out;
+  };
+  const auto spread = search(
+      "spread", {{"--devices", "cpu:1", "--name", "a"}, {"--devices", "cpu:1", "--name", "b"}});
+  const auto together = search("together", {{"--devices", "cpu:1,cpu:1", "--name", "ab"}});
+  REQUIRE(spread.size() == 2);
+  REQUIRE(together.size() == 2);
+  for (const auto& [number, r] : spread) {
+    CAPTURE(number);
+    CHECK(minas::test::contains(r.second, "a:cpu"));
+    CHECK(minas::test::contains(r.second, "b:cpu"));
+    CHECK(r.first == together.at(number).first);
+  }
 }
