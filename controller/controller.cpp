@@ -1081,38 +1081,21 @@ struct Controller::Impl {
       return;
     }
     auto f = flights.find(trial);
-    if (auto g = gangs.find(trial); g != gangs.end() && f != flights.end() &&
-                                    f->second.attempt == attempt && f->second.worker != worker) {
-      const bool member = std::any_of(g->second.members.begin(), g->second.members.end(),
-                                      [&](const GangPart& p) { return p.worker == worker; });
-      if (member) {
-        // A rank past 0 failed: the whole attempt ends, rank 0's part included.
-        const std::string reason = b["reason"].get<std::string>();
-        if (auto w = workers.find(worker); w != workers.end()) w->second.trials.erase(trial);
-        end_gang(trial, worker, reason);
-        const Flight flight = f->second;
-        finish_flight(flight.worker, trial, flight.started, unix_now());
-        if (b["retryable"].get<bool>()) {
-          retry_or_fail(trial, flight, reason, unix_now());
-        } else {
-          writer.record_failure(trial, attempt, reason, unix_now());
-          drop_states(trial);
-          strategy.tell_failure(space.parse_key(flight.arch));
-          strategy_dirty = true;
-          ++summary.failed;
-          snapshot_if_due();
-        }
-        acks.push_back({worker, trial, attempt, true});
-        return;
-      }
-    }
     const bool current =
         f != flights.end() && f->second.attempt == attempt && f->second.worker == worker;
-    if (current) {
+    // A rank past 0 of a gang that failed ends the whole attempt, rank 0's part included.
+    bool member = false;
+    if (!current && f != flights.end() && f->second.attempt == attempt)
+      if (auto g = gangs.find(trial); g != gangs.end())
+        member = std::any_of(g->second.members.begin(), g->second.members.end(),
+                             [&](const GangPart& p) { return p.worker == worker; });
+    if (current || member) {
       const std::string reason = b["reason"].get<std::string>();
+      if (auto w = workers.find(worker); member && w != workers.end())
+        w->second.trials.erase(trial);
       end_gang(trial, worker, reason);
       const Flight flight = f->second;
-      finish_flight(worker, trial, flight.started, unix_now());
+      finish_flight(flight.worker, trial, flight.started, unix_now());
       if (b["retryable"].get<bool>()) {
         retry_or_fail(trial, flight, reason, unix_now());
       } else {
@@ -1124,7 +1107,7 @@ struct Controller::Impl {
         snapshot_if_due();
       }
     }
-    acks.push_back({worker, trial, attempt, current});
+    acks.push_back({worker, trial, attempt, current || member});
   }
 
   void finish_flight(const std::string& worker, int64_t trial, double started, double ended) {

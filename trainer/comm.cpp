@@ -58,111 +58,117 @@ struct Group {
   }
 };
 
-// Rank r's collectives run, in issue order, on a thread of their own, so a
-// caller can go on computing (the backward pass) while they run.
-class ThreadCommunicator final : public Communicator {
+// Rank r of an in-process group.
+class ThreadCommunicator final : public QueuedCommunicator {
  public:
-  ThreadCommunicator(std::shared_ptr<Group> g, int rank)
-      : group_(std::move(g)), rank_(rank), thread_([this] { loop(); }) {}
-  ~ThreadCommunicator() override {
-    {
-      std::lock_guard lock(mu_);
-      closing_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();
+  ThreadCommunicator(std::shared_ptr<Group> g, int rank) : group_(std::move(g)), rank_(rank) {
+    start();
   }
-
+  ~ThreadCommunicator() override { stop(); }
   int rank() const override { return rank_; }
   int size() const override { return group_->ranks; }
 
-  std::unique_ptr<Pending> all_reduce_sum_async(std::span<float> data) override {
-    return submit(data, -1);
-  }
-  std::unique_ptr<Pending> broadcast_async(std::span<float> data, int root) override {
-    if (root < 0 || root >= size())
-      throw Error("communicator", "broadcast root " + std::to_string(root) + " is not a rank");
-    return submit(data, root);
-  }
-
  private:
-  struct Job {
-    std::span<float> data;
-    int root;
-    bool done = false;
-    std::exception_ptr error;
-  };
-
-  class Ticket final : public Pending {
-   public:
-    Ticket(ThreadCommunicator& c, std::shared_ptr<Job> j) : c_(c), job_(std::move(j)) {}
-    ~Ticket() override {
-      try {
-        wait();
-      } catch (...) {
-        // Reported to whoever waited; a destructor must not throw.
-      }
-    }
-    void wait() override {
-      std::unique_lock lock(c_.mu_);
-      c_.cv_.wait(lock, [&] { return job_->done; });
-      if (job_->error) {
-        auto e = job_->error;
-        job_->error = nullptr;
-        std::rethrow_exception(e);
-      }
-    }
-
-   private:
-    ThreadCommunicator& c_;
-    std::shared_ptr<Job> job_;
-  };
-
-  std::unique_ptr<Pending> submit(std::span<float> data, int root) {
-    auto job = std::make_shared<Job>();
-    job->data = data;
-    job->root = root;
-    {
-      std::lock_guard lock(mu_);
-      queue_.push_back(job);
-    }
-    cv_.notify_all();
-    return std::make_unique<Ticket>(*this, job);
-  }
-
-  void loop() {
-    while (true) {
-      std::shared_ptr<Job> job;
-      {
-        std::unique_lock lock(mu_);
-        cv_.wait(lock, [&] { return closing_ || !queue_.empty(); });
-        if (queue_.empty()) return;
-        job = queue_.front();
-        queue_.pop_front();
-      }
-      try {
-        group_->run(rank_, job->data, job->root);
-      } catch (...) {
-        job->error = std::current_exception();
-      }
-      {
-        std::lock_guard lock(mu_);
-        job->done = true;
-      }
-      cv_.notify_all();
-    }
-  }
+  void run(std::span<float> data, int root) override { group_->run(rank_, data, root); }
 
   std::shared_ptr<Group> group_;
   const int rank_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::shared_ptr<Job>> queue_;
-  bool closing_ = false;
-  std::thread thread_;  // last: started once the rest exists
 };
 
 }  // namespace
+
+struct QueuedCommunicator::Job {
+  std::span<float> data;
+  int root;
+  bool done = false;
+  std::exception_ptr error;
+};
+
+class QueuedCommunicator::Ticket final : public Pending {
+ public:
+  Ticket(QueuedCommunicator& c, std::shared_ptr<Job> j) : c_(c), job_(std::move(j)) {}
+  ~Ticket() override {
+    try {
+      wait();
+    } catch (...) {
+      // Reported to whoever waited; a destructor must not throw.
+    }
+  }
+  void wait() override {
+    std::unique_lock lock(c_.mu_);
+    c_.cv_.wait(lock, [&] { return job_->done; });
+    if (job_->error) {
+      auto e = job_->error;
+      job_->error = nullptr;
+      std::rethrow_exception(e);
+    }
+  }
+
+ private:
+  QueuedCommunicator& c_;
+  std::shared_ptr<Job> job_;
+};
+
+std::unique_ptr<Communicator::Pending> QueuedCommunicator::all_reduce_sum_async(
+    std::span<float> data) {
+  return submit(data, -1);
+}
+
+std::unique_ptr<Communicator::Pending> QueuedCommunicator::broadcast_async(std::span<float> data,
+                                                                           int root) {
+  if (root < 0 || root >= size())
+    throw Error("communicator", "broadcast root " + std::to_string(root) + " is not a rank");
+  return submit(data, root);
+}
+
+void QueuedCommunicator::start() {
+  thread_ = std::thread([this] { loop(); });
+}
+
+void QueuedCommunicator::stop() {
+  {
+    std::lock_guard lock(mu_);
+    closing_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+std::unique_ptr<Communicator::Pending> QueuedCommunicator::submit(std::span<float> data, int root) {
+  auto job = std::make_shared<Job>();
+  job->data = data;
+  job->root = root;
+  {
+    std::lock_guard lock(mu_);
+    queue_.push_back(job);
+  }
+  cv_.notify_all();
+  return std::make_unique<Ticket>(*this, job);
+}
+
+// Runs the queue until stop(): the jobs left then still run, so no ticket waits forever.
+void QueuedCommunicator::loop() {
+  while (true) {
+    std::shared_ptr<Job> job;
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [&] { return closing_ || !queue_.empty(); });
+      if (queue_.empty()) return;
+      job = queue_.front();
+      queue_.pop_front();
+    }
+    try {
+      run(job->data, job->root);
+    } catch (...) {
+      job->error = std::current_exception();
+    }
+    {
+      std::lock_guard lock(mu_);
+      job->done = true;
+    }
+    cv_.notify_all();
+  }
+}
 
 std::vector<std::unique_ptr<Communicator>> make_thread_group(int ranks) {
   if (ranks < 1) throw Error("communicator", "a group needs at least one rank");

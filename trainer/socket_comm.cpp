@@ -119,7 +119,7 @@ int connect_to(const std::string& rendezvous, std::chrono::milliseconds timeout,
   throw Error("communicator", "cannot reach rank 0 at " + rendezvous + ": " + last);
 }
 
-class SocketCommunicator final : public Communicator {
+class SocketCommunicator final : public QueuedCommunicator {
  public:
   SocketCommunicator(int rank, int world, std::shared_ptr<SocketListener> listener,
                      std::string rendezvous, std::chrono::milliseconds timeout,
@@ -129,72 +129,33 @@ class SocketCommunicator final : public Communicator {
         listener_(std::move(listener)),
         rendezvous_(std::move(rendezvous)),
         timeout_(timeout),
-        shared_(std::move(shared)),
-        thread_([this] { loop(); }) {}
+        shared_(std::move(shared)) {
+    start();
+  }
   ~SocketCommunicator() override {
-    {
-      std::lock_guard lock(mu_);
-      closing_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();
+    stop();
     for (int fd : peers_)
       if (fd >= 0) ::close(fd);
   }
 
   int rank() const override { return rank_; }
   int size() const override { return world_; }
-  std::unique_ptr<Pending> all_reduce_sum_async(std::span<float> data) override {
-    return submit(data, -1);
-  }
-  std::unique_ptr<Pending> broadcast_async(std::span<float> data, int root) override {
-    if (root < 0 || root >= world_)
-      throw Error("communicator", "broadcast root " + std::to_string(root) + " is not a rank");
-    return submit(data, root);
-  }
 
  private:
-  struct Job {
-    std::span<float> data;
-    int root;
-    bool done = false;
-    std::exception_ptr error;
-  };
-  class Ticket final : public Pending {
-   public:
-    Ticket(SocketCommunicator& c, std::shared_ptr<Job> j) : c_(c), job_(std::move(j)) {}
-    ~Ticket() override {
-      try {
-        wait();
-      } catch (...) {
-        // Reported to whoever waited; a destructor must not throw.
+  // Connects first; a failed connection or collective fails every later one.
+  void run(std::span<float> data, int root) override {
+    if (broken_) std::rethrow_exception(broken_);
+    try {
+      if (shared_->aborted) throw Error("communicator", "the group was aborted");
+      if (!connected_) {
+        connect();
+        connected_ = true;
       }
+      collective(data, root);
+    } catch (...) {
+      broken_ = std::current_exception();
+      throw;
     }
-    void wait() override {
-      std::unique_lock lock(c_.mu_);
-      c_.cv_.wait(lock, [&] { return job_->done; });
-      if (job_->error) {
-        auto e = job_->error;
-        job_->error = nullptr;
-        std::rethrow_exception(e);
-      }
-    }
-
-   private:
-    SocketCommunicator& c_;
-    std::shared_ptr<Job> job_;
-  };
-
-  std::unique_ptr<Pending> submit(std::span<float> data, int root) {
-    auto job = std::make_shared<Job>();
-    job->data = data;
-    job->root = root;
-    {
-      std::lock_guard lock(mu_);
-      queue_.push_back(job);
-    }
-    cv_.notify_all();
-    return std::make_unique<Ticket>(*this, job);
   }
 
   // The hub accepts a connection from every other rank; the others connect.
@@ -243,7 +204,7 @@ class SocketCommunicator final : public Communicator {
   }
 
   // One collective: every rank's header (and buffer) to the hub, the result back.
-  void run(std::span<float> data, int root) {
+  void collective(std::span<float> data, int root) {
     const Header mine{kMagic, ++seq_, data.size(), root, rank_};
     const size_t bytes = data.size() * sizeof(float);
     if (rank_ != 0) {
@@ -291,37 +252,6 @@ class SocketCommunicator final : public Communicator {
     }
   }
 
-  void loop() {
-    std::exception_ptr broken;  // a failed connection or collective: every later one fails too
-    bool connected = false;
-    while (true) {
-      std::shared_ptr<Job> job;
-      {
-        std::unique_lock lock(mu_);
-        cv_.wait(lock, [&] { return closing_ || !queue_.empty(); });
-        if (queue_.empty()) return;
-        job = queue_.front();
-        queue_.pop_front();
-      }
-      try {
-        if (broken) std::rethrow_exception(broken);
-        if (shared_->aborted) throw Error("communicator", "the group was aborted");
-        if (!connected) {
-          connect();
-          connected = true;
-        }
-        run(job->data, job->root);
-      } catch (...) {
-        job->error = broken = std::current_exception();
-      }
-      {
-        std::lock_guard lock(mu_);
-        job->done = true;
-      }
-      cv_.notify_all();
-    }
-  }
-
   const int rank_, world_;
   std::shared_ptr<SocketListener> listener_;
   const std::string rendezvous_;
@@ -329,11 +259,8 @@ class SocketCommunicator final : public Communicator {
   std::shared_ptr<Shared> shared_;
   std::vector<int> peers_;  // by rank: the hub's sockets to every rank, a rank's to the hub
   uint32_t seq_ = 0;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::shared_ptr<Job>> queue_;
-  bool closing_ = false;
-  std::thread thread_;  // last: started once the rest exists
+  bool connected_ = false;
+  std::exception_ptr broken_;
 };
 
 }  // namespace

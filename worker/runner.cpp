@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -26,6 +27,32 @@
 
 namespace minas {
 namespace {
+
+// Calls `abort` once `cancelled` turns true (polled every 50 ms) while it
+// lives: the ranks of a cancelled gang must not wait on a peer that is gone.
+class AbortOnCancel {
+ public:
+  AbortOnCancel(std::function<bool()> cancelled, std::function<void()> abort)
+      : thread_([this, cancelled = std::move(cancelled), abort = std::move(abort)] {
+          while (!over_) {
+            if (cancelled()) {
+              abort();
+              return;
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+          }
+        }) {}
+  ~AbortOnCancel() {
+    over_ = true;
+    thread_.join();
+  }
+  AbortOnCancel(const AbortOnCancel&) = delete;
+  AbortOnCancel& operator=(const AbortOnCancel&) = delete;
+
+ private:
+  std::atomic<bool> over_{false};
+  std::thread thread_;  // last: started once the flag exists
+};
 
 class CpuRunner final : public TrialRunner {
  public:
@@ -185,24 +212,7 @@ class CpuRunner final : public TrialRunner {
         SocketGroup g = make_socket_group(req.world, req.first_rank, req.ranks, listener, at);
         GpuGang gang{req.world, req.first_rank, nccl_id, {}};
         for (auto& c : g.ranks) gang.host.push_back(c.get());
-        std::atomic<bool> over{false};
-        std::thread watchdog([&] {
-          while (!over) {
-            if (cancelled()) {
-              g.abort();
-              return;
-            }
-            std::this_thread::sleep_for(std::chrono::milliseconds(50));
-          }
-        });
-        struct Join {
-          std::atomic<bool>& over;
-          std::thread& t;
-          ~Join() {
-            over = true;
-            if (t.joinable()) t.join();
-          }
-        } join_watchdog{over, watchdog};
+        const AbortOnCancel watch(cancelled, g.abort);
         r = train_on_gpus(gpus, space.lower(arch), model, recipe, data, opt, cancelled, &gang);
       } else if (req.ranks <= 1 && req.world == 0) {
         r = train_on(device(0), model, recipe, data, *backend, opt);
@@ -233,26 +243,8 @@ class CpuRunner final : public TrialRunner {
         } else {
           group = make_thread_group(req.ranks);
         }
-        std::atomic<bool> over{false};
-        std::thread watchdog;
-        if (abort)
-          watchdog = std::thread([&] {
-            while (!over) {
-              if (cancelled()) {
-                abort();
-                return;
-              }
-              std::this_thread::sleep_for(std::chrono::milliseconds(50));
-            }
-          });
-        struct Join {
-          std::atomic<bool>& over;
-          std::thread& t;
-          ~Join() {
-            over = true;
-            if (t.joinable()) t.join();
-          }
-        } join_watchdog{over, watchdog};
+        std::optional<AbortOnCancel> watch;
+        if (abort) watch.emplace(cancelled, abort);
         opt.comm = group[0].get();
         std::vector<std::exception_ptr> errors(static_cast<size_t>(req.ranks));
         std::vector<std::thread> others;
