@@ -6,6 +6,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -72,7 +73,8 @@ void read_all(int fd, void* data, size_t n, int peer) {
 }
 
 // One collective's header: which (sequence number), its size, and for a
-// broadcast its root (-1: a sum). Every rank must send the same.
+// broadcast its root (-1: a sum). Every rank must send the same. Sent as it
+// is in memory: the ranks of a trial run one build on one kind of machine.
 struct Header {
   uint32_t magic;
   uint32_t seq;
@@ -185,7 +187,10 @@ class SocketCommunicator final : public QueuedCommunicator {
       if (fd < 0) continue;
       const int one = 1;
       ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-      shared_->add(fd);
+      // A peer has 5 s to say its rank: a stranger that connects and says
+      // nothing must not hold the hub.
+      timeval limit{5, 0}, none{0, 0};
+      ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
       Header hello{};
       try {
         read_all(fd, &hello, sizeof hello, -1);
@@ -198,6 +203,8 @@ class SocketCommunicator final : public QueuedCommunicator {
         ::close(fd);  // not one of ours, or a rank twice: ignored
         continue;
       }
+      ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
+      shared_->add(fd);
       peers_[static_cast<size_t>(hello.rank)] = fd;
       ++joined;
     }
