@@ -17,7 +17,7 @@ packages=(
   libstb-dev
   libcpp-httplib-dev libjs-chart.js
   chromium chromium-driver
-  slurm-wlm munge
+  slurm-wlm munge python3
   dataset-fashion-mnist
 )
 
