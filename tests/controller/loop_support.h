@@ -5,8 +5,11 @@
 // heartbeats).
 #include <doctest/doctest.h>
 
+#include <functional>
 #include <memory>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "controller/controller.h"
 #include "db/queries.h"
@@ -83,5 +86,24 @@ struct Search {
     return o;
   }
 };
+
+// Runs a controller for the search until it ends, with one worker thread per
+// WorkerOptions that `make` gives for the controller's endpoint. Workers are
+// stopped after it: one that took the controller for lost while it was busy
+// reconnects under a new identity, misses the goodbye and would wait.
+inline ControllerSummary run_workers(
+    Search& search, const ExperimentConfig& cfg,
+    const std::function<std::vector<WorkerOptions>(const std::string& endpoint)>& make) {
+  Controller controller(search.store, search.space, *search.strategy, cfg, Search::options());
+  std::vector<std::unique_ptr<Worker>> workers;
+  for (WorkerOptions& o : make(controller.endpoint()))
+    workers.push_back(std::make_unique<Worker>(std::move(o)));
+  std::vector<std::thread> threads;
+  for (auto& w : workers) threads.emplace_back([&w] { w->run(); });
+  const ControllerSummary s = controller.run();
+  for (auto& w : workers) w->request_stop();
+  for (auto& t : threads) t.join();
+  return s;
+}
 
 }  // namespace minas::test

@@ -32,23 +32,17 @@ struct GangWorker {
   std::shared_ptr<TrialRunner> runner;
 };
 
-// Runs the search with the workers; `during` (if any) runs on its own thread
-// while the controller runs, with the controller's endpoint.
+// Runs the search with the workers, each reachable by its gang's other ranks on loopback.
 ControllerSummary run_gang(Search& search, const ExperimentConfig& cfg,
                            const std::vector<GangWorker>& pool) {
-  Controller controller(search.store, search.space, *search.strategy, cfg, Search::options());
-  std::vector<std::unique_ptr<Worker>> workers;
-  std::vector<std::thread> threads;
-  for (const auto& p : pool) {
-    WorkerOptions o = worker_options(controller.endpoint(), p.name, p.runner, p.slots);
-    o.advertise = "127.0.0.1";
-    workers.push_back(std::make_unique<Worker>(o));
-  }
-  for (auto& w : workers) threads.emplace_back([&w] { w->run(); });
-  const ControllerSummary s = controller.run();
-  for (auto& w : workers) w->request_stop();
-  for (auto& t : threads) t.join();
-  return s;
+  return run_workers(search, cfg, [&](const std::string& endpoint) {
+    std::vector<WorkerOptions> out;
+    for (const auto& p : pool) {
+      out.push_back(worker_options(endpoint, p.name, p.runner, p.slots));
+      out.back().advertise = "127.0.0.1";
+    }
+    return out;
+  });
 }
 
 // trial number -> (val_acc, device)

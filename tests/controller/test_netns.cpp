@@ -141,6 +141,38 @@ std::optional<int64_t> running_trial(const std::string& db, const std::string& n
   return std::nullopt;
 }
 
+// A veth pair from namespace a to namespace b, made with its ends already inside them (so
+// nothing is ever left in the host's own namespace; deleting a namespace deletes its end and
+// so the pair), each end with its /30 address and up, loopback up on both sides. False when
+// the machine allows no veth pair.
+bool veth_link(const std::string& ns_a, const std::string& veth_a, const std::string& addr_a,
+               const std::string& ns_b, const std::string& veth_b, const std::string& addr_b,
+               const std::string& log) {
+  if (ip({"-n", ns_a, "link", "add", veth_a, "type", "veth", "peer", "name", veth_b, "netns", ns_b},
+         log) != 0)
+    return false;
+  for (const auto& [n, veth, addr] :
+       {std::tuple{ns_a, veth_a, addr_a + "/30"}, std::tuple{ns_b, veth_b, addr_b + "/30"}}) {
+    REQUIRE(ip({"-n", n, "addr", "add", addr, "dev", veth}, log) == 0);
+    REQUIRE(ip({"-n", n, "link", "set", "lo", "up"}, log) == 0);
+    REQUIRE(ip({"-n", n, "link", "set", veth, "up"}, log) == 0);
+  }
+  return true;
+}
+
+// The trial `name` runs once it has one (up to 15 s); nullopt if the controller or the worker
+// ended first (a bad key, a missing table: no trial will ever run) or time ran out.
+std::optional<int64_t> await_running_trial(const std::string& db, const std::string& name,
+                                           pid_t ctl, pid_t worker) {
+  for (const auto until = std::chrono::steady_clock::now() + 15s;
+       std::chrono::steady_clock::now() < until;) {
+    if (auto t = running_trial(db, name)) return t;
+    if (waitpid(ctl, nullptr, WNOHANG) != 0 || waitpid(worker, nullptr, WNOHANG) != 0) break;
+    std::this_thread::sleep_for(50ms);
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 TEST_CASE("netns: a worker whose link is cut mid-trial is detected and its trial re-queued") {
@@ -168,18 +200,9 @@ TEST_CASE("netns: a worker whose link is cut mid-trial is detected and its trial
     MESSAGE("skipped: no network namespaces here (" << slurp(ip_log) << ")");
     return;
   }
-  // The veth pair is made with its ends already inside the namespaces, so nothing is ever
-  // left in the host's own namespace; deleting a namespace deletes its end and so the pair.
-  if (ip({"-n", ns_c, "link", "add", veth_c, "type", "veth", "peer", "name", veth_w, "netns", ns_w},
-         ip_log) != 0) {
+  if (!veth_link(ns_c, veth_c, net + "1", ns_w, veth_w, net + "2", ip_log)) {
     MESSAGE("skipped: no veth pair (" << slurp(ip_log) << ")");
     return;
-  }
-  for (const auto& [n, veth, addr] :
-       {std::tuple{ns_c, veth_c, net + "1/30"}, std::tuple{ns_w, veth_w, net + "2/30"}}) {
-    REQUIRE(ip({"-n", n, "addr", "add", addr, "dev", veth}, ip_log) == 0);
-    REQUIRE(ip({"-n", n, "link", "set", "lo", "up"}, ip_log) == 0);
-    REQUIRE(ip({"-n", n, "link", "set", veth, "up"}, ip_log) == 0);
   }
 
   // Beyond loopback the controller insists on CURVE. The allow-list is a folder holding only
@@ -217,14 +240,7 @@ TEST_CASE("netns: a worker whose link is cut mid-trial is detected and its trial
   // 3 s a trial: the link is surely cut while the first one runs.
   const pid_t remote = kids.start(ns_w, worker("remote", "3"), remote_log);
 
-  std::optional<int64_t> cut_trial;
-  for (const auto until = std::chrono::steady_clock::now() + 15s;
-       !cut_trial && std::chrono::steady_clock::now() < until;) {
-    cut_trial = running_trial(db, "remote");
-    // Either one gone (a bad key, a missing table) means no trial will ever run: fail now.
-    if (waitpid(ctl, nullptr, WNOHANG) != 0 || waitpid(remote, nullptr, WNOHANG) != 0) break;
-    if (!cut_trial) std::this_thread::sleep_for(50ms);
-  }
+  const std::optional<int64_t> cut_trial = await_running_trial(db, "remote", ctl, remote);
   REQUIRE_MESSAGE(cut_trial.has_value(), "the remote worker never had a trial running");
 
   // Down on the controller's side: its packets to the worker go nowhere and the worker's never
@@ -260,8 +276,9 @@ TEST_CASE("netns: a worker whose link is cut mid-trial is detected and its trial
   CHECK(cut.column_text(2) == "local");
 }
 
-TEST_CASE("netns: hosts in their own namespaces join with CURVE keys, the trial of a host cut "
-          "off is re-queued and an unlisted host is refused") {
+TEST_CASE(
+    "netns: hosts in their own namespaces join with CURVE keys, the trial of a host cut "
+    "off is re-queued and an unlisted host is refused") {
   if (geteuid() != 0) {
     MESSAGE("skipped: network namespaces need root");
     return;
@@ -291,21 +308,12 @@ TEST_CASE("netns: hosts in their own namespaces join with CURVE keys, the trial 
     MESSAGE("skipped: no network namespaces here (" << slurp(ip_log) << ")");
     return;
   }
-  REQUIRE(ip({"-n", ns_c, "link", "set", "lo", "up"}, ip_log) == 0);
   for (const Host& h : hosts) {
     REQUIRE(ns.add(h.ns));
-    if (ip({"-n", ns_c, "link", "add", h.veth_c, "type", "veth", "peer", "name", h.veth_h, "netns",
-            h.ns},
-           ip_log) != 0) {
+    if (!veth_link(ns_c, h.veth_c, h.ctl_addr, h.ns, h.veth_h, h.addr, ip_log)) {
       MESSAGE("skipped: no veth pair (" << slurp(ip_log) << ")");
       return;
     }
-    for (const auto& [n, veth, addr] : {std::tuple{ns_c, h.veth_c, h.ctl_addr + "/30"},
-                                        std::tuple{h.ns, h.veth_h, h.addr + "/30"}}) {
-      REQUIRE(ip({"-n", n, "addr", "add", addr, "dev", veth}, ip_log) == 0);
-      REQUIRE(ip({"-n", n, "link", "set", veth, "up"}, ip_log) == 0);
-    }
-    REQUIRE(ip({"-n", h.ns, "link", "set", "lo", "up"}, ip_log) == 0);
   }
 
   // Keys: the controller's; host1's and host2's on the allow-list (a folder of public keys);
@@ -374,13 +382,7 @@ TEST_CASE("netns: hosts in their own namespaces join with CURVE keys, the trial 
   const pid_t host1 = kids.start(hosts[0].ns, worker(1, listed, "3"), hosts[0].log);
   const pid_t host3 = kids.start(hosts[2].ns, worker(3, unlisted, "0.01"), hosts[2].log);
 
-  std::optional<int64_t> cut_trial;
-  for (const auto until = std::chrono::steady_clock::now() + 15s;
-       !cut_trial && std::chrono::steady_clock::now() < until;) {
-    cut_trial = running_trial(db, "host1");
-    if (waitpid(ctl, nullptr, WNOHANG) != 0 || waitpid(host1, nullptr, WNOHANG) != 0) break;
-    if (!cut_trial) std::this_thread::sleep_for(50ms);
-  }
+  const std::optional<int64_t> cut_trial = await_running_trial(db, "host1", ctl, host1);
   REQUIRE_MESSAGE(cut_trial.has_value(), "host1 never had a trial running");
   // host3 has been knocking all along: refused, never registered.
   for (int i = 0; i < 100 && !minas::test::contains(slurp(ctl_log), "refused a worker"); ++i)

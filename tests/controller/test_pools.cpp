@@ -32,20 +32,15 @@ struct PoolWorker {
 
 ControllerSummary run_pools(Search& search, const ExperimentConfig& cfg,
                             const std::vector<PoolWorker>& pool) {
-  Controller controller(search.store, search.space, *search.strategy, cfg, Search::options());
-  std::vector<std::unique_ptr<Worker>> workers;
-  std::vector<std::thread> threads;
-  for (const auto& p : pool) {
-    WorkerOptions o = worker_options(controller.endpoint(), p.name, p.runner, p.slots);
-    o.pool = p.pool;
-    o.tags = {{"site", "test"}};
-    workers.push_back(std::make_unique<Worker>(o));
-  }
-  for (auto& w : workers) threads.emplace_back([&w] { w->run(); });
-  const ControllerSummary s = controller.run();
-  for (auto& w : workers) w->request_stop();
-  for (auto& t : threads) t.join();
-  return s;
+  return run_workers(search, cfg, [&](const std::string& endpoint) {
+    std::vector<WorkerOptions> out;
+    for (const auto& p : pool) {
+      out.push_back(worker_options(endpoint, p.name, p.runner, p.slots));
+      out.back().pool = p.pool;
+      out.back().tags = {{"site", "test"}};
+    }
+    return out;
+  });
 }
 
 // Trials per worker name, of every status.

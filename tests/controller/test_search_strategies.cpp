@@ -31,21 +31,13 @@ std::shared_ptr<TrialRunner> sim(double delay_s) {
 ControllerSummary run_search(Search& search, const ExperimentConfig& cfg,
                              const std::vector<std::pair<std::string, int>>& pool,
                              double delay_s = 0.001) {
-  Controller controller(search.store, search.space, *search.strategy, cfg, Search::options());
-  auto runner = sim(delay_s);
-  std::vector<std::unique_ptr<Worker>> workers;
-  std::vector<std::thread> threads;
-  for (const auto& [name, slots] : pool)
-    workers.push_back(
-        std::make_unique<Worker>(worker_options(controller.endpoint(), name, runner, slots)));
-  for (auto& w : workers) threads.emplace_back([&w] { w->run(); });
-  const ControllerSummary s = controller.run();
-  // A worker that took the controller for lost while it was busy (refusing
-  // candidates, say) reconnects under a new identity and misses the goodbye:
-  // it would wait for the controller to come back.
-  for (auto& w : workers) w->request_stop();
-  for (auto& t : threads) t.join();
-  return s;
+  const auto runner = sim(delay_s);
+  return run_workers(search, cfg, [&](const std::string& endpoint) {
+    std::vector<WorkerOptions> out;
+    for (const auto& [name, slots] : pool)
+      out.push_back(worker_options(endpoint, name, runner, slots));
+    return out;
+  });
 }
 
 // The simulated runner with a training state of 1.3 MB, so that states
