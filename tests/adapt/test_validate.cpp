@@ -309,7 +309,7 @@ TEST_CASE("validate: class imbalance thresholds are settable and checked both wa
                  "imbalance_fail"));
 }
 
-TEST_CASE("validate: unreadable files are listed with the reason; strict makes them errors") {
+TEST_CASE("validate: unreadable files are listed with the reason, strict makes them errors") {
   Source s = source_of({60, 60});
   ImageRecord bad;
   bad.path = "/data/train/a/broken.png";

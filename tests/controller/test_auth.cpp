@@ -315,7 +315,7 @@ TEST_CASE("auth: a ZAP handler starts and stops 20 times without hanging, and st
   handler.reset();
 }
 
-TEST_CASE("auth: write_keypair and read_keypair round-trip; the secret file is 0600") {
+TEST_CASE("auth: write_keypair and read_keypair round-trip, the secret file is 0600") {
   TempDir dir("auth");
   const auto written = auth::write_keypair(dir.path / "keys", "worker-1");
   CHECK(mode_of(dir.file("keys/worker-1.key")) == "0600");

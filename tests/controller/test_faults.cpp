@@ -105,7 +105,7 @@ std::vector<std::string> worker_args(const std::string& endpoint, const std::str
 
 }  // namespace
 
-TEST_CASE("faults: a worker killed mid-trial; its trial completes on another worker") {
+TEST_CASE("faults: a worker killed mid-trial, its trial completes on another worker") {
   if (!minas::test::have_external(minas::test::nb201_table())) return;
   const minas::test::TempDir dir("fault-worker");
   const std::string db = dir.file("minas.db"), log = dir.file("log");
@@ -198,7 +198,7 @@ TEST_CASE(
   }
 }
 
-TEST_CASE("faults: a worker restarted under the same name mid-trial; the lost attempt is retried") {
+TEST_CASE("faults: a worker restarted under the same name mid-trial, the lost attempt is retried") {
   if (!minas::test::have_external(minas::test::nb201_table())) return;
   const minas::test::TempDir dir("fault-same-name");
   const std::string db = dir.file("minas.db"), log = dir.file("log");
@@ -328,7 +328,7 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "faults: minas controller runs the file's strategy, objective and ASHA; a resume with "
+    "faults: minas controller runs the file's strategy, objective and ASHA, a resume with "
     "other settings is refused") {
   if (!minas::test::have_external(minas::test::nb201_table())) return;
   const minas::test::TempDir dir("experiment-strategy");
@@ -476,7 +476,7 @@ TEST_CASE("faults: minas search runs the whole path: search, final training, exp
   CHECK(minas::test::contains(bad.out, "--budget 20x: unknown unit 'x'"));
 }
 
-TEST_CASE("faults: Ctrl-C stops minas search cleanly and says how to resume; --resume continues") {
+TEST_CASE("faults: Ctrl-C stops minas search cleanly and says how to resume, --resume continues") {
   const minas::test::TempDir dir("search-sigint");
   const std::string d = dir.file("data");
   minas::test::write_idx_folder(d, 400, 8);

@@ -387,7 +387,7 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "search loop: gpus_per_trial gangs slots of one worker; a worker with too few gets none") {
+    "search loop: gpus_per_trial gangs slots of one worker, a worker with too few gets none") {
   if (!have_external(nb201_table())) return;
   Search search("gang", "gang", 6);
   ExperimentConfig cfg = search.config();

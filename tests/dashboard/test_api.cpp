@@ -141,7 +141,7 @@ TEST_CASE("dashboard api: trials pages by keyset, sorted on indexed columns, eac
   CHECK(desc["next"] == "4");
 }
 
-TEST_CASE("dashboard api: a trial with its curve and lineage; changes since a cursor") {
+TEST_CASE("dashboard api: a trial with its curve and lineage, changes since a cursor") {
   KnownStore k;
   db::Connection c = db::open_store_readonly(k.path);
   const Json t = get(c, "/api/trial", {{"experiment", "e"}, {"number", "3"}, {"points", "2"}});
@@ -298,7 +298,7 @@ TEST_CASE("dashboard api: malformed parameters get 400 with a message, unknown t
   }
 }
 
-TEST_CASE("dashboard server: loopback by default; beyond it a token, checked on every request") {
+TEST_CASE("dashboard server: loopback by default, beyond it a token, checked on every request") {
   KnownStore k;
   dashboard::ServerOptions o;
   o.db = k.path;

@@ -6,9 +6,11 @@
 #include <doctest/doctest.h>
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <httplib.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -17,6 +19,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <stdexcept>
 #include <thread>
 
@@ -62,32 +65,55 @@ std::string base64_decode(const std::string& in) {
   return out;
 }
 
-// chromedriver on a port of its own, killed at scope exit.
+// chromedriver on a port of its own, in a process group of its own with the
+// browser it starts; its output goes to a log file (never to the test's own
+// output, which CTest reads to the end), and the group is killed at scope
+// exit, or by the kernel if the test process dies first.
 struct Driver {
   pid_t pid = -1;
   int port = 0;
-  explicit Driver(int p) : port(p) {
+  Driver(int p, const std::string& log) : port(p) {
+    std::filesystem::create_directories(std::filesystem::path(log).parent_path());
     pid = fork();
+    REQUIRE(pid >= 0);
     if (pid == 0) {
+      setpgid(0, 0);
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      if (fd >= 0) {
+        dup2(fd, STDOUT_FILENO);
+        dup2(fd, STDERR_FILENO);
+        close(fd);
+      }
       const std::string arg = "--port=" + std::to_string(p);
-      execl("/usr/bin/chromedriver", "chromedriver", arg.c_str(), "--log-level=OFF",
+      execl("/usr/bin/chromedriver", "chromedriver", arg.c_str(), "--log-level=WARNING",
             static_cast<char*>(nullptr));
       _exit(127);
     }
+    setpgid(pid, pid);
   }
   ~Driver() {
-    if (pid > 0) {
-      kill(pid, SIGTERM);
-      waitpid(pid, nullptr, 0);
+    if (pid <= 0) return;
+    kill(-pid, SIGTERM);
+    for (int i = 0; i < 50; ++i) {  // 5 s to go, then killed
+      if (waitpid(pid, nullptr, WNOHANG) == pid) {
+        kill(-pid, SIGKILL);  // what the driver left behind of the browser
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
+    kill(-pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
   }
 };
 
+// The WebDriver session. Reads go through one script run in the page, so an
+// element the page redraws between a lookup and a read is never stale.
 struct Session {
   httplib::Client http;
   std::string id;
   explicit Session(int port) : http("127.0.0.1", port) {
-    http.set_read_timeout(60);
+    http.set_read_timeout(30);
     http.set_connection_timeout(5);
   }
   Json call(const std::string& method, const std::string& path, const Json& body = Json::object()) {
@@ -95,16 +121,25 @@ struct Session {
     httplib::Result r = method == "GET"      ? http.Get(url)
                         : method == "DELETE" ? http.Delete(url)
                                              : http.Post(url, body.dump(), "application/json");
-    if (!r) throw std::runtime_error(method + " " + url + ": no answer");
+    if (!r)
+      throw std::runtime_error(method + " " + url + ": no answer (" + to_string(r.error()) + ")");
     if (r->status != 200) throw std::runtime_error(method + " " + url + ": " + r->body);
     const Json j = Json::parse(r->body, nullptr, false);
     return j.is_object() ? j.value("value", Json()) : Json();
   }
+  Json script(const std::string& js, const Json& args = Json::array()) {
+    return call("POST", "/execute/sync", {{"script", js}, {"args", args}});
+  }
   std::string find(const std::string& css) {
     return call("POST", "/element", {{"using", "css selector"}, {"value", css}})[kElement];
   }
+  // The element's text, or "" while there is none.
   std::string text(const std::string& css) {
-    return call("GET", "/element/" + find(css) + "/text").get<std::string>();
+    const Json t = script(
+        "const e = document.querySelector(arguments[0]);"
+        "return e ? e.innerText : null;",
+        Json::array({css}));
+    return t.is_string() ? t.get<std::string>() : "";
   }
   void screenshot(const std::string& file) {
     const std::string png = base64_decode(call("GET", "/screenshot").get<std::string>());
@@ -156,7 +191,6 @@ TEST_CASE("dashboard in a browser: the overview goes live, and a trial opens fro
   const int64_t worker = store.upsert_worker("w1", "localhost", {"cpu"}, 0.0);
   db::Writer writer(store);
   std::atomic<bool> stop{false};
-  std::atomic<int> written{0};
   Rng rng(5);
   std::vector<double> population;  // what an evolution of P = 10 would show
   auto add = [&](int i) {
@@ -182,7 +216,6 @@ TEST_CASE("dashboard in a browser: the overview goes live, and a trial opens fro
     store.add_strategy_snapshot(e, i + 1, {{"population", population}}, i + 1);
     store.add_pool_sample(e, i + 0.5, 1, 2, 1 + i % 2, 3);
     writer.commit();
-    ++written;
   };
   for (int i = 0; i < 5; ++i) add(i);
   // Trial 5 runs on, an epoch at a time.
@@ -196,9 +229,29 @@ TEST_CASE("dashboard in a browser: the overview goes live, and a trial opens fro
   const int64_t slow_id = writer.add_trial(slow);
   writer.start_trial(slow_id, 0, worker, "cpu", 5);
   writer.commit();
+  dashboard::ServerOptions o;
+  o.db = path;
+  o.port = 0;
+  o.token = "t0k";  // the page carries it to its scripts and its API calls
+  dashboard::Server server(o);
+
+  // The simulated search and the server run until the end of the test, however
+  // it ends: a failed REQUIRE or a WebDriver error stops and joins them here.
+  struct Background {
+    std::atomic<bool>& stop;
+    dashboard::Server& server;
+    std::thread search, serving;
+    ~Background() {
+      stop = true;
+      if (search.joinable()) search.join();
+      server.stop();
+      if (serving.joinable()) serving.join();
+    }
+  } background{stop, server, {}, {}};
+  background.serving = std::thread([&] { server.run(); });
   // A simulated search keeps writing: a trial every 200 ms, and an epoch of
   // trial 5 with each.
-  std::thread search([&] {
+  background.search = std::thread([&] {
     for (int i = 6; !stop; ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
       writer.record_epoch({slow_id, 0, i - 5, 1.0 / (i - 5), 0.5, 0.5 + 0.001 * i, 0.1, 1.0});
@@ -206,20 +259,29 @@ TEST_CASE("dashboard in a browser: the overview goes live, and a trial opens fro
     }
   });
 
-  dashboard::ServerOptions o;
-  o.db = path;
-  o.port = 0;
-  o.token = "t0k";  // the page carries it to its scripts and its API calls
-  dashboard::Server server(o);
-  std::thread serving([&] { server.run(); });
-
   const int dport = free_port();
-  Driver driver(dport);
+  Driver driver(dport, "test-artifacts/chromedriver.log");
   Session browser(dport);
-  for (int i = 0; i < 100; ++i) {  // up to 10 s for chromedriver to listen
-    if (auto r = browser.http.Get("/status"); r && r->status == 200) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+  // Up to `seconds` for `done` to hold; what the page threw meanwhile (a
+  // slow page, an element not drawn yet) is retried, the last of it returned.
+  auto wait_for = [&](double seconds, const std::function<bool()>& done) {
+    std::string why;
+    const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+    while (std::chrono::steady_clock::now() < end) {
+      try {
+        if (done()) return std::string();
+        why.clear();
+      } catch (const std::exception& x) {
+        why = x.what();
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return why.empty() ? std::string("timed out") : why;
+  };
+  CHECK(wait_for(20, [&] {  // chromedriver listening
+          auto r = browser.http.Get("/status");
+          return r && r->status == 200;
+        }) == "");
   const Json caps = {{"capabilities",
                       {{"alwaysMatch",
                         {{"browserName", "chrome"},
@@ -228,39 +290,33 @@ TEST_CASE("dashboard in a browser: the overview goes live, and a trial opens fro
                            {"args",
                             {"--headless=new", "--no-sandbox", "--disable-gpu",
                              "--disable-dev-shm-usage", "--window-size=1280,1000"}}}}}}}}};
+  browser.http.set_read_timeout(90);  // a first start of the browser on a busy machine
   auto created = browser.http.Post("/session", caps.dump(), "application/json");
+  browser.http.set_read_timeout(30);
   REQUIRE_MESSAGE(created, "chromedriver did not answer");
   REQUIRE_MESSAGE(created->status == 200, created->body);
   browser.id = Json::parse(created->body)["value"]["sessionId"];
+  // Every later step is bounded: a page that stops answering fails the test
+  // with what it said, never hangs it.
+  browser.call("POST", "/timeouts", {{"script", 20000}, {"pageLoad", 60000}});
 
   const std::string base = "http://127.0.0.1:" + std::to_string(server.port()) + "/";
   browser.call("POST", "/url", {{"url", base + "?token=t0k#/e/live"}});
   auto total = [&] {
     const std::string t = browser.text("[data-count=total]");  // "total N"
-    return std::stoi(t.substr(t.find(' ') + 1));
+    const size_t space_at = t.find(' ');
+    if (space_at == std::string::npos) throw std::runtime_error("no count yet: '" + t + "'");
+    return std::stoi(t.substr(space_at + 1));
   };
   int first = 0;
-  std::string why;
-  for (int i = 0; i < 50 && first == 0; ++i) {  // the page's first answer
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    try {
-      first = total();
-    } catch (const std::exception& x) {
-      why = x.what();
-    }
-  }
-  if (first == 0) MESSAGE("the count could not be read: " << why);
-  if (first < 5)
-    MESSAGE("the page shows: " << browser
-                                      .call("POST", "/execute/sync",
-                                            {{"script", "return document.body.innerText;"},
-                                             {"args", Json::array()}})
-                                      .dump());
+  const std::string why = wait_for(30, [&] { return (first = total()) >= 5; });
+  if (!why.empty())
+    MESSAGE("the count could not be read (" << why
+                                            << "); the page shows: " << browser.text("body"));
   REQUIRE(first >= 5);
   // A mark on the page: a reload would lose it. And a zoom: a drag across the
   // best-so-far chart by trial count, which live updates must keep.
-  browser.call("POST", "/execute/sync",
-               {{"script", "window.minasMark = 42;"}, {"args", Json::array()}});
+  browser.script("window.minasMark = 42;");
   const char* const kDrag = R"(
     const canvas = document.querySelectorAll('canvas')[1];
     const r = canvas.getBoundingClientRect();
@@ -270,56 +326,43 @@ TEST_CASE("dashboard in a browser: the overview goes live, and a trial opens fro
     at('mouseup', 320);
     const x = Chart.getChart(canvas).options.scales.x;
     return [x.min ?? null, x.max ?? null];)";
-  const Json zoom =
-      browser.call("POST", "/execute/sync", {{"script", kDrag}, {"args", Json::array()}});
+  const Json zoom = browser.script(kDrag);
   REQUIRE_MESSAGE(zoom[0].is_number(), zoom.dump());
   CHECK(zoom[0].get<double>() < zoom[1].get<double>());
   int later = first;
-  for (int i = 0; i < 40 && later <= first; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(250));
-    later = total();
-  }
+  CHECK(wait_for(30, [&] { return (later = total()) > first; }) == "");
   CHECK(later > first);
-  CHECK(browser.call("POST", "/execute/sync",
-                     {{"script", "return window.minasMark;"}, {"args", Json::array()}}) == 42);
-  const Json kept = browser.call(
-      "POST", "/execute/sync",
-      {{"script",
-        "const x = Chart.getChart(document.querySelectorAll('canvas')[1]).options.scales.x;"
-        "return [x.min ?? null, x.max ?? null];"},
-       {"args", Json::array()}});
+  CHECK(browser.script("return window.minasMark;") == 42);
+  const Json kept = browser.script(
+      "const x = Chart.getChart(document.querySelectorAll('canvas')[1]).options.scales.x;"
+      "return [x.min ?? null, x.max ?? null];");
   CHECK(kept == zoom);  // the new data did not reset the zoom
   browser.screenshot("test-artifacts/dashboard-overview.png");
 
-  // A trial from the table.
-  const std::string link = browser.find("#trials a");
-  const std::string number = browser.call("GET", "/element/" + link + "/text").get<std::string>();
-  browser.call("POST", "/element/" + link + "/click");
+  // A trial from the table: a real click on its link (looked up again if the
+  // table was redrawn between the lookup and the click).
+  std::string number;
+  CHECK(wait_for(20, [&] {
+          const std::string link = browser.find("#trials a");
+          number = browser.call("GET", "/element/" + link + "/text").get<std::string>();
+          browser.call("POST", "/element/" + link + "/click");
+          return true;
+        }) == "");
   std::string heading;
-  for (int i = 0; i < 50 && heading.rfind("Trial", 0) != 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    try {
-      heading = browser.text("main h2");
-    } catch (...) {
-    }
-  }
+  wait_for(20, [&] { return (heading = browser.text("main h2")) == "Trial " + number; });
   CHECK(heading == "Trial " + number);
   CHECK(browser.text("#trial").find("~0|") != std::string::npos);  // an nb201 cell
   // Its layer graph by block, from the stem to the head.
-  const std::string blocks = browser.text("#blocks");
+  std::string blocks;
+  wait_for(20,
+           [&] { return (blocks = browser.text("#blocks")).find("head") != std::string::npos; });
   CHECK(blocks.find("stem") != std::string::npos);
   CHECK(blocks.find("head") != std::string::npos);
   CHECK(blocks.find("10 classes") != std::string::npos);
   browser.screenshot("test-artifacts/dashboard-trial.png");
   auto wait_text = [&](const std::string& css, const std::string& want) {
     std::string got;
-    for (int i = 0; i < 50 && got.find(want) == std::string::npos; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      try {
-        got = browser.text(css);
-      } catch (...) {
-      }
-    }
+    wait_for(20, [&] { return (got = browser.text(css)).find(want) != std::string::npos; });
     return got;
   };
   // The running trial's page follows its epochs without a reload.
@@ -332,15 +375,11 @@ TEST_CASE("dashboard in a browser: the overview goes live, and a trial opens fro
   const int epochs_first = epochs();
   CHECK(epochs_first >= 1);
   int epochs_later = epochs_first;
-  for (int i = 0; i < 40 && epochs_later <= epochs_first; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(250));
-    epochs_later = epochs();
-  }
+  CHECK(wait_for(30, [&] { return (epochs_later = epochs()) > epochs_first; }) == "");
   CHECK(epochs_later > epochs_first);
-  CHECK(browser.call("POST", "/execute/sync",
-                     {{"script", "return Chart.getChart(document.querySelector('canvas'))"
-                                 ".data.datasets[0].data.length;"},
-                      {"args", Json::array()}})
+  CHECK(browser
+            .script("return Chart.getChart(document.querySelector('canvas'))"
+                    ".data.datasets[0].data.length;")
             .get<int>() >= epochs_later);
   // Search internals: the population's scores as results came in.
   browser.call("POST", "/url", {{"url", base + "?token=t0k#/e/live/internals"}});
@@ -351,29 +390,20 @@ TEST_CASE("dashboard in a browser: the overview goes live, and a trial opens fro
   // Workers: the pool over time and the worker now.
   browser.call("POST", "/url", {{"url", base + "?token=t0k#/e/live/workers"}});
   CHECK(wait_text("#workers", "w1").find("localhost") != std::string::npos);
-  CHECK(browser
-            .call("POST", "/execute/sync",
-                  {{"script", "return Chart.getChart('pool-chart').data.datasets[0].data.length;"},
-                   {"args", Json::array()}})
-            .get<int>() >= 5);
+  int pool_points = 0;
+  wait_for(20, [&] {
+    pool_points =
+        browser.script("return Chart.getChart('pool-chart').data.datasets[0].data.length;")
+            .get<int>();
+    return pool_points >= 5;
+  });
+  CHECK(pool_points >= 5);
   browser.screenshot("test-artifacts/dashboard-workers.png");
   // Every trial, sorted on the server by validation accuracy.
   browser.call("POST", "/url",
                {{"url", base + "?token=t0k#/e/live/trials?sort=val_acc&status=done"}});
-  std::string all;
-  for (int i = 0; i < 50 && all.find("~0|") == std::string::npos; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    try {
-      all = browser.text("#all-trials");
-    } catch (...) {
-    }
-  }
+  const std::string all = wait_text("#all-trials", "~0|");
   CHECK(all.find("done") != std::string::npos);
-  CHECK(browser.text("main h2") == "Trials of live, by val_acc, done");
+  CHECK(wait_text("main h2", "Trials of") == "Trials of live, by val_acc, done");
   browser.call("DELETE", "");
-
-  stop = true;
-  search.join();
-  server.stop();
-  serving.join();
 }

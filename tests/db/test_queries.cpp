@@ -231,7 +231,7 @@ TEST_CASE("queries: constraints parse, hold, print, and name the bad part") {
   CHECK(message("params<=inf") == "constraint 'params<=inf': 'inf' is not a number");
 }
 
-TEST_CASE("queries: the store opens read-only and is checked; bad files are refused unchanged") {
+TEST_CASE("queries: the store opens read-only and is checked, bad files are refused unchanged") {
   TempStore store;
   db::Connection conn = db::open_store_readonly(store.str());
   CHECK(conn.mode() == db::OpenMode::ReadOnly);

@@ -351,7 +351,7 @@ TEST_CASE("query cli: workers, for one experiment or all") {
       std::vector<std::string>{"w1", "h1", "[\"cpu\"]", "1000", "1500", "400", "300", "0.75", "5"});
 }
 
-TEST_CASE("query cli: the only experiment needs no --experiment; several do") {
+TEST_CASE("query cli: the only experiment needs no --experiment, several do") {
   TempStore store(false);
   {
     minas::db::Connection c = minas::db::Connection::open(store.str());
@@ -359,8 +359,10 @@ TEST_CASE("query cli: the only experiment needs no --experiment; several do") {
     minas::db::set_user_version(c, minas::db::current_schema_version());
     c.exec("PRAGMA application_id = " + std::to_string(minas::db::kApplicationId));
     c.exec(
-        "INSERT INTO experiments VALUES (1, 'solo', 's', '{}', 'd', 'f', 'random', '{}', '{}', "
-        "'r', 'val_acc', 'running', 0, NULL, NULL);"
+        "INSERT INTO experiments (id, name, space, space_json, dataset, dataset_fingerprint, "
+        "strategy, strategy_settings, recipe, recipe_hash, objective, status, created_at) "
+        "VALUES (1, 'solo', 's', '{}', 'd', 'f', 'random', '{}', '{}', 'r', "
+        "'val_acc', 'running', 0);"
         "INSERT INTO trials (experiment_id, number, arch_key, arch_hash, arch_json, fidelity, "
         "status, queued_at, val_acc) VALUES (1, 0, 'k', 0, '{}', 1, 'done', 0, 0.5)");
   }

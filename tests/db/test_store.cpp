@@ -663,7 +663,7 @@ TEST_CASE("store: latency measurements are kept per target and host, with the pr
   CHECK(ro.latency_measurements("cpu:1", "other").size() == 1);
 }
 
-TEST_CASE("store: every change to a trial takes the next change number; counts follow") {
+TEST_CASE("store: every change to a trial takes the next change number, counts follow") {
   TempPath tmp;
   Store store = Store::open(tmp.str());
   const int64_t e = store.create_experiment(spec("seq"), 1.0);

@@ -161,7 +161,7 @@ TEST_CASE("cuda kernels: the momentum update and LARS agree with the CPU's withi
   CHECK(step.host()[0] == 42);
 }
 
-TEST_CASE("nccl: a single-rank group runs end to end; with two GPUs, ranks sum across them") {
+TEST_CASE("nccl: a single-rank group runs end to end, with two GPUs, ranks sum across them") {
   auto one = cuda::make_nccl_group({0});
   REQUIRE(one.size() == 1);
   CHECK(one[0]->size() == 1);

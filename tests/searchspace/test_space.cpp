@@ -130,7 +130,7 @@ TEST_CASE("space: crossover takes every decision from one of the parents") {
   CHECK(from_b > 0);
 }
 
-TEST_CASE("space: enumerate visits every architecture once; neighbours and one-hot") {
+TEST_CASE("space: enumerate visits every architecture once, neighbours and one-hot") {
   const Space s = Space::load("small");
   std::set<std::string> keys;
   uint64_t n = 0;

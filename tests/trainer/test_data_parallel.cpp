@@ -48,7 +48,7 @@ std::vector<float> state_of(const Model& m) {
 
 }  // namespace
 
-TEST_CASE("comm: all-reduce sums in rank order, the same bits on every rank; broadcast; order") {
+TEST_CASE("comm: all-reduce sums in rank order, the same bits on every rank, broadcast, order") {
   for (int n : {1, 2, 3, 4}) {
     CAPTURE(n);
     auto group = make_thread_group(n);
