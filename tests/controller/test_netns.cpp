@@ -173,6 +173,18 @@ std::optional<int64_t> await_running_trial(const std::string& db, const std::str
   return std::nullopt;
 }
 
+// The trial cut off from its host ended done, on a later attempt, run by `worker`.
+void check_ran_again_on(minas::db::Connection& c, int64_t trial, const std::string& worker) {
+  minas::db::Statement cut = c.prepare(
+      "SELECT t.status, t.attempt, w.name FROM trials t JOIN workers w ON w.id = t.worker_id "
+      "WHERE t.id = ?1");
+  cut.bind_int64(1, trial);
+  REQUIRE(cut.step());
+  CHECK(cut.column_text(0) == "done");
+  CHECK(cut.column_int64(1) >= 1);
+  CHECK(cut.column_text(2) == worker);
+}
+
 }  // namespace
 
 TEST_CASE("netns: a worker whose link is cut mid-trial is detected and its trial re-queued") {
@@ -266,14 +278,7 @@ TEST_CASE("netns: a worker whose link is cut mid-trial is detected and its trial
   CHECK(all.column_int64(1) == 12);
   CHECK(all.column_int64(2) == 12);
   // The cut trial ran again, on the worker that could still be reached.
-  minas::db::Statement cut = c.prepare(
-      "SELECT t.status, t.attempt, w.name FROM trials t JOIN workers w ON w.id = t.worker_id "
-      "WHERE t.id = ?1");
-  cut.bind_int64(1, *cut_trial);
-  REQUIRE(cut.step());
-  CHECK(cut.column_text(0) == "done");
-  CHECK(cut.column_int64(1) >= 1);
-  CHECK(cut.column_text(2) == "local");
+  check_ran_again_on(c, *cut_trial, "local");
 }
 
 TEST_CASE(
@@ -421,12 +426,5 @@ TEST_CASE(
   }
   CHECK(names == std::vector<std::string>{"host1", "host2"});
   // The cut trial ran again on host2.
-  minas::db::Statement cut = c.prepare(
-      "SELECT t.status, t.attempt, w.name FROM trials t JOIN workers w ON w.id = t.worker_id "
-      "WHERE t.id = ?1");
-  cut.bind_int64(1, *cut_trial);
-  REQUIRE(cut.step());
-  CHECK(cut.column_text(0) == "done");
-  CHECK(cut.column_int64(1) >= 1);
-  CHECK(cut.column_text(2) == "host2");
+  check_ran_again_on(c, *cut_trial, "host2");
 }

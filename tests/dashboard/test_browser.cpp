@@ -193,16 +193,21 @@ TEST_CASE("dashboard in a browser: the overview goes live, and a trial opens fro
   std::atomic<bool> stop{false};
   Rng rng(5);
   std::vector<double> population;  // what an evolution of P = 10 would show
-  auto add = [&](int i) {
+  // A sampled architecture's trial, queued and started at `at`.
+  auto start = [&](int fidelity, int at) {
     db::NewTrial t;
     t.experiment_id = e;
     t.arch_key = space.key(space.sample(rng));
     t.arch_hash = fnv1a64(t.arch_key);
     t.arch_json = "{}";
-    t.fidelity = 1;
-    t.queued_at = i;
+    t.fidelity = fidelity;
+    t.queued_at = at;
     const int64_t id = writer.add_trial(t);
-    writer.start_trial(id, 0, worker, "cpu", i);
+    writer.start_trial(id, 0, worker, "cpu", at);
+    return id;
+  };
+  auto add = [&](int i) {
+    const int64_t id = start(1, i);
     db::TrialResult r;
     r.trial_id = id;
     r.val_acc = 0.5 + 0.4 * (i % 10) / 10.0;
@@ -219,15 +224,7 @@ TEST_CASE("dashboard in a browser: the overview goes live, and a trial opens fro
   };
   for (int i = 0; i < 5; ++i) add(i);
   // Trial 5 runs on, an epoch at a time.
-  db::NewTrial slow;
-  slow.experiment_id = e;
-  slow.arch_key = space.key(space.sample(rng));
-  slow.arch_hash = fnv1a64(slow.arch_key);
-  slow.arch_json = "{}";
-  slow.fidelity = 1000;
-  slow.queued_at = 5;
-  const int64_t slow_id = writer.add_trial(slow);
-  writer.start_trial(slow_id, 0, worker, "cpu", 5);
+  const int64_t slow_id = start(1000, 5);
   writer.commit();
   dashboard::ServerOptions o;
   o.db = path;
