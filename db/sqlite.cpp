@@ -26,6 +26,39 @@ constexpr const char* kCodeNames[] = {
 static_assert(SQLITE_CONSTRAINT == 19 && SQLITE_NOTADB == 26 && SQLITE_WARNING == 28);
 
 const char* code_name(int rc) {
+  // The extended codes a store's users meet, named so an error says which one it was.
+  switch (rc) {
+    case SQLITE_BUSY_RECOVERY:
+      return "SQLITE_BUSY_RECOVERY";
+    case SQLITE_BUSY_SNAPSHOT:
+      return "SQLITE_BUSY_SNAPSHOT";
+    case SQLITE_READONLY_RECOVERY:
+      return "SQLITE_READONLY_RECOVERY";
+    case SQLITE_READONLY_CANTLOCK:
+      return "SQLITE_READONLY_CANTLOCK";
+    case SQLITE_READONLY_ROLLBACK:
+      return "SQLITE_READONLY_ROLLBACK";
+    case SQLITE_READONLY_DBMOVED:
+      return "SQLITE_READONLY_DBMOVED";
+    case SQLITE_READONLY_CANTINIT:
+      return "SQLITE_READONLY_CANTINIT";
+    case SQLITE_READONLY_DIRECTORY:
+      return "SQLITE_READONLY_DIRECTORY";
+    case SQLITE_CANTOPEN_ISDIR:
+      return "SQLITE_CANTOPEN_ISDIR";
+    case SQLITE_CONSTRAINT_UNIQUE:
+      return "SQLITE_CONSTRAINT_UNIQUE";
+    case SQLITE_CONSTRAINT_PRIMARYKEY:
+      return "SQLITE_CONSTRAINT_PRIMARYKEY";
+    case SQLITE_CONSTRAINT_FOREIGNKEY:
+      return "SQLITE_CONSTRAINT_FOREIGNKEY";
+    case SQLITE_CONSTRAINT_CHECK:
+      return "SQLITE_CONSTRAINT_CHECK";
+    case SQLITE_CONSTRAINT_NOTNULL:
+      return "SQLITE_CONSTRAINT_NOTNULL";
+    default:
+      break;
+  }
   const auto primary = static_cast<size_t>(rc & 0xff);
   return primary < std::size(kCodeNames) ? kCodeNames[primary] : "SQLITE_UNKNOWN";
 }
@@ -95,11 +128,13 @@ int check(int rc, sqlite3* db, const char* call, std::string_view sql, const cha
   what += " (" + std::string(short_file(file)) + ":" + std::to_string(line) + "): ";
   what += std::string(own ? sqlite3_errmsg(db) : sqlite3_errstr(rc)) + " [" + code_name(rc) + "]";
   const int extended = own ? sqlite3_extended_errcode(db) : rc;
-  if (extended == SQLITE_READONLY_RECOVERY) {
-    what +=
-        " (its last writer stopped without closing it, and a read-only reader cannot "
-        "recover it: reopen it read-write once, e.g. by restarting the controller, which "
-        "resumes)";
+  if (extended == SQLITE_READONLY_RECOVERY || extended == SQLITE_READONLY_ROLLBACK) {
+    what += extended == SQLITE_READONLY_RECOVERY
+                ? " (its last writer stopped without closing it, and a read-only reader cannot "
+                  "rebuild its WAL index"
+                : " (its last writer stopped in the middle of a write, and a read-only reader "
+                  "cannot roll back the journal it left";
+    what += ": reopen it read-write once, e.g. by restarting the controller, which resumes)";
   } else if ((rc & 0xff) == SQLITE_READONLY && db && sqlite3_db_readonly(db, "main") == 1) {
     what += " (the connection was opened read-only)";
   }
@@ -460,6 +495,32 @@ Transaction::~Transaction() {
   } catch (const std::exception& e) {
     warn(e);
   }
+}
+
+// ---- Repair after a killed writer ------------------------------------------------------
+
+bool needs_writer_repair(const SqliteError& e) {
+  return e.code() == SQLITE_READONLY_RECOVERY || e.code() == SQLITE_READONLY_ROLLBACK;
+}
+
+void repair_interrupted_write(const std::string& path, const Options& options) {
+  // Not Connection::open: that switches the file to WAL, and the file is not yet known to
+  // be one this build may change. No CREATE: the file must exist.
+  sqlite3* raw = nullptr;
+  const int rc =
+      sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
+  Connection connection(raw, path, OpenMode::ReadWrite);
+  try {
+    detail::check(rc, raw, "sqlite3_open_v2", {}, __FILE__, __LINE__);
+  } catch (const SqliteError& e) {
+    throw SqliteError(path, e.reason() + open_hint(path, OpenMode::ReadWrite), e.code());
+  }
+  MINAS_SQLITE(raw, "", sqlite3_extended_result_codes(raw, 1));
+  const auto timeout = std::clamp<int64_t>(options.busy_timeout.count(), 0, INT_MAX);
+  MINAS_SQLITE(raw, "", sqlite3_busy_timeout(raw, static_cast<int>(timeout)));
+  // The first read takes a shared lock, and with it SQLite finishes what the killed writer
+  // left: it plays a hot journal back, or rebuilds the WAL index.
+  connection.exec("SELECT count(*) FROM sqlite_master");
 }
 
 // ---- Pragmas ---------------------------------------------------------------------------

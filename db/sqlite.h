@@ -97,6 +97,7 @@ class Connection {
   OpenMode mode() const { return mode_; }
 
  private:
+  friend void repair_interrupted_write(const std::string& path, const Options& options);
   Connection(sqlite3* db, std::string path, OpenMode mode);
   void close() noexcept;
 
@@ -174,6 +175,16 @@ class Transaction {
   Connection& connection_;
   bool done_ = false;
 };
+
+// Whether `e` says a read-only connection met what a writer killed mid-write left behind:
+// a hot rollback journal (SQLITE_READONLY_ROLLBACK) or a WAL index to rebuild
+// (SQLITE_READONLY_RECOVERY). Only a read-write connection can repair either.
+bool needs_writer_repair(const SqliteError& e);
+// Opens an existing `path` read-write, changing none of its settings (not even the journal
+// mode), and reads its schema: SQLite then rolls back a hot journal or rebuilds the WAL
+// index, returning the file to its last committed state. Throws where the file cannot be
+// opened read-write.
+void repair_interrupted_write(const std::string& path, const Options& options = {});
 
 // PRAGMA integrity_check: "ok", or the problems found, one per line.
 std::string integrity_check(Connection& connection);

@@ -242,7 +242,6 @@ std::string recipe_hash(const nlohmann::json& recipe) {
 // ---- Store -----------------------------------------------------------------------------
 
 Store Store::open(const std::string& path, OpenMode mode, const Options& options) {
-  bool recover = false;
   if (mode == OpenMode::ReadWrite) {
     namespace fs = std::filesystem;
     std::error_code ec;
@@ -256,20 +255,24 @@ Store Store::open(const std::string& path, OpenMode mode, const Options& options
     // A read-write connection switches the file to WAL at once: look at it read-only first,
     // so that a file this build must refuse is left exactly as it was.
     if (exists && fs::file_size(path, ec) > 0 && !ec) {
+      auto look = [&] {
+        Connection connection = open_connection(path, OpenMode::ReadOnly, options);
+        check_header(read_header(connection), path, mode);
+      };
       try {
-        Connection look = open_connection(path, OpenMode::ReadOnly, options);
-        check_header(read_header(look), path, mode);
+        look();
       } catch (const SqliteError& e) {
-        // A writer killed mid-write leaves a WAL index only a read-write connection can
-        // rebuild. Such a file is in WAL mode already, so the read-write open below changes
-        // nothing the look-first rule protects; its header is checked right after.
-        if (e.code() != SQLITE_READONLY_RECOVERY) throw;
-        recover = true;
+        // A writer killed mid-write leaves a hot journal to play back or a WAL index to
+        // rebuild, which only a read-write connection can do. Doing only that (any SQLite
+        // client would, at its first read) returns the file to its last commit and changes
+        // nothing else; then the look decides.
+        if (!needs_writer_repair(e)) throw;
+        repair_interrupted_write(path, options);
+        look();
       }
     }
   }
   Connection connection = open_connection(path, mode, options);
-  if (recover) check_header(read_header(connection), path, mode);
   if (mode == OpenMode::ReadOnly) {
     const Header header = read_header(connection);
     check_header(header, path, mode);

@@ -201,8 +201,9 @@ void check_store(const std::string& path, int64_t committed) {
   std::error_code ec;
   if (fs::exists(path, ec) && fs::file_size(path, ec) > 0) {
     // Before any read-write open repairs anything: a kill inside a migration leaves the
-    // previous version whole. A read-only connection cannot rebuild the WAL index a killed
-    // writer left (SQLITE_READONLY_RECOVERY); then only the read-write check below applies.
+    // previous version whole. A read-only connection can neither rebuild the WAL index nor
+    // play back the hot journal (a kill while the fresh file turned to WAL) a killed writer
+    // left; then only the read-write check below applies.
     try {
       Connection look = Connection::open(path, OpenMode::ReadOnly);
       CHECK(minas::db::integrity_check(look) == "ok");
@@ -210,7 +211,7 @@ void check_store(const std::string& path, int64_t committed) {
       CHECK(query_int(look, "SELECT count(*) FROM sqlite_master WHERE type = 'table'") ==
             tables_at(version));
     } catch (const minas::db::SqliteError& e) {
-      if (e.code() != SQLITE_READONLY_RECOVERY) throw;
+      if (!minas::db::needs_writer_repair(e)) throw;
     }
   }
 

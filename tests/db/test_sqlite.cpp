@@ -268,7 +268,7 @@ TEST_CASE("sqlite: a UNIQUE violation is reported and the statement stays usable
     CHECK(e.where() == tmp.str());
     CHECK(msg.find("sqlite3_step") != std::string::npos);
     CHECK(msg.find("UNIQUE constraint failed: arch.key") != std::string::npos);
-    CHECK(msg.find("[SQLITE_CONSTRAINT]") != std::string::npos);
+    CHECK(msg.find("[SQLITE_CONSTRAINT_UNIQUE]") != std::string::npos);
     CHECK(msg.find("SQL: INSERT INTO arch (key) VALUES (?)") != std::string::npos);
   }
   // step() reset the statement after the failure: it binds and runs again at once.

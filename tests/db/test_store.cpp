@@ -3,6 +3,7 @@
 // idempotent results and a full disk.
 #include <doctest/doctest.h>
 #include <sqlite3.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -397,6 +398,91 @@ TEST_CASE("store: a file that is not a database is refused and left unchanged") 
   CHECK(!fs::exists(tmp.str() + "-wal"));
 }
 
+// A child process opens `path` in rollback-journal mode, runs `sql` in a transaction that
+// spills to the file (a cache of 2 pages) and dies without COMMIT, as a writer killed
+// mid-write does: the file holds uncommitted pages and a hot journal to undo them.
+void die_mid_write(const std::string& path, const std::string& sql) {
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    sqlite3* db = nullptr;
+    if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK) _exit(2);
+    const std::string script = "PRAGMA cache_size = 2; BEGIN; " + sql;
+    if (sqlite3_exec(db, script.c_str(), nullptr, nullptr, nullptr) != SQLITE_OK) _exit(3);
+    _exit(0);  // no COMMIT, no close
+  }
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  REQUIRE(fs::exists(path + "-journal"));
+}
+
+// 200 rows of 4 KiB: far more than 2 pages of cache, so the file itself is overwritten.
+const std::string kSpillingWrite =
+    "CREATE TABLE spill (b BLOB); "
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200) "
+    "INSERT INTO spill SELECT randomblob(4096) FROM n;";
+
+TEST_CASE("store: a writer killed mid-write is rolled back by the next read-write open") {
+  SUBCASE("a store: a read-only open says why it cannot, a read-write open repairs and opens") {
+    TempPath tmp;
+    int64_t experiment = 0;
+    {
+      Store store = Store::open(tmp.str());
+      ExperimentSpec spec;
+      spec.name = "kept";
+      spec.space = "chain";
+      spec.dataset = "d";
+      spec.dataset_fingerprint = "fp";
+      spec.strategy = "random";
+      spec.objective = "val_acc";
+      experiment = store.create_experiment(spec, 1.0);
+      // A store last written in rollback mode: the kill below leaves a hot journal, as a
+      // kill while a fresh store turns to WAL does.
+      store.connection().exec("PRAGMA journal_mode = DELETE");
+    }
+    die_mid_write(tmp.str(), kSpillingWrite + "DELETE FROM experiments;");
+
+    const SqliteError e = sqlite_error([&] { Store::open(tmp.str(), OpenMode::ReadOnly); });
+    CHECK(e.code() == SQLITE_READONLY_ROLLBACK);
+    CHECK(minas::db::needs_writer_repair(e));
+    CHECK(contains(e.what(), "[SQLITE_READONLY_ROLLBACK]"));
+    CHECK(contains(e.what(), "cannot roll back the journal it left: reopen it read-write once"));
+
+    Store store = Store::open(tmp.str());
+    CHECK(!fs::exists(tmp.str() + "-journal"));
+    CHECK(minas::db::integrity_check(store.connection()) == "ok");
+    const auto found = store.find_experiment("kept");
+    REQUIRE(found);
+    CHECK(found->id == experiment);
+    CHECK(query_int(store.connection(),
+                    "SELECT count(*) FROM sqlite_master WHERE name = 'spill'") == 0);
+    CHECK(query_text(store.connection(), "PRAGMA journal_mode") == "wal");
+  }
+  SUBCASE("another application's file: rolled back to its last commit, then refused as it was") {
+    TempPath tmp;
+    {
+      Connection c = Connection::open(tmp.str());
+      c.exec("PRAGMA journal_mode = DELETE");
+      c.exec("CREATE TABLE people (name TEXT); INSERT INTO people VALUES ('ada')");
+    }
+    const std::string bytes = file_bytes(tmp.str());
+    die_mid_write(tmp.str(), kSpillingWrite + "DELETE FROM people;");
+    CHECK(file_bytes(tmp.str()) != bytes);  // the kill left uncommitted pages in the file
+
+    const std::string message = refusal([&] { Store::open(tmp.str()); });
+    CHECK(message == tmp.str() +
+                         ": not a minas store: an SQLite database of another application "
+                         "(tables: people; user_version 0)");
+    CHECK(!fs::exists(tmp.str() + "-journal"));
+    CHECK(!fs::exists(tmp.str() + "-wal"));
+    Connection c = Connection::open(tmp.str(), OpenMode::ReadOnly);
+    CHECK(query_text(c, "PRAGMA journal_mode") == "delete");
+    CHECK(query_text(c, "SELECT group_concat(name) FROM people") == "ada");
+    CHECK(query_int(c, "SELECT count(*) FROM sqlite_master") == 1);
+  }
+}
+
 TEST_CASE("store: a read-only open reads and refuses every write, leaving the file as it was") {
   TempPath tmp;
   int64_t experiment = 0;
@@ -690,7 +776,7 @@ TEST_CASE("store: every change to a trial takes the next change number, counts f
   c.exec("INSERT INTO epochs (trial_id, attempt, epoch, val_acc) VALUES (" + std::to_string(b) +
          ", 0, 1, 0.5)");
   CHECK(seq_of(b) == before + 2);  // a new epoch is a change of its trial (migration 7)
-  CHECK(count_of("queued") == 1);    // but not of its status
+  CHECK(count_of("queued") == 1);  // but not of its status
   c.exec("UPDATE trials SET val_acc = 0.9 WHERE id = " + std::to_string(a));
   CHECK(seq_of(a) == before + 3);
   CHECK(count_of("running") == 1);  // not a change of status
