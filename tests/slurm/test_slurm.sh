@@ -26,6 +26,8 @@ mkdir -p "$MINAS_RUN"
 ok=0
 finish() {
   if [[ $ok -ne 1 ]]; then
+    echo "--- trials"
+    sql_all "SELECT id, status, attempt, worker_id, started_at, finished_at FROM trials" || true
     echo "--- job output and cluster logs ($work)"
     tail -n 40 "$work"/*.out "$cluster"/log/*.log 2>/dev/null || true
   fi
@@ -36,6 +38,7 @@ trap finish EXIT
 fail() { echo "FAILED: $*"; exit 1; }
 step() { echo "[$(date +%T)] $*"; }
 sql() { "$minas" sql --db "$MINAS_RUN/minas.db" --format csv "$1" 2>/dev/null | tail -n 1 | tr -d '\r'; }
+sql_all() { "$minas" sql --db "$MINAS_RUN/minas.db" --format csv "$1" 2>&1; }
 in_queue() { squeue -h -j "$1" -o %i 2>/dev/null | grep -q .; }
 wait_for() {  # SECONDS WHAT COMMAND...
   local limit=$1 what=$2
@@ -50,14 +53,16 @@ wait_for() {  # SECONDS WHAT COMMAND...
 bash "$root/deploy/slurm/local-cluster.sh" start "$cluster"
 cd "$work"
 
-# A small real data set, so that a trial trains in seconds: the first 2,000
+# A small real data set, so that a trial trains in seconds: the first 6,000
 # training and 500 test images of Fashion-MNIST, in the IDX layout minas reads
-# from a folder; 500 of the training images are held out for validation.
+# from a folder; 500 of the training images are held out for validation. A
+# trial trains for about 4 s on one core: long enough that the cancel below,
+# which Slurm takes about a second to deliver, lands while it trains.
 mkdir -p "$work/data"
 python3 - "$work/data" <<'PY'
 import gzip, struct, sys
 src, out = "/usr/share/datasets/fashion-mnist", sys.argv[1]
-for name, n in (("train", 2000), ("t10k", 500)):
+for name, n in (("train", 6000), ("t10k", 500)):
     for kind, item in (("images-idx3", 28 * 28), ("labels-idx1", 1)):
         with gzip.open(f"{src}/{name}-{kind}-ubyte.gz", "rb") as f:
             magic, count = struct.unpack(">II", f.read(8))
@@ -68,7 +73,7 @@ for name, n in (("train", 2000), ("t10k", 500)):
 PY
 echo '{"val_size": 500, "batch": 100}' >"$work/recipe.json"
 
-trials=10
+trials=6
 step "controller job: a random search of $trials one-epoch trials"
 ctl=$(sbatch --parsable "$root/deploy/slurm/controller.sbatch" --name slurm-e2e --space small \
   --data "$work/data" --recipe "$work/recipe.json" --strategy random --trials $trials \
@@ -78,17 +83,22 @@ w1=$(sbatch --parsable --cpus-per-task=1 "$root/deploy/slurm/workers.sbatch" --p
 
 done_count() { sql "SELECT count(*) FROM trials WHERE status = 'done'"; }
 two_done() { [[ $(done_count) -ge 2 ]]; }
-running() { [[ $(sql "SELECT count(*) FROM trials WHERE status = 'running'" 2>/dev/null) -ge 1 ]]; }
+# A trial that started under a second ago, so the cancel reaches it while it
+# trains. (One cancelled in its last moments, while it is evaluated, finishes
+# and reports instead: no work is thrown away, but nothing is re-queued.)
+now_sql="(julianday('now') - 2440587.5) * 86400"
+fresh() { [[ $(sql "SELECT count(*) FROM trials WHERE status = 'running' AND started_at > $now_sql - 1") -ge 1 ]]; }
 wait_for 400 "two trials done" two_done
-wait_for 60 "a trial running" running
+wait_for 60 "a trial that has just started" fresh
+victim=$(sql "SELECT id FROM trials WHERE status = 'running' ORDER BY started_at DESC LIMIT 1")
 before=$(done_count)
-step "scancel worker job 1 ($before done, one running)"
+step "scancel worker job 1 ($before done, trial $victim running)"
 scancel "$w1"
 w1_gone() { ! in_queue "$w1"; }
 wait_for 60 "worker job 1 ended" w1_gone
 in_queue "$ctl" || fail "the controller job ended with the workers"
-requeued() { [[ $(sql "SELECT count(*) FROM trials WHERE status = 'queued' AND attempt >= 1") -ge 1 ]]; }
-wait_for 30 "the cancelled trial back in the queue" requeued
+requeued() { [[ $(sql "SELECT count(*) FROM trials WHERE id = $victim AND status = 'queued' AND attempt >= 1") -eq 1 ]]; }
+wait_for 30 "trial $victim back in the queue" requeued
 [[ $(sql "SELECT count(*) FROM trials WHERE status = 'running'") -eq 0 ]] || fail "a trial still running"
 
 step "worker job 2 finishes the budget"
