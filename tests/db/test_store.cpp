@@ -429,14 +429,7 @@ TEST_CASE("store: a writer killed mid-write is rolled back by the next read-writ
     int64_t experiment = 0;
     {
       Store store = Store::open(tmp.str());
-      ExperimentSpec spec;
-      spec.name = "kept";
-      spec.space = "chain";
-      spec.dataset = "d";
-      spec.dataset_fingerprint = "fp";
-      spec.strategy = "random";
-      spec.objective = "val_acc";
-      experiment = store.create_experiment(spec, 1.0);
+      experiment = store.create_experiment(spec("kept"), 1.0);
       // A store last written in rollback mode: the kill below leaves a hot journal, as a
       // kill while a fresh store turns to WAL does.
       store.connection().exec("PRAGMA journal_mode = DELETE");
