@@ -6,8 +6,10 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 #include <unordered_map>
+#include <utility>
 #include <zmq.hpp>
 
 #include "controller/protocol.h"
@@ -1198,7 +1200,9 @@ struct Controller::Impl {
   }
 
   // A pool sample when what the pool looks like changed, at most one a second
-  // (force: now, if changed at all).
+  // (force: now, if changed at all). Of the changes a second skips, the busiest
+  // is written with its own time before the next sample, so that work which
+  // starts and ends between two samples (a short search) still shows.
   void sample_pool(bool force) {
     PoolSample p;
     p.workers = static_cast<int>(workers.size());
@@ -1208,9 +1212,19 @@ struct Controller::Impl {
     for (const auto& [t, g] : gangs)
       for (const auto& m : g.members) p.busy += static_cast<int>(m.slots.size());
     p.queued = static_cast<int64_t>(queue.size() + measure_queue.size());
-    if (p == last_pool) return;
     const double now = unix_now();
-    if (!force && now - last_pool_at < 1.0) return;
+    if (!force && now - last_pool_at < 1.0) {
+      if (p != last_pool && (!skipped_peak || p.busy > skipped_peak->first.busy))
+        skipped_peak = {p, now};
+      return;
+    }
+    if (skipped_peak && skipped_peak->first.busy > p.busy && skipped_peak->first != last_pool) {
+      const auto& [peak, at] = *skipped_peak;
+      store.add_pool_sample(experiment, at, peak.workers, peak.slots, peak.busy, peak.queued);
+      last_pool = peak;
+    }
+    skipped_peak.reset();
+    if (p == last_pool) return;
     store.add_pool_sample(experiment, now, p.workers, p.slots, p.busy, p.queued);
     last_pool = p;
     last_pool_at = now;
@@ -1358,6 +1372,7 @@ struct Controller::Impl {
   };
   PoolSample last_pool{-1, -1, -1, -1};
   double last_pool_at = 0;
+  std::optional<std::pair<PoolSample, double>> skipped_peak;  // and when it was seen
   std::optional<Asha> asha;
   std::unordered_map<uint64_t, int64_t> trial_of;  // arch hash -> its latest trial, for lineage
   // Training states: where they are kept (empty: not kept), the latest epoch
