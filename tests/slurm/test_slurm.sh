@@ -87,10 +87,13 @@ two_done() { [[ $(done_count) -ge 2 ]]; }
 # trains. (One cancelled in its last moments, while it is evaluated, finishes
 # and reports instead: no work is thrown away, but nothing is re-queued.)
 now_sql="(julianday('now') - 2440587.5) * 86400"
-fresh() { [[ $(sql "SELECT count(*) FROM trials WHERE status = 'running' AND started_at > $now_sql - 1") -ge 1 ]]; }
+fresh() {
+  victim=$(sql "SELECT id FROM trials WHERE status = 'running' AND started_at > $now_sql - 1
+                ORDER BY started_at DESC LIMIT 1")
+  [[ $victim =~ ^[0-9]+$ ]]  # a CSV of no rows is its header alone
+}
 wait_for 400 "two trials done" two_done
 wait_for 60 "a trial that has just started" fresh
-victim=$(sql "SELECT id FROM trials WHERE status = 'running' ORDER BY started_at DESC LIMIT 1")
 before=$(done_count)
 step "scancel worker job 1 ($before done, trial $victim running)"
 scancel "$w1"
