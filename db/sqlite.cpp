@@ -155,23 +155,12 @@ int check(int rc, sqlite3* db, const char* call, std::string_view sql, const cha
 Connection::Connection(sqlite3* db, std::string path, OpenMode mode)
     : db_(db), path_(std::move(path)), mode_(mode) {}
 
-Connection Connection::open(const std::string& path, OpenMode mode, const Options& options) {
-  // NOMUTEX: a connection is used by one thread at a time, so SQLite's own lock is waste.
-  int flags = SQLITE_OPEN_NOMUTEX;
-  switch (mode) {
-    case OpenMode::ReadWrite:
-      flags |= SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
-      break;
-    case OpenMode::ReadOnly:
-      flags |= SQLITE_OPEN_READONLY;
-      break;
-    case OpenMode::Memory:
-      flags |= SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_MEMORY;
-      break;
-  }
+Connection Connection::open_handle(const std::string& path, OpenMode mode, int flags,
+                                   const Options& options) {
   const std::string name = mode == OpenMode::Memory ? ":memory:" : path;
   sqlite3* raw = nullptr;
-  const int rc = sqlite3_open_v2(name.c_str(), &raw, flags, nullptr);
+  // NOMUTEX: a connection is used by one thread at a time, so SQLite's own lock is waste.
+  const int rc = sqlite3_open_v2(name.c_str(), &raw, flags | SQLITE_OPEN_NOMUTEX, nullptr);
   // SQLite hands back a handle even when the open fails; the Connection closes it.
   Connection connection(raw, name, mode);
   try {
@@ -180,10 +169,26 @@ Connection Connection::open(const std::string& path, OpenMode mode, const Option
     // The handle of a failed open does not know its file: name it here.
     throw SqliteError(path, e.reason() + open_hint(path, mode), e.code());
   }
-
   MINAS_SQLITE(raw, "", sqlite3_extended_result_codes(raw, 1));
   const auto timeout = std::clamp<int64_t>(options.busy_timeout.count(), 0, INT_MAX);
   MINAS_SQLITE(raw, "", sqlite3_busy_timeout(raw, static_cast<int>(timeout)));
+  return connection;
+}
+
+Connection Connection::open(const std::string& path, OpenMode mode, const Options& options) {
+  int flags = 0;
+  switch (mode) {
+    case OpenMode::ReadWrite:
+      flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+      break;
+    case OpenMode::ReadOnly:
+      flags = SQLITE_OPEN_READONLY;
+      break;
+    case OpenMode::Memory:
+      flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_MEMORY;
+      break;
+  }
+  Connection connection = open_handle(path, mode, flags, options);
   // SQLite reads the file lazily: read the header now so a non-database fails at open.
   connection.exec("SELECT count(*) FROM sqlite_master");
   connection.exec("PRAGMA foreign_keys = ON");
@@ -506,18 +511,8 @@ bool needs_writer_repair(const SqliteError& e) {
 void repair_interrupted_write(const std::string& path, const Options& options) {
   // Not Connection::open: that switches the file to WAL, and the file is not yet known to
   // be one this build may change. No CREATE: the file must exist.
-  sqlite3* raw = nullptr;
-  const int rc =
-      sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
-  Connection connection(raw, path, OpenMode::ReadWrite);
-  try {
-    detail::check(rc, raw, "sqlite3_open_v2", {}, __FILE__, __LINE__);
-  } catch (const SqliteError& e) {
-    throw SqliteError(path, e.reason() + open_hint(path, OpenMode::ReadWrite), e.code());
-  }
-  MINAS_SQLITE(raw, "", sqlite3_extended_result_codes(raw, 1));
-  const auto timeout = std::clamp<int64_t>(options.busy_timeout.count(), 0, INT_MAX);
-  MINAS_SQLITE(raw, "", sqlite3_busy_timeout(raw, static_cast<int>(timeout)));
+  Connection connection =
+      Connection::open_handle(path, OpenMode::ReadWrite, SQLITE_OPEN_READWRITE, options);
   // The first read takes a shared lock, and with it SQLite finishes what the killed writer
   // left: it plays a hot journal back, or rebuilds the WAL index.
   connection.exec("SELECT count(*) FROM sqlite_master");

@@ -99,6 +99,10 @@ class Connection {
  private:
   friend void repair_interrupted_write(const std::string& path, const Options& options);
   Connection(sqlite3* db, std::string path, OpenMode mode);
+  // sqlite3_open_v2 with `flags` (NOMUTEX added), extended result codes and the busy
+  // timeout; nothing read, no setting changed. A failed open names `path`.
+  static Connection open_handle(const std::string& path, OpenMode mode, int flags,
+                                const Options& options);
   void close() noexcept;
 
   sqlite3* db_ = nullptr;  // null only when moved from
