@@ -6,13 +6,15 @@
 #include <cmath>
 #include <memory>
 #include <optional>
-#include <stdexcept>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "dashboard/request.h"
 #include "db/queries.h"
 #include "searchspace/error.h"
+#include "searchspace/json_read.h"
 #include "searchspace/layer_graph.h"
 #include "searchspace/space.h"
 
@@ -31,22 +33,132 @@ struct BadRequest {
   std::string message;
 };
 
-const std::string& param(const std::map<std::string, std::string>& p, const std::string& name) {
-  static const std::string empty;
-  const auto it = p.find(name);
-  return it == p.end() ? empty : it->second;
+// A value from the request, quoted for a message: escaped and cut short.
+std::string quote(std::string_view value) {
+  return "'" + printable_excerpt(value, 40) + "'";
 }
 
-int64_t integer(const std::map<std::string, std::string>& p, const std::string& name,
-                int64_t fallback, int64_t lo, int64_t hi) {
-  const std::string& text = param(p, name);
-  if (text.empty()) return fallback;
+// The parameters of a request after the endpoint's table has checked them:
+// each named in the table, of its kind and within its bounds. An empty value
+// is taken as absent (the page's forms send empty fields).
+class Params {
+ public:
+  bool has(const std::string& name) const { return text_.count(name) > 0; }
+  // The value, or "" when absent.
+  const std::string& text(const std::string& name) const {
+    static const std::string empty;
+    const auto it = text_.find(name);
+    return it == text_.end() ? empty : it->second;
+  }
+  int64_t integer(const std::string& name, int64_t fallback) const {
+    const auto it = ints_.find(name);
+    return it == ints_.end() ? fallback : it->second;
+  }
+  void set(const std::string& name, const std::string& value) { text_[name] = value; }
+  void set_integer(const std::string& name, int64_t value) { ints_[name] = value; }
+
+ private:
+  std::map<std::string, std::string> text_;
+  std::map<std::string, int64_t> ints_;
+};
+
+enum class Kind {
+  Name,     // text: an experiment's name, valid UTF-8 without control characters
+  Choice,   // one of `choices`
+  Integer,  // a decimal integer in [lo, hi]
+  Cursor,   // text an earlier answer gave (`next`); its form is checked by the endpoint
+};
+
+// One parameter of an endpoint: the single description its checks and
+// messages come from.
+struct ParamSpec {
+  const char* name;
+  Kind kind;
+  bool required = false;
+  const char* what = "";  // said when a required one is missing
+  std::vector<std::string_view> choices = {};
+  int64_t lo = 0, hi = 0;
+};
+
+constexpr size_t kMaxNameValue = 256;   // an experiment's name
+constexpr size_t kMaxCursorValue = 64;  // "VALUE,NUMBER"
+
+struct Endpoint {
+  std::string_view path;
+  // The answer; `fault` gets what the server should log about data it could
+  // not read (the answer says so without the details).
+  Json (*answer)(db::Connection&, const Params&, std::string& fault);
+  std::vector<ParamSpec> params;
+};
+
+std::string one_of(const std::vector<std::string_view>& choices) {
+  std::string out;
+  for (size_t i = 0; i < choices.size(); ++i)
+    out += (i == 0 ? "" : i + 1 == choices.size() ? " or " : ", ") + std::string(choices[i]);
+  return out;
+}
+
+void check_text(const ParamSpec& spec, const std::string& value, size_t max_bytes) {
+  const std::string name = spec.name;
+  if (value.size() > max_bytes)
+    throw BadRequest{400, name + ": longer than " + std::to_string(max_bytes) + " bytes"};
+  if (!valid_utf8(value)) throw BadRequest{400, name + ": not valid UTF-8"};
+  if (!printable_utf8(value)) throw BadRequest{400, name + ": holds a control character"};
+}
+
+int64_t check_integer(const ParamSpec& spec, const std::string& value) {
   int64_t v = 0;
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-  if (ec != std::errc() || end != text.data() + text.size() || v < lo || v > hi)
-    throw BadRequest{400, name + ": '" + text + "' is not an integer in [" + std::to_string(lo) +
-                              ", " + std::to_string(hi) + "]"};
+  const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
+  if (ec != std::errc() || end != value.data() + value.size() || v < spec.lo || v > spec.hi)
+    throw BadRequest{400, std::string(spec.name) + ": " + quote(value) + " is not an integer in [" +
+                              std::to_string(spec.lo) + ", " + std::to_string(spec.hi) + "]"};
   return v;
+}
+
+Params check_params(const Endpoint& e, const std::map<std::string, std::string>& given) {
+  Params p;
+  for (const auto& [name, value] : given) {
+    const auto spec = std::find_if(e.params.begin(), e.params.end(),
+                                   [&](const ParamSpec& s) { return name == s.name; });
+    if (spec == e.params.end()) {
+      std::vector<std::string_view> names;
+      for (const auto& s : e.params) names.push_back(s.name);
+      throw BadRequest{400, "unknown parameter " + quote(name) + " (" + std::string(e.path) +
+                                (names.empty() ? " takes none" : " takes " + one_of(names)) + ")"};
+    }
+    if (value.empty()) continue;
+    switch (spec->kind) {
+      case Kind::Name:
+        check_text(*spec, value, kMaxNameValue);
+        break;
+      case Kind::Cursor:
+        check_text(*spec, value, kMaxCursorValue);
+        break;
+      case Kind::Choice:
+        if (std::find(spec->choices.begin(), spec->choices.end(), value) == spec->choices.end())
+          throw BadRequest{400, name + ": " + quote(value) + " is not " + one_of(spec->choices)};
+        break;
+      case Kind::Integer:
+        p.set_integer(name, check_integer(*spec, value));
+        break;
+    }
+    p.set(name, value);
+  }
+  for (const auto& spec : e.params)
+    if (spec.required && !p.has(spec.name))
+      throw BadRequest{400, std::string(spec.name) + ": required (" + spec.what + ")"};
+  return p;
+}
+
+// A JSON column of the store (a worker's tags and devices, a strategy's
+// state, a data report) as a value of the answer; null when it cannot be read
+// or is nested deeper than any minas writes (a peer could have put it there).
+Json stored_json(const std::string& text) {
+  try {
+    return Json(read_json(text, "", {.max_depth = 32, .max_bytes = size_t{4} << 20}));
+  } catch (const std::exception&) {
+    return nullptr;
+  }
 }
 
 Json opt(const std::optional<double>& v) {
@@ -72,12 +184,11 @@ Json column(const db::Statement& s, int i) {
   }
 }
 
-int64_t experiment_id(db::Connection& conn, const std::map<std::string, std::string>& p) {
-  const std::string& name = param(p, "experiment");
-  if (name.empty()) throw BadRequest{400, "experiment: required (an experiment's name)"};
+int64_t experiment_id(db::Connection& conn, const Params& p) {
+  const std::string& name = p.text("experiment");
   db::Statement s = conn.prepare("SELECT id FROM experiments WHERE name = ?");
   s.bind_all(name);
-  if (!s.step()) throw BadRequest{404, "experiment '" + name + "': no such experiment"};
+  if (!s.step()) throw BadRequest{404, "experiment " + quote(name) + ": no such experiment"};
   return s.column_int64(0);
 }
 
@@ -114,7 +225,7 @@ Json trial_row(const db::Statement& s) {
   return t;
 }
 
-Json list_experiments(db::Connection& conn) {
+Json list_experiments(db::Connection& conn, const Params&, std::string&) {
   Json out = Json::array();
   db::Statement s = conn.prepare(
       "SELECT id, name, status, space, strategy, dataset, created_at, seconds_run FROM "
@@ -149,7 +260,7 @@ std::vector<T> downsample(const std::vector<T>& v, size_t n) {
   return out;
 }
 
-Json overview(db::Connection& conn, const std::map<std::string, std::string>& p) {
+Json overview(db::Connection& conn, const Params& p, std::string& fault) {
   const int64_t id = experiment_id(conn, p);
   db::Statement s = conn.prepare(
       "SELECT name, status, space, strategy, dataset, strategy_settings, objective, created_at, "
@@ -157,18 +268,13 @@ Json overview(db::Connection& conn, const std::map<std::string, std::string>& p)
       "experiments WHERE id = ?");
   s.bind_all(id);
   s.step();
-  Json o = {{"name", s.column_text(0)},
-            {"status", s.column_text(1)},
-            {"space", s.column_text(2)},
-            {"strategy", s.column_text(3)},
-            {"data", s.column_text(4)},
-            {"strategy_settings", Json::parse(s.column_text(5), nullptr, false)},
-            {"objective", s.column_text(6)},
-            {"created_at", column(s, 7)},
-            {"started_at", column(s, 8)},
-            {"finished_at", column(s, 9)},
-            {"seconds_run", s.column_double(10)},
-            {"counts", counts(conn, id)}};
+  Json o = {
+      {"name", s.column_text(0)},           {"status", s.column_text(1)},
+      {"space", s.column_text(2)},          {"strategy", s.column_text(3)},
+      {"data", s.column_text(4)},           {"strategy_settings", stored_json(s.column_text(5))},
+      {"objective", s.column_text(6)},      {"created_at", column(s, 7)},
+      {"started_at", column(s, 8)},         {"finished_at", column(s, 9)},
+      {"seconds_run", s.column_double(10)}, {"counts", counts(conn, id)}};
   // Budget used: trials created of those the latest run may create; seconds
   // of all runs, the one going on included, of its wall-clock budget.
   double seconds_used = s.column_double(10);
@@ -214,45 +320,40 @@ Json overview(db::Connection& conn, const std::map<std::string, std::string>& p)
   return o;
 }
 
-Json list_trials(db::Connection& conn, const std::map<std::string, std::string>& p) {
+// The cursor of a page of trials: "NUMBER" when sorted by number, else
+// "VALUE,NUMBER" (the sort column's value, a finite number).
+bool parse_cursor(std::string_view text, bool number_only, std::optional<double>& value,
+                  std::optional<int64_t>& number) {
+  std::string_view rest = text;
+  if (!number_only) {
+    const size_t comma = text.find(',');
+    if (comma == std::string_view::npos) return false;
+    double v = 0;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + comma, v);
+    if (ec != std::errc() || end != text.data() + comma || !std::isfinite(v)) return false;
+    value = v;
+    rest = text.substr(comma + 1);
+  }
+  int64_t n = 0;
+  const auto [end, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), n);
+  if (ec != std::errc() || end != rest.data() + rest.size()) return false;
+  number = n;
+  return true;
+}
+
+Json list_trials(db::Connection& conn, const Params& p, std::string& fault) {
   const int64_t id = experiment_id(conn, p);
-  const std::string sort = param(p, "sort").empty() ? "number" : param(p, "sort");
-  if (sort != "number" && sort != "val_acc" && sort != "finished_at" && sort != "seq")
-    throw BadRequest{400, "sort: '" + sort + "' is not number, val_acc, finished_at or seq"};
-  const std::string order =
-      param(p, "order").empty() ? (sort == "val_acc" ? "desc" : "asc") : param(p, "order");
-  if (order != "asc" && order != "desc")
-    throw BadRequest{400, "order: '" + order + "' is not asc or desc"};
-  const std::string& status = param(p, "status");
-  if (!status.empty() && status != "queued" && status != "running" && status != "done" &&
-      status != "failed" && status != "pruned")
-    throw BadRequest{400,
-                     "status: '" + status + "' is not queued, running, done, failed or pruned"};
-  const int64_t limit = integer(p, "limit", 100, 1, 500);
+  const std::string sort = p.has("sort") ? p.text("sort") : "number";
+  const std::string order = p.has("order") ? p.text("order") : (sort == "val_acc" ? "desc" : "asc");
+  const std::string& status = p.text("status");
+  const int64_t limit = p.integer("limit", 100);
   // The cursor: "NUMBER" for sort=number, else "VALUE,NUMBER".
   std::optional<double> after_value;
   std::optional<int64_t> after_number;
-  if (const std::string& a = param(p, "after"); !a.empty()) {
-    const size_t comma = a.find(',');
-    try {
-      size_t used = 0;
-      if (sort == "number") {
-        if (comma != std::string::npos) throw std::invalid_argument("comma");
-        after_number = std::stoll(a, &used);
-        if (used != a.size()) throw std::invalid_argument("trailing");
-      } else {
-        if (comma == std::string::npos) throw std::invalid_argument("no comma");
-        after_value = std::stod(a.substr(0, comma), &used);
-        if (used != comma || !std::isfinite(*after_value)) throw std::invalid_argument("value");
-        const std::string n = a.substr(comma + 1);
-        after_number = std::stoll(n, &used);
-        if (used != n.size()) throw std::invalid_argument("number");
-      }
-    } catch (const std::exception&) {
-      throw BadRequest{400, "after: '" + a + "' is not a cursor this endpoint gave (" +
-                                (sort == "number" ? std::string("NUMBER") : "VALUE,NUMBER") + ")"};
-    }
-  }
+  if (p.has("after") && !parse_cursor(p.text("after"), sort == "number", after_value, after_number))
+    throw BadRequest{400, "after: " + quote(p.text("after")) +
+                              " is not a cursor this endpoint gave (" +
+                              (sort == "number" ? "NUMBER" : "VALUE,NUMBER") + ")"};
   const std::string col = sort == "number" ? "number" : sort;
   const bool desc = order == "desc";
   std::string sql =
@@ -342,23 +443,26 @@ Json graph_summary(const Space& space, const std::string& key) {
           {"blocks", blocks}};
 }
 
-Json trial_view(db::Connection& conn, const std::map<std::string, std::string>& p) {
+Json trial_view(db::Connection& conn, const Params& p, std::string& fault) {
   const int64_t id = experiment_id(conn, p);
-  if (param(p, "number").empty()) throw BadRequest{400, "number: required (a trial's number)"};
-  const int64_t number = integer(p, "number", 0, 0, INT64_MAX);
-  const int64_t points = integer(p, "points", 200, 2, 1000);
-  db::TrialDetail d;
-  try {
-    d = db::trial(conn, id, number);
-  } catch (const Error& e) {
-    throw BadRequest{404, e.what()};
+  const int64_t number = p.integer("number", 0);
+  const int64_t points = p.integer("points", 200);
+  {
+    db::Statement s = conn.prepare("SELECT 1 FROM trials WHERE experiment_id = ? AND number = ?");
+    s.bind_all(id, number);
+    if (!s.step())
+      throw BadRequest{404, "trial " + std::to_string(number) + " of experiment " +
+                                quote(p.text("experiment")) + ": no such trial"};
   }
+  const db::TrialDetail d = db::trial(conn, id, number);
   const db::TrialRow& t = d.trial;
   Json graph;
   try {
     if (auto space = space_of(conn, id)) graph = graph_summary(*space, t.arch_key);
-  } catch (const Error& e) {
-    graph = {{"error", e.what()}};  // a space this build cannot read: the rest still answers
+  } catch (const std::exception& e) {
+    // A space or key this build cannot read: the rest still answers.
+    graph = {{"error", "this build cannot lower the architecture in the experiment's space"}};
+    fault = "trial " + std::to_string(number) + ": " + e.what();
   }
   Json curve = Json::array();
   for (const auto& e : downsample(d.curve, static_cast<size_t>(points)))
@@ -403,12 +507,10 @@ Json trial_view(db::Connection& conn, const std::map<std::string, std::string>& 
           {"seq", seq_reached(conn)}};
 }
 
-Json changes(db::Connection& conn, const std::map<std::string, std::string>& p) {
+Json changes(db::Connection& conn, const Params& p, std::string& fault) {
   const int64_t id = experiment_id(conn, p);
-  if (param(p, "since").empty())
-    throw BadRequest{400, "since: required (a change number, 0 for all)"};
-  const int64_t since = integer(p, "since", 0, 0, INT64_MAX);
-  const int64_t limit = integer(p, "limit", 500, 1, 500);
+  const int64_t since = p.integer("since", 0);
+  const int64_t limit = p.integer("limit", 500);
   db::Statement s = conn.prepare(std::string("SELECT ") + kTrialColumns +
                                  " FROM trials WHERE experiment_id = ? AND seq > ? ORDER BY seq "
                                  "LIMIT ?");
@@ -426,11 +528,9 @@ Json changes(db::Connection& conn, const std::map<std::string, std::string>& p) 
           {"counts", counts(conn, id)}};
 }
 
-Json pareto_view(db::Connection& conn, const std::map<std::string, std::string>& p) {
+Json pareto_view(db::Connection& conn, const Params& p, std::string& fault) {
   const int64_t id = experiment_id(conn, p);
-  const std::string& x = param(p, "x").empty() ? std::string("params") : param(p, "x");
-  if (x != "latency_ms" && x != "params" && x != "macs")
-    throw BadRequest{400, "x: '" + x + "' is not latency_ms, params or macs"};
+  const std::string x = p.has("x") ? p.text("x") : "params";
   const db::Metric m = db::parse_metric(x);
   Json front = Json::array();
   for (const auto& t : db::pareto(conn, id, m))
@@ -461,9 +561,9 @@ Json pareto_view(db::Connection& conn, const std::map<std::string, std::string>&
   return {{"x", x}, {"front", front}, {"points", points}, {"done_with_x", total}};
 }
 
-Json list_failures(db::Connection& conn, const std::map<std::string, std::string>& p) {
+Json list_failures(db::Connection& conn, const Params& p, std::string& fault) {
   const int64_t id = experiment_id(conn, p);
-  const int64_t limit = integer(p, "limit", 100, 1, 500);
+  const int64_t limit = p.integer("limit", 100);
   db::Statement s = conn.prepare(
       "SELECT t.number, t.arch_key, t.attempt, w.name, t.error, t.finished_at FROM trials t "
       "LEFT JOIN workers w ON w.id = t.worker_id WHERE t.experiment_id = ? AND t.status = "
@@ -480,9 +580,9 @@ Json list_failures(db::Connection& conn, const std::map<std::string, std::string
   return {{"failures", rows}, {"failed", counts(conn, id)["failed"]}};
 }
 
-Json list_workers(db::Connection& conn, const std::map<std::string, std::string>& p) {
+Json list_workers(db::Connection& conn, const Params& p, std::string& fault) {
   std::optional<int64_t> id;
-  if (!param(p, "experiment").empty()) id = experiment_id(conn, p);
+  if (p.has("experiment")) id = experiment_id(conn, p);
   Json rows = Json::array();
   const auto all = db::workers(conn, id);
   for (size_t i = 0; i < std::min<size_t>(all.size(), 1000); ++i) {
@@ -490,8 +590,8 @@ Json list_workers(db::Connection& conn, const std::map<std::string, std::string>
     rows.push_back({{"name", w.name},
                     {"host", w.host},
                     {"pool", w.pool},
-                    {"tags", Json::parse(w.tags, nullptr, false)},
-                    {"devices", Json::parse(w.devices, nullptr, false)},
+                    {"tags", stored_json(w.tags)},
+                    {"devices", stored_json(w.devices)},
                     {"first_seen", w.first_seen},
                     {"last_seen", w.last_seen},
                     {"connected_seconds", w.connected_seconds},
@@ -524,9 +624,9 @@ double origin_of(db::Connection& conn, int64_t experiment) {
   return s.step() ? s.column_double(0) : 0.0;
 }
 
-Json internals(db::Connection& conn, const std::map<std::string, std::string>& p) {
+Json internals(db::Connection& conn, const Params& p, std::string& fault) {
   const int64_t id = experiment_id(conn, p);
-  const int64_t points = integer(p, "points", 500, 2, 1000);
+  const int64_t points = p.integer("points", 500);
   db::Statement name = conn.prepare("SELECT strategy FROM experiments WHERE id = ?");
   name.bind_all(id);
   name.step();
@@ -547,18 +647,17 @@ Json internals(db::Connection& conn, const std::map<std::string, std::string>& p
     rows.push_back({s.column_int64(0), s.column_double(1) - origin, s.column_text(2)});
   Json out = Json::array();
   for (const auto& r : downsample(rows, static_cast<size_t>(points)))
-    out.push_back({{"results", r.results},
-                   {"seconds", r.seconds},
-                   {"state", Json::parse(r.state, nullptr, false)}});
+    out.push_back(
+        {{"results", r.results}, {"seconds", r.seconds}, {"state", stored_json(r.state)}});
   return {{"strategy", strategy}, {"snapshots", out}, {"kept", rows.size()}};
 }
 
 // The pool over time: its state at `points` evenly spaced instants from the
 // first sample to the last (an index seek each, however many samples there
 // are), or every sample when there are fewer.
-Json pool(db::Connection& conn, const std::map<std::string, std::string>& p) {
+Json pool(db::Connection& conn, const Params& p, std::string& fault) {
   const int64_t id = experiment_id(conn, p);
-  const int64_t points = integer(p, "points", 300, 2, 1000);
+  const int64_t points = p.integer("points", 300);
   const double origin = origin_of(conn, id);
   db::Statement range =
       conn.prepare("SELECT min(at), max(at) FROM pool_samples WHERE experiment_id = ?");
@@ -602,8 +701,8 @@ Json pool(db::Connection& conn, const std::map<std::string, std::string>& p) {
   return {{"samples", out}};
 }
 
-Json list_data_reports(db::Connection& conn, const std::map<std::string, std::string>& p) {
-  const std::string& name = param(p, "experiment");
+Json list_data_reports(db::Connection& conn, const Params& p, std::string& fault) {
+  const std::string& name = p.text("experiment");
   db::Statement s = conn.prepare(
       name.empty() ? "SELECT experiment, location, usable, fingerprint, report, created_at FROM "
                      "data_reports ORDER BY id DESC LIMIT 50"
@@ -615,45 +714,79 @@ Json list_data_reports(db::Connection& conn, const std::map<std::string, std::st
     rows.push_back({{"experiment", s.column_text(0)},
                     {"location", s.column_text(1)},
                     {"usable", s.column_int64(2) != 0},
-                    {"fingerprint", Json::parse(s.column_text(3), nullptr, false)},
-                    {"report", Json::parse(s.column_text(4), nullptr, false)},
+                    {"fingerprint", stored_json(s.column_text(3))},
+                    {"report", stored_json(s.column_text(4))},
                     {"created_at", s.column_double(5)}});
   return {{"data_reports", rows}};
+}
+
+const std::vector<Endpoint>& endpoints() {
+  const ParamSpec experiment{"experiment", Kind::Name, true, "an experiment's name"};
+  const ParamSpec any_experiment{"experiment", Kind::Name};
+  const ParamSpec points{"points", Kind::Integer, false, "", {}, 2, 1000};
+  const ParamSpec limit{"limit", Kind::Integer, false, "", {}, 1, 500};
+  static const std::vector<Endpoint> all = {
+      {"/api/experiments", list_experiments, {}},
+      {"/api/experiment", overview, {experiment}},
+      {"/api/trials",
+       list_trials,
+       {experiment,
+        {"sort", Kind::Choice, false, "", {"number", "val_acc", "finished_at", "seq"}},
+        {"order", Kind::Choice, false, "", {"asc", "desc"}},
+        {"status", Kind::Choice, false, "", {"queued", "running", "done", "failed", "pruned"}},
+        {"after", Kind::Cursor},
+        limit}},
+      {"/api/trial",
+       trial_view,
+       {experiment, {"number", Kind::Integer, true, "a trial's number", {}, 0, INT64_MAX}, points}},
+      {"/api/changes",
+       changes,
+       {experiment,
+        {"since", Kind::Integer, true, "a change number, 0 for all", {}, 0, INT64_MAX},
+        limit}},
+      {"/api/pareto",
+       pareto_view,
+       {experiment, {"x", Kind::Choice, false, "", {"latency_ms", "params", "macs"}}}},
+      {"/api/failures", list_failures, {experiment, limit}},
+      {"/api/workers", list_workers, {any_experiment}},
+      {"/api/internals", internals, {experiment, points}},
+      {"/api/pool", pool, {experiment, points}},
+      {"/api/data_reports", list_data_reports, {any_experiment}},
+  };
+  return all;
+}
+
+// SQLite's "the database is locked" and "busy": the writer held the store
+// past the busy timeout; worth asking again.
+bool store_busy(const std::exception& e) {
+  const auto* s = dynamic_cast<const db::SqliteError*>(&e);
+  return s && ((s->code() & 0xff) == 5 || (s->code() & 0xff) == 6);  // SQLITE_BUSY, SQLITE_LOCKED
 }
 
 }  // namespace
 
 ApiResponse handle_api(db::Connection& conn, const std::string& path,
                        const std::map<std::string, std::string>& params) {
+  const auto& all = endpoints();
+  const auto e =
+      std::find_if(all.begin(), all.end(), [&](const Endpoint& x) { return x.path == path; });
+  if (e == all.end())
+    return {404,
+            error_body(quote(path) + ": no such endpoint (the API is listed in "
+                                     "docs/dashboard.md)"),
+            ""};
+  ApiResponse r;
   try {
-    Json body;
-    if (path == "/api/experiments")
-      body = list_experiments(conn);
-    else if (path == "/api/experiment")
-      body = overview(conn, params);
-    else if (path == "/api/trials")
-      body = list_trials(conn, params);
-    else if (path == "/api/trial")
-      body = trial_view(conn, params);
-    else if (path == "/api/changes")
-      body = changes(conn, params);
-    else if (path == "/api/pareto")
-      body = pareto_view(conn, params);
-    else if (path == "/api/failures")
-      body = list_failures(conn, params);
-    else if (path == "/api/workers")
-      body = list_workers(conn, params);
-    else if (path == "/api/internals")
-      body = internals(conn, params);
-    else if (path == "/api/pool")
-      body = pool(conn, params);
-    else if (path == "/api/data_reports")
-      body = list_data_reports(conn, params);
-    else
-      return {404, Json{{"error", path + ": no such endpoint"}}.dump()};
-    return {200, body.dump()};
+    const Params p = check_params(*e, params);
+    r.body = json_text(e->answer(conn, p, r.fault));
+    return r;
   } catch (const BadRequest& b) {
-    return {b.status, Json{{"error", b.message}}.dump()};
+    return {b.status, error_body(b.message), ""};
+  } catch (const std::exception& x) {
+    // The store failed (locked past the timeout, unreadable, corrupt) or
+    // this build did: the server says so in general terms and logs the rest.
+    if (store_busy(x)) return {503, error_body("the store is busy; ask again"), x.what()};
+    return {500, error_body("the server failed to answer; its log says why"), x.what()};
   }
 }
 

@@ -34,7 +34,16 @@
 //                                          (evolution: population scores; REINFORCE: reward,
 //                                          baseline, entropy), at most P (default 500)
 //   /api/data_reports[?experiment=E]       validation reports of adaptation runs (at most 50)
-// A bad parameter is a 400 with {"error": "..."} naming it; an unknown experiment or trial a 404.
+// Each endpoint's parameters are checked against its table in api.cpp before
+// anything reads them: a parameter it does not take, a value of the wrong
+// kind, out of range, not valid UTF-8, holding a control character or too
+// long is a 400 with {"error": "..."} naming the parameter (a value quoted in
+// a message is escaped and cut short); an empty value counts as absent; an
+// unknown endpoint, experiment or trial is a 404. A failure of the store or
+// of the server is a 500 (503 when the store stayed locked) whose message
+// says so in general terms: the details go to `fault`, for the server's log,
+// never into an answer. Every body is valid UTF-8 JSON, whatever the store
+// holds (text that is not UTF-8 has its bad bytes replaced).
 #include <map>
 #include <string>
 
@@ -44,7 +53,8 @@ namespace minas::dashboard {
 
 struct ApiResponse {
   int status = 200;
-  std::string body;  // JSON
+  std::string body;   // JSON
+  std::string fault;  // what went wrong on the server's side, for its log; empty if nothing
 };
 
 ApiResponse handle_api(db::Connection& conn, const std::string& path,
