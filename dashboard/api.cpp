@@ -765,6 +765,19 @@ bool store_busy(const std::exception& e) {
 
 }  // namespace
 
+std::vector<EndpointInfo> api_endpoints() {
+  std::vector<EndpointInfo> out;
+  for (const Endpoint& e : endpoints()) {
+    EndpointInfo info{std::string(e.path), {}};
+    for (const ParamSpec& p : e.params) {
+      static const char* const kinds[] = {"name", "choice", "integer", "cursor"};
+      info.params.push_back({p.name, kinds[static_cast<int>(p.kind)], p.required});
+    }
+    out.push_back(std::move(info));
+  }
+  return out;
+}
+
 ApiResponse handle_api(db::Connection& conn, const std::string& path,
                        const std::map<std::string, std::string>& params) {
   const auto& all = endpoints();

@@ -46,6 +46,7 @@
 // holds (text that is not UTF-8 has its bad bytes replaced).
 #include <map>
 #include <string>
+#include <vector>
 
 #include "db/sqlite.h"
 
@@ -56,6 +57,19 @@ struct ApiResponse {
   std::string body;   // JSON
   std::string fault;  // what went wrong on the server's side, for its log; empty if nothing
 };
+
+// The endpoints and their parameters as the checks know them (for tests and
+// docs): a parameter's kind is "name", "choice", "integer" or "cursor".
+struct ParamInfo {
+  std::string name;
+  std::string kind;
+  bool required = false;
+};
+struct EndpointInfo {
+  std::string path;
+  std::vector<ParamInfo> params;
+};
+std::vector<EndpointInfo> api_endpoints();
 
 ApiResponse handle_api(db::Connection& conn, const std::string& path,
                        const std::map<std::string, std::string>& params);

@@ -33,10 +33,11 @@ void address_of(const sockaddr_storage& addr, std::string& ip, int& port) {
 ConnectionStream::ConnectionStream(int sock, int stop_fd, const ConnectionLimits& limits)
     : sock_(sock), stop_fd_(stop_fd), limits_(limits) {}
 
-bool ConnectionStream::wait(short events, Clock::time_point deadline, bool stop_ends) const {
+ConnectionStream::Waited ConnectionStream::wait(short events, Clock::time_point deadline,
+                                                bool stop_ends) const {
   for (;;) {
     const auto now = Clock::now();
-    if (now >= deadline) return false;
+    if (now >= deadline) return Waited::Deadline;
     // Rounded up, so that a wait never ends before its deadline.
     const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - now).count();
     pollfd fds[2] = {{sock_, events, 0}, {stop_fd_, POLLIN, 0}};
@@ -44,20 +45,21 @@ bool ConnectionStream::wait(short events, Clock::time_point deadline, bool stop_
         ::poll(fds, stop_ends ? 2 : 1, static_cast<int>(std::min<int64_t>(left, INT_MAX)));
     if (n < 0) {
       if (errno == EINTR) continue;
-      return false;
+      return Waited::Failed;
     }
     if (n == 0) continue;  // the loop checks the deadline
-    if (stop_ends && fds[1].revents != 0) return false;
-    if (fds[0].revents & (events | POLLHUP | POLLERR)) return true;
-    if (fds[0].revents & POLLNVAL) return false;
+    if (stop_ends && fds[1].revents != 0) return Waited::Stopping;
+    if (fds[0].revents & (events | POLLHUP | POLLERR)) return Waited::Ready;
+    if (fds[0].revents & POLLNVAL) return Waited::Failed;
   }
 }
 
 bool ConnectionStream::wait_for_request() {
   if (phase_ == Phase::Closed) return false;
   phase_ = Phase::Waiting;
+  refusal_ = Refusal::None;
   request_bytes_ = 0;
-  if (buf_at_ == buf_end_ && !wait(POLLIN, Clock::now() + limits_.idle, true)) {
+  if (buf_at_ == buf_end_ && wait(POLLIN, Clock::now() + limits_.idle, true) != Waited::Ready) {
     phase_ = Phase::Closed;
     return false;
   }
@@ -75,7 +77,7 @@ void ConnectionStream::drain_and_close() {
       Clock::now() + std::min<Clock::duration>(limits_.read, std::chrono::seconds(1));
   size_t dropped = 0;
   char scratch[4096];
-  while (dropped < (size_t{1} << 20) && wait(POLLIN, until, true)) {
+  while (dropped < (size_t{1} << 20) && wait(POLLIN, until, true) == Waited::Ready) {
     const ssize_t n = ::recv(sock_, scratch, sizeof scratch, 0);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
@@ -84,18 +86,22 @@ void ConnectionStream::drain_and_close() {
 }
 
 bool ConnectionStream::is_readable() const {
-  return phase_ == Phase::Reading && (buf_at_ < buf_end_ || wait(POLLIN, deadline_, true));
+  return phase_ == Phase::Reading &&
+         (buf_at_ < buf_end_ || wait(POLLIN, deadline_, true) == Waited::Ready);
 }
 
 bool ConnectionStream::is_writable() const {
   const auto deadline = phase_ == Phase::Answering ? deadline_ : Clock::now() + limits_.write;
-  return phase_ != Phase::Closed && wait(POLLOUT, deadline, false);
+  return phase_ != Phase::Closed && wait(POLLOUT, deadline, false) == Waited::Ready;
 }
 
 ssize_t ConnectionStream::read(char* ptr, size_t size) {
   if (phase_ != Phase::Reading) return -1;
   if (buf_at_ == buf_end_) {
-    if (!wait(POLLIN, deadline_, true)) return -1;
+    if (const Waited w = wait(POLLIN, deadline_, true); w != Waited::Ready) {
+      if (w == Waited::Deadline) refusal_ = Refusal::TimedOut;
+      return -1;
+    }
     ssize_t n;
     do {
       n = ::recv(sock_, buf_.data(), buf_.size(), 0);
@@ -107,7 +113,10 @@ ssize_t ConnectionStream::read(char* ptr, size_t size) {
   // Past the budget the request is refused (httplib answers a head it cannot
   // read with 400), however slowly or quickly it came.
   const size_t n = std::min({size, buf_end_ - buf_at_, limits_.max_request_bytes - request_bytes_});
-  if (n == 0) return -1;
+  if (n == 0) {
+    refusal_ = Refusal::TooLarge;
+    return -1;
+  }
   std::memcpy(ptr, buf_.data() + buf_at_, n);
   buf_at_ += n;
   request_bytes_ += n;
@@ -119,7 +128,7 @@ ssize_t ConnectionStream::write(const char* ptr, size_t size) {
     phase_ = Phase::Answering;
     deadline_ = Clock::now() + limits_.write;
   }
-  if (phase_ != Phase::Answering || !wait(POLLOUT, deadline_, false)) return -1;
+  if (phase_ != Phase::Answering || wait(POLLOUT, deadline_, false) != Waited::Ready) return -1;
   ssize_t n;
   do {
     n = ::send(sock_, ptr, size, MSG_NOSIGNAL);

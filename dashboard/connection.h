@@ -48,10 +48,19 @@ class ConnectionStream final : public httplib::Stream {
     Closed,     // no more requests: idle past the deadline, peer gone, or stopping
   };
 
+  // Why the request being read could not be read whole, if it could not.
+  enum class Refusal {
+    None,
+    TimedOut,  // not whole within the read timeout
+    TooLarge,  // over the byte budget
+  };
+
   // `stop_fd` becomes readable when the server stops.
   ConnectionStream(int sock, int stop_fd, const ConnectionLimits& limits);
 
   Phase phase() const { return phase_; }
+  Refusal refusal() const { return refusal_; }
+  const ConnectionLimits& limits() const { return limits_; }
   // Waiting, then Reading once a request's first byte is here (or already
   // buffered: a pipelined request); Closed, returning false, when none comes
   // within the idle timeout, the peer closed, or the server stops.
@@ -71,14 +80,16 @@ class ConnectionStream final : public httplib::Stream {
   socket_t socket() const override { return sock_; }
 
  private:
-  // Whether `events` happened on the socket before `deadline`; false at the
-  // deadline, on a poll error, or (when `stop_ends`) when the server stops.
-  bool wait(short events, Clock::time_point deadline, bool stop_ends) const;
+  enum class Waited { Ready, Deadline, Stopping, Failed };
+  // Until `events` happen on the socket, the deadline passes, poll fails, or
+  // (when `stop_ends`) the server stops.
+  Waited wait(short events, Clock::time_point deadline, bool stop_ends) const;
 
   int sock_;
   int stop_fd_;
   ConnectionLimits limits_;
   Phase phase_ = Phase::Waiting;
+  Refusal refusal_ = Refusal::None;
   Clock::time_point deadline_;
   size_t request_bytes_ = 0;
   std::array<char, 4096> buf_{};

@@ -107,7 +107,7 @@ Target decode_target(std::string_view raw) {
     return t;
   }
   if (const std::string why = check_piece(t.path, kMaxPathBytes); !why.empty()) {
-    t.error = "the request path is " + why;
+    t.error = "the request path: " + why;
     return t;
   }
   size_t at = 0;
@@ -128,7 +128,7 @@ Target decode_target(std::string_view raw) {
       return t;
     }
     if (const std::string why = check_piece(name, kMaxNameBytes); !why.empty()) {
-      t.error = "a query parameter's name is " + why;
+      t.error = "a query parameter's name: " + why;
       return t;
     }
     if (const std::string why = check_piece(value, kMaxValueBytes); !why.empty()) {

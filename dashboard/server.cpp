@@ -1,6 +1,7 @@
 #include "dashboard/server.h"
 
 #include <httplib.h>
+#include <strings.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -30,6 +31,7 @@ namespace {
 // What the connection loop and the handlers of one request tell each other
 // (both run on the connection's thread, inside httplib's process_request).
 struct Exchange {
+  const ConnectionStream* stream = nullptr;
   bool ours = false;   // the head was parsed and reached our handler
   bool close = false;  // end the connection after this answer
 };
@@ -67,6 +69,10 @@ const char* generic_message(int status) {
              "large)";
     case 404:
       return "no such page";
+    case 408:
+      return "the request did not arrive whole in time";
+    case 431:
+      return "the request's head is larger than the server reads";
     case 413:
       return "the request is too large";
     case 414:
@@ -93,7 +99,7 @@ class HttpServer final : public httplib::Server {
     bool ok = true, drain = false;
     for (size_t served = 0; served < max_requests_ && svr_sock_ != INVALID_SOCKET; ++served) {
       if (!strm.wait_for_request()) break;
-      Exchange ex;
+      Exchange ex{&strm};
       t_exchange = &ex;
       bool closed = false;
       try {
@@ -107,12 +113,35 @@ class HttpServer final : public httplib::Server {
       }
       t_exchange = nullptr;
       drain = ex.close;
+      if (!ok && strm.phase() == ConnectionStream::Phase::Reading &&
+          strm.refusal() != ConnectionStream::Refusal::None) {
+        // httplib gave up on the request line without answering.
+        answer_refusal(strm);
+        drain = true;
+      }
       if (!ok || closed || ex.close) break;
     }
     if (drain) strm.drain_and_close();
     ::shutdown(sock, SHUT_RDWR);
     ::close(sock);
     return ok;
+  }
+
+  // 408 for a request line that did not arrive in time, 414 for one over
+  // the byte budget.
+  static void answer_refusal(ConnectionStream& strm) {
+    const bool late = strm.refusal() == ConnectionStream::Refusal::TimedOut;
+    const std::string body = error_body(generic_message(late ? 408 : 414));
+    const std::string head =
+        std::string("HTTP/1.1 ") + (late ? "408 Request Timeout" : "414 URI Too Long") +
+        "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+        "\r\nConnection: close\r\n\r\n";
+    const std::string all = head + body;
+    for (size_t at = 0; at < all.size();) {
+      const ssize_t n = strm.write(all.data() + at, all.size() - at);
+      if (n <= 0) return;
+      at += static_cast<size_t>(n);
+    }
   }
 
   ConnectionLimits limits_;
@@ -181,8 +210,10 @@ struct Server::Impl {
 
   bool authorized(const httplib::Request& req, const Target& target) const {
     if (opt.token.empty()) return true;
-    if (req.has_header("Authorization") &&
-        same_secret(req.get_header_value("Authorization"), "Bearer " + opt.token))
+    // The scheme's name is case-insensitive (RFC 9110, 11.1).
+    if (const std::string h = req.get_header_value("Authorization");
+        h.size() > 7 && strncasecmp(h.c_str(), "Bearer ", 7) == 0 &&
+        same_secret(std::string_view(h).substr(7), opt.token))
       return true;
     if (!target.error.empty()) return false;
     for (const auto& [name, value] : target.params)
@@ -321,6 +352,13 @@ Server::Server(ServerOptions options) {
       httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
         if (t_exchange && t_exchange->ours) return httplib::Server::HandlerResponse::Unhandled;
         ignore_ranges(req);
+        // A head httplib could not read because the stream refused it: say why.
+        if (t_exchange && t_exchange->stream) {
+          if (t_exchange->stream->refusal() == ConnectionStream::Refusal::TimedOut)
+            res.status = 408;
+          if (t_exchange->stream->refusal() == ConnectionStream::Refusal::TooLarge)
+            res.status = 431;
+        }
         close_after_this();
         res.set_header("Connection", "close");
         answer(res, res.status, generic_message(res.status));

@@ -15,72 +15,13 @@
 #include "db/queries.h"
 #include "db/store.h"
 #include "searchspace/space.h"
+#include "tests/dashboard/known_store.h"
 #include "tests/support.h"
 
 using namespace minas;
 using Json = nlohmann::json;
 
 namespace {
-
-// A store with one experiment "e" of 7 trials: 0..4 done (val_acc 0.50,
-// 0.90, 0.70, 0.90, 0.60; params 100..500), 5 failed, 6 running; trial 3
-// the child of trial 1.
-struct KnownStore {
-  test::TempDir dir{"dashboard"};
-  std::string path = dir.file("minas.db");
-  KnownStore() {
-    db::Store store = db::Store::open(path);
-    db::ExperimentSpec s;
-    s.name = "e";
-    s.space = "small";
-    s.space_json = {{"kind", "chain"}};
-    s.dataset = "fashion-mnist";
-    s.dataset_fingerprint = "00112233aabbccdd";
-    s.strategy = "evolution";
-    s.strategy_settings = {{"name", "evolution"}};
-    s.recipe = {{"epochs", 3}};
-    s.objective = "val_acc";
-    const int64_t e = store.create_experiment(s, 10.0);
-    db::Connection& c = store.connection();
-    c.exec(
-        "INSERT INTO workers (id, name, host, devices, first_seen, last_seen, pool, tags) "
-        "VALUES (1, 'w1', 'node1', '[{\"id\":\"cpu\"}]', 10, 20, 'gpu', '{\"gpu\":\"h100\"}')");
-    const double acc[] = {0.5, 0.9, 0.7, 0.9, 0.6};
-    for (int i = 0; i < 7; ++i) {
-      const std::string n = std::to_string(i);
-      c.exec(
-          "INSERT INTO trials (experiment_id, number, arch_key, arch_hash, arch_json, fidelity, "
-          "status, queued_at, parent_id, mutation) VALUES (" +
-          std::to_string(e) + ", " + n + ", 'a" + n + "', " + n + ", '{}', 3, 'queued', " +
-          std::to_string(11 + i) + (i == 3 ? ", 2, 'op: x -> y')" : ", NULL, NULL)"));
-    }
-    for (int i = 0; i < 5; ++i) {
-      const std::string n = std::to_string(i);
-      c.exec("UPDATE trials SET status = 'done', worker_id = 1, device = 'cpu', started_at = " +
-             std::to_string(20 + i) + ", finished_at = " + std::to_string(30 + i) +
-             ", val_acc = " + std::to_string(acc[i]) +
-             ", params = " + std::to_string(100 * (i + 1)) + " WHERE number = " + n);
-      for (int ep = 1; ep <= 3; ++ep)
-        c.exec("INSERT INTO epochs (trial_id, attempt, epoch, val_acc, train_loss) VALUES (" +
-               std::to_string(i + 1) + ", 0, " + std::to_string(ep) + ", " +
-               std::to_string(acc[i] * ep / 3) + ", " + std::to_string(1.0 / ep) + ")");
-    }
-    c.exec(
-        "UPDATE trials SET status = 'failed', worker_id = 1, error = 'out of memory', "
-        "finished_at = 40 WHERE number = 5");
-    c.exec(
-        "UPDATE trials SET status = 'running', worker_id = 1, device = 'cpu', started_at = 41 "
-        "WHERE number = 6");
-    // The pool: one worker of two slots from 12, busy 1 then 2; the strategy:
-    // two snapshots of evolution's population.
-    c.exec(
-        "INSERT INTO pool_samples (experiment_id, at, workers, slots, busy, queued) VALUES "
-        "(1, 12, 1, 2, 1, 5), (1, 13.5, 1, 2, 2, 4), (1, 41, 1, 2, 1, 0)");
-    c.exec(
-        "INSERT INTO strategy_snapshots (experiment_id, results, at, state) VALUES "
-        "(1, 1, 30, '{\"population\":[0.5]}'), (1, 5, 34.5, '{\"population\":[0.5,0.9,0.7]}')");
-  }
-};
 
 Json get(db::Connection& c, const std::string& path, std::map<std::string, std::string> p = {},
          int status = 200) {
@@ -92,7 +33,7 @@ Json get(db::Connection& c, const std::string& path, std::map<std::string, std::
 }  // namespace
 
 TEST_CASE("dashboard api: experiments and an overview, exactly") {
-  KnownStore k;
+  test::KnownStore k;
   db::Connection c = db::open_store_readonly(k.path);
   const Json list = get(c, "/api/experiments");
   REQUIRE(list.size() == 1);
@@ -115,7 +56,7 @@ TEST_CASE("dashboard api: experiments and an overview, exactly") {
 }
 
 TEST_CASE("dashboard api: trials pages by keyset, sorted on indexed columns, each trial once") {
-  KnownStore k;
+  test::KnownStore k;
   db::Connection c = db::open_store_readonly(k.path);
   // By validation accuracy, best first; ties by number in the same direction: 3, 1, 2, 4, 0.
   Json page = get(c, "/api/trials", {{"experiment", "e"}, {"sort", "val_acc"}, {"limit", "2"}});
@@ -142,7 +83,7 @@ TEST_CASE("dashboard api: trials pages by keyset, sorted on indexed columns, eac
 }
 
 TEST_CASE("dashboard api: a trial with its curve and lineage, changes since a cursor") {
-  KnownStore k;
+  test::KnownStore k;
   db::Connection c = db::open_store_readonly(k.path);
   const Json t = get(c, "/api/trial", {{"experiment", "e"}, {"number", "3"}, {"points", "2"}});
   CHECK(t["arch"] == "a3");
@@ -183,7 +124,7 @@ TEST_CASE("dashboard api: a trial with its curve and lineage, changes since a cu
 }
 
 TEST_CASE("dashboard api: the pool over time and the strategy's snapshots, exactly") {
-  KnownStore k;
+  test::KnownStore k;
   db::Connection c = db::open_store_readonly(k.path);
   // Seconds from the experiment's creation at 10.
   CHECK(get(c, "/api/pool", {{"experiment", "e"}}) == Json::parse(R"({"samples":[
@@ -258,7 +199,7 @@ TEST_CASE("dashboard api: a trial's decisions and its layer graph by block") {
 }
 
 TEST_CASE("dashboard api: malformed parameters get 400 with a message, unknown things 404") {
-  KnownStore k;
+  test::KnownStore k;
   db::Connection c = db::open_store_readonly(k.path);
   struct Case {
     std::string path;
@@ -299,7 +240,7 @@ TEST_CASE("dashboard api: malformed parameters get 400 with a message, unknown t
 }
 
 TEST_CASE("dashboard server: loopback by default, beyond it a token, checked on every request") {
-  KnownStore k;
+  test::KnownStore k;
   dashboard::ServerOptions o;
   o.db = k.path;
   o.port = 0;
@@ -339,4 +280,70 @@ TEST_CASE("dashboard server: loopback by default, beyond it a token, checked on 
   t.join();
   o.db = k.dir.file("missing.db");
   CHECK_THROWS_AS(dashboard::Server{o}, Error);
+}
+
+TEST_CASE("dashboard api: parameters are checked against each endpoint's table") {
+  test::KnownStore k;
+  db::Connection c = db::open_store_readonly(k.path);
+  struct Case {
+    std::string path;
+    std::map<std::string, std::string> params;
+    int status;
+    std::string says;
+  };
+  for (const Case& x : std::vector<Case>{
+           {"/api/experiments",
+            {{"experiment", "e"}},
+            400,
+            "unknown parameter 'experiment' "
+            "(/api/experiments takes none)"},
+           {"/api/pareto", {{"experiment", "e"}, {"y", "1"}}, 400, "takes experiment or x"},
+           {"/api/experiment", {{"experiment", "\xff"}}, 400, "experiment: not valid UTF-8"},
+           {"/api/experiment", {{"experiment", "a\x1b"}}, 400, "experiment: holds a control"},
+           {"/api/experiment", {{"experiment", std::string(257, 'x')}}, 400, "longer than 256"},
+           {"/api/experiment", {{"experiment", "\xc3\xa9\n"}}, 400, "control character"},
+           {"/api/experiment", {{"experiment", "caf\xc3\xa9"}}, 404, "'caf\\xc3\\xa9'"},
+           {"/api/trials",
+            {{"experiment", "e"}, {"limit", "99999999999999999999"}},
+            400,
+            "limit: '99999999999999999999' is not an integer in [1, 500]"},
+           {"/api/trials", {{"experiment", "e"}, {"sort", "\xff\x01"}}, 400, "sort: '\\xff\\x01'"},
+           {"/api/trials",
+            {{"experiment", "e"}, {"after", std::string(65, '1')}},
+            400,
+            "after: longer than 64 bytes"},
+           {"/api/trials",
+            {{"experiment", "e"}, {"sort", "val_acc"}, {"after", "nan,1"}},
+            400,
+            "after: 'nan,1'"},
+           {"/api/trial",
+            {{"experiment", "e"}, {"number", "99"}},
+            404,
+            "trial 99 of experiment 'e': no such trial"},
+           {"/api/" + std::string(300, 'z'), {}, 404, "zzzz... (305 bytes)': no such endpoint"},
+       }) {
+    const dashboard::ApiResponse r = dashboard::handle_api(c, x.path, x.params);
+    CHECK_MESSAGE(r.status == x.status, x.path << " " << r.body);
+    const Json body = Json::parse(r.body);
+    CHECK_MESSAGE(test::contains(body["error"].get<std::string>(), x.says), r.body);
+    CHECK(r.fault.empty());
+  }
+  // The 404 of an unknown trial names neither the store's path nor its files.
+  const auto r = dashboard::handle_api(c, "/api/trial", {{"experiment", "e"}, {"number", "99"}});
+  CHECK_FALSE(test::contains(r.body, k.path));
+  // Every endpoint and parameter the table knows, as the docs list them.
+  std::set<std::string> paths;
+  for (const auto& e : dashboard::api_endpoints()) paths.insert(e.path);
+  CHECK(paths.size() == 11);
+  CHECK(paths.count("/api/data_reports") == 1);
+}
+
+TEST_CASE("dashboard api: a failing store is a 500 that keeps its details for the log") {
+  // A database without the store's tables: every query fails inside SQLite.
+  db::Connection c = db::Connection::open("", db::OpenMode::Memory);
+  const auto r = dashboard::handle_api(c, "/api/experiments", {});
+  CHECK(r.status == 500);
+  CHECK(Json::parse(r.body) ==
+        Json::parse(R"({"error":"the server failed to answer; its log says why"})"));
+  CHECK(test::contains(r.fault, "no such table"));
 }
