@@ -343,7 +343,7 @@ TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& dat
   report.params = model.parameter_count();
   report.macs = g.macs();
   auto out_of_time = [&] { return timed && seconds_since(budget_start) > recipe.time_budget_s; };
-  bool stopped = false;
+  bool stopped = false, cancelled = false;
   for (int epoch = first_epoch; step < schedule.total_steps() && !stopped; ++epoch) {
     EpochRecord rec;
     rec.epoch = epoch;
@@ -355,22 +355,23 @@ TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& dat
     while (step < schedule.total_steps() && loader.next(b)) {
       net->set_step(step);
       const StepStats st = net->train_step(b.x, b.y);
-      bool stop_now = false, replan_now = false;
+      bool stop_now = false, cancel_now = false, replan_now = false;
       if (reducer) {
         reducer->finish();
         // The ranks decide together: one that diverges, is cancelled or is
         // out of time stops them all at this step; rank 0 says when to re-plan.
-        std::array<float, 3> flags{
-            std::isfinite(st.loss) ? 0.0f : 1.0f,
-            (options.should_stop && options.should_stop()) || out_of_time() ? 1.0f : 0.0f,
-            rank == 0 && plan && plan->due(step + 1) ? 1.0f : 0.0f};
+        std::array<float, 4> flags{std::isfinite(st.loss) ? 0.0f : 1.0f,
+                                   options.should_stop && options.should_stop() ? 1.0f : 0.0f,
+                                   out_of_time() ? 1.0f : 0.0f,
+                                   rank == 0 && plan && plan->due(step + 1) ? 1.0f : 0.0f};
         comm->all_reduce_sum(flags);
         if (flags[0] > 0)
           throw Error("training", "diverged at epoch " + std::to_string(epoch) + ", step " +
                                       std::to_string(step + 1) + " on one of the " +
                                       std::to_string(comm->size()) + " ranks");
-        stop_now = flags[1] > 0;
-        replan_now = flags[2] > 0;
+        cancel_now = flags[1] > 0;
+        stop_now = cancel_now || flags[2] > 0;
+        replan_now = flags[3] > 0;
       }
       if (!std::isfinite(st.loss))
         throw Error("training", "diverged at epoch " + std::to_string(epoch) + ", step " +
@@ -384,11 +385,13 @@ TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& dat
       ++step;
       ++rec.steps;
       if (!reducer) {
-        stop_now = (options.should_stop && options.should_stop()) || out_of_time();
+        cancel_now = options.should_stop && options.should_stop();
+        stop_now = cancel_now || out_of_time();
         replan_now = !stop_now && plan && plan->due(step);
       }
       if (stop_now) {
         stopped = true;
+        cancelled = cancel_now;
         break;
       }
       if (replan_now) {
@@ -401,6 +404,8 @@ TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& dat
     if (rec.steps == 0) break;
     rec.seconds = seconds_since(t0);
     report.train_seconds += rec.seconds;
+    // A cancelled run's figures are nobody's: its caller is waiting to move on.
+    if (cancelled) break;
     if (reducer) {
       // The epoch's figures over all ranks, and every rank evaluates rank 0's
       // batch-norm statistics, so all report the same.
@@ -441,6 +446,7 @@ TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& dat
   report.img_per_s = static_cast<double>(step) * batch / std::max(report.train_seconds, 1e-9);
   report.val_acc = report.epochs.empty() ? report.val_acc : report.epochs.back().val_acc;
   if (reducer) reducer->broadcast_buffers(0);
+  if (cancelled) return report;
   if (options.evaluate_test && rank == 0) {
     const auto all = data::all_indices(data.test);
     report.test_acc = val_eval.accuracy(data.test, all);

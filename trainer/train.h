@@ -61,7 +61,9 @@ struct TrainOptions {
   int latency_runs = 30;
   int eval_batch = 500;
   std::function<void(const EpochRecord&)> on_epoch;  // after each epoch's validation
-  std::function<bool()> should_stop;                 // polled every step: a cancel
+  // Polled every step: a cancel. The run stops after that step and returns
+  // at once: no validation of the partial epoch, no test figure, no latency.
+  std::function<bool()> should_stop;
   // The training state after each epoch listed (after on_epoch): the
   // network's tensors (checkpoint_views) and the optimizer's momentum
   // ("optimizer.momentum.I"), with info {"epoch", "step", "steps_per_epoch",
