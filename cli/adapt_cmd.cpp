@@ -468,14 +468,18 @@ void add_adapt_command(CLI::App& app) {
     fo.recipe = recipe;
     fo.recipe.set("epochs", std::to_string(f->final_epochs), "final training");
     const double left = budget - spent - elapsed();
-    fo.recipe.set("time_budget_s", std::to_string(std::max(10.0, left * 0.9)), "final training");
+    fo.deadline = std::chrono::steady_clock::now() +
+                  std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                      std::chrono::duration<double>(left));
     fo.recipe.set("threads", std::to_string(detect_slots().front().threads), "final training");
     fo.reproduce = reproduce_line(*ad, "minas adapt", {}, f->seed, f->budget);
     fo.class_names = src.classes;
     fo.constraints = constraints;
     fo.latency_device = target_text;
-    log_line("adapt", "final training of the best architecture that meets the constraints, " +
-                          report_number(std::max(10.0, left * 0.9), "%.0f") + " s at most");
+    log_line("adapt",
+             "final training, evaluation and export of the best architecture that meets the "
+             "constraints in the " +
+                 report_number(std::max(kMinFinalSeconds, left), "%.0f") + " s left");
     const std::string x_metric = f->latency_ms > 0 ? "latency_ms" : f->max_macs ? "macs" : "params";
     auto more = [&](const FinalResult& r) {
       std::ostringstream md;

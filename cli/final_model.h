@@ -6,6 +6,7 @@
 // checked by ONNX's checker and against the runtime's outputs, a markdown
 // report) with model.json: what `minas predict` needs to use it (the space
 // and architecture, the input shape, the normalization, the class names).
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -32,7 +33,16 @@ struct FinalOptions {
   // Where the final latency is measured ("cpu:THREADS", "cuda:N"); empty: on
   // the training backend with the recipe's threads.
   std::string latency_device;
+  // When the whole call must be done: training, evaluation and export. The
+  // training's time budget (recipe.time_budget_s) is then what is left when
+  // it starts less what the work after it takes, measured on the network
+  // before it trains, and at least kMinFinalSeconds. Without one the recipe's
+  // own budget applies.
+  std::optional<std::chrono::steady_clock::time_point> deadline;
 };
+
+// The least a final training gets, even when the search has left less.
+inline constexpr double kMinFinalSeconds = 10;
 
 struct FinalResult {
   std::string arch, out;
@@ -44,6 +54,9 @@ struct FinalResult {
   std::string latency_device;
   // confusion[true class][predicted class] over the test set.
   std::vector<std::vector<int64_t>> confusion;
+  // With a deadline: the training's budget, the seconds kept for the work
+  // after it (measured before training, doubled) and what that work took.
+  double train_budget_s = 0, finish_reserved_s = 0, finish_seconds = 0;
 };
 
 // Markdown pieces of the reports: a fraction as a percentage with two

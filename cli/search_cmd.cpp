@@ -498,21 +498,23 @@ void add_search_commands(CLI::App& app) {
       fo.out = sf->out.empty() ? "runs/" + cfg.name : sf->out;
       fo.recipe = recipe;
       fo.recipe.set("epochs", std::to_string(sf->final_epochs), "final training");
+      // What the search left of the budget is the final training's, less
+      // what its evaluation and export take (measured by retrain_and_export).
       const double left =
           budget - spent -
           std::chrono::duration<double>(std::chrono::steady_clock::now() - run_started).count();
-      // The final training's share of the budget, whatever the search left;
-      // evaluation and export after it take a few seconds more.
-      fo.recipe.set("time_budget_s", std::to_string(std::max(10.0, left * 0.9)), "final training");
+      fo.deadline = std::chrono::steady_clock::now() +
+                    std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                        std::chrono::duration<double>(left));
       fo.recipe.set("threads", std::to_string(cores), "final training");
       // An experiment file's fields set the options, so they are in the line;
       // --experiment itself stays for what only a file holds (strategy
       // settings, objective, asha).
       fo.reproduce =
           reproduce_line(*sr, "minas search", {"resume", "params-markdown"}, sf->seed, sf->budget);
-      log_line("search", "final training of the best architecture, " +
-                             std::to_string(static_cast<int>(std::max(10.0, left * 0.9))) +
-                             " s at most");
+      log_line("search", "final training, evaluation and export of the best architecture in the " +
+                             std::to_string(static_cast<int>(std::max(kMinFinalSeconds, left))) +
+                             " s left");
       const FinalResult fr = retrain_and_export(space, fo);
       summary["arch"] = fr.arch;
       summary["test_acc"] = fr.test_acc;

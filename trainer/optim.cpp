@@ -39,14 +39,16 @@ LrSchedule::LrSchedule(const Recipe& recipe, uint64_t steps_per_epoch, uint64_t 
   }
 }
 
-LrSchedule::Point LrSchedule::at(uint64_t step) const {
-  const uint64_t k = std::min(step, total_ - 1);
-  const double s = static_cast<double>(k);
+LrSchedule::Point LrSchedule::at(double step) const {
+  // Whole steps reach here as exact doubles, so integer and fractional
+  // positions share these formulas.
+  const double s = std::clamp(step, 0.0, static_cast<double>(total_ - 1));
   switch (kind_) {
     case ScheduleKind::constant:
       return {peak_, momentum_};
     case ScheduleKind::cosine: {
-      if (k < warmup_) return {peak_ * (s + 1) / static_cast<double>(warmup_), momentum_};
+      if (s < static_cast<double>(warmup_))
+        return {peak_ * (s + 1) / static_cast<double>(warmup_), momentum_};
       const double pct = (s - static_cast<double>(warmup_)) / static_cast<double>(total_ - warmup_);
       return {peak_ * (1 + std::cos(std::numbers::pi * pct)) / 2, momentum_};
     }
@@ -70,10 +72,75 @@ LrSchedule::Point LrSchedule::at(uint64_t step) const {
 }
 
 double LrSchedule::lr(uint64_t step) const {
-  return at(step).lr;
+  return at(static_cast<double>(std::min(step, total_ - 1))).lr;
 }
 double LrSchedule::momentum(uint64_t step) const {
-  return at(step).momentum;
+  return at(static_cast<double>(std::min(step, total_ - 1))).momentum;
+}
+
+namespace {
+
+// Where x lies in [a, b] mapped into [c, d] (d's end when [a, b] is empty).
+double rescale(double x, double a, double b, double c, double d) {
+  return b > a ? c + (x - a) / (b - a) * (d - c) : d;
+}
+
+}  // namespace
+
+double LrSchedule::matching_position(const LrSchedule& other, double position) const {
+  const double v = std::clamp(position, 0.0, static_cast<double>(other.total_ - 1));
+  const double t_old = static_cast<double>(other.total_), t_new = static_cast<double>(total_);
+  switch (kind_) {
+    case ScheduleKind::constant:
+      return v / t_old * t_new;
+    case ScheduleKind::cosine: {
+      const double w_old = static_cast<double>(other.warmup_), w_new = static_cast<double>(warmup_);
+      if (v < w_old)  // the same warm-up rate: (v + 1) / w_old = (v' + 1) / w_new
+        return w_old == w_new ? v : (v + 1) * w_new / w_old - 1;
+      return rescale(v, w_old, t_old, w_new, t_new);
+    }
+    case ScheduleKind::onecycle: {
+      const double e1_old = pct_start_ * t_old - 1, e1_new = pct_start_ * t_new - 1;
+      if (v <= e1_old) return rescale(v, 0, e1_old, 0, std::max(e1_new, 0.0));
+      return rescale(v, e1_old, t_old - 1, e1_new, t_new - 1);
+    }
+  }
+  return v;
+}
+
+ElasticSchedule::ElasticSchedule(const Recipe& recipe, uint64_t steps_per_epoch,
+                                 uint64_t total_steps)
+    : recipe_(recipe), per_epoch_(steps_per_epoch), curve_(recipe, steps_per_epoch, total_steps) {}
+
+void ElasticSchedule::replan(uint64_t step, uint64_t total_steps) {
+  if (step >= total_steps)
+    throw Error("lr schedule", "a re-plan at step " + std::to_string(step) + " to " +
+                                   std::to_string(total_steps) + " steps in all leaves none");
+  if (total_steps == curve_.total_steps()) return;  // the walk goes on as it was
+  LrSchedule next(recipe_, per_epoch_, total_steps);
+  at_ = std::clamp(next.matching_position(curve_, position(step)), 0.0,
+                   static_cast<double>(total_steps - 1));
+  from_ = step;
+  curve_ = next;
+  ++replans_;
+}
+
+double ElasticSchedule::position(uint64_t step) const {
+  if (replans_ == 0) return static_cast<double>(step);
+  // A straight walk from (from_, at_) to (last, last): the plan's last step
+  // gets the curve's last rate, however fast the walk must go to reach it.
+  const double last = static_cast<double>(curve_.total_steps() - 1);
+  const double left = last - static_cast<double>(from_);
+  if (left <= 0) return last;
+  const double done = static_cast<double>(step) - static_cast<double>(from_);
+  return at_ + done * (last - at_) / left;
+}
+
+double ElasticSchedule::lr(uint64_t step) const {
+  return replans_ == 0 ? curve_.lr(step) : curve_.lr_at(position(step));
+}
+double ElasticSchedule::momentum(uint64_t step) const {
+  return replans_ == 0 ? curve_.momentum(step) : curve_.momentum_at(position(step));
 }
 
 void momentum_update(float* w, const float* g, float* buf, size_t n, const UpdateRule& rule) {

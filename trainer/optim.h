@@ -48,11 +48,23 @@ class LrSchedule {
   uint64_t total_steps() const { return total_; }
   uint64_t warmup_steps() const { return warmup_; }  // cosine only, else 0
 
+  // The same curve at a fractional position in [0, total_steps - 1] (clamped):
+  // the formulas above with the step a real number. At a whole number it is
+  // lr(step) and momentum(step) exactly.
+  double lr_at(double position) const { return at(position).lr; }
+  double momentum_at(double position) const { return at(position).momentum; }
+  // The position on this curve that matches `position` on `other`, a curve of
+  // the same recipe and another length: the same place in the same phase
+  // (onecycle: the same fraction of its phase; cosine: a warm-up step stays
+  // that step, a point of the decay the same fraction of the decay), so both
+  // give the same rate there.
+  double matching_position(const LrSchedule& other, double position) const;
+
  private:
   struct Point {
     double lr, momentum;
   };
-  Point at(uint64_t step) const;
+  Point at(double step) const;
 
   ScheduleKind kind_;
   uint64_t total_;
@@ -62,6 +74,38 @@ class LrSchedule {
   AnnealStrategy anneal_;
   bool cycle_momentum_;
   double base_momentum_, max_momentum_;
+};
+
+// The schedule of a run whose length is known only as it runs (a time
+// budget: the steps it buys are measured while training). It starts as
+// LrSchedule(total) and replan(step, total) changes the length from `step` on:
+// the curve goes on from the place it had reached (matching_position: the rate
+// does not jump) and is walked to its end over the steps now left, so the last
+// step of the new plan gets the curve's last rate. A cosine warm-up counted in
+// steps stays in steps, so re-planning during it only moves the end. Without
+// replan() it is LrSchedule step for step, bit for bit.
+class ElasticSchedule {
+ public:
+  ElasticSchedule(const Recipe& recipe, uint64_t steps_per_epoch, uint64_t total_steps);
+
+  // From `step` on the run has total_steps steps in all. Throws Error unless
+  // step < total_steps.
+  void replan(uint64_t step, uint64_t total_steps);
+
+  // For steps from the last replan's on (earlier ones had the plan of their time).
+  double lr(uint64_t step) const;
+  double momentum(uint64_t step) const;
+  double position(uint64_t step) const;  // where on the curve of total_steps() steps
+  uint64_t total_steps() const { return curve_.total_steps(); }
+  int replans() const { return replans_; }
+
+ private:
+  Recipe recipe_;
+  uint64_t per_epoch_;
+  LrSchedule curve_;
+  uint64_t from_ = 0;  // the step of the last replan
+  double at_ = 0;      // its position on curve_
+  int replans_ = 0;
 };
 
 // ------------------------------------------------------------------ updates

@@ -4,6 +4,7 @@
 #include <array>
 #include <chrono>
 #include <cmath>
+#include <optional>
 
 #include "searchspace/error.h"
 #include "trainer/data_parallel.h"
@@ -67,6 +68,129 @@ class Evaluator {
   std::vector<float> logits_;
 };
 
+// No epoch cap on a run bounded by time alone; a float carries step counts
+// exactly up to 2^24, so that is the most a plan broadcast to ranks may hold.
+constexpr uint64_t kNoStepCap = uint64_t{1} << 24;
+
+// Seconds per training step of `model` at this batch: a few steps of a
+// throwaway copy on one real batch, after one untimed step (first-run costs).
+double probe_step_seconds(const Model& model, Backend& backend, int batch, const NetworkOptions& no,
+                          data::BatchLoader& loader, const LayerGraph& g) {
+  Model probe_model = model;
+  NetworkOptions quiet = no;
+  quiet.on_layer_gradients = nullptr;  // the copy's gradients are nobody's to reduce
+  auto probe = backend.compile(probe_model, batch, NetMode::train, quiet);
+  data::Batch b;
+  if (!loader.next(b)) throw Error("data", "no training batch");
+  std::vector<float> x(
+      b.x, b.x + static_cast<size_t>(b.n) * static_cast<size_t>(g.input_shape().elements()));
+  std::vector<int32_t> y(b.y, b.y + b.n);
+  loader.reset(0);
+  probe->train_step(x.data(), y.data());
+  const auto t0 = Clock::now();
+  const int probes = 3;
+  for (int i = 0; i < probes; ++i) probe->train_step(x.data(), y.data());
+  return std::max(seconds_since(t0) / probes, 1e-6);
+}
+
+// Rank 0's step count on every rank (exact in a float up to kNoStepCap).
+uint64_t broadcast_steps(Communicator& comm, uint64_t steps) {
+  float t = static_cast<float>(std::min(steps, kNoStepCap));
+  comm.broadcast(std::span<float>(&t, 1), 0);
+  return static_cast<uint64_t>(t);
+}
+
+// The length of a run bounded by time, planned from what its steps take.
+// A probe's speed gives a first plan; then, whenever a segment of the run has
+// lasted a twentieth of the budget or covered half the steps the plan had
+// left (at least kMinSteps steps either way), the plan is made again from the
+// segment's own seconds per step and the last validation pass's seconds: the
+// steps that fit in what is left of the budget. So a bad probe costs one
+// segment, not the run, and a machine that slows down or speeds up is
+// followed. Only rank 0's TimePlan measures and decides; the others take
+// its numbers (broadcast_steps).
+class TimePlan {
+ public:
+  static constexpr uint64_t kMinSteps = 3;
+
+  TimePlan(double budget_s, Clock::time_point start, uint64_t cap, uint64_t per_epoch,
+           double val_share)
+      : budget_s_(budget_s),
+        start_(start),
+        cap_(cap),
+        per_epoch_(per_epoch),
+        val_share_(val_share) {}
+
+  // The first plan, from a probe's seconds per step; long enough that the
+  // first segment can measure before it would end.
+  uint64_t first(double step_s) {
+    const double left = std::max(budget_s_ - seconds_since(start_), 0.0);
+    const double steps = left / (step_s * (1 + val_share_));
+    total_ = steps >= static_cast<double>(cap_) ? cap_ : static_cast<uint64_t>(steps);
+    total_ = std::min(cap_, std::max(total_, 2 * kMinSteps));
+    return total_;
+  }
+
+  void start(uint64_t step, Clock::time_point now) {
+    from_ = step;
+    segment_start_ = now;
+    loop_s_ = 0;
+    loop_mark_ = now;
+  }
+  // Between these two the step loop runs; the rest of the time is validation
+  // and what the caller does after each epoch.
+  void loop_resumed() {
+    loop_mark_ = Clock::now();
+    if (in_validation_) validation_s_ = seconds_since(validation_started_);
+    in_validation_ = false;
+  }
+  void loop_paused() {
+    loop_s_ += seconds_since(loop_mark_);
+    validation_started_ = Clock::now();
+    in_validation_ = true;
+  }
+
+  // Whether to re-plan once `step` steps are done.
+  bool due(uint64_t step) const {
+    const uint64_t done = step - from_;
+    if (done < kMinSteps || step >= cap_) return false;
+    return seconds_since(segment_start_) >= budget_s_ / 20 || done >= (total_ - from_) / 2;
+  }
+
+  // The plan from here: step plus the steps the budget left buys at the
+  // segment's speed, paying the validation passes they bring and the last one.
+  uint64_t replan(uint64_t step) {
+    const auto now = Clock::now();
+    loop_s_ += std::chrono::duration<double>(now - loop_mark_).count();
+    const double step_s = loop_s_ / static_cast<double>(std::max<uint64_t>(step - from_, 1));
+    const double val_s =
+        validation_s_ >= 0 ? validation_s_ : step_s * static_cast<double>(per_epoch_) * val_share_;
+    const double left = budget_s_ - std::chrono::duration<double>(now - start_).count() - val_s;
+    const double per_step = step_s + val_s / static_cast<double>(per_epoch_);
+    const double more = left > 0 ? left / per_step : 0;
+    const uint64_t cap_left = cap_ - step;
+    total_ = step + std::max<uint64_t>(1, more >= static_cast<double>(cap_left)
+                                              ? cap_left
+                                              : static_cast<uint64_t>(more));
+    start(step, now);
+    return total_;
+  }
+
+ private:
+  double budget_s_;
+  Clock::time_point start_;
+  uint64_t cap_, per_epoch_;
+  double val_share_;
+  uint64_t total_ = 1;
+  uint64_t from_ = 0;                  // the segment's first step
+  Clock::time_point segment_start_{};  // and when it began
+  double loop_s_ = 0;                  // its seconds in the step loop so far
+  Clock::time_point loop_mark_{};
+  double validation_s_ = -1;  // the last validation's seconds, -1 before one
+  Clock::time_point validation_started_{};
+  bool in_validation_ = false;
+};
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
@@ -102,6 +226,9 @@ TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& dat
   check_fits(g, data.train);
   check_fits(g, data.test);
   const int batch = static_cast<int>(recipe.batch);
+  const bool timed = recipe.time_budget_s > 0;
+  // The budget counts from the call (or the caller's start), setup included.
+  const Clock::time_point budget_start = options.budget_start.value_or(Clock::now());
   if (options.resume) {
     if (recipe.time_budget_s > 0)
       throw Error("resume", "a run with a time budget cannot be resumed exactly; give epochs");
@@ -152,38 +279,32 @@ TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& dat
   Optimizer opt(recipe);
   for (Param& p : model.params()) opt.add_param(p.value.data(), p.grad.data(), p.size(), p.kind);
 
-  // The schedule needs the run's length. With a time budget it is the steps
-  // the budget buys at the speed of a probe: a few steps of a throwaway copy.
-  uint64_t total = recipe.epochs > 0 ? static_cast<uint64_t>(recipe.epochs) * per_epoch : 0;
-  if (recipe.time_budget_s > 0) {
-    Model probe_model = model;
-    auto probe = backend.compile(probe_model, batch, NetMode::train, no);
-    data::Batch b;
-    if (!loader.next(b)) throw Error("data", "no training batch");
-    std::vector<float> x(
-        b.x, b.x + static_cast<size_t>(b.n) * static_cast<size_t>(g.input_shape().elements()));
-    std::vector<int32_t> y(b.y, b.y + b.n);
-    loader.reset(0);
-    probe->train_step(x.data(), y.data());
-    const auto t0 = Clock::now();
-    const int probes = 3;
-    for (int i = 0; i < probes; ++i) probe->train_step(x.data(), y.data());
-    const double step_s = std::max(seconds_since(t0) / probes, 1e-6);
-    // Validation passes take their share of the budget too.
-    const double eval_share = val_idx.empty() ? 0.0
-                                              : 0.35 * static_cast<double>(val_idx.size()) /
-                                                    static_cast<double>(train_idx.size());
-    const auto affordable =
-        static_cast<uint64_t>(recipe.time_budget_s / (step_s * (1 + eval_share)));
-    total = total ? std::min(total, affordable) : affordable;
-    total = std::max<uint64_t>(total, 1);
-    if (comm) {  // every rank runs rank 0's count of steps (exact in a float below 2^24)
-      float t = static_cast<float>(std::min<uint64_t>(total, uint64_t{1} << 24));
-      comm->broadcast(std::span<float>(&t, 1), 0);
-      total = static_cast<uint64_t>(t);
+  // The schedule needs the run's length. With epochs alone it is fixed here.
+  // With a time budget it is the steps the budget buys, which only training
+  // can tell: a first plan from a few steps of a throwaway copy, then a
+  // TimePlan re-plans from what the real steps take as the run goes on.
+  const uint64_t epoch_steps = static_cast<uint64_t>(recipe.epochs) * per_epoch;
+  const uint64_t cap = !timed              ? epoch_steps
+                       : recipe.epochs > 0 ? std::min(epoch_steps, kNoStepCap)
+                                           : kNoStepCap;
+  std::optional<TimePlan> plan;
+  uint64_t total = cap;
+  if (timed) {
+    // Validation passes are paid from the budget too: about a third of a
+    // training step per image (forward only) until one is measured.
+    const double val_share = val_idx.empty() ? 0.0
+                                             : 0.35 * static_cast<double>(val_idx.size()) /
+                                                   static_cast<double>(train_idx.size());
+    plan.emplace(recipe.time_budget_s, budget_start, cap, per_epoch, val_share);
+    if (rank == 0) {
+      double step_s = probe_step_seconds(model, backend, batch, no, loader, g);
+      if (options.probe_filter) step_s = options.probe_filter(step_s);
+      total = plan->first(step_s);
     }
+    if (comm) total = broadcast_steps(*comm, total);  // every rank runs rank 0's plan
   }
-  const LrSchedule schedule(recipe, per_epoch, total);
+  ElasticSchedule schedule(recipe, per_epoch, total);
+  if (plan) plan->start(0, Clock::now());
 
   uint64_t step = 0;
   int first_epoch = 1;
@@ -221,35 +342,36 @@ TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& dat
   TrainReport report;
   report.params = model.parameter_count();
   report.macs = g.macs();
-  const auto run_start = Clock::now();
-  bool stopped = false;
-  for (int epoch = first_epoch; step < total && !stopped; ++epoch) {
+  auto out_of_time = [&] { return timed && seconds_since(budget_start) > recipe.time_budget_s; };
+  bool stopped = false, cancelled = false;
+  for (int epoch = first_epoch; step < schedule.total_steps() && !stopped; ++epoch) {
     EpochRecord rec;
     rec.epoch = epoch;
     double loss_sum = 0;
     int64_t right = 0, seen = 0;
     const auto t0 = Clock::now();
+    if (plan) plan->loop_resumed();
     data::Batch b;
-    while (step < total && loader.next(b)) {
+    while (step < schedule.total_steps() && loader.next(b)) {
       net->set_step(step);
       const StepStats st = net->train_step(b.x, b.y);
-      bool stop_now = false;
+      bool stop_now = false, cancel_now = false, replan_now = false;
       if (reducer) {
         reducer->finish();
         // The ranks decide together: one that diverges, is cancelled or is
-        // out of time stops them all at this step.
-        std::array<float, 2> flags{
-            std::isfinite(st.loss) ? 0.0f : 1.0f,
-            (options.should_stop && options.should_stop()) ||
-                    (recipe.time_budget_s > 0 && seconds_since(run_start) > recipe.time_budget_s)
-                ? 1.0f
-                : 0.0f};
+        // out of time stops them all at this step; rank 0 says when to re-plan.
+        std::array<float, 4> flags{std::isfinite(st.loss) ? 0.0f : 1.0f,
+                                   options.should_stop && options.should_stop() ? 1.0f : 0.0f,
+                                   out_of_time() ? 1.0f : 0.0f,
+                                   rank == 0 && plan && plan->due(step + 1) ? 1.0f : 0.0f};
         comm->all_reduce_sum(flags);
         if (flags[0] > 0)
           throw Error("training", "diverged at epoch " + std::to_string(epoch) + ", step " +
                                       std::to_string(step + 1) + " on one of the " +
                                       std::to_string(comm->size()) + " ranks");
-        stop_now = flags[1] > 0;
+        cancel_now = flags[1] > 0;
+        stop_now = cancel_now || flags[2] > 0;
+        replan_now = flags[3] > 0;
       }
       if (!std::isfinite(st.loss))
         throw Error("training", "diverged at epoch " + std::to_string(epoch) + ", step " +
@@ -262,25 +384,28 @@ TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& dat
       seen += b.n;
       ++step;
       ++rec.steps;
-      if (reducer) {
-        if (stop_now) {
-          stopped = true;
-          break;
-        }
-        continue;
+      if (!reducer) {
+        cancel_now = options.should_stop && options.should_stop();
+        stop_now = cancel_now || out_of_time();
+        replan_now = !stop_now && plan && plan->due(step);
       }
-      if (options.should_stop && options.should_stop()) {
+      if (stop_now) {
         stopped = true;
+        cancelled = cancel_now;
         break;
       }
-      if (recipe.time_budget_s > 0 && seconds_since(run_start) > recipe.time_budget_s) {
-        stopped = true;
-        break;
+      if (replan_now) {
+        uint64_t next = rank == 0 ? plan->replan(step) : 0;
+        if (comm) next = broadcast_steps(*comm, next);
+        schedule.replan(step, next);
       }
     }
+    if (plan) plan->loop_paused();
     if (rec.steps == 0) break;
     rec.seconds = seconds_since(t0);
     report.train_seconds += rec.seconds;
+    // A cancelled run's figures are nobody's: its caller is waiting to move on.
+    if (cancelled) break;
     if (reducer) {
       // The epoch's figures over all ranks, and every rank evaluates rank 0's
       // batch-norm statistics, so all report the same.
@@ -311,14 +436,17 @@ TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& dat
       options.on_checkpoint({{"epoch", epoch},
                              {"step", step},
                              {"steps_per_epoch", per_epoch},
-                             {"total_steps", total}},
+                             {"total_steps", schedule.total_steps()}},
                             tensors);
     }
   }
   report.steps = static_cast<int64_t>(step);
+  report.planned_steps = static_cast<int64_t>(schedule.total_steps());
+  report.replans = schedule.replans();
   report.img_per_s = static_cast<double>(step) * batch / std::max(report.train_seconds, 1e-9);
   report.val_acc = report.epochs.empty() ? report.val_acc : report.epochs.back().val_acc;
   if (reducer) reducer->broadcast_buffers(0);
+  if (cancelled) return report;
   if (options.evaluate_test && rank == 0) {
     const auto all = data::all_indices(data.test);
     report.test_acc = val_eval.accuracy(data.test, all);
@@ -381,6 +509,8 @@ nlohmann::json TrainReport::to_json() const {
           {"train_seconds", train_seconds},
           {"img_per_s", img_per_s},
           {"steps", steps},
+          {"planned_steps", planned_steps},
+          {"replans", replans},
           {"epochs", ep}};
 }
 

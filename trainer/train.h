@@ -1,9 +1,11 @@
 #pragma once
 // Training one candidate: the step loop over a backend's compiled network,
 // validation each epoch, then the test figure and the inference latency.
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -44,6 +46,11 @@ struct TrainReport {
   double train_seconds = 0;  // the step loop alone: no evaluation, no setup
   double img_per_s = 0;      // training images per second of train_seconds
   int64_t steps = 0;
+  // The schedule's length at the end: the epochs' steps, or with a time
+  // budget the last plan (steps may stop short of it at the budget), and how
+  // many times that plan was made again as the run measured its speed.
+  int64_t planned_steps = 0;
+  int replans = 0;
   std::vector<EpochRecord> epochs;
   nlohmann::json to_json() const;
 };
@@ -54,11 +61,14 @@ struct TrainOptions {
   int latency_runs = 30;
   int eval_batch = 500;
   std::function<void(const EpochRecord&)> on_epoch;  // after each epoch's validation
-  std::function<bool()> should_stop;                 // polled every step: a cancel
+  // Polled every step: a cancel. The run stops after that step and returns
+  // at once: no validation of the partial epoch, no test figure, no latency.
+  std::function<bool()> should_stop;
   // The training state after each epoch listed (after on_epoch): the
   // network's tensors (checkpoint_views) and the optimizer's momentum
   // ("optimizer.momentum.I"), with info {"epoch", "step", "steps_per_epoch",
-  // "total_steps"}; saved as a checkpoint, it is what `resume` takes.
+  // "total_steps"} (with a time budget, the plan of the moment); saved as a
+  // checkpoint, it is what `resume` takes.
   std::vector<int> checkpoint_epochs;
   std::function<void(const nlohmann::json& info, std::span<const TensorView> tensors)>
       on_checkpoint;
@@ -76,6 +86,13 @@ struct TrainOptions {
   // 0 evaluates the test set and measures latency. Null or one rank: alone.
   Communicator* comm = nullptr;
   size_t bucket_bytes = size_t{4} << 20;
+  // A time budget (recipe.time_budget_s) counts from this instant, by default
+  // the call's: a caller that must finish by a deadline passes when it began.
+  std::optional<std::chrono::steady_clock::time_point> budget_start;
+  // For tests of the time plan: takes the probe's measured seconds per step
+  // and returns the figure the first plan is made from (a probe made slow or
+  // fast). Rank 0's is the one used.
+  std::function<double(double)> probe_filter;
 };
 
 // Trains `model` with `recipe` on `data`. The validation split (recipe.val_size

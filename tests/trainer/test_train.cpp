@@ -236,7 +236,13 @@ TEST_CASE("train: a diverging run fails with the epoch and step, a budget stops 
     int calls = 0;
     TrainOptions cancel = opt;
     cancel.should_stop = [&] { return ++calls >= 2; };
-    CHECK(train(model, quick(5, 0), data, *backend, cancel).steps == 2);
+    cancel.measure_latency = true;
+    // A cancelled run returns at once: no partial epoch, test figure or latency.
+    const TrainReport rep = train(model, quick(5, 0), data, *backend, cancel);
+    CHECK(rep.steps == 2);
+    CHECK(rep.epochs.empty());
+    CHECK(std::isnan(rep.test_acc));
+    CHECK(rep.latency.runs == 0);
   }
 }
 
