@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 #include "searchspace/error.h"
+#include "searchspace/json_read.h"
 #include "worker/devices.h"
 #include "worker/runner.h"
 #include "worker/worker.h"
@@ -93,8 +95,9 @@ double parse_duration(const std::string& text, const std::string& flag) {
     } catch (const std::exception&) {
       used = 0;
     }
-    if (used == 0 || !(v >= 0))
-      throw Error(flag + " " + text, "a duration is a number with s, m or h: 90s, 45m, 1h30m");
+    const std::string where = flag + " " + printable_excerpt(text, 40);
+    if (used == 0 || !(v >= 0) || !std::isfinite(v))
+      throw Error(where, "a duration is a number with s, m or h: 90s, 45m, 1h30m");
     at += used;
     double unit = 1;
     if (at < text.size()) {
@@ -103,13 +106,16 @@ double parse_duration(const std::string& text, const std::string& flag) {
         unit = u == 'h' ? 3600 : u == 'm' ? 60 : 1;
         ++at;
       } else {
-        throw Error(flag + " " + text, std::string("unknown unit '") + u + "' (s, m or h)");
+        throw Error(where, "unknown unit '" + printable_excerpt(std::string(1, u)) + "' (s, m or h)");
       }
     }
     total += v * unit;
     any = true;
   }
-  if (!any || !(total > 0)) throw Error(flag + " " + text, "must be a positive duration");
+  // A billion seconds (some 30 years) is beyond any budget, and keeps sums finite.
+  if (!any || !(total > 0) || !(total <= 1e9))
+    throw Error(flag + " " + printable_excerpt(text, 40),
+                "must be a positive duration of at most 1e9 s");
   return total;
 }
 
