@@ -41,8 +41,12 @@ std::optional<T> strict_number(const std::string& text) {
 template <class T>
 std::string bound_text(T v) {
   if constexpr (std::is_floating_point_v<T>) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.15g", v);
+    char buf[64];
+    // Whole bounds in full (1000000000000000, not 1e+15), others as %g.
+    if (std::trunc(v) == v && std::fabs(v) < 1e19)
+      std::snprintf(buf, sizeof buf, "%.0f", v);
+    else
+      std::snprintf(buf, sizeof buf, "%g", v);
     return buf;
   } else {
     return std::to_string(v);

@@ -427,8 +427,6 @@ void add_search_commands(CLI::App& app) {
     // Every input is read and checked before the store is created, so a
     // refused command leaves no store behind.
     ExperimentConfig cfg;
-    cfg.data = sf->data;
-    cfg.data_fingerprint = data::load_dataset(sf->data).train.fingerprint();
     cfg.recipe = recipe.to_json();
     cfg.fidelity = sf->fidelity;
     cfg.gpus_per_trial = per_trial;
@@ -440,6 +438,8 @@ void add_search_commands(CLI::App& app) {
     cfg.asha = sf->strategy.asha_settings(
         *sr, sf->fidelity > 0 ? sf->fidelity : static_cast<int>(recipe.epochs));
     const auto strategy = make_strategy(space, settings);
+    cfg.data = sf->data;
+    cfg.data_fingerprint = data::load_dataset(sf->data).train.fingerprint();
     db::Store store = db::Store::open(sf->db);
     cfg.name = sf->name.empty() ? default_experiment_name("search") : sf->name;
     if (sf->resume && sf->name.empty()) {  // the store's latest experiment

@@ -84,6 +84,7 @@ bool StrategyFlags::read_file_field(const std::string& key, const nlohmann::json
   if (key == "asha") {
     if (!value.is_object()) throw Error(where, "must be an object, got " + json_excerpt(value));
     file_asha = value;
+    file_asha_where = where;
     return true;
   }
   return false;
@@ -145,13 +146,14 @@ std::optional<AshaSettings> StrategyFlags::asha_settings(const CLI::App& app,
     }
   } else if (!j.contains("rungs")) {
     if (!j["eta"].is_number() || !(j["eta"].get<double>() > 1))
-      throw Error("--asha-eta", "must be a number > 1, got " + json_excerpt(j["eta"]));
+      throw Error(eta_given || file_asha.is_null() ? "--asha-eta" : file_asha_where + "/eta",
+                  "must be a number > 1, got " + json_excerpt(j["eta"]));
     j["rungs"] = AshaSettings::geometric(1, j["eta"].get<double>(), max_epochs);
     if (j["rungs"].empty())
       throw Error("--asha", "trials of " + std::to_string(max_epochs) +
                                 " epoch(s) leave no rung below them; raise --fidelity");
   }
-  const std::string where = file_asha.is_null() ? "--asha" : "asha";
+  const std::string where = file_asha.is_null() ? "--asha" : file_asha_where;
   AshaSettings s = AshaSettings::from_json(j, where);
   if (s.rungs.empty() || s.rungs.back() >= max_epochs)
     throw Error(where, "every rung must lie below the trials' " + std::to_string(max_epochs) +

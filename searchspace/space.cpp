@@ -454,7 +454,8 @@ Space Space::load(const std::string& ref) {
     if (!doc.is_object()) throw Error(origin, "a space document must be a JSON object");
     apply_overrides(doc, overrides, ref);
   }
-  Space s = from_json(doc, overrides.empty() ? origin : origin + " (" + ref + ")");
+  Space s =
+      from_json(doc, overrides.empty() ? origin : origin + " (" + printable_excerpt(ref, 120) + ")");
   s.impl_->ref = ref;
   return s;
 }

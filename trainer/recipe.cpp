@@ -369,7 +369,9 @@ void Recipe::set(std::string_view name, std::string_view text, const std::string
   const char* last = text.data() + text.size();
   auto parsed = [&](auto value) {
     auto [end, ec] = std::from_chars(first, last, value);
-    if (ec == std::errc() && end == last && first != last)
+    bool finite = true;  // nan and inf would read back as JSON null
+    if constexpr (std::is_floating_point_v<decltype(value)>) finite = std::isfinite(value);
+    if (ec == std::errc() && end == last && first != last && finite)
       v = value;
     else
       v = std::string(text);  // the table then reports the wrong type with the text
