@@ -38,6 +38,7 @@
 #include "trainer/data.h"
 #include "trainer/recipe.h"
 #include "worker/devices.h"
+#include "worker/worker.h"
 
 namespace minas::cli {
 namespace {
@@ -227,6 +228,7 @@ void add_adapt_command(CLI::App& app) {
     };
     const double budget = parse_duration(f->budget, "--budget");
     const adapt::Target target = adapt::parse_target(f->target);
+    if (!f->devices.empty()) parse_devices(f->devices);  // refused before anything is written
     const std::string& target_text = target.text;
     if (target.device != "cpu") {
       // Latency on a GPU is measured on that GPU: fail now, not after the search.

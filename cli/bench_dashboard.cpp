@@ -24,6 +24,7 @@
 #include "dashboard/server.h"
 #include "db/store.h"
 #include "searchspace/error.h"
+#include "searchspace/json_read.h"
 
 namespace minas::cli {
 namespace {
@@ -126,7 +127,15 @@ void run(const DashboardBenchFlags& f) {
           ++errors;
           continue;
         }
-        if (name == "overview") seq = nlohmann::json::parse(r->body).value("seq", int64_t{0});
+        if (name == "overview") {
+          // An answer that is not JSON counts as an error, not an end of the thread.
+          try {
+            seq = read_json(r->body, url).value("seq", int64_t{0});
+          } catch (const std::exception&) {
+            ++errors;
+            continue;
+          }
+        }
         std::lock_guard lock(mu);
         ms[name].push_back(took);
       }

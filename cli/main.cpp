@@ -4,6 +4,7 @@
 #include <string>
 
 #include "cli/commands.h"
+#include "cli/local_search.h"
 #include "searchspace/error.h"
 
 namespace {
@@ -12,35 +13,10 @@ namespace {
 // quote values already keep them short: this is the last guard).
 constexpr size_t kMaxErrorLine = 1000;
 
-// An error message as it may reach a terminal or a log: control characters
-// and bytes that are not printable ASCII written as \xNN, and each line cut,
-// so that no file's, flag's or peer's bytes land raw or whole. Backslashes
-// stay as they are: the places that quote values have escaped them already.
+// An error message as it may reach a terminal or a log: no file's, flag's or
+// peer's bytes land raw or whole.
 std::string printable_message(const std::string& msg) {
-  std::string out;
-  size_t line = 0;  // characters written on the current line
-  for (size_t i = 0; i < msg.size(); ++i) {
-    const unsigned char c = static_cast<unsigned char>(msg[i]);
-    if (c == '\n') {
-      out += '\n';
-      line = 0;
-      continue;
-    }
-    if (line >= kMaxErrorLine) {
-      if (line == kMaxErrorLine) out += "...";
-      ++line;
-      continue;
-    }
-    if (c >= 0x20 && c < 0x7f) {
-      out += static_cast<char>(c);
-    } else {
-      char hex[8];
-      std::snprintf(hex, sizeof hex, "\\x%02x", c);
-      out += hex;
-    }
-    ++line;
-  }
-  return out;
+  return minas::cli::printable_text(msg, kMaxErrorLine);
 }
 
 void print_error(const char* what) {

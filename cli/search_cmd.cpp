@@ -426,6 +426,7 @@ void add_search_commands(CLI::App& app) {
       throw Error("--resume", "no store " + sf->db + " here to resume from");
     // Every input is read and checked before the store is created, so a
     // refused command leaves no store behind.
+    if (!sf->devices.empty()) parse_devices(sf->devices);
     ExperimentConfig cfg;
     cfg.recipe = recipe.to_json();
     cfg.fidelity = sf->fidelity;
