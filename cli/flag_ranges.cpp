@@ -43,7 +43,7 @@ CLI::Validator duration_check(const std::string& flag) {
           return std::string(e.what());
         }
       },
-      "DURATION");
+      "a duration up to 1e9 s");
 }
 
 void set_from_file(CLI::Option& opt, const nlohmann::json& value, const std::string& where) {

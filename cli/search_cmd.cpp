@@ -205,18 +205,28 @@ void apply_search_file(CLI::App& cmd, SearchFlags& f) {
 // The parameter table of docs/search.md: every option of minas search with
 // its experiment-file field and default.
 std::string search_params_markdown(CLI::App& cmd) {
-  std::string md = "| option | file field | default | meaning |\n|---|---|---|---|\n";
-  for (const CLI::Option* o : cmd.get_options()) {
+  std::string md =
+      "| option | file field | default | allowed | meaning |\n|---|---|---|---|---|\n";
+  for (CLI::Option* o : cmd.get_options()) {
     const std::string name = o->get_single_name();
     if (name == "help" || name == "experiment" || name == "params-markdown") continue;
     std::string field = name;
     std::replace(field.begin(), field.end(), '-', '_');
     std::string def = o->get_default_str();
     if (def.empty()) def = o->get_type_size_max() == 0 || o->get_expected_max() == 0 ? "off" : "-";
-    std::string doc = o->get_description();
-    std::string cell;
-    for (char c : doc) cell += c == '|' ? std::string("\\|") : std::string(1, c);
-    md += "| `--" + name + "` | `" + field + "` | " + def + " | " + cell + " |\n";
+    // The range or set its check allows, the flag's and the file field's alike.
+    std::string allowed = "-";
+    try {
+      allowed = o->get_validator()->get_description();
+    } catch (const CLI::OptionNotFound&) {  // no check: any text
+    }
+    auto cell = [](const std::string& text) {
+      std::string out;
+      for (char c : text) out += c == '|' ? std::string("\\|") : std::string(1, c);
+      return out;
+    };
+    md += "| `--" + name + "` | `" + field + "` | " + def + " | " + cell(allowed) + " | " +
+          cell(o->get_description()) + " |\n";
   }
   return md;
 }
@@ -427,6 +437,9 @@ void add_search_commands(CLI::App& app) {
     // Every input is read and checked before the store is created, so a
     // refused command leaves no store behind.
     if (!sf->devices.empty()) parse_devices(sf->devices);
+    if (std::error_code ec; !sf->out.empty() && std::filesystem::exists(sf->out, ec) &&
+                            !std::filesystem::is_directory(sf->out, ec))
+      throw Error("--out " + sf->out, "is a file, not a folder for the export");
     ExperimentConfig cfg;
     cfg.recipe = recipe.to_json();
     cfg.fidelity = sf->fidelity;
