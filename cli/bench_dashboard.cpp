@@ -179,7 +179,9 @@ void add_dashboard_benchmark(CLI::App& bench) {
   c->add_option("--seconds", f->seconds, "How long the clients ask")
       ->default_val(20)
       ->check(above(0.0, 86400.0));
-  c->add_option("--clients", f->clients, "Concurrent clients")->default_val(2)->check(in_range(1, 64));
+  c->add_option("--clients", f->clients, "Concurrent clients")
+      ->default_val(2)
+      ->check(in_range(1, 64));
   c->add_option("--write-rate", f->write_rate, "Results per second written meanwhile")
       ->default_val(200)
       ->check(in_range(0.0, 1e6));

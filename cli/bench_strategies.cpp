@@ -23,8 +23,8 @@
 #include "controller/strategy.h"
 #include "searchspace/error.h"
 #include "searchspace/json_read.h"
-#include "searchspace/text_file.h"
 #include "searchspace/space.h"
+#include "searchspace/text_file.h"
 
 namespace minas::cli {
 namespace {
@@ -74,7 +74,7 @@ std::unordered_map<std::string, Row> read_table(const Flags& f, const Space& spa
     std::string names;
     for (const auto& h : header) names += (names.empty() ? "" : ", ") + h;
     throw Error(f.table, "no column '" + printable_excerpt(name, 40) + "' for " + flag +
-                                    " (columns: " + printable_excerpt(names, 200) + ")");
+                             " (columns: " + printable_excerpt(names, 200) + ")");
   };
   const size_t key = column("arch", "the architectures");
   const size_t search = column(f.search_metric, "--search-metric");

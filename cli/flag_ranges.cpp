@@ -4,8 +4,8 @@
 
 #include "cli/local_search.h"
 #include "searchspace/error.h"
-#include "trainer/recipe.h"
 #include "searchspace/json_excerpt.h"
+#include "trainer/recipe.h"
 
 namespace minas::cli {
 

@@ -106,7 +106,8 @@ double parse_duration(const std::string& text, const std::string& flag) {
         unit = u == 'h' ? 3600 : u == 'm' ? 60 : 1;
         ++at;
       } else {
-        throw Error(where, "unknown unit '" + printable_excerpt(std::string(1, u)) + "' (s, m or h)");
+        throw Error(where,
+                    "unknown unit '" + printable_excerpt(std::string(1, u)) + "' (s, m or h)");
       }
     }
     total += v * unit;

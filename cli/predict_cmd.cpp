@@ -17,8 +17,8 @@
 #include "cli/flag_ranges.h"
 #include "searchspace/error.h"
 #include "searchspace/json_read.h"
-#include "searchspace/text_file.h"
 #include "searchspace/space.h"
+#include "searchspace/text_file.h"
 #include "trainer/checkpoint.h"
 #include "trainer/data.h"
 #include "trainer/model.h"
@@ -52,9 +52,7 @@ void add_predict_command(CLI::App& app) {
       "predict", "Classify image files with an exported model: PATH, class, probability per line");
   pr->add_option("--model", f->model, "Folder of an exported model (runs/EXPERIMENT)")->required();
   pr->add_option("images", f->images, "Image files (PNG, JPEG, BMP, PGM)")->required();
-  pr->add_option("--threads", f->threads, "CPU threads")
-      ->default_val(1)
-      ->check(in_range(1, 4096));
+  pr->add_option("--threads", f->threads, "CPU threads")->default_val(1)->check(in_range(1, 4096));
   pr->callback([f] {
     namespace fs = std::filesystem;
     const fs::path dir(f->model);

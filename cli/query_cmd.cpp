@@ -17,8 +17,8 @@
 #include "cli/commands.h"
 #include "cli/flag_ranges.h"
 #include "db/queries.h"
-#include "searchspace/json_read.h"
 #include "searchspace/error.h"
+#include "searchspace/json_read.h"
 
 namespace minas::cli {
 namespace {

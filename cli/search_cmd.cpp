@@ -26,8 +26,8 @@
 #include "db/store.h"
 #include "searchspace/error.h"
 #include "searchspace/json_read.h"
-#include "searchspace/text_file.h"
 #include "searchspace/space.h"
+#include "searchspace/text_file.h"
 #include "trainer/data.h"
 #include "trainer/recipe.h"
 #include "worker/worker.h"
@@ -122,8 +122,8 @@ class EndpointFile {
 // The fields of a `minas controller` experiment file besides the strategy's
 // and "recipe": each sets the option of its name (_ for -).
 constexpr const char* kControllerFileFields[] = {
-    "name", "space", "data", "strategy", "trials", "seconds", "fidelity", "seed",
-    "gpus_per_trial", "train_pool", "latency_pool"};
+    "name",     "space", "data",           "strategy",   "trials",      "seconds",
+    "fidelity", "seed",  "gpus_per_trial", "train_pool", "latency_pool"};
 
 // Sets every field of an experiment file that no flag set: the file is the
 // experiment, the command line adjusts it. A field goes through its option's
@@ -139,9 +139,9 @@ void read_experiment_file(ControllerFlags& c, CLI::App& cmd) {
       if (cmd.count("--recipe") == 0) c.recipe_inline = v;
       continue;
     }
-    const bool known = k == "recipe" || std::find(std::begin(kControllerFileFields),
-                                                  std::end(kControllerFileFields),
-                                                  k) != std::end(kControllerFileFields);
+    const bool known = k == "recipe" ||
+                       std::find(std::begin(kControllerFileFields), std::end(kControllerFileFields),
+                                 k) != std::end(kControllerFileFields);
     if (!known)
       throw Error(where, "unknown field '" + printable_excerpt(k, 40) +
                              "' (fields: name, space, data, recipe, strategy, strategy_settings, "
@@ -205,8 +205,7 @@ void apply_search_file(CLI::App& cmd, SearchFlags& f) {
 // The parameter table of docs/search.md: every option of minas search with
 // its experiment-file field and default.
 std::string search_params_markdown(CLI::App& cmd) {
-  std::string md =
-      "| option | file field | default | allowed | meaning |\n|---|---|---|---|---|\n";
+  std::string md = "| option | file field | default | allowed | meaning |\n|---|---|---|---|---|\n";
   for (CLI::Option* o : cmd.get_options()) {
     const std::string name = o->get_single_name();
     if (name == "help" || name == "experiment" || name == "params-markdown") continue;
@@ -256,7 +255,9 @@ void add_search_commands(CLI::App& app) {
   ctl->add_option("--fidelity", c->fidelity, "Epochs per trial, 0 for the recipe's")
       ->default_val(0)
       ->check(in_range(0, kMaxEpochs));
-  ctl->add_option("--seed", c->seed, "Strategy seed")->default_val(0)->check(any_of_type<uint64_t>());
+  ctl->add_option("--seed", c->seed, "Strategy seed")
+      ->default_val(0)
+      ->check(any_of_type<uint64_t>());
   ctl->add_option("--gpus-per-trial", c->gpus_per_trial,
                   "Device slots of one worker a trial trains on, data parallel (GPUs; CPU slots "
                   "likewise)")
@@ -411,7 +412,9 @@ void add_search_commands(CLI::App& app) {
                  "Slots (of --threads each) one trial trains on, data parallel")
       ->default_val(1)
       ->check(in_range(1, kMaxSlotsPerTrial));
-  sr->add_option("--seed", sf->seed, "Strategy seed")->default_val(0)->check(any_of_type<uint64_t>());
+  sr->add_option("--seed", sf->seed, "Strategy seed")
+      ->default_val(0)
+      ->check(any_of_type<uint64_t>());
   sf->strategy.add(sr, true, "evolution", true);
   sr->add_option("--experiment", sf->experiment,
                  "Experiment file (JSON): any option above as a field, _ for -; the command line "

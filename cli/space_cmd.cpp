@@ -112,7 +112,9 @@ void add_space_commands(CLI::App& app) {
   c = space->add_subcommand("mutate", "The architecture with exactly one decision changed");
   add_space(c);
   c->add_option("--arch", opts->arch, "Canonical key of the architecture")->required();
-  c->add_option("--seed", opts->seed, "Random seed")->default_val(0)->check(any_of_type<uint64_t>());
+  c->add_option("--seed", opts->seed, "Random seed")
+      ->default_val(0)
+      ->check(any_of_type<uint64_t>());
   c->callback([opts] {
     const Space s = Space::load(opts->space);
     Rng rng(opts->seed);

@@ -162,7 +162,9 @@ void add_train_benchmarks(CLI::App& bench_group) {
   ref->add_option("--threads", f->threads, "CPU threads")
       ->default_val(2)
       ->check(recipe_check("threads"));
-  ref->add_option("--batch", f->batch, "Batch size")->default_val(128)->check(recipe_check("batch"));
+  ref->add_option("--batch", f->batch, "Batch size")
+      ->default_val(128)
+      ->check(recipe_check("batch"));
   ref->add_option("--data", f->data, "Data set")->default_val("fashion-mnist");
   ref->add_option("--device", f->device, "cpu or cuda:N (builds with the GPU backend)")
       ->default_val("cpu");

@@ -11,7 +11,9 @@ constexpr int kExcerptDepth = 16;
 void append_bounded(const nlohmann::json& v, std::string& out, size_t limit, int depth) {
   using json = nlohmann::json;
   if (out.size() >= limit) return;
-  const auto dump = [](const json& x) { return x.dump(-1, ' ', false, json::error_handler_t::replace); };
+  const auto dump = [](const json& x) {
+    return x.dump(-1, ' ', false, json::error_handler_t::replace);
+  };
   switch (v.type()) {
     case json::value_t::array:
     case json::value_t::object: {

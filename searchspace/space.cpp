@@ -14,8 +14,8 @@
 #include "searchspace/builtin_spaces.h"
 #include "searchspace/json_excerpt.h"
 #include "searchspace/json_read.h"
-#include "searchspace/text_file.h"
 #include "searchspace/skeleton.h"
+#include "searchspace/text_file.h"
 
 namespace minas {
 
@@ -165,8 +165,7 @@ Arch Skeleton::parse_key(std::string_view key, const std::vector<Decision>& ds) 
       for (size_t o = 0; o < ds[i].options.size(); ++o) opts += (o ? ", " : "") + ds[i].label(o);
       throw Error("arch key '" + printable_excerpt(key, 120) + "', field " + std::to_string(i + 1),
                   "'" + printable_excerpt(fields[i], 40) + "' is not an option of decision '" +
-                      ds[i].name +
-                      "' (options: " + opts + ")");
+                      ds[i].name + "' (options: " + opts + ")");
     }
   }
   return a;
@@ -388,8 +387,7 @@ Space Space::from_json(const json& doc, const std::string& origin) {
         throw Error(
             origin + ": /decisions/" + std::to_string(s.decision) + "/options/" + std::to_string(o),
             "option " + json_excerpt(d.options[o]) + " of '" + printable_excerpt(d.name, 40) +
-                "' cannot be used at " + s.ptr +
-                ": " + *why);
+                "' cannot be used at " + s.ptr + ": " + *why);
   }
   for (size_t i = 0; i < used.size(); ++i)
     if (!used[i])
@@ -454,8 +452,8 @@ Space Space::load(const std::string& ref) {
     if (!doc.is_object()) throw Error(origin, "a space document must be a JSON object");
     apply_overrides(doc, overrides, ref);
   }
-  Space s =
-      from_json(doc, overrides.empty() ? origin : origin + " (" + printable_excerpt(ref, 120) + ")");
+  Space s = from_json(
+      doc, overrides.empty() ? origin : origin + " (" + printable_excerpt(ref, 120) + ")");
   s.impl_->ref = ref;
   return s;
 }
@@ -614,7 +612,8 @@ Arch Space::arch_from_json(const json& j) const {
       const Node v = c.at(d.name.c_str());
       auto it = std::find(d.options.begin(), d.options.end(), v.j());
       if (it == d.options.end())
-        v.fail(json_excerpt(v.j()) + " is not an option of '" + printable_excerpt(d.name, 40) + "'");
+        v.fail(json_excerpt(v.j()) + " is not an option of '" + printable_excerpt(d.name, 40) +
+               "'");
       a.choice.push_back(static_cast<uint32_t>(it - d.options.begin()));
     }
     if (c.j().size() != impl_->decisions.size()) c.fail("has decisions the space does not have");

@@ -24,7 +24,8 @@ std::string read_text_file(const std::string& path, const std::string& what, siz
       throw Error(path, "the " + what + " is larger than the " + std::to_string(max_bytes) +
                             " bytes this reader takes");
   }
-  if (std::ferror(f.get())) throw Error(path, "cannot read the " + what + ": " + std::strerror(errno));
+  if (std::ferror(f.get()))
+    throw Error(path, "cannot read the " + what + ": " + std::strerror(errno));
   return text;
 }
 

@@ -88,8 +88,8 @@ inline uint64_t number(const std::string& s) {
 }
 
 inline uint32_t crc_of(const std::string& bytes) {
-  return static_cast<uint32_t>(crc32_z(crc32(0L, Z_NULL, 0),
-                                       reinterpret_cast<const Bytef*>(bytes.data()), bytes.size()));
+  return static_cast<uint32_t>(
+      crc32_z(crc32(0L, Z_NULL, 0), reinterpret_cast<const Bytef*>(bytes.data()), bytes.size()));
 }
 
 }  // namespace corpus_detail

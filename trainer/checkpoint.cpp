@@ -377,12 +377,10 @@ void check_checkpoint(const Checkpoint& checkpoint, std::string_view space,
   const CheckpointMeta& m = checkpoint.meta;
   if (m.space != space)
     throw Error(origin, "the checkpoint is of space '" + printable_excerpt(m.space, 60) +
-                            "', expected '" +
-                            std::string(space) + "'");
+                            "', expected '" + std::string(space) + "'");
   if (m.arch_key != arch_key)
     throw Error(origin, "the checkpoint is of architecture '" + printable_excerpt(m.arch_key, 120) +
-                            "', expected '" +
-                            std::string(arch_key) + "'");
+                            "', expected '" + std::string(arch_key) + "'");
   std::set<std::string_view> wanted;
   for (const auto& spec : expected) {
     wanted.insert(spec.name);

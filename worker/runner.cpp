@@ -20,8 +20,8 @@
 #include "controller/protocol.h"
 #include "searchspace/error.h"
 #include "searchspace/json_read.h"
-#include "searchspace/text_file.h"
 #include "searchspace/space.h"
+#include "searchspace/text_file.h"
 #include "trainer/backends.h"
 #include "trainer/comm.h"
 #include "trainer/socket_comm.h"
@@ -369,7 +369,7 @@ class SimRunner final : public TrialRunner {
       std::string names;
       for (const auto& h : header) names += (names.empty() ? "" : ", ") + h;
       throw Error(path, "no column '" + printable_excerpt(name, 40) +
-                                   "' (columns: " + printable_excerpt(names, 200) + ")");
+                            "' (columns: " + printable_excerpt(names, 200) + ")");
     };
     const size_t key = column(key_column), value = column(metric);
     bool percent = false;

@@ -503,7 +503,8 @@ TEST_CASE("query cli: stored text written by a hostile peer stays bounded and es
   {
     minas::db::Connection c = minas::db::Connection::open(store.str());
     minas::db::Statement s = c.prepare(
-        "INSERT INTO workers (name, host, devices, first_seen, last_seen) VALUES (?, 'h', ?, 1, 2)");
+        "INSERT INTO workers (name, host, devices, first_seen, last_seen) VALUES (?, 'h', ?, 1, "
+        "2)");
     s.bind_all(name, deep);
     while (s.step()) {
     }
@@ -546,7 +547,8 @@ TEST_CASE("query cli: a stored JSON column nested past the limit is refused, nam
   minas::db::Store s = minas::db::Store::open(store.str(), minas::db::OpenMode::ReadOnly);
   const minas::Error e = minas::test::error_of([&] { s.find_experiment("alpha"); });
   CAPTURE(e.what());
-  CHECK(contains(e.what(), "experiment 'alpha', its recipe: line 1, column 65: arrays and "
-                           "objects nested more than 64 deep"));
+  CHECK(contains(e.what(),
+                 "experiment 'alpha', its recipe: line 1, column 65: arrays and "
+                 "objects nested more than 64 deep"));
   CHECK(std::string(e.what()).size() < 300);
 }

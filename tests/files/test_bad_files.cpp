@@ -119,7 +119,8 @@ size_t run_corpus(const std::string& relative, size_t at_least) {
     CHECK_MESSAGE(r.code > 0, "exit status " << r.code);
     CHECK_MESSAGE(r.code != 127, "the shell found no minas");
     CHECK_MESSAGE(minas::test::contains(r.out, c.expect), "expected: " << c.expect);
-    const std::string named = c.names.empty() ? main_path : replaced(c.names, "{dir}", dir.string());
+    const std::string named =
+        c.names.empty() ? main_path : replaced(c.names, "{dir}", dir.string());
     if (named != "-")
       CHECK_MESSAGE(minas::test::contains(r.out, named), "the refusal does not name " << named);
     CHECK_MESSAGE(r.out.size() <= kMaxOutput, "an answer of " << r.out.size() << " bytes");
