@@ -11,8 +11,10 @@ constexpr int kExcerptDepth = 16;
 void append_bounded(const nlohmann::json& v, std::string& out, size_t limit, int depth) {
   using json = nlohmann::json;
   if (out.size() >= limit) return;
+  // ASCII only: control characters and every non-ASCII character as \uXXXX,
+  // invalid UTF-8 as \ufffd, so the text needs no escaping of its own.
   const auto dump = [](const json& x) {
-    return x.dump(-1, ' ', false, json::error_handler_t::replace);
+    return x.dump(-1, ' ', /*ensure_ascii=*/true, json::error_handler_t::replace);
   };
   switch (v.type()) {
     case json::value_t::array:
@@ -50,10 +52,7 @@ void append_bounded(const nlohmann::json& v, std::string& out, size_t limit, int
 std::string json_excerpt(const nlohmann::json& v, size_t max_chars) {
   std::string text;
   append_bounded(v, text, max_chars + 1, 0);
-  // Escapes what nlohmann leaves raw (valid non-ASCII UTF-8, U+FFFD); the cut
-  // is ours, as printable_excerpt's "(N bytes)" would give the size of the
-  // written part, not of the value.
-  std::string out = printable_excerpt(text, std::string::npos);
+  std::string out = std::move(text);
   if (out.size() > max_chars) {
     out.resize(max_chars);
     out += "...";

@@ -11,11 +11,12 @@
 
 namespace minas {
 
-// At most `max_chars` characters of `v` written as JSON (printable_excerpt's
-// escapes, and "..." where cut). It writes no more of `v` than it shows, so a
-// 60 MB string or a value nested 100,000 deep costs no more than a short one;
-// invalid UTF-8 in a string (one built from command-line text) is written as
-// U+FFFD (then escaped), not thrown as nlohmann's dump() would.
+// At most `max_chars` characters of `v` written as JSON in ASCII (control and
+// non-ASCII characters as \uXXXX), and "..." where cut. It writes no more of
+// `v` than it shows, so a 60 MB string or a value nested 100,000 deep costs no
+// more than a short one; invalid UTF-8 in a string (one built from
+// command-line text) is written as \ufffd, not thrown as nlohmann's dump()
+// would.
 std::string json_excerpt(const nlohmann::json& v, size_t max_chars = kExcerptChars);
 
 }  // namespace minas
