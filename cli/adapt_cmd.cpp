@@ -24,6 +24,7 @@
 #include "adapt/warm_start.h"
 #include "cli/commands.h"
 #include "cli/final_model.h"
+#include "cli/flag_ranges.h"
 #include "cli/local_search.h"
 #include "controller/asha.h"
 #include "controller/objective.h"
@@ -37,6 +38,7 @@
 #include "trainer/data.h"
 #include "trainer/recipe.h"
 #include "worker/devices.h"
+#include "worker/worker.h"
 
 namespace minas::cli {
 namespace {
@@ -177,39 +179,44 @@ void add_adapt_command(CLI::App& app) {
   ad->add_option("--test", f->test,
                  "Separate test images (same forms, same classes); default: a stratified split");
   ad->add_option("--latency-ms", f->latency_ms, "Latency limit at batch 1 on --target, in ms")
-      ->check(CLI::PositiveNumber);
+      ->check(above(0.0, 1e9));
   ad->add_option("--target", f->target, "Where latency counts: cpu[:THREADS] or cuda:N")
       ->default_val("cpu:1");
-  ad->add_option("--max-params", f->max_params, "Parameter limit")->check(CLI::PositiveNumber);
+  ad->add_option("--max-params", f->max_params, "Parameter limit")
+      ->check(in_range<int64_t>(1, 1'000'000'000'000'000));
   ad->add_option("--max-macs", f->max_macs, "Multiply-accumulates per image, limit")
-      ->check(CLI::PositiveNumber);
+      ->check(in_range<int64_t>(1, 1'000'000'000'000'000'000));
   ad->add_option("--budget", f->budget,
                  "Wall-clock budget of the whole run (validation, search, final training)")
-      ->default_val("30m");
+      ->default_val("30m")
+      ->check(duration_check("--budget"));
   ad->add_option("--out", f->out, "Export folder (default runs/EXPERIMENT)");
   ad->add_flag("--strict", f->strict, "Stop on any unreadable file instead of leaving it out");
   ad->add_option("--db", f->db, "Experiment store")->default_val("minas.db");
   ad->add_option("--name", f->name,
                  "Experiment name (default adapt-DATE-TIME; an existing one resumes)");
-  ad->add_option("--seed", f->seed, "Seed of the split and the search")->default_val(0);
+  ad->add_option("--seed", f->seed, "Seed of the split and the search")
+      ->default_val(0)
+      ->check(any_of_type<uint64_t>());
   ad->add_option("--test-share", f->test_share, "Share of each class held out for the test")
       ->default_val(0.15)
-      ->check(CLI::Range(0.05, 0.5));
+      ->check(in_range(0.05, 0.5));
   ad->add_option("--val-share", f->val_share, "Share of the rest held out for validation")
       ->default_val(0.15)
-      ->check(CLI::Range(0.05, 0.5));
+      ->check(in_range(0.05, 0.5));
   ad->add_option("--final-share", f->final_share, "Share of the budget kept for the final training")
       ->default_val(0.3)
-      ->check(CLI::Range(0.05, 0.95));
+      ->check(in_range(0.05, 0.95));
   ad->add_option("--final-epochs", f->final_epochs, "Epochs of the final training, at most")
       ->default_val(30)
-      ->check(CLI::Range(1, 100000));
+      ->check(in_range(1, 100000));
   ad->add_option("--fidelity", f->fidelity,
                  "Epochs per trial; 0: enough for about 150,000 images seen (3 to 30)")
       ->default_val(0)
-      ->check(CLI::Range(0, 1000));
+      ->check(in_range(0, 1000));
   ad->add_option("--workers", f->workers, "Local workers (default: one per core / threads)")
-      ->default_val(0);
+      ->default_val(0)
+      ->check(in_range(0, 4096));
   ad->add_option("--devices", f->devices,
                  "One local worker with these slots instead (cuda:0, cpu:2,cpu:2, ...)");
   ad->add_flag("--no-warm-start", f->no_warm_start,
@@ -221,6 +228,7 @@ void add_adapt_command(CLI::App& app) {
     };
     const double budget = parse_duration(f->budget, "--budget");
     const adapt::Target target = adapt::parse_target(f->target);
+    if (!f->devices.empty()) parse_devices(f->devices);  // refused before anything is written
     const std::string& target_text = target.text;
     if (target.device != "cpu") {
       // Latency on a GPU is measured on that GPU: fail now, not after the search.

@@ -12,6 +12,7 @@
 
 #include "adapt/images.h"
 #include "cli/commands.h"
+#include "cli/flag_ranges.h"
 #include "searchspace/error.h"
 #include "trainer/data.h"
 
@@ -31,8 +32,6 @@ const char* const kFashionNames[] = {"tshirt", "trouser", "pullover", "dress", "
 void write_classes(const data::Dataset& ds, const AdaptDataFlags& f, const std::string& dir,
                    int per_class, int skip) {
   namespace fs = std::filesystem;
-  if (fs::exists(dir) && !fs::is_empty(dir))
-    throw Error(dir, "exists and is not empty; pick a new folder");
   const int c = ds.shape.c, h = ds.shape.h, w = ds.shape.w;
   if (c != 1 && c != 3) throw Error(f.data, "images of 1 or 3 channels only");
   std::map<int, int> written, skipped;
@@ -74,19 +73,31 @@ void add_adapt_benchmark(CLI::App& bench) {
   cmd->add_option("--out", f->out, "Folder for the training images (must be new or empty)")
       ->required();
   cmd->add_option("--test-out", f->test_out, "Folder for test images from the test set");
-  cmd->add_option("--classes", f->classes, "Class labels to keep")->delimiter(',');
+  cmd->add_option("--classes", f->classes, "Class labels to keep")
+      ->delimiter(',')
+      ->check(in_range(0, 255));
   cmd->add_option("--per-class", f->per_class, "Training images per class")
       ->default_val(200)
-      ->check(CLI::Range(1, 1000000));
+      ->check(in_range(1, 1000000));
   cmd->add_option("--test-per-class", f->test_per_class, "Test images per class")
       ->default_val(50)
-      ->check(CLI::Range(1, 1000000));
+      ->check(in_range(1, 1000000));
   cmd->add_option("--skip", f->skip, "Images of each class passed over first (another sample)")
       ->default_val(0)
-      ->check(CLI::Range(0, 1000000));
+      ->check(in_range(0, 1000000));
   cmd->callback([f] {
     if (f->classes.empty()) throw Error("--classes", "name at least one class");
+    // Everything is checked before the first folder is written.
+    for (const std::string& dir : {f->out, f->test_out}) {
+      std::error_code ec;
+      if (!dir.empty() && std::filesystem::exists(dir, ec) && !std::filesystem::is_empty(dir, ec))
+        throw Error(dir, "exists and is not empty; pick a new folder");
+    }
     const data::TrainTest d = data::load_dataset(f->data);
+    for (int label : f->classes)
+      if (label >= d.train.classes)
+        throw Error("--classes", std::to_string(label) + " is not a class of " + f->data + " (" +
+                                     std::to_string(d.train.classes) + " classes)");
     write_classes(d.train, *f, f->out, f->per_class, f->skip);
     if (!f->test_out.empty()) write_classes(d.test, *f, f->test_out, f->test_per_class, 0);
     std::printf("%s\n", f->out.c_str());

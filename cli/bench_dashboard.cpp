@@ -20,9 +20,11 @@
 
 #include "cli/bench_results.h"
 #include "cli/commands.h"
+#include "cli/flag_ranges.h"
 #include "dashboard/server.h"
 #include "db/store.h"
 #include "searchspace/error.h"
+#include "searchspace/json_read.h"
 
 namespace minas::cli {
 namespace {
@@ -125,7 +127,15 @@ void run(const DashboardBenchFlags& f) {
           ++errors;
           continue;
         }
-        if (name == "overview") seq = nlohmann::json::parse(r->body).value("seq", int64_t{0});
+        if (name == "overview") {
+          // An answer that is not JSON counts as an error, not an end of the thread.
+          try {
+            seq = read_json(r->body, url).value("seq", int64_t{0});
+          } catch (const std::exception&) {
+            ++errors;
+            continue;
+          }
+        }
         std::lock_guard lock(mu);
         ms[name].push_back(took);
       }
@@ -163,11 +173,18 @@ void add_dashboard_benchmark(CLI::App& bench) {
       "dashboard",
       "Every dashboard endpoint over HTTP on a store of --trials trials while a writer adds "
       "results; p50/p95 per endpoint, the worst p95 last (p95_ms=X)");
-  c->add_option("--trials", f->trials, "Trials in the store")->default_val(100000);
-  c->add_option("--seconds", f->seconds, "How long the clients ask")->default_val(20);
-  c->add_option("--clients", f->clients, "Concurrent clients")->default_val(2);
+  c->add_option("--trials", f->trials, "Trials in the store")
+      ->default_val(100000)
+      ->check(in_range<int64_t>(1, 1'000'000'000));
+  c->add_option("--seconds", f->seconds, "How long the clients ask")
+      ->default_val(20)
+      ->check(above(0.0, 86400.0));
+  c->add_option("--clients", f->clients, "Concurrent clients")
+      ->default_val(2)
+      ->check(in_range(1, 64));
   c->add_option("--write-rate", f->write_rate, "Results per second written meanwhile")
-      ->default_val(200);
+      ->default_val(200)
+      ->check(in_range(0.0, 1e6));
   c->callback([f] { run(*f); });
 }
 

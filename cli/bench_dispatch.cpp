@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cli/commands.h"
+#include "cli/flag_ranges.h"
 #include "controller/controller.h"
 #include "searchspace/error.h"
 #include "worker/worker.h"
@@ -93,8 +94,11 @@ void add_dispatch_benchmark(CLI::App& bench) {
   CLI::App* c = bench.add_subcommand(
       "dispatch", "A search of simulated instant trials: dispatch, report and durable storage");
   c->add_option("--workers", f->workers, "Worker processes' worth of workers (threads here)")
-      ->default_val(64);
-  c->add_option("--trials", f->trials, "Trial budget")->default_val(20000);
+      ->default_val(64)
+      ->check(in_range(1, 1024));
+  c->add_option("--trials", f->trials, "Trial budget")
+      ->default_val(20000)
+      ->check(in_range<decltype(f->trials)>(1, 1'000'000'000));
   c->add_option("--bind", f->bind, "Controller endpoint (default: an ipc socket in a temp folder)");
   c->callback([f] { run(*f); });
 }

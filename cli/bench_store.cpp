@@ -11,6 +11,7 @@
 
 #include "cli/bench_results.h"
 #include "cli/commands.h"
+#include "cli/flag_ranges.h"
 #include "db/queries.h"
 #include "db/store.h"
 #include "searchspace/error.h"
@@ -93,11 +94,18 @@ void add_store_benchmarks(CLI::App& bench) {
       "store",
       "Record simulated trial results durably through the controller's write path, then "
       "time top-k and Pareto queries over them");
-  c->add_option("--results", f->results, "Trial results to record")->default_val(100000);
-  c->add_option("--batch", f->batch, "Results per commit (group commit)")->default_val(256);
-  c->add_option("--epochs", f->epochs, "Per-epoch metric rows per result")->default_val(5);
+  c->add_option("--results", f->results, "Trial results to record")
+      ->default_val(100000)
+      ->check(in_range<int64_t>(1, 1'000'000'000));
+  c->add_option("--batch", f->batch, "Results per commit (group commit)")
+      ->default_val(256)
+      ->check(in_range<int64_t>(1, 1'000'000));
+  c->add_option("--epochs", f->epochs, "Per-epoch metric rows per result")
+      ->default_val(5)
+      ->check(in_range(0, 10000));
   c->add_option("--repeats", f->repeats, "Runs of each query; the median is reported")
-      ->default_val(7);
+      ->default_val(7)
+      ->check(in_range(1, 10000));
   c->add_option("--db", f->db, "Store file to create (default: a temporary one, removed after)");
   c->callback([f] { run(*f); });
 }

@@ -17,11 +17,14 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/flag_ranges.h"
 #include "cli/strategy_flags.h"
 #include "controller/pareto.h"
 #include "controller/strategy.h"
 #include "searchspace/error.h"
+#include "searchspace/json_read.h"
 #include "searchspace/space.h"
+#include "searchspace/text_file.h"
 
 namespace minas::cli {
 namespace {
@@ -57,14 +60,21 @@ std::unordered_map<std::string, Row> read_table(const Flags& f, const Space& spa
   if (!in) throw Error(f.table, "cannot read the table");
   std::string line;
   if (!std::getline(in, line)) throw Error(f.table, "empty table");
+  // Each line is checked for binary bytes before its fields are used: a file
+  // that is not a table gets that said, and none of its bytes quoted raw.
+  auto text_line = [&](size_t n) {
+    if (const std::string bad = binary_in_line(line); !bad.empty())
+      throw Error(f.table + ":" + std::to_string(n), bad + ": not a CSV table");
+  };
+  text_line(1);
   const auto header = split(line);
   auto column = [&](const std::string& name, const char* flag) {
     for (size_t i = 0; i < header.size(); ++i)
       if (header[i] == name) return i;
     std::string names;
     for (const auto& h : header) names += (names.empty() ? "" : ", ") + h;
-    throw Error(f.table,
-                std::string("no column '") + name + "' for " + flag + " (columns: " + names + ")");
+    throw Error(f.table, "no column '" + printable_excerpt(name, 40) + "' for " + flag +
+                             " (columns: " + printable_excerpt(names, 200) + ")");
   };
   const size_t key = column("arch", "the architectures");
   const size_t search = column(f.search_metric, "--search-metric");
@@ -76,6 +86,7 @@ std::unordered_map<std::string, Row> read_table(const Flags& f, const Space& spa
     ++n;
     if (line.empty()) continue;
     const std::string where = f.table + ":" + std::to_string(n);
+    text_line(n);
     const auto fields = split(line);
     if (fields.size() != header.size())
       throw Error(where, "has " + std::to_string(fields.size()) + " fields, the header " +
@@ -84,7 +95,8 @@ std::unordered_map<std::string, Row> read_table(const Flags& f, const Space& spa
       char* end = nullptr;
       const double v = std::strtod(fields[c].c_str(), &end);
       if (end == fields[c].c_str() || *end != '\0' || !std::isfinite(v))
-        throw Error(where, "column " + header[c] + ": '" + fields[c] + "' is not a number");
+        throw Error(where, "column " + printable_excerpt(header[c], 40) + ": '" +
+                               printable_excerpt(fields[c], 40) + "' is not a number");
       return v;
     };
     Arch a;
@@ -98,7 +110,7 @@ std::unordered_map<std::string, Row> read_table(const Flags& f, const Space& spa
     r.report = number(report);
     if (!cost_column.empty()) r.cost = number(cost);
     if (!rows.emplace(space.key(a), r).second)
-      throw Error(where, "architecture " + fields[key] + " appears twice");
+      throw Error(where, "architecture " + printable_excerpt(fields[key], 120) + " appears twice");
   }
   if (rows.empty()) throw Error(f.table, "no rows");
   return rows;
@@ -251,12 +263,19 @@ void add_strategy_benchmark(CLI::App& bench) {
   cmd->add_option("--search-metric", f->search_metric, "Column the search sees")->required();
   cmd->add_option("--report-metric", f->report_metric, "Column reported for each search's pick")
       ->required();
-  cmd->add_option("--queries", f->queries, "Results each search sees")->default_val(100);
-  cmd->add_option("--runs", f->runs, "Independent searches")->default_val(100);
-  cmd->add_option("--seed", f->seed, "Seed of the first run (run i uses seed + i)")->default_val(0);
+  cmd->add_option("--queries", f->queries, "Results each search sees")
+      ->default_val(100)
+      ->check(in_range(1, 100'000'000));
+  cmd->add_option("--runs", f->runs, "Independent searches")
+      ->default_val(100)
+      ->check(in_range(1, 1'000'000));
+  cmd->add_option("--seed", f->seed, "Seed of the first run (run i uses seed + i)")
+      ->default_val(0)
+      ->check(any_of_type<uint64_t>());
   cmd->add_option("--workers", f->workers,
                   "Asks in flight at once, told oldest first (asynchronous workers)")
-      ->default_val(1);
+      ->default_val(1)
+      ->check(in_range(1, 100'000));
   f->strategy.add(cmd, false);
   cmd->callback([f, cmd] { run(*f, *cmd); });
 }

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "cli/commands.h"
+#include "cli/flag_ranges.h"
 #include "dashboard/server.h"
 #include "searchspace/error.h"
 
@@ -32,7 +33,7 @@ void add_dashboard_command(CLI::App& app) {
   cmd->add_option("--db", f->db, "The experiment store")->default_val("minas.db");
   cmd->add_option("--port", f->port, "Port to listen on (0: any free one)")
       ->default_val(8080)
-      ->check(CLI::Range(0, 65535));
+      ->check(in_range(0, 65535));
   cmd->add_option("--bind", f->bind, "Address to listen on; beyond loopback, --token is required")
       ->default_val("127.0.0.1");
   cmd->add_option("--token", f->token,

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 #include "searchspace/error.h"
+#include "searchspace/json_read.h"
 #include "worker/devices.h"
 #include "worker/runner.h"
 #include "worker/worker.h"
@@ -93,8 +95,9 @@ double parse_duration(const std::string& text, const std::string& flag) {
     } catch (const std::exception&) {
       used = 0;
     }
-    if (used == 0 || !(v >= 0))
-      throw Error(flag + " " + text, "a duration is a number with s, m or h: 90s, 45m, 1h30m");
+    const std::string where = flag + " " + printable_excerpt(text, 40);
+    if (used == 0 || !(v >= 0) || !std::isfinite(v))
+      throw Error(where, "a duration is a number with s, m or h: 90s, 45m, 1h30m");
     at += used;
     double unit = 1;
     if (at < text.size()) {
@@ -103,21 +106,57 @@ double parse_duration(const std::string& text, const std::string& flag) {
         unit = u == 'h' ? 3600 : u == 'm' ? 60 : 1;
         ++at;
       } else {
-        throw Error(flag + " " + text, std::string("unknown unit '") + u + "' (s, m or h)");
+        throw Error(where,
+                    "unknown unit '" + printable_excerpt(std::string(1, u)) + "' (s, m or h)");
       }
     }
     total += v * unit;
     any = true;
   }
-  if (!any || !(total > 0)) throw Error(flag + " " + text, "must be a positive duration");
+  // A billion seconds (some 30 years) is beyond any budget, and keeps sums finite.
+  if (!any || !(total > 0) || !(total <= 1e9))
+    throw Error(flag + " " + printable_excerpt(text, 40),
+                "must be a positive duration of at most 1e9 s");
   return total;
 }
 
+std::string printable_text(const std::string& text, size_t max_line, bool keep_newlines) {
+  std::string out;
+  size_t column = 0;  // characters written on the current line
+  for (const char ch : text) {
+    const unsigned char c = static_cast<unsigned char>(ch);
+    if (c == '\n' && keep_newlines) {
+      out += '\n';
+      column = 0;
+      continue;
+    }
+    if (column >= max_line) {
+      if (column == max_line) out += "...";
+      ++column;
+      continue;
+    }
+    if (c >= 0x20 && c < 0x7f) {
+      out += ch;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "\\x%02x", c);
+      out += hex;
+    }
+    ++column;
+  }
+  return out;
+}
+
 void log_line(const std::string& who, const std::string& line) {
+  // Longer than any line minas writes; a line this long quotes something whole.
+  constexpr size_t kMaxLogLine = 4000;
   char stamp[32];
   const std::time_t t = std::time(nullptr);
   std::strftime(stamp, sizeof stamp, "%H:%M:%S", std::localtime(&t));
-  std::fprintf(stderr, "%s %s: %s\n", stamp, who.c_str(), line.c_str());
+  std::fprintf(stderr, "%s %s: %s\n", stamp, printable_text(who, 200, false).c_str(),
+               printable_text(line, kMaxLogLine, false).c_str());
 }
 
 std::string shell_word(const std::string& w) {

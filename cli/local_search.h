@@ -19,8 +19,14 @@ namespace minas::cli {
 
 // "90", "90s", "45m", "1.5h", "1h30m": seconds. Throws Error naming `flag`.
 double parse_duration(const std::string& text, const std::string& flag);
-// "HH:MM:SS WHO: LINE" on stderr.
+// "HH:MM:SS WHO: LINE" on stderr, one line whatever LINE holds (printable_text
+// with newlines escaped: a peer's text cannot forge a log line).
 void log_line(const std::string& who, const std::string& line);
+// Text for a terminal or a log: control characters and bytes that are not
+// printable ASCII written as \xNN (newlines kept, or written as \n), each
+// line cut after `max_line` characters. Backslashes stay: places that quote
+// a value have escaped it already, and this is the last guard behind them.
+std::string printable_text(const std::string& text, size_t max_line, bool keep_newlines = true);
 // A word as the shell reads it back: as is when plain, else in single quotes.
 std::string shell_word(const std::string& w);
 // The command line that runs `program` ("minas search") again: every option

@@ -1,12 +1,36 @@
 // minas: neural architecture search with minute-level training.
 #include <cstdio>
 #include <exception>
+#include <string>
 
 #include "cli/commands.h"
+#include "cli/local_search.h"
 #include "searchspace/error.h"
+
+namespace {
+
+// The longest line of an error message; a longer one is cut (the places that
+// quote values already keep them short: this is the last guard).
+constexpr size_t kMaxErrorLine = 1000;
+
+// An error message as it may reach a terminal or a log: no file's, flag's or
+// peer's bytes land raw or whole.
+std::string printable_message(const std::string& msg) {
+  return minas::cli::printable_text(msg, kMaxErrorLine);
+}
+
+void print_error(const char* what) {
+  std::fprintf(stderr, "minas: error: %s\n", printable_message(what).c_str());
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"minas: neural architecture search with minute-level training"};
+  app.failure_message([](const CLI::App*, const CLI::Error& e) {
+    return "minas: error: " + printable_message(e.what()) +
+           "\nRun with --help for more information.\n";
+  });
   app.require_subcommand(1);
   app.set_version_flag("--version", "minas 0.1.0");
   minas::cli::add_space_commands(app);
@@ -29,11 +53,8 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
-  } catch (const minas::Error& e) {
-    std::fprintf(stderr, "minas: error: %s\n", e.what());
-    return 1;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "minas: error: %s\n", e.what());
+  } catch (const std::exception& e) {  // minas::Error and any other
+    print_error(e.what());
     return 1;
   }
   return 0;

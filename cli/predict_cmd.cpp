@@ -14,8 +14,11 @@
 
 #include "adapt/images.h"
 #include "cli/commands.h"
+#include "cli/flag_ranges.h"
 #include "searchspace/error.h"
+#include "searchspace/json_read.h"
 #include "searchspace/space.h"
+#include "searchspace/text_file.h"
 #include "trainer/checkpoint.h"
 #include "trainer/data.h"
 #include "trainer/model.h"
@@ -32,16 +35,13 @@ struct PredictFlags {
 };
 
 nlohmann::json read_model_json(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  if (!in)
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec))
     throw Error(path.string(),
                 "cannot be read: --model takes a folder that minas search "
                 "exported (arch.json, model.ckpt, model.json)");
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::parse_error& e) {
-    throw Error(path.string(), std::string("JSON syntax error: ") + e.what());
-  }
+  return read_json(read_text_file(path.string(), "model description", JsonLimits{}.max_bytes),
+                   path.string());
 }
 
 }  // namespace
@@ -52,9 +52,7 @@ void add_predict_command(CLI::App& app) {
       "predict", "Classify image files with an exported model: PATH, class, probability per line");
   pr->add_option("--model", f->model, "Folder of an exported model (runs/EXPERIMENT)")->required();
   pr->add_option("images", f->images, "Image files (PNG, JPEG, BMP, PGM)")->required();
-  pr->add_option("--threads", f->threads, "CPU threads")
-      ->default_val(1)
-      ->check(CLI::Range(1, 4096));
+  pr->add_option("--threads", f->threads, "CPU threads")->default_val(1)->check(in_range(1, 4096));
   pr->callback([f] {
     namespace fs = std::filesystem;
     const fs::path dir(f->model);
@@ -74,7 +72,7 @@ void add_predict_command(CLI::App& app) {
       norm.stddev = info.at("normalization").at("stddev").get<std::vector<float>>();
       classes = info.at("classes").get<std::vector<std::string>>();
     } catch (const nlohmann::json::exception& e) {
-      throw Error(where, std::string("not a model description: ") + e.what());
+      throw Error(where, "not a model description: " + printable_excerpt(e.what(), 200));
     }
     const Space space = Space::load(space_ref);
     const Arch arch = space.parse_key(arch_key);

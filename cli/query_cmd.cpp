@@ -15,8 +15,10 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/flag_ranges.h"
 #include "db/queries.h"
 #include "searchspace/error.h"
+#include "searchspace/json_read.h"
 
 namespace minas::cli {
 namespace {
@@ -90,7 +92,8 @@ std::string utc_time(double unix_seconds) {
   return buf;
 }
 
-// One line per row in a table: control characters would break the alignment.
+// One line per row in a table: control characters would break the alignment
+// (and escape sequences, written by a peer, would drive the terminal).
 std::string one_line(const std::string& s) {
   std::string out;
   out.reserve(s.size());
@@ -101,6 +104,10 @@ std::string one_line(const std::string& s) {
       out += "\\r";
     } else if (c == '\t') {
       out += "\\t";
+    } else if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", static_cast<unsigned char>(c));
+      out += buf;
     } else {
       out += c;
     }
@@ -224,7 +231,11 @@ Json json_value(const Cell& c, Kind kind) {
   if (const auto* i = std::get_if<int64_t>(&c)) return *i;
   if (const auto* d = std::get_if<double>(&c)) return *d;  // NaN becomes null
   const std::string& s = std::get<std::string>(c);
-  if (kind == Kind::json) {
+  // A stored document within read_json's limits is embedded as it is; one
+  // nested past them (written by a hostile peer) stays text, so that writing
+  // it cannot recurse 100,000 deep or indent it into gigabytes.
+  if (kind == Kind::json && s.size() <= JsonLimits{}.max_bytes &&
+      json_depth(s, JsonLimits{}.max_depth) <= JsonLimits{}.max_depth) {
     Json parsed = Json::parse(s, nullptr, /*allow_exceptions=*/false);
     if (!parsed.is_discarded()) return parsed;
   }
@@ -258,7 +269,8 @@ void print(const Table& t, Format format) {
       write(render_csv(t));
       break;
     case Format::json:
-      write(json_array(t).dump(2) + '\n');
+      // Stored text need not be UTF-8 (sql reads any column): replaced, not thrown.
+      write(json_array(t).dump(2, ' ', false, Json::error_handler_t::replace) + '\n');
       break;
   }
 }
@@ -471,7 +483,7 @@ void print_trial(const db::TrialDetail& d, const std::string& experiment, Format
       j["curve"] = json_array(curve);
       j["lineage"] = json_array(lineage);
       j["children"] = d.children;
-      write(j.dump(2) + '\n');
+      write(j.dump(2, ' ', false, Json::error_handler_t::replace) + '\n');
       return;
     }
     case Format::table:
@@ -581,14 +593,15 @@ void add_query_commands(CLI::App& app) {
   });
 
   c = add("top", "The k best done trials by a metric", true);
-  c->add_option("--k", f->k, "How many")->default_val(10);
+  c->add_option("--k", f->k, "How many")
+      ->default_val(10)
+      ->check(in_range<int64_t>(1, 1'000'000'000));
   add_metric(c, "Metric to rank by, in its direction (accuracies highest first, costs lowest)");
   add_where(c);
   c->callback([f] {
     const Format format = parse_format(f->format);
     const db::Metric metric = metric_flag("--metric", f->metric);
     const auto constraints = where_flag(f->where);
-    if (f->k < 1) throw Error("--k", "must be at least 1 (got " + std::to_string(f->k) + ")");
     db::Connection conn = db::open_store_readonly(f->db);
     const int64_t id = db::find_experiment_id(conn, experiment_flag(*f));
     print(trial_table(db::top_k(conn, id, metric, f->k, constraints)), format);
@@ -627,12 +640,11 @@ void add_query_commands(CLI::App& app) {
 
   c = add("trial", "One trial: its row, learning curve (csv prints only this), lineage, children",
           true);
-  c->add_option("--trial", f->trial, "The trial's number in its experiment")->required();
+  c->add_option("--trial", f->trial, "The trial's number in its experiment")
+      ->required()
+      ->check(in_range<int64_t>(0, std::numeric_limits<int64_t>::max()));
   c->callback([f] {
     const Format format = parse_format(f->format);
-    if (f->trial < 0) {
-      throw Error("--trial", "trial numbers start at 0 (got " + std::to_string(f->trial) + ")");
-    }
     db::Connection conn = db::open_store_readonly(f->db);
     const int64_t id = db::find_experiment_id(conn, experiment_flag(*f));
     print_trial(db::trial(conn, id, f->trial), db::experiment_name(conn, id), format);

@@ -19,18 +19,30 @@
 
 #include "cli/commands.h"
 #include "cli/final_model.h"
+#include "cli/flag_ranges.h"
 #include "cli/local_search.h"
 #include "cli/strategy_flags.h"
 #include "controller/controller.h"
 #include "db/store.h"
 #include "searchspace/error.h"
+#include "searchspace/json_read.h"
 #include "searchspace/space.h"
+#include "searchspace/text_file.h"
 #include "trainer/data.h"
 #include "trainer/recipe.h"
 #include "worker/worker.h"
 
 namespace minas::cli {
 namespace {
+
+// The ranges of the settings `minas controller` and `minas search` share; an
+// experiment file's field meets its flag's check (set_from_file).
+constexpr int64_t kMaxTrials = 1'000'000'000;
+constexpr double kMaxSeconds = 1e9;  // some 30 years
+constexpr int kMaxEpochs = 100000;
+constexpr int kMaxSlotsPerTrial = 1024;
+constexpr int kMaxLocalWorkers = 4096;
+constexpr int kMaxThreads = 4096;
 
 struct ControllerFlags {
   std::string db = "minas.db", bind = "tcp://127.0.0.1:5555", space = "small",
@@ -46,18 +58,19 @@ struct ControllerFlags {
   std::string endpoint_file, advertise;
 };
 
-// An experiment file's JSON object; an Error naming the file otherwise.
+// An experiment file's JSON object, read through read_json (size and depth
+// limits, errors with line, column and a short excerpt); an Error naming the
+// file otherwise.
 nlohmann::json experiment_object(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw Error(path, "cannot read the experiment file");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::parse_error& e) {
-    throw Error(path, std::string("JSON syntax error: ") + e.what());
-  }
+  nlohmann::json j =
+      read_json(read_text_file(path, "experiment file", JsonLimits{}.max_bytes), path);
   if (!j.is_object()) throw Error(path, "an experiment file is a JSON object");
   return j;
+}
+
+// "FILE: /FIELD" for an experiment file's field, the field's name cut short.
+std::string field_place(const std::string& file, const std::string& key) {
+  return file + ": /" + printable_excerpt(key, 40);
 }
 
 // The endpoint as workers elsewhere reach it: a wildcard host (tcp://0.0.0.0:P,
@@ -106,63 +119,38 @@ class EndpointFile {
   std::string path_;
 };
 
+// The fields of a `minas controller` experiment file besides the strategy's
+// and "recipe": each sets the option of its name (_ for -).
+constexpr const char* kControllerFileFields[] = {
+    "name",     "space", "data",           "strategy",   "trials",      "seconds",
+    "fidelity", "seed",  "gpus_per_trial", "train_pool", "latency_pool"};
+
 // Sets every field of an experiment file that no flag set: the file is the
-// experiment, the command line adjusts it.
-void read_experiment_file(ControllerFlags& c, const CLI::App& cmd) {
+// experiment, the command line adjusts it. A field goes through its option's
+// own checks (set_from_file), so it is refused as the flag would be.
+void read_experiment_file(ControllerFlags& c, CLI::App& cmd) {
   const nlohmann::json j = experiment_object(c.experiment);
-  auto unset = [&](const char* flag) { return cmd.count(flag) == 0; };
   for (auto it = j.begin(); it != j.end(); ++it) {
     const std::string& k = it.key();
     const auto& v = it.value();
-    const std::string where = c.experiment + ": /" + k;
-    auto text = [&] {
-      if (!v.is_string()) throw Error(where, "must be a string, got " + v.dump());
-      return v.get<std::string>();
-    };
-    auto integer = [&](int64_t lo) {
-      if (!v.is_number_integer() || v.get<int64_t>() < lo)
-        throw Error(where, "must be an integer >= " + std::to_string(lo) + ", got " + v.dump());
-      return v.get<int64_t>();
-    };
-    if (k == "name") {
-      if (unset("--name")) c.name = text();
-    } else if (k == "space") {
-      if (unset("--space")) c.space = text();
-    } else if (k == "data") {
-      if (unset("--data")) c.data = text();
-    } else if (k == "strategy") {
-      const std::string name = text();
-      if (name != "random" && name != "evolution" && name != "reinforce")
-        throw Error(where, "unknown strategy '" + name + "' (random, evolution, reinforce)");
-      if (unset("--strategy")) c.strategy.strategy = name;
-    } else if (c.strategy.read_file_field(k, v, where)) {
-    } else if (k == "recipe") {
-      if (!unset("--recipe")) continue;
-      if (v.is_object())
-        c.recipe_inline = v;
-      else
-        c.recipe = text();
-    } else if (k == "trials") {
-      if (unset("--trials")) c.trials = integer(1);
-    } else if (k == "seconds") {
-      if (!v.is_number() || v.get<double>() < 0) throw Error(where, "must be a number >= 0");
-      if (unset("--seconds")) c.seconds = v.get<double>();
-    } else if (k == "fidelity") {
-      if (unset("--fidelity")) c.fidelity = static_cast<int>(integer(0));
-    } else if (k == "seed") {
-      if (unset("--seed")) c.seed = static_cast<uint64_t>(integer(0));
-    } else if (k == "gpus_per_trial") {
-      if (unset("--gpus-per-trial")) c.gpus_per_trial = static_cast<int>(integer(1));
-    } else if (k == "train_pool") {
-      if (unset("--train-pool")) c.train_pool = text();
-    } else if (k == "latency_pool") {
-      if (unset("--latency-pool")) c.latency_pool = text();
-    } else {
-      throw Error(where, "unknown field '" + k +
+    const std::string where = field_place(c.experiment, k);
+    if (c.strategy.read_file_field(k, v, where)) continue;
+    if (k == "recipe" && v.is_object()) {
+      if (cmd.count("--recipe") == 0) c.recipe_inline = v;
+      continue;
+    }
+    const bool known = k == "recipe" ||
+                       std::find(std::begin(kControllerFileFields), std::end(kControllerFileFields),
+                                 k) != std::end(kControllerFileFields);
+    if (!known)
+      throw Error(where, "unknown field '" + printable_excerpt(k, 40) +
                              "' (fields: name, space, data, recipe, strategy, strategy_settings, "
                              "objective, asha, trials, seconds, fidelity, seed, gpus_per_trial, "
                              "train_pool, latency_pool)");
-    }
+    std::string flag = "--" + k;
+    std::replace(flag.begin(), flag.end(), '_', '-');
+    CLI::Option* opt = cmd.get_option(flag);
+    if (opt->count() == 0) set_from_file(*opt, v, where);  // the command line's wins
   }
 }
 
@@ -197,7 +185,7 @@ void apply_search_file(CLI::App& cmd, SearchFlags& f) {
   for (auto it = j.begin(); it != j.end(); ++it) {
     const std::string& k = it.key();
     const auto& v = it.value();
-    const std::string where = f.experiment + ": /" + k;
+    const std::string where = field_place(f.experiment, k);
     if (f.strategy.read_file_field(k, v, where)) continue;
     std::string flag = "--" + k;
     std::replace(flag.begin(), flag.end(), '_', '-');
@@ -205,44 +193,39 @@ void apply_search_file(CLI::App& cmd, SearchFlags& f) {
                            ? nullptr
                            : cmd.get_option_no_throw(flag);
     if (!opt)
-      throw Error(where, "unknown field '" + k +
+      throw Error(where, "unknown field '" + printable_excerpt(k, 40) +
                              "' (the fields are the options of minas search "
                              "with _ for -, and strategy_settings, objective, "
                              "asha; minas search --help)");
     if (opt->count() > 0) continue;  // the command line's wins
-    std::string text;
-    if (v.is_string())
-      text = v.get<std::string>();
-    else if (v.is_boolean())
-      text = v.get<bool>() ? "true" : "false";
-    else if (v.is_number())
-      text = v.dump();
-    else
-      throw Error(where, "must be a string, number or boolean, got " + v.dump());
-    try {
-      opt->add_result(text);
-      opt->run_callback();
-    } catch (const CLI::Error& e) {
-      throw Error(where, e.what());
-    }
+    set_from_file(*opt, v, where);
   }
 }
 
 // The parameter table of docs/search.md: every option of minas search with
 // its experiment-file field and default.
 std::string search_params_markdown(CLI::App& cmd) {
-  std::string md = "| option | file field | default | meaning |\n|---|---|---|---|\n";
-  for (const CLI::Option* o : cmd.get_options()) {
+  std::string md = "| option | file field | default | allowed | meaning |\n|---|---|---|---|---|\n";
+  for (CLI::Option* o : cmd.get_options()) {
     const std::string name = o->get_single_name();
     if (name == "help" || name == "experiment" || name == "params-markdown") continue;
     std::string field = name;
     std::replace(field.begin(), field.end(), '-', '_');
     std::string def = o->get_default_str();
     if (def.empty()) def = o->get_type_size_max() == 0 || o->get_expected_max() == 0 ? "off" : "-";
-    std::string doc = o->get_description();
-    std::string cell;
-    for (char c : doc) cell += c == '|' ? std::string("\\|") : std::string(1, c);
-    md += "| `--" + name + "` | `" + field + "` | " + def + " | " + cell + " |\n";
+    // The range or set its check allows, the flag's and the file field's alike.
+    std::string allowed = "-";
+    try {
+      allowed = o->get_validator()->get_description();
+    } catch (const CLI::OptionNotFound&) {  // no check: any text
+    }
+    auto cell = [](const std::string& text) {
+      std::string out;
+      for (char c : text) out += c == '|' ? std::string("\\|") : std::string(1, c);
+      return out;
+    };
+    md += "| `--" + name + "` | `" + field + "` | " + def + " | " + cell(allowed) + " | " +
+          cell(o->get_description()) + " |\n";
   }
   return md;
 }
@@ -265,16 +248,21 @@ void add_search_commands(CLI::App& app) {
   c->strategy.add(ctl, true);
   ctl->add_option("--trials", c->trials, "Trial budget")
       ->default_val(100)
-      ->check(CLI::PositiveNumber);
-  ctl->add_option("--seconds", c->seconds, "Wall-clock budget, 0 for none")->default_val(0);
+      ->check(in_range<int64_t>(1, kMaxTrials));
+  ctl->add_option("--seconds", c->seconds, "Wall-clock budget, 0 for none")
+      ->default_val(0)
+      ->check(in_range(0.0, kMaxSeconds));
   ctl->add_option("--fidelity", c->fidelity, "Epochs per trial, 0 for the recipe's")
-      ->default_val(0);
-  ctl->add_option("--seed", c->seed, "Strategy seed")->default_val(0);
+      ->default_val(0)
+      ->check(in_range(0, kMaxEpochs));
+  ctl->add_option("--seed", c->seed, "Strategy seed")
+      ->default_val(0)
+      ->check(any_of_type<uint64_t>());
   ctl->add_option("--gpus-per-trial", c->gpus_per_trial,
                   "Device slots of one worker a trial trains on, data parallel (GPUs; CPU slots "
                   "likewise)")
       ->default_val(1)
-      ->check(CLI::Range(1, 1024));
+      ->check(in_range(1, kMaxSlotsPerTrial));
   ctl->add_option("--train-pool", c->train_pool,
                   "Only workers of this pool (minas worker --pool) train; default: any");
   ctl->add_option("--latency-pool", c->latency_pool,
@@ -286,11 +274,17 @@ void add_search_commands(CLI::App& app) {
   ctl->add_option("--advertise", c->advertise,
                   "The host name or address written to --endpoint-file in place of a wildcard "
                   "bind address (default: this host's name)");
-  ctl->add_option("--heartbeat-ms", c->heartbeat_ms, "Heartbeat interval")->default_val(1000);
+  // Below 10 ms the loop would spend itself on heartbeats; above an hour a
+  // lost worker would hold its trials for most of a day (x --liveness).
+  ctl->add_option("--heartbeat-ms", c->heartbeat_ms, "Heartbeat interval")
+      ->default_val(1000)
+      ->check(in_range(10, 3'600'000));
   ctl->add_option("--liveness", c->liveness, "Missed heartbeats before a worker is lost")
-      ->default_val(5);
+      ->default_val(5)
+      ->check(in_range(1, 1000));
   ctl->add_option("--max-attempts", c->max_attempts, "Attempts of a trial before it fails")
-      ->default_val(3);
+      ->default_val(3)
+      ->check(in_range(1, 1000));
   ctl->add_option("--key", c->key, "CURVE: the controller's key pair file (minas keygen)");
   ctl->add_option("--allow", c->allow,
                   "CURVE: the workers' public keys (a file, or a folder of .pub)");
@@ -382,47 +376,45 @@ void add_search_commands(CLI::App& app) {
   sr->add_option("--recipe", sf->recipe, "Training recipe (JSON file)");
   sr->add_option("--trials", sf->trials, "Trial budget (the time budget usually ends it first)")
       ->default_val(1000000)
-      ->check(CLI::PositiveNumber);
+      ->check(in_range<int64_t>(1, kMaxTrials));
   sr->add_option("--budget", sf->budget,
                  "Wall-clock budget of the whole run, search and final training: 90s, 45m, 1h30m")
       ->default_val("20m")
-      ->check(
-          [](const std::string& v) {
-            try {
-              parse_duration(v, "--budget");
-              return std::string();
-            } catch (const Error& e) {
-              return std::string(e.what());
-            }
-          },
-          "DURATION");
+      ->check(duration_check("--budget"));
   sr->add_option("--final-share", sf->final_share,
                  "Share of the budget kept for the final training")
       ->default_val(0.3)
-      ->check(CLI::Range(0.05, 0.95));
+      ->check(in_range(0.05, 0.95));
   sr->add_option("--final-epochs", sf->final_epochs,
                  "Epochs of the final training (at most; it also ends with its share of the "
                  "budget)")
       ->default_val(30)
-      ->check(CLI::Range(1, 100000));
+      ->check(in_range(1, kMaxEpochs));
   sr->add_flag("--no-final", sf->no_final, "Search only: no final training and export");
   sr->add_option("--out", sf->out, "Export folder (default runs/EXPERIMENT)");
   sr->add_flag("--resume", sf->resume,
                "Continue the store's latest experiment (or --name's) within what is left of the "
                "budget");
-  sr->add_option("--fidelity", sf->fidelity, "Epochs per trial in the search")->default_val(3);
+  sr->add_option("--fidelity", sf->fidelity, "Epochs per trial in the search")
+      ->default_val(3)
+      ->check(in_range(0, kMaxEpochs));
   sr->add_option("--workers", sf->workers,
                  "Local workers (default: one per core the process may use)")
-      ->default_val(0);
-  sr->add_option("--threads", sf->threads, "CPU threads per worker slot")->default_val(1);
+      ->default_val(0)
+      ->check(in_range(0, kMaxLocalWorkers));
+  sr->add_option("--threads", sf->threads, "CPU threads per worker slot")
+      ->default_val(1)
+      ->check(in_range(1, kMaxThreads));
   sr->add_option("--devices", sf->devices,
                  "One local worker with these slots instead (cpu:T,..., cuda:0,1, cuda:0x4 for "
                  "four trials at once on GPU 0)");
   sr->add_option("--gpus-per-trial", sf->gpus_per_trial,
                  "Slots (of --threads each) one trial trains on, data parallel")
       ->default_val(1)
-      ->check(CLI::Range(1, 1024));
-  sr->add_option("--seed", sf->seed, "Strategy seed")->default_val(0);
+      ->check(in_range(1, kMaxSlotsPerTrial));
+  sr->add_option("--seed", sf->seed, "Strategy seed")
+      ->default_val(0)
+      ->check(any_of_type<uint64_t>());
   sf->strategy.add(sr, true, "evolution", true);
   sr->add_option("--experiment", sf->experiment,
                  "Experiment file (JSON): any option above as a field, _ for -; the command line "
@@ -445,20 +437,33 @@ void add_search_commands(CLI::App& app) {
     const double budget = parse_duration(sf->budget, "--budget");
     if (sf->resume && !std::filesystem::exists(sf->db))
       throw Error("--resume", "no store " + sf->db + " here to resume from");
-    db::Store store = db::Store::open(sf->db);
+    // Every input is read and checked before the store is created, so a
+    // refused command leaves no store behind.
+    if (!sf->devices.empty()) parse_devices(sf->devices);
+    if (std::error_code ec; !sf->out.empty() && std::filesystem::exists(sf->out, ec) &&
+                            !std::filesystem::is_directory(sf->out, ec))
+      throw Error("--out " + sf->out, "is a file, not a folder for the export");
     ExperimentConfig cfg;
+    cfg.recipe = recipe.to_json();
+    cfg.fidelity = sf->fidelity;
+    cfg.gpus_per_trial = per_trial;
+    cfg.budget_trials = sf->trials;
+    cfg.seed = sf->seed;
+    const StrategySettings settings = sf->strategy.settings(*sr, sf->seed);
+    cfg.strategy_settings = settings.to_json();
+    cfg.objective = settings.objective;
+    cfg.asha = sf->strategy.asha_settings(
+        *sr, sf->fidelity > 0 ? sf->fidelity : static_cast<int>(recipe.epochs));
+    const auto strategy = make_strategy(space, settings);
+    cfg.data = sf->data;
+    cfg.data_fingerprint = data::load_dataset(sf->data).train.fingerprint();
+    db::Store store = db::Store::open(sf->db);
     cfg.name = sf->name.empty() ? default_experiment_name("search") : sf->name;
     if (sf->resume && sf->name.empty()) {  // the store's latest experiment
       const auto all = store.experiments();
       if (all.empty()) throw Error("--resume", sf->db + " holds no experiment");
       cfg.name = all.back().name;
     }
-    cfg.data = sf->data;
-    cfg.data_fingerprint = data::load_dataset(sf->data).train.fingerprint();
-    cfg.recipe = recipe.to_json();
-    cfg.fidelity = sf->fidelity;
-    cfg.gpus_per_trial = per_trial;
-    cfg.budget_trials = sf->trials;
     // A resumed experiment has spent part of the budget already.
     double spent = 0;
     if (auto e = store.find_experiment(cfg.name)) spent = e->seconds_run;
@@ -467,14 +472,7 @@ void add_search_commands(CLI::App& app) {
     if (spent > 0)
       log_line("search", "experiment '" + cfg.name + "' has run " +
                              std::to_string(static_cast<int>(spent)) + " s of its budget");
-    cfg.seed = sf->seed;
-    const StrategySettings settings = sf->strategy.settings(*sr, sf->seed);
-    cfg.strategy_settings = settings.to_json();
-    cfg.objective = settings.objective;
-    cfg.asha = sf->strategy.asha_settings(
-        *sr, sf->fidelity > 0 ? sf->fidelity : static_cast<int>(recipe.epochs));
     const auto run_started = std::chrono::steady_clock::now();
-    const auto strategy = make_strategy(space, settings);
     LocalPool pool;
     pool.workers = workers;
     pool.threads = threads;
@@ -540,7 +538,9 @@ void add_search_commands(CLI::App& app) {
       ->check(CLI::IsMember({"cpu", "sim"}));
   wk->add_option("--table", w->table, "sim: CSV with an 'arch' column");
   wk->add_option("--metric", w->metric, "sim: the column read as val_acc");
-  wk->add_option("--delay", w->delay, "sim: seconds of pretend training per trial")->default_val(0);
+  wk->add_option("--delay", w->delay, "sim: seconds of pretend training per trial")
+      ->default_val(0)
+      ->check(in_range(0.0, 86400.0));
   wk->add_option("--name", w->name, "Worker identity (default host:pid)");
   wk->add_option("--key", w->key, "CURVE: this worker's key pair file (minas keygen)");
   wk->add_option("--server-key", w->server_key, "CURVE: the controller's public key file (.pub)");

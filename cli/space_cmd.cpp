@@ -5,6 +5,7 @@
 #include <string>
 
 #include "cli/commands.h"
+#include "cli/flag_ranges.h"
 #include "searchspace/error.h"
 #include "searchspace/space.h"
 
@@ -88,14 +89,18 @@ void add_space_commands(CLI::App& app) {
 
   c = space->add_subcommand("enumerate", "Every architecture's canonical key, one per line");
   add_space(c);
-  c->add_option("--limit", opts->limit, "Stop after N keys (0: all)");
+  c->add_option("--limit", opts->limit, "Stop after N keys (0: all)")
+      ->check(any_of_type<uint64_t>());
   c->callback([opts] { enumerate(Space::load(opts->space), opts->limit); });
 
   c = space->add_subcommand("sample", "N uniformly sampled architecture keys");
   add_space(c);
-  c->add_option("--n", opts->n, "How many")->default_val(1)->check(CLI::PositiveNumber);
+  c->add_option("--n", opts->n, "How many")
+      ->default_val(1)
+      ->check(in_range<uint64_t>(1, 1'000'000'000));
   c->add_option("--seed", opts->seed, "Random seed (same seed, same keys, on any machine)")
-      ->default_val(0);
+      ->default_val(0)
+      ->check(any_of_type<uint64_t>());
   c->callback([opts] {
     const Space s = Space::load(opts->space);
     Rng rng(opts->seed);
@@ -107,7 +112,9 @@ void add_space_commands(CLI::App& app) {
   c = space->add_subcommand("mutate", "The architecture with exactly one decision changed");
   add_space(c);
   c->add_option("--arch", opts->arch, "Canonical key of the architecture")->required();
-  c->add_option("--seed", opts->seed, "Random seed")->default_val(0);
+  c->add_option("--seed", opts->seed, "Random seed")
+      ->default_val(0)
+      ->check(any_of_type<uint64_t>());
   c->callback([opts] {
     const Space s = Space::load(opts->space);
     Rng rng(opts->seed);

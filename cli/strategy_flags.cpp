@@ -2,7 +2,9 @@
 
 #include <sstream>
 
+#include "cli/flag_ranges.h"
 #include "searchspace/error.h"
+#include "searchspace/json_excerpt.h"
 
 namespace minas::cli {
 
@@ -14,31 +16,34 @@ void StrategyFlags::add(CLI::App* app, bool with_asha, const std::string& defaul
       ->check(CLI::IsMember({"random", "evolution", "reinforce"}));
   app->add_option("--population", population, "evolution: population size P")
       ->default_val(10)
-      ->check(CLI::Range(2, 1000000));
+      ->check(in_range(2, 1000000));
   app->add_option("--tournament", tournament, "evolution: tournament size S")
       ->default_val(3)
-      ->check(CLI::Range(1, 1000000));
+      ->check(in_range(1, 1000000));
   app->add_option("--learning-rate", learning_rate, "reinforce: Adam's step on the logits")
       ->default_val(0.1)
-      ->check(CLI::PositiveNumber);
+      ->check(above(0.0, 1000.0));
   app->add_option("--baseline-decay", baseline_decay,
                   "reinforce: the reward baseline's moving-average decay")
       ->default_val(0.9)
-      ->check(CLI::Range(0.0, 1.0));
+      ->check(in_range(0.0, 1.0));
   app->add_option("--entropy-weight", entropy_weight, "reinforce: weight of the entropy bonus")
       ->default_val(0.001)
-      ->check(CLI::Range(0.0, 10.0));
+      ->check(in_range(0.0, 10.0));
   app->add_option("--max-params", max_params, "Constraint: parameters (checked before training)")
-      ->check(CLI::PositiveNumber);
+      ->check(above(0.0, 1e15));
   app->add_option("--max-macs", max_macs, "Constraint: MACs per sample (checked before training)")
-      ->check(CLI::PositiveNumber);
+      ->check(above(0.0, 1e18));
   app->add_option("--max-latency-ms", max_latency_ms, "Constraint: measured latency in ms")
-      ->check(CLI::PositiveNumber);
+      ->check(above(0.0, 1e9));
   app->add_option("--latency-target-ms", latency_target_ms,
                   "Soft latency-aware reward acc * (latency / target)^w (MnasNet)")
-      ->check(CLI::PositiveNumber);
+      ->check(above(0.0, 1e9));
+  // Objective::from_json refuses w >= 0 with its own message; the range here
+  // keeps nan, inf and overflow out.
   app->add_option("--latency-weight", latency_weight, "The reward's exponent w (< 0)")
-      ->default_val(-0.07);
+      ->default_val(-0.07)
+      ->check(in_range(-100.0, 100.0));
   app->add_option("--pareto", pareto,
                   "Pareto mode: accuracy against latency_ms, params or macs (evolution: NSGA-II "
                   "selection)")
@@ -50,7 +55,8 @@ void StrategyFlags::add(CLI::App* app, bool with_asha, const std::string& defaul
   if (with_asha) {
     app->add_flag("--asha", asha, "Early stopping by asynchronous successive halving");
     app->add_option("--asha-eta", asha_eta, "ASHA: reduction factor (implies --asha)")
-        ->default_val(3);
+        ->default_val(3)
+        ->check(above(1.0, 1000.0));
     app->add_option("--asha-rungs", asha_rungs,
                     "ASHA: the epochs trials are judged at, e.g. 1,3,9 (implies --asha; "
                     "default 1, eta, eta^2, ... below the trial's epochs)");
@@ -60,10 +66,10 @@ void StrategyFlags::add(CLI::App* app, bool with_asha, const std::string& defaul
 bool StrategyFlags::read_file_field(const std::string& key, const nlohmann::json& value,
                                     const std::string& where) {
   if (key == "strategy_settings") {
-    if (!value.is_object()) throw Error(where, "must be an object, got " + value.dump());
+    if (!value.is_object()) throw Error(where, "must be an object, got " + json_excerpt(value));
     for (auto it = value.begin(); it != value.end(); ++it) {
       if (it.key() == "name" || it.key() == "seed" || it.key() == "objective")
-        throw Error(where + "/" + it.key(),
+        throw Error(where + "/" + printable_excerpt(it.key(), 40),
                     "is set by the experiment's own \"" + it.key() + "\" field, not here");
       file_settings[it.key()] = it.value();
     }
@@ -76,8 +82,9 @@ bool StrategyFlags::read_file_field(const std::string& key, const nlohmann::json
     return true;
   }
   if (key == "asha") {
-    if (!value.is_object()) throw Error(where, "must be an object, got " + value.dump());
+    if (!value.is_object()) throw Error(where, "must be an object, got " + json_excerpt(value));
     file_asha = value;
+    file_asha_where = where;
     return true;
   }
   return false;
@@ -133,22 +140,24 @@ std::optional<AshaSettings> StrategyFlags::asha_settings(const CLI::App& app,
         if (used != item.size()) throw std::invalid_argument(item);
         j["rungs"].push_back(e);
       } catch (const std::exception&) {
-        throw Error("--asha-rungs " + asha_rungs, "'" + item + "' is not an epoch number");
+        throw Error("--asha-rungs " + printable_excerpt(asha_rungs, 40),
+                    "'" + printable_excerpt(item, 40) + "' is not an epoch number");
       }
     }
   } else if (!j.contains("rungs")) {
     if (!j["eta"].is_number() || !(j["eta"].get<double>() > 1))
-      throw Error("--asha-eta", "must be a number > 1, got " + j["eta"].dump());
+      throw Error(eta_given || file_asha.is_null() ? "--asha-eta" : file_asha_where + "/eta",
+                  "must be a number > 1, got " + json_excerpt(j["eta"]));
     j["rungs"] = AshaSettings::geometric(1, j["eta"].get<double>(), max_epochs);
     if (j["rungs"].empty())
       throw Error("--asha", "trials of " + std::to_string(max_epochs) +
                                 " epoch(s) leave no rung below them; raise --fidelity");
   }
-  const std::string where = file_asha.is_null() ? "--asha" : "asha";
+  const std::string where = file_asha.is_null() ? "--asha" : file_asha_where;
   AshaSettings s = AshaSettings::from_json(j, where);
   if (s.rungs.empty() || s.rungs.back() >= max_epochs)
     throw Error(where, "every rung must lie below the trials' " + std::to_string(max_epochs) +
-                           " epochs (rungs " + j["rungs"].dump() +
+                           " epochs (rungs " + json_excerpt(j["rungs"]) +
                            "); raise --fidelity or lower the rungs");
   return s;
 }

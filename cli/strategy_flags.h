@@ -27,6 +27,7 @@ struct StrategyFlags {
   // From an experiment file, before flags are applied.
   nlohmann::json file_settings = nlohmann::json::object();  // strategy_settings + objective
   nlohmann::json file_asha;                                 // null: none in the file
+  std::string file_asha_where;                              // "FILE: /asha", for errors
 
   // The one-click search defaults to evolution with ASHA on (--no-asha);
   // the controller to random search without it (--asha).

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "cli/commands.h"
+#include "cli/flag_ranges.h"
 #include "searchspace/error.h"
 #include "searchspace/space.h"
 #include "trainer/backends.h"
@@ -42,7 +43,8 @@ Recipe make_recipe(const TrainFlags& f) {
   if (!f.precision.empty()) r.set("precision", f.precision, origin);
   for (const std::string& kv : f.sets) {
     const auto eq = kv.find('=');
-    if (eq == std::string::npos) throw Error("--set " + kv, "expected NAME=VALUE");
+    if (eq == std::string::npos)
+      throw Error("--set " + printable_excerpt(kv, 40), "expected NAME=VALUE");
     r.set(kv.substr(0, eq), kv.substr(eq + 1), origin);
   }
   r.validate(origin);
@@ -90,10 +92,14 @@ void add_train_commands(CLI::App& app) {
   c->add_option("--arch", f->arch, "Canonical key of the architecture")->required();
   c->add_option("--data", f->data, "fashion-mnist, mnist, or a folder of IDX files")
       ->default_val("fashion-mnist");
-  c->add_option("--epochs", f->epochs, "Epochs (overrides the recipe)");
-  c->add_option("--budget", f->budget, "Time budget in seconds (overrides the recipe)");
-  c->add_option("--batch", f->batch, "Batch size (overrides the recipe)");
-  c->add_option("--threads", f->threads, "CPU threads, 0 for all (overrides the recipe)");
+  c->add_option("--epochs", f->epochs, "Epochs (overrides the recipe)")
+      ->check(recipe_check("epochs"));
+  c->add_option("--budget", f->budget, "Time budget in seconds (overrides the recipe)")
+      ->check(recipe_check("time_budget_s"));
+  c->add_option("--batch", f->batch, "Batch size (overrides the recipe)")
+      ->check(recipe_check("batch"));
+  c->add_option("--threads", f->threads, "CPU threads, 0 for all (overrides the recipe)")
+      ->check(recipe_check("threads"));
   c->add_option("--device", f->device, "cpu or cuda:N (builds with the GPU backend)")
       ->default_val("cpu");
   c->add_option("--precision", f->precision, "fp32, bf16 or fp16 (GPU; overrides the recipe)")
@@ -102,6 +108,10 @@ void add_train_commands(CLI::App& app) {
   c->add_option("--set", f->sets, "Recipe field NAME=VALUE, repeatable");
   c->add_option("--out", f->out, "Folder for the checkpoint and the report");
   c->callback([f] {
+    // Refused before the training, not after it.
+    if (std::error_code ec; !f->out.empty() && std::filesystem::exists(f->out, ec) &&
+                            !std::filesystem::is_directory(f->out, ec))
+      throw Error("--out " + f->out, "is a file, not a folder");
     const Space space = Space::load(f->space);
     const Arch arch = space.parse_key(f->arch);
     const Recipe recipe = make_recipe(*f);
@@ -145,10 +155,16 @@ void add_train_benchmarks(CLI::App& bench_group) {
   CLI::App* bench = &bench_group;
   CLI::App* ref = bench->add_subcommand(
       "train-ref", "Train shared/bench/torch_ref.py's reference network with its recipe");
-  ref->add_option("--width", f->width, "Width w of the reference network")->default_val(16);
-  ref->add_option("--epochs", f->epochs, "Epochs")->default_val(1);
-  ref->add_option("--threads", f->threads, "CPU threads")->default_val(2);
-  ref->add_option("--batch", f->batch, "Batch size")->default_val(128);
+  ref->add_option("--width", f->width, "Width w of the reference network")
+      ->default_val(16)
+      ->check(in_range(1, 1024));
+  ref->add_option("--epochs", f->epochs, "Epochs")->default_val(1)->check(recipe_check("epochs"));
+  ref->add_option("--threads", f->threads, "CPU threads")
+      ->default_val(2)
+      ->check(recipe_check("threads"));
+  ref->add_option("--batch", f->batch, "Batch size")
+      ->default_val(128)
+      ->check(recipe_check("batch"));
   ref->add_option("--data", f->data, "Data set")->default_val("fashion-mnist");
   ref->add_option("--device", f->device, "cpu or cuda:N (builds with the GPU backend)")
       ->default_val("cpu");
@@ -158,7 +174,7 @@ void add_train_benchmarks(CLI::App& bench_group) {
   ref->add_option("--target", f->target,
                   "Test accuracy to time: evaluated after every epoch (not timed), the training "
                   "seconds until it is first reached are printed")
-      ->check(CLI::Range(0.0, 1.0));
+      ->check(in_range(0.0, 1.0));
   ref->callback([f] {
     // torch_ref.py's recipe is our default recipe, trained on all 60,000 images.
     Recipe recipe;
@@ -208,8 +224,10 @@ void add_train_benchmarks(CLI::App& bench_group) {
   CLI::App* g = bench->add_subcommand(
       "gemm",
       "Single-precision GEMM throughput of this machine (oneDNN sgemm): the peak to compare with");
-  g->add_option("--threads", gemm->first, "CPU threads")->default_val(2);
-  g->add_option("--n", gemm->second, "Square matrix size")->default_val(2048);
+  g->add_option("--threads", gemm->first, "CPU threads")->default_val(2)->check(in_range(1, 4096));
+  g->add_option("--n", gemm->second, "Square matrix size")
+      ->default_val(2048)
+      ->check(in_range(16, 16384));
   g->callback([gemm] {
     const int threads = gemm->first;
     const dnnl_dim_t n = gemm->second;

@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "db/schema.h"
+#include "searchspace/json_read.h"
 #include "searchspace/space.h"
 
 namespace minas::db {
@@ -186,10 +187,10 @@ int migrate(Connection& connection) {
   return header.version;
 }
 
-std::optional<nlohmann::json> parse_json(const std::string& text) {
-  nlohmann::json value = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (value.is_discarded()) return std::nullopt;
-  return value;
+// A JSON column read back: bounded like any JSON from outside the process (a
+// store is a file anyone may have written), refused with the place named.
+nlohmann::json parse_json(const std::string& text, const std::string& where) {
+  return read_json(text, where);
 }
 
 constexpr std::string_view kSelectExperiments =
@@ -219,14 +220,10 @@ Experiment read_experiment(const Statement& row, const std::string& path) {
   e.seconds_run = row.column_double(15);
   const std::pair<int, nlohmann::json*> documents[] = {
       {3, &e.space_json}, {7, &e.strategy_settings}, {8, &e.recipe}};
-  for (const auto& [column, target] : documents) {
-    std::optional<nlohmann::json> value = parse_json(row.column_text(column));
-    if (!value) {
-      throw Error(path, "experiment '" + e.name + "': its " + row.column_name(column) +
-                            " is not valid JSON");
-    }
-    *target = std::move(*value);
-  }
+  for (const auto& [column, target] : documents)
+    *target = parse_json(row.column_text(column), path + ": experiment '" +
+                                                      printable_excerpt(e.name, 60) + "', its " +
+                                                      row.column_name(column));
   return e;
 }
 
@@ -494,12 +491,8 @@ std::optional<nlohmann::json> Store::strategy_state(int64_t experiment) {
   std::optional<std::string> text;
   read_row(select, [&](const Statement& row) { text = row.column_text(0); });
   if (!text) return std::nullopt;
-  std::optional<nlohmann::json> state = parse_json(*text);
-  if (!state) {
-    throw Error(path(), "the strategy state of experiment " + std::to_string(experiment) +
-                            " is not valid JSON");
-  }
-  return state;
+  return parse_json(*text,
+                    path() + ": the strategy state of experiment " + std::to_string(experiment));
 }
 
 int64_t Store::add_data_report(const DataReport& r) {
@@ -529,13 +522,9 @@ std::vector<DataReport> Store::data_reports() {
     r.experiment = select.column_text(1);
     r.location = select.column_text(2);
     r.usable = select.column_int64(3) != 0;
-    std::optional<nlohmann::json> fp = parse_json(select.column_text(4));
-    std::optional<nlohmann::json> rep = parse_json(select.column_text(5));
-    if (!fp || !rep)
-      throw Error(path(),
-                  "data report " + std::to_string(r.id) + " holds JSON that does not parse");
-    r.fingerprint = std::move(*fp);
-    r.report = std::move(*rep);
+    const std::string where = path() + ": data report " + std::to_string(r.id);
+    r.fingerprint = parse_json(select.column_text(4), where + ", its fingerprint");
+    r.report = parse_json(select.column_text(5), where + ", its report");
     r.created_at = select.column_double(6);
     out.push_back(std::move(r));
   }

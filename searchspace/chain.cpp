@@ -127,7 +127,7 @@ class ChainSkeleton final : public Skeleton {
   std::optional<std::string> check_value(SlotKind kind, const json& v) const override {
     if (kind == SlotKind::Width) {
       if (!v.is_number_integer() || v.get<int64_t>() < 1 || v.get<int64_t>() > 4096)
-        return "a width is an integer in [1, 4096], got " + v.dump();
+        return "a width is an integer in [1, 4096], got " + json_excerpt(v);
       return std::nullopt;
     }
     const auto op = parse_chain_op(v);

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "searchspace/error.h"
+#include "searchspace/json_excerpt.h"
 
 namespace minas {
 namespace {
@@ -352,7 +353,9 @@ LayerGraph LayerGraph::from_json(const nlohmann::json& j, const std::string& whe
     if (!l.is_object() || !l.contains("op") || !l["op"].is_string())
       throw fail(ptr + "/op", "missing or not a string");
     const auto op = op_from_name(l["op"].get<std::string>());
-    if (!op) throw fail(ptr + "/op", "unknown op '" + l["op"].get<std::string>() + "'");
+    if (!op)
+      throw fail(ptr + "/op",
+                 "unknown op '" + printable_excerpt(l["op"].get<std::string>(), 40) + "'");
     std::string name = l.value("name", ptr);
     std::vector<int> xs;
     if (l.contains("inputs")) {
@@ -441,8 +444,8 @@ LayerGraph LayerGraph::from_json(const nlohmann::json& j, const std::string& whe
                                      to_string(g.layer(got).shape));
   }
   if (j.contains("params") && j["params"] != g.params())
-    throw fail("/params",
-               "says " + j["params"].dump() + " but the layers hold " + std::to_string(g.params()));
+    throw fail("/params", "says " + json_excerpt(j["params"]) + " but the layers hold " +
+                              std::to_string(g.params()));
   g.check_output();
   return g;
 }

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "searchspace/error.h"
+#include "searchspace/json_excerpt.h"
 #include "searchspace/layer_graph.h"
 #include "searchspace/space.h"
 
@@ -27,7 +28,10 @@ class Node {
   const json& j() const { return *j_; }
   const std::string& ptr() const { return ptr_; }
   const std::string& origin() const { return *origin_; }
-  std::string where() const { return *origin_ + ": " + (ptr_.empty() ? "/" : ptr_); }
+  // The pointer holds the file's keys: escaped and cut like any quoted text.
+  std::string where() const {
+    return *origin_ + ": " + (ptr_.empty() ? "/" : printable_excerpt(ptr_, 200));
+  }
   [[noreturn]] void fail(const std::string& why) const { throw Error(where(), why); }
 
   bool has(const char* key) const { return j_->is_object() && j_->contains(key); }

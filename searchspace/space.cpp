@@ -12,7 +12,10 @@
 #include <sstream>
 
 #include "searchspace/builtin_spaces.h"
+#include "searchspace/json_excerpt.h"
+#include "searchspace/json_read.h"
 #include "searchspace/skeleton.h"
+#include "searchspace/text_file.h"
 
 namespace minas {
 
@@ -70,7 +73,7 @@ void Node::only(std::initializer_list<const char*> allowed) const {
       std::string list;
       for (const char* a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
       Node(it.value(), ptr_ + "/" + escape_pointer_token(it.key()), *origin_)
-          .fail("unknown field '" + it.key() + "' (known: " + list + ")");
+          .fail("unknown field '" + printable_excerpt(it.key(), 40) + "' (known: " + list + ")");
     }
   }
 }
@@ -78,21 +81,21 @@ void Node::only(std::initializer_list<const char*> allowed) const {
 int Node::integer(int lo, int hi) const {
   if (!j_->is_number_integer() || j_->get<int64_t>() < lo || j_->get<int64_t>() > hi)
     fail("must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " +
-         j_->dump());
+         json_excerpt(*j_));
   return j_->get<int>();
 }
 
 double Node::number(double lo, double hi) const {
   if (!j_->is_number() || j_->get<double>() < lo || j_->get<double>() > hi) {
     std::ostringstream os;
-    os << "must be a number in [" << lo << ", " << hi << "], got " << j_->dump();
+    os << "must be a number in [" << lo << ", " << hi << "], got " << json_excerpt(*j_);
     fail(os.str());
   }
   return j_->get<double>();
 }
 
 std::string Node::string() const {
-  if (!j_->is_string()) fail("must be a string, got " + j_->dump());
+  if (!j_->is_string()) fail("must be a string, got " + json_excerpt(*j_));
   return j_->get<std::string>();
 }
 
@@ -103,7 +106,7 @@ std::string Node::one_of(std::initializer_list<const char*> values) const {
     if (s == v) return s;
     list += (list.empty() ? "" : ", ") + std::string(v);
   }
-  fail("must be one of " + list + ", got '" + s + "'");
+  fail("must be one of " + list + ", got '" + printable_excerpt(s, 40) + "'");
 }
 
 std::string label_of(const json& v) {
@@ -145,7 +148,7 @@ Arch Skeleton::parse_key(std::string_view key, const std::vector<Decision>& ds) 
     start = bar + 1;
   }
   if (fields.size() != ds.size())
-    throw Error("arch key '" + std::string(key) + "'",
+    throw Error("arch key '" + printable_excerpt(key, 120) + "'",
                 "has " + std::to_string(fields.size()) + " '|'-separated field(s), the space has " +
                     std::to_string(ds.size()) + " decisions");
   Arch a;
@@ -160,9 +163,9 @@ Arch Skeleton::parse_key(std::string_view key, const std::vector<Decision>& ds) 
     if (!found) {
       std::string opts;
       for (size_t o = 0; o < ds[i].options.size(); ++o) opts += (o ? ", " : "") + ds[i].label(o);
-      throw Error("arch key '" + std::string(key) + "', field " + std::to_string(i + 1),
-                  "'" + std::string(fields[i]) + "' is not an option of decision '" + ds[i].name +
-                      "' (options: " + opts + ")");
+      throw Error("arch key '" + printable_excerpt(key, 120) + "', field " + std::to_string(i + 1),
+                  "'" + printable_excerpt(fields[i], 40) + "' is not an option of decision '" +
+                      ds[i].name + "' (options: " + opts + ")");
     }
   }
   return a;
@@ -239,7 +242,8 @@ std::vector<json> read_options(const Node& n, const Node& root) {
   if (n.j().is_string()) {
     const std::string set = n.string();
     if (!root.has("option_sets") || !root.at("option_sets").has(set.c_str()))
-      n.fail("names option set '" + set + "', which /option_sets does not define");
+      n.fail("names option set '" + printable_excerpt(set, 40) +
+             "', which /option_sets does not define");
     return read_options(root.at("option_sets").at(set.c_str()), root);
   }
   n.require_array(1);
@@ -249,47 +253,45 @@ std::vector<json> read_options(const Node& n, const Node& root) {
     const Node o = n.at(i);
     if (o.j().is_string()) {
       if (!valid_option_text(o.string()))
-        o.fail("option '" + o.string() + "' may hold only letters, digits and _ . - +");
+        o.fail("option '" + printable_excerpt(o.string(), 40) +
+               "' may hold only letters, digits and _ . - +");
     } else if (!o.j().is_number()) {
-      o.fail("an option is a string or a number, got " + o.j().dump());
+      o.fail("an option is a string or a number, got " + json_excerpt(o.j()));
     }
     if (!seen.insert(detail::label_of(o.j())).second)
-      o.fail("option " + o.j().dump() + " is listed twice");
+      o.fail("option " + json_excerpt(o.j()) + " is listed twice");
     out.push_back(o.j());
   }
   return out;
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(path, std::string("cannot read: ") + std::strerror(errno));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) throw Error(path, "read error");
-  return ss.str();
-}
-
 // Applies "key=value,key=value" overrides to a space document.
 void apply_overrides(json& doc, const std::string& overrides, const std::string& ref) {
-  const std::string where = "space reference '" + ref + "'";
+  const std::string where = "space reference '" + printable_excerpt(ref, 120) + "'";
   std::stringstream ss(overrides);
   std::string item;
   while (std::getline(ss, item, ',')) {
     const size_t eq = item.find('=');
     if (eq == std::string::npos || eq == 0 || eq + 1 == item.size())
-      throw Error(where, "override '" + item + "' is not key=value");
+      throw Error(where, "override '" + printable_excerpt(item, 60) + "' is not key=value");
     const std::string key = item.substr(0, eq), text = item.substr(eq + 1);
     if (key == "input") {
       int c = 0, h = 0, w = 0;
       char x1 = 0, x2 = 0;
       std::istringstream is(text);
       if (!(is >> c >> x1 >> h >> x2 >> w) || x1 != 'x' || x2 != 'x' || !is.eof())
-        throw Error(where, "input must be CxHxW, e.g. 1x28x28, got '" + text + "'");
+        throw Error(where,
+                    "input must be CxHxW, e.g. 1x28x28, got '" + printable_excerpt(text, 40) + "'");
       doc["input"] = {{"channels", c}, {"height", h}, {"width", w}};
       continue;
     }
-    json value = json::parse(text, nullptr, false);
-    if (value.is_discarded()) value = text;
+    // JSON where the text is JSON (a number, a list), the text itself otherwise.
+    json value;
+    try {
+      value = read_json(text, where);
+    } catch (const Error&) {
+      value = text;
+    }
     if (key == "classes") {
       doc["classes"] = value;
       continue;
@@ -315,7 +317,7 @@ void apply_overrides(json& doc, const std::string& overrides, const std::string&
       if (doc.contains("skeleton") && doc["skeleton"].is_object())
         for (auto it = doc["skeleton"].begin(); it != doc["skeleton"].end(); ++it)
           if (!it->is_object() && !it->is_array() && it.key() != "type") fields += ", " + it.key();
-      throw Error(where, "override '" + key +
+      throw Error(where, "override '" + printable_excerpt(key, 60) +
                              "' names no value of the skeleton (settable: input, classes" + fields +
                              ", or a dotted path such as stem.channels)");
     }
@@ -352,7 +354,7 @@ Space Space::from_json(const json& doc, const std::string& origin) {
     dec.name = d.at("name").string();
     if (dec.name.empty()) d.at("name").fail("a decision name must not be empty");
     if (!by_name.emplace(dec.name, static_cast<int>(i)).second)
-      d.at("name").fail("decision '" + dec.name + "' is defined twice");
+      d.at("name").fail("decision '" + printable_excerpt(dec.name, 40) + "' is defined twice");
     if (d.has("description")) d.at("description").string();
     dec.options = read_options(d.at("options"), root);
     impl->decisions.push_back(std::move(dec));
@@ -363,7 +365,7 @@ Space Space::from_json(const json& doc, const std::string& origin) {
   std::vector<bool> used(impl->decisions.size(), false);
   auto index = [&](const Node& n, const std::string& name) -> int {
     auto it = by_name.find(name);
-    if (it == by_name.end()) n.fail("no decision is named '" + name + "'");
+    if (it == by_name.end()) n.fail("no decision is named '" + printable_excerpt(name, 40) + "'");
     used[it->second] = true;
     return it->second;
   };
@@ -384,13 +386,14 @@ Space Space::from_json(const json& doc, const std::string& origin) {
       if (auto why = impl->skeleton->check_value(s.kind, d.options[o]))
         throw Error(
             origin + ": /decisions/" + std::to_string(s.decision) + "/options/" + std::to_string(o),
-            "option " + d.options[o].dump() + " of '" + d.name + "' cannot be used at " + s.ptr +
-                ": " + *why);
+            "option " + json_excerpt(d.options[o]) + " of '" + printable_excerpt(d.name, 40) +
+                "' cannot be used at " + s.ptr + ": " + *why);
   }
   for (size_t i = 0; i < used.size(); ++i)
     if (!used[i])
       throw Error(origin + ": /decisions/" + std::to_string(i),
-                  "decision '" + impl->decisions[i].name + "' is not used by the skeleton");
+                  "decision '" + printable_excerpt(impl->decisions[i].name, 40) +
+                      "' is not used by the skeleton");
 
   Space space(std::move(impl));
   // Spatial shapes depend only on the fixed skeleton, so one lowering checks
@@ -405,16 +408,7 @@ Space Space::from_json(const json& doc, const std::string& origin) {
 }
 
 Space Space::parse(std::string_view text, const std::string& origin) {
-  json doc;
-  try {
-    doc = json::parse(text);
-  } catch (const json::parse_error& e) {
-    std::string msg = e.what();
-    if (msg.rfind("[json.exception", 0) == 0 && msg.find("] ") != std::string::npos)
-      msg = msg.substr(msg.find("] ") + 2);
-    throw Error(origin, "JSON syntax error: " + msg);
-  }
-  return from_json(doc, origin);
+  return from_json(read_json(text, origin), origin);
 }
 
 std::vector<std::string> Space::builtin_names() {
@@ -445,25 +439,21 @@ Space Space::load(const std::string& ref) {
     text = std::string(b);
     origin = base;
   } else if (fs::is_regular_file(base, ec)) {
-    text = read_file(base);
+    text = read_text_file(base, "space file", JsonLimits{}.max_bytes);
     origin = base;
   } else {
     std::string names;
     for (const auto& n : builtin_names()) names += (names.empty() ? "" : ", ") + n;
-    throw Error("space '" + base + "'",
+    throw Error("space '" + printable_excerpt(base, 120) + "'",
                 "no built-in space or file of that name (built-in: " + names + ")");
   }
-  json doc;
-  try {
-    doc = json::parse(text);
-  } catch (const json::parse_error&) {
-    Space::parse(text, origin);  // rethrows with the position
-  }
+  json doc = read_json(text, origin);
   if (!overrides.empty()) {
     if (!doc.is_object()) throw Error(origin, "a space document must be a JSON object");
     apply_overrides(doc, overrides, ref);
   }
-  Space s = from_json(doc, overrides.empty() ? origin : origin + " (" + ref + ")");
+  Space s = from_json(
+      doc, overrides.empty() ? origin : origin + " (" + printable_excerpt(ref, 120) + ")");
   s.impl_->ref = ref;
   return s;
 }
@@ -608,7 +598,8 @@ Arch Space::arch_from_json(const json& j) const {
   const Node n(j, "", origin);
   n.only({"space", "key", "hash", "choices"});
   if (n.has("space") && n.at("space").string() != impl_->name)
-    n.at("space").fail("is '" + n.at("space").string() + "', not '" + impl_->name + "'");
+    n.at("space").fail("is '" + printable_excerpt(n.at("space").string(), 40) + "', not '" +
+                       impl_->name + "'");
   std::optional<Arch> from_key, from_choices;
   if (n.has("key")) from_key = parse_key(n.at("key").string());
   if (n.has("choices")) {
@@ -616,10 +607,13 @@ Arch Space::arch_from_json(const json& j) const {
     c.require_object();
     Arch a;
     for (const auto& d : impl_->decisions) {
-      if (!c.has(d.name.c_str())) c.fail("missing decision '" + d.name + "'");
+      if (!c.has(d.name.c_str()))
+        c.fail("missing decision '" + printable_excerpt(d.name, 40) + "'");
       const Node v = c.at(d.name.c_str());
       auto it = std::find(d.options.begin(), d.options.end(), v.j());
-      if (it == d.options.end()) v.fail(v.j().dump() + " is not an option of '" + d.name + "'");
+      if (it == d.options.end())
+        v.fail(json_excerpt(v.j()) + " is not an option of '" + printable_excerpt(d.name, 40) +
+               "'");
       a.choice.push_back(static_cast<uint32_t>(it - d.options.begin()));
     }
     if (c.j().size() != impl_->decisions.size()) c.fail("has decisions the space does not have");
@@ -633,7 +627,8 @@ Arch Space::arch_from_json(const json& j) const {
     char hex[19];
     std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(hash(a)));
     if (n.at("hash").string() != hex)
-      n.at("hash").fail("is " + n.at("hash").string() + ", the key hashes to " + hex);
+      n.at("hash").fail("is " + printable_excerpt(n.at("hash").string(), 40) +
+                        ", the key hashes to " + hex);
   }
   return a;
 }

@@ -14,6 +14,7 @@
 #include <set>
 
 #include "searchspace/error.h"
+#include "searchspace/json_read.h"
 
 namespace minas {
 
@@ -273,7 +274,11 @@ Checkpoint load_checkpoint(const std::string& path) {
     bytes.append(buf, n);
     const bool foreign = std::memcmp(buf, kMagic, std::min(n, sizeof kMagic)) != 0;
     if (!foreign && n == kHeaderBytes) {
-      while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) bytes.append(buf, n);
+      // No more than the header says and one byte, to tell a longer file: a
+      // file that never ends (a FIFO) cannot fill memory.
+      const uint64_t declared = le64(bytes.data() + 16);
+      while (bytes.size() <= declared && (n = std::fread(buf, 1, sizeof buf, f)) > 0)
+        bytes.append(buf, n);
     }
     const bool failed = std::ferror(f) != 0;
     const std::string why = errno_text();
@@ -299,9 +304,14 @@ Checkpoint load_checkpoint(const std::string& path) {
   if (bytes.size() < expected)
     throw Error(path, "truncated: expected " + std::to_string(expected) + " bytes, found " +
                           std::to_string(bytes.size()));
-  if (bytes.size() > expected)
+  if (bytes.size() > expected) {
+    // Reading stopped past the declared size; the file's own size says how far.
+    std::error_code ec;
+    const uintmax_t size = std::filesystem::file_size(path, ec);
     throw Error(path, "longer than its header says: expected " + std::to_string(expected) +
-                          " bytes, found " + std::to_string(bytes.size()));
+                          " bytes, found " +
+                          (ec ? "more" : std::to_string(std::max<uintmax_t>(size, bytes.size()))));
+  }
   if (expected < kHeaderBytes + 4)
     throw Error(path + " @ byte 16", "malformed checkpoint: declared size " +
                                          std::to_string(expected) + " is below the minimum");
@@ -322,9 +332,10 @@ Checkpoint load_checkpoint(const std::string& path) {
   const uint64_t info_size = r.u64("metadata length");
   const char* info = r.take(info_size, "metadata");
   try {
-    ck.meta.info = nlohmann::json::parse(info, info + info_size);
-  } catch (const nlohmann::json::exception& e) {
-    r.fail(info_at, std::string("the metadata is not valid JSON: ") + e.what());
+    // Bounded in depth: a checkpoint is a file from outside, whatever its checksum says.
+    ck.meta.info = read_json(std::string_view(info, info_size), "metadata");
+  } catch (const Error& e) {
+    r.fail(info_at, "the metadata JSON is refused: " + e.reason());
   }
   const uint32_t count = r.u32("tensor count");
   // Each tensor takes at least 8 bytes (name length, rank), which bounds the
@@ -336,14 +347,16 @@ Checkpoint load_checkpoint(const std::string& path) {
     const size_t at = r.pos();
     CheckpointTensor t;
     t.name = r.str32("tensor name");
-    if (!names.insert(t.name).second) r.fail(at, "tensor '" + t.name + "' appears twice");
+    if (!names.insert(t.name).second)
+      r.fail(at, "tensor '" + printable_excerpt(t.name, 60) + "' appears twice");
     const uint32_t rank = r.u32("tensor rank");
     if (rank > kMaxRank)
-      r.fail(r.pos() - 4, "tensor '" + t.name + "' has rank " + std::to_string(rank));
+      r.fail(r.pos() - 4,
+             "tensor '" + printable_excerpt(t.name, 60) + "' has rank " + std::to_string(rank));
     for (uint32_t k = 0; k < rank; ++k) t.shape.push_back(r.u64("tensor dimension"));
     uint64_t n = 0;
     if (!elements(t.shape, n) || n > r.left() / 4)
-      r.fail(at, "tensor '" + t.name + "' of shape " + shape_text(t.shape) +
+      r.fail(at, "tensor '" + printable_excerpt(t.name, 60) + "' of shape " + shape_text(t.shape) +
                      " does not fit in the file");
     const char* data = r.take(n * 4, "tensor data");
     t.data.resize(n);
@@ -363,11 +376,11 @@ void check_checkpoint(const Checkpoint& checkpoint, std::string_view space,
                       const std::string& origin, bool allow_extra) {
   const CheckpointMeta& m = checkpoint.meta;
   if (m.space != space)
-    throw Error(origin, "the checkpoint is of space '" + m.space + "', expected '" +
-                            std::string(space) + "'");
+    throw Error(origin, "the checkpoint is of space '" + printable_excerpt(m.space, 60) +
+                            "', expected '" + std::string(space) + "'");
   if (m.arch_key != arch_key)
-    throw Error(origin, "the checkpoint is of architecture '" + m.arch_key + "', expected '" +
-                            std::string(arch_key) + "'");
+    throw Error(origin, "the checkpoint is of architecture '" + printable_excerpt(m.arch_key, 120) +
+                            "', expected '" + std::string(arch_key) + "'");
   std::set<std::string_view> wanted;
   for (const auto& spec : expected) {
     wanted.insert(spec.name);
@@ -380,7 +393,8 @@ void check_checkpoint(const Checkpoint& checkpoint, std::string_view space,
   if (allow_extra) return;
   for (const auto& t : checkpoint.tensors)
     if (!wanted.contains(t.name))
-      throw Error(origin, "tensor '" + t.name + "' in the checkpoint is not part of the network");
+      throw Error(origin, "tensor '" + printable_excerpt(t.name, 60) +
+                              "' in the checkpoint is not part of the network");
 }
 
 }  // namespace minas

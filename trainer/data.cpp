@@ -264,8 +264,17 @@ IdxFile read_idx_file(const std::string& path, uint32_t magic, const std::string
                  : src.stored_size() - std::min(src.stored_size(), uint64_t{header_size});
   if (expected > bound) throw truncated(src.drain());
 
-  f.data.resize(expected);
-  const size_t got = src.read(f.data.data(), expected);
+  // The data grows as it arrives, so a gzip header that claims more than its
+  // stream holds (up to 1032 times the file) costs only what the stream holds.
+  constexpr uint64_t kStep = uint64_t{16} << 20;
+  uint64_t got = 0;
+  while (got < expected) {
+    const uint64_t step = std::min(expected - got, kStep);
+    f.data.resize(got + step);
+    const size_t n = src.read(f.data.data() + got, step);
+    got += n;
+    if (n < step) break;
+  }
   if (got < expected) throw truncated(got);
   const uint64_t extra = src.drain();  // for gzip this also reads and checks the CRC trailer
   if (extra > 0)

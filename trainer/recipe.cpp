@@ -8,6 +8,9 @@
 #include <cstring>
 
 #include "searchspace/error.h"
+#include "searchspace/json_excerpt.h"
+#include "searchspace/json_read.h"
+#include "searchspace/text_file.h"
 
 namespace minas {
 
@@ -170,9 +173,7 @@ std::string type_of(const json& v) {
 }
 
 std::string show(const json& v) {
-  std::string s = v.dump();
-  if (s.size() > 60) s = s.substr(0, 57) + "...";
-  return s;
+  return json_excerpt(v, 60);
 }
 
 bool in_range(const RecipeParam& p, double v) {
@@ -265,26 +266,9 @@ size_t edit_distance(std::string_view a, std::string_view b) {
       closest = p.name;
     }
   }
-  throw Error(where, "unknown field '" + std::string(name) + "'" +
+  throw Error(where, "unknown field '" + printable_excerpt(name, 40) + "'" +
                          (closest.empty() ? "" : " (did you mean '" + closest + "'?)") +
                          "; known fields: " + known);
-}
-
-// Position of a JSON syntax error: nlohmann/json (3.8 and later) writes
-// "parse error at line L, column C: reason".
-[[noreturn]] void syntax_error(const std::string& origin, const json::exception& e) {
-  std::string msg = e.what();
-  if (msg.rfind("[json.exception", 0) == 0 && msg.find("] ") != std::string::npos)
-    msg = msg.substr(msg.find("] ") + 2);
-  const size_t at = msg.find(" at line ");
-  const size_t colon = msg.find(": ", at == std::string::npos ? 0 : at);
-  if (at != std::string::npos && colon != std::string::npos) {
-    int line = 0, column = 0;
-    if (std::sscanf(msg.c_str() + at, " at line %d, column %d", &line, &column) == 2)
-      throw Error(origin + ":" + std::to_string(line) + ":" + std::to_string(column),
-                  "JSON syntax error: " + msg.substr(colon + 2));
-  }
-  throw Error(origin, "invalid JSON: " + msg);
 }
 
 // A '|' inside a cell would split the markdown table.
@@ -367,7 +351,7 @@ void Recipe::update(const json& doc, const std::string& origin) {
   if (!doc.is_object()) throw Error(origin, "a recipe must be a JSON object, got " + type_of(doc));
   Recipe next = *this;  // all or nothing: a bad field leaves *this as it was
   for (const auto& [name, value] : doc.items()) {
-    const std::string where = origin + ": /" + name;
+    const std::string where = origin + ": /" + printable_excerpt(name, 40);
     const RecipeParam* p = find_recipe_param(name);
     if (!p) unknown_field(name, where);
     p->set(next, checked(*p, value, where));
@@ -377,7 +361,7 @@ void Recipe::update(const json& doc, const std::string& origin) {
 }
 
 void Recipe::set(std::string_view name, std::string_view text, const std::string& origin) {
-  const std::string where = origin + ": /" + std::string(name);
+  const std::string where = origin + ": /" + printable_excerpt(name, 40);
   const RecipeParam* p = find_recipe_param(name);
   if (!p) unknown_field(name, where);
   json v;
@@ -385,7 +369,9 @@ void Recipe::set(std::string_view name, std::string_view text, const std::string
   const char* last = text.data() + text.size();
   auto parsed = [&](auto value) {
     auto [end, ec] = std::from_chars(first, last, value);
-    if (ec == std::errc() && end == last && first != last)
+    bool finite = true;  // nan and inf would read back as JSON null
+    if constexpr (std::is_floating_point_v<decltype(value)>) finite = std::isfinite(value);
+    if (ec == std::errc() && end == last && first != last && finite)
       v = value;
     else
       v = std::string(text);  // the table then reports the wrong type with the text
@@ -435,28 +421,11 @@ Recipe Recipe::from_json(const json& doc, const std::string& origin) {
 }
 
 Recipe Recipe::parse(std::string_view text, const std::string& origin) {
-  json doc;
-  try {
-    doc = json::parse(text);
-  } catch (const json::exception& e) {  // parse_error, and out_of_range for 1e400
-    syntax_error(origin, e);
-  }
-  return from_json(doc, origin);
+  return from_json(read_json(text, origin), origin);
 }
 
 Recipe Recipe::load(const std::string& path) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) throw Error(path, std::string("cannot open the recipe: ") + std::strerror(errno));
-  std::string text;
-  char buf[1 << 14];
-  size_t n = 0;
-  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
-  const bool failed = std::ferror(f) != 0;
-  const int err = errno;
-  if (std::fclose(f) != 0 && !failed)
-    throw Error(path, std::string("cannot read the recipe: ") + std::strerror(errno));
-  if (failed) throw Error(path, std::string("cannot read the recipe: ") + std::strerror(err));
-  return parse(text, path);
+  return parse(read_text_file(path, "recipe", JsonLimits{}.max_bytes), path);
 }
 
 json Recipe::to_json() const {

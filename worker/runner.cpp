@@ -19,7 +19,9 @@
 #include "controller/objective.h"
 #include "controller/protocol.h"
 #include "searchspace/error.h"
+#include "searchspace/json_read.h"
 #include "searchspace/space.h"
+#include "searchspace/text_file.h"
 #include "trainer/backends.h"
 #include "trainer/comm.h"
 #include "trainer/socket_comm.h"
@@ -354,13 +356,20 @@ class SimRunner final : public TrialRunner {
     if (!in) throw Error(path, "cannot read the table");
     std::string line;
     if (!std::getline(in, line)) throw Error(path, "empty table");
+    // A line with binary bytes is refused before its fields are used or quoted.
+    auto text_line = [&](size_t n) {
+      if (const std::string bad = binary_in_line(line); !bad.empty())
+        throw Error(path + ":" + std::to_string(n), bad + ": not a CSV table");
+    };
+    text_line(1);
     const auto header = split_csv_line(line);
     auto column = [&](const std::string& name) {
       for (size_t i = 0; i < header.size(); ++i)
         if (header[i] == name) return i;
       std::string names;
       for (const auto& h : header) names += (names.empty() ? "" : ", ") + h;
-      throw Error(path, "no column '" + name + "' (columns: " + names + ")");
+      throw Error(path, "no column '" + printable_excerpt(name, 40) +
+                            "' (columns: " + printable_excerpt(names, 200) + ")");
     };
     const size_t key = column(key_column), value = column(metric);
     bool percent = false;
@@ -368,6 +377,7 @@ class SimRunner final : public TrialRunner {
     while (std::getline(in, line)) {
       ++row;
       if (line.empty()) continue;
+      text_line(row);
       const auto f = split_csv_line(line);
       if (f.size() <= std::max(key, value))
         throw Error(path + ":" + std::to_string(row),
@@ -375,7 +385,8 @@ class SimRunner final : public TrialRunner {
       char* end = nullptr;
       const double v = std::strtod(f[value].c_str(), &end);
       if (end == f[value].c_str() || !std::isfinite(v))
-        throw Error(path + ":" + std::to_string(row), "'" + f[value] + "' is not a number");
+        throw Error(path + ":" + std::to_string(row),
+                    "'" + printable_excerpt(f[value], 40) + "' is not a number");
       percent = percent || v > 1.0;
       table_[f[key]] = v;
     }

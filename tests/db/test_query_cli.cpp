@@ -14,6 +14,7 @@
 
 #include "db/schema.h"
 #include "db/sqlite.h"
+#include "db/store.h"
 #include "tests/support.h"
 
 namespace minas::test {
@@ -467,7 +468,11 @@ TEST_CASE("query cli: bad input gets a clear error and a non-zero exit, and crea
         "minas: error: --metric: unknown metric 'accuracy' (metrics: val_acc, test_acc, "
         "latency_ms, params, macs, train_seconds)\n");
   CHECK(error_line(run_minas(db + " top --experiment alpha --k 0")) ==
-        "minas: error: --k: must be at least 1 (got 0)\n");
+        "minas: error: --k: must be an integer in [1, 1000000000], got '0'\n"
+        "Run with --help for more information.\n");
+  CHECK(error_line(run_minas(db + " top --experiment alpha --k 99999999999999999999")) ==
+        "minas: error: --k: must be an integer in [1, 1000000000], got '99999999999999999999'\n"
+        "Run with --help for more information.\n");
   CHECK(error_line(run_minas(db + " pareto --experiment alpha --x val_acc")) ==
         "minas: error: --x: 'val_acc' is not a cost; the x axis is one of latency_ms, params, "
         "macs, train_seconds\n");
@@ -479,10 +484,71 @@ TEST_CASE("query cli: bad input gets a clear error and a non-zero exit, and crea
         "minas: error: no trial 40 in experiment 'alpha' of " + store.str() +
             " (its trials are numbered 0 to 12)\n");
   CHECK(error_line(run_minas(db + " trial --experiment alpha --trial -1")) ==
-        "minas: error: --trial: trial numbers start at 0 (got -1)\n");
+        "minas: error: --trial: must be an integer in [0, 9223372036854775807], got '-1'\n"
+        "Run with --help for more information.\n");
   CHECK(contains(error_line(run_minas(db + " trial --experiment alpha")), "--trial is required"));
   CHECK(contains(error_line(run_minas("query top --experiment alpha")), "--db is required"));
   CHECK(contains(error_line(run_minas(db + " nonsense")), "A subcommand is required"));
   CHECK(error_line(run_minas("sql --db " + q(store.str()) + " 'SELECT * FROM nope'"))
             .starts_with("minas: error: " + store.str() + ": sqlite3_prepare_v2"));
+}
+
+TEST_CASE("query cli: stored text written by a hostile peer stays bounded and escaped") {
+  TempStore store;
+  // A worker row as a hostile peer's hello could have left it: devices nested
+  // 60,000 deep (within the 1 MiB frame), a name with terminal escapes and
+  // bytes that are not UTF-8.
+  const std::string deep = std::string(60000, '[') + std::string(60000, ']');
+  const std::string name = "evil\x1b]0;owned\x07\xff\xfe";
+  {
+    minas::db::Connection c = minas::db::Connection::open(store.str());
+    minas::db::Statement s = c.prepare(
+        "INSERT INTO workers (name, host, devices, first_seen, last_seen) VALUES (?, 'h', ?, 1, "
+        "2)");
+    s.bind_all(name, deep);
+    while (s.step()) {
+    }
+  }
+  const std::string db = "query --db " + q(store.str());
+  // JSON: the document past read_json's nesting limit stays text (it was
+  // parsed and indented into gigabytes); invalid UTF-8 is replaced.
+  const auto json = run_minas(db + " --format json workers");
+  CHECK(json.status == 0);
+  CHECK(json.out.size() < 4 * deep.size());
+  const Json rows = json_of(json);
+  bool found = false;
+  for (const Json& r : rows) {
+    if (r["devices"].is_string()) {
+      CHECK(r["devices"].get<std::string>() == deep);
+      found = true;
+    }
+  }
+  CHECK(found);
+  // The table for people: no raw escape or control byte reaches the terminal.
+  const auto table = run_minas(db + " workers");
+  CHECK(table.status == 0);
+  CHECK(contains(table.out, "evil\\x1b]0;owned\\x07"));
+  CHECK(table.out.find('\x1b') == std::string::npos);
+  CHECK(table.out.find('\x07') == std::string::npos);
+  // sql --format json over a column that is not UTF-8.
+  const auto sql =
+      run_minas("sql --format json --db " + q(store.str()) + " 'SELECT name FROM workers'");
+  CHECK(sql.status == 0);
+  CHECK_FALSE(contains(sql.out, "type_error"));
+}
+
+TEST_CASE("query cli: a stored JSON column nested past the limit is refused, naming its place") {
+  TempStore store;
+  {
+    minas::db::Connection c = minas::db::Connection::open(store.str());
+    c.exec("UPDATE experiments SET recipe = '" + std::string(100000, '[') +
+           std::string(100000, ']') + "' WHERE name = 'alpha'");
+  }
+  minas::db::Store s = minas::db::Store::open(store.str(), minas::db::OpenMode::ReadOnly);
+  const minas::Error e = minas::test::error_of([&] { s.find_experiment("alpha"); });
+  CAPTURE(e.what());
+  CHECK(contains(e.what(),
+                 "experiment 'alpha', its recipe: line 1, column 65: arrays and "
+                 "objects nested more than 64 deep"));
+  CHECK(std::string(e.what()).size() < 300);
 }

@@ -8,50 +8,29 @@
 
 #include "searchspace/error.h"
 #include "searchspace/space.h"
+#include "tests/corpus.h"
 #include "tests/support.h"
 
-namespace {
-
-struct Case {
-  std::string name, expect, text;
-};
-
-std::vector<Case> read_cases(const std::string& path) {
-  std::ifstream in(path);
-  REQUIRE_MESSAGE(in, "cannot read " << path);
-  std::vector<Case> cases;
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("=== ", 0) == 0) {
-      cases.push_back({line.substr(4), "", ""});
-    } else if (line.rfind("--- expect: ", 0) == 0) {
-      REQUIRE(!cases.empty());
-      cases.back().expect = line.substr(12);
-    } else if (!cases.empty()) {
-      cases.back().text += line + "\n";
-    }
-  }
-  return cases;
-}
-
-}  // namespace
-
 TEST_CASE("bad specs: each bad document yields its error, naming the file and the field") {
-  const auto cases = read_cases(std::string(MINAS_SOURCE_DIR) + "/tests/searchspace/bad_specs.txt");
+  const auto cases =
+      minas::test::read_corpus(std::string(MINAS_SOURCE_DIR) + "/tests/searchspace/bad_specs.txt")
+          .cases;
   REQUIRE(cases.size() >= 25);
   const minas::test::TempDir tmp("bad-specs");
   const std::filesystem::path dir = tmp.path;
-  for (const Case& c : cases) {
+  for (const minas::test::CorpusCase& c : cases) {
     CAPTURE(c.name);
     REQUIRE(!c.expect.empty());
+    REQUIRE(c.files.size() == 1);
     const std::string path = (dir / (c.name + ".json")).string();
-    std::ofstream(path) << c.text;
+    std::ofstream(path, std::ios::binary) << minas::test::expand(c.files[0].text);
     try {
       minas::Space::load(path);
       FAIL_CHECK("accepted: " << c.name);
     } catch (const minas::Error& e) {
       const std::string msg = e.what();
       CHECK_MESSAGE(msg.find(c.expect) != std::string::npos, "got: " << msg);
+      CHECK_MESSAGE(msg.size() < 1000, "a refusal of " << msg.size() << " bytes");
       CHECK_MESSAGE(msg.rfind(path, 0) == 0, "error does not start with the file: " << msg);
     }
   }

@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "searchspace/json_excerpt.h"
 #include "searchspace/json_read.h"
 
 using minas::Error;
@@ -62,4 +63,25 @@ TEST_CASE("json_read: printable_excerpt escapes and cuts") {
   CHECK(printable_excerpt("a\nb\x1b[31m") == "a\\nb\\x1b[31m");
   CHECK(printable_excerpt(std::string(100, 'z'), 10) == std::string(10, 'z') + "... (100 bytes)");
   CHECK(printable_excerpt("\xff\xfe") == "\\xff\\xfe");
+}
+
+TEST_CASE("json_excerpt: a value is quoted short, escaped and without writing it whole") {
+  using minas::json_excerpt;
+  using nlohmann::json;
+  CHECK(json_excerpt(json(3)) == "3");
+  CHECK(json_excerpt(json{{"a", "b"}}) == R"({"a":"b"})");
+  // A string of 10 MB: cut, with no more of it written than shows.
+  const std::string cut = json_excerpt(json(std::string(10'000'000, 'x')), 20);
+  CHECK(cut == "\"xxxxxxxxxxxxxxxxxxx...");
+  // Nested 10,000 deep (built, not parsed): written to a fixed depth only.
+  json deep = json::array();
+  for (int i = 0; i < 10000; ++i) deep = json::array({std::move(deep)});
+  const std::string d = json_excerpt(deep, 200);
+  CHECK(d.rfind("[[[[[[[[[[[[[[[[[...]]]]]]]]]]]]]]]]]", 0) == 0);
+  // Terminal escapes and bytes that are not UTF-8 (command-line text): escaped, never thrown.
+  const std::string esc = json_excerpt(json("\x1b]0;owned\x07\xff\xfe"));
+  CAPTURE(esc);
+  CHECK(esc.find('\x1b') == std::string::npos);
+  CHECK(esc.find('\xff') == std::string::npos);
+  CHECK(esc == R"("\u001b]0;owned\u0007\ufffd\ufffd")");
 }

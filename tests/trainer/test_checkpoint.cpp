@@ -219,7 +219,7 @@ TEST_CASE("checkpoint load: malformed content with a valid checksum") {
   CHECK(contains(e.reason(), "does not fit in the file"));
   e = patched(42, "[");
   CHECK(e.where() == path + " @ byte 34");
-  CHECK(contains(e.reason(), "the metadata is not valid JSON"));
+  CHECK(contains(e.reason(), "the metadata JSON is refused: line 1, column 2: JSON syntax error"));
   e = patched(44, std::string("\0\0\0\0", 4));
   CHECK(e.where() == path + " @ byte 48");
   CHECK(contains(e.reason(), "29 bytes after the last tensor"));

@@ -204,8 +204,8 @@ TEST_CASE("recipe needs epochs or a time budget") {
 TEST_CASE("recipe JSON syntax errors name file, line and column") {
   const std::string text = "{\n  \"lr\": 0.1,\n  \"batch\": ]\n}\n";
   const auto e = error_of([&] { Recipe::parse(text, "r.json"); });
-  CHECK(e.where() == "r.json:3:12");
-  CHECK(contains(e.reason(), "JSON syntax error: syntax error while parsing value"));
+  CHECK(e.where() == "r.json");
+  CHECK(contains(e.reason(), "line 3, column 12: JSON syntax error: unexpected ']'"));
   CHECK_FALSE(contains(e.reason(), "json.exception"));
 
   const auto huge = error_of([] { Recipe::parse("{\"lr\": 1e400}", "r.json"); });
@@ -215,7 +215,8 @@ TEST_CASE("recipe JSON syntax errors name file, line and column") {
   const std::string path = temp_path("bad.json");
   { std::ofstream(path) << text; }
   const auto f = error_of([&] { Recipe::load(path); });
-  CHECK(f.where() == path + ":3:12");
+  CHECK(f.where() == path);
+  CHECK(contains(f.reason(), "line 3, column 12: JSON syntax error"));
   std::filesystem::remove(path);
 }
 

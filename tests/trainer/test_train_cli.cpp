@@ -39,7 +39,7 @@ TEST_CASE("train cli: bad data, recipes, architectures and flags are refused cle
       {arch + " --data " + (dir / "empty").string() + " --epochs 1", "in this folder"},
       {arch + " --data " + garbage + " --epochs 1", "magic"},
       {arch + " --recipe " + bad_recipe, "unknown field 'learning_rate'"},
-      {arch + " --recipe " + broken, "broken.json:2:8: JSON syntax error"},
+      {arch + " --recipe " + broken, "broken.json: line 2, column 8: JSON syntax error"},
       {arch + " --recipe " + (dir / "missing.json").string(), "missing.json"},
       {arch + " --set lr=-1", "lr"},
       {arch + " --set nonsense=1", "nonsense"},
