@@ -13,29 +13,87 @@ using namespace minas::proto;
 
 namespace {
 
-// A valid value of each field type, so that every message can be built.
-nlohmann::json sample(FieldType t) {
-  switch (t) {
-    case FieldType::string:
-      return "x";
-    case FieldType::integer:
-      return 7;
-    case FieldType::number:
-      return 0.5;
-    case FieldType::boolean:
-      return true;
-    case FieldType::object:
-      return nlohmann::json::object({{"k", 1}});
-    case FieldType::array:
-      return nlohmann::json::array({1, 2});
-  }
-  return nullptr;
-}
-
+// A valid message of each type: its required fields, and with optional_too
+// every optional one as well, each holding a value the typed reader accepts.
 nlohmann::json full(const MessageSpec& s, bool optional_too) {
-  nlohmann::json j = nlohmann::json::object();
-  for (const auto& f : s.fields)
-    if (f.required || optional_too) j[f.name] = sample(f.type);
+  using J = nlohmann::json;
+  J j, opt = J::object();
+  switch (s.type) {
+    case Type::hello:
+      j = {{"name", "w"},
+           {"host", "h"},
+           {"pid", 7},
+           {"minas", "0.1.0"},
+           {"slots", J::array({{{"id", "cpu"}, {"name", "x86"}, {"threads", 2}}})}};
+      opt = {{"data", {"f1"}}, {"pool", "p"}, {"tags", {{"device", "cpu"}}}};
+      break;
+    case Type::welcome:
+      j = {{"worker_id", 1}, {"heartbeat_ms", 1000}, {"liveness", 5}};
+      break;
+    case Type::ready:
+      j = {{"slot", "cpu"}};
+      break;
+    case Type::train:
+      j = {{"trial", 1},
+           {"attempt", 0},
+           {"slots", {"cpu"}},
+           {"space_id", "x"},
+           {"arch", "a"},
+           {"recipe", {{"epochs", 1}}},
+           {"data", {{"name", "d"}, {"fingerprint", "f"}}},
+           {"fidelity", 1}};
+      opt = {{"space", {{"k", 1}}},   {"checkpoint_epochs", {1}},
+             {"resume_epoch", 1},     {"latency_device", "cpu:1"},
+             {"measure_only", false}, {"gang", {{"world", 2}, {"first_rank", 0}}}};
+      break;
+    case Type::progress:
+      j = {{"trial", 1}, {"attempt", 0}, {"epoch", 1}, {"metrics", {{"val_acc", 0.5}}}};
+      break;
+    case Type::result:
+      j = {{"trial", 1}, {"attempt", 0}, {"metrics", {{"val_acc", 0.5}, {"params", 10}}}};
+      break;
+    case Type::failure:
+      j = {{"trial", 1}, {"attempt", 0}, {"reason", "r"}, {"retryable", true}};
+      break;
+    case Type::ack:
+      j = {{"trial", 1}, {"attempt", 0}, {"counted", true}};
+      break;
+    case Type::cancel:
+      j = {{"trial", 1}, {"attempt", 0}};
+      opt = {{"reason", "r"}};
+      break;
+    case Type::heartbeat:
+      j = J::object();
+      opt = {{"running", J::array({{{"trial", 1}, {"attempt", 0}}})}};
+      break;
+    case Type::bye:
+      j = J::object();
+      opt = {{"reason", "r"}};
+      break;
+    case Type::error:
+      j = {{"code", "bad_field"}, {"message", "m"}};
+      opt = {{"in_reply_to", "ready"}};
+      break;
+    case Type::fetch:
+      j = {{"name", "d"}, {"fingerprint", "f"}};
+      break;
+    case Type::data:
+      j = {{"fingerprint", "f"}, {"name", "d"},     {"file", "x"}, {"offset", 0},
+           {"size", 1},          {"bytes", "YQ=="}, {"last", true}};
+      break;
+    case Type::checkpoint:
+      j = {{"trial", 1}, {"attempt", 0},    {"epoch", 1},  {"offset", 0},
+           {"size", 1},  {"bytes", "YQ=="}, {"last", true}};
+      break;
+    case Type::rendezvous:
+      j = {{"trial", 1}, {"attempt", 0}, {"address", "tcp://h:1"}};
+      break;
+  }
+  if (optional_too) j.update(opt);
+  for (const auto& f : s.fields) {
+    const bool present = j.contains(f.name) || !(f.required || optional_too);
+    REQUIRE_MESSAGE(present, type_name(s.type) << " sample lacks " << f.name);
+  }
   return j;
 }
 
@@ -51,8 +109,10 @@ TEST_CASE("protocol: every message type encodes and parses back") {
       const Message m = parse(payload);
       CHECK(m.type == s.type);
       CHECK(m.body["v"] == kVersion);
+      const nlohmann::json fields = full(s, opt);
       for (const auto& f : s.fields)
-        if (f.required || opt) CHECK(m.body[f.name] == sample(f.type));
+        if (f.required || opt) CHECK(m.body[f.name] == fields[f.name]);
+      CHECK(m.content.index() == static_cast<size_t>(s.type) + 1);
     }
   }
   // encode refuses what parse would refuse: minas never sends a bad message.
