@@ -1,6 +1,8 @@
 #include "controller/controller.h"
 
 #include <chrono>
+#include <climits>
+#include <cmath>
 #include <cstdio>
 #include <deque>
 #include <filesystem>
@@ -100,44 +102,117 @@ struct Ack {
 
 }  // namespace
 
+namespace {
+
+void check_range(const char* what, int64_t v, int64_t lo, int64_t hi, const char* why = "") {
+  if (v < lo || v > hi)
+    throw Error("controller", std::string(what) + " must be from " + std::to_string(lo) + " to " +
+                                  std::to_string(hi) + ", got " + std::to_string(v) +
+                                  (*why ? std::string(" (") + why + ")" : std::string()));
+}
+
+void check_options(const ControllerOptions& o) {
+  check_range("heartbeat_ms", o.heartbeat_ms, 1, 3'600'000, "0 would busy-loop");
+  check_range("liveness", o.liveness, 1, proto::kMaxAttempt,
+              "heartbeats missed before a peer counts as lost");
+  check_range("max_attempts", o.max_attempts, 1, proto::kMaxAttempt, "a trial runs at least once");
+  if (o.commit_every < 1) throw Error("controller", "commit_every must be at least 1");
+  check_range("commit_ms", o.commit_ms, 1, 3'600'000, "0 would busy-loop");
+  check_range("progress_ms", o.progress_ms, 1, 3'600'000);
+}
+
+}  // namespace
+
+void check_controller_settings(const ExperimentConfig& c, const ControllerOptions& o) {
+  check_options(o);
+  if (c.name.empty()) throw Error("controller", "the experiment needs a name");
+  check_range("fidelity", c.fidelity, 0, proto::kMaxAttempt, "epochs per trial; 0: the recipe's");
+  check_range("gpus_per_trial", c.gpus_per_trial, 1, 1 << 16);
+  check_range("budget_trials", c.budget_trials, 0, INT64_MAX);
+  if (!(c.budget_seconds >= 0) || !std::isfinite(c.budget_seconds))
+    throw Error("controller",
+                "budget_seconds must be 0 (none) or a positive number of seconds, got " +
+                    std::to_string(c.budget_seconds));
+}
+
+struct ControllerSocket::State {
+  zmq::context_t ctx;
+  std::unique_ptr<auth::ZapHandler> zap;  // after ctx, before socket: destroyed after the socket
+  zmq::socket_t socket{ctx, zmq::socket_type::router};
+  std::unique_ptr<auth::HandshakeMonitor> monitor;  // destroyed first: it watches the socket
+  std::string endpoint;
+};
+
+ControllerSocket::ControllerSocket(const ControllerOptions& opt)
+    : state_(std::make_unique<State>()) {
+  check_options(opt);
+  if (!opt.curve_key && !auth::is_loopback_endpoint(opt.bind))
+    throw Error("controller --bind " + opt.bind,
+                "binding beyond loopback needs CURVE: give --key (the controller's key pair) and "
+                "--allow (the workers' public keys); make keys with minas keygen");
+  zmq::socket_t& socket = state_->socket;
+  try {
+    socket.set(zmq::sockopt::router_handover, 1);   // a reconnecting worker takes its identity back
+    socket.set(zmq::sockopt::router_mandatory, 1);  // sending to a gone peer fails loudly
+    socket.set(zmq::sockopt::linger, 0);
+    // Up to kMaxFrameBytes is read, so that a frame over kMaxMessageBytes gets its error reply.
+    socket.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(proto::kMaxFrameBytes));
+  } catch (const zmq::error_t& e) {
+    throw Error("controller socket", std::string("cannot set its options: ") + e.what());
+  }
+  if (opt.curve_key) {
+    auth::require_curve();
+    auto log = opt.log;
+    // The handler must be in place before the first connection can arrive.
+    state_->zap = std::make_unique<auth::ZapHandler>(
+        state_->ctx, opt.allowed_workers,
+        [log](const std::string& address, const std::string& key) {
+          if (log)
+            log("refused a worker from " + address + ": key " + key + " is not on the allow-list");
+        });
+    auth::make_curve_server(socket, *opt.curve_key);
+    // Refused before ZAP is asked: no key, or another server's key.
+    state_->monitor = std::make_unique<auth::HandshakeMonitor>(
+        state_->ctx, socket, [log](const std::string& address, const std::string& why) {
+          if (log)
+            log("refused a worker from " + (address.empty() ? "an address already gone" : address) +
+                ": " + why);
+        });
+  }
+  try {
+    socket.bind(opt.bind);
+  } catch (const zmq::error_t& e) {
+    throw Error("controller --bind " + opt.bind, std::string("cannot bind: ") + e.what());
+  }
+  state_->endpoint = socket.get(zmq::sockopt::last_endpoint);
+}
+
+ControllerSocket::~ControllerSocket() = default;
+ControllerSocket::ControllerSocket(ControllerSocket&&) noexcept = default;
+ControllerSocket& ControllerSocket::operator=(ControllerSocket&&) noexcept = default;
+
+std::string ControllerSocket::endpoint() const {
+  return state_->endpoint;
+}
+
 struct Controller::Impl {
-  Impl(db::Store& st, const Space& sp, Strategy& sg, ExperimentConfig c, ControllerOptions o)
+  Impl(db::Store& st, const Space& sp, Strategy& sg, ExperimentConfig c, ControllerOptions o,
+       ControllerSocket sock)
       : store(st),
         space(sp),
         strategy(sg),
         config(std::move(c)),
         opt(std::move(o)),
         writer(st),
-        socket(ctx, zmq::socket_type::router) {
+        net(std::move(sock.state_)),
+        socket(net->socket),
+        endpoint(net->endpoint) {
+    check_controller_settings(config, opt);
     char hex[17];
     std::snprintf(hex, sizeof hex, "%016llx",
                   static_cast<unsigned long long>(fnv1a64(space.spec().dump())));
     space_id = hex;
     if (config.asha) asha.emplace(*config.asha);
-    socket.set(zmq::sockopt::router_handover, 1);   // a reconnecting worker takes its identity back
-    socket.set(zmq::sockopt::router_mandatory, 1);  // sending to a gone peer fails loudly
-    socket.set(zmq::sockopt::linger, 0);
-    // Up to kMaxFrameBytes is read, so that a frame over kMaxMessageBytes gets its error reply.
-    socket.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(proto::kMaxFrameBytes));
-    if (opt.curve_key) {
-      auth::require_curve();
-      // The handler must be in place before the first connection can arrive.
-      zap = std::make_unique<auth::ZapHandler>(
-          ctx, opt.allowed_workers, [this](const std::string& address, const std::string& key) {
-            log("refused a worker from " + address + ": key " + key + " is not on the allow-list");
-          });
-      auth::make_curve_server(socket, *opt.curve_key);
-    } else if (!auth::is_loopback_endpoint(opt.bind)) {
-      throw Error("controller --bind " + opt.bind,
-                  "binding beyond loopback needs CURVE: give --key (the controller's key pair) and "
-                  "--allow (the workers' public keys); make keys with minas keygen");
-    }
-    try {
-      socket.bind(opt.bind);
-    } catch (const zmq::error_t& e) {
-      throw Error("controller --bind " + opt.bind, std::string("cannot bind: ") + e.what());
-    }
-    endpoint = socket.get(zmq::sockopt::last_endpoint);
   }
 
   void log(const std::string& line) const {
@@ -1479,9 +1554,8 @@ struct Controller::Impl {
   ExperimentConfig config;
   ControllerOptions opt;
   db::Writer writer;
-  zmq::context_t ctx;
-  std::unique_ptr<auth::ZapHandler> zap;  // after ctx, before socket: destroyed after the socket
-  zmq::socket_t socket;
+  std::unique_ptr<ControllerSocket::State> net;
+  zmq::socket_t& socket;
   std::string endpoint;
   std::string space_id;
   std::vector<std::pair<std::string, std::string>> data_bytes;  // (file name, bytes), read once
@@ -1558,8 +1632,12 @@ struct Controller::Impl {
 
 Controller::Controller(db::Store& store, const Space& space, Strategy& strategy,
                        ExperimentConfig config, ControllerOptions options)
-    : impl_(std::make_unique<Impl>(store, space, strategy, std::move(config), std::move(options))) {
-}
+    : Controller(store, space, strategy, config, options, ControllerSocket(options)) {}
+
+Controller::Controller(db::Store& store, const Space& space, Strategy& strategy,
+                       ExperimentConfig config, ControllerOptions options, ControllerSocket socket)
+    : impl_(std::make_unique<Impl>(store, space, strategy, std::move(config), std::move(options),
+                                   std::move(socket))) {}
 
 Controller::~Controller() = default;
 
