@@ -181,7 +181,7 @@ SlotInfo read_slot(const json& v, const std::string& what) {
   if (!v.contains("id")) bad_field(what, "has no id");
   SlotInfo s;
   s.id = read_string(v["id"], what + ".id", kMaxNameBytes);
-  s.name = optional_string(v, "name", what + ".name", kMaxNameBytes, Text::free);
+  s.name = optional_string(v, "name", what + ".name", kMaxNameBytes, Text::optional);
   if (v.contains("threads")) s.threads = read_integer(v["threads"], what + ".threads", 0, 1 << 20);
   if (v.contains("memory_bytes"))
     s.memory_bytes =
