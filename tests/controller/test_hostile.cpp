@@ -640,3 +640,124 @@ TEST_CASE("hostile: a late result sent again adds no second late_results row") {
   CHECK(query_int(c, "SELECT count(*) FROM late_results WHERE attempt = 0 AND val_acc = 0.7") == 1);
   CHECK(query_int(c, "SELECT count(*) FROM late_results WHERE attempt = 1 AND val_acc = 0.9") == 1);
 }
+
+TEST_CASE("hostile: a worker refuses a garbled controller's messages and goes on") {
+  // A fake controller: a ROUTER this test drives by hand.
+  zmq::context_t ctx;
+  zmq::socket_t router(ctx, zmq::socket_type::router);
+  router.set(zmq::sockopt::linger, 0);
+  router.bind("tcp://127.0.0.1:*");
+  const std::string endpoint = router.get(zmq::sockopt::last_endpoint);
+  auto runner = std::shared_ptr<TrialRunner>(make_instant_runner());
+  WorkerOptions o = worker_options(endpoint, "target", runner, 1);
+  o.heartbeat_ms = 1000;
+  o.liveness = 600;  // it never takes the fake controller for lost while the cases run
+  Log log;
+  o.log = log.sink();
+  Worker worker(o);
+  std::atomic<bool> returned{false};
+  std::thread tw([&] {
+    worker.run();
+    returned = true;
+  });
+  struct Stop {
+    Worker& w;
+    std::thread& t;
+    ~Stop() {
+      w.request_stop();
+      if (t.joinable()) t.join();
+    }
+  } stop{worker, tw};
+
+  std::string identity;
+  // The next message from the worker other than a heartbeat.
+  auto from_worker = [&]() -> proto::Message {
+    const auto until = Clock::now() + kHang;
+    while (true) {
+      zmq::pollitem_t items[] = {{router.handle(), 0, ZMQ_POLLIN, 0}};
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now());
+      REQUIRE_MESSAGE(left.count() > 0, "no word from the worker");
+      zmq::poll(items, 1, left);
+      if (!(items[0].revents & ZMQ_POLLIN)) continue;
+      zmq::message_t id, payload;
+      REQUIRE(router.recv(id, zmq::recv_flags::none));
+      REQUIRE(router.recv(payload, zmq::recv_flags::none));
+      identity = id.to_string();
+      proto::Message m = proto::parse(payload.to_string());
+      if (m.type != proto::Type::heartbeat) return m;
+    }
+  };
+  auto to_worker = [&](const std::string& payload) {
+    router.send(zmq::buffer(identity), zmq::send_flags::sndmore);
+    router.send(zmq::buffer(payload), zmq::send_flags::none);
+  };
+  REQUIRE(from_worker().type == proto::Type::hello);
+
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  const std::string train =
+      R"({"v":1,"type":"train","trial":1,"attempt":0,"space_id":"s","arch":"a","recipe":{},)"
+      R"("fidelity":1,)";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"malformed", "{"},
+      {"malformed", "$HEX(ff)"},
+      {"too_large", std::string(2 << 20, ' ')},
+      {"bad_field", R"({"v":1,"type":"welcome","worker_id":1,"heartbeat_ms":0,"liveness":5})"},
+      {"bad_field", R"({"v":1,"type":"welcome","worker_id":1,"heartbeat_ms":100,"liveness":-1})"},
+      {"too_large", train + R"("slots":)" + deep + R"(,"data":{}})"},
+      {"bad_field", train + R"("slots":["cpu"],"data":{"name":5}})"},
+      {"bad_field", train + R"("slots":["cpu"],"data":{"evil":"x"}})"},
+      {"bad_field", train + R"("slots":["cpu"],"data":{},"gang":{"world":2,"first_rank":5}})"},
+      {"bad_field", train + R"("slots":[],"data":{}})"},
+      {"bad_field", R"({"v":1,"type":"cancel","trial":"x","attempt":0})"},
+      {"bad_field",
+       R"({"v":1,"type":"data","fingerprint":"f","name":"d","file":"x","offset":-1,"size":1,"bytes":"YQ==","last":true})"},
+      {"bad_field", R"({"v":1,"type":"ack","trial":1,"attempt":4294967296,"counted":true})"},
+      {"not_allowed", proto::encode(proto::Type::hello, hello("x"))},
+      {"not_allowed", proto::encode(proto::Type::ready, {{"slot", "cpu"}})},
+      {"accepted",
+       R"({"v":1,"type":"checkpoint","trial":9,"attempt":0,"epoch":1,"offset":0,"size":1,"bytes":"!!","last":true})"},
+      {"accepted", R"({"v":1,"type":"error","code":"x","message":"\u001b[31mred\nFAKE LINE"})"},
+      {"accepted", R"({"v":1,"type":"cancel","trial":12345,"attempt":0,"reason":"\r\n"})"},
+  };
+  int n = 0;
+  for (const auto& [code, raw] : cases) {
+    CAPTURE(n);
+    CAPTURE(code);
+    to_worker(expand(raw, {}));
+    to_worker("probe " + std::to_string(n++));  // answered with malformed: what came before was the case's
+    if (code != "accepted") {
+      const proto::Message a = from_worker();
+      REQUIRE(a.type == proto::Type::error);
+      CHECK(a.as<proto::Refusal>().code == code);
+    }
+    const proto::Message probe = from_worker();
+    REQUIRE(probe.type == proto::Type::error);
+    CHECK(probe.as<proto::Refusal>().code == "malformed");
+  }
+  CHECK_FALSE(returned.load());
+  for (const auto& l : log.lines()) {
+    CAPTURE(l);
+    CHECK(printable_line(l));
+  }
+
+  // Still a worker: welcomed, it offers its slot, and a train for a slot it
+  // does not have is answered with a failure, not a crash.
+  to_worker(proto::encode(proto::Type::welcome,
+                          {{"worker_id", 1}, {"heartbeat_ms", 1000}, {"liveness", 600}}));
+  proto::Message m = from_worker();
+  REQUIRE(m.type == proto::Type::ready);
+  to_worker(proto::encode(proto::Type::train, {{"trial", 5},
+                                               {"attempt", 0},
+                                               {"slots", {"cuda:9"}},
+                                               {"space_id", "s"},
+                                               {"space", {{"k", 1}}},
+                                               {"arch", "a"},
+                                               {"recipe", nlohmann::json::object()},
+                                               {"data", nlohmann::json::object()},
+                                               {"fidelity", 1}}));
+  m = from_worker();
+  REQUIRE(m.type == proto::Type::failure);
+  CHECK(contains(m.as<proto::Failure>().reason, "not free here"));
+  to_worker(proto::encode(proto::Type::bye, {{"reason", "done"}}));
+  CHECK(wait_until([&] { return returned.load(); }));
+}
