@@ -219,10 +219,18 @@ struct Controller::Impl {
     if (opt.log) opt.log(line);
   }
 
+  // Never blocks: a peer that does not read what it is sent (its queue is
+  // full) loses the message, and the loop goes on serving the others.
   void send(const std::string& worker, const std::string& payload) {
     try {
-      socket.send(zmq::buffer(worker), zmq::send_flags::sndmore);
-      socket.send(zmq::buffer(payload), zmq::send_flags::none);
+      if (socket.send(zmq::buffer(worker), zmq::send_flags::sndmore | zmq::send_flags::dontwait) &&
+          socket.send(zmq::buffer(payload), zmq::send_flags::dontwait)) {
+        deaf.erase(worker);
+        return;
+      }
+      if (deaf.size() > 4096) deaf.clear();  // bounded, whoever connects
+      if (deaf.insert(worker).second)        // once until it reads again
+        log(worker_label(worker) + " does not read what it is sent: messages to it are dropped");
     } catch (const zmq::error_t& e) {
       // EHOSTUNREACH: the peer went away; its trials come back through liveness.
       log("send to " + worker_label(worker) + " failed: " + e.what());
@@ -1603,6 +1611,7 @@ struct Controller::Impl {
   std::map<int64_t, Unclaimed> unclaimed;
   Clock::time_point grace_end;
   std::map<std::string, WorkerState> workers;
+  std::set<std::string> deaf;  // peers whose queue was full at the last send
   std::vector<Ack> acks;
   Clock::time_point batch_started, last_heartbeat, last_progress;
   double best_val = -1;

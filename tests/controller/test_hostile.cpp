@@ -54,6 +54,10 @@ class Log {
     std::lock_guard lock(mu_);
     return lines_;
   }
+  size_t size() const {
+    std::lock_guard lock(mu_);
+    return lines_.size();
+  }
   bool has(const std::string& part) const {
     for (const auto& l : lines())
       if (contains(l, part)) return true;
@@ -333,6 +337,48 @@ TEST_CASE(
     CHECK(l.size() < 1200);
   }
   CHECK(log.has("refused a result from worker mallory: not_allowed"));
+}
+
+TEST_CASE("hostile: a peer that floods the controller and never reads cannot stall it") {
+  Search search("hostile-flood", "flood", 6);
+  ExperimentConfig cfg = search.config();
+  cfg.budget_trials = 1000000;
+  ControllerOptions opt = Search::options();
+  Log log;
+  opt.log = log.sink();
+  Controller controller(search.store, search.space, *search.strategy, cfg, opt);
+  std::thread tc([&] { controller.run(); });
+  struct Join {
+    Controller& c;
+    std::thread& t;
+    ~Join() {
+      c.request_stop();
+      if (t.joinable()) t.join();
+    }
+  } join{controller, tc};
+  zmq::context_t ctx;
+  zmq::socket_t flood(ctx, zmq::socket_type::dealer);
+  flood.set(zmq::sockopt::linger, 0);
+  flood.set(zmq::sockopt::rcvhwm, 1);
+  flood.connect(controller.endpoint());
+  // More errors than the socket buffers between them hold (the flooder's
+  // queue holds one), sent as fast as the controller takes them.
+  int sent = 0;
+  const auto until = Clock::now() + kHang;
+  while (sent < 300000 && Clock::now() < until) {
+    if (flood.send(zmq::str_buffer("{"), zmq::send_flags::dontwait))
+      ++sent;
+    else
+      std::this_thread::yield();
+  }
+  // Every one of them is refused (one log line each) with an error it never
+  // reads, and someone else is still served after.
+  CHECK(wait_until([&] { return log.size() >= static_cast<size_t>(sent); }));
+  Peer next(ctx, controller.endpoint(), "next");
+  next.send(proto::Type::hello, hello("next"));
+  CHECK(next.answer().type == proto::Type::welcome);
+  MESSAGE(sent << " malformed messages sent unread");
+  CHECK(wait_until([&] { return log.has("does not read what it is sent"); }));
 }
 
 TEST_CASE("hostile: a controller start refused for its address or settings leaves no store") {
@@ -724,7 +770,8 @@ TEST_CASE("hostile: a worker refuses a garbled controller's messages and goes on
     CAPTURE(n);
     CAPTURE(code);
     to_worker(expand(raw, {}));
-    to_worker("probe " + std::to_string(n++));  // answered with malformed: what came before was the case's
+    to_worker("probe " +
+              std::to_string(n++));  // answered with malformed: what came before was the case's
     if (code != "accepted") {
       const proto::Message a = from_worker();
       REQUIRE(a.type == proto::Type::error);
