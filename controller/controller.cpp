@@ -402,6 +402,7 @@ struct Controller::Impl {
       const int64_t id = s.column_int64(0);
       const std::string key = s.column_text(1), status = s.column_text(2);
       const int attempt = static_cast<int>(s.column_int64(3));
+      resumed_attempt[id] = attempt;
       const Arch arch = space.parse_key(key);
       trial_of[space.hash(arch)] = id;
       ++created;
@@ -1055,8 +1056,16 @@ struct Controller::Impl {
     return claim(worker, trial, attempt);
   }
 
+  // A report about an attempt from before the controller restarted that no
+  // worker took back: whose it was cannot be told any more, so it is
+  // acknowledged as not counted (its worker lets it go) and nothing is stored.
+  bool from_before_restart(int64_t trial, int attempt) const {
+    auto r = resumed_attempt.find(trial);
+    return r != resumed_attempt.end() && attempt <= r->second && !ran.count({trial, attempt});
+  }
+
   void refuse_unless_ran(const std::string& worker, int64_t trial, int attempt) const {
-    if (!ran_by(worker, trial, attempt))
+    if (!ran_by(worker, trial, attempt) && !from_before_restart(trial, attempt))
       throw proto::ProtocolError("not_allowed", "trial " + std::to_string(trial) + " attempt " +
                                                     std::to_string(attempt) +
                                                     " was never sent to this worker");
@@ -1202,7 +1211,15 @@ struct Controller::Impl {
       return;
     }
     const bool current = owns(worker, trial, attempt);
-    if (!current) refuse_unless_ran(worker, trial, attempt);  // else a late one: kept, not counted
+    if (!current) {
+      refuse_unless_ran(worker, trial, attempt);
+      if (!ran_by(worker, trial, attempt)) {  // from before a restart: nothing to keep
+        ++summary.late;
+        acks.push_back({worker, trial, attempt, false});
+        return;
+      }
+      // Else a late one of its own: kept, not counted.
+    }
     db::TrialResult r;
     r.trial_id = trial;
     r.attempt = attempt;
@@ -1388,7 +1405,12 @@ struct Controller::Impl {
   }
 
   void commit_if_due(bool force) {
-    if (writer.pending() == 0) return;
+    if (writer.pending() == 0) {
+      // Nothing written since the last commit: these acks stored nothing (a
+      // stale report), and go at once.
+      send_acks();
+      return;
+    }
     const auto now = Clock::now();
     if (!force && writer.pending() < opt.commit_every &&
         now - batch_started < std::chrono::milliseconds(opt.commit_ms))
@@ -1399,6 +1421,10 @@ struct Controller::Impl {
       strategy_dirty = false;
     }
     writer.commit();
+    send_acks();
+  }
+
+  void send_acks() {
     for (const Ack& a : acks)
       send(a.worker,
            proto::encode(proto::Type::ack,
@@ -1609,6 +1635,7 @@ struct Controller::Impl {
   // After a restart: trials the store shows running, until their worker
   // takes them back (claim) or the grace period ends (expire_unclaimed).
   std::map<int64_t, Unclaimed> unclaimed;
+  std::map<int64_t, int> resumed_attempt;  // each trial's attempt when the experiment resumed
   Clock::time_point grace_end;
   std::map<std::string, WorkerState> workers;
   std::set<std::string> deaf;  // peers whose queue was full at the last send

@@ -14,6 +14,7 @@
 #include <mutex>
 #include <sstream>
 #include <thread>
+#include <utility>
 #include <zmq.hpp>
 
 #include "controller/protocol.h"
@@ -224,9 +225,16 @@ struct Worker::Impl {
     send(hello_payload());
   }
 
+  // Never blocks: with its queue to the controller full (the controller is
+  // gone or not reading), the message is dropped; results and failures are
+  // kept until acknowledged and sent again at the next welcome.
   void send(const std::string& payload) {
     try {
-      socket->send(zmq::buffer(payload), zmq::send_flags::dontwait);
+      if (socket->send(zmq::buffer(payload), zmq::send_flags::dontwait)) {
+        queue_full = false;
+      } else if (!std::exchange(queue_full, true)) {
+        log("the queue to the controller is full: messages are dropped until it reads again");
+      }
     } catch (const zmq::error_t& e) {
       log(std::string("send failed: ") + e.what());
     }
@@ -776,6 +784,7 @@ struct Worker::Impl {
   double backoff_s = 0.1;
   int wake_fd = -1;
   bool welcomed = false, stopping = false, leaving = false;
+  bool queue_full = false;  // the last send found the queue to the controller full
 };
 
 Worker::Worker(WorkerOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}

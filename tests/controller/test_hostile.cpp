@@ -808,3 +808,61 @@ TEST_CASE("hostile: a worker refuses a garbled controller's messages and goes on
   to_worker(proto::encode(proto::Type::bye, {{"reason", "done"}}));
   CHECK(wait_until([&] { return returned.load(); }));
 }
+
+TEST_CASE(
+    "hostile: after a restart, a report of an attempt given up before it is let go unstored") {
+  Search search("hostile-before", "before", 7);
+  ExperimentConfig cfg = search.config();
+  cfg.budget_trials = 1000000;
+  ControllerOptions opt = Search::options();
+  opt.heartbeat_ms = 200;
+  opt.liveness = 1000;
+  zmq::context_t ctx;
+  proto::Train given;
+  {
+    // A worker takes a trial; the search stops, giving the attempt back.
+    Controller a(search.store, search.space, *search.strategy, cfg, opt);
+    std::thread ta([&] { a.run(); });
+    Peer w(ctx, a.endpoint(), "w");
+    w.send(proto::Type::hello, hello("w"));
+    REQUIRE(w.answer().type == proto::Type::welcome);
+    w.send(proto::Type::ready, {{"slot", "cpu"}});
+    const proto::Message m = w.answer();
+    REQUIRE(m.type == proto::Type::train);
+    given = m.as<proto::Train>();
+    a.request_stop();
+    ta.join();
+  }
+  search.remake();
+  Controller b(search.store, search.space, *search.strategy, cfg, opt);
+  std::thread tb([&] { b.run(); });
+  struct Join {
+    Controller& c;
+    std::thread& t;
+    ~Join() {
+      c.request_stop();
+      if (t.joinable()) t.join();
+    }
+  } join{b, tb};
+  Peer w(ctx, b.endpoint(), "w");
+  w.send(proto::Type::hello, hello("w"));
+  REQUIRE(w.answer().type == proto::Type::welcome);
+  // Its result of the given-up attempt, held across the restart: let go, not counted.
+  w.send(proto::Type::result,
+         {{"trial", given.trial}, {"attempt", given.attempt}, {"metrics", {{"val_acc", 0.9}}}});
+  const proto::Ack ack = w.ack();
+  CHECK(ack.trial == given.trial);
+  CHECK_FALSE(ack.counted);
+  // An attempt that never existed is still refused.
+  w.send(proto::Type::result,
+         {{"trial", given.trial}, {"attempt", given.attempt + 5}, {"metrics", {{"val_acc", 0.9}}}});
+  const proto::Message m = w.answer();
+  REQUIRE(m.type == proto::Type::error);
+  CHECK(m.as<proto::Refusal>().code == "not_allowed");
+  b.request_stop();
+  tb.join();
+  db::Connection c = db::open_store_readonly(search.path);
+  CHECK(query_int(c, "SELECT count(*) FROM late_results") == 0);
+  CHECK(query_text(c, "SELECT status FROM trials WHERE id = " + std::to_string(given.trial)) ==
+        "queued");
+}
