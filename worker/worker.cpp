@@ -29,6 +29,8 @@ using Clock = std::chrono::steady_clock;
 
 // Files of one data set a controller may send (Fashion-MNIST has four).
 constexpr size_t kMaxDataFiles = 64;
+// Space documents kept by id (a search sends one).
+constexpr size_t kMaxSpaces = 16;
 
 std::string host_name() {
   char host[256] = {};
@@ -578,7 +580,12 @@ struct Worker::Impl {
   }
 
   void on_train(const proto::Train& b) {
-    if (b.space) spaces[b.space_id] = *b.space;
+    if (b.space) {
+      // A search sends one space; a controller sending ever new ones is not
+      // let fill the memory with them.
+      if (spaces.size() >= kMaxSpaces && !spaces.count(b.space_id)) spaces.clear();
+      spaces[b.space_id] = *b.space;
+    }
     if (!spaces.count(b.space_id)) {
       send(failure_payload(b.trial, b.attempt,
                            "space " + printable_excerpt(b.space_id, 40) + " was never sent here",
