@@ -559,9 +559,10 @@ HandshakeMonitor::HandshakeMonitor(zmq::context_t& context, zmq::socket_t& socke
   const std::string n = std::to_string(monitors++);
   const std::string events_endpoint = "inproc://minas.monitor." + n;
   const std::string control_endpoint = "inproc://minas.monitor.stop." + n;
-  if (zmq_socket_monitor(
-          socket.handle(), events_endpoint.c_str(),
-          ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) != 0)
+  if (zmq_socket_monitor(socket.handle(), events_endpoint.c_str(),
+                         ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED |
+                             ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                             ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) != 0)
     throw Error("zmq_socket_monitor(" + events_endpoint + ")", zmq_strerror(zmq_errno()));
   zmq::socket_t events = zmq_call("zmq_socket(ZMQ_PAIR)",
                                   [&] { return zmq::socket_t(context, zmq::socket_type::pair); });
@@ -615,7 +616,8 @@ void HandshakeMonitor::run(zmq::socket_t events, zmq::socket_t control) {
 }
 
 // libzmq's one I/O thread emits, for a refused client, ACCEPTED(fd), then
-// HANDSHAKE_FAILED_PROTOCOL(code), then at once DISCONNECTED(fd).
+// HANDSHAKE_FAILED_PROTOCOL(code) or _NO_DETAIL(errno), then at once
+// DISCONNECTED(fd).
 void HandshakeMonitor::on_event(uint16_t event, uint32_t value) {
   if (event == ZMQ_EVENT_ACCEPTED) {
     if (peers_.size() > 4096) peers_.clear();  // bounded, whatever libzmq reports
@@ -624,6 +626,14 @@ void HandshakeMonitor::on_event(uint16_t event, uint32_t value) {
   }
   if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
     pending_ = handshake_failure(value);
+    return;
+  }
+  if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
+    // A client without CURVE that sees this server's greeting first closes
+    // the connection itself, before the server reads the mismatch.
+    pending_ = std::string("it closed the connection during the handshake (") +
+               std::strerror(static_cast<int>(value)) +
+               "; a client that offered no CURVE key does)";
     return;
   }
   if (event != ZMQ_EVENT_DISCONNECTED) return;

@@ -119,8 +119,9 @@ class ZapHandler {
 };
 
 // Reports the clients a CURVE server refuses before ZAP is asked, which the
-// ZapHandler never sees: one that offered no CURVE key (a mechanism mismatch)
-// and one that expects another server key (its HELLO does not decrypt). A
+// ZapHandler never sees: one that offered no CURVE key (a mechanism mismatch,
+// or the client closing on seeing it), one that expects another server key
+// (its HELLO does not decrypt), and any other broken handshake. A
 // socket monitor read on a thread of its own; libzmq names only the local
 // endpoint in these events, so the peer's address is read from the connection
 // when it is accepted (empty if it is gone by then).
