@@ -339,7 +339,9 @@ TEST_CASE(
   CHECK(log.has("refused a result from worker mallory: not_allowed"));
 }
 
-TEST_CASE("hostile: a peer that floods the controller and never reads cannot stall it") {
+TEST_CASE(
+    "hostile: a peer that floods the controller and never reads, or sends 16 MiB, cannot stall "
+    "it") {
   Search search("hostile-flood", "flood", 6);
   ExperimentConfig cfg = search.config();
   cfg.budget_trials = 1000000;
@@ -371,8 +373,21 @@ TEST_CASE("hostile: a peer that floods the controller and never reads cannot sta
     else
       std::this_thread::yield();
   }
-  // Every one of them is refused (one log line each) with an error it never
-  // reads, and someone else is still served after.
+  // A frame beyond what is read at all (libzmq drops its connection unread).
+  zmq::socket_t huge(ctx, zmq::socket_type::dealer);
+  huge.set(zmq::sockopt::linger, 0);
+  REQUIRE(zmq_socket_monitor(huge.handle(), "inproc://huge", ZMQ_EVENT_DISCONNECTED) == 0);
+  zmq::socket_t events(ctx, zmq::socket_type::pair);
+  events.set(zmq::sockopt::linger, 0);
+  events.connect("inproc://huge");
+  huge.connect(controller.endpoint());
+  const std::string blob(proto::kMaxFrameBytes + 1, '[');
+  (void)huge.send(zmq::buffer(blob), zmq::send_flags::dontwait);
+  zmq::pollitem_t dropped[] = {{events.handle(), 0, ZMQ_POLLIN, 0}};
+  zmq::poll(dropped, 1, std::chrono::duration_cast<std::chrono::milliseconds>(kHang));
+  CHECK((dropped[0].revents & ZMQ_POLLIN));  // the controller closed that connection
+  // Every one of the flood is refused (one log line each) with an error it
+  // never reads, and someone else is still served after.
   CHECK(wait_until([&] { return log.size() >= static_cast<size_t>(sent); }));
   Peer next(ctx, controller.endpoint(), "next");
   next.send(proto::Type::hello, hello("next"));
