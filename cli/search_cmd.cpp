@@ -338,9 +338,13 @@ void add_search_commands(CLI::App& app) {
       opt.curve_key = auth::read_keypair(c->key);
       opt.allowed_workers = auth::read_allow_list(c->allow);
     }
-    db::Store store = db::Store::open(c->db);
+    // Everything that can refuse the start, the address included, before the
+    // store is opened: a refused start leaves no store file behind.
+    check_controller_settings(cfg, opt);
     const auto strategy = make_strategy(space, settings);
-    Controller controller(store, space, *strategy, cfg, opt);
+    ControllerSocket socket(opt);
+    db::Store store = db::Store::open(c->db);
+    Controller controller(store, space, *strategy, cfg, opt, std::move(socket));
     log_line("controller",
              "experiment '" + c->name + "' on " + controller.endpoint() + ", store " + c->db);
     EndpointFile published;

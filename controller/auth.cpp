@@ -2,8 +2,10 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -19,6 +21,7 @@
 #include <fstream>
 #include <optional>
 #include <sstream>
+#include <utility>
 #include <vector>
 
 #include "searchspace/error.h"
@@ -490,7 +493,8 @@ void ZapHandler::answer(zmq::socket_t& zap) {
                                                zmq::buffer(status_text),
                                                zmq::buffer(user_id),
                                                zmq::const_buffer()};
-  zmq::send_multipart(zap, reply);
+  if (!zmq::send_multipart(zap, reply, zmq::send_flags::dontwait))
+    std::fprintf(stderr, "minas: the ZAP handler could not answer a request (EAGAIN)\n");
   if (!ok) report_refusal(r.address, r.key);
 }
 
@@ -502,6 +506,150 @@ void ZapHandler::report_refusal(const std::string& address, const std::string& k
   it->second = now;
   try {
     on_refused_(address, key);
+  } catch (...) {
+    // The refusal stands whatever the report does.
+  }
+}
+
+// ------------------------------------------------------------------------------ HandshakeMonitor
+
+namespace {
+
+// "IP:PORT" of the peer of a connected socket; empty if it is closed.
+std::string peer_address(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return {};
+  char host[INET6_ADDRSTRLEN] = {};
+  if (ss.ss_family == AF_INET) {
+    const auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+    if (!::inet_ntop(AF_INET, &a->sin_addr, host, sizeof host)) return {};
+    return std::string(host) + ":" + std::to_string(ntohs(a->sin_port));
+  }
+  if (ss.ss_family == AF_INET6) {
+    const auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+    if (!::inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host)) return {};
+    return "[" + std::string(host) + "]:" + std::to_string(ntohs(a->sin6_port));
+  }
+  return {};
+}
+
+std::string handshake_failure(uint32_t code) {
+  switch (code) {
+    case ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+      return "it offered no CURVE key (another security mechanism, or none)";
+    case ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC:
+      return "its CURVE handshake does not decrypt: it expects another server key";
+    default: {
+      char hex[16];
+      std::snprintf(hex, sizeof hex, "0x%08x", code);
+      return std::string("its handshake broke the protocol (ZMTP error ") + hex + ")";
+    }
+  }
+}
+
+}  // namespace
+
+HandshakeMonitor::HandshakeMonitor(zmq::context_t& context, zmq::socket_t& socket,
+                                   RefusedFn on_refused)
+    : stop_(zmq_call("zmq_socket(ZMQ_PAIR)",
+                     [&] { return zmq::socket_t(context, zmq::socket_type::pair); })),
+      on_refused_(std::move(on_refused)) {
+  static std::atomic<uint64_t> monitors{0};
+  const std::string n = std::to_string(monitors++);
+  const std::string events_endpoint = "inproc://minas.monitor." + n;
+  const std::string control_endpoint = "inproc://minas.monitor.stop." + n;
+  if (zmq_socket_monitor(socket.handle(), events_endpoint.c_str(),
+                         ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED |
+                             ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                             ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) != 0)
+    throw Error("zmq_socket_monitor(" + events_endpoint + ")", zmq_strerror(zmq_errno()));
+  zmq::socket_t events = zmq_call("zmq_socket(ZMQ_PAIR)",
+                                  [&] { return zmq::socket_t(context, zmq::socket_type::pair); });
+  zmq::socket_t control = zmq_call("zmq_socket(ZMQ_PAIR)",
+                                   [&] { return zmq::socket_t(context, zmq::socket_type::pair); });
+  for (auto* s : {&events, &control, &stop_})
+    zmq_call("zmq_setsockopt(ZMQ_LINGER)", [&] { s->set(zmq::sockopt::linger, 0); });
+  zmq_call("zmq_connect(" + events_endpoint + ")", [&] { events.connect(events_endpoint); });
+  zmq_call("zmq_bind(" + control_endpoint + ")", [&] { control.bind(control_endpoint); });
+  zmq_call("zmq_connect(" + control_endpoint + ")", [&] { stop_.connect(control_endpoint); });
+  thread_ = std::thread(&HandshakeMonitor::run, this, std::move(events), std::move(control));
+}
+
+HandshakeMonitor::~HandshakeMonitor() {
+  try {
+    (void)stop_.send(zmq::str_buffer("stop"), zmq::send_flags::dontwait);
+  } catch (const zmq::error_t&) {
+    // ETERM: the context is shutting down, which ends the thread as well.
+  }
+  thread_.join();
+}
+
+void HandshakeMonitor::run(zmq::socket_t events, zmq::socket_t control) {
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, nullptr);  // as the ZAP handler: signals are for other threads
+  try {
+    std::array<zmq::pollitem_t, 2> items{
+        {{events.handle(), 0, ZMQ_POLLIN, 0}, {control.handle(), 0, ZMQ_POLLIN, 0}}};
+    for (;;) {
+      zmq::poll(items.data(), items.size(), std::chrono::milliseconds(-1));
+      if (items[1].revents & ZMQ_POLLIN) break;
+      if (!(items[0].revents & ZMQ_POLLIN)) continue;
+      // An event is two frames: 16-bit event and 32-bit value, then the endpoint.
+      std::vector<zmq::message_t> frames;
+      if (!zmq::recv_multipart(events, std::back_inserter(frames), zmq::recv_flags::dontwait))
+        continue;
+      if (frames.empty() || frames[0].size() != 6) continue;
+      uint16_t event = 0;
+      uint32_t value = 0;
+      std::memcpy(&event, frames[0].data(), sizeof event);
+      std::memcpy(&value, static_cast<const char*>(frames[0].data()) + 2, sizeof value);
+      on_event(event, value);
+    }
+  } catch (const zmq::error_t& e) {
+    if (e.num() != ETERM)
+      std::fprintf(stderr, "minas: the handshake monitor stopped: %s\n", e.what());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "minas: the handshake monitor stopped: %s\n", e.what());
+  }
+}
+
+// libzmq's one I/O thread emits, for a refused client, ACCEPTED(fd), then
+// HANDSHAKE_FAILED_PROTOCOL(code) or _NO_DETAIL(errno), then at once
+// DISCONNECTED(fd).
+void HandshakeMonitor::on_event(uint16_t event, uint32_t value) {
+  if (event == ZMQ_EVENT_ACCEPTED) {
+    if (peers_.size() > 4096) peers_.clear();  // bounded, whatever libzmq reports
+    peers_[value] = peer_address(static_cast<int>(value));
+    return;
+  }
+  if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
+    pending_ = handshake_failure(value);
+    return;
+  }
+  if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
+    // A client without CURVE that sees this server's greeting first closes
+    // the connection itself, before the server reads the mismatch.
+    pending_ = std::string("it closed the connection during the handshake (") +
+               std::strerror(static_cast<int>(value)) +
+               "; a client that offered no CURVE key does)";
+    return;
+  }
+  if (event != ZMQ_EVENT_DISCONNECTED) return;
+  const auto peer = peers_.find(value);
+  const std::string address = peer == peers_.end() ? std::string() : peer->second;
+  if (peer != peers_.end()) peers_.erase(peer);
+  if (pending_.empty()) return;
+  const std::string why = std::exchange(pending_, {});
+  const std::string host = address.substr(0, address.rfind(':'));
+  const auto now = std::chrono::steady_clock::now();
+  if (reported_.size() > 1024) reported_.clear();
+  auto [it, fresh] = reported_.try_emplace(host + " " + why, now);
+  if (!fresh && now - it->second < ZapHandler::kRefusalReportInterval) return;
+  it->second = now;
+  try {
+    if (on_refused_) on_refused_(address, why);
   } catch (...) {
     // The refusal stands whatever the report does.
   }

@@ -118,4 +118,41 @@ class ZapHandler {
   std::thread thread_;  // last: starts once everything it reads is constructed
 };
 
+// Reports the clients a CURVE server refuses before ZAP is asked, which the
+// ZapHandler never sees: one that offered no CURVE key (a mechanism mismatch,
+// or the client closing on seeing it), one that expects another server key
+// (its HELLO does not decrypt), and any other broken handshake. A
+// socket monitor read on a thread of its own; libzmq names only the local
+// endpoint in these events, so the peer's address is read from the connection
+// when it is accepted (empty if it is gone by then).
+//
+// Lifetime: construct it after make_curve_server() and before bind(); destroy
+// it before the socket, and the context after both.
+class HandshakeMonitor {
+ public:
+  // Called from the monitor's thread with the peer's address ("IP:PORT", or
+  // empty) and why it was refused. One (host, why) is reported at most once
+  // per ZapHandler::kRefusalReportInterval.
+  using RefusedFn = std::function<void(const std::string& address, const std::string& why)>;
+
+  HandshakeMonitor(zmq::context_t& context, zmq::socket_t& socket, RefusedFn on_refused);
+  ~HandshakeMonitor();
+  HandshakeMonitor(const HandshakeMonitor&) = delete;
+  HandshakeMonitor& operator=(const HandshakeMonitor&) = delete;
+
+ private:
+  void run(zmq::socket_t events, zmq::socket_t control);
+  void on_event(uint16_t event, uint32_t value);
+
+  zmq::socket_t stop_;  // the owner's end of a PAIR that wakes the thread to stop
+  RefusedFn on_refused_;
+  // Touched by the thread only: the peer of each accepted connection (by its
+  // file descriptor), the failure waiting for its connection's disconnect, and
+  // when each refused (host, why) was last reported.
+  std::map<uint32_t, std::string> peers_;
+  std::string pending_;
+  std::map<std::string, std::chrono::steady_clock::time_point> reported_;
+  std::thread thread_;  // last: starts once everything it reads is constructed
+};
+
 }  // namespace minas::auth

@@ -1,6 +1,8 @@
 #include "controller/controller.h"
 
 #include <chrono>
+#include <climits>
+#include <cmath>
 #include <cstdio>
 #include <deque>
 #include <filesystem>
@@ -8,12 +10,14 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <unordered_map>
 #include <utility>
 #include <zmq.hpp>
 
 #include "controller/protocol.h"
 #include "searchspace/error.h"
+#include "searchspace/json_read.h"
 
 namespace minas {
 namespace {
@@ -58,6 +62,7 @@ struct WorkerState {
   int64_t id = 0;
   std::string name;
   int slots = 1;
+  std::vector<std::string> slot_ids;  // as declared in its hello
   Clock::time_point last_heard;
   double accounted_at = 0;  // unix seconds up to which connected time is recorded
   std::set<int64_t> trials;
@@ -73,6 +78,21 @@ struct WorkerState {
   std::set<int64_t> measuring;  // trials whose latency it measures now
 };
 
+// A trial's latency as the latency pool measured it.
+struct Measured {
+  double latency_ms;
+  std::optional<int64_t> params, macs;
+};
+
+// After a restart, a trial the store shows running, until its worker takes it back.
+struct Unclaimed {
+  int attempt = 0;
+  int64_t worker_id = 0;  // who ran it, as the store says
+  std::string device;     // its slots, comma-separated
+  std::string arch;
+  std::optional<Measured> measured;  // its latency from the latency pool, if any
+};
+
 struct Ack {
   std::string worker;
   int64_t trial;
@@ -82,62 +102,148 @@ struct Ack {
 
 }  // namespace
 
+namespace {
+
+void check_range(const char* what, int64_t v, int64_t lo, int64_t hi, const char* why = "") {
+  if (v < lo || v > hi)
+    throw Error("controller", std::string(what) + " must be from " + std::to_string(lo) + " to " +
+                                  std::to_string(hi) + ", got " + std::to_string(v) +
+                                  (*why ? std::string(" (") + why + ")" : std::string()));
+}
+
+void check_options(const ControllerOptions& o) {
+  check_range("heartbeat_ms", o.heartbeat_ms, 1, 3'600'000, "0 would busy-loop");
+  check_range("liveness", o.liveness, 1, proto::kMaxAttempt,
+              "heartbeats missed before a peer counts as lost");
+  check_range("max_attempts", o.max_attempts, 1, proto::kMaxAttempt, "a trial runs at least once");
+  if (o.commit_every < 1) throw Error("controller", "commit_every must be at least 1");
+  check_range("commit_ms", o.commit_ms, 1, 3'600'000, "0 would busy-loop");
+  check_range("progress_ms", o.progress_ms, 1, 3'600'000);
+}
+
+}  // namespace
+
+void check_controller_settings(const ExperimentConfig& c, const ControllerOptions& o) {
+  check_options(o);
+  if (c.name.empty()) throw Error("controller", "the experiment needs a name");
+  check_range("fidelity", c.fidelity, 0, proto::kMaxAttempt, "epochs per trial; 0: the recipe's");
+  check_range("gpus_per_trial", c.gpus_per_trial, 1, 1 << 16);
+  check_range("budget_trials", c.budget_trials, 0, INT64_MAX);
+  if (!(c.budget_seconds >= 0) || !std::isfinite(c.budget_seconds))
+    throw Error("controller",
+                "budget_seconds must be 0 (none) or a positive number of seconds, got " +
+                    std::to_string(c.budget_seconds));
+}
+
+struct ControllerSocket::State {
+  zmq::context_t ctx;
+  std::unique_ptr<auth::ZapHandler> zap;  // after ctx, before socket: destroyed after the socket
+  zmq::socket_t socket{ctx, zmq::socket_type::router};
+  std::unique_ptr<auth::HandshakeMonitor> monitor;  // destroyed first: it watches the socket
+  std::string endpoint;
+};
+
+ControllerSocket::ControllerSocket(const ControllerOptions& opt)
+    : state_(std::make_unique<State>()) {
+  check_options(opt);
+  if (!opt.curve_key && !auth::is_loopback_endpoint(opt.bind))
+    throw Error("controller --bind " + opt.bind,
+                "binding beyond loopback needs CURVE: give --key (the controller's key pair) and "
+                "--allow (the workers' public keys); make keys with minas keygen");
+  zmq::socket_t& socket = state_->socket;
+  try {
+    socket.set(zmq::sockopt::router_handover, 1);   // a reconnecting worker takes its identity back
+    socket.set(zmq::sockopt::router_mandatory, 1);  // sending to a gone peer fails loudly
+    socket.set(zmq::sockopt::linger, 0);
+    // Up to kMaxFrameBytes is read, so that a frame over kMaxMessageBytes gets its error reply.
+    socket.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(proto::kMaxFrameBytes));
+  } catch (const zmq::error_t& e) {
+    throw Error("controller socket", std::string("cannot set its options: ") + e.what());
+  }
+  if (opt.curve_key) {
+    auth::require_curve();
+    auto log = opt.log;
+    // The handler must be in place before the first connection can arrive.
+    state_->zap = std::make_unique<auth::ZapHandler>(
+        state_->ctx, opt.allowed_workers,
+        [log](const std::string& address, const std::string& key) {
+          if (log)
+            log("refused a worker from " + address + ": key " + key + " is not on the allow-list");
+        });
+    auth::make_curve_server(socket, *opt.curve_key);
+    // Refused before ZAP is asked: no key, or another server's key.
+    state_->monitor = std::make_unique<auth::HandshakeMonitor>(
+        state_->ctx, socket, [log](const std::string& address, const std::string& why) {
+          if (log)
+            log("refused a worker from " + (address.empty() ? "an address already gone" : address) +
+                ": " + why);
+        });
+  }
+  try {
+    socket.bind(opt.bind);
+  } catch (const zmq::error_t& e) {
+    throw Error("controller --bind " + opt.bind, std::string("cannot bind: ") + e.what());
+  }
+  state_->endpoint = socket.get(zmq::sockopt::last_endpoint);
+}
+
+ControllerSocket::~ControllerSocket() = default;
+ControllerSocket::ControllerSocket(ControllerSocket&&) noexcept = default;
+ControllerSocket& ControllerSocket::operator=(ControllerSocket&&) noexcept = default;
+
+std::string ControllerSocket::endpoint() const {
+  return state_->endpoint;
+}
+
 struct Controller::Impl {
-  Impl(db::Store& st, const Space& sp, Strategy& sg, ExperimentConfig c, ControllerOptions o)
+  Impl(db::Store& st, const Space& sp, Strategy& sg, ExperimentConfig c, ControllerOptions o,
+       ControllerSocket sock)
       : store(st),
         space(sp),
         strategy(sg),
         config(std::move(c)),
         opt(std::move(o)),
         writer(st),
-        socket(ctx, zmq::socket_type::router) {
+        net(std::move(sock.state_)),
+        socket(net->socket),
+        endpoint(net->endpoint) {
+    check_controller_settings(config, opt);
     char hex[17];
     std::snprintf(hex, sizeof hex, "%016llx",
                   static_cast<unsigned long long>(fnv1a64(space.spec().dump())));
     space_id = hex;
     if (config.asha) asha.emplace(*config.asha);
-    socket.set(zmq::sockopt::router_handover, 1);   // a reconnecting worker takes its identity back
-    socket.set(zmq::sockopt::router_mandatory, 1);  // sending to a gone peer fails loudly
-    socket.set(zmq::sockopt::linger, 0);
-    socket.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(proto::kMaxMessageBytes));
-    if (opt.curve_key) {
-      auth::require_curve();
-      // The handler must be in place before the first connection can arrive.
-      zap = std::make_unique<auth::ZapHandler>(
-          ctx, opt.allowed_workers, [this](const std::string& address, const std::string& key) {
-            log("refused a worker from " + address + ": key " + key + " is not on the allow-list");
-          });
-      auth::make_curve_server(socket, *opt.curve_key);
-    } else if (!auth::is_loopback_endpoint(opt.bind)) {
-      throw Error("controller --bind " + opt.bind,
-                  "binding beyond loopback needs CURVE: give --key (the controller's key pair) and "
-                  "--allow (the workers' public keys); make keys with minas keygen");
-    }
-    try {
-      socket.bind(opt.bind);
-    } catch (const zmq::error_t& e) {
-      throw Error("controller --bind " + opt.bind, std::string("cannot bind: ") + e.what());
-    }
-    endpoint = socket.get(zmq::sockopt::last_endpoint);
   }
 
   void log(const std::string& line) const {
     if (opt.log) opt.log(line);
   }
 
+  // Never blocks: a peer that does not read what it is sent (its queue is
+  // full) loses the message, and the loop goes on serving the others.
   void send(const std::string& worker, const std::string& payload) {
     try {
-      socket.send(zmq::buffer(worker), zmq::send_flags::sndmore);
-      socket.send(zmq::buffer(payload), zmq::send_flags::none);
+      if (socket.send(zmq::buffer(worker), zmq::send_flags::sndmore | zmq::send_flags::dontwait) &&
+          socket.send(zmq::buffer(payload), zmq::send_flags::dontwait)) {
+        deaf.erase(worker);
+        return;
+      }
+      if (deaf.size() > 4096) deaf.clear();  // bounded, whoever connects
+      if (deaf.insert(worker).second)        // once until it reads again
+        log(worker_label(worker) + " does not read what it is sent: messages to it are dropped");
     } catch (const zmq::error_t& e) {
       // EHOSTUNREACH: the peer went away; its trials come back through liveness.
       log("send to " + worker_label(worker) + " failed: " + e.what());
     }
   }
 
+  // Who a peer is, for a log line: its name once registered, else its ROUTER
+  // identity (which a peer chooses: escaped and cut).
   std::string worker_label(const std::string& identity) const {
     auto it = workers.find(identity);
-    return it == workers.end() ? "an unregistered peer" : "worker " + it->second.name;
+    return it == workers.end()
+               ? "an unregistered peer (identity '" + printable_excerpt(identity, 40) + "')"
+               : "worker " + printable_excerpt(it->second.name, 80);
   }
 
   // ------------------------------------------------------------ setup and resume
@@ -235,17 +341,15 @@ struct Controller::Impl {
   }
 
   // A chunk of a running attempt's training state after a rung.
-  void on_checkpoint(const std::string& worker, const nlohmann::json& b) {
-    const int64_t trial = b["trial"].get<int64_t>();
-    const int attempt = b["attempt"].get<int>(), epoch = b["epoch"].get<int>();
-    auto f = flights.find(trial);
-    if (states_dir.empty() || f == flights.end() || f->second.attempt != attempt ||
-        f->second.worker != worker)
-      return;  // not kept here, or a stale attempt's
-    const int64_t offset = b["offset"].get<int64_t>(), size = b["size"].get<int64_t>();
+  void on_checkpoint(const std::string& worker, const proto::Checkpoint& c) {
+    const int64_t trial = c.trial;
+    const int attempt = c.attempt, epoch = c.epoch;
+    if (!owns(worker, trial, attempt)) return refuse_unless_ran(worker, trial, attempt);
+    if (states_dir.empty()) return;  // not kept here
+    const int64_t offset = c.offset, size = c.size;
     Incoming& in = incoming[trial];
     if (offset == 0) in = {attempt, epoch, {}};
-    const auto bytes = proto::base64_decode(b["bytes"].get<std::string>());
+    const auto bytes = proto::base64_decode(c.bytes);
     if (!bytes || in.attempt != attempt || in.epoch != epoch ||
         offset != static_cast<int64_t>(in.bytes.size()) || size > kMaxStateBytes ||
         static_cast<int64_t>(in.bytes.size() + bytes->size()) > size) {
@@ -255,7 +359,7 @@ struct Controller::Impl {
       return;
     }
     in.bytes += *bytes;
-    if (!b["last"].get<bool>()) return;
+    if (!c.last) return;
     if (static_cast<int64_t>(in.bytes.size()) != size) {
       log("the training state of trial " + std::to_string(trial) + " is short; not kept");
       incoming.erase(trial);
@@ -290,14 +394,15 @@ struct Controller::Impl {
   void resume() {
     if (auto state = store.strategy_state(experiment)) strategy.restore(*state);
     db::Statement s = store.connection().prepare(
-        "SELECT id, arch_key, status, attempt, val_acc, latency_ms, params, macs FROM trials "
-        "WHERE experiment_id = ?1 ORDER BY number");
+        "SELECT id, arch_key, status, attempt, val_acc, latency_ms, params, macs, worker_id, "
+        "device FROM trials WHERE experiment_id = ?1 ORDER BY number");
     s.bind_int64(1, experiment);
     const double now = unix_now();
     while (s.step()) {
       const int64_t id = s.column_int64(0);
       const std::string key = s.column_text(1), status = s.column_text(2);
       const int attempt = static_cast<int>(s.column_int64(3));
+      resumed_attempt[id] = attempt;
       const Arch arch = space.parse_key(key);
       trial_of[space.hash(arch)] = id;
       ++created;
@@ -323,24 +428,29 @@ struct Controller::Impl {
         strategy.replay(arch, std::nullopt);
       } else {
         strategy.replay(arch, std::nullopt);
-        // Running when the last controller stopped: that attempt is gone.
-        const int next = status == "running" ? attempt + 1 : attempt;
-        if (status == "running") writer.requeue(id, next, now);
-        if (!config.latency_pool.empty() && s.is_null(5)) {
-          measure_queue.push_back({id, next, key});  // its latency is still to measure
-        } else {
-          if (!config.latency_pool.empty()) {
-            Measured x{s.column_double(5), std::nullopt, std::nullopt};
-            if (!s.is_null(6)) x.params = s.column_int64(6);
-            if (!s.is_null(7)) x.macs = s.column_int64(7);
-            measured[id] = x;
-          }
-          queue.push_back({id, next, key});
+        Unclaimed u{attempt, 0, {}, key, std::nullopt};
+        if (!config.latency_pool.empty() && !s.is_null(5)) {
+          Measured x{s.column_double(5), std::nullopt, std::nullopt};
+          if (!s.is_null(6)) x.params = s.column_int64(6);
+          if (!s.is_null(7)) x.macs = s.column_int64(7);
+          u.measured = x;
         }
-        ++summary.requeued;
+        if (status == "running" && !s.is_null(8)) {
+          // Running when the last controller stopped: its worker may still
+          // run it, or hold its result. It has the grace period to say so.
+          u.worker_id = s.column_int64(8);
+          u.device = s.is_null(9) ? std::string() : s.column_text(9);
+          unclaimed[id] = std::move(u);
+        } else {
+          requeue_resumed(id, status == "running" ? attempt + 1 : attempt, u, now);
+        }
       }
     }
     writer.commit();
+    // A worker that took this controller for lost reconnects within its own
+    // liveness time plus its backoff; twice the liveness time covers both.
+    grace_end =
+        Clock::now() + 2 * std::chrono::milliseconds(int64_t{opt.heartbeat_ms} * opt.liveness);
     if (asha) {
       // The rungs as the trials reached them: every attempt's epoch at a rung.
       db::Statement r = store.connection().prepare(
@@ -352,7 +462,66 @@ struct Controller::Impl {
     }
     log("resumed '" + config.name + "': " + std::to_string(summary.done) + " done, " +
         std::to_string(summary.failed) + " failed, " + std::to_string(summary.pruned) +
-        " pruned, " + std::to_string(queue.size()) + " back in the queue");
+        " pruned, " + std::to_string(queue.size()) + " back in the queue, " +
+        std::to_string(unclaimed.size()) + " running (their workers may take them back)");
+  }
+
+  // A trial of the resumed experiment back in the queue (or in the latency
+  // pool's) at attempt `next`.
+  void requeue_resumed(int64_t id, int next, const Unclaimed& u, double now) {
+    if (next != u.attempt) writer.requeue(id, next, now);
+    if (!config.latency_pool.empty() && !u.measured) {
+      measure_queue.push_back({id, next, u.arch});  // its latency is still to measure
+    } else {
+      if (u.measured) measured[id] = *u.measured;
+      queue.push_back({id, next, u.arch});
+    }
+    ++summary.requeued;
+  }
+
+  // After a restart, `worker` says it runs (or ran) the attempt the store
+  // shows running on it: the attempt is its flight again, on the slots the
+  // store names, which must be the worker's own. False if not its to take.
+  bool claim(const std::string& worker, int64_t trial, int attempt) {
+    auto u = unclaimed.find(trial);
+    auto w = workers.find(worker);
+    if (u == unclaimed.end() || w == workers.end() || u->second.attempt != attempt ||
+        u->second.worker_id != w->second.id)
+      return false;
+    std::vector<std::string> slots;
+    std::stringstream device(u->second.device);
+    for (std::string sl; std::getline(device, sl, ',');) {
+      const auto& own = w->second.slot_ids;
+      // A gang's device names its workers: not taken back, it trains again.
+      if (std::find(own.begin(), own.end(), sl) == own.end() || slot_busy(w->second, worker, sl))
+        return false;
+      slots.push_back(sl);
+    }
+    if (slots.empty()) return false;
+    for (const auto& sl : slots) w->second.free.erase(sl);
+    flights[trial] = {worker, attempt, slots, u->second.arch, unix_now()};
+    w->second.trials.insert(trial);
+    sent(trial, attempt, worker);
+    unclaimed.erase(u);
+    log(worker_label(worker) + " took back trial " + std::to_string(trial) + " attempt " +
+        std::to_string(attempt) + ", which it ran before the controller restarted");
+    return true;
+  }
+
+  // The grace period is over: what nobody took back trains again.
+  void expire_unclaimed(bool now_anyway) {
+    if (unclaimed.empty() || (!now_anyway && Clock::now() < grace_end)) return;
+    const double now = unix_now();
+    for (const auto& [id, u] : unclaimed) {
+      if (stopping) {
+        writer.requeue(id, u.attempt + 1, now);  // given back for a resume to run
+        continue;
+      }
+      requeue_resumed(id, u.attempt + 1, u, now);
+    }
+    log(std::to_string(unclaimed.size()) + " trial(s) running before the restart were not taken " +
+        "back by their workers: they train again");
+    unclaimed.clear();
   }
 
   // ------------------------------------------------------------ dispatch
@@ -411,26 +580,40 @@ struct Controller::Impl {
     return Queued{id, 0, t.arch_key};
   }
 
-  // A slot said ready. A second `ready` for a slot that runs one of our
-  // attempts (a worker welcomed twice on a reconnect says ready twice) is a
-  // duplicate: one attempt per slot. A slot whose attempt the worker has
-  // really lost is found by its heartbeat (on_heartbeat).
+  // A slot said ready. It must be one the worker declared in its hello, and
+  // not one that runs an attempt of ours: a worker that lost an attempt is
+  // found by its heartbeat (on_heartbeat), which frees the slot.
   void on_ready(const std::string& worker, const std::string& slot) {
     auto w = workers.find(worker);
     if (w == workers.end()) return;
-    for (int64_t t : w->second.trials)
-      if (auto f = flights.find(t);
-          f != flights.end() && std::count(f->second.slots.begin(), f->second.slots.end(), slot))
-        return;
-    for (int64_t t : w->second.trials)
-      if (auto g = gangs.find(t); g != gangs.end())
-        for (const auto& p : g->second.members)
-          if (p.worker == worker && std::count(p.slots.begin(), p.slots.end(), slot)) return;
-    for (int64_t t : w->second.measuring)
-      if (auto m = measuring.find(t); m != measuring.end() && m->second.slots.front() == slot)
-        return;
+    const auto& declared = w->second.slot_ids;
+    if (std::find(declared.begin(), declared.end(), slot) == declared.end())
+      throw proto::ProtocolError("not_allowed", "slot '" + printable_excerpt(slot, 40) +
+                                                    "' was not declared in this worker's hello");
+    if (const auto busy = slot_busy(w->second, worker, slot))
+      throw proto::ProtocolError("not_allowed", "slot '" + printable_excerpt(slot, 40) +
+                                                    "' runs trial " + std::to_string(*busy) +
+                                                    ": it is not free");
     w->second.free.insert(slot);
     dispatch(worker);
+  }
+
+  // The trial that runs on a worker's slot, if any (trained, part of a gang, or measured).
+  std::optional<int64_t> slot_busy(const WorkerState& w, const std::string& worker,
+                                   const std::string& slot) const {
+    for (int64_t t : w.trials) {
+      if (auto f = flights.find(t);
+          f != flights.end() && f->second.worker == worker &&
+          std::count(f->second.slots.begin(), f->second.slots.end(), slot))
+        return t;
+      if (auto g = gangs.find(t); g != gangs.end())
+        for (const auto& p : g->second.members)
+          if (p.worker == worker && std::count(p.slots.begin(), p.slots.end(), slot)) return t;
+    }
+    for (int64_t t : w.measuring)
+      if (auto m = measuring.find(t); m != measuring.end() && m->second.slots.front() == slot)
+        return t;
+    return std::nullopt;
   }
 
   // Trials for a worker's free slots, gpus_per_trial at a time (a data-
@@ -481,6 +664,7 @@ struct Controller::Impl {
       w->second.free.erase(w->second.free.begin());
       measuring[q->trial] = {worker, q->attempt, {slot}, q->arch, unix_now()};
       w->second.measuring.insert(q->trial);
+      sent(q->trial, q->attempt, worker);
       nlohmann::json m = {
           {"trial", q->trial},
           {"attempt", q->attempt},
@@ -503,32 +687,26 @@ struct Controller::Impl {
 
   // A latency pool's answer: the trial's latency, params and MACs go to its
   // row, and the trial to the training queue.
-  void on_measured(const std::string& worker, int64_t trial, int attempt, const nlohmann::json& m) {
-    auto f = measuring.find(trial);
-    const bool current =
-        f != measuring.end() && f->second.worker == worker && f->second.attempt == attempt;
-    if (!current) {
-      acks.push_back({worker, trial, attempt, false});  // a duplicate or a stale one
+  void on_measured(const std::string& worker, const proto::Result& r) {
+    auto f = measuring.find(r.trial);
+    if (f == measuring.end() || f->second.worker != worker || f->second.attempt != r.attempt) {
+      refuse_unless_ran(worker, r.trial, r.attempt);
+      acks.push_back({worker, r.trial, r.attempt, false});  // a duplicate or a stale one
       return;
     }
     const Flight flight = f->second;
     measuring.erase(f);
-    if (auto w = workers.find(worker); w != workers.end()) w->second.measuring.erase(trial);
-    if (!m.contains("latency_ms") || !m["latency_ms"].is_number()) {
-      log("trial " + std::to_string(trial) + ": " + worker_label(worker) +
+    if (auto w = workers.find(worker); w != workers.end()) w->second.measuring.erase(r.trial);
+    if (!r.latency_ms) {
+      log("trial " + std::to_string(r.trial) + ": " + worker_label(worker) +
           " measured no latency; measured again elsewhere");
-      measure_queue.push_back({trial, attempt, flight.arch});
+      measure_queue.push_back({r.trial, r.attempt, flight.arch});
     } else {
-      auto integer = [&](const char* k) -> std::optional<int64_t> {
-        if (!m.contains(k) || !m[k].is_number()) return std::nullopt;
-        return static_cast<int64_t>(m[k].get<double>());
-      };
-      const double ms = m["latency_ms"].get<double>();
-      writer.record_latency(trial, ms, integer("params"), integer("macs"));
-      measured[trial] = {ms, integer("params"), integer("macs")};
-      queue.push_back({trial, attempt, flight.arch});
+      writer.record_latency(r.trial, *r.latency_ms, r.params, r.macs);
+      measured[r.trial] = {*r.latency_ms, r.params, r.macs};
+      queue.push_back({r.trial, r.attempt, flight.arch});
     }
-    acks.push_back({worker, trial, attempt, true});
+    acks.push_back({worker, r.trial, r.attempt, true});
   }
 
   // The train message of one worker's part of an attempt (the space document
@@ -618,7 +796,10 @@ struct Controller::Impl {
     writer.start_trial(q.trial, q.attempt, lead->second.id, device, now);
     flights[q.trial] = {lead->first, q.attempt, parts.front().slots, q.arch, now};
     Gang g{static_cast<int>(config.gpus_per_trial), {parts.begin() + 1, parts.end()}, false};
-    for (const auto& p : parts) workers.at(p.worker).trials.insert(q.trial);
+    for (const auto& p : parts) {
+      workers.at(p.worker).trials.insert(q.trial);
+      sent(q.trial, q.attempt, p.worker);
+    }
     gangs[q.trial] = g;
     // Rank 0's worker first: it opens the group's hub and says where
     // (rendezvous); the others get their train with that address then. A
@@ -630,23 +811,21 @@ struct Controller::Impl {
         std::to_string(parts.size()) + " workers: " + device);
   }
 
-  void on_rendezvous(const std::string& worker, const nlohmann::json& b) {
-    const int64_t trial = b["trial"].get<int64_t>();
-    const int attempt = b["attempt"].get<int>();
+  void on_rendezvous(const std::string& worker, const proto::Rendezvous& r) {
+    const int64_t trial = r.trial;
+    const int attempt = r.attempt;
+    if (!owns(worker, trial, attempt)) return refuse_unless_ran(worker, trial, attempt);
     auto g = gangs.find(trial);
     auto f = flights.find(trial);
-    if (g == gangs.end() || f == flights.end() || f->second.worker != worker ||
-        f->second.attempt != attempt || g->second.started)
-      return;  // a stale one: that attempt is over
+    if (g == gangs.end() || g->second.started) return;  // not a gang, or told already
     g->second.started = true;
     const Queued q{trial, attempt, f->second.arch};
     for (const auto& m : g->second.members) {
       auto w = workers.find(m.worker);
       if (w == workers.end()) continue;  // lost meanwhile: requeue_all ends the attempt
       nlohmann::json train = train_body(w->second, q, m.slots);
-      train["gang"] = {{"world", g->second.world},
-                       {"first_rank", m.first_rank},
-                       {"rendezvous", b["address"].get<std::string>()}};
+      train["gang"] = {
+          {"world", g->second.world}, {"first_rank", m.first_rank}, {"rendezvous", r.address}};
       send(m.worker, proto::encode(proto::Type::train, std::move(train)));
     }
   }
@@ -682,6 +861,7 @@ struct Controller::Impl {
     writer.start_trial(q->trial, q->attempt, w->second.id, device, now);
     flights[q->trial] = {worker, q->attempt, slots, q->arch, now};
     w->second.trials.insert(q->trial);
+    sent(q->trial, q->attempt, worker);
     nlohmann::json train = train_body(w->second, *q, slots);
     if (!states_dir.empty()) train["checkpoint_epochs"] = asha->settings().rungs;
     // A retried attempt of a trial that passed a rung continues from there.
@@ -773,96 +953,137 @@ struct Controller::Impl {
 
   // ------------------------------------------------------------ messages
 
+  // Every message from a peer goes through here: parsed into its typed
+  // content with every value bounded (proto::parse), refused with an `error`
+  // and one log line when it is malformed, out of turn or not the peer's to
+  // send. Nothing a peer sends makes an exception leave the loop, except the
+  // store failing (then the batch is rolled back and the controller stops).
   void on_message(const std::string& worker, const std::string& payload) {
-    proto::Message m;
+    std::optional<proto::Type> type;
     try {
-      m = proto::parse(payload);
+      const proto::Message m = proto::parse(payload);
+      type = m.type;
+      auto w = workers.find(worker);
+      if (w == workers.end() && m.type != proto::Type::hello)
+        throw proto::ProtocolError("unexpected", "say hello first");
+      if (w != workers.end()) w->second.last_heard = Clock::now();
+      handle(worker, m);
     } catch (const proto::ProtocolError& e) {
-      log("refused a message from " + worker_label(worker) + ": " + e.reason());
-      send(worker, proto::error_reply(e));
-      return;
-    }
-    auto w = workers.find(worker);
-    if (w == workers.end() && m.type != proto::Type::hello) {
-      send(worker, proto::encode(proto::Type::error, {{"code", "unexpected"},
-                                                      {"message", "say hello first"},
-                                                      {"in_reply_to", proto::type_name(m.type)}}));
-      return;
-    }
-    if (w != workers.end()) w->second.last_heard = Clock::now();
-    const auto& b = m.body;
-    try {
-      switch (m.type) {
-        case proto::Type::hello:
-          on_hello(worker, b);
-          break;
-        case proto::Type::ready:
-          on_ready(worker, b["slot"].get<std::string>());
-          break;
-        case proto::Type::progress:
-          on_progress(b);
-          break;
-        case proto::Type::result:
-          on_result(worker, b);
-          break;
-        case proto::Type::failure:
-          on_failure(worker, b);
-          break;
-        case proto::Type::heartbeat:
-          on_heartbeat(worker, b);
-          break;
-        case proto::Type::bye:
-          log(worker_label(worker) + " left: " + b.value("reason", std::string("no reason")));
-          requeue_all(worker, "worker left");
-          account(worker);
-          workers.erase(worker);
-          break;
-        case proto::Type::error:
-          log(worker_label(worker) + " refused our message: " + b["message"].get<std::string>());
-          break;
-        case proto::Type::fetch:
-          send_data(worker, b);
-          break;
-        case proto::Type::checkpoint:
-          on_checkpoint(worker, b);
-          break;
-        case proto::Type::rendezvous:
-          on_rendezvous(worker, b);
-          break;
-        default:
-          send(worker, proto::encode(proto::Type::error,
-                                     {{"code", "not_allowed"},
-                                      {"message", std::string("a worker does not send ") +
-                                                      proto::type_name(m.type)},
-                                      {"in_reply_to", proto::type_name(m.type)}}));
-      }
+      refuse(worker, e, type);
     } catch (const db::SqliteError&) {
       throw;  // the store failed: the batch is rolled back; stop rather than lose results
-    } catch (const Error& e) {
-      send(worker, proto::encode(proto::Type::error, {{"code", "bad_field"},
-                                                      {"message", e.what()},
-                                                      {"in_reply_to", proto::type_name(m.type)}}));
+    } catch (const std::bad_alloc&) {
+      throw;
+    } catch (const std::exception& e) {
+      // A case the checks above missed: still the peer's message that is refused, not the loop.
+      refuse(worker, proto::ProtocolError("bad_field", e.what()), type);
     }
   }
 
-  // A worker lacks the experiment's data set: send it its files in chunks.
-  void send_data(const std::string& worker, const nlohmann::json& b) {
-    const std::string fp = b["fingerprint"].get<std::string>();
-    if (fp != config.data_fingerprint || config.data_files.empty()) {
-      send(worker, proto::encode(
-                       proto::Type::error,
-                       {{"code", "not_allowed"},
-                        {"message", "this controller serves only data set " + config.data + " (" +
-                                        config.data_fingerprint + "), and only if it can read it"},
-                        {"in_reply_to", "fetch"}}));
-      return;
+  void refuse(const std::string& worker, const proto::ProtocolError& e,
+              std::optional<proto::Type> type) {
+    log("refused " +
+        (type ? std::string("a ") + proto::type_name(*type) : std::string("a message")) + " from " +
+        worker_label(worker) + ": " + e.code() + ": " + printable_excerpt(e.reason(), 300));
+    send(worker, proto::error_reply(e, type));
+  }
+
+  void handle(const std::string& worker, const proto::Message& m) {
+    switch (m.type) {
+      case proto::Type::hello:
+        return on_hello(worker, m.as<proto::Hello>());
+      case proto::Type::ready:
+        return on_ready(worker, m.as<proto::Ready>().slot);
+      case proto::Type::progress:
+        return on_progress(worker, m.as<proto::Progress>());
+      case proto::Type::result:
+        return on_result(worker, m.as<proto::Result>());
+      case proto::Type::failure:
+        return on_failure(worker, m.as<proto::Failure>());
+      case proto::Type::heartbeat:
+        return on_heartbeat(worker, m.as<proto::Heartbeat>());
+      case proto::Type::bye: {
+        const std::string& reason = m.as<proto::Bye>().reason;
+        log(worker_label(worker) +
+            " left: " + (reason.empty() ? "no reason" : printable_excerpt(reason, 200)));
+        requeue_all(worker, "worker left");
+        account(worker);
+        std::erase_if(idle, [&](const std::string& s) { return s == worker; });
+        workers.erase(worker);
+        return;
+      }
+      case proto::Type::error: {
+        const auto& r = m.as<proto::Refusal>();
+        log(worker_label(worker) + " refused our " +
+            (r.in_reply_to.empty() ? "message" : printable_excerpt(r.in_reply_to, 40)) + ": " +
+            printable_excerpt(r.code, 40) + ": " + printable_excerpt(r.message, 200));
+        return;
+      }
+      case proto::Type::fetch:
+        return send_data(worker, m.as<proto::Fetch>());
+      case proto::Type::checkpoint:
+        return on_checkpoint(worker, m.as<proto::Checkpoint>());
+      case proto::Type::rendezvous:
+        return on_rendezvous(worker, m.as<proto::Rendezvous>());
+      default:
+        throw proto::ProtocolError(
+            "not_allowed", std::string("a worker does not send ") + proto::type_name(m.type));
     }
+  }
+
+  // ------------------------------------------------------------ who may report what
+
+  // Every attempt sent out is remembered with the workers it went to (rank
+  // 0's and the other parts of a gang, a latency measurement), so that a
+  // report about it can be told apart: from its current owner (it counts),
+  // from a worker that ran it once (a stale report: acknowledged, not
+  // counted), or from anyone else (refused, nothing changes).
+  void sent(int64_t trial, int attempt, const std::string& worker) {
+    ran[{trial, attempt}].insert(worker);
+  }
+
+  bool ran_by(const std::string& worker, int64_t trial, int attempt) const {
+    auto it = ran.find({trial, attempt});
+    return it != ran.end() && it->second.count(worker) > 0;
+  }
+
+  // True if `worker` runs (trial, attempt) as its trained attempt now (rank
+  // 0's worker for a gang). After a restart, the attempt the store shows it
+  // running is taken back by it here while the grace period lasts.
+  bool owns(const std::string& worker, int64_t trial, int attempt) {
+    auto f = flights.find(trial);
+    if (f != flights.end()) return f->second.worker == worker && f->second.attempt == attempt;
+    return claim(worker, trial, attempt);
+  }
+
+  // A report about an attempt from before the controller restarted that no
+  // worker took back: whose it was cannot be told any more, so it is
+  // acknowledged as not counted (its worker lets it go) and nothing is stored.
+  bool from_before_restart(int64_t trial, int attempt) const {
+    auto r = resumed_attempt.find(trial);
+    return r != resumed_attempt.end() && attempt <= r->second && !ran.count({trial, attempt});
+  }
+
+  void refuse_unless_ran(const std::string& worker, int64_t trial, int attempt) const {
+    if (!ran_by(worker, trial, attempt) && !from_before_restart(trial, attempt))
+      throw proto::ProtocolError("not_allowed", "trial " + std::to_string(trial) + " attempt " +
+                                                    std::to_string(attempt) +
+                                                    " was never sent to this worker");
+  }
+
+  // A worker lacks the experiment's data set: send it its files in chunks.
+  void send_data(const std::string& worker, const proto::Fetch& f) {
+    const std::string& fp = f.fingerprint;
+    if (fp != config.data_fingerprint || config.data_files.empty())
+      throw proto::ProtocolError("not_allowed", "this controller serves only data set " +
+                                                    config.data + " (" + config.data_fingerprint +
+                                                    "), and only if it can read it");
     log("sending data set " + config.data + " to " + worker_label(worker));
-    for (size_t f = 0; f < data_bytes.size(); ++f) {
-      const auto& [name, bytes] = data_bytes[f];
+    for (size_t i = 0; i < data_bytes.size(); ++i) {
+      const auto& [name, bytes] = data_bytes[i];
       for (size_t at = 0; at < bytes.size() || at == 0; at += proto::kDataChunkBytes) {
         const size_t n = std::min(proto::kDataChunkBytes, bytes.size() - at);
-        const bool last = f + 1 == data_bytes.size() && at + n >= bytes.size();
+        const bool last = i + 1 == data_bytes.size() && at + n >= bytes.size();
         send(worker,
              proto::encode(proto::Type::data,
                            {{"fingerprint", fp},
@@ -877,67 +1098,70 @@ struct Controller::Impl {
     }
   }
 
-  void on_hello(const std::string& identity, const nlohmann::json& b) {
+  void on_hello(const std::string& identity, const proto::Hello& h) {
+    for (const auto& [other, x] : workers)
+      if (other != identity && x.name == h.name)
+        throw proto::ProtocolError("not_allowed", "the name '" + printable_excerpt(h.name, 80) +
+                                                      "' is in use by another connected worker");
     const double now = unix_now();
-    const int64_t id = store.upsert_worker(
-        b["name"].get<std::string>(), b["host"].get<std::string>(), b["slots"], now,
-        b.value("pool", std::string("default")), b.value("tags", nlohmann::json::object()));
+    // What the store keeps is rebuilt from the checked fields, never the peer's JSON.
+    nlohmann::json devices = nlohmann::json::array(), tags = nlohmann::json::object();
+    for (const auto& sl : h.slots) {
+      nlohmann::json d = {{"id", sl.id}, {"name", sl.name}};
+      if (sl.threads) d["threads"] = *sl.threads;
+      if (sl.memory_bytes) d["memory_bytes"] = *sl.memory_bytes;
+      devices.push_back(std::move(d));
+    }
+    for (const auto& [k, v] : h.tags) tags[k] = v;
+    const int64_t id = store.upsert_worker(h.name, h.host, devices, now, h.pool, tags);
     WorkerState& w = workers[identity];
     w.has_space = false;  // a new connection, maybe a new process: send the space again
     w.id = id;
-    w.name = b["name"].get<std::string>();
-    w.slots = std::max<int>(1, static_cast<int>(b["slots"].size()));
+    w.name = h.name;
+    w.slot_ids.clear();
+    for (const auto& sl : h.slots) w.slot_ids.push_back(sl.id);
+    w.slots = static_cast<int>(h.slots.size());
     w.free.clear();  // it says ready again for each free slot
     w.last_heard = Clock::now();
     w.accounted_at = now;
-    w.pool = b.value("pool", std::string("default"));
+    w.pool = h.pool;
     w.measures = !config.latency_pool.empty() && w.pool == config.latency_pool;
     w.trains = config.train_pool.empty()
                    ? config.latency_pool.empty() || w.pool != config.latency_pool
                    : w.pool == config.train_pool;
-    log("worker " + w.name + " of pool " + w.pool + " joined with " + std::to_string(w.slots) +
-        " slot(s)" +
+    const std::string who = "worker " + printable_excerpt(w.name, 80);
+    log(who + " of pool " + printable_excerpt(w.pool, 80) + " joined with " +
+        std::to_string(w.slots) + " slot(s)" +
         (w.trains && w.measures ? ": trains and measures latency"
          : w.measures           ? ": measures latency"
          : w.trains             ? ""
                                 : ": in neither the training pool (" + config.train_pool +
                           ") nor the latency pool: it gets no trials"));
     if (w.slots < config.gpus_per_trial && w.trains)
-      log("worker " + w.name + " has " + std::to_string(w.slots) + " slot(s) and a trial needs " +
+      log(who + " has " + std::to_string(w.slots) + " slot(s) and a trial needs " +
           std::to_string(config.gpus_per_trial) +
           ": while no training worker has that many, trials are spread over several workers; "
           "otherwise it gets none");
     // Latency on a GPU target is measured by a worker that has that GPU.
     const std::string& gpu = config.objective.latency_device;
     w.can_measure = gpu.rfind("cuda:", 0) != 0;
-    for (const auto& s : b["slots"])
-      if (s.is_object() && s.contains("id") && s["id"].is_string()) {
-        const std::string id = s["id"].get<std::string>();
-        w.can_measure |= id == gpu || id.rfind(gpu + ".", 0) == 0;
-      }
+    for (const auto& sl : h.slots) w.can_measure |= sl.id == gpu || sl.id.rfind(gpu + ".", 0) == 0;
     if (!w.can_measure && (w.measures || config.latency_pool.empty()))
-      log("worker " + w.name + " has no " + gpu + ", where this experiment measures latency: it " +
+      log(who + " has no " + gpu + ", where this experiment measures latency: it " +
           (w.measures && w.trains ? "only trains" : "gets no trials"));
     send(identity, proto::encode(proto::Type::welcome, {{"worker_id", id},
                                                         {"heartbeat_ms", opt.heartbeat_ms},
                                                         {"liveness", opt.liveness}}));
   }
 
-  void on_progress(const nlohmann::json& b) {
-    const int64_t trial = b["trial"].get<int64_t>();
-    const int attempt = b["attempt"].get<int>();
-    auto f = flights.find(trial);
-    if (f == flights.end() || f->second.attempt != attempt) return;  // a stale attempt's epoch
-    const auto& m = b["metrics"];
-    auto num = [&](const char* k) {
-      return m.contains(k) && m[k].is_number() ? m[k].get<double>() : 0.0;
-    };
-    const int epoch = b["epoch"].get<int>();
-    writer.record_epoch({trial, attempt, epoch, num("train_loss"), num("train_acc"), num("val_acc"),
-                         num("lr"), num("seconds")});
-    if (asha && m.contains("val_acc") && m["val_acc"].is_number() &&
-        !asha->report(trial, epoch, num("val_acc")))
-      prune(trial, epoch, num("val_acc"));
+  void on_progress(const std::string& worker, const proto::Progress& p) {
+    // A stale attempt's epoch, or one from a gang's other rank: nothing to record.
+    if (!owns(worker, p.trial, p.attempt)) return refuse_unless_ran(worker, p.trial, p.attempt);
+    writer.record_epoch({p.trial, p.attempt, p.epoch, p.train_loss.value_or(0),
+                         p.train_acc.value_or(0), p.val_acc.value_or(0), p.lr.value_or(0),
+                         p.seconds.value_or(0)});
+    if (asha && p.val_acc && !asha->report(p.trial, p.epoch, *p.val_acc))
+      prune(p.trial, p.epoch, *p.val_acc);
   }
 
   // Below the rung's cut: the attempt is cancelled on its worker and the
@@ -963,42 +1187,55 @@ struct Controller::Impl {
     snapshot_if_due();
   }
 
-  void on_result(const std::string& worker, const nlohmann::json& b) {
-    const int64_t trial = b["trial"].get<int64_t>();
-    const int attempt = b["attempt"].get<int>();
-    const auto& m = b["metrics"];
-    if (m.value("measure_only", false)) return on_measured(worker, trial, attempt, m);
-    if (m.value("gang_member", false)) {
+  // True if `worker` runs a part past rank 0 of the gang of (trial, attempt) now.
+  bool gang_member(const std::string& worker, int64_t trial, int attempt) const {
+    auto f = flights.find(trial);
+    auto g = gangs.find(trial);
+    return f != flights.end() && f->second.attempt == attempt && g != gangs.end() &&
+           std::any_of(g->second.members.begin(), g->second.members.end(),
+                       [&](const GangPart& p) { return p.worker == worker; });
+  }
+
+  void on_result(const std::string& worker, const proto::Result& m) {
+    const int64_t trial = m.trial;
+    const int attempt = m.attempt;
+    if (m.measure_only) return on_measured(worker, m);
+    if (m.gang_member) {
       // A rank past 0 of a gang is done; rank 0's worker reports the trial.
-      if (auto w = workers.find(worker); w != workers.end()) w->second.trials.erase(trial);
+      if (gang_member(worker, trial, attempt)) {
+        if (auto w = workers.find(worker); w != workers.end()) w->second.trials.erase(trial);
+      } else {
+        refuse_unless_ran(worker, trial, attempt);
+      }
       acks.push_back({worker, trial, attempt, false});
       return;
     }
-    auto num = [&](const char* k) {
-      return m.contains(k) && m[k].is_number() ? m[k].get<double>() : 0.0;
-    };
+    const bool current = owns(worker, trial, attempt);
+    if (!current) {
+      refuse_unless_ran(worker, trial, attempt);
+      if (!ran_by(worker, trial, attempt)) {  // from before a restart: nothing to keep
+        ++summary.late;
+        acks.push_back({worker, trial, attempt, false});
+        return;
+      }
+      // Else a late one of its own: kept, not counted.
+    }
     db::TrialResult r;
     r.trial_id = trial;
     r.attempt = attempt;
-    r.val_acc = num("val_acc");
-    if (m.contains("test_acc") && m["test_acc"].is_number())
-      r.test_acc = m["test_acc"].get<double>();
-    if (m.contains("latency_ms") && m["latency_ms"].is_number()) r.latency_ms = num("latency_ms");
-    if (m.contains("params") && m["params"].is_number())
-      r.params = static_cast<int64_t>(num("params"));
-    if (m.contains("macs") && m["macs"].is_number()) r.macs = static_cast<int64_t>(num("macs"));
+    r.val_acc = m.val_acc.value_or(0.0);
+    r.test_acc = m.test_acc;
+    r.latency_ms = m.latency_ms;
+    r.params = m.params;
+    r.macs = m.macs;
     const Objective& o = config.objective;
-    if ((o.max_params || o.max_macs || o.pareto == "params" || o.pareto == "macs") &&
+    if (current && (o.max_params || o.max_macs || o.pareto == "params" || o.pareto == "macs") &&
         (!r.params || !r.macs)) {
       // Exact functions of the layer graph: what the worker left out (a
       // simulated one does) is computed here when the objective needs it.
-      try {
-        const LayerGraph g = space.lower(space.parse_key(f_arch(trial)));
-        if (!r.params) r.params = g.params();
-        if (!r.macs) r.macs = g.macs();
-      } catch (const Error&) {
-        // Not a trial of ours in flight: left as the worker sent it.
-      }
+      const LayerGraph g = space.lower(space.parse_key(flights.at(trial).arch));
+      if (!r.params) r.params = g.params();
+      if (!r.macs) r.macs = g.macs();
     }
     if (auto x = measured.find(trial); x != measured.end()) {
       // Measured by the latency pool before training: that latency counts,
@@ -1007,15 +1244,12 @@ struct Controller::Impl {
       if (x->second.params) r.params = x->second.params;
       if (x->second.macs) r.macs = x->second.macs;
     }
-    r.train_seconds = num("train_seconds");
+    r.train_seconds = m.train_seconds.value_or(0.0);
     r.finished_at = unix_now();
-    if (m.contains("resume_refused") && m["resume_refused"].is_string())
+    if (!m.resume_refused.empty())
       log("trial " + std::to_string(trial) + " trained from scratch: its training state was " +
-          "refused (" + m["resume_refused"].get<std::string>() + ")");
+          "refused (" + printable_excerpt(m.resume_refused, 200) + ")");
     r.worker_id = workers.at(worker).id;
-    auto f = flights.find(trial);
-    const bool current =
-        f != flights.end() && f->second.attempt == attempt && f->second.worker == worker;
     bool counted = false;
     try {
       counted = writer.record_result(r) && current;
@@ -1027,6 +1261,7 @@ struct Controller::Impl {
       log("result from " + worker_label(worker) + " not recorded: " + e.what());
     }
     if (counted) {
+      const Flight& f = flights.at(trial);
       ++summary.done;
       Metrics metrics;
       metrics.val_acc = r.val_acc;
@@ -1036,31 +1271,26 @@ struct Controller::Impl {
       const Score sc = config.objective.score(metrics);
       if (sc.feasible && r.val_acc > best_val) {
         best_val = r.val_acc;
-        best_arch = f->second.arch;
+        best_arch = f.arch;
       }
-      strategy.tell(space.parse_key(f->second.arch), sc);
+      strategy.tell(space.parse_key(f.arch), sc);
       gangs.erase(trial);  // its other ranks end with it and report as members
       measured.erase(trial);
       drop_states(trial);
       strategy_dirty = true;
       snapshot_if_due();
-      finish_flight(worker, trial, f->second.started, r.finished_at);
+      finish_flight(worker, trial, f.started, r.finished_at);
     } else {
       ++summary.late;
     }
     acks.push_back({worker, trial, attempt, counted});
   }
 
-  // The architecture key of a trial in flight; throws Error for another one.
-  const std::string& f_arch(int64_t trial) const {
-    auto f = flights.find(trial);
-    if (f == flights.end()) throw Error("trial " + std::to_string(trial), "not in flight");
-    return f->second.arch;
-  }
-
-  void on_failure(const std::string& worker, const nlohmann::json& b) {
-    const int64_t trial = b["trial"].get<int64_t>();
-    const int attempt = b["attempt"].get<int>();
+  void on_failure(const std::string& worker, const proto::Failure& m) {
+    const int64_t trial = m.trial;
+    const int attempt = m.attempt;
+    // What the store keeps and the log shows of a peer's reason: bounded, and escaped in the log.
+    const std::string reason = proto::bounded_text(m.reason);
     if (auto x = measuring.find(trial);
         x != measuring.end() && x->second.worker == worker && x->second.attempt == attempt) {
       // A latency measurement that failed: another worker of the pool tries
@@ -1068,48 +1298,43 @@ struct Controller::Impl {
       const Flight flight = x->second;
       measuring.erase(x);
       if (auto w = workers.find(worker); w != workers.end()) w->second.measuring.erase(trial);
-      const std::string reason = "latency measurement: " + b["reason"].get<std::string>();
-      if (b["retryable"].get<bool>() && ++measure_failures[trial] < opt.max_attempts && !stopping) {
+      const std::string why = "latency measurement: " + reason;
+      if (m.retryable && ++measure_failures[trial] < opt.max_attempts && !stopping) {
         measure_queue.push_back({trial, attempt, flight.arch});
       } else if (!stopping) {
-        writer.record_failure(trial, attempt, reason, unix_now());
+        writer.record_failure(trial, attempt, why, unix_now());
         strategy.tell_failure(space.parse_key(flight.arch));
         strategy_dirty = true;
         ++summary.failed;
         snapshot_if_due();
-        log("trial " + std::to_string(trial) + " failed: " + reason);
+        log("trial " + std::to_string(trial) + " failed: " + printable_excerpt(why, 200));
       }
       acks.push_back({worker, trial, attempt, true});
       return;
     }
-    auto f = flights.find(trial);
-    const bool current =
-        f != flights.end() && f->second.attempt == attempt && f->second.worker == worker;
+    const bool current = owns(worker, trial, attempt);
     // A rank past 0 of a gang that failed ends the whole attempt, rank 0's part included.
-    bool member = false;
-    if (!current && f != flights.end() && f->second.attempt == attempt)
-      if (auto g = gangs.find(trial); g != gangs.end())
-        member = std::any_of(g->second.members.begin(), g->second.members.end(),
-                             [&](const GangPart& p) { return p.worker == worker; });
-    if (current || member) {
-      const std::string reason = b["reason"].get<std::string>();
-      if (auto w = workers.find(worker); member && w != workers.end())
-        w->second.trials.erase(trial);
-      end_gang(trial, worker, reason);
-      const Flight flight = f->second;
-      finish_flight(flight.worker, trial, flight.started, unix_now());
-      if (b["retryable"].get<bool>()) {
-        retry_or_fail(trial, flight, reason, unix_now());
-      } else {
-        writer.record_failure(trial, attempt, reason, unix_now());
-        drop_states(trial);
-        strategy.tell_failure(space.parse_key(flight.arch));
-        strategy_dirty = true;
-        ++summary.failed;
-        snapshot_if_due();
-      }
+    const bool member = !current && gang_member(worker, trial, attempt);
+    if (!current && !member) {
+      refuse_unless_ran(worker, trial, attempt);  // else a stale attempt's: nothing to do
+      acks.push_back({worker, trial, attempt, false});
+      return;
     }
-    acks.push_back({worker, trial, attempt, current || member});
+    if (auto w = workers.find(worker); member && w != workers.end()) w->second.trials.erase(trial);
+    end_gang(trial, worker, reason);
+    const Flight flight = flights.at(trial);
+    finish_flight(flight.worker, trial, flight.started, unix_now());
+    if (m.retryable) {
+      retry_or_fail(trial, flight, reason, unix_now());
+    } else {
+      writer.record_failure(trial, attempt, reason, unix_now());
+      drop_states(trial);
+      strategy.tell_failure(space.parse_key(flight.arch));
+      strategy_dirty = true;
+      ++summary.failed;
+      snapshot_if_due();
+    }
+    acks.push_back({worker, trial, attempt, true});
   }
 
   void finish_flight(const std::string& worker, int64_t trial, double started, double ended) {
@@ -1126,15 +1351,14 @@ struct Controller::Impl {
   // A worker's heartbeat lists the attempts it runs. One of ours missing from
   // it for longer than a message could be on its way (a worker process
   // restarted under the same name) is lost: retried like a lost worker's.
-  void on_heartbeat(const std::string& worker, const nlohmann::json& b) {
+  void on_heartbeat(const std::string& worker, const proto::Heartbeat& h) {
     account(worker);
     auto w = workers.find(worker);
-    if (w == workers.end() || !b.contains("running")) return;
-    std::set<std::pair<int64_t, int>> running;
-    for (const auto& r : b["running"])
-      if (r.is_object() && r.contains("trial") && r["trial"].is_number_integer() &&
-          r.contains("attempt") && r["attempt"].is_number_integer())
-        running.insert({r["trial"].get<int64_t>(), r["attempt"].get<int>()});
+    if (w == workers.end() || !h.running) return;
+    const std::set<std::pair<int64_t, int>> running(h.running->begin(), h.running->end());
+    // After a restart: the attempts it still runs are its again.
+    for (const auto& [t, a] : running)
+      if (!flights.count(t)) claim(worker, t, a);
     const double now = unix_now(), grace = 3.0 * opt.heartbeat_ms / 1000.0;
     std::vector<int64_t> lost;
     for (int64_t t : w->second.trials) {
@@ -1152,7 +1376,7 @@ struct Controller::Impl {
       flights.erase(t);
       w->second.trials.erase(t);
       retry_or_fail(t, flight, "the worker lost the attempt", now);
-      // Its `ready` for those slots was taken for a duplicate: they are free.
+      // Its `ready` for those slots was refused while they ran the attempt: they are free.
       for (const auto& sl : flight.slots) w->second.free.insert(sl);
       if (std::find(idle.begin(), idle.end(), worker) == idle.end()) idle.push_back(worker);
     }
@@ -1181,7 +1405,12 @@ struct Controller::Impl {
   }
 
   void commit_if_due(bool force) {
-    if (writer.pending() == 0) return;
+    if (writer.pending() == 0) {
+      // Nothing written since the last commit: these acks stored nothing (a
+      // stale report), and go at once.
+      send_acks();
+      return;
+    }
     const auto now = Clock::now();
     if (!force && writer.pending() < opt.commit_every &&
         now - batch_started < std::chrono::milliseconds(opt.commit_ms))
@@ -1192,6 +1421,10 @@ struct Controller::Impl {
       strategy_dirty = false;
     }
     writer.commit();
+    send_acks();
+  }
+
+  void send_acks() {
     for (const Ack& a : acks)
       send(a.worker,
            proto::encode(proto::Type::ack,
@@ -1241,7 +1474,7 @@ struct Controller::Impl {
         std::chrono::milliseconds(static_cast<int64_t>(opt.heartbeat_ms) * opt.liveness);
     for (auto it = workers.begin(); it != workers.end();) {
       if (now - it->second.last_heard > limit) {
-        log("worker " + it->second.name + " went silent: its trials go back to the queue");
+        log(worker_label(it->first) + " went silent: its trials go back to the queue");
         requeue_all(it->first, "worker lost (no heartbeat)");
         std::erase_if(idle, [&](const std::string& s) { return s == it->first; });
         it = workers.erase(it);
@@ -1269,13 +1502,14 @@ struct Controller::Impl {
       send(f.worker, proto::encode(proto::Type::cancel,
                                    {{"trial", trial}, {"attempt", f.attempt}, {"reason", why}}));
     for (auto& [identity, w] : workers) requeue_all(identity, why);
+    expire_unclaimed(true);
     queue.clear();
     measure_queue.clear();  // still queued in the store: measured on resume
   }
 
   bool finished() const {
     return flights.empty() && queue.empty() && measuring.empty() && measure_queue.empty() &&
-           (stopping || !asking_allowed());
+           unclaimed.empty() && (stopping || !asking_allowed());
   }
 
   ControllerSummary run(std::atomic<bool>& stop) {
@@ -1288,6 +1522,7 @@ struct Controller::Impl {
       if (config.budget_seconds > 0 &&
           Clock::now() - started > std::chrono::duration<double>(config.budget_seconds))
         begin_stop("time budget spent");
+      expire_unclaimed(false);
       if (finished()) break;
       zmq::pollitem_t items[] = {{socket.handle(), 0, ZMQ_POLLIN, 0}};
       try {
@@ -1353,9 +1588,8 @@ struct Controller::Impl {
   ExperimentConfig config;
   ControllerOptions opt;
   db::Writer writer;
-  zmq::context_t ctx;
-  std::unique_ptr<auth::ZapHandler> zap;  // after ctx, before socket: destroyed after the socket
-  zmq::socket_t socket;
+  std::unique_ptr<ControllerSocket::State> net;
+  zmq::socket_t& socket;
   std::string endpoint;
   std::string space_id;
   std::vector<std::pair<std::string, std::string>> data_bytes;  // (file name, bytes), read once
@@ -1391,16 +1625,20 @@ struct Controller::Impl {
   // what was measured (merged into the training result), failed measurements.
   std::deque<Queued> measure_queue;
   std::map<int64_t, Flight> measuring;
-  struct Measured {
-    double latency_ms;
-    std::optional<int64_t> params, macs;
-  };
   std::map<int64_t, Measured> measured;
   std::map<int64_t, int> measure_failures;
   std::deque<std::string> idle;  // workers with free slots and nothing to do
   std::map<int64_t, Flight> flights;
   std::map<int64_t, Gang> gangs;  // trials spread over several workers, by trial
+  // Every attempt sent out, with the workers (ROUTER identities) it went to.
+  std::map<std::pair<int64_t, int>, std::set<std::string>> ran;
+  // After a restart: trials the store shows running, until their worker
+  // takes them back (claim) or the grace period ends (expire_unclaimed).
+  std::map<int64_t, Unclaimed> unclaimed;
+  std::map<int64_t, int> resumed_attempt;  // each trial's attempt when the experiment resumed
+  Clock::time_point grace_end;
   std::map<std::string, WorkerState> workers;
+  std::set<std::string> deaf;  // peers whose queue was full at the last send
   std::vector<Ack> acks;
   Clock::time_point batch_started, last_heartbeat, last_progress;
   double best_val = -1;
@@ -1430,8 +1668,12 @@ struct Controller::Impl {
 
 Controller::Controller(db::Store& store, const Space& space, Strategy& strategy,
                        ExperimentConfig config, ControllerOptions options)
-    : impl_(std::make_unique<Impl>(store, space, strategy, std::move(config), std::move(options))) {
-}
+    : Controller(store, space, strategy, config, options, ControllerSocket(options)) {}
+
+Controller::Controller(db::Store& store, const Space& space, Strategy& strategy,
+                       ExperimentConfig config, ControllerOptions options, ControllerSocket socket)
+    : impl_(std::make_unique<Impl>(store, space, strategy, std::move(config), std::move(options),
+                                   std::move(socket))) {}
 
 Controller::~Controller() = default;
 

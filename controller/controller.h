@@ -103,10 +103,40 @@ struct ControllerSummary {
   std::string error;
 };
 
+// Throws Error saying which setting is out of range and why (a heartbeat of
+// 0 ms would busy-loop, fewer than 1 attempt could never run a trial, ...).
+// The Controller checks its settings itself; a caller that creates files
+// (the store) checks them first, so a refused start leaves nothing behind.
+void check_controller_settings(const ExperimentConfig& config, const ControllerOptions& options);
+
+// The controller's socket, bound (with its CURVE handler and handshake monitor
+// when options.curve_key is set). Made before the store is opened, it lets a
+// start refused for its address (bad, in use, beyond loopback without CURVE)
+// leave nothing on disk. Throws Error for such an address or bad options.
+class ControllerSocket {
+ public:
+  explicit ControllerSocket(const ControllerOptions& options);
+  ~ControllerSocket();
+  ControllerSocket(ControllerSocket&&) noexcept;
+  ControllerSocket& operator=(ControllerSocket&&) noexcept;
+  // The endpoint actually bound (resolves a wildcard port).
+  std::string endpoint() const;
+
+  struct State;
+
+ private:
+  friend class Controller;
+  std::unique_ptr<State> state_;
+};
+
 class Controller {
  public:
+  // Binds options.bind itself.
   Controller(db::Store& store, const Space& space, Strategy& strategy, ExperimentConfig config,
              ControllerOptions options);
+  // On a socket bound before (for the same options' bind and keys).
+  Controller(db::Store& store, const Space& space, Strategy& strategy, ExperimentConfig config,
+             ControllerOptions options, ControllerSocket socket);
   ~Controller();
   Controller(const Controller&) = delete;
   Controller& operator=(const Controller&) = delete;

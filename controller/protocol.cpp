@@ -2,6 +2,11 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
+#include <limits>
+#include <set>
+
+#include "searchspace/json_read.h"
 
 namespace minas::proto {
 namespace {
@@ -58,7 +63,7 @@ void check_fields(const nlohmann::json& j, const MessageSpec& ms) {
     if (f == ms.fields.end()) {
       std::string known;
       for (const auto& s : ms.fields) known += (known.empty() ? "" : ", ") + std::string(s.name);
-      throw ProtocolError("bad_field", t + ": unknown field '" + it.key() +
+      throw ProtocolError("bad_field", t + ": unknown field '" + printable_excerpt(it.key(), 40) +
                                            "' (fields: " + (known.empty() ? "none" : known) + ")");
     }
     if (!has_type(it.value(), f->type))
@@ -69,6 +74,345 @@ void check_fields(const nlohmann::json& j, const MessageSpec& ms) {
   for (const auto& s : ms.fields)
     if (s.required && !j.contains(s.name))
       throw ProtocolError("bad_field", t + ": missing field '" + s.name + "'");
+}
+
+// ------------------------------------------------------------ typed readers
+
+using json = nlohmann::json;
+
+[[noreturn]] void bad_field(const std::string& what, const std::string& why) {
+  throw ProtocolError("bad_field", what + " " + why);
+}
+
+[[noreturn]] void too_large(const std::string& what, size_t n, size_t max, const char* unit) {
+  throw ProtocolError("too_large", what + " has " + std::to_string(n) + " " + unit +
+                                       ", more than the " + std::to_string(max) + " allowed");
+}
+
+// What a value is, for an error: numbers and booleans as written, the rest by kind.
+std::string describe(const json& v) {
+  if (v.is_number() || v.is_boolean() || v.is_null()) return printable_excerpt(v.dump(), 40);
+  if (v.is_string()) return "a string";
+  return v.is_object() ? "an object" : "an array";
+}
+
+int64_t read_integer(const json& v, const std::string& what, int64_t lo, int64_t hi) {
+  if (!v.is_number_integer()) bad_field(what, "must be an integer, got " + describe(v));
+  const bool fits = !v.is_number_unsigned() ||
+                    v.get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+  const int64_t x = fits ? v.get<int64_t>() : std::numeric_limits<int64_t>::max();
+  if (!fits || x < lo || x > hi)
+    bad_field(what, "must be from " + std::to_string(lo) + " to " + std::to_string(hi) + ", got " +
+                        describe(v));
+  return x;
+}
+
+int small(const json& v, const std::string& what, int lo, int hi) {
+  return static_cast<int>(read_integer(v, what, lo, hi));
+}
+
+// A number from lo to hi, or null (not measured): nullopt.
+std::optional<double> number_or_null(const json& v, const std::string& what, double lo, double hi) {
+  if (v.is_null()) return std::nullopt;
+  if (!v.is_number()) bad_field(what, "must be a number or null, got " + describe(v));
+  const double x = v.get<double>();
+  if (!std::isfinite(x) || x < lo || x > hi)
+    bad_field(what, "must be from " + printable_excerpt(json(lo).dump(), 20) + " to " +
+                        printable_excerpt(json(hi).dump(), 20) + ", got " + describe(v));
+  return x;
+}
+
+bool read_bool(const json& v, const std::string& what) {
+  if (!v.is_boolean()) bad_field(what, "must be true or false, got " + describe(v));
+  return v.get<bool>();
+}
+
+enum class Text {
+  name,      // an identifier: not empty, no control characters
+  optional,  // like a name, but may be empty
+  free,      // anything (peer text for people: logged escaped, stored cut)
+};
+
+std::string check_text(const std::string& s, const std::string& what, size_t max, Text kind) {
+  if (s.size() > max) too_large(what, s.size(), max, "bytes");
+  if (kind == Text::free) return s;
+  if (kind == Text::name && s.empty()) bad_field(what, "must not be empty");
+  for (const char c : s)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f)
+      bad_field(what, "must not hold control characters, got '" + printable_excerpt(s, 40) + "'");
+  return s;
+}
+
+std::string read_string(const json& v, const std::string& what, size_t max,
+                        Text kind = Text::name) {
+  if (!v.is_string()) bad_field(what, "must be a string, got " + describe(v));
+  return check_text(v.get_ref<const std::string&>(), what, max, kind);
+}
+
+const json& read_array(const json& v, const std::string& what, size_t max) {
+  if (!v.is_array()) bad_field(what, "must be an array, got " + describe(v));
+  if (v.size() > max) too_large(what, v.size(), max, "entries");
+  return v;
+}
+
+// An object whose keys are all among `known` (so a typo is caught, as for a message's fields).
+const json& read_object(const json& v, const std::string& what,
+                        std::initializer_list<const char*> known) {
+  if (!v.is_object()) bad_field(what, "must be an object, got " + describe(v));
+  for (auto it = v.begin(); it != v.end(); ++it)
+    if (std::none_of(known.begin(), known.end(), [&](const char* k) { return it.key() == k; }))
+      bad_field(what, "has an unknown field '" + printable_excerpt(it.key(), 40) + "'");
+  return v;
+}
+
+int64_t trial_id(const json& j, const std::string& t) {
+  return read_integer(j["trial"], t + ": trial", 0, std::numeric_limits<int64_t>::max());
+}
+int attempt_no(const json& j, const std::string& t) {
+  return small(j["attempt"], t + ": attempt", 0, kMaxAttempt);
+}
+std::string optional_string(const json& j, const char* k, const std::string& what, size_t max,
+                            Text kind, std::string fallback = {}) {
+  return j.contains(k) ? read_string(j[k], what, max, kind) : fallback;
+}
+
+SlotInfo read_slot(const json& v, const std::string& what) {
+  read_object(v, what, {"id", "name", "threads", "memory_bytes"});
+  if (!v.contains("id")) bad_field(what, "has no id");
+  SlotInfo s;
+  s.id = read_string(v["id"], what + ".id", kMaxNameBytes);
+  s.name = optional_string(v, "name", what + ".name", kMaxNameBytes, Text::optional);
+  if (v.contains("threads")) s.threads = read_integer(v["threads"], what + ".threads", 0, 1 << 20);
+  if (v.contains("memory_bytes"))
+    s.memory_bytes =
+        read_integer(v["memory_bytes"], what + ".memory_bytes", 0, kMaxBlobBytes << 10);
+  return s;
+}
+
+Hello read_hello(const json& j) {
+  Hello h;
+  h.name = read_string(j["name"], "hello: name", kMaxNameBytes);
+  h.host = read_string(j["host"], "hello: host", kMaxNameBytes, Text::optional);
+  h.pid = read_integer(j["pid"], "hello: pid", 0, std::numeric_limits<int32_t>::max());
+  h.minas = read_string(j["minas"], "hello: minas", kMaxNameBytes, Text::optional);
+  const json& slots = read_array(j["slots"], "hello: slots", kMaxSlots);
+  if (slots.empty()) bad_field("hello: slots", "must list at least one slot");
+  std::set<std::string> ids;
+  for (size_t i = 0; i < slots.size(); ++i) {
+    const std::string what = "hello: slots[" + std::to_string(i) + "]";
+    h.slots.push_back(read_slot(slots[i], what));
+    if (!ids.insert(h.slots.back().id).second)
+      bad_field(what + ".id", "'" + printable_excerpt(h.slots.back().id, 40) + "' is listed twice");
+  }
+  if (j.contains("data"))
+    for (const json& d : read_array(j["data"], "hello: data", kMaxListed))
+      h.data.push_back(read_string(d, "hello: data[]", kMaxNameBytes));
+  h.pool = optional_string(j, "pool", "hello: pool", kMaxNameBytes, Text::optional, "default");
+  if (j.contains("tags")) {
+    const json& tags = j["tags"];
+    if (tags.size() > kMaxTags) too_large("hello: tags", tags.size(), kMaxTags, "entries");
+    for (auto it = tags.begin(); it != tags.end(); ++it) {
+      const std::string key =
+          check_text(it.key(), "hello: a tag's name", kMaxNameBytes, Text::name);
+      h.tags[key] = read_string(it.value(), "hello: tags." + printable_excerpt(key, 40),
+                                kMaxNameBytes, Text::optional);
+    }
+  }
+  return h;
+}
+
+Welcome read_welcome(const json& j) {
+  Welcome w;
+  w.worker_id =
+      read_integer(j["worker_id"], "welcome: worker_id", 0, std::numeric_limits<int64_t>::max());
+  w.heartbeat_ms = small(j["heartbeat_ms"], "welcome: heartbeat_ms", 1, 3'600'000);
+  w.liveness = small(j["liveness"], "welcome: liveness", 1, kMaxAttempt);
+  return w;
+}
+
+Train read_train(const json& j) {
+  Train t;
+  t.trial = trial_id(j, "train");
+  t.attempt = attempt_no(j, "train");
+  const json& slots = read_array(j["slots"], "train: slots", kMaxSlots);
+  if (slots.empty()) bad_field("train: slots", "must name at least one slot");
+  for (const json& s : slots) t.slots.push_back(read_string(s, "train: slots[]", kMaxNameBytes));
+  t.space_id = read_string(j["space_id"], "train: space_id", kMaxNameBytes);
+  if (j.contains("space")) t.space = j["space"];
+  t.arch = read_string(j["arch"], "train: arch", kMaxPathBytes);
+  t.recipe = j["recipe"];
+  const json& data = read_object(j["data"], "train: data", {"name", "fingerprint"});
+  t.data_name =
+      optional_string(data, "name", "train: data.name", kMaxPathBytes, Text::name, t.data_name);
+  t.data_fingerprint = optional_string(data, "fingerprint", "train: data.fingerprint",
+                                       kMaxNameBytes, Text::optional);
+  t.fidelity = small(j["fidelity"], "train: fidelity", 0, kMaxAttempt);
+  if (j.contains("checkpoint_epochs"))
+    for (const json& e : read_array(j["checkpoint_epochs"], "train: checkpoint_epochs", kMaxListed))
+      t.checkpoint_epochs.push_back(small(e, "train: checkpoint_epochs[]", 1, kMaxAttempt));
+  if (j.contains("resume_epoch"))
+    t.resume_epoch = small(j["resume_epoch"], "train: resume_epoch", 0, kMaxAttempt);
+  t.latency_device =
+      optional_string(j, "latency_device", "train: latency_device", kMaxNameBytes, Text::name);
+  if (j.contains("measure_only")) t.measure_only = j["measure_only"].get<bool>();
+  if (j.contains("gang")) {
+    const json& g = read_object(j["gang"], "train: gang", {"world", "first_rank", "rendezvous"});
+    if (!g.contains("world") || !g.contains("first_rank"))
+      bad_field("train: gang", "needs world and first_rank");
+    GangInfo info;
+    info.world = small(g["world"], "train: gang.world", 1, 1 << 16);
+    info.first_rank = small(g["first_rank"], "train: gang.first_rank", 0, info.world - 1);
+    info.rendezvous =
+        optional_string(g, "rendezvous", "train: gang.rendezvous", kMaxPathBytes, Text::name);
+    t.gang = info;
+  }
+  return t;
+}
+
+// A metrics object: at most kMaxMetrics keys, every value a scalar (the known
+// ones are read by the caller); nested values have no meaning here.
+const json& metrics(const json& m, const std::string& what) {
+  if (m.size() > kMaxMetrics) too_large(what, m.size(), kMaxMetrics, "entries");
+  for (auto it = m.begin(); it != m.end(); ++it) {
+    check_text(it.key(), what + ": a key", kMaxNameBytes, Text::name);
+    const std::string field = what + "." + printable_excerpt(it.key(), 40);
+    if (it.value().is_structured()) bad_field(field, "must be a number, string, boolean or null");
+    if (it.value().is_string()) read_string(it.value(), field, kMaxTextBytes, Text::free);
+  }
+  return m;
+}
+
+std::optional<double> metric(const json& m, const char* k, const std::string& what, double lo,
+                             double hi) {
+  if (!m.contains(k)) return std::nullopt;
+  return number_or_null(m[k], what + "." + k, lo, hi);
+}
+
+constexpr double kHuge = 1e18;  // losses, rates, seconds, counts: finite and not absurd
+
+Progress read_progress(const json& j) {
+  Progress p;
+  p.trial = trial_id(j, "progress");
+  p.attempt = attempt_no(j, "progress");
+  p.epoch = small(j["epoch"], "progress: epoch", 0, kMaxAttempt);
+  const json& m = metrics(j["metrics"], "progress: metrics");
+  const std::string w = "progress: metrics";
+  p.train_loss = metric(m, "train_loss", w, -kHuge, kHuge);
+  p.train_acc = metric(m, "train_acc", w, 0, 1);
+  p.val_acc = metric(m, "val_acc", w, 0, 1);
+  p.lr = metric(m, "lr", w, -kHuge, kHuge);
+  p.seconds = metric(m, "seconds", w, 0, kHuge);
+  return p;
+}
+
+Result read_result(const json& j) {
+  Result r;
+  r.trial = trial_id(j, "result");
+  r.attempt = attempt_no(j, "result");
+  const json& m = metrics(j["metrics"], "result: metrics");
+  const std::string w = "result: metrics";
+  r.val_acc = metric(m, "val_acc", w, 0, 1);
+  r.test_acc = metric(m, "test_acc", w, 0, 1);
+  r.latency_ms = metric(m, "latency_ms", w, 0, kHuge);
+  r.train_seconds = metric(m, "train_seconds", w, 0, kHuge);
+  if (auto p = metric(m, "params", w, 0, kHuge)) r.params = static_cast<int64_t>(*p);
+  if (auto x = metric(m, "macs", w, 0, kHuge)) r.macs = static_cast<int64_t>(*x);
+  if (m.contains("measure_only"))
+    r.measure_only = read_bool(m["measure_only"], w + ".measure_only");
+  if (m.contains("gang_member")) r.gang_member = read_bool(m["gang_member"], w + ".gang_member");
+  if (m.contains("resume_refused"))
+    r.resume_refused =
+        read_string(m["resume_refused"], w + ".resume_refused", kMaxTextBytes, Text::free);
+  return r;
+}
+
+Failure read_failure(const json& j) {
+  return {trial_id(j, "failure"), attempt_no(j, "failure"),
+          read_string(j["reason"], "failure: reason", kMaxTextBytes, Text::free),
+          j["retryable"].get<bool>()};
+}
+
+Heartbeat read_heartbeat(const json& j) {
+  Heartbeat h;
+  if (!j.contains("running")) return h;
+  h.running.emplace();
+  for (const json& r : read_array(j["running"], "heartbeat: running", kMaxListed)) {
+    read_object(r, "heartbeat: running[]", {"trial", "attempt"});
+    if (!r.contains("trial") || !r.contains("attempt"))
+      bad_field("heartbeat: running[]", "needs trial and attempt");
+    h.running->emplace_back(trial_id(r, "heartbeat: running[]"),
+                            attempt_no(r, "heartbeat: running[]"));
+  }
+  return h;
+}
+
+Data read_data(const json& j) {
+  Data d;
+  d.fingerprint = read_string(j["fingerprint"], "data: fingerprint", kMaxNameBytes, Text::optional);
+  d.name = read_string(j["name"], "data: name", kMaxPathBytes);
+  d.file = read_string(j["file"], "data: file", kMaxNameBytes);
+  d.offset = read_integer(j["offset"], "data: offset", 0, kMaxBlobBytes);
+  d.size = read_integer(j["size"], "data: size", 0, kMaxBlobBytes);
+  d.bytes = read_string(j["bytes"], "data: bytes", kMaxMessageBytes, Text::free);
+  d.last = j["last"].get<bool>();
+  return d;
+}
+
+Checkpoint read_checkpoint(const json& j) {
+  Checkpoint c;
+  c.trial = trial_id(j, "checkpoint");
+  c.attempt = attempt_no(j, "checkpoint");
+  c.epoch = small(j["epoch"], "checkpoint: epoch", 0, kMaxAttempt);
+  c.offset = read_integer(j["offset"], "checkpoint: offset", 0, kMaxBlobBytes);
+  c.size = read_integer(j["size"], "checkpoint: size", 0, kMaxBlobBytes);
+  c.bytes = read_string(j["bytes"], "checkpoint: bytes", kMaxMessageBytes, Text::free);
+  c.last = j["last"].get<bool>();
+  return c;
+}
+
+// The typed content of a message whose fields have the spec's JSON types.
+decltype(Message::content) read_content(Type t, const json& j) {
+  switch (t) {
+    case Type::hello:
+      return read_hello(j);
+    case Type::welcome:
+      return read_welcome(j);
+    case Type::ready:
+      return Ready{read_string(j["slot"], "ready: slot", kMaxNameBytes)};
+    case Type::train:
+      return read_train(j);
+    case Type::progress:
+      return read_progress(j);
+    case Type::result:
+      return read_result(j);
+    case Type::failure:
+      return read_failure(j);
+    case Type::ack:
+      return Ack{trial_id(j, "ack"), attempt_no(j, "ack"), j["counted"].get<bool>()};
+    case Type::cancel:
+      return Cancel{trial_id(j, "cancel"), attempt_no(j, "cancel"),
+                    optional_string(j, "reason", "cancel: reason", kMaxTextBytes, Text::free)};
+    case Type::heartbeat:
+      return read_heartbeat(j);
+    case Type::bye:
+      return Bye{optional_string(j, "reason", "bye: reason", kMaxTextBytes, Text::free)};
+    case Type::error:
+      return Refusal{
+          read_string(j["code"], "error: code", kMaxNameBytes),
+          read_string(j["message"], "error: message", kMaxTextBytes, Text::free),
+          optional_string(j, "in_reply_to", "error: in_reply_to", kMaxNameBytes, Text::name)};
+    case Type::fetch:
+      return Fetch{read_string(j["name"], "fetch: name", kMaxPathBytes),
+                   read_string(j["fingerprint"], "fetch: fingerprint", kMaxNameBytes)};
+    case Type::data:
+      return read_data(j);
+    case Type::checkpoint:
+      return read_checkpoint(j);
+    case Type::rendezvous:
+      return Rendezvous{trial_id(j, "rendezvous"), attempt_no(j, "rendezvous"),
+                        read_string(j["address"], "rendezvous: address", kMaxPathBytes)};
+  }
+  return std::monostate{};
 }
 
 }  // namespace
@@ -247,22 +591,33 @@ Message parse(std::string_view payload) {
   if (payload.size() > kMaxMessageBytes)
     throw ProtocolError("too_large", std::to_string(payload.size()) + " bytes, more than the " +
                                          std::to_string(kMaxMessageBytes) + " a message may hold");
-  nlohmann::json j = nlohmann::json::parse(payload, nullptr, false);
-  if (j.is_discarded()) throw ProtocolError("malformed", "not valid JSON");
+  // Counted before parsing: nlohmann's parser, dump and comparison recurse.
+  if (json_depth(payload, kMaxDepth) > kMaxDepth)
+    throw ProtocolError(
+        "too_large", "arrays and objects nested more than " + std::to_string(kMaxDepth) + " deep");
+  nlohmann::json j;
+  try {
+    j = read_json(payload, "", {kMaxDepth, kMaxMessageBytes});
+  } catch (const Error& e) {
+    throw ProtocolError("malformed", "not valid JSON: " + e.reason());
+  }
   if (!j.is_object()) throw ProtocolError("malformed", "a message is a JSON object");
   if (!j.contains("v") || !j["v"].is_number_integer())
     throw ProtocolError("bad_version", "missing protocol version 'v'");
   if (j["v"] != kVersion)
-    throw ProtocolError("bad_version", "protocol version " + j["v"].dump() +
+    throw ProtocolError("bad_version", "protocol version " + printable_excerpt(j["v"].dump(), 40) +
                                            ", this minas speaks " + std::to_string(kVersion));
   if (!j.contains("type") || !j["type"].is_string())
     throw ProtocolError("unknown_type", "missing message 'type'");
-  const auto t = type_from_name(j["type"].get<std::string>());
+  const std::string& name = j["type"].get_ref<const std::string&>();
+  const auto t = type_from_name(name);
   if (!t)
     throw ProtocolError("unknown_type",
-                        "unknown message type '" + j["type"].get<std::string>() + "'");
+                        "unknown message type '" + printable_excerpt(name, 40) + "'");
   check_fields(j, spec(*t));
-  return {*t, std::move(j)};
+  Message m{*t, std::move(j), {}};
+  m.content = read_content(*t, m.body);
+  return m;
 }
 
 std::string encode(Type t, nlohmann::json fields) {
@@ -274,11 +629,25 @@ std::string encode(Type t, nlohmann::json fields) {
   if (out.size() > kMaxMessageBytes)
     throw ProtocolError("too_large", std::string(type_name(t)) + " message of " +
                                          std::to_string(out.size()) + " bytes");
+  if (json_depth(out, kMaxDepth) > kMaxDepth)
+    throw ProtocolError("too_large", std::string(type_name(t)) + " message nested more than " +
+                                         std::to_string(kMaxDepth) + " deep");
+  read_content(t, fields);
   return out;
 }
 
-std::string error_reply(const ProtocolError& e) {
-  return encode(Type::error, {{"code", e.code()}, {"message", e.reason()}});
+std::string error_reply(const ProtocolError& e, std::optional<Type> in_reply_to) {
+  nlohmann::json fields = {{"code", e.code()}, {"message", bounded_text(e.reason())}};
+  if (in_reply_to) fields["in_reply_to"] = type_name(*in_reply_to);
+  return encode(Type::error, std::move(fields));
+}
+
+std::string bounded_text(std::string_view text, size_t max_bytes) {
+  if (text.size() <= max_bytes) return std::string(text);
+  size_t cut = max_bytes;
+  // Not inside a UTF-8 character: continuation bytes are 10xxxxxx.
+  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+  return std::string(text.substr(0, cut)) + "... (" + std::to_string(text.size()) + " bytes)";
 }
 
 namespace {

@@ -6,9 +6,12 @@
 // and encode() builds one from it, so the two ends cannot drift apart.
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <variant>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -18,9 +21,28 @@
 namespace minas::proto {
 
 inline constexpr int kVersion = 1;
-// A message larger than this is refused unread: no worker result comes close,
-// and a cap keeps a bad peer from making the controller allocate at will.
+// A message larger than this is refused unread (error too_large): no worker
+// result comes close, and a cap keeps a bad peer from making the other side
+// allocate at will.
 inline constexpr size_t kMaxMessageBytes = size_t{1} << 20;
+// Frames up to this size are received so that a too large one gets its
+// error reply; a larger frame makes libzmq drop the connection before minas
+// sees it (ZMQ_MAXMSGSIZE).
+inline constexpr size_t kMaxFrameBytes = size_t{16} << 20;
+
+// What a message may hold (docs/protocol.md, "Limits"). Arrays and objects
+// nested deeper than kMaxDepth, and strings or lists longer than their bound,
+// are refused (too_large) before any of the message is used.
+inline constexpr int kMaxDepth = 32;                // a train's space document is under 16
+inline constexpr size_t kMaxNameBytes = 256;        // names, hosts, slot ids, pools, tags, codes
+inline constexpr size_t kMaxPathBytes = 4096;       // data set names, arch keys, addresses
+inline constexpr size_t kMaxTextBytes = 64 * 1024;  // reasons and messages, for people
+inline constexpr size_t kMaxSlots = 256;            // of one worker
+inline constexpr size_t kMaxTags = 64;              // a hello's tags
+inline constexpr size_t kMaxListed = 1024;          // data sets, running attempts, epochs
+inline constexpr size_t kMaxMetrics = 64;           // keys of a metrics object
+inline constexpr int kMaxAttempt = 1'000'000;       // attempt, epoch and fidelity numbers
+inline constexpr int64_t kMaxBlobBytes = int64_t{1} << 40;  // offsets and sizes of chunks
 
 enum class Type {
   hello,       // worker -> controller: who it is and its device slots
@@ -67,7 +89,9 @@ const std::vector<MessageSpec>& message_specs();
 const MessageSpec& spec(Type t);
 
 // A refused message: `code` is one of malformed, too_large, bad_version,
-// unknown_type, bad_field; what() says what exactly and where.
+// unknown_type, bad_field (from parse), unexpected or not_allowed (from the
+// receiver's state); what() says what exactly and where, quoting at most a
+// short, escaped excerpt of what the peer sent.
 class ProtocolError : public Error {
  public:
   ProtocolError(std::string code, std::string what)
@@ -78,22 +102,142 @@ class ProtocolError : public Error {
   std::string code_;
 };
 
+// The typed content of each message, read from its JSON with every value
+// checked (type, range, length) by parse(): code that handles a message uses
+// these, never the raw JSON.
+struct SlotInfo {
+  std::string id;  // "cpu", "cpu.1", "cuda:0", "cuda:0.1": unique in its hello
+  std::string name;
+  std::optional<int64_t> threads, memory_bytes;
+};
+struct Hello {
+  std::string name, host, minas, pool = "default";
+  int64_t pid = 0;
+  std::vector<SlotInfo> slots;    // 1 to kMaxSlots
+  std::vector<std::string> data;  // fingerprints
+  std::map<std::string, std::string> tags;
+};
+struct Welcome {
+  int64_t worker_id = 0;
+  int heartbeat_ms = 0, liveness = 0;
+};
+struct Ready {
+  std::string slot;
+};
+struct GangInfo {
+  int world = 0, first_rank = 0;
+  std::string rendezvous;  // empty for rank 0's worker
+};
+struct Train {
+  int64_t trial = 0;
+  int attempt = 0;
+  std::vector<std::string> slots;
+  std::string space_id;
+  std::optional<nlohmann::json> space;  // an object
+  std::string arch;
+  nlohmann::json recipe;  // an object; the trainer checks its fields
+  std::string data_name = "fashion-mnist", data_fingerprint;
+  int fidelity = 0;
+  std::vector<int> checkpoint_epochs;
+  std::optional<int> resume_epoch;
+  std::string latency_device;
+  bool measure_only = false;
+  std::optional<GangInfo> gang;
+};
+// A metric a worker sent as null (not measured, or not finite) is absent.
+struct Progress {
+  int64_t trial = 0;
+  int attempt = 0, epoch = 0;
+  std::optional<double> train_loss, train_acc, val_acc, lr, seconds;
+};
+struct Result {
+  int64_t trial = 0;
+  int attempt = 0;
+  std::optional<double> val_acc, test_acc, latency_ms, train_seconds;
+  std::optional<int64_t> params, macs;
+  bool measure_only = false;  // a latency pool's measurement, not a training
+  bool gang_member = false;   // a rank past 0 of a gang: rank 0's worker reports the trial
+  std::string resume_refused;
+};
+struct Failure {
+  int64_t trial = 0;
+  int attempt = 0;
+  std::string reason;
+  bool retryable = false;
+};
+struct Ack {
+  int64_t trial = 0;
+  int attempt = 0;
+  bool counted = false;
+};
+struct Cancel {
+  int64_t trial = 0;
+  int attempt = 0;
+  std::string reason;
+};
+struct Heartbeat {
+  // (trial, attempt) of each attempt a worker runs; absent in the controller's.
+  std::optional<std::vector<std::pair<int64_t, int>>> running;
+};
+struct Bye {
+  std::string reason;
+};
+struct Refusal {  // an `error` message
+  std::string code, message, in_reply_to;
+};
+struct Fetch {
+  std::string name, fingerprint;
+};
+struct Data {
+  std::string fingerprint, name, file, bytes;  // bytes: base64, decoded by the receiver
+  int64_t offset = 0, size = 0;
+  bool last = false;
+};
+struct Checkpoint {
+  int64_t trial = 0;
+  int attempt = 0, epoch = 0;
+  int64_t offset = 0, size = 0;
+  std::string bytes;  // base64
+  bool last = false;
+};
+struct Rendezvous {
+  int64_t trial = 0;
+  int attempt = 0;
+  std::string address;
+};
+
 struct Message {
   Type type;
   nlohmann::json body;  // the whole object, "v" and "type" included
+  // The typed content, in Type order (index = type + 1).
+  std::variant<std::monostate, Hello, Welcome, Ready, Train, Progress, Result, Failure, Ack, Cancel,
+               Heartbeat, Bye, Refusal, Fetch, Data, Checkpoint, Rendezvous>
+      content;
+  template <class T>
+  const T& as() const {
+    return std::get<T>(content);
+  }
 };
 
-// Checks size, JSON syntax, version, type and every field (presence, JSON
-// type; integers must be integers; unknown fields are refused, so a typo in a
-// peer is caught at once). Throws ProtocolError.
+// Checks size and nesting depth (too_large) before parsing, then JSON syntax
+// (malformed), version, type and every field (presence, JSON type; integers
+// must be integers; unknown fields are refused, so a typo in a peer is caught
+// at once), and reads the typed content with every value checked: ranges and
+// the shapes of nested objects (bad_field), string lengths and list counts
+// (too_large). Throws ProtocolError, and nothing else, for any payload.
 Message parse(std::string_view payload);
 
 // The payload of a message of type t with the given fields; checked like
 // parse() checks what it receives, so minas never sends what it would refuse.
 std::string encode(Type t, nlohmann::json fields = nlohmann::json::object());
 
-// The error reply to a refused payload: type error with code and message.
-std::string error_reply(const ProtocolError& e);
+// The error reply to a refused payload: type error with code and message
+// (cut to fit kMaxTextBytes), and the refused message's type when known.
+std::string error_reply(const ProtocolError& e, std::optional<Type> in_reply_to = std::nullopt);
+
+// Peer text (a reason, a message) as kept in the store: at most max_bytes,
+// cut at a UTF-8 character boundary, with "... (N bytes)" when cut.
+std::string bounded_text(std::string_view text, size_t max_bytes = 2000);
 
 // Base64 (RFC 4648, with padding) for the bytes a `data` message carries in JSON.
 std::string base64_encode(std::string_view bytes);

@@ -646,9 +646,15 @@ Writer::Writer(Store& store)
           "UPDATE trials SET status = 'done', val_acc = ?, test_acc = ?, latency_ms = ?, "
           "params = ?, macs = ?, train_seconds = ?, finished_at = ? "
           "WHERE id = ? AND attempt = ? AND status = 'running'")),
+      // Idempotent: a report sent again (a worker resends what is unacknowledged at each
+      // reconnect) adds no row, neither for a late result kept already nor for the result
+      // that counted.
       late_result_(store.connection().prepare(
           "INSERT INTO late_results (trial_id, attempt, received_at, val_acc, worker_id) "
-          "VALUES (?, ?, ?, ?, ?)")),
+          "SELECT ?1, ?2, ?3, ?4, ?5 WHERE NOT EXISTS (SELECT 1 FROM late_results WHERE "
+          "trial_id = ?1 AND attempt = ?2 AND val_acc IS ?4 AND worker_id IS ?5) "
+          "AND NOT EXISTS (SELECT 1 FROM trials WHERE id = ?1 AND attempt = ?2 AND "
+          "status = 'done' AND val_acc IS ?4 AND worker_id IS ?5)")),
       // INSERT ... SELECT ... WHERE EXISTS: an unknown trial inserts nothing (and is reported)
       // instead of failing the foreign key, which would cost the whole batch.
       record_epoch_(store.connection().prepare(

@@ -14,16 +14,23 @@
 #include <mutex>
 #include <sstream>
 #include <thread>
+#include <utility>
 #include <zmq.hpp>
 
 #include "controller/protocol.h"
 #include "searchspace/error.h"
+#include "searchspace/json_read.h"
 #include "trainer/data.h"
 
 namespace minas {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// Files of one data set a controller may send (Fashion-MNIST has four).
+constexpr size_t kMaxDataFiles = 64;
+// Space documents kept by id (a search sends one).
+constexpr size_t kMaxSpaces = 16;
 
 std::string host_name() {
   char host[256] = {};
@@ -134,6 +141,12 @@ struct Worker::Impl {
       slots.back()->device = d;
     }
     if (slots.empty()) throw Error("worker", "no device slots");
+    // Its name, pool, tags and slots as the controller will check them, before any connection.
+    try {
+      (void)hello_payload();
+    } catch (const proto::ProtocolError& e) {
+      throw Error("worker", e.reason());
+    }
     // Slot threads ring this to wake the main loop's poll at once, so a
     // finished trial is reported without waiting out the poll timeout.
     wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -155,7 +168,8 @@ struct Worker::Impl {
     socket = std::make_unique<zmq::socket_t>(ctx, zmq::socket_type::dealer);
     socket->set(zmq::sockopt::routing_id, opt.name);
     socket->set(zmq::sockopt::linger, 0);
-    socket->set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(proto::kMaxMessageBytes));
+    // Up to kMaxFrameBytes is read, so that a frame over kMaxMessageBytes gets its error reply.
+    socket->set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(proto::kMaxFrameBytes));
     // A socket whose CURVE handshake was refused never tries again, so every
     // reconnect makes a new one (this function), which a refused key needs.
     if (opt.curve_key) auth::make_curve_client(*socket, *opt.curve_key, opt.server_public_key);
@@ -165,6 +179,7 @@ struct Worker::Impl {
       throw Error("worker --connect " + opt.connect, std::string("cannot connect: ") + e.what());
     }
     welcomed = false;
+    hello_sent = Clock::now();
     send(hello_payload());
     last_heard = Clock::now();
   }
@@ -200,40 +215,53 @@ struct Worker::Impl {
     send(proto::encode(proto::Type::ready, {{"slot", s.device.id}}));
   }
 
+  // Once per wait for a welcome: the controller answers every message it had
+  // queued from us with `unexpected`, and a hello for each would have it
+  // welcome us (and take our unacknowledged results) as many times.
   void register_again() {
+    const auto wait =
+        std::chrono::milliseconds(static_cast<int64_t>(opt.heartbeat_ms) * opt.liveness);
+    if (hello_sent && Clock::now() - *hello_sent < wait) return;
     welcomed = false;
+    hello_sent = Clock::now();
     send(hello_payload());
   }
 
+  // Never blocks: with its queue to the controller full (the controller is
+  // gone or not reading), the message is dropped; results and failures are
+  // kept until acknowledged and sent again at the next welcome.
   void send(const std::string& payload) {
     try {
-      socket->send(zmq::buffer(payload), zmq::send_flags::dontwait);
+      if (socket->send(zmq::buffer(payload), zmq::send_flags::dontwait)) {
+        queue_full = false;
+      } else if (!std::exchange(queue_full, true)) {
+        log("the queue to the controller is full: messages are dropped until it reads again");
+      }
     } catch (const zmq::error_t& e) {
       log(std::string("send failed: ") + e.what());
     }
   }
 
-  void start(size_t i, const nlohmann::json& b) {
+  void start(size_t i, const proto::Train& b) {
     Slot& s = *slots[i];
     TrialRequest req;
-    req.trial = b["trial"].get<int64_t>();
-    req.attempt = b["attempt"].get<int>();
-    req.space = spaces.at(b["space_id"].get<std::string>());
-    req.arch = b["arch"].get<std::string>();
-    req.recipe = b["recipe"];
-    req.data = b["data"].value("name", std::string("fashion-mnist"));
-    req.data_fingerprint = b["data"].value("fingerprint", std::string());
-    req.fidelity = b["fidelity"].get<int>();
-    req.latency_device = b.value("latency_device", std::string());
-    req.measure_only = b.value("measure_only", false);
-    if (b.contains("gang")) {
+    req.trial = b.trial;
+    req.attempt = b.attempt;
+    req.space = spaces.at(b.space_id);
+    req.arch = b.arch;
+    req.recipe = b.recipe;
+    req.data = b.data_name;
+    req.data_fingerprint = b.data_fingerprint;
+    req.fidelity = b.fidelity;
+    req.latency_device = b.latency_device;
+    req.measure_only = b.measure_only;
+    if (b.gang) {
       // Ranks first_rank.. of a trial spread over several workers: rank 0's
       // worker opens the group's hub and says where it is; the others get
       // that address from the controller.
-      const auto& g = b["gang"];
-      req.world = g["world"].get<int>();
-      req.first_rank = g["first_rank"].get<int>();
-      req.rendezvous = g.value("rendezvous", std::string());
+      req.world = b.gang->world;
+      req.first_rank = b.gang->first_rank;
+      req.rendezvous = b.gang->rendezvous;
       if (req.first_rank == 0)
         req.on_rendezvous = [this, trial = req.trial, attempt = req.attempt, i](
                                 int port, const std::string& nccl_id) {
@@ -246,9 +274,8 @@ struct Worker::Impl {
     req.ranks = std::max<int>(1, static_cast<int>(s.group.size()));
     for (size_t k : s.group.empty() ? std::vector<size_t>{i} : s.group)
       req.devices.push_back(slots[k]->device.id);
-    if (b.contains("checkpoint_epochs")) {
-      for (const auto& e : b["checkpoint_epochs"])
-        if (e.is_number_integer()) req.checkpoint_epochs.push_back(e.get<int>());
+    if (!b.checkpoint_epochs.empty()) {
+      req.checkpoint_epochs = b.checkpoint_epochs;
       req.on_checkpoint = [this, trial = req.trial, attempt = req.attempt, i](int epoch,
                                                                               std::string bytes) {
         Event e{Event::Kind::checkpoint, trial, attempt, epoch, {}, {}, i, std::move(bytes)};
@@ -317,9 +344,9 @@ struct Worker::Impl {
 
   // Starts a train on slot i, or parks it until the training state it
   // resumes from, and its data set, have arrived.
-  void begin(size_t i, nlohmann::json b) {
-    if (b.contains("resume_epoch")) {
-      const std::pair<int64_t, int> key{b["trial"].get<int64_t>(), b["attempt"].get<int>()};
+  void begin(size_t i, proto::Train b) {
+    if (b.resume_epoch) {
+      const std::pair<int64_t, int> key{b.trial, b.attempt};
       auto st = states.find(key);
       if (st == states.end() || !st->second.complete) {
         State& state = states[key];
@@ -331,17 +358,16 @@ struct Worker::Impl {
         return;
       }
     }
-    const std::string name = b["data"].value("name", std::string("fashion-mnist"));
-    const std::string fp = b["data"].value("fingerprint", std::string());
-    if (!opt.runner->needs_data() || fp.empty() || b.value("measure_only", false))
-      return start(i, b);
+    const std::string name = b.data_name;
+    const std::string fp = b.data_fingerprint;
+    if (!opt.runner->needs_data() || fp.empty() || b.measure_only) return start(i, b);
     if (auto where = local_data(name, fp)) {
-      b["data"]["name"] = *where;
+      b.data_name = *where;
       return start(i, b);
     }
     slots[i]->busy = true;  // reserved for the parked attempt
-    slots[i]->trial = b["trial"].get<int64_t>();
-    slots[i]->attempt = b["attempt"].get<int>();
+    slots[i]->trial = b.trial;
+    slots[i]->attempt = b.attempt;
     parked.push_back({i, std::move(b)});
     if (downloads.emplace(fp, Download{name, {}}).second) {
       log("data set " + name + " (" + fp + ") is not here: fetching it from the controller");
@@ -349,18 +375,23 @@ struct Worker::Impl {
     }
   }
 
-  void on_data(const nlohmann::json& b) {
-    const std::string fp = b["fingerprint"].get<std::string>();
+  void on_data(const proto::Data& b) {
+    const std::string& fp = b.fingerprint;
     auto d = downloads.find(fp);
     if (d == downloads.end()) return;  // not asked for, or already done
-    std::string& file = d->second.files[b["file"].get<std::string>()];
-    const auto bytes = proto::base64_decode(b["bytes"].get<std::string>());
-    if (!bytes || b["offset"].get<int64_t>() != static_cast<int64_t>(file.size())) {
+    if (d->second.files.size() >= kMaxDataFiles && !d->second.files.count(b.file)) {
+      fail_download(fp, "more than " + std::to_string(kMaxDataFiles) + " files");
+      return;
+    }
+    std::string& file = d->second.files[b.file];
+    const auto bytes = proto::base64_decode(b.bytes);
+    if (!bytes || b.offset != static_cast<int64_t>(file.size()) ||
+        static_cast<int64_t>(file.size() + bytes->size()) > b.size) {
       fail_download(fp, "a chunk of the data set arrived damaged or out of order");
       return;
     }
     file += *bytes;
-    if (!b["last"].get<bool>()) return;
+    if (!b.last) return;
     try {
       const auto folder = cache_folder(d->second.name, fp);
       const auto tmp = folder.string() + ".part-" + std::to_string(::getpid());
@@ -386,33 +417,34 @@ struct Worker::Impl {
       return;
     }
     downloads.erase(d);
-    std::vector<std::pair<size_t, nlohmann::json>> ready;
-    std::erase_if(parked, [&](std::pair<size_t, nlohmann::json>& p) {
-      if (p.second["data"].value("fingerprint", std::string()) != fp) return false;
+    std::vector<std::pair<size_t, proto::Train>> ready;
+    std::erase_if(parked, [&](std::pair<size_t, proto::Train>& p) {
+      if (p.second.data_fingerprint != fp) return false;
       ready.push_back(std::move(p));
       return true;
     });
     for (auto& [i, b] : ready) {
       slots[i]->busy = false;
-      b["data"]["name"] = data_ready[fp];
+      b.data_name = data_ready[fp];
       start(i, b);
     }
   }
 
   // A chunk of the training state a parked attempt resumes from.
-  void on_checkpoint(const nlohmann::json& b) {
-    const std::pair<int64_t, int> key{b["trial"].get<int64_t>(), b["attempt"].get<int>()};
+  void on_checkpoint(const proto::Checkpoint& b) {
+    const std::pair<int64_t, int> key{b.trial, b.attempt};
     auto st = states.find(key);
     if (st == states.end() || st->second.complete) return;  // not waited for (cancelled)
     State& state = st->second;
-    const auto bytes = proto::base64_decode(b["bytes"].get<std::string>());
-    if (!bytes || b["offset"].get<int64_t>() != static_cast<int64_t>(state.bytes.size()) ||
-        b["epoch"].get<int>() != state.train.value("resume_epoch", -1)) {
+    const auto bytes = proto::base64_decode(b.bytes);
+    if (!bytes || b.offset != static_cast<int64_t>(state.bytes.size()) ||
+        b.epoch != state.train.resume_epoch.value_or(-1) ||
+        static_cast<int64_t>(state.bytes.size() + bytes->size()) > b.size) {
       // Start over instead: the attempt runs from its first epoch.
       log("the training state of trial " + std::to_string(key.first) +
           " arrived damaged: it starts from scratch");
-      state.train.erase("resume_epoch");
-      nlohmann::json train = std::move(state.train);
+      state.train.resume_epoch.reset();
+      proto::Train train = std::move(state.train);
       const size_t slot = state.slot;
       states.erase(st);
       slots[slot]->busy = false;
@@ -420,9 +452,9 @@ struct Worker::Impl {
       return;
     }
     state.bytes += *bytes;
-    if (!b["last"].get<bool>()) return;
+    if (!b.last) return;
     state.complete = true;
-    state.epoch = b["epoch"].get<int>();
+    state.epoch = b.epoch;
     slots[state.slot]->busy = false;
     begin(state.slot, state.train);
   }
@@ -432,15 +464,12 @@ struct Worker::Impl {
   void fail_download(const std::string& fp, const std::string& why) {
     log("fetching data set " + fp + " failed: " + why);
     downloads.erase(fp);
-    std::erase_if(parked, [&](std::pair<size_t, nlohmann::json>& p) {
-      if (p.second["data"].value("fingerprint", std::string()) != fp) return false;
+    std::erase_if(parked, [&](std::pair<size_t, proto::Train>& p) {
+      if (p.second.data_fingerprint != fp) return false;
       const size_t first = p.first;
-      const std::string payload = proto::encode(
-          proto::Type::failure, {{"trial", p.second["trial"]},
-                                 {"attempt", p.second["attempt"]},
-                                 {"reason", "data set not available on this worker: " + why},
-                                 {"retryable", true}});
-      unacked[{p.second["trial"].get<int64_t>(), p.second["attempt"].get<int>()}] = payload;
+      const std::string payload = failure_payload(
+          p.second.trial, p.second.attempt, "data set not available on this worker: " + why, true);
+      unacked[{p.second.trial, p.second.attempt}] = payload;
       send(payload);
       release(first);
       return true;
@@ -456,107 +485,152 @@ struct Worker::Impl {
     [[maybe_unused]] const ssize_t n = ::write(wake_fd, &one, sizeof one);  // EAGAIN: already rung
   }
 
+  // Every message from the controller: parsed into its typed content with
+  // every value bounded, and refused with an `error` and a log line when it
+  // is malformed or not what a controller sends; nothing it says makes an
+  // exception leave the worker's loop.
   void on_message(const std::string& payload) {
-    proto::Message m;
+    std::optional<proto::Type> type;
     try {
-      m = proto::parse(payload);
+      const proto::Message m = proto::parse(payload);
+      type = m.type;
+      last_heard = Clock::now();
+      handle(m);
     } catch (const proto::ProtocolError& e) {
-      log("refused a message from the controller: " + e.reason());
-      send(proto::error_reply(e));
-      return;
+      refuse(e, type);
+    } catch (const std::bad_alloc&) {
+      throw;
+    } catch (const std::exception& e) {
+      refuse(proto::ProtocolError("bad_field", e.what()), type);
     }
-    last_heard = Clock::now();
-    const auto& b = m.body;
+  }
+
+  void refuse(const proto::ProtocolError& e, std::optional<proto::Type> type) {
+    log("refused " +
+        (type ? std::string("a ") + proto::type_name(*type) : std::string("a message")) +
+        " from the controller: " + e.code() + ": " + printable_excerpt(e.reason(), 300));
+    send(proto::error_reply(e, type));
+  }
+
+  void handle(const proto::Message& m) {
     switch (m.type) {
-      case proto::Type::welcome:
+      case proto::Type::welcome: {
+        const auto& w = m.as<proto::Welcome>();
         welcomed = true;
-        opt.heartbeat_ms = std::max(10, b["heartbeat_ms"].get<int>());
-        opt.liveness = std::max(1, b["liveness"].get<int>());
+        hello_sent.reset();
+        opt.heartbeat_ms = std::max(10, w.heartbeat_ms);
+        opt.liveness = w.liveness;
         backoff_s = 0.1;
-        log("connected to " + opt.connect + " as worker " +
-            std::to_string(b["worker_id"].get<int64_t>()));
+        log("connected to " + opt.connect + " as worker " + std::to_string(w.worker_id));
         for (const auto& [key, payload] : unacked) send(payload);  // kept across a reconnect
         for (const auto& s : slots)
           if (!s->busy) send_ready(*s);
-        break;
-      case proto::Type::train: {
-        const std::string space_id = b["space_id"].get<std::string>();
-        if (b.contains("space")) spaces[space_id] = b["space"];
-        if (!spaces.count(space_id)) {
-          send(proto::encode(proto::Type::failure,
-                             {{"trial", b["trial"]},
-                              {"attempt", b["attempt"]},
-                              {"reason", "space " + space_id + " was never sent here"},
-                              {"retryable", true}}));
-          break;
-        }
-        // Every slot asked for must be here and free; the first runs the
-        // trial, the others are reserved for its other ranks.
-        const auto wanted = b["slots"];
-        std::vector<size_t> group;
-        for (const auto& id : wanted)
-          for (size_t k = 0; k < slots.size(); ++k)
-            if (id == slots[k]->device.id && !slots[k]->busy &&
-                std::find(group.begin(), group.end(), k) == group.end())
-              group.push_back(k);
-        if (group.empty() || group.size() != wanted.size()) {
-          send(proto::encode(proto::Type::failure,
-                             {{"trial", b["trial"]},
-                              {"attempt", b["attempt"]},
-                              {"reason", "slot " + wanted.dump() + " is not free here"},
-                              {"retryable", true}}));
-          break;
-        }
-        for (size_t k : group) {
-          slots[k]->trial = b["trial"].get<int64_t>();
-          slots[k]->attempt = b["attempt"].get<int>();
-          slots[k]->busy = k != group.front();  // the first is taken by begin()
-        }
-        slots[group.front()]->group = group;
-        begin(group.front(), b);
-        break;
+        // What it runs, at once: a restarted controller gives it back to us.
+        send_heartbeat();
+        return;
       }
+      case proto::Type::train:
+        return on_train(m.as<proto::Train>());
       case proto::Type::data:
-        on_data(b);
-        break;
+        return on_data(m.as<proto::Data>());
       case proto::Type::checkpoint:
-        on_checkpoint(b);
-        break;
-      case proto::Type::ack:
-        unacked.erase({b["trial"].get<int64_t>(), b["attempt"].get<int>()});
-        break;
-      case proto::Type::cancel:
-        if (auto st = states.find({b["trial"].get<int64_t>(), b["attempt"].get<int>()});
+        return on_checkpoint(m.as<proto::Checkpoint>());
+      case proto::Type::ack: {
+        const auto& a = m.as<proto::Ack>();
+        unacked.erase({a.trial, a.attempt});
+        return;
+      }
+      case proto::Type::cancel: {
+        const auto& c = m.as<proto::Cancel>();
+        if (auto st = states.find({c.trial, c.attempt});
             st != states.end() && !st->second.complete) {
           const size_t first = st->second.slot;
           states.erase(st);
           release(first);
-          break;
+          return;
         }
         for (auto& s : slots)
-          if (s->busy && s->trial == b["trial"].get<int64_t>() &&
-              s->attempt == b["attempt"].get<int>())
-            s->cancel = true;
-        break;
+          if (s->busy && s->trial == c.trial && s->attempt == c.attempt) s->cancel = true;
+        return;
+      }
       case proto::Type::heartbeat:
-        break;
-      case proto::Type::bye:
-        log("the controller said goodbye: " + b.value("reason", std::string("no reason")));
+        return;
+      case proto::Type::bye: {
+        const std::string& reason = m.as<proto::Bye>().reason;
+        log("the controller said goodbye: " +
+            (reason.empty() ? "no reason" : printable_excerpt(reason, 200)));
         leaving = true;
-        break;
-      case proto::Type::error:
-        log("the controller refused a message: " + b["message"].get<std::string>());
+        return;
+      }
+      case proto::Type::error: {
+        const auto& r = m.as<proto::Refusal>();
+        log("the controller refused " +
+            (r.in_reply_to.empty() ? "a message" : "our " + printable_excerpt(r.in_reply_to, 40)) +
+            ": " + printable_excerpt(r.code, 40) + ": " + printable_excerpt(r.message, 200));
         // A restarted controller does not know us (our socket reconnected on
-        // its own): register again, then resend what is unacknowledged.
-        if (b["code"] == "unexpected" && !leaving && !stopping) register_again();
-        break;
+        // its own): register again, then resend what is unacknowledged. Every
+        // message it had queued gets this answer: one hello is enough.
+        if (r.code == "unexpected" && !leaving && !stopping) register_again();
+        return;
+      }
       default:
-        send(proto::encode(
-            proto::Type::error,
-            {{"code", "not_allowed"},
-             {"message", std::string("a controller does not send ") + proto::type_name(m.type)},
-             {"in_reply_to", proto::type_name(m.type)}}));
+        throw proto::ProtocolError(
+            "not_allowed", std::string("a controller does not send ") + proto::type_name(m.type));
     }
+  }
+
+  void on_train(const proto::Train& b) {
+    if (b.space) {
+      // A search sends one space; a controller sending ever new ones is not
+      // let fill the memory with them.
+      if (spaces.size() >= kMaxSpaces && !spaces.count(b.space_id)) spaces.clear();
+      spaces[b.space_id] = *b.space;
+    }
+    if (!spaces.count(b.space_id)) {
+      send(failure_payload(b.trial, b.attempt,
+                           "space " + printable_excerpt(b.space_id, 40) + " was never sent here",
+                           true));
+      return;
+    }
+    // Every slot asked for must be here and free; the first runs the
+    // trial, the others are reserved for its other ranks.
+    std::vector<size_t> group;
+    for (const auto& id : b.slots)
+      for (size_t k = 0; k < slots.size(); ++k)
+        if (id == slots[k]->device.id && !slots[k]->busy &&
+            std::find(group.begin(), group.end(), k) == group.end())
+          group.push_back(k);
+    if (group.empty() || group.size() != b.slots.size()) {
+      std::string wanted;
+      for (const auto& id : b.slots) wanted += (wanted.empty() ? "" : ",") + id;
+      send(failure_payload(b.trial, b.attempt,
+                           "slot " + printable_excerpt(wanted, 80) + " is not free here", true));
+      return;
+    }
+    for (size_t k : group) {
+      slots[k]->trial = b.trial;
+      slots[k]->attempt = b.attempt;
+      slots[k]->busy = k != group.front();  // the first is taken by begin()
+    }
+    slots[group.front()]->group = group;
+    begin(group.front(), b);
+  }
+
+  // A failure report; the reason cut so that the message stays within the protocol's bounds.
+  static std::string failure_payload(int64_t trial, int attempt, const std::string& reason,
+                                     bool retryable) {
+    return proto::encode(proto::Type::failure,
+                         {{"trial", trial},
+                          {"attempt", attempt},
+                          {"reason", proto::bounded_text(reason, proto::kMaxTextBytes / 2)},
+                          {"retryable", retryable}});
+  }
+
+  void send_heartbeat() {
+    nlohmann::json running = nlohmann::json::array();
+    for (const auto& s : slots)
+      if (s->busy) running.push_back({{"trial", s->trial}, {"attempt", s->attempt}});
+    if (welcomed) send(proto::encode(proto::Type::heartbeat, {{"running", running}}));
   }
 
   void drain_events() {
@@ -566,42 +640,54 @@ struct Worker::Impl {
       batch.swap(events);
     }
     for (Event& e : batch) {
-      if (e.kind == Event::Kind::rendezvous) {
-        send(proto::encode(proto::Type::rendezvous,
-                           {{"trial", e.trial}, {"attempt", e.attempt}, {"address", e.bytes}}));
-        continue;
+      try {
+        report(e);
+      } catch (const proto::ProtocolError& x) {
+        // What the runner produced breaks the protocol's bounds (a metric out
+        // of range): said as a failure instead of a result nobody would take.
+        log("trial " + std::to_string(e.trial) + ": cannot report " + x.what());
+        if (e.kind == Event::Kind::outcome) {
+          const std::string payload = failure_payload(
+              e.trial, e.attempt, std::string("its report broke the protocol: ") + x.what(), false);
+          unacked[{e.trial, e.attempt}] = payload;
+          send(payload);
+        }
       }
-      if (e.kind == Event::Kind::checkpoint) {
-        // Not acknowledged: a state that is lost only means a retry starts over.
-        for (const std::string& chunk :
-             proto::encode_checkpoint(e.trial, e.attempt, e.epoch, e.bytes))
-          send(chunk);
-        continue;
-      }
-      if (e.kind == Event::Kind::progress) {
-        send(proto::encode(proto::Type::progress, {{"trial", e.trial},
-                                                   {"attempt", e.attempt},
-                                                   {"epoch", e.epoch},
-                                                   {"metrics", e.metrics}}));
-        continue;
-      }
-      const TrialOutcome& o = e.outcome;
-      std::string payload;
-      if (o.kind == TrialOutcome::Kind::done) {
-        payload =
-            proto::encode(proto::Type::result,
-                          {{"trial", e.trial}, {"attempt", e.attempt}, {"metrics", o.metrics}});
-      } else if (o.kind == TrialOutcome::Kind::failed) {
-        payload = proto::encode(proto::Type::failure, {{"trial", e.trial},
-                                                       {"attempt", e.attempt},
-                                                       {"reason", o.reason},
-                                                       {"retryable", o.retryable}});
-      }
-      if (!payload.empty()) {
-        unacked[{e.trial, e.attempt}] = payload;
-        send(payload);
-      }
-      release(e.slot);
+      if (e.kind == Event::Kind::outcome) release(e.slot);
+    }
+  }
+
+  void report(const Event& e) {
+    if (e.kind == Event::Kind::rendezvous) {
+      send(proto::encode(proto::Type::rendezvous,
+                         {{"trial", e.trial}, {"attempt", e.attempt}, {"address", e.bytes}}));
+      return;
+    }
+    if (e.kind == Event::Kind::checkpoint) {
+      // Not acknowledged: a state that is lost only means a retry starts over.
+      for (const std::string& chunk :
+           proto::encode_checkpoint(e.trial, e.attempt, e.epoch, e.bytes))
+        send(chunk);
+      return;
+    }
+    if (e.kind == Event::Kind::progress) {
+      send(proto::encode(proto::Type::progress, {{"trial", e.trial},
+                                                 {"attempt", e.attempt},
+                                                 {"epoch", e.epoch},
+                                                 {"metrics", e.metrics}}));
+      return;
+    }
+    const TrialOutcome& o = e.outcome;
+    std::string payload;
+    if (o.kind == TrialOutcome::Kind::done) {
+      payload = proto::encode(proto::Type::result,
+                              {{"trial", e.trial}, {"attempt", e.attempt}, {"metrics", o.metrics}});
+    } else if (o.kind == TrialOutcome::Kind::failed) {
+      payload = failure_payload(e.trial, e.attempt, o.reason, o.retryable);
+    }
+    if (!payload.empty()) {
+      unacked[{e.trial, e.attempt}] = payload;
+      send(payload);
     }
   }
 
@@ -652,10 +738,7 @@ struct Worker::Impl {
       drain_events();
       const auto now = Clock::now();
       if (now - last_beat >= std::chrono::milliseconds(opt.heartbeat_ms)) {
-        nlohmann::json running = nlohmann::json::array();
-        for (const auto& s : slots)
-          if (s->busy) running.push_back({{"trial", s->trial}, {"attempt", s->attempt}});
-        if (welcomed) send(proto::encode(proto::Type::heartbeat, {{"running", running}}));
+        send_heartbeat();
         last_beat = now;
       }
       const auto silent =
@@ -691,22 +774,24 @@ struct Worker::Impl {
     std::string name;
     std::map<std::string, std::string> files;  // file name -> bytes so far
   };
-  std::map<std::string, std::string> data_ready;          // fingerprint -> local name or folder
-  std::map<std::string, Download> downloads;              // fingerprint -> arriving files
-  std::vector<std::pair<size_t, nlohmann::json>> parked;  // (slot, train) waiting for data
+  std::map<std::string, std::string> data_ready;        // fingerprint -> local name or folder
+  std::map<std::string, Download> downloads;            // fingerprint -> arriving files
+  std::vector<std::pair<size_t, proto::Train>> parked;  // (slot, train) waiting for data
   // Training states that resumed attempts wait for, by (trial, attempt).
   struct State {
     size_t slot = 0;
-    nlohmann::json train;
+    proto::Train train;
     std::string bytes;  // so far
     int epoch = 0;
     bool complete = false;
   };
   std::map<std::pair<int64_t, int>, State> states;
   Clock::time_point last_heard;
+  std::optional<Clock::time_point> hello_sent;  // while waiting for the welcome to it
   double backoff_s = 0.1;
   int wake_fd = -1;
   bool welcomed = false, stopping = false, leaving = false;
+  bool queue_full = false;  // the last send found the queue to the controller full
 };
 
 Worker::Worker(WorkerOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
