@@ -552,11 +552,13 @@ TEST_CASE("faults: Ctrl-C stops minas search cleanly and says how to resume, --r
   CHECK(wait_for(p) == 0);
   const Tally before = tally(db);
   CHECK(before.done >= 2);
+  double spent = 0;
   {
     minas::db::Connection c = minas::db::open_store_readonly(db);
     minas::db::Statement s = c.prepare("SELECT seconds_run, status FROM experiments");
     REQUIRE(s.step());
-    CHECK(s.column_double(0) > 0);  // what the resumed budget subtracts
+    spent = s.column_double(0);
+    CHECK(spent > 0);  // what the resumed budget subtracts
     CHECK(s.column_text(1) == "stopped");
   }
   CHECK_FALSE(std::filesystem::exists(out));  // stopped: no final training
@@ -565,10 +567,14 @@ TEST_CASE("faults: Ctrl-C stops minas search cleanly and says how to resume, --r
     const std::string text((std::istreambuf_iterator<char>(in)), {});
     CHECK(minas::test::contains(text, "continue with: minas search --resume"));
   }
+  // A budget that leaves the resumed search twice the time the first part took for its
+  // trials (whatever this machine's pace), after the part spent and the final training's
+  // default share (0.3).
+  const int budget = static_cast<int>(std::ceil(3 * spent / (1 - 0.3))) + 1;
   std::vector<std::string> again = args;
-  again.insert(again.end(), {"--resume", "--budget", "15s"});
+  again.insert(again.end(), {"--resume", "--budget", std::to_string(budget) + "s"});
   const pid_t q = spawn(again, log);
-  CHECK(wait_for(q, std::chrono::seconds(240)) == 0);  // a 15 s budget, then the final training
+  CHECK(wait_for(q, std::chrono::seconds(120 + budget)) == 0);  // the budget, then the final
   const Tally after = tally(db);
   CHECK(after.done > before.done);  // the same experiment went on
   minas::db::Connection c = minas::db::open_store_readonly(db);
