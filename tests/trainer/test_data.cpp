@@ -860,7 +860,7 @@ TEST_CASE("data: loader destructor does not hang, whatever the consumer did") {
         for (int prefetch : {1, 3}) scenario(take, prefetch);
     finished.set_value();
   });
-  if (done.wait_for(std::chrono::seconds(20)) != std::future_status::ready) {
+  if (done.wait_for(minas::test::kHangGuard) != std::future_status::ready) {
     t.detach();
     FAIL("a BatchLoader destructor hangs");
   }
