@@ -16,7 +16,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (std::strlen(e.what()) > fuzz::kMaxErrorBytes)
       fuzz::finding("an error longer than 1 KiB", e.what(), text);
     const std::string reply = proto::error_reply(e);  // the controller's answer
-    (void)proto::parse(reply);                        // which a worker must be able to read
+    fuzz::refused_or_read(text, [&] {
+      try {
+        (void)proto::parse(reply);  // which a worker must be able to read
+      } catch (const Error& bad) {
+        fuzz::finding("an error reply that does not parse", bad.what(), text);
+      }
+    });
+  } catch (const std::exception& e) {
+    fuzz::finding(fuzz::kind_of(e), e.what(), text);
   }
   return 0;
 }
