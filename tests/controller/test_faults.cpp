@@ -150,6 +150,7 @@ TEST_CASE("faults: a worker killed mid-trial, its trial completes on another wor
   if (!minas::test::have_external(minas::test::nb201_table())) return;
   const minas::test::TempDir dir("fault-worker");
   const std::string db = dir.file("minas.db"), log = dir.file("log");
+  INFO("the processes' log:\n" << minas::test::file_text(log));  // read when a check fails
   const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(free_port());
   const pid_t ctl =
       spawn({"controller", "--db", db, "--bind", endpoint, "--name", "w", "--space", "nb201",
@@ -177,6 +178,7 @@ TEST_CASE("faults: the controller killed mid-search resumes and ends with its fu
   if (!minas::test::have_external(minas::test::nb201_table())) return;
   const minas::test::TempDir dir("fault-controller");
   const std::string db = dir.file("minas.db"), log = dir.file("log");
+  INFO("the processes' log:\n" << minas::test::file_text(log));  // read when a check fails
   const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(free_port());
   const std::vector<std::string> ctl_args{
       "controller", "--db",           db,      "--bind",     endpoint,    "--name",
@@ -217,6 +219,7 @@ TEST_CASE(
     auto keys = [&](const std::string& tag, int kills) {
       const minas::test::TempDir dir("kill-resume-" + strategy + "-" + tag);
       const std::string db = dir.file("minas.db"), log = dir.file("log");
+      INFO("the processes' log:\n" << minas::test::file_text(log));  // read when a check fails
       const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(free_port());
       const std::vector<std::string> ctl_args{
           "controller", "--db",       db,      "--bind",     endpoint,    "--name",
@@ -251,6 +254,7 @@ TEST_CASE("faults: a worker restarted under the same name mid-trial, the lost at
   if (!minas::test::have_external(minas::test::nb201_table())) return;
   const minas::test::TempDir dir("fault-same-name");
   const std::string db = dir.file("minas.db"), log = dir.file("log");
+  INFO("the processes' log:\n" << minas::test::file_text(log));  // read when a check fails
   const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(free_port());
   const pid_t ctl =
       spawn({"controller", "--db", db, "--bind", endpoint, "--name", "s", "--space", "nb201",
@@ -281,6 +285,7 @@ TEST_CASE("faults: minas search runs a local pool end to end on a small data fol
   const std::string recipe = dir.file("recipe.json");
   std::ofstream(recipe) << R"({"epochs": 1, "val_size": 60, "batch": 32, "threads": 1})";
   const std::string db = dir.file("minas.db"), log = dir.file("log");
+  INFO("the processes' log:\n" << minas::test::file_text(log));  // read when a check fails
   const pid_t p =
       spawn({"search", "--db", db, "--name", "local", "--space", "small:input=1x12x12", "--data", d,
              "--recipe", recipe, "--trials", "4", "--workers", "2", "--no-final"},
@@ -318,21 +323,22 @@ TEST_CASE(
   const std::string recipe = dir.file("recipe.json");
   std::ofstream(recipe) << R"({"epochs": 1, "val_size": 60, "batch": 32, "threads": 1})";
   const std::string db = dir.file("minas.db"), log = dir.file("log"), cache = dir.file("cache");
+  INFO("the processes' log:\n" << minas::test::file_text(log));  // read when a check fails
   const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(free_port());
   const pid_t ctl = spawn({"controller", "--db", db, "--bind", endpoint, "--name", "fetch",
                            "--space", "small:input=1x12x12", "--data", data, "--recipe", recipe,
                            "--trials", "3", "--heartbeat-ms", "100"},
                           log);
-  // Once the controller has read and fingerprinted the files (it says on which endpoint it
-  // serves only after), they vanish from where the trials say they are, as on a worker
-  // machine that never had them.
+  // Once the controller has read the files it fingerprinted (it marks the experiment running
+  // only after), they vanish from where the trials say they are, as on a worker machine that
+  // never had them.
   REQUIRE_MESSAGE(eventually([&] {
-                    return minas::test::contains(minas::test::file_text(log),
-                                                 "experiment 'fetch' on ");
+                    return store_int(db,
+                                     "SELECT count(*) FROM experiments WHERE status = "
+                                     "'running'")
+                               .value_or(0) > 0;
                   }),
-                  "waited " << kHangGuard.count() << " s for the controller to start serving; "
-                            << "its log:\n"
-                            << minas::test::file_text(log));
+                  "waited " << kHangGuard.count() << " s for the experiment to be running");
   std::filesystem::rename(data, moved);
   setenv("MINAS_DATA_CACHE", cache.c_str(), 1);
   const pid_t w = spawn({"worker", "--connect", endpoint, "--name", "far"}, log);
@@ -358,6 +364,7 @@ TEST_CASE(
   if (!minas::test::have_external(minas::test::nb201_table())) return;
   const minas::test::TempDir dir("experiment-file");
   const std::string db = dir.file("minas.db"), log = dir.file("log"), exp = dir.file("exp.json");
+  INFO("the processes' log:\n" << minas::test::file_text(log));  // read when a check fails
   std::ofstream(exp) << R"({"name": "from-file", "space": "nb201", "data": "simulated",
                             "strategy": "random", "trials": 50, "seed": 3,
                             "recipe": {"epochs": 2}})";
@@ -389,6 +396,7 @@ TEST_CASE(
   if (!minas::test::have_external(minas::test::nb201_table())) return;
   const minas::test::TempDir dir("experiment-strategy");
   const std::string db = dir.file("minas.db"), log = dir.file("log"), exp = dir.file("exp.json");
+  INFO("the processes' log:\n" << minas::test::file_text(log));  // read when a check fails
   std::ofstream(exp) << R"({"name": "evo", "space": "nb201", "data": "simulated",
                             "strategy": "evolution", "trials": 30, "seed": 3, "fidelity": 4,
                             "strategy_settings": {"population": 6, "tournament": 2},
@@ -445,6 +453,7 @@ TEST_CASE("faults: minas search runs the whole path: search, final training, exp
   const std::string recipe = dir.file("recipe.json");
   std::ofstream(recipe) << R"({"val_size": 80, "batch": 32, "threads": 1})";
   const std::string db = dir.file("minas.db"), log = dir.file("log"), out = dir.file("out");
+  INFO("the processes' log:\n" << minas::test::file_text(log));  // read when a check fails
   // Defaults but the budget: evolution with ASHA, 3-epoch trials, then the final training.
   // The budget comes from an experiment file, whose "workers" the command line overrides.
   const std::string exp = dir.file("exp.json");
@@ -539,6 +548,7 @@ TEST_CASE("faults: Ctrl-C stops minas search cleanly and says how to resume, --r
   const std::string recipe = dir.file("recipe.json");
   std::ofstream(recipe) << R"({"val_size": 80, "batch": 32, "threads": 1})";
   const std::string db = dir.file("minas.db"), log = dir.file("log"), out = dir.file("out");
+  INFO("the processes' log:\n" << minas::test::file_text(log));  // read when a check fails
   const std::vector<std::string> args{
       "search",   "--db", db,          "--space", "small:input=1x12x12", "--data", d,
       "--recipe", recipe, "--workers", "2",       "--final-epochs",      "1",      "--out",
