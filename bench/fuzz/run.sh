@@ -50,12 +50,17 @@ objects() {  # SOURCE...: prints the object files
     echo "$obj"
   done
 }
+# Every target links the searchspace library (the readers' common ground: read_json, its
+# excerpts, text files, spaces), its sources read from its CMakeLists.txt so this list
+# follows the build, and the one source of its own.
+searchspace=$(sed -n '/^add_library(searchspace/,/)/p' searchspace/CMakeLists.txt |
+  grep -o '[a-z_]*\.cpp' | sed 's|^|searchspace/|' | paste -sd ' ')
+searchspace+=" $out/obj/searchspace/builtin_spaces.cpp"
 declare -A sources=(
-  [json]="searchspace/json_read.cpp"
-  [protocol]="controller/protocol.cpp searchspace/json_read.cpp"
-  [space]="searchspace/space.cpp searchspace/layer_graph.cpp searchspace/cell.cpp
-           searchspace/chain.cpp searchspace/json_read.cpp $out/obj/searchspace/builtin_spaces.cpp"
-  [recipe]="trainer/recipe.cpp searchspace/json_read.cpp"
+  [json]="$searchspace"
+  [protocol]="controller/protocol.cpp $searchspace"
+  [space]="$searchspace"
+  [recipe]="trainer/recipe.cpp $searchspace"
 )
 
 # Seeds: the bad-input corpora (tests/controller/bad_messages.txt: CODE<TAB>PAYLOAD lines;
