@@ -408,16 +408,22 @@ TEST_CASE("validate: near-duplicate search over 5000 images is not quadratic") {
     imgs.push_back(
         record("copy" + std::to_string(k), imgs[src].label, "train", 16, 16, 1, std::move(p)));
   }
-  const auto t0 = std::chrono::steady_clock::now();
+  using Clock = std::chrono::steady_clock;
+  const auto t0 = Clock::now();
   std::vector<uint64_t> hashes;
   for (const ImageRecord& r : imgs) hashes.push_back(adapt::perceptual_hash(r));
+  const auto t1 = Clock::now();
   size_t comparisons = 0;
   const auto groups = adapt::near_duplicate_groups(hashes, 4, &comparisons);
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const auto t2 = Clock::now();
   const size_t n = hashes.size();
   CHECK(comparisons < n * n / 2 / 100);  // all pairs would be 12.6 million
-  CHECK(seconds < 5);                    // generous: the machine may be loaded
+  // The search against what one pass over the same images just took here (hashing them):
+  // about a fiftieth of it on an idle machine; ten times it only if something is far off.
+  const double hash_s = std::chrono::duration<double>(t1 - t0).count();
+  const double search_s = std::chrono::duration<double>(t2 - t1).count();
+  CAPTURE(hash_s);
+  CHECK(search_s < 10 * hash_s);
   for (const auto& [a, b] : planted) {
     const auto g = std::find_if(groups.begin(), groups.end(), [&](const auto& g) {
       return std::find(g.begin(), g.end(), a) != g.end();

@@ -5,8 +5,11 @@
 // heartbeats).
 #include <doctest/doctest.h>
 
+#include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -14,6 +17,7 @@
 #include "controller/controller.h"
 #include "db/queries.h"
 #include "tests/support.h"
+#include "tests/wait.h"
 #include "worker/worker.h"
 
 namespace minas::test {
@@ -83,8 +87,47 @@ struct Search {
     ControllerOptions o;
     o.bind = "tcp://127.0.0.1:*";
     o.heartbeat_ms = 50;
+    // Fast heartbeats, but a worker (or, on the worker's side, the controller) is taken for
+    // lost only after 5 s of silence, as by default: a loaded machine stalls a thread for
+    // longer than a few heartbeats (a commit's fsync), and these tests lose workers only by
+    // a goodbye, never by silence.
+    o.liveness = 100;
     return o;
   }
+};
+
+// A runner that lets a test wait for what its inner runner is asked to do: each attempt's
+// start is counted, and `on_start` (if set) runs first with the count, on the slot's thread.
+class WatchedRunner final : public TrialRunner {
+ public:
+  explicit WatchedRunner(std::shared_ptr<TrialRunner> inner,
+                         std::function<void(int started)> on_start = nullptr)
+      : inner_(std::move(inner)), on_start_(std::move(on_start)) {}
+  bool needs_data() const override { return inner_->needs_data(); }
+  TrialOutcome run(const TrialRequest& req,
+                   const std::function<void(int, const nlohmann::json&)>& on_epoch,
+                   const std::function<bool()>& cancelled) override {
+    int n;
+    {
+      std::lock_guard lock(mu_);
+      n = ++started_;
+    }
+    cv_.notify_all();
+    if (on_start_) on_start_(n);
+    return inner_->run(req, on_epoch, cancelled);
+  }
+  // Whether `n` attempts have started within `limit` (a hang guard).
+  bool await_started(int n, std::chrono::milliseconds limit = kHangGuard) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, limit, [&] { return started_ >= n; });
+  }
+
+ private:
+  std::shared_ptr<TrialRunner> inner_;
+  std::function<void(int)> on_start_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int started_ = 0;
 };
 
 // Runs a controller for the search until it ends, with one worker thread per

@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -26,6 +27,7 @@
 #include "searchspace/space.h"
 #include "tests/support.h"
 #include "tests/trainer/synthetic.h"
+#include "tests/wait.h"
 #include "trainer/checkpoint.h"
 #include "trainer/data.h"
 #include "trainer/model.h"
@@ -54,19 +56,58 @@ pid_t spawn(const std::vector<std::string>& args, const std::string& log) {
   return pid;
 }
 
-// Waits for a process to end, killing it after `limit`; returns its exit status.
-int wait_for(pid_t pid, std::chrono::seconds limit) {
-  const auto until = std::chrono::steady_clock::now() + limit;
+using minas::test::eventually;
+using minas::test::kHangGuard;
+
+// Waits for a process to end, killing it after `limit` (a hang guard); returns its exit
+// status, -1 if it did not exit by itself.
+int wait_for(pid_t pid, std::chrono::seconds limit = kHangGuard) {
   int status = 0;
-  while (waitpid(pid, &status, WNOHANG) == 0) {
-    if (std::chrono::steady_clock::now() > until) {
-      kill(pid, SIGKILL);
-      waitpid(pid, &status, 0);
-      return -1;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  if (!eventually([&] { return waitpid(pid, &status, WNOHANG) != 0; }, limit)) {
+    MESSAGE("process " << pid << " still running after " << limit.count() << " s: killed");
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    return -1;
   }
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+// The first column of `sql`'s first row on the store at `path`; nullopt while the controller
+// has not created the store or its tables yet.
+std::optional<int64_t> store_int(const std::string& path, const std::string& sql) {
+  try {
+    if (!std::filesystem::exists(path)) return std::nullopt;
+    minas::db::Connection c = minas::db::open_store_readonly(path);
+    minas::db::Statement s = c.prepare(sql);
+    if (s.step() && !s.is_null(0)) return s.column_int64(0);
+  } catch (const std::exception&) {
+  }
+  return std::nullopt;
+}
+
+// Waits until the store at `path` has at least `n` trials done (a hang guard bounds it).
+void await_done(const std::string& path, int64_t n) {
+  REQUIRE_MESSAGE(
+      eventually([&] {
+        return store_int(path, "SELECT count(*) FROM trials WHERE status = 'done'").value_or(0) >=
+               n;
+      }),
+      "waited " << kHangGuard.count() << " s for " << n << " trials done in " << path);
+}
+
+// Waits until worker `name` runs a trial (a hang guard bounds it); returns its number.
+int64_t await_running(const std::string& path, const std::string& name) {
+  std::optional<int64_t> number;
+  REQUIRE_MESSAGE(
+      eventually([&] {
+        return (number = store_int(path,
+                                   "SELECT t.number FROM trials t JOIN workers w ON w.id = "
+                                   "t.worker_id WHERE t.status = 'running' AND w.name = '" +
+                                       name + "'"))
+            .has_value();
+      }),
+      "waited " << kHangGuard.count() << " s for worker " << name << " to run a trial");
+  return *number;
 }
 
 struct Tally {
@@ -109,18 +150,20 @@ TEST_CASE("faults: a worker killed mid-trial, its trial completes on another wor
   if (!minas::test::have_external(minas::test::nb201_table())) return;
   const minas::test::TempDir dir("fault-worker");
   const std::string db = dir.file("minas.db"), log = dir.file("log");
+  INFO("the processes' log:\n" << minas::test::file_text(log));  // read when a check fails
   const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(free_port());
   const pid_t ctl =
       spawn({"controller", "--db", db, "--bind", endpoint, "--name", "w", "--space", "nb201",
              "--data", "simulated", "--trials", "30", "--heartbeat-ms", "100", "--liveness", "3"},
             log);
-  const pid_t slow = spawn(worker_args(endpoint, "slow", "2.0"), log);
-  std::this_thread::sleep_for(std::chrono::milliseconds(700));  // it has taken a trial
+  // A trial it never finishes: the kill surely lands while it runs, however late it comes.
+  const pid_t slow = spawn(worker_args(endpoint, "slow", "3600"), log);
+  await_running(db, "slow");
   kill(slow, SIGKILL);
   waitpid(slow, nullptr, 0);
   const pid_t fast = spawn(worker_args(endpoint, "fast", "0.01"), log);
-  CHECK(wait_for(ctl, std::chrono::seconds(60)) == 0);
-  CHECK(wait_for(fast, std::chrono::seconds(10)) == 0);
+  CHECK(wait_for(ctl) == 0);
+  CHECK(wait_for(fast) == 0);
   const Tally t = tally(db);
   CHECK(t.trials == 30);
   CHECK(t.done == 30);
@@ -135,23 +178,30 @@ TEST_CASE("faults: the controller killed mid-search resumes and ends with its fu
   if (!minas::test::have_external(minas::test::nb201_table())) return;
   const minas::test::TempDir dir("fault-controller");
   const std::string db = dir.file("minas.db"), log = dir.file("log");
+  INFO("the processes' log:\n" << minas::test::file_text(log));  // read when a check fails
   const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(free_port());
   const std::vector<std::string> ctl_args{
       "controller", "--db",           db,      "--bind",     endpoint,    "--name",
       "r",          "--space",        "nb201", "--data",     "simulated", "--trials",
       "150",        "--heartbeat-ms", "100",   "--liveness", "3"};
   const pid_t worker = spawn(worker_args(endpoint, "w", "0.005"), log);
-  for (int round = 0; round < 3; ++round) {
+  // Killed once the experiment is in the store (before any result), then after 10 and 25
+  // trials done: far from the 150, whatever the machine's speed.
+  for (const int64_t done : {0, 10, 25}) {
     const pid_t ctl = spawn(ctl_args, log);
-    std::this_thread::sleep_for(std::chrono::milliseconds(400));
+    REQUIRE_MESSAGE(eventually([&] {
+                      return store_int(db, "SELECT count(*) FROM experiments").value_or(0) > 0;
+                    }),
+                    "waited " << kHangGuard.count() << " s for the experiment in the store");
+    await_done(db, done);
     kill(ctl, SIGKILL);
     waitpid(ctl, nullptr, 0);
   }
   const Tally mid = tally(db);
   CHECK(mid.done < 150);  // the kills landed mid-search
   const pid_t ctl = spawn(ctl_args, log);
-  CHECK(wait_for(ctl, std::chrono::seconds(60)) == 0);
-  CHECK(wait_for(worker, std::chrono::seconds(10)) == 0);
+  CHECK(wait_for(ctl) == 0);
+  CHECK(wait_for(worker) == 0);
   const Tally t = tally(db);
   CHECK(t.trials == 150);
   CHECK(t.done == 150);
@@ -169,6 +219,7 @@ TEST_CASE(
     auto keys = [&](const std::string& tag, int kills) {
       const minas::test::TempDir dir("kill-resume-" + strategy + "-" + tag);
       const std::string db = dir.file("minas.db"), log = dir.file("log");
+      INFO("the processes' log:\n" << minas::test::file_text(log));  // read when a check fails
       const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(free_port());
       const std::vector<std::string> ctl_args{
           "controller", "--db",       db,      "--bind",     endpoint,    "--name",
@@ -176,16 +227,17 @@ TEST_CASE(
           "80",         "--seed",     "5",     "--strategy", strategy,    "--heartbeat-ms",
           "100",        "--liveness", "3"};
       const pid_t worker = spawn(worker_args(endpoint, "w", "0.02"), log);
+      // Each kill once the search has gone on by a few results: after 5, 20 and 35 of 80.
       for (int round = 0; round < kills; ++round) {
         const pid_t ctl = spawn(ctl_args, log);
-        std::this_thread::sleep_for(std::chrono::milliseconds(500 + 100 * round));
+        await_done(db, 5 + 15 * round);
         kill(ctl, SIGKILL);
         waitpid(ctl, nullptr, 0);
       }
       if (kills) CHECK(tally(db).done < 80);  // the kills landed mid-search
       const pid_t ctl = spawn(ctl_args, log);
-      CHECK(wait_for(ctl, std::chrono::seconds(60)) == 0);
-      CHECK(wait_for(worker, std::chrono::seconds(10)) == 0);
+      CHECK(wait_for(ctl) == 0);
+      CHECK(wait_for(worker) == 0);
       minas::db::Connection c = minas::db::open_store_readonly(db);
       minas::db::Statement s = c.prepare("SELECT arch_key FROM trials ORDER BY number");
       std::vector<std::string> k;
@@ -202,20 +254,21 @@ TEST_CASE("faults: a worker restarted under the same name mid-trial, the lost at
   if (!minas::test::have_external(minas::test::nb201_table())) return;
   const minas::test::TempDir dir("fault-same-name");
   const std::string db = dir.file("minas.db"), log = dir.file("log");
+  INFO("the processes' log:\n" << minas::test::file_text(log));  // read when a check fails
   const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(free_port());
   const pid_t ctl =
       spawn({"controller", "--db", db, "--bind", endpoint, "--name", "s", "--space", "nb201",
              "--data", "simulated", "--trials", "10", "--heartbeat-ms", "100", "--liveness", "3"},
             log);
-  const pid_t first = spawn(worker_args(endpoint, "same", "30"), log);
-  std::this_thread::sleep_for(std::chrono::milliseconds(700));  // it has taken a trial
+  const pid_t first = spawn(worker_args(endpoint, "same", "3600"), log);
+  REQUIRE(await_running(db, "same") == 0);
   kill(first, SIGKILL);
   waitpid(first, nullptr, 0);
   // Its successor takes over the identity at once, so no heartbeat is missed:
   // only the heartbeat's list of running attempts tells the trial is gone.
   const pid_t second = spawn(worker_args(endpoint, "same", "0.01"), log);
-  CHECK(wait_for(ctl, std::chrono::seconds(30)) == 0);
-  CHECK(wait_for(second, std::chrono::seconds(10)) == 0);
+  CHECK(wait_for(ctl) == 0);
+  CHECK(wait_for(second) == 0);
   const Tally t = tally(db);
   CHECK(t.done == 10);
   minas::db::Connection c = minas::db::open_store_readonly(db);
@@ -232,11 +285,12 @@ TEST_CASE("faults: minas search runs a local pool end to end on a small data fol
   const std::string recipe = dir.file("recipe.json");
   std::ofstream(recipe) << R"({"epochs": 1, "val_size": 60, "batch": 32, "threads": 1})";
   const std::string db = dir.file("minas.db"), log = dir.file("log");
+  INFO("the processes' log:\n" << minas::test::file_text(log));  // read when a check fails
   const pid_t p =
       spawn({"search", "--db", db, "--name", "local", "--space", "small:input=1x12x12", "--data", d,
              "--recipe", recipe, "--trials", "4", "--workers", "2", "--no-final"},
             log);
-  CHECK(wait_for(p, std::chrono::seconds(120)) == 0);
+  CHECK(wait_for(p) == 0);
   const Tally t = tally(db);
   CHECK(t.trials == 4);
   CHECK(t.done == 4);
@@ -250,7 +304,7 @@ TEST_CASE("faults: minas search runs a local pool end to end on a small data fol
                           "--data", d, "--recipe", recipe, "--trials", "3", "--workers", "1",
                           "--gpus-per-trial", "2", "--no-final"},
                          log);
-  CHECK(wait_for(dp, std::chrono::seconds(120)) == 0);
+  CHECK(wait_for(dp) == 0);
   minas::db::Connection after = minas::db::open_store_readonly(db);
   minas::db::Statement q = after.prepare(
       "SELECT count(*), sum(t.device = 'cpu,cpu.1') FROM trials t JOIN experiments e ON "
@@ -269,20 +323,28 @@ TEST_CASE(
   const std::string recipe = dir.file("recipe.json");
   std::ofstream(recipe) << R"({"epochs": 1, "val_size": 60, "batch": 32, "threads": 1})";
   const std::string db = dir.file("minas.db"), log = dir.file("log"), cache = dir.file("cache");
+  INFO("the processes' log:\n" << minas::test::file_text(log));  // read when a check fails
   const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(free_port());
   const pid_t ctl = spawn({"controller", "--db", db, "--bind", endpoint, "--name", "fetch",
                            "--space", "small:input=1x12x12", "--data", data, "--recipe", recipe,
                            "--trials", "3", "--heartbeat-ms", "100"},
                           log);
-  // The controller has read and fingerprinted the files; now they vanish from
-  // where the trials say they are, as on a worker machine that never had them.
-  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  // Once the controller has read the files it fingerprinted (it marks the experiment running
+  // only after), they vanish from where the trials say they are, as on a worker machine that
+  // never had them.
+  REQUIRE_MESSAGE(eventually([&] {
+                    return store_int(db,
+                                     "SELECT count(*) FROM experiments WHERE status = "
+                                     "'running'")
+                               .value_or(0) > 0;
+                  }),
+                  "waited " << kHangGuard.count() << " s for the experiment to be running");
   std::filesystem::rename(data, moved);
   setenv("MINAS_DATA_CACHE", cache.c_str(), 1);
   const pid_t w = spawn({"worker", "--connect", endpoint, "--name", "far"}, log);
   unsetenv("MINAS_DATA_CACHE");
-  CHECK(wait_for(ctl, std::chrono::seconds(90)) == 0);
-  CHECK(wait_for(w, std::chrono::seconds(10)) == 0);
+  CHECK(wait_for(ctl) == 0);
+  CHECK(wait_for(w) == 0);
   const Tally t = tally(db);
   CHECK(t.done == 3);
   const auto kept = std::filesystem::path(cache) / ("digits-" + fingerprint);
@@ -302,6 +364,7 @@ TEST_CASE(
   if (!minas::test::have_external(minas::test::nb201_table())) return;
   const minas::test::TempDir dir("experiment-file");
   const std::string db = dir.file("minas.db"), log = dir.file("log"), exp = dir.file("exp.json");
+  INFO("the processes' log:\n" << minas::test::file_text(log));  // read when a check fails
   std::ofstream(exp) << R"({"name": "from-file", "space": "nb201", "data": "simulated",
                             "strategy": "random", "trials": 50, "seed": 3,
                             "recipe": {"epochs": 2}})";
@@ -310,8 +373,8 @@ TEST_CASE(
                            "--trials", "7", "--heartbeat-ms", "100"},
                           log);
   const pid_t w = spawn(worker_args(endpoint, "w", "0.001"), log);
-  CHECK(wait_for(ctl, std::chrono::seconds(30)) == 0);
-  CHECK(wait_for(w, std::chrono::seconds(10)) == 0);
+  CHECK(wait_for(ctl) == 0);
+  CHECK(wait_for(w) == 0);
   CHECK(tally(db).done == 7);  // --trials 7 beat the file's 50
   minas::db::Connection c = minas::db::open_store_readonly(db);
   minas::db::Statement s = c.prepare("SELECT name, space, recipe FROM experiments");
@@ -333,6 +396,7 @@ TEST_CASE(
   if (!minas::test::have_external(minas::test::nb201_table())) return;
   const minas::test::TempDir dir("experiment-strategy");
   const std::string db = dir.file("minas.db"), log = dir.file("log"), exp = dir.file("exp.json");
+  INFO("the processes' log:\n" << minas::test::file_text(log));  // read when a check fails
   std::ofstream(exp) << R"({"name": "evo", "space": "nb201", "data": "simulated",
                             "strategy": "evolution", "trials": 30, "seed": 3, "fidelity": 4,
                             "strategy_settings": {"population": 6, "tournament": 2},
@@ -343,8 +407,8 @@ TEST_CASE(
                            "--tournament", "3", "--heartbeat-ms", "100"},
                           log);
   const pid_t w = spawn(worker_args(endpoint, "w", "0.02"), log);
-  CHECK(wait_for(ctl, std::chrono::seconds(60)) == 0);
-  CHECK(wait_for(w, std::chrono::seconds(10)) == 0);
+  CHECK(wait_for(ctl) == 0);
+  CHECK(wait_for(w) == 0);
   minas::db::Connection c = minas::db::open_store_readonly(db);
   minas::db::Statement s = c.prepare("SELECT strategy, strategy_settings FROM experiments");
   REQUIRE(s.step());
@@ -389,6 +453,7 @@ TEST_CASE("faults: minas search runs the whole path: search, final training, exp
   const std::string recipe = dir.file("recipe.json");
   std::ofstream(recipe) << R"({"val_size": 80, "batch": 32, "threads": 1})";
   const std::string db = dir.file("minas.db"), log = dir.file("log"), out = dir.file("out");
+  INFO("the processes' log:\n" << minas::test::file_text(log));  // read when a check fails
   // Defaults but the budget: evolution with ASHA, 3-epoch trials, then the final training.
   // The budget comes from an experiment file, whose "workers" the command line overrides.
   const std::string exp = dir.file("exp.json");
@@ -397,7 +462,7 @@ TEST_CASE("faults: minas search runs the whole path: search, final training, exp
       spawn({"search", "--db", db, "--name", "e2e", "--space", "small:input=1x12x12", "--data", d,
              "--recipe", recipe, "--experiment", exp, "--workers", "2", "--out", out},
             log);
-  CHECK(wait_for(p, std::chrono::seconds(120)) == 0);
+  CHECK(wait_for(p, std::chrono::seconds(300)) == 0);  // a 40 s budget, then the final training
   const Tally t = tally(db);
   CHECK(t.done >= 3);
   {
@@ -483,6 +548,7 @@ TEST_CASE("faults: Ctrl-C stops minas search cleanly and says how to resume, --r
   const std::string recipe = dir.file("recipe.json");
   std::ofstream(recipe) << R"({"val_size": 80, "batch": 32, "threads": 1})";
   const std::string db = dir.file("minas.db"), log = dir.file("log"), out = dir.file("out");
+  INFO("the processes' log:\n" << minas::test::file_text(log));  // read when a check fails
   const std::vector<std::string> args{
       "search",   "--db", db,          "--space", "small:input=1x12x12", "--data", d,
       "--recipe", recipe, "--workers", "2",       "--final-epochs",      "1",      "--out",
@@ -491,17 +557,18 @@ TEST_CASE("faults: Ctrl-C stops minas search cleanly and says how to resume, --r
   first.insert(first.end(), {"--budget", "10m"});
   const pid_t p = spawn(first, log);
   // Wait for a few finished trials, then Ctrl-C.
-  for (int i = 0; i < 600 && (!std::filesystem::exists(db) || tally(db).done < 2); ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  await_done(db, 2);
   kill(p, SIGINT);
-  CHECK(wait_for(p, std::chrono::seconds(30)) == 0);
+  CHECK(wait_for(p) == 0);
   const Tally before = tally(db);
   CHECK(before.done >= 2);
+  double spent = 0;
   {
     minas::db::Connection c = minas::db::open_store_readonly(db);
     minas::db::Statement s = c.prepare("SELECT seconds_run, status FROM experiments");
     REQUIRE(s.step());
-    CHECK(s.column_double(0) > 0);  // what the resumed budget subtracts
+    spent = s.column_double(0);
+    CHECK(spent > 0);  // what the resumed budget subtracts
     CHECK(s.column_text(1) == "stopped");
   }
   CHECK_FALSE(std::filesystem::exists(out));  // stopped: no final training
@@ -510,10 +577,14 @@ TEST_CASE("faults: Ctrl-C stops minas search cleanly and says how to resume, --r
     const std::string text((std::istreambuf_iterator<char>(in)), {});
     CHECK(minas::test::contains(text, "continue with: minas search --resume"));
   }
+  // A budget that leaves the resumed search twice the time the first part took for its
+  // trials (whatever this machine's pace), after the part spent and the final training's
+  // default share (0.3).
+  const int budget = static_cast<int>(std::ceil(3 * spent / (1 - 0.3))) + 1;
   std::vector<std::string> again = args;
-  again.insert(again.end(), {"--resume", "--budget", "15s"});
+  again.insert(again.end(), {"--resume", "--budget", std::to_string(budget) + "s"});
   const pid_t q = spawn(again, log);
-  CHECK(wait_for(q, std::chrono::seconds(60)) == 0);
+  CHECK(wait_for(q, std::chrono::seconds(120 + budget)) == 0);  // the budget, then the final
   const Tally after = tally(db);
   CHECK(after.done > before.done);  // the same experiment went on
   minas::db::Connection c = minas::db::open_store_readonly(db);
@@ -576,8 +647,8 @@ TEST_CASE("faults: two worker processes train two-slot trials as gangs, to one w
               s << in.rdbuf();
               return s.str();
             }());
-    CHECK(wait_for(ctl, std::chrono::seconds(120)) == 0);
-    for (const pid_t p : pids) CHECK(wait_for(p, std::chrono::seconds(20)) == 0);
+    CHECK(wait_for(ctl) == 0);
+    for (const pid_t p : pids) CHECK(wait_for(p) == 0);
     minas::db::Connection c = minas::db::open_store_readonly(db);
     minas::db::Statement s =
         c.prepare("SELECT number, val_acc, device FROM trials WHERE status = 'done'");

@@ -104,23 +104,20 @@ TEST_CASE("gang: a worker of a gang that leaves mid-trial ends the attempt, whic
   Controller controller(search.store, search.space, *search.strategy, cfg, Search::options());
   const auto sim = std::shared_ptr<TrialRunner>(
       make_sim_runner(nb201_table(), "cifar10_valid_12ep", 1.0));  // a second a trial
+  // b's attempts are watched: it leaves once it runs its part of the first trial.
+  const auto b_runner = std::make_shared<WatchedRunner>(sim);
   auto options = [&](const std::string& name) {
-    WorkerOptions o = worker_options(controller.endpoint(), name, sim, 1);
+    WorkerOptions o = worker_options(controller.endpoint(), name, name == "b" ? b_runner : sim, 1);
     o.advertise = "127.0.0.1";
     return o;
   };
   Worker a(options("a")), b(options("b")), c(options("c"));
   std::thread ta([&] { a.run(); }), tb([&] { b.run(); });
   std::thread tc;
+  bool b_started = false;
   std::thread watcher([&] {
     // Once b runs its part of the first trial, it leaves (SIGTERM: bye), and c joins.
-    for (int i = 0; i < 200; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(25));
-      db::Connection conn = db::open_store_readonly(search.path);
-      db::Statement s = conn.prepare("SELECT count(*) FROM trials WHERE status = 'running'");
-      if (s.step() && s.column_int64(0) > 0) break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    b_started = b_runner->await_started(1);
     b.request_stop();
     tc = std::thread([&] { c.run(); });
   });
@@ -130,6 +127,7 @@ TEST_CASE("gang: a worker of a gang that leaves mid-trial ends the attempt, whic
   ta.join();
   tb.join();
   if (tc.joinable()) tc.join();
+  REQUIRE_MESSAGE(b_started, "waited " << kHangGuard.count() << " s for worker b to run its part");
   CHECK(s.done == 4);
   CHECK(s.failed == 0);
   db::Connection conn = db::open_store_readonly(search.path);

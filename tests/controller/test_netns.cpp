@@ -25,6 +25,7 @@
 
 #include "db/queries.h"
 #include "tests/support.h"
+#include "tests/wait.h"
 
 extern char** environ;
 
@@ -50,18 +51,17 @@ pid_t spawn_ip(const std::vector<std::string>& args, const std::string& log) {
   return rc == 0 ? pid : -1;
 }
 
-// Waits for a process to end, killing it after `limit`; returns its exit status, -1 if it
-// did not exit normally or had to be killed.
-int wait_for(pid_t pid, std::chrono::milliseconds limit) {
-  const auto until = std::chrono::steady_clock::now() + limit;
+using minas::test::eventually;
+using minas::test::kHangGuard;
+
+// Waits for a process to end, killing it after `limit` (a hang guard); returns its exit
+// status, -1 if it did not exit normally or had to be killed.
+int wait_for(pid_t pid, std::chrono::milliseconds limit = kHangGuard) {
   int status = 0;
-  while (waitpid(pid, &status, WNOHANG) == 0) {
-    if (std::chrono::steady_clock::now() > until) {
-      kill(pid, SIGKILL);
-      waitpid(pid, &status, 0);
-      return -1;
-    }
-    std::this_thread::sleep_for(20ms);
+  if (!eventually([&] { return waitpid(pid, &status, WNOHANG) != 0; }, limit)) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    return -1;
   }
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
@@ -69,7 +69,7 @@ int wait_for(pid_t pid, std::chrono::milliseconds limit) {
 // Runs one `ip` command to its end (bounded: a wedged netlink call must not hang the test).
 int ip(const std::vector<std::string>& args, const std::string& log) {
   const pid_t pid = spawn_ip(args, log);
-  return pid < 0 ? -1 : wait_for(pid, 10s);
+  return pid < 0 ? -1 : wait_for(pid);
 }
 
 // The namespaces this test made, deleted at scope exit whatever happened. Declared before
@@ -120,10 +120,7 @@ struct Children {
 };
 
 std::string slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
+  return minas::test::file_text(path);
 }
 
 // The id of a trial the worker `name` is running, once there is one. The controller may not
@@ -160,17 +157,18 @@ bool veth_link(const std::string& ns_a, const std::string& veth_a, const std::st
   return true;
 }
 
-// The trial `name` runs once it has one (up to 15 s); nullopt if the controller or the worker
-// ended first (a bad key, a missing table: no trial will ever run) or time ran out.
+// The trial `name` runs once it has one; nullopt if the controller or the worker ended first
+// (a bad key, a missing table: no trial will ever run) or the hang guard passed.
 std::optional<int64_t> await_running_trial(const std::string& db, const std::string& name,
                                            pid_t ctl, pid_t worker) {
-  for (const auto until = std::chrono::steady_clock::now() + 15s;
-       std::chrono::steady_clock::now() < until;) {
-    if (auto t = running_trial(db, name)) return t;
-    if (waitpid(ctl, nullptr, WNOHANG) != 0 || waitpid(worker, nullptr, WNOHANG) != 0) break;
-    std::this_thread::sleep_for(50ms);
-  }
-  return std::nullopt;
+  std::optional<int64_t> t;
+  bool ended = false;
+  eventually([&] {
+    t = running_trial(db, name);
+    ended = !t && (waitpid(ctl, nullptr, WNOHANG) != 0 || waitpid(worker, nullptr, WNOHANG) != 0);
+    return t || ended;
+  });
+  return t;
 }
 
 // The trial cut off from its host ended done, on a later attempt, run by `worker`.
@@ -249,8 +247,8 @@ TEST_CASE("netns: a worker whose link is cut mid-trial is detected and its trial
       "--space",    "nb201",      "--data", "simulated", "--trials", "12",      "--heartbeat-ms",
       "100",        "--liveness", "5",      "--key",     ctl_key,    "--allow", worker_keys};
   const pid_t ctl = kids.start(ns_c, ctl_args, ctl_log);
-  // 3 s a trial: the link is surely cut while the first one runs.
-  const pid_t remote = kids.start(ns_w, worker("remote", "3"), remote_log);
+  // A trial it never finishes: the link is surely cut while it runs, however late that comes.
+  const pid_t remote = kids.start(ns_w, worker("remote", "3600"), remote_log);
 
   const std::optional<int64_t> cut_trial = await_running_trial(db, "remote", ctl, remote);
   REQUIRE_MESSAGE(cut_trial.has_value(), "the remote worker never had a trial running");
@@ -261,10 +259,10 @@ TEST_CASE("netns: a worker whose link is cut mid-trial is detected and its trial
   REQUIRE(ip({"-n", ns_c, "link", "set", veth_c, "down"}, ip_log) == 0);
   const pid_t local = kids.start(ns_c, worker("local", "0.01"), local_log);
 
-  const int ctl_status = wait_for(ctl, 60s);
-  const int local_status = wait_for(local, 10s);
+  const int ctl_status = wait_for(ctl);
+  const int local_status = wait_for(local);
   kill(remote, SIGKILL);  // it waits for a controller it can no longer reach
-  wait_for(remote, 5s);
+  wait_for(remote);
 
   CHECK(ctl_status == 0);
   CHECK(local_status == 0);
@@ -384,23 +382,24 @@ TEST_CASE(
                                           "--allow",
                                           listed};
   const pid_t ctl = kids.start(ns_c, ctl_args, ctl_log);
-  const pid_t host1 = kids.start(hosts[0].ns, worker(1, listed, "3"), hosts[0].log);
+  const pid_t host1 = kids.start(hosts[0].ns, worker(1, listed, "3600"), hosts[0].log);
   const pid_t host3 = kids.start(hosts[2].ns, worker(3, unlisted, "0.01"), hosts[2].log);
 
   const std::optional<int64_t> cut_trial = await_running_trial(db, "host1", ctl, host1);
   REQUIRE_MESSAGE(cut_trial.has_value(), "host1 never had a trial running");
   // host3 has been knocking all along: refused, never registered.
-  for (int i = 0; i < 100 && !minas::test::contains(slurp(ctl_log), "refused a worker"); ++i)
-    std::this_thread::sleep_for(50ms);
+  REQUIRE_MESSAGE(
+      eventually([&] { return minas::test::contains(slurp(ctl_log), "refused a worker"); }),
+      "waited " << kHangGuard.count() << " s for the controller to log 'refused a worker'");
   // Cut host1 off on the controller's side; host2 joins over its own link.
   REQUIRE(ip({"-n", ns_c, "link", "set", hosts[0].veth_c, "down"}, ip_log) == 0);
   const pid_t host2 = kids.start(hosts[1].ns, worker(2, listed, "0.01"), hosts[1].log);
 
-  const int ctl_status = wait_for(ctl, 60s);
-  const int host2_status = wait_for(host2, 10s);
+  const int ctl_status = wait_for(ctl);
+  const int host2_status = wait_for(host2);
   for (const pid_t p : {host1, host3}) {  // both wait for a controller they cannot use
     kill(p, SIGKILL);
-    wait_for(p, 5s);
+    wait_for(p);
   }
   CHECK(ctl_status == 0);
   CHECK(host2_status == 0);

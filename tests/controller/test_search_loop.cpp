@@ -61,8 +61,8 @@ TEST_CASE(
   Controller controller(store, space, strategy, cfg, opt);
   // Worker "slow" takes a trial, then is stopped (SIGTERM in a real worker):
   // it cancels the attempt and says bye, and the controller re-queues it.
-  auto slow_runner = std::shared_ptr<TrialRunner>(
-      make_sim_runner(minas::test::nb201_table(), "cifar10_valid_12ep", 30.0));
+  auto slow_runner = std::make_shared<WatchedRunner>(std::shared_ptr<TrialRunner>(
+      make_sim_runner(minas::test::nb201_table(), "cifar10_valid_12ep", 3600.0)));
   auto fast_runner = std::shared_ptr<TrialRunner>(
       make_sim_runner(minas::test::nb201_table(), "cifar10_valid_12ep", 0.002));
   std::thread tc([&] { controller.run(); });
@@ -70,9 +70,11 @@ TEST_CASE(
     auto slow =
         std::make_unique<Worker>(worker_options(controller.endpoint(), "slow", slow_runner, 1));
     std::thread ts([&] { slow->run(); });
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    const bool started = slow_runner->await_started(1);
     slow->request_stop();
     ts.join();
+    REQUIRE_MESSAGE(started,
+                    "waited " << kHangGuard.count() << " s for worker slow to start a trial");
   }
   Worker fast(worker_options(controller.endpoint(), "fast", fast_runner, 1));
   std::thread tf([&] { fast.run(); });
@@ -111,10 +113,11 @@ TEST_CASE("search loop: with CURVE, an unlisted worker is refused and a listed o
   bad.server_public_key = server.public_key;
   Worker intruder(bad);
   std::thread ti([&] { intruder.run(); });
-  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  const bool refused = eventually([&] { return refusals.load() >= 1; });
   intruder.request_stop();
   ti.join();
-  CHECK(refusals.load() >= 1);
+  CHECK_MESSAGE(refused, "waited " << kHangGuard.count() << " s for the controller to log "
+                                   << "'refused a worker'");
   {
     db::Connection c = db::open_store_readonly(path);
     db::Statement s = c.prepare("SELECT count(*) FROM workers");
@@ -172,7 +175,7 @@ TEST_CASE("search loop: the controller answers every malformed message with an e
   for (const std::string& payload : corpus) {
     peer.send(zmq::buffer(payload), zmq::send_flags::none);
     zmq::pollitem_t items[] = {{peer.handle(), 0, ZMQ_POLLIN, 0}};
-    zmq::poll(items, 1, std::chrono::milliseconds(2000));
+    zmq::poll(items, 1, std::chrono::milliseconds(kHangGuard));
     REQUIRE_MESSAGE((items[0].revents & ZMQ_POLLIN), "no answer to: " << payload);
     zmq::message_t reply;
     REQUIRE(peer.recv(reply, zmq::recv_flags::none));

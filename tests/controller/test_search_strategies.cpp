@@ -43,17 +43,22 @@ ControllerSummary run_search(Search& search, const ExperimentConfig& cfg,
 // The simulated runner with a training state of 1.3 MB, so that states
 // travel in several checkpoint chunks each way; a resumed attempt whose state
 // did not arrive intact fails.
+// With `hold_after`, an attempt that has handed over its state after that epoch goes no
+// further until it is cancelled (or a hang guard passes): a test can stop its worker then,
+// however slow the machine, and the attempt is surely lost mid-trial.
 class BigStateRunner final : public TrialRunner {
  public:
-  explicit BigStateRunner(std::shared_ptr<TrialRunner> inner) : inner_(std::move(inner)) {}
+  explicit BigStateRunner(std::shared_ptr<TrialRunner> inner, int hold_after = 0)
+      : inner_(std::move(inner)), hold_after_(hold_after) {}
   bool needs_data() const override { return false; }
   TrialOutcome run(const TrialRequest& req,
                    const std::function<void(int, const nlohmann::json&)>& on_epoch,
                    const std::function<bool()>& cancelled) override {
     TrialRequest r = req;
     if (req.on_checkpoint)
-      r.on_checkpoint = [&req](int epoch, std::string bytes) {
+      r.on_checkpoint = [&req, &cancelled, this](int epoch, std::string bytes) {
         req.on_checkpoint(epoch, bytes + padding(epoch));
+        if (epoch == hold_after_) eventually(cancelled, kHangGuard, std::chrono::milliseconds(1));
       };
     if (!req.resume.empty()) {
       const std::string pad = padding(req.resume_epoch);
@@ -75,6 +80,7 @@ class BigStateRunner final : public TrialRunner {
     return p;
   }
   std::shared_ptr<TrialRunner> inner_;
+  int hold_after_;
 };
 
 std::vector<std::string> keys_in_order(const std::string& path) {
@@ -193,18 +199,16 @@ TEST_CASE("strategies in the loop: stopped and resumed, the search makes the sam
     Search split("resume-split-" + name, "exp", 21, name);
     {
       Controller controller(split.store, split.space, *split.strategy, cfg, Search::options());
-      Worker w(worker_options(controller.endpoint(), "w", sim(0.004), 1));
-      std::thread tw([&] { w.run(); });
-      std::thread stopper([&] {
-        // Stop part-way, with a trial in flight.
-        while (count(split.path).done < 15)
-          std::this_thread::sleep_for(std::chrono::milliseconds(2));
-        controller.request_stop();
+      // Stopped part-way, with a trial in flight: as the 16th attempt starts, after 15 results.
+      const auto stopper = std::make_shared<WatchedRunner>(sim(0.004), [&](int started) {
+        if (started == 16) controller.request_stop();
       });
+      Worker w(worker_options(controller.endpoint(), "w", stopper, 1));
+      std::thread tw([&] { w.run(); });
       const ControllerSummary s = controller.run();
-      stopper.join();
       tw.join();
       CHECK(s.stopped);
+      CHECK(s.done >= 15);
       CHECK(s.done < 36);
     }
     // A new process: a fresh strategy object restored from the store.
@@ -351,17 +355,17 @@ TEST_CASE(
   std::thread tc([&] { controller.run(); });
   const std::filesystem::path states = search.path + ".states/1";
   {
-    // 0.1 s an epoch: stopped (a bye, as on SIGTERM) once the state after
-    // the first rung has reached the controller.
+    // Held after the first rung's state: stopped (a bye, as on SIGTERM) once that state has
+    // reached the controller.
     Worker slow(worker_options(controller.endpoint(), "slow",
-                               std::make_shared<BigStateRunner>(sim(0.8)), 1));
+                               std::make_shared<BigStateRunner>(sim(0.8), 2), 1));
     std::thread ts([&] { slow.run(); });
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    while (!std::filesystem::exists(states / "trial-1-epoch-2.state") &&
-           std::chrono::steady_clock::now() < deadline)
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    const bool kept =
+        eventually([&] { return std::filesystem::exists(states / "trial-1-epoch-2.state"); });
     slow.request_stop();
     ts.join();
+    REQUIRE_MESSAGE(kept, "waited " << kHangGuard.count() << " s for the controller to keep "
+                                    << (states / "trial-1-epoch-2.state").string());
   }
   Worker fast(worker_options(controller.endpoint(), "fast",
                              std::make_shared<BigStateRunner>(sim(0.008)), 1));

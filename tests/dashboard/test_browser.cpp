@@ -190,7 +190,6 @@ TEST_CASE("dashboard in a browser: the overview goes live, and a trial opens fro
   const int64_t e = store.create_experiment(s, 0);
   const int64_t worker = store.upsert_worker("w1", "localhost", {"cpu"}, 0.0);
   db::Writer writer(store);
-  std::atomic<bool> stop{false};
   Rng rng(5);
   std::vector<double> population;  // what an evolution of P = 10 would show
   // A sampled architecture's trial, queued and started at `at`.
@@ -232,34 +231,33 @@ TEST_CASE("dashboard in a browser: the overview goes live, and a trial opens fro
   o.token = "t0k";  // the page carries it to its scripts and its API calls
   dashboard::Server server(o);
 
-  // The simulated search and the server run until the end of the test, however
-  // it ends: a failed REQUIRE or a WebDriver error stops and joins them here.
+  // The server runs until the end of the test, however it ends: a failed REQUIRE or a
+  // WebDriver error stops and joins it here.
   struct Background {
-    std::atomic<bool>& stop;
     dashboard::Server& server;
-    std::thread search, serving;
+    std::thread serving;
     ~Background() {
-      stop = true;
-      if (search.joinable()) search.join();
       server.stop();
       if (serving.joinable()) serving.join();
     }
-  } background{stop, server, {}, {}};
+  } background{server, {}};
   background.serving = std::thread([&] { server.run(); });
-  // A simulated search keeps writing: a trial every 200 ms, and an epoch of
-  // trial 5 with each.
-  background.search = std::thread([&] {
-    for (int i = 6; !stop; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));
-      writer.record_epoch({slow_id, 0, i - 5, 1.0 / (i - 5), 0.5, 0.5 + 0.001 * i, 0.1, 1.0});
-      add(i);
-    }
-  });
+  // The simulated search goes on when the test makes it, while the page is open: a trial
+  // more, and an epoch more of trial 5. The page must show each step without a reload.
+  int next = 6;
+  auto advance = [&] {
+    writer.record_epoch(
+        {slow_id, 0, next - 5, 1.0 / (next - 5), 0.5, 0.5 + 0.001 * next, 0.1, 1.0});
+    add(next++);
+  };
 
+  // Every wait on the page below returns when what it waits for shows; this bound only ends
+  // a test whose page never shows it (within the test's own 300 s).
+  constexpr double kGuard = 60;
   const int dport = free_port();
   Driver driver(dport, "test-artifacts/chromedriver.log");
   Session browser(dport);
-  // Up to `seconds` for `done` to hold; what the page threw meanwhile (a
+  // Up to `seconds` (a hang guard) for `done` to hold; what the page threw meanwhile (a
   // slow page, an element not drawn yet) is retried, the last of it returned.
   auto wait_for = [&](double seconds, const std::function<bool()>& done) {
     std::string why;
@@ -275,7 +273,7 @@ TEST_CASE("dashboard in a browser: the overview goes live, and a trial opens fro
     }
     return why.empty() ? std::string("timed out") : why;
   };
-  CHECK(wait_for(20, [&] {  // chromedriver listening
+  CHECK(wait_for(kGuard, [&] {  // chromedriver listening
           auto r = browser.http.Get("/status");
           return r && r->status == 200;
         }) == "");
@@ -306,7 +304,7 @@ TEST_CASE("dashboard in a browser: the overview goes live, and a trial opens fro
     return std::stoi(t.substr(space_at + 1));
   };
   int first = 0;
-  const std::string why = wait_for(30, [&] { return (first = total()) >= 5; });
+  const std::string why = wait_for(kGuard, [&] { return (first = total()) >= 5; });
   if (!why.empty())
     MESSAGE("the count could not be read (" << why
                                             << "); the page shows: " << browser.text("body"));
@@ -326,9 +324,14 @@ TEST_CASE("dashboard in a browser: the overview goes live, and a trial opens fro
   const Json zoom = browser.script(kDrag);
   REQUIRE_MESSAGE(zoom[0].is_number(), zoom.dump());
   CHECK(zoom[0].get<double>() < zoom[1].get<double>());
+  // Two steps of the search, each shown live.
   int later = first;
-  CHECK(wait_for(30, [&] { return (later = total()) > first; }) == "");
-  CHECK(later > first);
+  for (int step = 0; step < 2; ++step) {
+    const int before = later;
+    advance();
+    CHECK(wait_for(kGuard, [&] { return (later = total()) > before; }) == "");
+    CHECK(later > before);
+  }
   CHECK(browser.script("return window.minasMark;") == 42);
   const Json kept = browser.script(
       "const x = Chart.getChart(document.querySelectorAll('canvas')[1]).options.scales.x;"
@@ -339,19 +342,19 @@ TEST_CASE("dashboard in a browser: the overview goes live, and a trial opens fro
   // A trial from the table: a real click on its link (looked up again if the
   // table was redrawn between the lookup and the click).
   std::string number;
-  CHECK(wait_for(20, [&] {
+  CHECK(wait_for(kGuard, [&] {
           const std::string link = browser.find("#trials a");
           number = browser.call("GET", "/element/" + link + "/text").get<std::string>();
           browser.call("POST", "/element/" + link + "/click");
           return true;
         }) == "");
   std::string heading;
-  wait_for(20, [&] { return (heading = browser.text("main h2")) == "Trial " + number; });
+  wait_for(kGuard, [&] { return (heading = browser.text("main h2")) == "Trial " + number; });
   CHECK(heading == "Trial " + number);
   CHECK(browser.text("#trial").find("~0|") != std::string::npos);  // an nb201 cell
   // Its layer graph by block, from the stem to the head.
   std::string blocks;
-  wait_for(20,
+  wait_for(kGuard,
            [&] { return (blocks = browser.text("#blocks")).find("head") != std::string::npos; });
   CHECK(blocks.find("stem") != std::string::npos);
   CHECK(blocks.find("head") != std::string::npos);
@@ -359,7 +362,7 @@ TEST_CASE("dashboard in a browser: the overview goes live, and a trial opens fro
   browser.screenshot("test-artifacts/dashboard-trial.png");
   auto wait_text = [&](const std::string& css, const std::string& want) {
     std::string got;
-    wait_for(20, [&] { return (got = browser.text(css)).find(want) != std::string::npos; });
+    wait_for(kGuard, [&] { return (got = browser.text(css)).find(want) != std::string::npos; });
     return got;
   };
   // The running trial's page follows its epochs without a reload.
@@ -372,7 +375,8 @@ TEST_CASE("dashboard in a browser: the overview goes live, and a trial opens fro
   const int epochs_first = epochs();
   CHECK(epochs_first >= 1);
   int epochs_later = epochs_first;
-  CHECK(wait_for(30, [&] { return (epochs_later = epochs()) > epochs_first; }) == "");
+  advance();
+  CHECK(wait_for(kGuard, [&] { return (epochs_later = epochs()) > epochs_first; }) == "");
   CHECK(epochs_later > epochs_first);
   CHECK(browser
             .script("return Chart.getChart(document.querySelector('canvas'))"
@@ -388,7 +392,7 @@ TEST_CASE("dashboard in a browser: the overview goes live, and a trial opens fro
   browser.call("POST", "/url", {{"url", base + "?token=t0k#/e/live/workers"}});
   CHECK(wait_text("#workers", "w1").find("localhost") != std::string::npos);
   int pool_points = 0;
-  wait_for(20, [&] {
+  wait_for(kGuard, [&] {
     pool_points =
         browser.script("return Chart.getChart('pool-chart').data.datasets[0].data.length;")
             .get<int>();

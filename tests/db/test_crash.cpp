@@ -2,6 +2,10 @@
 // Writer and is killed with SIGKILL at random moments (during its first open and migration,
 // mid-batch, mid-commit). After each kill the store must pass PRAGMA integrity_check, hold
 // every trial the child had reported committed, and hold no trial half-written.
+//
+// The moments come from a seeded stream as parts of times measured here (how long a child
+// takes to open a fresh store, to its first commit, between commits), never as fixed
+// milliseconds: on a slow machine a fixed window ends before anything was committed.
 #include <doctest/doctest.h>
 #include <poll.h>
 #include <signal.h>
@@ -9,14 +13,17 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -35,7 +42,7 @@ using minas::db::Store;
 using minas::db::Writer;
 
 constexpr int kRounds = 60;
-constexpr int kRoundsPerStore = 12;  // a fresh store every so often: kills land in migrations
+constexpr int kRoundsPerStore = 6;  // a fresh store every so often: kills land in migrations
 constexpr int kEpochs = 3;
 constexpr const char* kExperiment = "crash";
 
@@ -61,12 +68,15 @@ double val_acc_of(int64_t id) {
   return static_cast<double>(id % 1000) / 1000.0;
 }
 
-// The child: opens the store (creating and migrating it the first time), then writes batches
-// of complete trials (added, started, three epochs, result) and after each commit() reports
-// the highest trial id committed. It only leaves by SIGKILL or _exit, never back into doctest.
+// The child: opens the store (creating and migrating it the first time) and reports 0, then
+// writes batches of complete trials (added, started, three epochs, result) and after each
+// commit() reports the highest trial id committed. It only leaves by SIGKILL or _exit, never back
+// into doctest.
 [[noreturn]] void child(const std::string& path, uint32_t seed, int report_fd) {
   try {
     Store store = Store::open(path);
+    const int64_t opened = 0;  // no trial has id 0
+    if (::write(report_fd, &opened, sizeof opened) != sizeof opened) _exit(5);
     int64_t experiment = 0;
     if (const auto found = store.find_experiment(kExperiment)) {
       experiment = found->id;
@@ -120,61 +130,139 @@ double val_acc_of(int64_t id) {
   }
 }
 
-// Forks the child, takes its reports for `delay`, kills it and reaps it. Returns the highest
-// trial id the child reported committed (0 for none).
-int64_t run_and_kill(const std::string& path, uint32_t seed, std::chrono::microseconds delay) {
-  int fds[2];
-  REQUIRE(::pipe(fds) == 0);
-  const pid_t pid = ::fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    ::close(fds[0]);
-    child(path, seed, fds[1]);
-  }
-  ::close(fds[1]);
+using Clock = std::chrono::steady_clock;
 
-  std::vector<char> reports;
-  auto take = [&](int timeout_ms) {
-    pollfd p{fds[0], POLLIN, 0};
-    if (::poll(&p, 1, timeout_ms) <= 0) return false;
-    char buf[4096];
-    const ssize_t n = ::read(fds[0], buf, sizeof buf);
-    if (n <= 0) return false;
-    reports.insert(reports.end(), buf, buf + n);
-    return true;
-  };
-  const auto deadline = std::chrono::steady_clock::now() + delay;
-  for (auto now = std::chrono::steady_clock::now(); now < deadline;
-       now = std::chrono::steady_clock::now()) {
-    const auto left = std::chrono::duration_cast<std::chrono::microseconds>(deadline - now);
-    if (left.count() < 1000) {
-      // poll counts milliseconds: wait out the rest without it.
-      ::usleep(static_cast<useconds_t>(left.count()));
-      break;
+// One child as the parent sees it: the store opened (0 on the pipe, once, first) and then the
+// trial id of each commit, each with when the parent read it.
+class Child {
+ public:
+  Child(const std::string& path, uint32_t seed) {
+    int fds[2];
+    REQUIRE(::pipe(fds) == 0);
+    started_ = Clock::now();
+    pid_ = ::fork();
+    REQUIRE(pid_ >= 0);
+    if (pid_ == 0) {
+      ::close(fds[0]);
+      child(path, seed, fds[1]);
     }
-    take(static_cast<int>(left.count() / 1000));
+    ::close(fds[1]);
+    fd_ = fds[0];
   }
-  REQUIRE(::kill(pid, SIGKILL) == 0);
-  int status = 0;
-  REQUIRE(::waitpid(pid, &status, 0) == pid);
-  // What the child wrote before it died was reported after a commit: it counts too.
-  while (take(0)) {
+  ~Child() {
+    if (pid_ > 0) {  // a failed REQUIRE left it running
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    if (fd_ >= 0) ::close(fd_);
   }
-  ::close(fds[0]);
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
 
-  INFO("the child exited with status " << (WIFEXITED(status) ? WEXITSTATUS(status) : -1)
-                                       << " instead of being killed");
-  REQUIRE((WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL));
-  REQUIRE(reports.size() % sizeof(int64_t) == 0);
-  int64_t last = 0;
-  for (size_t i = 0; i < reports.size(); i += sizeof(int64_t)) {
-    int64_t id;
-    std::memcpy(&id, reports.data() + i, sizeof id);
-    CHECK(id > last);  // reports only move forward
-    last = id;
+  bool opened() const { return opened_at_.has_value(); }
+  size_t commits() const { return commit_at_.size(); }
+  int64_t last() const { return last_; }
+  // Since the fork: until the open was reported, until commit i (from 0) was.
+  Clock::duration open_time() const { return *opened_at_ - started_; }
+  Clock::duration commit_time(size_t i) const { return commit_at_.at(i) - started_; }
+
+  // Takes reports until `done` holds; false if the child ended first (it never ends by
+  // itself: a failure) or `limit` passed, a hang guard only.
+  template <class Done>
+  bool await(Done done, Clock::duration limit) {
+    const auto until = Clock::now() + limit;
+    while (!done()) {
+      if (Clock::now() >= until || !take(until)) return false;
+    }
+    return true;
   }
-  return last;
-}
+  // Takes reports until `at`.
+  void run_until(Clock::time_point at) {
+    while (Clock::now() < at && take(at)) {
+    }
+    // The pipe closed early (the child ended): wait out the time all the same.
+    std::this_thread::sleep_until(at);
+  }
+  void run_for(Clock::duration d) { run_until(Clock::now() + d); }
+
+  // SIGKILLs and reaps the child, then takes what it wrote before it died: each report came
+  // after a commit, so it counts too. Returns the highest trial id reported committed.
+  int64_t kill_and_reap() {
+    REQUIRE(::kill(pid_, SIGKILL) == 0);
+    int status = 0;
+    REQUIRE(::waitpid(pid_, &status, 0) == pid_);
+    pid_ = -1;
+    while (take(Clock::now())) {
+    }
+    INFO("the child exited with status " << (WIFEXITED(status) ? WEXITSTATUS(status) : -1)
+                                         << " instead of being killed");
+    REQUIRE((WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL));
+    REQUIRE(pending_.size() % sizeof(int64_t) == 0);
+    return last_;
+  }
+
+ private:
+  // Reads what is there by `until` (at once if it is past); false once the pipe is closed.
+  bool take(Clock::time_point until) {
+    const auto left = std::max(Clock::duration::zero(), until - Clock::now());
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
+    const timespec wait{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+    pollfd p{fd_, POLLIN, 0};
+    const int rc = ::ppoll(&p, 1, &wait, nullptr);
+    if (rc < 0 && errno == EINTR) return true;
+    REQUIRE(rc >= 0);
+    if (rc == 0) return true;
+    char buf[4096];
+    const ssize_t n = ::read(fd_, buf, sizeof buf);
+    if (n <= 0) return false;
+    const auto now = Clock::now();
+    pending_.insert(pending_.end(), buf, buf + n);
+    size_t at = 0;
+    for (; at + sizeof(int64_t) <= pending_.size(); at += sizeof(int64_t)) {
+      int64_t id;
+      std::memcpy(&id, pending_.data() + at, sizeof id);
+      if (!opened_at_) {
+        CHECK(id == 0);  // the open is reported first
+        opened_at_ = now;
+        continue;
+      }
+      CHECK(id > last_);  // reports only move forward
+      last_ = id;
+      commit_at_.push_back(now);
+    }
+    pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(at));
+    return true;
+  }
+
+  pid_t pid_ = -1;
+  int fd_ = -1;
+  Clock::time_point started_;
+  std::optional<Clock::time_point> opened_at_;
+  std::vector<Clock::time_point> commit_at_;
+  int64_t last_ = 0;
+  std::vector<char> pending_;
+};
+
+// A hang guard for a child that should report: generous, it only ends a test that would hang.
+constexpr auto kReportLimit = std::chrono::seconds(120);
+
+// How fast a child goes on this machine now: measured, never assumed.
+struct Pace {
+  Clock::duration fresh_open;    // fork to the open reported, on a fresh store (migrations)
+  Clock::duration first_commit;  // fork to the first commit reported
+  Clock::duration interval;      // between two commits
+
+  // Folds in what a child showed (on a fresh store or not); half old, half new, so the pace
+  // follows a machine whose load changes during the test.
+  void learn(const Child& c, bool fresh_store) {
+    const auto blend = [](Clock::duration& old, Clock::duration seen) { old = (old + seen) / 2; };
+    if (fresh_store && c.opened()) blend(fresh_open, c.open_time());
+    if (c.commits() >= 1) blend(first_commit, c.commit_time(0));
+    if (c.commits() >= 2)
+      blend(interval, (c.commit_time(c.commits() - 1) - c.commit_time(0)) /
+                          static_cast<int64_t>(c.commits() - 1));
+  }
+};
 
 int64_t query_int(Connection& c, const std::string& sql) {
   Statement st = c.prepare(sql);
@@ -236,22 +324,67 @@ void check_store(const std::string& path, int64_t committed) {
                       std::to_string(kEpochs)) == 0);
 }
 
+// The pace of a child on a fresh store, from one that runs to its third commit (and is then
+// killed and checked like any other).
+Pace measure_pace(uint32_t seed) {
+  TempPath tmp(-1);
+  Child c(tmp.str(), seed);
+  REQUIRE_MESSAGE(c.await([&] { return c.commits() >= 3; }, kReportLimit),
+                  "waited " << kReportLimit.count() << " s for a child on a fresh store to report "
+                            << "3 commits; it reported " << c.commits()
+                            << (c.opened() ? " after opening the store" : " and no open"));
+  const Pace pace{c.open_time(), c.commit_time(0), (c.commit_time(2) - c.commit_time(0)) / 2};
+  check_store(tmp.str(), c.kill_and_reap());
+  return pace;
+}
+
+std::string ms(Clock::duration d) {
+  return std::to_string(std::chrono::duration<double, std::milli>(d).count()) + " ms";
+}
+
 }  // namespace
 
 TEST_CASE("crash: a writer killed at random moments keeps every commit it reported") {
-  std::mt19937 random(20240611);  // the same kill schedule every run
-  std::uniform_int_distribution<int> delay_us(0, 30000);
-  int rounds_with_commits = 0;
+  std::mt19937 random(20240611);  // the same kill schedule every run, scaled to this machine
+  // A random part of a measured time: where in it the kill lands.
+  const auto part_of = [&](Clock::duration d) {
+    return d * static_cast<int64_t>(random() % 1024) / 1024;
+  };
+  Pace pace = measure_pace(random());
+  MESSAGE("pace of a child here: the fresh store opened after "
+          << ms(pace.fresh_open) << ", first commit after " << ms(pace.first_commit)
+          << ", then one every " << ms(pace.interval));
+  int in_open = 0, before_commit = 0, after_commit = 0, rounds_with_commits = 0;
   int64_t total = 0;
   for (int group = 0; group < kRounds / kRoundsPerStore; ++group) {
     TempPath tmp(group);
     int64_t committed = 0;  // the highest trial id any child reported for this store
     for (int round = 0; round < kRoundsPerStore; ++round) {
-      const auto delay = std::chrono::microseconds(delay_us(random));
+      // Where the kill lands: in a fresh store's open and migrations (the first two rounds of
+      // a store: the second may find the first's migration cut short), anywhere before the
+      // first commit (a reopen, a repair, the first batch), or at a random point of the batch
+      // after the n-th commit (mid-batch, mid-commit).
+      const uint32_t kind = round < 2 ? 0 : 1 + random() % 4;
+      const uint32_t seed = random();
       CAPTURE(group);
       CAPTURE(round);
-      CAPTURE(delay.count());
-      const int64_t reported = run_and_kill(tmp.str(), random(), delay);
+      CAPTURE(kind);
+      Child c(tmp.str(), seed);
+      if (kind == 0) {
+        c.run_for(part_of(pace.fresh_open));
+      } else if (kind == 1) {
+        c.run_for(part_of(pace.first_commit));
+      } else {
+        const size_t n = kind - 1;
+        REQUIRE_MESSAGE(c.await([&] { return c.commits() >= n; }, kReportLimit),
+                        "waited " << kReportLimit.count() << " s for commit " << n
+                                  << " of the child; it reported " << c.commits()
+                                  << (c.opened() ? " after opening the store" : " and no open"));
+        c.run_for(part_of(pace.interval));
+      }
+      const int64_t reported = c.kill_and_reap();
+      pace.learn(c, round == 0);
+      ++(c.commits() > 0 ? after_commit : c.opened() ? before_commit : in_open);
       if (reported > committed) {
         ++rounds_with_commits;
         committed = reported;
@@ -260,7 +393,11 @@ TEST_CASE("crash: a writer killed at random moments keeps every commit it report
     }
     total += committed;
   }
-  MESSAGE(kRounds << " kills; " << rounds_with_commits << " rounds committed something; " << total
+  MESSAGE(kRounds << " kills: " << in_open << " before the open was reported, " << before_commit
+                  << " after it and before a commit, " << after_commit << " after a commit; "
+                  << rounds_with_commits << " rounds committed something; " << total
                   << " trials reported committed");
+  // Half the rounds wait for a commit before the kill, whatever the machine's speed.
+  CHECK(after_commit >= kRounds / 4);
   CHECK(total > 0);
 }

@@ -40,14 +40,14 @@ step() { echo "[$(date +%T)] $*"; }
 sql() { "$minas" sql --db "$MINAS_RUN/minas.db" --format csv "$1" 2>/dev/null | tail -n 1 | tr -d '\r'; }
 sql_all() { "$minas" sql --db "$MINAS_RUN/minas.db" --format csv "$1" 2>&1; }
 in_queue() { squeue -h -j "$1" -o %i 2>/dev/null | grep -q .; }
-wait_for() {  # SECONDS WHAT COMMAND...
+wait_for() {  # SECONDS WHAT COMMAND...: polls COMMAND; SECONDS is a hang guard only
   local limit=$1 what=$2
   shift 2
-  for ((i = 0; i < limit * 2; i++)); do
-    "$@" && return 0
-    sleep 0.5
+  local until=$((SECONDS + limit))
+  until "$@"; do
+    ((SECONDS < until)) || fail "$what: waited $limit s"
+    sleep 0.2
   done
-  fail "$what: not within $limit s"
 }
 
 bash "$root/deploy/slurm/local-cluster.sh" start "$cluster"
@@ -56,8 +56,9 @@ cd "$work"
 # A small real data set, so that a trial trains in seconds: the first 6,000
 # training and 500 test images of Fashion-MNIST, in the IDX layout minas reads
 # from a folder; 500 of the training images are held out for validation. A
-# trial trains for about 4 s on one core: long enough that the cancel below,
-# which Slurm takes about a second to deliver, lands while it trains.
+# trial trains for about 4 s on one core (longer on a loaded machine): long
+# enough that the cancel below, which Slurm takes about a second to deliver,
+# lands while it trains.
 mkdir -p "$work/data"
 python3 - "$work/data" <<'PY'
 import gzip, struct, sys
@@ -83,17 +84,21 @@ w1=$(sbatch --parsable --cpus-per-task=1 "$root/deploy/slurm/workers.sbatch" --p
 
 done_count() { sql "SELECT count(*) FROM trials WHERE status = 'done'"; }
 two_done() { [[ $(done_count) -ge 2 ]]; }
-# A trial that started under a second ago, so the cancel reaches it while it
-# trains. (One cancelled in its last moments, while it is evaluated, finishes
-# and reports instead: no work is thrown away, but nothing is re-queued.)
+# A trial in the first quarter of its training, so the cancel reaches it while
+# it trains: a quarter of what the trials done so far took, measured on this
+# machine as it is now. (One cancelled in its last moments, while it is
+# evaluated, finishes and reports instead: no work is thrown away, but nothing
+# is re-queued.)
 now_sql="(julianday('now') - 2440587.5) * 86400"
 fresh() {
-  victim=$(sql "SELECT id FROM trials WHERE status = 'running' AND started_at > $now_sql - 1
+  victim=$(sql "SELECT id FROM trials WHERE status = 'running' AND started_at > $now_sql -
+                  (SELECT avg(finished_at - started_at) / 4 FROM trials WHERE status = 'done')
                 ORDER BY started_at DESC LIMIT 1")
   [[ $victim =~ ^[0-9]+$ ]]  # a CSV of no rows is its header alone
 }
 wait_for 400 "two trials done" two_done
-wait_for 60 "a trial that has just started" fresh
+step "a trial takes $(sql "SELECT round(avg(finished_at - started_at), 1) FROM trials WHERE status = 'done'") s here"
+wait_for 120 "a trial in the first quarter of its training" fresh
 before=$(done_count)
 step "scancel worker job 1 ($before done, trial $victim running)"
 scancel "$w1"

@@ -1,6 +1,7 @@
 #include <doctest/doctest.h>
 
 #include "tests/support.h"
+#include "tests/wait.h"
 
 #include <unistd.h>
 #include <zlib.h>
@@ -9,12 +10,14 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <future>
 #include <map>
+#include <mutex>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -617,20 +620,54 @@ struct Recorded {
   bool operator==(const Recorded&) const = default;
 };
 
-// The batches of `epochs` epochs, with an optional pause per batch to let the worker run ahead.
+// How many batches a loader's thread has filled, counted by its on_batch hook, so a test can
+// wait for the thread instead of sleeping. Declared before the loader it counts for, which
+// calls it until its destructor has joined the thread.
+struct Filled {
+  std::mutex mu;
+  std::condition_variable cv;
+  uint64_t count = 0;
+
+  std::function<void(float*, int32_t*, int, Rng&)> hook() {
+    return [this](float*, int32_t*, int, Rng&) {
+      {
+        std::lock_guard lock(mu);
+        ++count;
+      }
+      cv.notify_all();
+    };
+  }
+  // Whether `n` batches were filled within `limit` (a hang guard by default).
+  bool await(uint64_t n, std::chrono::milliseconds limit = minas::test::kHangGuard) {
+    std::unique_lock lock(mu);
+    return cv.wait_for(lock, limit, [&] { return count >= n; });
+  }
+};
+
+// The batches of `epochs` epochs. With `ahead` (the loader's on_batch counter and its
+// prefetch), each batch is taken only once the thread has filled the whole ring: the consumer
+// is as far behind as it can be, the opposite of a consumer that takes each batch at once.
 std::vector<Recorded> record(data::BatchLoader& loader, size_t image_size, int epochs,
-                             int pause_us = 0) {
+                             Filled* ahead = nullptr, int prefetch = 0) {
   std::vector<Recorded> out;
   data::Batch b;
+  uint64_t taken = 0;
   for (int e = 0; e < epochs; ++e) {
-    while (loader.next(b)) {
+    while (true) {
+      // The ring holds prefetch + 1 batches, one of them the batch still held (none before
+      // the first): the thread fills up to max(taken, 1) + prefetch.
+      if (ahead)
+        REQUIRE_MESSAGE(
+            ahead->await(std::max<uint64_t>(taken, 1) + static_cast<uint64_t>(prefetch)),
+            "the loader's thread did not fill its ring ahead of batch " << taken);
+      if (!loader.next(b)) break;
+      ++taken;
       out.push_back({b.n,
                      b.epoch,
                      b.position,
                      {b.x, b.x + b.n * image_size},
                      {b.y, b.y + b.n},
                      {b.samples, b.samples + b.n}});
-      if (pause_us) std::this_thread::sleep_for(std::chrono::microseconds(pause_us));
     }
   }
   return out;
@@ -709,8 +746,11 @@ TEST_CASE("data: loader batches depend on the seed only, not on timing") {
   data::BatchLoader fast(ds, idx, o);
   const std::vector<Recorded> a = record(fast, size, 3);
   o.prefetch = 1;
+  Filled filled;
+  o.on_batch = filled.hook();
   data::BatchLoader slow(ds, idx, o);
-  const std::vector<Recorded> b = record(slow, size, 3, 300);
+  const std::vector<Recorded> b = record(slow, size, 3, &filled, o.prefetch);
+  o.on_batch = nullptr;
   REQUIRE(a.size() == 36);
   CHECK(a == b);
 
@@ -777,13 +817,25 @@ TEST_CASE("data: loader never overwrites the batch being consumed") {
   o.batch_size = 4;
   o.prefetch = 2;
   o.augment = {1, true};
+  Filled filled;
+  o.on_batch = filled.hook();
   data::BatchLoader loader(ds, data::all_indices(ds), o);
   data::Batch b;
-  for (int i = 0; i < 10; ++i) {
+  using Clock = std::chrono::steady_clock;
+  Clock::duration fill_time{};  // the longest the thread took for one batch so far
+  for (uint64_t i = 0; i < 10; ++i) {
     REQUIRE(loader.next(b));
     const std::vector<float> copy(b.x, b.x + b.n * ds.image_size());
     const std::vector<uint32_t> samples(b.samples, b.samples + b.n);
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));  // the worker fills the ring
+    // The thread fills the rest of the ring (batch i held, i + 1 .. i + prefetch ready)...
+    const auto start = Clock::now();
+    REQUIRE_MESSAGE(filled.await(i + 1 + static_cast<uint64_t>(o.prefetch)),
+                    "the loader's thread did not fill its ring while batch " << i << " was held");
+    fill_time = std::max(fill_time, Clock::now() - start);
+    // ...and no further: it must not touch the held slot, however long it is given. Given
+    // four times what the last fill took, a thread that would go on does so within it.
+    CHECK_FALSE(filled.await(i + 2 + static_cast<uint64_t>(o.prefetch),
+                             std::chrono::ceil<std::chrono::milliseconds>(4 * fill_time)));
     CHECK(std::equal(copy.begin(), copy.end(), b.x));
     CHECK(std::equal(samples.begin(), samples.end(), b.samples));
   }
@@ -808,7 +860,7 @@ TEST_CASE("data: loader destructor does not hang, whatever the consumer did") {
         for (int prefetch : {1, 3}) scenario(take, prefetch);
     finished.set_value();
   });
-  if (done.wait_for(std::chrono::seconds(20)) != std::future_status::ready) {
+  if (done.wait_for(minas::test::kHangGuard) != std::future_status::ready) {
     t.detach();
     FAIL("a BatchLoader destructor hangs");
   }

@@ -358,16 +358,25 @@ TEST_CASE("socket comm: a rank that never comes, a rank that leaves, and abort f
                          Error);
   }
   {
-    // A peer that is silent forever (a host cut off): abort() ends the wait at once.
+    // A peer that is silent forever (a host cut off): abort() ends the wait at once, long
+    // before the group's timeout (the default, 120 s) would.
     std::function<void()> abort;
     auto ranks = socket_ranks(2, 1, &abort);
-    std::vector<float> v(8);
+    // One collective both ranks issue, timed: the group is connected, and what a collective
+    // takes here is known.
+    std::vector<float> v(8, 1.0f), w(8, 2.0f);
+    const auto t_sum = std::chrono::steady_clock::now();
+    on_ranks(2, [&](int r) { ranks[static_cast<size_t>(r)]->all_reduce_sum(r == 0 ? v : w); });
+    const auto one_sum = std::chrono::steady_clock::now() - t_sum;
+    CHECK(v == std::vector<float>(8, 3.0f));
     auto pending = ranks[0]->all_reduce_sum_async(v);  // rank 1 never issues its part
-    std::this_thread::sleep_for(200ms);
+    // Ten times a whole collective: by then rank 0 is surely waiting for rank 1's part (an
+    // abort that came earlier must fail it all the same).
+    std::this_thread::sleep_for(10 * one_sum);
     const auto t0 = std::chrono::steady_clock::now();
     abort();
     CHECK_THROWS_AS(pending->wait(), Error);
-    CHECK(std::chrono::steady_clock::now() - t0 < 2s);
+    CHECK(std::chrono::steady_clock::now() - t0 < 30s);
     // Rank 1's queue is empty; its group goes with `ranks`.
   }
   CHECK_THROWS_AS(make_socket_group(2, 1, 1, nullptr, ""), Error);
