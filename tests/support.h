@@ -1,6 +1,8 @@
 #pragma once
 // Helpers shared by the test binaries.
 #include <doctest/doctest.h>
+#include <fcntl.h>
+#include <spawn.h>
 #include <sys/wait.h>
 
 #include <unistd.h>
@@ -11,10 +13,34 @@
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "searchspace/error.h"
 
+extern char** environ;
+
 namespace minas::test {
+
+// Starts `program` with `args`, its stdout and stderr appended to the file `log`; found on
+// PATH when `search_path`. Returns -1 when it cannot start, so cleanup paths never throw.
+inline pid_t spawn_logged(const std::string& program, const std::vector<std::string>& args,
+                          const std::string& log, bool search_path = false) {
+  std::vector<std::string> all{program};
+  all.insert(all.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : all) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  if (posix_spawn_file_actions_init(&fa) != 0) return -1;
+  pid_t pid = 0;
+  int rc = posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  if (rc == 0) rc = posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  if (rc == 0)
+    rc = search_path ? posix_spawnp(&pid, program.c_str(), &fa, nullptr, argv.data(), environ)
+                     : posix_spawn(&pid, program.c_str(), &fa, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  return rc == 0 ? pid : -1;
+}
 
 struct Run {
   int status;       // exit status, -1 if the process did not exit normally

@@ -481,19 +481,8 @@ namespace {
 
 // Starts the minas binary with args, its output appended to `log`.
 pid_t spawn_minas(const std::vector<std::string>& args, const std::string& log) {
-  std::vector<std::string> all{MINAS_BINARY};
-  all.insert(all.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& a : all) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-  posix_spawn_file_actions_adddup2(&fa, 1, 2);
-  pid_t pid = 0;
-  const int rc = posix_spawn(&pid, MINAS_BINARY, &fa, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  REQUIRE(rc == 0);
+  const pid_t pid = minas::test::spawn_logged(MINAS_BINARY, args, log);
+  REQUIRE(pid > 0);
   return pid;
 }
 

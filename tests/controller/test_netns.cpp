@@ -36,19 +36,7 @@ using namespace std::chrono_literals;
 // Starts `ip` with args (found on PATH: /sbin or /usr/sbin), its output appended to `log`.
 // Returns -1 when it cannot start, so that cleanup paths never throw.
 pid_t spawn_ip(const std::vector<std::string>& args, const std::string& log) {
-  std::vector<std::string> all{"ip"};
-  all.insert(all.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& a : all) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-  posix_spawn_file_actions_adddup2(&fa, 1, 2);
-  pid_t pid = 0;
-  const int rc = posix_spawnp(&pid, "ip", &fa, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  return rc == 0 ? pid : -1;
+  return minas::test::spawn_logged("ip", args, log, /*search_path=*/true);
 }
 
 using minas::test::eventually;
