@@ -625,7 +625,9 @@ std::string encode(Type t, nlohmann::json fields) {
   fields["v"] = kVersion;
   fields["type"] = type_name(t);
   check_fields(fields, spec(t));
-  std::string out = fields.dump();
+  // Text that is not UTF-8 (a peer's bytes quoted in an error) is sent with U+FFFD in its
+  // place: dump() would otherwise throw, and an error reply must never end the loop.
+  std::string out = fields.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   if (out.size() > kMaxMessageBytes)
     throw ProtocolError("too_large", std::string(type_name(t)) + " message of " +
                                          std::to_string(out.size()) + " bytes");

@@ -113,10 +113,15 @@ nlohmann::json read_json(std::string_view text, const std::string& where,
     std::string msg = without_tag(e.what());
     // nlohmann quotes the last token read, which may be long or binary: keep its
     // description only, and quote the place ourselves.
+    // The token may itself hold "'; ": nlohmann's own "; expected ..." is the last one.
     if (const size_t last = msg.find("; last read: "); last != std::string::npos) {
-      const size_t rest = msg.find("'; ", last);
-      msg = msg.substr(0, last) + (rest == std::string::npos ? "" : "; " + msg.substr(rest + 3));
+      const size_t rest = msg.rfind("'; expected ");
+      msg = msg.substr(0, last) +
+            (rest == std::string::npos || rest < last ? "" : "; " + msg.substr(rest + 3));
     }
+    // Whatever is left is nlohmann's own words; no byte of the input may pass through.
+    for (char& c : msg)
+      if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) > 0x7e) c = '?';
     if (const size_t at = msg.find("syntax error while parsing value - "); at != std::string::npos)
       msg = msg.substr(at + 35);
     else if (const size_t at2 = msg.find("syntax error "); at2 != std::string::npos)

@@ -242,3 +242,21 @@ TEST_CASE("protocol: base64 round-trips any bytes and refuses what is not base64
                             {"last", true}})
             .size() < kMaxMessageBytes);
 }
+
+TEST_CASE("protocol: a refused message quoting a peer's bytes still has an error reply") {
+  // Found by bench/fuzz (protocol target): nlohmann's message quoted a key holding "'; " and
+  // bytes that are not UTF-8, and error_reply's dump threw out of the controller's loop.
+  const std::string payload("{\"b'; \xdf\x01\x00\x00nning$:[{\"trial\":1}]}", 29);
+  try {
+    minas::proto::parse(payload);
+    FAIL("accepted");
+  } catch (const minas::proto::ProtocolError& e) {
+    const std::string reply = minas::proto::error_reply(e);
+    const minas::proto::Message m = minas::proto::parse(reply);
+    CHECK(m.type == minas::proto::Type::error);
+    CHECK(m.body["code"] == "malformed");
+  }
+  // encode itself replaces what is not UTF-8 rather than throwing.
+  const std::string bye = minas::proto::encode(minas::proto::Type::bye, {{"reason", "a\xff" "b"}});
+  CHECK(minas::proto::parse(bye).body["reason"] == "a\xef\xbf\xbd" "b");
+}

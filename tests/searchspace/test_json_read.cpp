@@ -57,6 +57,11 @@ TEST_CASE("json_read: a syntax error names line and column and quotes a short ex
   CHECK(msg.size() < 400);
   CHECK(refusal("[1e400]").find("out of range") != std::string::npos);
   CHECK(refusal("").find("line 1, column 1") != std::string::npos);
+  // The token nlohmann quotes may hold "'; " itself (found by bench/fuzz): none of it passes.
+  const std::string token = refusal(std::string("{\"b'; \xdf\x01\x00nn\":1}", 12));
+  CAPTURE(token);
+  CHECK(token.find("expected string literal") != std::string::npos);
+  for (const char c : token) CHECK((static_cast<unsigned char>(c) >= 0x20 && static_cast<unsigned char>(c) < 0x7f));
 }
 
 TEST_CASE("json_read: printable_excerpt escapes and cuts") {
