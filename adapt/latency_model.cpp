@@ -411,4 +411,9 @@ double measure_batch1_latency(const LayerGraph& g, Backend& backend, int runs) {
   return measure_latency(model, backend, runs, false).batch1_ms;
 }
 
+double measure_target_latency(const LayerGraph& g, const Target& t, int runs) {
+  const std::unique_ptr<Backend> backend = make_backend(t.device, t.threads);
+  return measure_batch1_latency(g, *backend, runs);
+}
+
 }  // namespace minas::adapt

@@ -112,12 +112,8 @@ class LatencyModel {
 // without measure_latency's batch-64 half, which costs some 64 times as much.
 double measure_batch1_latency(const LayerGraph& g, Backend& backend, int runs = 30);
 
-// The same on target t: make_backend(t.device, t.threads). Inline, like make_backend, so that the
-// GPU backend is there when the calling target is built with it (the adapt library alone is
-// not). Throws Error when the target's backend is not in the calling build.
-inline double measure_target_latency(const LayerGraph& g, const Target& t, int runs = 30) {
-  const std::unique_ptr<Backend> backend = make_backend(t.device, t.threads);
-  return measure_batch1_latency(g, *backend, runs);
-}
+// The same on target t: make_backend(t.device, t.threads). Throws Error when the target's
+// backend is not in this build.
+double measure_target_latency(const LayerGraph& g, const Target& t, int runs = 30);
 
 }  // namespace minas::adapt

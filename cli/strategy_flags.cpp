@@ -3,6 +3,7 @@
 #include <sstream>
 
 #include "cli/flag_ranges.h"
+#include "controller/strategy_registry.h"
 #include "searchspace/error.h"
 #include "searchspace/json_excerpt.h"
 
@@ -11,25 +12,24 @@ namespace minas::cli {
 void StrategyFlags::add(CLI::App* app, bool with_asha, const std::string& default_strategy,
                         bool asha_by_default) {
   strategy = default_strategy;
-  app->add_option("--strategy", strategy, "Search strategy: random, evolution or reinforce")
+  app->add_option("--strategy", strategy, "Search strategy: " + strategy_names_text(" or "))
       ->default_val(default_strategy)
-      ->check(CLI::IsMember({"random", "evolution", "reinforce"}));
-  app->add_option("--population", population, "evolution: population size P")
-      ->default_val(10)
-      ->check(in_range(2, 1000000));
-  app->add_option("--tournament", tournament, "evolution: tournament size S")
-      ->default_val(3)
-      ->check(in_range(1, 1000000));
-  app->add_option("--learning-rate", learning_rate, "reinforce: Adam's step on the logits")
-      ->default_val(0.1)
-      ->check(above(0.0, 1000.0));
-  app->add_option("--baseline-decay", baseline_decay,
-                  "reinforce: the reward baseline's moving-average decay")
-      ->default_val(0.9)
-      ->check(in_range(0.0, 1.0));
-  app->add_option("--entropy-weight", entropy_weight, "reinforce: weight of the entropy bonus")
-      ->default_val(0.001)
-      ->check(in_range(0.0, 10.0));
+      ->check(CLI::IsMember(strategy_names()));
+  // Each strategy's settings, from the registry: "evolution: population size P".
+  const StrategySettings defaults;
+  for (const StrategyEntry& e : strategy_registry())
+    for (const StrategySetting& s : e.settings) {
+      const std::string help = std::string(e.name) + ": " + s.help;
+      if (s.integer) {
+        app->add_option(s.flag, values.*(s.integer), help)
+            ->default_val(defaults.*(s.integer))
+            ->check(in_range(static_cast<int>(s.flag_lo), static_cast<int>(s.flag_hi)));
+      } else {
+        app->add_option(s.flag, values.*(s.real), help)
+            ->default_val(defaults.*(s.real))
+            ->check(s.flag_lo_open ? above(s.flag_lo, s.flag_hi) : in_range(s.flag_lo, s.flag_hi));
+      }
+    }
   app->add_option("--max-params", max_params, "Constraint: parameters (checked before training)")
       ->check(above(0.0, 1e15));
   app->add_option("--max-macs", max_macs, "Constraint: MACs per sample (checked before training)")
@@ -95,11 +95,14 @@ StrategySettings StrategyFlags::settings(const CLI::App& app, uint64_t seed) con
   j["name"] = strategy;
   j["seed"] = seed;
   auto given = [&](const char* flag) { return app.count(flag) > 0; };
-  if (given("--population")) j["population"] = population;
-  if (given("--tournament")) j["tournament"] = tournament;
-  if (given("--learning-rate")) j["learning_rate"] = learning_rate;
-  if (given("--baseline-decay")) j["baseline_decay"] = baseline_decay;
-  if (given("--entropy-weight")) j["entropy_weight"] = entropy_weight;
+  for (const StrategyEntry& e : strategy_registry())
+    for (const StrategySetting& s : e.settings)
+      if (given(s.flag)) {
+        if (s.integer)
+          j[s.field] = values.*(s.integer);
+        else
+          j[s.field] = values.*(s.real);
+      }
   nlohmann::json& o = j["objective"];
   if (o.is_null()) o = nlohmann::json::object();
   if (given("--max-params")) o["max_params"] = max_params;
@@ -113,7 +116,7 @@ StrategySettings StrategyFlags::settings(const CLI::App& app, uint64_t seed) con
   }
   if (given("--pareto")) o["pareto"] = pareto;
   StrategySettings s = StrategySettings::from_json(j, "strategy settings");
-  if (s.objective.pareto_mode() && s.name == "reinforce")
+  if (s.objective.pareto_mode() && !find_strategy(s.name, "--strategy").pareto)
     throw Error("--pareto", "Pareto mode is for evolution (NSGA-II selection) and random search");
   return s;
 }

@@ -16,8 +16,9 @@ namespace minas::cli {
 
 struct StrategyFlags {
   std::string strategy = "random";
-  int population = 10, tournament = 3;
-  double learning_rate = 0.1, baseline_decay = 0.9, entropy_weight = 0.001;
+  // The strategies' setting flags (the registry's, controller/strategy_registry.h)
+  // write into these members; only those given reach settings().
+  StrategySettings values;
   double max_params = 0, max_macs = 0, max_latency_ms = 0, latency_target_ms = 0,
          latency_weight = -0.07;
   std::string pareto;

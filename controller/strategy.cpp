@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "controller/pareto.h"
+#include "controller/strategy_registry.h"
 #include "searchspace/error.h"
 
 namespace minas {
@@ -34,6 +35,15 @@ void check_name(const nlohmann::json& state, const std::string& name) {
     throw Error("strategy state", "is for " + state.at("strategy").dump() + ", not '" + name + "'");
 }
 
+// Every field of "strategy_settings", for the error that names an unknown one:
+// the registry's settings between the common fields.
+std::string settings_fields() {
+  std::string fields = "name, seed";
+  for (const StrategyEntry& e : strategy_registry())
+    for (const StrategySetting& s : e.settings) fields += std::string(", ") + s.field;
+  return fields + ", objective, initial";
+}
+
 }  // namespace
 
 // ------------------------------------------------------------ settings
@@ -59,21 +69,15 @@ StrategySettings StrategySettings::from_json(const nlohmann::json& j, const std:
     if (k == "name") {
       if (!v.is_string()) throw Error(at, "must be a string, got " + v.dump());
       s.name = v.get<std::string>();
-      if (s.name != "random" && s.name != "evolution" && s.name != "reinforce")
-        throw Error(at, "unknown strategy '" + s.name + "' (random, evolution, reinforce)");
+      find_strategy(s.name, at);
     } else if (k == "seed") {
       if (!v.is_number_unsigned()) throw Error(at, "must be an integer >= 0, got " + v.dump());
       s.seed = v.get<uint64_t>();
-    } else if (k == "population") {
-      s.population = static_cast<int>(integer(2));
-    } else if (k == "tournament") {
-      s.tournament = static_cast<int>(integer(1));
-    } else if (k == "learning_rate") {
-      s.learning_rate = real(1e-9, 10);
-    } else if (k == "baseline_decay") {
-      s.baseline_decay = real(0, 1);
-    } else if (k == "entropy_weight") {
-      s.entropy_weight = real(0, 10);
+    } else if (const StrategySetting* setting = strategy_setting(k)) {
+      if (setting->integer)
+        s.*(setting->integer) = static_cast<int>(integer(static_cast<int64_t>(setting->file_lo)));
+      else
+        s.*(setting->real) = real(setting->file_lo, setting->file_hi);
     } else if (k == "objective") {
       s.objective = Objective::from_json(v, at);
     } else if (k == "initial") {
@@ -85,9 +89,7 @@ StrategySettings StrategySettings::from_json(const nlohmann::json& j, const std:
         s.initial.push_back(v[i].get<std::string>());
       }
     } else {
-      throw Error(at, "unknown field '" + k +
-                          "' (fields: name, seed, population, tournament, learning_rate, "
-                          "baseline_decay, entropy_weight, objective, initial)");
+      throw Error(at, "unknown field '" + k + "' (fields: " + settings_fields() + ")");
     }
   }
   if (s.tournament > s.population)
@@ -98,29 +100,20 @@ StrategySettings StrategySettings::from_json(const nlohmann::json& j, const std:
 
 nlohmann::json StrategySettings::to_json() const {
   nlohmann::json j = {{"name", name}, {"seed", seed}, {"objective", objective.to_json()}};
-  if (name == "evolution") {
-    j["population"] = population;
-    j["tournament"] = tournament;
-  } else if (name == "reinforce") {
-    j["learning_rate"] = learning_rate;
-    j["baseline_decay"] = baseline_decay;
-    j["entropy_weight"] = entropy_weight;
-  }
+  // Only the named strategy's own settings.
+  if (const StrategyEntry* e = strategy_entry(name))
+    for (const StrategySetting& s : e->settings) {
+      if (s.integer)
+        j[s.field] = this->*(s.integer);
+      else
+        j[s.field] = this->*(s.real);
+    }
   if (!initial.empty()) j["initial"] = initial;
   return j;
 }
 
 std::unique_ptr<Strategy> make_strategy(const Space& space, const StrategySettings& settings) {
-  std::unique_ptr<Strategy> s;
-  if (settings.name == "random")
-    s = std::make_unique<RandomStrategy>(space, settings.seed);
-  else if (settings.name == "evolution")
-    s = std::make_unique<EvolutionStrategy>(space, settings);
-  else if (settings.name == "reinforce")
-    s = std::make_unique<ReinforceStrategy>(space, settings);
-  else
-    throw Error("strategy",
-                "unknown strategy '" + settings.name + "' (random, evolution, reinforce)");
+  std::unique_ptr<Strategy> s = find_strategy(settings.name, "strategy").make(space, settings);
   std::vector<Arch> initial;
   for (size_t i = 0; i < settings.initial.size(); ++i) {
     try {

@@ -38,8 +38,11 @@ struct Candidate {
 
 // Everything a strategy is configured with; stored with the experiment.
 struct StrategySettings {
-  std::string name = "random";  // random, evolution or reinforce
+  std::string name = "random";  // a name of the registry (controller/strategy_registry.h)
   uint64_t seed = 0;
+  // Each strategy's own settings, their file fields, flags and checks: the
+  // registry's rows (controller/strategy_registry.h); these initializers are
+  // their defaults.
   // evolution (Real et al. 2019; NAS-Bench-201's baseline uses P=10, S=3)
   int population = 10;
   int tournament = 3;
@@ -113,8 +116,8 @@ class Strategy {
   size_t initial_next_ = 0;  // in the saved state
 };
 
-// Builds the named strategy, with the objective's pre-training constraints
-// installed as its filter.
+// Builds the named strategy (its registry entry's factory), with the warm
+// start and the objective's pre-training constraints installed as its filter.
 std::unique_ptr<Strategy> make_strategy(const Space& space, const StrategySettings& settings);
 
 // Uniform over the space, never repeating an architecture already asked in

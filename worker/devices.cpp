@@ -7,9 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#ifdef MINAS_WITH_CUDA
-#include "trainer/cuda/device.h"
-#endif
+#include "trainer/backends.h"
 
 namespace minas {
 namespace {
@@ -43,10 +41,10 @@ size_t physical_memory() {
 std::vector<DeviceSlot> detect_slots() {
   std::vector<DeviceSlot> slots;
   slots.push_back({"cpu", cpu_model(), affinity_threads(), physical_memory()});
-#ifdef MINAS_WITH_CUDA
-  for (const auto& d : cuda::devices())
-    slots.push_back({"cuda:" + std::to_string(d.index), d.name, 0, d.memory_bytes});
-#endif
+  // Then each backend's devices: the GPUs, in builds with the GPU backend.
+  for (const BackendEntry& b : backend_registry())
+    if (b.devices)
+      for (const BackendDevice& d : b.devices()) slots.push_back({d.id, d.name, 0, d.memory_bytes});
   return slots;
 }
 
@@ -60,12 +58,6 @@ nlohmann::json to_json(const std::vector<DeviceSlot>& slots) {
   return a;
 }
 
-bool built_with_cuda() {
-#ifdef MINAS_WITH_CUDA
-  return true;
-#else
-  return false;
-#endif
-}
+bool built_with_cuda() { return built_with_gpu_backend(); }
 
 }  // namespace minas
