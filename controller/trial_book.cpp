@@ -50,8 +50,7 @@ Trial& TrialBook::expect(int64_t id, const char* transition, std::initializer_li
 
 Trial& TrialBook::insert(int64_t id, Phase phase, int attempt) {
   auto [it, fresh] = trials_.try_emplace(id);
-  if (!fresh)
-    throw std::logic_error("trial book: trial " + std::to_string(id) + " added twice");
+  if (!fresh) throw std::logic_error("trial book: trial " + std::to_string(id) + " added twice");
   Trial& t = it->second;
   t.id = id;
   t.attempt = attempt;
@@ -191,6 +190,9 @@ void TrialBook::claim(int64_t id, const std::string& worker, std::vector<std::st
   t.started = now;
   t.claim_worker_id = 0;
   t.claim_device.clear();
+  // Its latency from before the restart is not carried into the attempt
+  // taken back: its result's own latency counts (as before the book).
+  t.measured.reset();
 }
 
 void TrialBook::finish(int64_t id) {
@@ -249,8 +251,7 @@ void TrialBook::measured(int64_t id, std::optional<Measured> m) {
   enter(t, Phase::queued);
 }
 
-AttemptEnd TrialBook::measure_failed(int64_t id, bool retryable, int max_attempts,
-                                     bool stopping) {
+AttemptEnd TrialBook::measure_failed(int64_t id, bool retryable, int max_attempts, bool stopping) {
   Trial& t = expect(id, "measure_failed", {Phase::measuring});
   leave(t);
   // Counted only when retryable: a failure that would repeat ends the trial at once.
@@ -284,7 +285,7 @@ std::vector<std::pair<int64_t, int>> TrialBook::expire_unclaimed(bool stopping) 
     ++t.attempt;
     t.claim_worker_id = 0;
     t.claim_device.clear();
-    enter(t, stopping                       ? Phase::given_back
+    enter(t, stopping                        ? Phase::given_back
              : measure_first_ && !t.measured ? Phase::measure_queued
                                              : Phase::queued);
     expired.emplace_back(id, t.attempt);

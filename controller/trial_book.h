@@ -102,14 +102,14 @@ class TrialBook {
 
   // ---- training
   // queued -> running on `worker`'s slots (anywhere in the queue, usually its front).
-  void start(int64_t id, const std::string& worker, std::vector<std::string> slots,
-             double now);
+  void start(int64_t id, const std::string& worker, std::vector<std::string> slots, double now);
   // queued -> gang_forming: parts.front() is rank 0's part, the others its gang.
   void start_gang(int64_t id, std::vector<GangPart> parts, int world, double now);
   // gang_forming -> running. False for a trial already running (not a gang,
   // or its ranks told already): nothing changes.
   bool rendezvous(int64_t id);
-  // unclaimed -> running: its worker took it back on `slots`.
+  // unclaimed -> running: its worker took it back on `slots` (its latency
+  // from the latency pool, if any, is dropped: the result's counts).
   void claim(int64_t id, const std::string& worker, std::vector<std::string> slots, double now);
   // gang_forming | running -> done, pruned, failed (a failure not worth retrying).
   void finish(int64_t id);
@@ -122,8 +122,7 @@ class TrialBook {
 
   // ---- the latency pool
   // measure_queued -> measuring on `worker`'s `slot`.
-  void start_measuring(int64_t id, const std::string& worker, const std::string& slot,
-                       double now);
+  void start_measuring(int64_t id, const std::string& worker, const std::string& slot, double now);
   // measuring -> queued for training with its latency; without one (the
   // worker measured none) back to the end of the measure queue.
   void measured(int64_t id, std::optional<Measured> m);

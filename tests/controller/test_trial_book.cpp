@@ -80,17 +80,20 @@ const std::vector<Story>& stories() {
        false,
        {{"add", [](TrialBook& b) { b.add(1, "a"); }, Phase::queued, 0},
         {"start gang",
-         [](TrialBook& b) { b.start_gang(1, {{"w1", {"cpu0"}, 0}, {"w2", {"cpu0"}, 1}}, 2, 1); },
+         [](TrialBook& b) {
+           b.start_gang(1, {{"w1", {"cpu0"}, 0}, {"w2", {"cpu0"}, 1}}, 2, 1);
+         },
          Phase::gang_forming, 0},
         {"rendezvous", [](TrialBook& b) { CHECK(b.rendezvous(1)); }, Phase::running, 0},
-        {"rendezvous again", [](TrialBook& b) { CHECK_FALSE(b.rendezvous(1)); }, Phase::running,
-         0},
+        {"rendezvous again", [](TrialBook& b) { CHECK_FALSE(b.rendezvous(1)); }, Phase::running, 0},
         {"finish", [](TrialBook& b) { b.finish(1); }, Phase::done, 0}}},
       {"a worker lost mid-gang: the whole gang is retried",
        false,
        {{"add", [](TrialBook& b) { b.add(1, "a"); }, Phase::queued, 0},
         {"start gang",
-         [](TrialBook& b) { b.start_gang(1, {{"w1", {"cpu0"}, 0}, {"w2", {"cpu0"}, 1}}, 2, 1); },
+         [](TrialBook& b) {
+           b.start_gang(1, {{"w1", {"cpu0"}, 0}, {"w2", {"cpu0"}, 1}}, 2, 1);
+         },
          Phase::gang_forming, 0},
         {"rendezvous", [](TrialBook& b) { b.rendezvous(1); }, Phase::running, 0},
         {"member w2 lost",
@@ -102,7 +105,10 @@ const std::vector<Story>& stories() {
            CHECK(b.busy_slots() == 0);
          },
          Phase::queued, 1},
-        {"runs again on one worker", [](TrialBook& b) { b.start(1, "w1", {"cpu0", "cpu1"}, 2); },
+        {"runs again on one worker",
+         [](TrialBook& b) {
+           b.start(1, "w1", {"cpu0", "cpu1"}, 2);
+         },
          Phase::running, 1}}},
       {"a late result after a requeue finds the trial queued",
        false,
@@ -153,8 +159,8 @@ const std::vector<Story>& stories() {
            expect_outcome(b.measure_failed(1, true, kMax, false), AttemptEnd::requeued);
          },
          Phase::measure_queued, 0},
-        {"measure", [](TrialBook& b) { b.start_measuring(1, "lat2", "cpu0", 2); },
-         Phase::measuring, 0},
+        {"measure", [](TrialBook& b) { b.start_measuring(1, "lat2", "cpu0", 2); }, Phase::measuring,
+         0},
         {"failed",
          [](TrialBook& b) {
            expect_outcome(b.measure_failed(1, true, kMax, false), AttemptEnd::requeued);
@@ -191,8 +197,7 @@ const std::vector<Story>& stories() {
          Phase::measure_queued, 0}}},
       {"resumed running: its worker takes it back",
        false,
-       {{"resumed",
-         [](TrialBook& b) { b.add_unclaimed(1, "a", 2, std::nullopt, 7, "cpu0"); },
+       {{"resumed", [](TrialBook& b) { b.add_unclaimed(1, "a", 2, std::nullopt, 7, "cpu0"); },
          Phase::unclaimed, 2},
         {"claim",
          [](TrialBook& b) {
@@ -204,7 +209,9 @@ const std::vector<Story>& stories() {
       {"resumed running: nobody takes it back in time",
        true,
        {{"resumed",
-         [](TrialBook& b) { b.add_unclaimed(1, "a", 0, Measured{2.0, {}, {}}, 7, "cpu0"); },
+         [](TrialBook& b) {
+           b.add_unclaimed(1, "a", 0, Measured{2.0, {}, {}}, 7, "cpu0");
+         },
          Phase::unclaimed, 0},
         {"resumed unmeasured", [](TrialBook& b) { b.add_unclaimed(2, "b", 1, {}, 7, "cpu1"); },
          Phase::unclaimed, 0},
@@ -222,12 +229,11 @@ const std::vector<Story>& stories() {
        false,
        {{"resumed", [](TrialBook& b) { b.add_unclaimed(1, "a", 0, {}, 7, "cpu0"); },
          Phase::unclaimed, 0},
-        {"expire stopping", [](TrialBook& b) { b.expire_unclaimed(true); }, Phase::given_back,
-         1}}},
+        {"expire stopping", [](TrialBook& b) { b.expire_unclaimed(true); }, Phase::given_back, 1}}},
       {"resumed queued, then trained",
        false,
-       {{"resumed", [](TrialBook& b) { b.add_resumed(1, "a", 1, 2, std::nullopt); },
-         Phase::queued, 2},
+       {{"resumed", [](TrialBook& b) { b.add_resumed(1, "a", 1, 2, std::nullopt); }, Phase::queued,
+         2},
         {"start", [](TrialBook& b) { b.start(1, "w1", {"cpu0"}, 1); }, Phase::running, 2}}},
   };
   return table;
@@ -300,7 +306,9 @@ const std::vector<Transition>& transitions() {
   static const std::vector<Transition> table = {
       {"start", [](TrialBook& b) { b.start(1, "w", {"s"}, 0); }, {P::queued}},
       {"start_gang",
-       [](TrialBook& b) { b.start_gang(1, {{"w1", {"s"}, 0}, {"w2", {"s"}, 1}}, 2, 0); },
+       [](TrialBook& b) {
+         b.start_gang(1, {{"w1", {"s"}, 0}, {"w2", {"s"}, 1}}, 2, 0);
+       },
        {P::queued}},
       {"rendezvous", [](TrialBook& b) { b.rendezvous(1); }, {P::gang_forming, P::running}},
       {"claim", [](TrialBook& b) { b.claim(1, "w", {"s"}, 0); }, {P::unclaimed}},
@@ -308,10 +316,16 @@ const std::vector<Transition>& transitions() {
       {"prune", [](TrialBook& b) { b.prune(1); }, {P::gang_forming, P::running}},
       {"fail", [](TrialBook& b) { b.fail(1); }, {P::gang_forming, P::running}},
       {"lose", [](TrialBook& b) { b.lose(1, kMax, false); }, {P::gang_forming, P::running}},
-      {"start_measuring", [](TrialBook& b) { b.start_measuring(1, "w", "s", 0); },
+      {"start_measuring",
+       [](TrialBook& b) { b.start_measuring(1, "w", "s", 0); },
        {P::measure_queued}},
-      {"measured", [](TrialBook& b) { b.measured(1, Measured{1, {}, {}}); }, {P::measuring}},
-      {"measure_failed", [](TrialBook& b) { b.measure_failed(1, true, kMax, false); },
+      {"measured",
+       [](TrialBook& b) {
+         b.measured(1, Measured{1, {}, {}});
+       },
+       {P::measuring}},
+      {"measure_failed",
+       [](TrialBook& b) { b.measure_failed(1, true, kMax, false); },
        {P::measuring}},
       {"measuring_lost", [](TrialBook& b) { b.measuring_lost(1, false); }, {P::measuring}},
   };
@@ -321,10 +335,10 @@ const std::vector<Transition>& transitions() {
 }  // namespace
 
 TEST_CASE("trial book: a transition from any other phase is refused and changes nothing") {
-  const std::vector<Phase> phases = {
-      Phase::measure_queued, Phase::measuring, Phase::queued, Phase::gang_forming,
-      Phase::running,        Phase::unclaimed, Phase::done,   Phase::failed,
-      Phase::pruned,         Phase::given_back};
+  const std::vector<Phase> phases = {Phase::measure_queued, Phase::measuring, Phase::queued,
+                                     Phase::gang_forming,   Phase::running,   Phase::unclaimed,
+                                     Phase::done,           Phase::failed,    Phase::pruned,
+                                     Phase::given_back};
   for (const Transition& t : transitions())
     for (Phase p : phases) {
       const std::string transition = t.name, from = phase_name(p);
