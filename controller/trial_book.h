@@ -35,6 +35,7 @@ enum class Phase {
   failed,          // ended without one: out of attempts, or a failure not worth retrying
   pruned,          // ended early below an ASHA rung's cut
   given_back,      // not ended, let go at a stop: the store keeps it queued for a resume
+  // (given_back stays last: the tests walk the phases up to it)
 };
 
 const char* phase_name(Phase p);

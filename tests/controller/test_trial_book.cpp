@@ -5,7 +5,9 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <fstream>
 #include <functional>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -401,4 +403,33 @@ TEST_CASE("trial book: lineage by architecture") {
   b.note_arch(99, 1);
   b.note_arch(99, 4);
   CHECK(b.latest_with_arch(99) == 4);
+}
+
+TEST_CASE("trial book: docs/architecture.md draws the phases the book has, and no other") {
+  const std::string path = std::string(MINAS_SOURCE_DIR) + "/docs/architecture.md";
+  std::ifstream in(path);
+  REQUIRE_MESSAGE(in, "cannot read " << path);
+  std::set<std::string> drawn;
+  bool inside = false;
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("stateDiagram", 0) == 0) inside = true;
+    if (!inside) continue;
+    if (line == "```") break;
+    // "  from --> to: label": both ends are phases, or [*].
+    const auto arrow = line.find(" --> ");
+    if (arrow == std::string::npos) continue;
+    const auto colon = line.find(':', arrow);
+    const auto trim = [](std::string s) {
+      s.erase(0, s.find_first_not_of(' '));
+      s.erase(s.find_last_not_of(' ') + 1);
+      return s;
+    };
+    for (std::string end :
+         {trim(line.substr(0, arrow)), trim(line.substr(arrow + 5, colon - arrow - 5))})
+      if (end != "[*]") drawn.insert(end);
+  }
+  std::set<std::string> named;
+  for (int p = 0; p <= static_cast<int>(Phase::given_back); ++p)
+    named.insert(phase_name(static_cast<Phase>(p)));
+  CHECK(drawn == named);
 }
