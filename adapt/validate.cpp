@@ -340,25 +340,29 @@ ValidationSettings ValidationSettings::from_json(const json& j) {
 // ---------------------------------------------------------------------------------------------
 // Validation
 
-ValidationReport validate(const Source& source, const ValidationSettings& settings) {
-  settings.check();
-  const std::vector<ImageRecord>& imgs = source.images;
-  const size_t n = imgs.size();
-  const int num_classes = static_cast<int>(source.classes.size());
-  ValidationReport rep;
-  rep.settings = settings;
+namespace {
 
-  std::vector<bool> out(n, false);
+// What the checks of validate() share: the images, which are left out, and
+// the findings so far (about the data set, and about files).
+struct Checks {
+  const Source& source;
+  const ValidationSettings& settings;
+  const std::vector<ImageRecord>& imgs;
+  std::vector<bool> out;
   std::vector<Finding> data_findings, file_findings;
-  auto paths_of = [&](const std::vector<size_t>& idx) {
+
+  Checks(const Source& s, const ValidationSettings& v)
+      : source(s), settings(v), imgs(s.images), out(s.images.size(), false) {}
+  std::vector<std::string> paths_of(const std::vector<size_t>& idx) const {
     std::vector<std::string> p;
     for (size_t i : idx) p.push_back(imgs[i].path);
     return p;
-  };
+  }
+};
 
-  // Summary over the readable images.
-  DataSummary& sum = rep.summary;
-  sum.images = n;
+// The summary over the readable images.
+void summarize(const std::vector<ImageRecord>& imgs, int num_classes, DataSummary& sum) {
+  sum.images = imgs.size();
   sum.classes = num_classes;
   std::vector<double> widths, heights;
   for (const ImageRecord& r : imgs) {
@@ -376,51 +380,59 @@ ValidationReport validate(const Source& source, const ValidationSettings& settin
     sum.median_width = median_of(widths);
     sum.median_height = median_of(heights);
   }
+}
 
-  // Per file: unreadable, bad label, too small.
+// Per file: unreadable, bad label, too small.
+void check_files(Checks& c) {
+  const int num_classes = static_cast<int>(c.source.classes.size());
+  const ValidationSettings& settings = c.settings;
   std::vector<size_t> small;
-  for (size_t i = 0; i < n; ++i) {
-    const ImageRecord& r = imgs[i];
+  for (size_t i = 0; i < c.imgs.size(); ++i) {
+    const ImageRecord& r = c.imgs[i];
     if (!consistent(r)) {
-      out[i] = true;
-      file_findings.push_back({settings.strict ? "error" : "warning",
-                               "unreadable",
-                               "cannot be read: " + inconsistency(r) +
-                                   (settings.strict ? " (strict: the run stops)" : "; left out"),
-                               "replace or delete the file",
-                               {r.path}});
+      c.out[i] = true;
+      c.file_findings.push_back({settings.strict ? "error" : "warning",
+                                 "unreadable",
+                                 "cannot be read: " + inconsistency(r) +
+                                     (settings.strict ? " (strict: the run stops)" : "; left out"),
+                                 "replace or delete the file",
+                                 {r.path}});
     } else if (r.label < 0 || r.label >= num_classes) {
-      out[i] = true;
-      file_findings.push_back({"error",
-                               "bad_label",
-                               "label " + std::to_string(r.label) + " is not one of the " +
-                                   std::to_string(num_classes) + " classes; left out",
-                               "give the image one of the classes",
-                               {r.path}});
+      c.out[i] = true;
+      c.file_findings.push_back({"error",
+                                 "bad_label",
+                                 "label " + std::to_string(r.label) + " is not one of the " +
+                                     std::to_string(num_classes) + " classes; left out",
+                                 "give the image one of the classes",
+                                 {r.path}});
     } else if (std::min(r.original_width(), r.original_height()) < settings.min_side) {
-      out[i] = true;
+      c.out[i] = true;
       small.push_back(i);
     }
   }
   if (!small.empty()) {
-    file_findings.push_back({"warning", "too_small",
-                             std::to_string(small.size()) + " image(s) with a side shorter than " +
-                                 std::to_string(settings.min_side) + " pixels; left out",
-                             "replace them with larger images, or lower the minimum side",
-                             paths_of(small)});
+    c.file_findings.push_back(
+        {"warning", "too_small",
+         std::to_string(small.size()) + " image(s) with a side shorter than " +
+             std::to_string(settings.min_side) + " pixels; left out",
+         "replace them with larger images, or lower the minimum side", c.paths_of(small)});
   }
+}
 
-  // Exact copies: the same pixel hash and the same pixels, among the images still kept.
+// Exact copies: the same pixel hash and the same pixels, among the images
+// still kept; each group ascending, the groups ordered by first index.
+std::vector<std::vector<size_t>> exact_copies(const std::vector<ImageRecord>& imgs,
+                                              const std::vector<bool>& out) {
   std::unordered_map<uint64_t, std::vector<size_t>> by_hash;
   std::vector<uint64_t> order_hashes;  // first-seen order, for deterministic output
-  for (size_t i = 0; i < n; ++i) {
+  for (size_t i = 0; i < imgs.size(); ++i) {
     if (out[i]) continue;
     const uint64_t h = pixel_hash(imgs[i]);
     auto& v = by_hash[h];
     if (v.empty()) order_hashes.push_back(h);
     v.push_back(i);
   }
-  std::vector<std::vector<size_t>> copies;  // each ascending, ordered by first index
+  std::vector<std::vector<size_t>> copies;
   for (uint64_t h : order_hashes) {
     std::vector<size_t> rest = by_hash[h];
     while (rest.size() > 1) {  // split a (vanishingly rare) hash collision by the pixels
@@ -438,174 +450,213 @@ ValidationReport validate(const Source& source, const ValidationSettings& settin
     }
   }
   std::sort(copies.begin(), copies.end());
-  for (const std::vector<size_t>& g : copies) {
-    bool labels_differ = false, in_train = false, in_test = false;
-    for (size_t i : g) {
-      labels_differ |= imgs[i].label != imgs[g[0]].label;
-      (is_test(imgs[i]) ? in_test : in_train) = true;
-    }
-    const std::string count = std::to_string(g.size()) + " copies of one image";
-    if (labels_differ) {
-      std::string labels;
-      for (size_t i : g) {
-        out[i] = true;
-        const std::string name = source.classes[static_cast<size_t>(imgs[i].label)];
-        if (labels.find(quoted(name)) == std::string::npos)
-          labels += (labels.empty() ? "" : ", ") + quoted(name);
-      }
-      file_findings.push_back({"error", "conflicting_labels",
-                               count + " with different labels (" + labels + "); all left out",
-                               "keep one copy, in the right class", paths_of(g)});
-    } else if (in_train && in_test) {
-      bool first_test = true;
-      for (size_t i : g) {
-        if (is_test(imgs[i]) && first_test)
-          first_test = false;
-        else
-          out[i] = true;
-      }
-      file_findings.push_back(
-          {"warning", "exact_duplicate_across_splits",
-           count + " in both train and test: it leaks into the test split; the train copies (and "
-                   "any further test copies) are left out",
-           "keep the image in one split only", paths_of(g)});
-    } else {
-      for (size_t k = 1; k < g.size(); ++k) out[g[k]] = true;
-      file_findings.push_back(
-          {"warning", "exact_duplicate",
-           count + " in the " + imgs[g[0]].split + " split; all but the first are left out",
-           "delete the extra copies", paths_of(g)});
-    }
-  }
+  return copies;
+}
 
-  // Near copies among the images kept: listed, not left out.
-  if (settings.near_duplicate_bits >= 0) {
-    std::vector<size_t> kept;
-    std::vector<uint64_t> ph;
-    for (size_t i = 0; i < n; ++i)
-      if (!out[i]) {
-        kept.push_back(i);
-        ph.push_back(perceptual_hash(imgs[i]));
-      }
-    for (const std::vector<size_t>& local :
-         near_duplicate_groups(ph, settings.near_duplicate_bits)) {
-      std::vector<size_t> g;
-      bool in_train = false, in_test = false, labels_differ = false;
-      for (size_t k : local) {
-        const size_t i = kept[k];
-        g.push_back(i);
-        (is_test(imgs[i]) ? in_test : in_train) = true;
-        labels_differ |= imgs[i].label != imgs[kept[local[0]]].label;
-      }
-      const bool across = in_train && in_test;
-      std::string msg = std::to_string(g.size()) +
-                        " near-identical images (perceptual hash within " +
-                        std::to_string(settings.near_duplicate_bits) + " bits)";
-      if (across) msg += " in both train and test: the test accuracy may be optimistic";
-      if (labels_differ) msg += "; their labels differ";
-      msg += "; kept (a near copy may be a genuine second picture)";
-      file_findings.push_back({"warning",
+// One group of exact copies: all left out when their labels differ, the
+// train copies when it spans both splits, all but the first otherwise.
+void check_copy_group(Checks& c, const std::vector<size_t>& g) {
+  const std::vector<ImageRecord>& imgs = c.imgs;
+  bool labels_differ = false, in_train = false, in_test = false;
+  for (size_t i : g) {
+    labels_differ |= imgs[i].label != imgs[g[0]].label;
+    (is_test(imgs[i]) ? in_test : in_train) = true;
+  }
+  const std::string count = std::to_string(g.size()) + " copies of one image";
+  if (labels_differ) {
+    std::string labels;
+    for (size_t i : g) {
+      c.out[i] = true;
+      const std::string name = c.source.classes[static_cast<size_t>(imgs[i].label)];
+      if (labels.find(quoted(name)) == std::string::npos)
+        labels += (labels.empty() ? "" : ", ") + quoted(name);
+    }
+    c.file_findings.push_back({"error", "conflicting_labels",
+                               count + " with different labels (" + labels + "); all left out",
+                               "keep one copy, in the right class", c.paths_of(g)});
+  } else if (in_train && in_test) {
+    bool first_test = true;
+    for (size_t i : g) {
+      if (is_test(imgs[i]) && first_test)
+        first_test = false;
+      else
+        c.out[i] = true;
+    }
+    c.file_findings.push_back(
+        {"warning", "exact_duplicate_across_splits",
+         count + " in both train and test: it leaks into the test split; the train copies (and "
+                 "any further test copies) are left out",
+         "keep the image in one split only", c.paths_of(g)});
+  } else {
+    for (size_t k = 1; k < g.size(); ++k) c.out[g[k]] = true;
+    c.file_findings.push_back(
+        {"warning", "exact_duplicate",
+         count + " in the " + imgs[g[0]].split + " split; all but the first are left out",
+         "delete the extra copies", c.paths_of(g)});
+  }
+}
+
+// Near copies among the images kept: listed, not left out.
+void check_near_copies(Checks& c) {
+  const std::vector<ImageRecord>& imgs = c.imgs;
+  const int bits = c.settings.near_duplicate_bits;
+  std::vector<size_t> kept;
+  std::vector<uint64_t> ph;
+  for (size_t i = 0; i < imgs.size(); ++i)
+    if (!c.out[i]) {
+      kept.push_back(i);
+      ph.push_back(perceptual_hash(imgs[i]));
+    }
+  for (const std::vector<size_t>& local : near_duplicate_groups(ph, bits)) {
+    std::vector<size_t> g;
+    bool in_train = false, in_test = false, labels_differ = false;
+    for (size_t k : local) {
+      const size_t i = kept[k];
+      g.push_back(i);
+      (is_test(imgs[i]) ? in_test : in_train) = true;
+      labels_differ |= imgs[i].label != imgs[kept[local[0]]].label;
+    }
+    const bool across = in_train && in_test;
+    std::string msg = std::to_string(g.size()) + " near-identical images (perceptual hash within " +
+                      std::to_string(bits) + " bits)";
+    if (across) msg += " in both train and test: the test accuracy may be optimistic";
+    if (labels_differ) msg += "; their labels differ";
+    msg += "; kept (a near copy may be a genuine second picture)";
+    c.file_findings.push_back({"warning",
                                across ? "near_duplicate_across_splits" : "near_duplicate", msg,
                                across ? "keep such images in one split only"
                                       : "check them, and delete the ones that are copies",
-                               paths_of(g)});
-    }
+                               c.paths_of(g)});
   }
+}
 
-  // Classes, counted over the kept images.
-  rep.class_counts.resize(static_cast<size_t>(num_classes));
-  for (int c = 0; c < num_classes; ++c) rep.class_counts[c].name = source.classes[c];
+// The classes' counts over the kept images; whether any is a test image.
+bool count_classes(const Checks& c, std::vector<ClassCount>& counts) {
+  const size_t num_classes = c.source.classes.size();
+  counts.resize(num_classes);
+  for (size_t k = 0; k < num_classes; ++k) counts[k].name = c.source.classes[k];
   bool any_test = false;
-  for (size_t i = 0; i < n; ++i) {
-    if (out[i]) continue;
-    ClassCount& cc = rep.class_counts[static_cast<size_t>(imgs[i].label)];
-    (is_test(imgs[i]) ? cc.test : cc.train)++;
-    any_test |= is_test(imgs[i]);
+  for (size_t i = 0; i < c.imgs.size(); ++i) {
+    if (c.out[i]) continue;
+    ClassCount& cc = counts[static_cast<size_t>(c.imgs[i].label)];
+    (is_test(c.imgs[i]) ? cc.test : cc.train)++;
+    any_test |= is_test(c.imgs[i]);
   }
+  return any_test;
+}
+
+// No image at all, or none kept; fewer than two classes with training images.
+void check_enough(Checks& c, const std::vector<ClassCount>& counts) {
   size_t kept_total = 0;
-  for (bool o : out) kept_total += !o;
-  if (n == 0) {
-    data_findings.push_back({"error",
-                             "no_images",
-                             "the data set has no images",
-                             "point minas adapt at a folder, CSV or IDX files with images",
-                             {}});
+  for (bool o : c.out) kept_total += !o;
+  if (c.imgs.empty()) {
+    c.data_findings.push_back({"error",
+                               "no_images",
+                               "the data set has no images",
+                               "point minas adapt at a folder, CSV or IDX files with images",
+                               {}});
   } else if (kept_total == 0) {
-    data_findings.push_back(
+    c.data_findings.push_back(
         {"error", "no_images", "no image can be used (see below)", "fix the findings below", {}});
   }
   int populated = 0;
-  for (const ClassCount& cc : rep.class_counts) populated += cc.train > 0;
+  for (const ClassCount& cc : counts) populated += cc.train > 0;
   if (populated < 2) {
-    data_findings.push_back(
+    c.data_findings.push_back(
         {"error",
          "too_few_classes",
          std::to_string(populated) + " class(es) with training images; at least 2 are needed",
          "give the training images at least two classes",
          {}});
   }
-  for (const ClassCount& cc : rep.class_counts) {
+}
+
+// Classes too small to learn or to judge, and classes without test images.
+void check_class_sizes(Checks& c, const std::vector<ClassCount>& counts, bool any_test) {
+  const ValidationSettings& settings = c.settings;
+  for (const ClassCount& cc : counts) {
     const std::string counted =
         "class " + quoted(cc.name) + " has " + std::to_string(cc.train) + " training image(s)";
     if (cc.train < static_cast<size_t>(settings.min_per_class_fail)) {
-      data_findings.push_back(
+      c.data_findings.push_back(
           {"error",
            "class_too_small",
            counted + "; at least " + std::to_string(settings.min_per_class_fail) + " are needed",
-           "add images of " + quoted(cc.name) + ", or " + remove_class_hint(source, cc.name),
+           "add images of " + quoted(cc.name) + ", or " + remove_class_hint(c.source, cc.name),
            {}});
     } else if (cc.train < static_cast<size_t>(settings.min_per_class_warn)) {
-      data_findings.push_back({"warning",
-                               "class_small",
-                               counted + "; fewer than " +
-                                   std::to_string(settings.min_per_class_warn) +
-                                   " make its accuracy unreliable",
-                               "add images of " + quoted(cc.name),
-                               {}});
+      c.data_findings.push_back({"warning",
+                                 "class_small",
+                                 counted + "; fewer than " +
+                                     std::to_string(settings.min_per_class_warn) +
+                                     " make its accuracy unreliable",
+                                 "add images of " + quoted(cc.name),
+                                 {}});
     }
   }
   if (any_test) {
-    for (const ClassCount& cc : rep.class_counts)
+    for (const ClassCount& cc : counts)
       if (cc.train > 0 && cc.test == 0)
-        data_findings.push_back({"warning",
-                                 "class_not_in_test",
-                                 "class " + quoted(cc.name) + " has no test images",
-                                 "add test images of " + quoted(cc.name),
-                                 {}});
+        c.data_findings.push_back({"warning",
+                                   "class_not_in_test",
+                                   "class " + quoted(cc.name) + " has no test images",
+                                   "add test images of " + quoted(cc.name),
+                                   {}});
   }
-  // Imbalance over the classes that have training images (empty ones are errors above).
+}
+
+// Imbalance over the classes that have training images (empty ones are
+// errors of check_class_sizes).
+void check_imbalance(Checks& c, const std::vector<ClassCount>& counts) {
+  const ValidationSettings& settings = c.settings;
   const ClassCount* smallest = nullptr;
   const ClassCount* largest = nullptr;
-  for (const ClassCount& cc : rep.class_counts) {
+  for (const ClassCount& cc : counts) {
     if (cc.train == 0) continue;
     if (!smallest || cc.train < smallest->train) smallest = &cc;
     if (!largest || cc.train > largest->train) largest = &cc;
   }
-  if (smallest && largest && smallest != largest) {
-    const double ratio = static_cast<double>(largest->train) / static_cast<double>(smallest->train);
-    const bool fail = ratio > settings.imbalance_fail;
-    if (fail || ratio > settings.imbalance_warn) {
-      const double limit = fail ? settings.imbalance_fail : settings.imbalance_warn;
-      data_findings.push_back(
-          {fail ? "error" : "warning",
-           "imbalance",
-           "classes are imbalanced " + fmt_ratio(ratio) + ":1 (" + quoted(largest->name) + " has " +
-               std::to_string(largest->train) + " training images, " + quoted(smallest->name) +
-               " " + std::to_string(smallest->train) + "), past " + fmt_ratio(limit) + ":1",
-           "add images to the small classes or remove some from the large ones" +
-               std::string(fail ? ", or raise the imbalance limit" : ""),
-           {}});
-    }
-  }
+  if (!smallest || !largest || smallest == largest) return;
+  const double ratio = static_cast<double>(largest->train) / static_cast<double>(smallest->train);
+  const bool fail = ratio > settings.imbalance_fail;
+  if (!fail && !(ratio > settings.imbalance_warn)) return;
+  const double limit = fail ? settings.imbalance_fail : settings.imbalance_warn;
+  c.data_findings.push_back(
+      {fail ? "error" : "warning",
+       "imbalance",
+       "classes are imbalanced " + fmt_ratio(ratio) + ":1 (" + quoted(largest->name) + " has " +
+           std::to_string(largest->train) + " training images, " + quoted(smallest->name) + " " +
+           std::to_string(smallest->train) + "), past " + fmt_ratio(limit) + ":1",
+       "add images to the small classes or remove some from the large ones" +
+           std::string(fail ? ", or raise the imbalance limit" : ""),
+       {}});
+}
 
-  rep.findings = std::move(data_findings);
-  rep.findings.insert(rep.findings.end(), std::make_move_iterator(file_findings.begin()),
-                      std::make_move_iterator(file_findings.end()));
+}  // namespace
+
+ValidationReport validate(const Source& source, const ValidationSettings& settings) {
+  settings.check();
+  ValidationReport rep;
+  rep.settings = settings;
+  summarize(source.images, static_cast<int>(source.classes.size()), rep.summary);
+  Checks c(source, settings);
+  check_files(c);
+  for (const std::vector<size_t>& g : exact_copies(c.imgs, c.out)) check_copy_group(c, g);
+  if (settings.near_duplicate_bits >= 0) check_near_copies(c);
+  const bool any_test = count_classes(c, rep.class_counts);
+  check_enough(c, rep.class_counts);
+  check_class_sizes(c, rep.class_counts, any_test);
+  check_imbalance(c, rep.class_counts);
+
+  // Data-set findings before file findings, errors before warnings.
+  rep.findings = std::move(c.data_findings);
+  rep.findings.insert(rep.findings.end(), std::make_move_iterator(c.file_findings.begin()),
+                      std::make_move_iterator(c.file_findings.end()));
   std::stable_partition(rep.findings.begin(), rep.findings.end(),
                         [](const Finding& f) { return f.severity == "error"; });
-  for (size_t i = 0; i < n; ++i)
-    if (out[i]) rep.excluded.push_back(i);
-  sum.excluded = rep.excluded.size();
+  for (size_t i = 0; i < c.imgs.size(); ++i)
+    if (c.out[i]) rep.excluded.push_back(i);
+  rep.summary.excluded = rep.excluded.size();
   rep.usable = rep.errors() == 0;
   return rep;
 }

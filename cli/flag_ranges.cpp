@@ -2,7 +2,7 @@
 
 #include <stdexcept>
 
-#include "cli/local_search.h"
+#include "cli/command_line.h"
 #include "searchspace/error.h"
 #include "searchspace/json_excerpt.h"
 #include "trainer/recipe.h"

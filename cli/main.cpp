@@ -4,7 +4,7 @@
 #include <string>
 
 #include "cli/commands.h"
-#include "cli/local_search.h"
+#include "cli/command_line.h"
 #include "searchspace/error.h"
 
 namespace {

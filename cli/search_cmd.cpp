@@ -17,17 +17,20 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli/command_line.h"
 #include "cli/commands.h"
-#include "cli/final_model.h"
+#include "cli/experiment_flags.h"
 #include "cli/flag_ranges.h"
-#include "cli/local_search.h"
 #include "cli/strategy_flags.h"
 #include "controller/controller.h"
 #include "db/store.h"
+#include "pipeline/experiment.h"
+#include "pipeline/search.h"
 #include "searchspace/error.h"
 #include "searchspace/json_read.h"
 #include "searchspace/space.h"
 #include "searchspace/text_file.h"
+#include "trainer/backends.h"
 #include "trainer/data.h"
 #include "trainer/recipe.h"
 #include "worker/worker.h"
@@ -35,26 +38,19 @@
 namespace minas::cli {
 namespace {
 
-// The ranges of the settings `minas controller` and `minas search` share; an
-// experiment file's field meets its flag's check (set_from_file).
-constexpr int64_t kMaxTrials = 1'000'000'000;
-constexpr double kMaxSeconds = 1e9;  // some 30 years
+// The ranges of the options of `minas search` that are not experiment
+// settings (those are pipeline/experiment.h's table); an experiment file's
+// field meets its flag's check (set_from_file).
 constexpr int kMaxEpochs = 100000;
-constexpr int kMaxSlotsPerTrial = 1024;
 constexpr int kMaxLocalWorkers = 4096;
 constexpr int kMaxThreads = 4096;
 
 struct ControllerFlags {
-  std::string db = "minas.db", bind = "tcp://127.0.0.1:5555", space = "small",
-              data = "fashion-mnist";
-  std::string name, recipe, key, allow, experiment;
+  std::string db = "minas.db", bind = "tcp://127.0.0.1:5555";
+  std::string key, allow, experiment;
+  pipeline::ExperimentSettings settings;  // the experiment's, from flags and the file
   StrategyFlags strategy;
-  nlohmann::json recipe_inline;  // from an experiment file's "recipe" object
-  int64_t trials = 100;
-  double seconds = 0;
-  int fidelity = 0, heartbeat_ms = 1000, liveness = 5, max_attempts = 3, gpus_per_trial = 1;
-  uint64_t seed = 0;
-  std::string train_pool, latency_pool;
+  int heartbeat_ms = 1000, liveness = 5, max_attempts = 3;
   std::string endpoint_file, advertise;
 };
 
@@ -119,11 +115,23 @@ class EndpointFile {
   std::string path_;
 };
 
-// The fields of a `minas controller` experiment file besides the strategy's
-// and "recipe": each sets the option of its name (_ for -).
-constexpr const char* kControllerFileFields[] = {
-    "name",     "space", "data",           "strategy",   "trials",      "seconds",
-    "fidelity", "seed",  "gpus_per_trial", "train_pool", "latency_pool"};
+// The fields of a `minas controller` experiment file: the experiment
+// settings' (each sets the option of its name, _ for -), the strategy's
+// after "recipe". For the error that lists them.
+std::string controller_file_fields() {
+  std::string list;
+  for (const pipeline::ExperimentParam& p : pipeline::experiment_params()) {
+    list += (list.empty() ? "" : ", ") + std::string(p.name);
+    if (p.name == "recipe") list += ", strategy, strategy_settings, objective, asha";
+  }
+  return list;
+}
+
+bool is_setting(const std::string& field) {
+  const auto& table = pipeline::experiment_params();
+  return std::any_of(table.begin(), table.end(),
+                     [&](const pipeline::ExperimentParam& p) { return p.name == field; });
+}
 
 // Sets every field of an experiment file that no flag set: the file is the
 // experiment, the command line adjusts it. A field goes through its option's
@@ -136,17 +144,12 @@ void read_experiment_file(ControllerFlags& c, CLI::App& cmd) {
     const std::string where = field_place(c.experiment, k);
     if (c.strategy.read_file_field(k, v, where)) continue;
     if (k == "recipe" && v.is_object()) {
-      if (cmd.count("--recipe") == 0) c.recipe_inline = v;
+      if (cmd.count("--recipe") == 0) c.settings.recipe_inline = v;
       continue;
     }
-    const bool known = k == "recipe" ||
-                       std::find(std::begin(kControllerFileFields), std::end(kControllerFileFields),
-                                 k) != std::end(kControllerFileFields);
-    if (!known)
+    if (k != "strategy" && !is_setting(k))
       throw Error(where, "unknown field '" + printable_excerpt(k, 40) +
-                             "' (fields: name, space, data, recipe, strategy, strategy_settings, "
-                             "objective, asha, trials, seconds, fidelity, seed, gpus_per_trial, "
-                             "train_pool, latency_pool)");
+                             "' (fields: " + controller_file_fields() + ")");
     std::string flag = "--" + k;
     std::replace(flag.begin(), flag.end(), '_', '-');
     CLI::Option* opt = cmd.get_option(flag);
@@ -162,18 +165,16 @@ struct WorkerFlags {
 };
 
 struct SearchFlags {
-  std::string db = "minas.db", space = "small", data = "fashion-mnist", name, recipe, devices;
+  std::string db = "minas.db", devices;
   std::string experiment;
   bool params_markdown = false;
   std::string budget = "20m", out;
   double final_share = 0.3;
   int final_epochs = 30;
   bool resume = false, no_final = false;
+  pipeline::ExperimentSettings settings;  // the experiment's, from flags and the file
   StrategyFlags strategy;
-  int64_t trials = 20;
-  double seconds = 0;
-  int fidelity = 0, workers = 0, threads = 1, gpus_per_trial = 1;
-  uint64_t seed = 0;
+  int workers = 0, threads = 1;
 };
 
 // The options of `minas search` are its one parameter table: an experiment
@@ -230,44 +231,204 @@ std::string search_params_markdown(CLI::App& cmd) {
   return md;
 }
 
-}  // namespace
+// The data set's fingerprint and files when the controller can read it; a
+// controller may serve workers that have a data set it has not.
+void fingerprint_if_readable(ExperimentConfig& cfg) {
+  if (cfg.data == "simulated") return;
+  try {
+    pipeline::fingerprint_data(cfg, true);
+  } catch (const Error& e) {
+    log_line("controller",
+             std::string("data set not readable here, so not fingerprinted: ") + e.what());
+  }
+}
 
-void add_search_commands(CLI::App& app) {
+ControllerOptions controller_options(const ControllerFlags& c) {
+  ControllerOptions opt;
+  opt.bind = c.bind;
+  opt.heartbeat_ms = c.heartbeat_ms;
+  opt.liveness = c.liveness;
+  opt.max_attempts = c.max_attempts;
+  opt.log = [](const std::string& l) { log_line("controller", l); };
+  if (c.key.empty() != c.allow.empty())
+    throw Error("controller", "CURVE needs both --key and --allow");
+  if (!c.key.empty()) {
+    opt.curve_key = auth::read_keypair(c.key);
+    opt.allowed_workers = auth::read_allow_list(c.allow);
+  }
+  return opt;
+}
+
+void print_controller_summary(const std::string& name, const ControllerSummary& s) {
+  std::printf(
+      "{\"experiment\":\"%s\",\"done\":%lld,\"failed\":%lld,\"pruned\":%lld,"
+      "\"rejected\":%lld,\"requeued\":%lld,\"late\":%lld,\"resumed\":%s,\"stopped\":%s}\n",
+      name.c_str(), static_cast<long long>(s.done), static_cast<long long>(s.failed),
+      static_cast<long long>(s.pruned), static_cast<long long>(s.rejected),
+      static_cast<long long>(s.requeued), static_cast<long long>(s.late),
+      s.resumed ? "true" : "false", s.stopped ? "true" : "false");
+}
+
+// `minas controller`: the experiment from its flags and file, served to the
+// workers that connect until its budget is spent or a signal stops it.
+void run_controller(ControllerFlags& c, CLI::App& ctl) {
+  if (!c.experiment.empty()) read_experiment_file(c, ctl);
+  pipeline::ExperimentSettings& es = c.settings;
+  const std::string& name = es.config.name;
+  if (name.empty()) throw Error("controller", "--name (or \"name\" in --experiment) is required");
+  const Space space = Space::load(es.space);
+  const Recipe recipe = pipeline::experiment_recipe(es, c.experiment);
+  fingerprint_if_readable(es.config);
+  const StrategySettings settings = c.strategy.settings(ctl, es.config.seed);
+  const ExperimentConfig cfg = pipeline::experiment_config(
+      es, recipe, settings,
+      c.strategy.asha_settings(
+          ctl, es.config.fidelity > 0 ? es.config.fidelity : static_cast<int>(recipe.epochs)));
+  const ControllerOptions opt = controller_options(c);
+  // Everything that can refuse the start, the address included, before the
+  // store is opened: a refused start leaves no store file behind.
+  check_controller_settings(cfg, opt);
+  const auto strategy = make_strategy(space, settings);
+  ControllerSocket socket(opt);
+  db::Store store = db::Store::open(c.db);
+  Controller controller(store, space, *strategy, cfg, opt, std::move(socket));
+  log_line("controller",
+           "experiment '" + name + "' on " + controller.endpoint() + ", store " + c.db);
+  EndpointFile published;
+  if (!c.endpoint_file.empty())
+    published.write(c.endpoint_file, advertised(controller.endpoint(), c.advertise));
+  ControllerSummary s;
+  {
+    StopTarget target(&controller);
+    install_stop_signals();
+    s = controller.run();
+  }
+  print_controller_summary(name, s);
+  if (!s.error.empty()) throw Error("experiment '" + name + "'", "the search stopped: " + s.error);
+  if (s.stopped)
+    log_line("controller", "stopped; continue with the same command (the experiment resumes)");
+}
+
+// The one-click search's options from the flags of `minas search`.
+pipeline::SearchOptions search_options(SearchFlags& f, CLI::App& sr) {
+  const pipeline::ExperimentSettings& es = f.settings;
+  pipeline::SearchOptions o;
+  o.db = f.db;
+  o.recipe = pipeline::experiment_recipe(es, f.experiment);
+  o.budget_s = parse_duration(f.budget, "--budget");
+  o.final_share = f.final_share;
+  o.final_epochs = f.final_epochs;
+  o.final_training = !f.no_final;
+  o.resume = f.resume;
+  o.out = f.out;
+  o.pool.workers = f.workers;
+  o.pool.threads = std::max(1, f.threads);
+  o.pool.per_trial = std::max(1, es.config.gpus_per_trial);
+  o.pool.devices = f.devices;
+  // Every input is read and checked before the store is created, so a
+  // refused command leaves no store behind.
+  pipeline::check_search_options(o);
+  o.strategy = f.strategy.settings(sr, es.config.seed);
+  const int epochs =
+      es.config.fidelity > 0 ? es.config.fidelity : static_cast<int>(o.recipe.epochs);
+  o.experiment =
+      pipeline::experiment_config(es, o.recipe, o.strategy, f.strategy.asha_settings(sr, epochs));
+  // An experiment file's fields set the options, so they are in the line;
+  // --experiment itself stays for what only a file holds (strategy
+  // settings, objective, asha).
+  o.reproduce =
+      reproduce_line(sr, "minas search", {"resume", "params-markdown"}, es.config.seed, f.budget);
+  return o;
+}
+
+// `minas search`: the search, the final training and the export; the
+// summary as one JSON line on stdout.
+void run_search_command(SearchFlags& f, CLI::App& sr) {
+  if (!f.experiment.empty()) apply_search_file(sr, f);
+  const Space space = Space::load(f.settings.space);
+  const pipeline::SearchOptions o = search_options(f, sr);
+  const pipeline::SearchResult r = pipeline::run_search(space, o);
+  const ControllerSummary& s = r.summary;
+  nlohmann::json summary = {{"experiment", r.experiment}, {"done", s.done},
+                            {"failed", s.failed},         {"pruned", s.pruned},
+                            {"rejected", s.rejected},     {"stopped", s.stopped}};
+  if (r.interrupted) {
+    std::printf("%s\n", summary.dump().c_str());
+    log_line("search", "stopped; continue with: minas search --resume --db " + f.db + " --name " +
+                           r.experiment);
+    return;
+  }
+  if (r.final) {
+    summary["arch"] = r.final->arch;
+    summary["test_acc"] = r.final->test_acc;
+    summary["params"] = r.final->params;
+    summary["macs"] = r.final->macs;
+    summary["out"] = r.final->out;
+  }
+  std::printf("%s\n", summary.dump().c_str());
+}
+
+// `minas worker`: trains the trials of the controller it connects to until
+// it says goodbye or a signal stops it.
+void run_worker(const WorkerFlags& w) {
+  WorkerOptions opt;
+  opt.connect = w.connect;
+  opt.slots = parse_devices(w.devices);
+  opt.name = w.name;
+  if (w.pool.empty()) throw Error("worker --pool", "a pool needs a name");
+  opt.pool = w.pool;
+  opt.advertise = w.advertise;
+  for (const std::string& t : w.tags) {
+    const size_t eq = t.find('=');
+    if (eq == std::string::npos || eq == 0)
+      throw Error("worker --tag " + t, "a tag is KEY=VALUE, e.g. --tag gpu=h100");
+    opt.tags[t.substr(0, eq)] = t.substr(eq + 1);
+  }
+  if (w.trainer == "sim") {
+    if (w.table.empty() || w.metric.empty())
+      throw Error("worker --trainer sim", "needs --table CSV and --metric COLUMN");
+    opt.runner = make_sim_runner(w.table, w.metric, w.delay);
+  } else {
+    if (!built_with_gpu_backend())
+      for (const auto& s : opt.slots)
+        if (s.id.rfind("cuda", 0) == 0)
+          throw Error("worker --devices " + w.devices,
+                      "this build has no GPU backend (CUDA, cuDNN or NCCL were not found when it "
+                      "was configured)");
+    opt.runner = make_cpu_runner();
+  }
+  opt.log = [name = w.name](const std::string& l) { log_line(name.empty() ? "worker" : name, l); };
+  if (w.key.empty() != w.server_key.empty())
+    throw Error("worker", "CURVE needs both --key and --server-key");
+  if (!w.key.empty()) {
+    opt.curve_key = auth::read_keypair(w.key);
+    opt.server_public_key = auth::read_public_key(w.server_key);
+  }
+  Worker worker(opt);
+  StopTarget target(&worker);
+  install_stop_signals();
+  worker.run();
+}
+
+void add_controller_command(CLI::App& app) {
   auto c = std::make_shared<ControllerFlags>();
   CLI::App* ctl =
       app.add_subcommand("controller", "Run a search: the controller that workers connect to");
   ctl->add_option("--db", c->db, "Experiment store (created if missing)")->default_val("minas.db");
   ctl->add_option("--bind", c->bind, "Endpoint to bind (tcp://HOST:PORT, ipc://PATH)")
       ->default_val("tcp://127.0.0.1:5555");
-  ctl->add_option("--name", c->name, "Experiment name (an existing one is resumed)");
-  ctl->add_option("--space", c->space, "Search space (name or file, with overrides)")
-      ->default_val("small");
-  ctl->add_option("--data", c->data, "Data set the workers train on, or 'simulated'")
-      ->default_val("fashion-mnist");
-  ctl->add_option("--recipe", c->recipe, "Training recipe (JSON file)");
+  add_setting(ctl, c->settings, "name");
+  add_setting(ctl, c->settings, "space");
+  add_setting(ctl, c->settings, "data");
+  add_setting(ctl, c->settings, "recipe");
   c->strategy.add(ctl, true);
-  ctl->add_option("--trials", c->trials, "Trial budget")
-      ->default_val(100)
-      ->check(in_range<int64_t>(1, kMaxTrials));
-  ctl->add_option("--seconds", c->seconds, "Wall-clock budget, 0 for none")
-      ->default_val(0)
-      ->check(in_range(0.0, kMaxSeconds));
-  ctl->add_option("--fidelity", c->fidelity, "Epochs per trial, 0 for the recipe's")
-      ->default_val(0)
-      ->check(in_range(0, kMaxEpochs));
-  ctl->add_option("--seed", c->seed, "Strategy seed")
-      ->default_val(0)
-      ->check(any_of_type<uint64_t>());
-  ctl->add_option("--gpus-per-trial", c->gpus_per_trial,
-                  "Device slots of one worker a trial trains on, data parallel (GPUs; CPU slots "
-                  "likewise)")
-      ->default_val(1)
-      ->check(in_range(1, kMaxSlotsPerTrial));
-  ctl->add_option("--train-pool", c->train_pool,
-                  "Only workers of this pool (minas worker --pool) train; default: any");
-  ctl->add_option("--latency-pool", c->latency_pool,
-                  "Workers of this pool measure each architecture's batch-1 latency (on the "
-                  "objective's latency device, else their own) before it is trained elsewhere");
+  add_setting(ctl, c->settings, "trials");
+  add_setting(ctl, c->settings, "seconds");
+  add_setting(ctl, c->settings, "fidelity");
+  add_setting(ctl, c->settings, "seed");
+  add_setting(ctl, c->settings, "gpus_per_trial");
+  add_setting(ctl, c->settings, "train_pool");
+  add_setting(ctl, c->settings, "latency_pool");
   ctl->add_option("--endpoint-file", c->endpoint_file,
                   "Write the endpoint workers connect to into this file once bound (on a shared "
                   "file system for a cluster's workers); removed when the controller ends");
@@ -292,95 +453,21 @@ void add_search_commands(CLI::App& app) {
                   "Experiment file (JSON): name, space, data, recipe (object or file), strategy, "
                   "strategy_settings, objective, asha, trials, seconds, fidelity, seed; flags "
                   "given override it");
-  ctl->callback([c, ctl] {
-    if (!c->experiment.empty()) read_experiment_file(*c, *ctl);
-    if (c->name.empty())
-      throw Error("controller", "--name (or \"name\" in --experiment) is required");
-    const Space space = Space::load(c->space);
-    Recipe recipe = !c->recipe_inline.is_null()
-                        ? Recipe::from_json(c->recipe_inline, c->experiment + ": /recipe")
-                    : c->recipe.empty() ? Recipe()
-                                        : Recipe::load(c->recipe);
-    ExperimentConfig cfg;
-    cfg.name = c->name;
-    cfg.data = c->data;
-    if (c->data != "simulated") {
-      try {
-        cfg.data_fingerprint = data::load_dataset(c->data).train.fingerprint();
-        cfg.data_files = data::dataset_files(c->data);
-      } catch (const Error& e) {
-        log_line("controller",
-                 std::string("data set not readable here, so not fingerprinted: ") + e.what());
-      }
-    }
-    cfg.recipe = recipe.to_json();
-    cfg.fidelity = c->fidelity;
-    cfg.gpus_per_trial = c->gpus_per_trial;
-    cfg.train_pool = c->train_pool;
-    cfg.latency_pool = c->latency_pool;
-    cfg.budget_trials = c->trials;
-    cfg.budget_seconds = c->seconds;
-    cfg.seed = c->seed;
-    const StrategySettings settings = c->strategy.settings(*ctl, c->seed);
-    cfg.strategy_settings = settings.to_json();
-    cfg.objective = settings.objective;
-    cfg.asha = c->strategy.asha_settings(
-        *ctl, c->fidelity > 0 ? c->fidelity : static_cast<int>(recipe.epochs));
-    ControllerOptions opt;
-    opt.bind = c->bind;
-    opt.heartbeat_ms = c->heartbeat_ms;
-    opt.liveness = c->liveness;
-    opt.max_attempts = c->max_attempts;
-    opt.log = [](const std::string& l) { log_line("controller", l); };
-    if (c->key.empty() != c->allow.empty())
-      throw Error("controller", "CURVE needs both --key and --allow");
-    if (!c->key.empty()) {
-      opt.curve_key = auth::read_keypair(c->key);
-      opt.allowed_workers = auth::read_allow_list(c->allow);
-    }
-    // Everything that can refuse the start, the address included, before the
-    // store is opened: a refused start leaves no store file behind.
-    check_controller_settings(cfg, opt);
-    const auto strategy = make_strategy(space, settings);
-    ControllerSocket socket(opt);
-    db::Store store = db::Store::open(c->db);
-    Controller controller(store, space, *strategy, cfg, opt, std::move(socket));
-    log_line("controller",
-             "experiment '" + c->name + "' on " + controller.endpoint() + ", store " + c->db);
-    EndpointFile published;
-    if (!c->endpoint_file.empty())
-      published.write(c->endpoint_file, advertised(controller.endpoint(), c->advertise));
-    ControllerSummary s;
-    {
-      StopTarget target(&controller);
-      install_stop_signals();
-      s = controller.run();
-    }
-    std::printf(
-        "{\"experiment\":\"%s\",\"done\":%lld,\"failed\":%lld,\"pruned\":%lld,"
-        "\"rejected\":%lld,\"requeued\":%lld,\"late\":%lld,\"resumed\":%s,\"stopped\":%s}\n",
-        c->name.c_str(), static_cast<long long>(s.done), static_cast<long long>(s.failed),
-        static_cast<long long>(s.pruned), static_cast<long long>(s.rejected),
-        static_cast<long long>(s.requeued), static_cast<long long>(s.late),
-        s.resumed ? "true" : "false", s.stopped ? "true" : "false");
-    if (!s.error.empty())
-      throw Error("experiment '" + c->name + "'", "the search stopped: " + s.error);
-    if (s.stopped)
-      log_line("controller", "stopped; continue with the same command (the experiment resumes)");
-  });
+  ctl->callback([c, ctl] { run_controller(*c, *ctl); });
+}
 
+void add_search_command(CLI::App& app) {
   auto sf = std::make_shared<SearchFlags>();
   CLI::App* sr = app.add_subcommand(
       "search", "A search on this machine: the controller and local workers in one command");
   sr->add_option("--db", sf->db, "Experiment store")->default_val("minas.db");
-  sr->add_option("--name", sf->name,
-                 "Experiment name (default search-DATE-TIME; an existing one resumes)");
-  sr->add_option("--space", sf->space, "Search space")->default_val("small");
-  sr->add_option("--data", sf->data, "Data set")->default_val("fashion-mnist");
-  sr->add_option("--recipe", sf->recipe, "Training recipe (JSON file)");
-  sr->add_option("--trials", sf->trials, "Trial budget (the time budget usually ends it first)")
-      ->default_val(1000000)
-      ->check(in_range<int64_t>(1, kMaxTrials));
+  add_setting(sr, sf->settings, "name",
+              {"", "Experiment name (default search-DATE-TIME; an existing one resumes)"});
+  add_setting(sr, sf->settings, "space", {"", "Search space"});
+  add_setting(sr, sf->settings, "data", {"", "Data set"});
+  add_setting(sr, sf->settings, "recipe");
+  add_setting(sr, sf->settings, "trials",
+              {"1000000", "Trial budget (the time budget usually ends it first)"});
   sr->add_option("--budget", sf->budget,
                  "Wall-clock budget of the whole run, search and final training: 90s, 45m, 1h30m")
       ->default_val("20m")
@@ -399,9 +486,7 @@ void add_search_commands(CLI::App& app) {
   sr->add_flag("--resume", sf->resume,
                "Continue the store's latest experiment (or --name's) within what is left of the "
                "budget");
-  sr->add_option("--fidelity", sf->fidelity, "Epochs per trial in the search")
-      ->default_val(3)
-      ->check(in_range(0, kMaxEpochs));
+  add_setting(sr, sf->settings, "fidelity", {"3", "Epochs per trial in the search"});
   sr->add_option("--workers", sf->workers,
                  "Local workers (default: one per core the process may use)")
       ->default_val(0)
@@ -412,13 +497,9 @@ void add_search_commands(CLI::App& app) {
   sr->add_option("--devices", sf->devices,
                  "One local worker with these slots instead (cpu:T,..., cuda:0,1, cuda:0x4 for "
                  "four trials at once on GPU 0)");
-  sr->add_option("--gpus-per-trial", sf->gpus_per_trial,
-                 "Slots (of --threads each) one trial trains on, data parallel")
-      ->default_val(1)
-      ->check(in_range(1, kMaxSlotsPerTrial));
-  sr->add_option("--seed", sf->seed, "Strategy seed")
-      ->default_val(0)
-      ->check(any_of_type<uint64_t>());
+  add_setting(sr, sf->settings, "gpus_per_trial",
+              {"", "Slots (of --threads each) one trial trains on, data parallel"});
+  add_setting(sr, sf->settings, "seed");
   sf->strategy.add(sr, true, "evolution", true);
   sr->add_option("--experiment", sf->experiment,
                  "Experiment file (JSON): any option above as a field, _ for -; the command line "
@@ -431,106 +512,11 @@ void add_search_commands(CLI::App& app) {
       std::printf("%s", search_params_markdown(*sr).c_str());
       return;
     }
-    if (!sf->experiment.empty()) apply_search_file(*sr, *sf);
-    const Space space = Space::load(sf->space);
-    const Recipe recipe = sf->recipe.empty() ? Recipe() : Recipe::load(sf->recipe);
-    const int cores = detect_slots().front().threads;
-    const int threads = std::max(1, sf->threads);
-    const int per_trial = std::max(1, sf->gpus_per_trial);
-    const int workers = sf->workers > 0 ? sf->workers : std::max(1, cores / (threads * per_trial));
-    const double budget = parse_duration(sf->budget, "--budget");
-    if (sf->resume && !std::filesystem::exists(sf->db))
-      throw Error("--resume", "no store " + sf->db + " here to resume from");
-    // Every input is read and checked before the store is created, so a
-    // refused command leaves no store behind.
-    if (!sf->devices.empty()) parse_devices(sf->devices);
-    if (std::error_code ec; !sf->out.empty() && std::filesystem::exists(sf->out, ec) &&
-                            !std::filesystem::is_directory(sf->out, ec))
-      throw Error("--out " + sf->out, "is a file, not a folder for the export");
-    ExperimentConfig cfg;
-    cfg.recipe = recipe.to_json();
-    cfg.fidelity = sf->fidelity;
-    cfg.gpus_per_trial = per_trial;
-    cfg.budget_trials = sf->trials;
-    cfg.seed = sf->seed;
-    const StrategySettings settings = sf->strategy.settings(*sr, sf->seed);
-    cfg.strategy_settings = settings.to_json();
-    cfg.objective = settings.objective;
-    cfg.asha = sf->strategy.asha_settings(
-        *sr, sf->fidelity > 0 ? sf->fidelity : static_cast<int>(recipe.epochs));
-    const auto strategy = make_strategy(space, settings);
-    cfg.data = sf->data;
-    cfg.data_fingerprint = data::load_dataset(sf->data).train.fingerprint();
-    db::Store store = db::Store::open(sf->db);
-    cfg.name = sf->name.empty() ? default_experiment_name("search") : sf->name;
-    if (sf->resume && sf->name.empty()) {  // the store's latest experiment
-      const auto all = store.experiments();
-      if (all.empty()) throw Error("--resume", sf->db + " holds no experiment");
-      cfg.name = all.back().name;
-    }
-    // A resumed experiment has spent part of the budget already.
-    double spent = 0;
-    if (auto e = store.find_experiment(cfg.name)) spent = e->seconds_run;
-    cfg.budget_seconds =
-        std::max(1.0, (sf->no_final ? budget : budget * (1 - sf->final_share)) - spent);
-    if (spent > 0)
-      log_line("search", "experiment '" + cfg.name + "' has run " +
-                             std::to_string(static_cast<int>(spent)) + " s of its budget");
-    const auto run_started = std::chrono::steady_clock::now();
-    LocalPool pool;
-    pool.workers = workers;
-    pool.threads = threads;
-    pool.per_trial = per_trial;
-    pool.devices = sf->devices;
-    const ControllerSummary s = run_local_search(store, space, *strategy, cfg, pool);
-    nlohmann::json summary = {{"experiment", cfg.name}, {"done", s.done},
-                              {"failed", s.failed},     {"pruned", s.pruned},
-                              {"rejected", s.rejected}, {"stopped", s.stopped}};
-    if (s.stopped && stop_requested()) {
-      std::printf("%s\n", summary.dump().c_str());
-      log_line("search", "stopped; continue with: minas search --resume --db " + sf->db +
-                             " --name " + cfg.name);
-      return;
-    }
-    if (!sf->no_final) {
-      FinalOptions fo;
-      fo.db = sf->db;
-      fo.experiment = cfg.name;
-      fo.data = sf->data;
-      fo.out = sf->out.empty() ? "runs/" + cfg.name : sf->out;
-      fo.recipe = recipe;
-      fo.recipe.set("epochs", std::to_string(sf->final_epochs), "final training");
-      // What the search left of the budget is the final training's, less
-      // what its evaluation and export take (measured by retrain_and_export).
-      const double left =
-          budget - spent -
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - run_started).count();
-      fo.deadline = std::chrono::steady_clock::now() +
-                    std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                        std::chrono::duration<double>(left));
-      fo.recipe.set("threads", std::to_string(cores), "final training");
-      // An experiment file's fields set the options, so they are in the line;
-      // --experiment itself stays for what only a file holds (strategy
-      // settings, objective, asha).
-      fo.reproduce =
-          reproduce_line(*sr, "minas search", {"resume", "params-markdown"}, sf->seed, sf->budget);
-      log_line("search", "final training, evaluation and export of the best architecture in the " +
-                             std::to_string(static_cast<int>(std::max(kMinFinalSeconds, left))) +
-                             " s left");
-      const FinalResult fr = retrain_and_export(space, fo);
-      summary["arch"] = fr.arch;
-      summary["test_acc"] = fr.test_acc;
-      summary["params"] = fr.params;
-      summary["macs"] = fr.macs;
-      summary["out"] = fr.out;
-      char acc[32];
-      std::snprintf(acc, sizeof acc, "%.2f%%", 100 * fr.test_acc);
-      log_line("search", "exported to " + fr.out + ": test accuracy " + acc + ", " +
-                             std::to_string(fr.params) + " parameters");
-    }
-    std::printf("%s\n", summary.dump().c_str());
+    run_search_command(*sf, *sr);
   });
+}
 
+void add_worker_command(CLI::App& app) {
   auto w = std::make_shared<WorkerFlags>();
   CLI::App* wk = app.add_subcommand("worker", "Train trials for a controller");
   wk->add_option("--connect", w->connect, "The controller's endpoint")
@@ -556,48 +542,15 @@ void add_search_commands(CLI::App& app) {
   wk->add_option("--advertise", w->advertise,
                  "The host name or address other workers reach this one by, for trials spread "
                  "over several workers (default: this host's name)");
-  wk->callback([w] {
-    WorkerOptions opt;
-    opt.connect = w->connect;
-    opt.slots = parse_devices(w->devices);
-    opt.name = w->name;
-    if (w->pool.empty()) throw Error("worker --pool", "a pool needs a name");
-    opt.pool = w->pool;
-    opt.advertise = w->advertise;
-    for (const std::string& t : w->tags) {
-      const size_t eq = t.find('=');
-      if (eq == std::string::npos || eq == 0)
-        throw Error("worker --tag " + t, "a tag is KEY=VALUE, e.g. --tag gpu=h100");
-      opt.tags[t.substr(0, eq)] = t.substr(eq + 1);
-    }
-    if (w->trainer == "sim") {
-      if (w->table.empty() || w->metric.empty())
-        throw Error("worker --trainer sim", "needs --table CSV and --metric COLUMN");
-      opt.runner = make_sim_runner(w->table, w->metric, w->delay);
-    } else {
-#ifndef MINAS_WITH_CUDA
-      for (const auto& s : opt.slots)
-        if (s.id.rfind("cuda", 0) == 0)
-          throw Error("worker --devices " + w->devices,
-                      "this build has no GPU backend (CUDA, cuDNN or NCCL were not found when it "
-                      "was configured)");
-#endif
-      opt.runner = make_cpu_runner();
-    }
-    opt.log = [name = w->name](const std::string& l) {
-      log_line(name.empty() ? "worker" : name, l);
-    };
-    if (w->key.empty() != w->server_key.empty())
-      throw Error("worker", "CURVE needs both --key and --server-key");
-    if (!w->key.empty()) {
-      opt.curve_key = auth::read_keypair(w->key);
-      opt.server_public_key = auth::read_public_key(w->server_key);
-    }
-    Worker worker(opt);
-    StopTarget target(&worker);
-    install_stop_signals();
-    worker.run();
-  });
+  wk->callback([w] { run_worker(*w); });
+}
+
+}  // namespace
+
+void add_search_commands(CLI::App& app) {
+  add_controller_command(app);
+  add_search_command(app);
+  add_worker_command(app);
 }
 
 }  // namespace minas::cli

@@ -18,6 +18,7 @@
 
 #include "controller/asha.h"
 #include "controller/auth.h"
+#include "controller/experiment_config.h"
 #include "controller/objective.h"
 #include "controller/strategy.h"
 #include "db/store.h"
@@ -60,37 +61,6 @@ struct ControllerOptions {
   // Called from the controller's loop about every progress_ms; null: never.
   std::function<void(const ControllerProgress&)> on_progress;
   int progress_ms = 1000;
-};
-
-// What the experiment is: created on first run, checked on resume.
-struct ExperimentConfig {
-  std::string name;
-  std::string data = "fashion-mnist";
-  std::string data_fingerprint;  // empty: not checked by workers
-  // The data set's files (data::dataset_files), sent to a worker that lacks
-  // them; empty when the controller cannot read the data set itself.
-  std::vector<std::string> data_files;
-  nlohmann::json recipe = nlohmann::json::object();
-  int fidelity = 0;  // epochs per trial; 0: the recipe's
-  // Device slots of one worker each trial trains on, data parallel (GPUs for
-  // a GPU pool; CPU slots of a CPU worker likewise).
-  int gpus_per_trial = 1;
-  // Pools (minas worker --pool): only train_pool's workers train (empty: any
-  // worker); with latency_pool, each new trial is first measured by a worker
-  // of that pool (batch-1 latency on the objective's latency device, else on
-  // that worker's slot, with params and MACs) and trained after, elsewhere.
-  std::string train_pool, latency_pool;
-  int64_t budget_trials = 100;  // trials to finish (done or failed for good)
-  double budget_seconds = 0;    // wall-clock budget; 0: none
-  uint64_t seed = 0;
-  // How the strategy was configured (StrategySettings::to_json()), stored with
-  // the experiment and checked on resume; null: {"name": ..., "seed": seed}.
-  nlohmann::json strategy_settings;
-  // What results are scored by; must be the strategy's own objective.
-  Objective objective;
-  // Early stopping over epochs; the trials run `fidelity` epochs (or the
-  // recipe's), and the rungs must lie below that.
-  std::optional<AshaSettings> asha;
 };
 
 struct ControllerSummary {

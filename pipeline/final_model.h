@@ -14,11 +14,11 @@
 #include <vector>
 
 #include "db/queries.h"
-
+#include "pipeline/log.h"
 #include "searchspace/space.h"
 #include "trainer/recipe.h"
 
-namespace minas::cli {
+namespace minas::pipeline {
 
 struct FinalOptions {
   std::string db, experiment;            // the store and the experiment searched
@@ -68,9 +68,10 @@ std::string report_number(double v, const char* format = "%.0f");
 
 // Throws Error when the experiment has no finished trial (that meets the
 // constraints). `more_report`, when given, returns markdown sections put in
-// report.md before "Reproduce".
+// report.md before "Reproduce". The final training's epochs and timings go
+// to `log` as text.
 FinalResult retrain_and_export(
     const Space& space, const FinalOptions& options,
-    const std::function<std::string(const FinalResult&)>& more_report = {});
+    const std::function<std::string(const FinalResult&)>& more_report = {}, const Log& log = {});
 
-}  // namespace minas::cli
+}  // namespace minas::pipeline

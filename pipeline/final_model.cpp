@@ -1,4 +1,4 @@
-#include "cli/final_model.h"
+#include "pipeline/final_model.h"
 
 #include <algorithm>
 #include <cmath>
@@ -23,7 +23,7 @@
 #include "trainer/data.h"
 #include "trainer/train.h"
 
-namespace minas::cli {
+namespace minas::pipeline {
 
 std::string report_percent(std::optional<double> v) {
   if (!v) return "-";
@@ -120,19 +120,11 @@ double measure_finish_seconds(const Model& trained_later, Backend& backend,
   return 2 * s;
 }
 
-}  // namespace
-
-std::string report_number(double v, const char* format) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, format, v);
-  return buf;
-}
-
-FinalResult retrain_and_export(const Space& space, const FinalOptions& o,
-                               const std::function<std::string(const FinalResult&)>& more_report) {
-  db::Connection conn = db::open_store_readonly(o.db);
-  const int64_t experiment = db::find_experiment_id(conn, o.experiment);
-  const auto top = db::top_k(conn, experiment, db::Metric::val_acc, 5, o.constraints);
+// The trials the final training picks from: the best by validation accuracy
+// that meet the constraints. Throws Error when there is none.
+std::vector<db::TrialRow> best_trials(db::Connection& conn, int64_t experiment,
+                                      const FinalOptions& o) {
+  auto top = db::top_k(conn, experiment, db::Metric::val_acc, 5, o.constraints);
   if (top.empty()) {
     std::string which;
     for (const auto& c : o.constraints) which += (which.empty() ? "" : ", ") + c.to_string();
@@ -141,43 +133,38 @@ FinalResult retrain_and_export(const Space& space, const FinalOptions& o,
                     " to retrain: search longer (a larger --budget)" +
                     (which.empty() ? "" : " or loosen the constraints"));
   }
-  const auto curve = db::best_so_far(conn, experiment, db::Metric::val_acc);
-  const db::TrialRow& best = top.front();
-  const Arch arch = space.parse_key(best.arch_key);
+  return top;
+}
 
-  // The full recipe on training and validation images together.
-  Recipe recipe = o.recipe;
-  recipe.set("val_size", "0", "final training");
-  const data::TrainTest data = data::load_dataset(o.data);
-  Model model(space.lower(arch), recipe.seed);
-  auto backend = make_cpu_backend(static_cast<int>(recipe.threads));
-  TrainOptions topt;
-  topt.on_epoch = [&](const EpochRecord& e) {
-    std::fprintf(stderr, "final training: epoch %d, loss %.4f, %.1f s\n", e.epoch, e.train_loss,
-                 e.seconds);
+// With a deadline: the training's time budget, set in the recipe, is what is
+// left less the work after it, measured first (its share kept in r).
+void budget_training(const Model& model, Backend& backend, const data::TrainTest& data,
+                     const FinalOptions& o, const Log& log, Recipe& recipe, TrainOptions& topt,
+                     FinalResult& r) {
+  auto until_deadline = [&] {
+    return std::chrono::duration<double>(*o.deadline - Clock::now()).count();
   };
-  FinalResult r;
-  if (o.deadline) {
-    auto until_deadline = [&] {
-      return std::chrono::duration<double>(*o.deadline - Clock::now()).count();
-    };
-    // At most a quarter of what is left: a measurement taken while the
-    // machine was briefly busy must not eat the training.
-    const double cap = std::max(until_deadline(), 0.0) / 4;
-    r.finish_reserved_s =
-        std::min(measure_finish_seconds(model, *backend, data, o.latency_device), cap);
-    const double left = until_deadline();
-    r.train_budget_s = std::max(kMinFinalSeconds, left - r.finish_reserved_s);
-    recipe.set("time_budget_s", report_number(r.train_budget_s, "%.3f"), "final training");
-    topt.budget_start = Clock::now();
-    std::fprintf(stderr,
-                 "final training: %.0f s of the %.0f s left; %.1f s kept for evaluation and "
-                 "export (measured)\n",
-                 r.train_budget_s, left, r.finish_reserved_s);
-  }
-  const TrainReport report = train(model, recipe, data, *backend, topt);
-  const auto trained = Clock::now();
+  // At most a quarter of what is left: a measurement taken while the
+  // machine was briefly busy must not eat the training.
+  const double cap = std::max(until_deadline(), 0.0) / 4;
+  r.finish_reserved_s =
+      std::min(measure_finish_seconds(model, backend, data, o.latency_device), cap);
+  const double left = until_deadline();
+  r.train_budget_s = std::max(kMinFinalSeconds, left - r.finish_reserved_s);
+  recipe.set("time_budget_s", report_number(r.train_budget_s, "%.3f"), "final training");
+  topt.budget_start = Clock::now();
+  char line[200];
+  std::snprintf(line, sizeof line,
+                "final training: %.0f s of the %.0f s left; %.1f s kept for evaluation and "
+                "export (measured)\n",
+                r.train_budget_s, left, r.finish_reserved_s);
+  log.print(line);
+}
 
+// The figures of the trained model: the training's, and the latency on the
+// latency device when one is named.
+void take_figures(Model& model, const TrainReport& report, const db::TrialRow& best,
+                  const FinalOptions& o, FinalResult& r) {
   r.arch = best.arch_key;
   r.out = o.out;
   r.val_acc = best.val_acc.value_or(0);
@@ -197,17 +184,22 @@ FinalResult retrain_and_export(const Space& space, const FinalOptions& o,
   r.train_seconds = report.train_seconds;
   r.params = report.params;
   r.macs = report.macs;
+}
 
-  namespace fs = std::filesystem;
-  fs::create_directories(o.out);
-  const fs::path dir(o.out);
+void write_file(const std::filesystem::path& path, const std::string& text) {
+  std::ofstream f(path);
+  f << text;
+  if (!f) throw Error(path.string(), "cannot write");
+}
+
+// arch.json and model.ckpt; returns the architecture's JSON (with space_ref).
+nlohmann::json write_arch_and_weights(const Space& space, const Arch& arch, const Model& model,
+                                      const Recipe& recipe, const data::TrainTest& data,
+                                      const FinalOptions& o, const FinalResult& r) {
+  const std::filesystem::path dir(o.out);
   nlohmann::json arch_json = space.arch_to_json(arch);
   arch_json["space_ref"] = space.ref().empty() ? space.name() : space.ref();
-  {
-    std::ofstream f(dir / "arch.json");
-    f << arch_json.dump(2) << '\n';
-    if (!f) throw Error((dir / "arch.json").string(), "cannot write");
-  }
+  write_file(dir / "arch.json", arch_json.dump(2) + '\n');
   CheckpointMeta meta{space.name(),
                       space.key(arch),
                       {{"recipe", recipe.to_json()},
@@ -218,19 +210,22 @@ FinalResult retrain_and_export(const Space& space, const FinalOptions& o,
                        {"search_val_acc", r.val_acc},
                        {"test_acc", r.test_acc}}};
   save_checkpoint((dir / "model.ckpt").string(), meta, checkpoint_views(model));
+  return arch_json;
+}
 
-  // ONNX, accepted by ONNX's checker, and run by our own evaluator on a
-  // batch of test images: its logits must be our runtime's.
-  const std::string onnx_path = (dir / "model.onnx").string();
+// ONNX, accepted by ONNX's checker, and run by our own evaluator on a batch
+// of test images: its logits must be our runtime's.
+void write_checked_onnx(Model& model, Backend& backend, const data::TrainTest& data,
+                        const data::Normalization& norm, const FinalOptions& o, FinalResult& r) {
+  const std::string onnx_path = (std::filesystem::path(o.out) / "model.onnx").string();
   onnx_export::write(model, o.experiment, onnx_path);
-  const data::Normalization norm = train_split(model.graph(), recipe, data).norm;
   const int batch = static_cast<int>(std::min<size_t>(64, data.test.labels.size()));
   std::vector<uint32_t> first(static_cast<size_t>(batch));
   std::iota(first.begin(), first.end(), 0u);
   std::vector<float> x(static_cast<size_t>(batch) * data.test.image_size());
   data::normalize(data.test, first, norm, x.data());
   std::vector<float> ours(static_cast<size_t>(batch) * model.graph().classes());
-  backend->compile(model, batch, NetMode::eval, {})->infer(x.data(), ours.data());
+  backend.compile(model, batch, NetMode::eval, {})->infer(x.data(), ours.data());
   const std::vector<float> theirs = onnx_export::run(onnx_path, x, batch);
   double diff = 0, scale = 1;
   for (size_t k = 0; k < ours.size(); ++k) {
@@ -243,61 +238,65 @@ FinalResult retrain_and_export(const Space& space, const FinalOptions& o,
                                " test images");
   r.onnx_max_diff = diff;
   r.onnx_checked = batch;
+}
 
-  // Every test image's predicted class: the confusion matrix, whose
-  // diagonal must give the test accuracy reported by training.
-  {
-    const int k = model.graph().classes();
-    r.confusion.assign(static_cast<size_t>(k), std::vector<int64_t>(static_cast<size_t>(k), 0));
-    const size_t n = data.test.labels.size();
-    const int eb = static_cast<int>(std::min<size_t>(256, std::max<size_t>(n, 1)));
-    auto net = backend->compile(model, eb, NetMode::eval, {});
-    std::vector<uint32_t> idx;
-    std::vector<float> xb(static_cast<size_t>(eb) * data.test.image_size());
-    std::vector<float> logits(static_cast<size_t>(eb) * static_cast<size_t>(k));
-    int64_t correct = 0;
-    for (size_t at = 0; at < n; at += static_cast<size_t>(eb)) {
-      idx.clear();
-      for (size_t i = at; i < std::min(n, at + static_cast<size_t>(eb)); ++i)
-        idx.push_back(static_cast<uint32_t>(i));
-      while (idx.size() < static_cast<size_t>(eb)) idx.push_back(idx.back());  // padding, unread
-      data::normalize(data.test, idx, norm, xb.data());
-      net->infer(xb.data(), logits.data());
-      for (size_t b = 0; b < std::min(n - at, static_cast<size_t>(eb)); ++b) {
-        const float* row = logits.data() + b * static_cast<size_t>(k);
-        const int pred = static_cast<int>(std::max_element(row, row + k) - row);
-        const int truth = data.test.labels[at + b];
-        r.confusion.at(static_cast<size_t>(truth)).at(static_cast<size_t>(pred)) += 1;
-        correct += pred == truth;
-      }
+// Every test image's predicted class: the confusion matrix, whose diagonal
+// must give the test accuracy reported by training.
+void count_confusion(Model& model, Backend& backend, const data::TrainTest& data,
+                     const data::Normalization& norm, const FinalOptions& o, FinalResult& r) {
+  const int k = model.graph().classes();
+  r.confusion.assign(static_cast<size_t>(k), std::vector<int64_t>(static_cast<size_t>(k), 0));
+  const size_t n = data.test.labels.size();
+  const int eb = static_cast<int>(std::min<size_t>(256, std::max<size_t>(n, 1)));
+  auto net = backend.compile(model, eb, NetMode::eval, {});
+  std::vector<uint32_t> idx;
+  std::vector<float> xb(static_cast<size_t>(eb) * data.test.image_size());
+  std::vector<float> logits(static_cast<size_t>(eb) * static_cast<size_t>(k));
+  int64_t correct = 0;
+  for (size_t at = 0; at < n; at += static_cast<size_t>(eb)) {
+    idx.clear();
+    for (size_t i = at; i < std::min(n, at + static_cast<size_t>(eb)); ++i)
+      idx.push_back(static_cast<uint32_t>(i));
+    while (idx.size() < static_cast<size_t>(eb)) idx.push_back(idx.back());  // padding, unread
+    data::normalize(data.test, idx, norm, xb.data());
+    net->infer(xb.data(), logits.data());
+    for (size_t b = 0; b < std::min(n - at, static_cast<size_t>(eb)); ++b) {
+      const float* row = logits.data() + b * static_cast<size_t>(k);
+      const int pred = static_cast<int>(std::max_element(row, row + k) - row);
+      const int truth = data.test.labels[at + b];
+      r.confusion.at(static_cast<size_t>(truth)).at(static_cast<size_t>(pred)) += 1;
+      correct += pred == truth;
     }
-    // Batches of another size may round differently and flip a near tie;
-    // more than that is a bug.
-    const double acc = n ? static_cast<double>(correct) / static_cast<double>(n) : 0;
-    if (n > 0 && std::fabs(acc - r.test_acc) > 2.0 / static_cast<double>(n) + 1e-9)
-      throw Error(o.out, "the confusion matrix's accuracy " + std::to_string(acc) +
-                             " is not the test accuracy " + std::to_string(r.test_acc));
   }
+  // Batches of another size may round differently and flip a near tie;
+  // more than that is a bug.
+  const double acc = n ? static_cast<double>(correct) / static_cast<double>(n) : 0;
+  if (n > 0 && std::fabs(acc - r.test_acc) > 2.0 / static_cast<double>(n) + 1e-9)
+    throw Error(o.out, "the confusion matrix's accuracy " + std::to_string(acc) +
+                           " is not the test accuracy " + std::to_string(r.test_acc));
+}
 
-  // What `minas predict` needs to use the model on image files.
-  {
-    const Shape in = model.graph().input_shape();
-    nlohmann::json classes = nlohmann::json::array();
-    for (int k = 0; k < model.graph().classes(); ++k)
-      classes.push_back(static_cast<size_t>(k) < o.class_names.size() ? o.class_names[k]
-                                                                      : std::to_string(k));
-    const nlohmann::json info = {{"space_ref", arch_json["space_ref"]},
-                                 {"arch", r.arch},
-                                 {"input", {in.c, in.h, in.w}},
-                                 {"normalization", {{"mean", norm.mean}, {"stddev", norm.stddev}}},
-                                 {"classes", classes},
-                                 {"test_acc", r.test_acc}};
-    std::ofstream f(dir / "model.json");
-    f << info.dump(2) << '\n';
-    if (!f) throw Error((dir / "model.json").string(), "cannot write");
-  }
+// model.json: what `minas predict` needs to use the model on image files.
+void write_model_info(const Model& model, const nlohmann::json& space_ref,
+                      const data::Normalization& norm, const FinalOptions& o,
+                      const FinalResult& r) {
+  const Shape in = model.graph().input_shape();
+  nlohmann::json classes = nlohmann::json::array();
+  for (int k = 0; k < model.graph().classes(); ++k)
+    classes.push_back(static_cast<size_t>(k) < o.class_names.size() ? o.class_names[k]
+                                                                    : std::to_string(k));
+  const nlohmann::json info = {{"space_ref", space_ref},
+                               {"arch", r.arch},
+                               {"input", {in.c, in.h, in.w}},
+                               {"normalization", {{"mean", norm.mean}, {"stddev", norm.stddev}}},
+                               {"classes", classes},
+                               {"test_acc", r.test_acc}};
+  write_file(std::filesystem::path(o.out) / "model.json", info.dump(2) + '\n');
+}
 
-  std::ostringstream md;
+// report.md's result table and the files' list.
+void report_result(std::ostream& md, const FinalOptions& o, const FinalResult& r,
+                   const db::TrialRow& best, const TrainReport& report, const Recipe& recipe) {
   md << "# " << o.experiment << "\n\n"
      << "## Result\n\n"
      << "The best architecture of the search by validation accuracy, retrained with the full "
@@ -323,8 +322,13 @@ FinalResult retrain_and_export(const Space& space, const FinalOptions& o,
         "checkpoint), `model.json` (input, normalization and classes, for `minas predict`), "
         "`model.onnx` (ONNX opset 14, accepted by ONNX's checker; on "
      << r.onnx_checked << " test images its logits, computed by an ONNX evaluator of our own, "
-     << "are the runtime's within " << report_number(r.onnx_max_diff, "%.2g") << ").\n\n"
-     << "## Best so far during the search\n\n"
+     << "are the runtime's within " << report_number(r.onnx_max_diff, "%.2g") << ").\n\n";
+}
+
+// report.md's search sections: the best so far and the top 5.
+void report_search(std::ostream& md, const std::vector<db::ProgressPoint>& curve,
+                   const std::vector<db::TrialRow>& top) {
+  md << "## Best so far during the search\n\n"
      << "| trials finished | seconds | best validation accuracy | trial |\n|---|---|---|---|\n";
   for (const auto& p : curve)
     md << "| " << p.trials << " | " << report_number(p.seconds) << " | " << report_percent(p.best)
@@ -335,21 +339,70 @@ FinalResult retrain_and_export(const Space& space, const FinalOptions& o,
     md << "| " << t.number << " | " << report_percent(t.val_acc) << " | "
        << (t.params ? std::to_string(*t.params) : "-") << " | "
        << (t.macs ? std::to_string(*t.macs) : "-") << " | " << report_code(t.arch_key) << " |\n";
+}
+
+}  // namespace
+
+std::string report_number(double v, const char* format) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, format, v);
+  return buf;
+}
+
+FinalResult retrain_and_export(const Space& space, const FinalOptions& o,
+                               const std::function<std::string(const FinalResult&)>& more_report,
+                               const Log& log) {
+  db::Connection conn = db::open_store_readonly(o.db);
+  const int64_t experiment = db::find_experiment_id(conn, o.experiment);
+  const auto top = best_trials(conn, experiment, o);
+  const auto curve = db::best_so_far(conn, experiment, db::Metric::val_acc);
+  const db::TrialRow& best = top.front();
+  const Arch arch = space.parse_key(best.arch_key);
+
+  // The full recipe on training and validation images together.
+  Recipe recipe = o.recipe;
+  recipe.set("val_size", "0", "final training");
+  const data::TrainTest data = data::load_dataset(o.data);
+  Model model(space.lower(arch), recipe.seed);
+  auto backend = make_cpu_backend(static_cast<int>(recipe.threads));
+  TrainOptions topt;
+  topt.on_epoch = [&](const EpochRecord& e) {
+    char line[200];
+    std::snprintf(line, sizeof line, "final training: epoch %d, loss %.4f, %.1f s\n", e.epoch,
+                  e.train_loss, e.seconds);
+    log.print(line);
+  };
+  FinalResult r;
+  if (o.deadline) budget_training(model, *backend, data, o, log, recipe, topt, r);
+  const TrainReport report = train(model, recipe, data, *backend, topt);
+  const auto trained = Clock::now();
+  take_figures(model, report, best, o, r);
+
+  std::filesystem::create_directories(o.out);
+  const nlohmann::json arch_json = write_arch_and_weights(space, arch, model, recipe, data, o, r);
+  const data::Normalization norm = train_split(model.graph(), recipe, data).norm;
+  write_checked_onnx(model, *backend, data, norm, o, r);
+  count_confusion(model, *backend, data, norm, o, r);
+  write_model_info(model, arch_json["space_ref"], norm, o, r);
+
+  std::ostringstream md;
+  report_result(md, o, r, best, report, recipe);
+  report_search(md, curve, top);
   if (more_report) md << "\n" << more_report(r);
   md << "\n## Reproduce\n\n"
      << "In a store that does not hold this experiment (with the same --db and --name, the "
         "command resumes it):\n\n```\n"
      << o.reproduce << "\n```\n";
-  {
-    std::ofstream f(dir / "report.md");
-    f << md.str();
-    if (!f) throw Error((dir / "report.md").string(), "cannot write");
-  }
+  write_file(std::filesystem::path(o.out) / "report.md", md.str());
   r.finish_seconds = seconds_since(trained);
-  if (o.deadline)
-    std::fprintf(stderr, "final: evaluation and export took %.1f s of the %.1f s kept\n",
-                 r.finish_seconds, r.finish_reserved_s);
+  if (o.deadline) {
+    char line[200];
+    std::snprintf(line, sizeof line,
+                  "final: evaluation and export took %.1f s of the %.1f s kept\n", r.finish_seconds,
+                  r.finish_reserved_s);
+    log.print(line);
+  }
   return r;
 }
 
-}  // namespace minas::cli
+}  // namespace minas::pipeline

@@ -1,0 +1,48 @@
+#pragma once
+// What an experiment is, as the controller keeps it: created on first run,
+// checked on resume. Filled from a user's settings by the parameter table of
+// pipeline/experiment.h.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "controller/asha.h"
+#include "controller/objective.h"
+
+namespace minas {
+
+// What the experiment is: created on first run, checked on resume.
+struct ExperimentConfig {
+  std::string name;
+  std::string data = "fashion-mnist";
+  std::string data_fingerprint;  // empty: not checked by workers
+  // The data set's files (data::dataset_files), sent to a worker that lacks
+  // them; empty when the controller cannot read the data set itself.
+  std::vector<std::string> data_files;
+  nlohmann::json recipe = nlohmann::json::object();
+  int fidelity = 0;  // epochs per trial; 0: the recipe's
+  // Device slots of one worker each trial trains on, data parallel (GPUs for
+  // a GPU pool; CPU slots of a CPU worker likewise).
+  int gpus_per_trial = 1;
+  // Pools (minas worker --pool): only train_pool's workers train (empty: any
+  // worker); with latency_pool, each new trial is first measured by a worker
+  // of that pool (batch-1 latency on the objective's latency device, else on
+  // that worker's slot, with params and MACs) and trained after, elsewhere.
+  std::string train_pool, latency_pool;
+  int64_t budget_trials = 100;  // trials to finish (done or failed for good)
+  double budget_seconds = 0;    // wall-clock budget; 0: none
+  uint64_t seed = 0;
+  // How the strategy was configured (StrategySettings::to_json()), stored with
+  // the experiment and checked on resume; null: {"name": ..., "seed": seed}.
+  nlohmann::json strategy_settings;
+  // What results are scored by; must be the strategy's own objective.
+  Objective objective;
+  // Early stopping over epochs; the trials run `fidelity` epochs (or the
+  // recipe's), and the rungs must lie below that.
+  std::optional<AshaSettings> asha;
+};
+
+}  // namespace minas

@@ -1,0 +1,124 @@
+#include "pipeline/experiment.h"
+
+#include <cstdio>
+#include <stdexcept>
+
+#include "trainer/data.h"
+
+namespace minas::pipeline {
+namespace {
+
+// The ranges of the settings (an experiment file's field meets its flag's
+// check): beyond them a value is a typo, not an experiment.
+constexpr double kMaxTrials = 1'000'000'000;
+constexpr double kMaxSeconds = 1e9;  // some 30 years
+constexpr double kMaxEpochs = 100000;
+constexpr double kMaxSlotsPerTrial = 1024;
+
+std::vector<ExperimentParam> make_table() {
+  using S = ExperimentSettings;
+  return {
+      {"name", +[](S& s) -> std::string& { return s.config.name; }, "", 0, 0,
+       "Experiment name (an existing one is resumed)"},
+      {"space", +[](S& s) -> std::string& { return s.space; }, "small", 0, 0,
+       "Search space (name or file, with overrides)"},
+      {"data", +[](S& s) -> std::string& { return s.config.data; }, "fashion-mnist", 0, 0,
+       "Data set the workers train on, or 'simulated'"},
+      {"recipe", +[](S& s) -> std::string& { return s.recipe; }, "", 0, 0,
+       "Training recipe (JSON file)"},
+      {"trials", +[](S& s) -> int64_t& { return s.config.budget_trials; }, "100", 1, kMaxTrials,
+       "Trial budget"},
+      {"seconds", +[](S& s) -> double& { return s.config.budget_seconds; }, "0", 0, kMaxSeconds,
+       "Wall-clock budget, 0 for none"},
+      {"fidelity", +[](S& s) -> int& { return s.config.fidelity; }, "0", 0, kMaxEpochs,
+       "Epochs per trial, 0 for the recipe's"},
+      {"seed", +[](S& s) -> uint64_t& { return s.config.seed; }, "0", 0, 0, "Strategy seed"},
+      {"gpus_per_trial", +[](S& s) -> int& { return s.config.gpus_per_trial; }, "1", 1,
+       kMaxSlotsPerTrial,
+       "Device slots of one worker a trial trains on, data parallel (GPUs; CPU slots "
+       "likewise)"},
+      {"train_pool", +[](S& s) -> std::string& { return s.config.train_pool; }, "", 0, 0,
+       "Only workers of this pool (minas worker --pool) train; default: any"},
+      {"latency_pool", +[](S& s) -> std::string& { return s.config.latency_pool; }, "", 0, 0,
+       "Workers of this pool measure each architecture's batch-1 latency (on the objective's "
+       "latency device, else their own) before it is trained elsewhere"},
+  };
+}
+
+std::string type_name(const SettingField& f) {
+  switch (f.index()) {
+    case 0:
+      return "string";
+    case 1:
+      return "int64";
+    case 2:
+      return "int";
+    case 3:
+      return "uint64";
+    default:
+      return "number";
+  }
+}
+
+std::string bound(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.0f", v);
+  return buf;
+}
+
+std::string allowed(const ExperimentParam& p) {
+  if (p.field.index() == 0) return "-";
+  if (p.field.index() == 3) return "any";
+  return "[" + bound(p.min) + ", " + bound(p.max) + "]";
+}
+
+}  // namespace
+
+const std::vector<ExperimentParam>& experiment_params() {
+  static const std::vector<ExperimentParam> table = make_table();
+  return table;
+}
+
+const ExperimentParam& experiment_param(std::string_view name) {
+  for (const ExperimentParam& p : experiment_params())
+    if (p.name == name) return p;
+  throw std::logic_error("experiment_param: no setting '" + std::string(name) + "'");
+}
+
+std::string experiment_params_markdown() {
+  std::string md =
+      "| field | flag | type | default | allowed | meaning |\n|---|---|---|---|---|---|\n";
+  for (const ExperimentParam& p : experiment_params()) {
+    std::string flag = "--" + std::string(p.name);
+    for (char& c : flag)
+      if (c == '_') c = '-';
+    md += "| `" + std::string(p.name) + "` | `" + flag + "` | " + type_name(p.field) + " | " +
+          (p.default_text.empty() ? "-" : std::string(p.default_text)) + " | " + allowed(p) +
+          " | " + std::string(p.description) + " |\n";
+  }
+  return md;
+}
+
+Recipe experiment_recipe(const ExperimentSettings& s, const std::string& experiment_file) {
+  if (!s.recipe_inline.is_null())
+    return Recipe::from_json(s.recipe_inline, experiment_file + ": /recipe");
+  return s.recipe.empty() ? Recipe() : Recipe::load(s.recipe);
+}
+
+ExperimentConfig experiment_config(const ExperimentSettings& s, const Recipe& recipe,
+                                   const StrategySettings& strategy,
+                                   std::optional<AshaSettings> asha) {
+  ExperimentConfig cfg = s.config;
+  cfg.recipe = recipe.to_json();
+  cfg.strategy_settings = strategy.to_json();
+  cfg.objective = strategy.objective;
+  cfg.asha = std::move(asha);
+  return cfg;
+}
+
+void fingerprint_data(ExperimentConfig& cfg, bool with_files) {
+  cfg.data_fingerprint = data::load_dataset(cfg.data).train.fingerprint();
+  if (with_files) cfg.data_files = data::dataset_files(cfg.data);
+}
+
+}  // namespace minas::pipeline

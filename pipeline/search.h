@@ -1,0 +1,52 @@
+#pragma once
+// The one-click search (`minas search`): a search on this machine's local
+// workers within a share of a wall-clock budget, then the final training,
+// evaluation and export of the best architecture in what is left of it.
+#include <optional>
+#include <string>
+
+#include "controller/controller.h"
+#include "controller/strategy.h"
+#include "pipeline/final_model.h"
+#include "pipeline/local_search.h"
+#include "pipeline/log.h"
+#include "searchspace/space.h"
+#include "trainer/recipe.h"
+
+namespace minas::pipeline {
+
+// The options of `minas search` (docs/search.md); errors name the flag of
+// the option at fault.
+struct SearchOptions {
+  std::string db = "minas.db";
+  // The experiment (experiment_config()): an empty name is search-DATE-TIME,
+  // or with `resume` the store's latest experiment. Its budget_seconds is
+  // set here: the search's share of what is left of `budget_s`.
+  ExperimentConfig experiment;
+  Recipe recipe;               // the trials'; the final training's with final_epochs
+  StrategySettings strategy;   // as in experiment.strategy_settings
+  double budget_s = 1200;      // the whole run: search and final training
+  double final_share = 0.3;    // of the budget, kept for the final training
+  int final_epochs = 30;       // at most; it also ends with its share of the budget
+  bool final_training = true;  // false: search only
+  bool resume = false;         // continue the store's latest experiment (or the named one)
+  std::string out;             // export folder; empty: runs/EXPERIMENT
+  LocalPool pool;              // workers 0: one per core / (threads x per_trial)
+  std::string reproduce;       // the command line that reproduces the run, for the report
+};
+
+struct SearchResult {
+  std::string experiment;
+  ControllerSummary summary;
+  bool interrupted = false;          // a signal stopped the search: it resumes later
+  std::optional<FinalResult> final;  // with final_training, unless interrupted
+};
+
+// Throws Error for options refused before anything is written (run_search
+// checks them first too; a front end may call it sooner, to refuse a start
+// before the work of other checks).
+void check_search_options(const SearchOptions& options);
+
+SearchResult run_search(const Space& space, const SearchOptions& options, const Log& log = {});
+
+}  // namespace minas::pipeline
