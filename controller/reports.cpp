@@ -1,6 +1,9 @@
 #include "controller/reports.h"
 
 #include <algorithm>
+#include <map>
+#include <set>
+#include <vector>
 
 #include "controller/core.h"
 #include "searchspace/error.h"
@@ -221,15 +224,29 @@ void Reports::on_heartbeat(const std::string& worker, const proto::Heartbeat& h)
   // After a restart: the attempts it still runs are its again.
   for (const auto& [t, a] : running)
     if (!in_flight(core_.book.find(t))) core_.resume.claim(worker, t, a);
-  const double now = unix_now(), grace = 3.0 * core_.opt.heartbeat_ms / 1000.0;
+  const double now = unix_now(), beat = core_.opt.heartbeat_ms / 1000.0, grace = 3.0 * beat;
+  // A heartbeat without an attempt may have left the worker before the attempt
+  // reached it: when this process or the worker's was not scheduled for a while
+  // (a loaded machine), several such heartbeats are read here at once, long
+  // after the attempt was sent. So an attempt is lost only when heartbeats
+  // spread over two intervals of the controller's own reading leave it out:
+  // three of them, the last two intervals after the first.
   std::vector<int64_t> lost;
+  std::map<std::pair<int64_t, int>, WorkerState::Missed> missed;
   for (int64_t id : w->trials) {
     const Trial* t = core_.book.find(id);
     // A gang's other parts start after rank 0's rendezvous: only rank 0's is checked here.
-    if (in_flight(t) && t->worker == worker && !running.count({id, t->attempt}) &&
-        now - t->started > grace)
+    if (!in_flight(t) || t->worker != worker || running.count({id, t->attempt}) ||
+        now - t->started <= grace)
+      continue;
+    const std::pair<int64_t, int> key{id, t->attempt};
+    WorkerState::Missed m = w->missed.count(key) ? w->missed.at(key) : WorkerState::Missed{now, 0};
+    if (++m.count >= 3 && now - m.first >= 2 * beat)
       lost.push_back(id);
+    else
+      missed[key] = m;
   }
+  w->missed = std::move(missed);  // what it listed, or no longer runs, starts over
   for (int64_t id : lost) {
     const std::vector<std::string> slots = core_.book.at(id).slots;
     core_.gangs.end(id, worker, "the worker of its rank 0 lost the attempt");

@@ -37,6 +37,13 @@ struct WorkerState {
   std::string pool = "default";
   bool trains = true, measures = false;
   std::set<int64_t> measuring;  // trials whose latency it measures now
+  // Attempts its heartbeats have left out, past the grace after they were sent:
+  // when the first such heartbeat came and how many have. See Reports::on_heartbeat.
+  struct Missed {
+    double first = 0;
+    int count = 0;
+  };
+  std::map<std::pair<int64_t, int>, Missed> missed;
 };
 
 class Sessions {

@@ -870,3 +870,50 @@ TEST_CASE(
   CHECK(query_text(c, "SELECT status FROM trials WHERE id = " + std::to_string(given.trial)) ==
         "queued");
 }
+
+TEST_CASE("hostile: heartbeats read in a burst, sent before an attempt arrived, do not lose it") {
+  // On a loaded machine the controller may read at once several heartbeats a
+  // worker sent before the attempt reached it, long after the attempt was
+  // sent. They must not take the attempt back: only heartbeats that leave it
+  // out over two intervals of the controller's reading do.
+  Search search("stale-beats", "stale-beats", 5);
+  ExperimentConfig cfg = search.config();
+  cfg.budget_trials = 1000000;  // never reached: the test stops it
+  ControllerOptions opt = Search::options();
+  opt.heartbeat_ms = 1000;  // a burst read within 2 s counts as one look
+  opt.liveness = 1000;      // nobody is judged lost by silence here
+  Log log;
+  opt.log = log.sink();
+  Controller controller(search.store, search.space, *search.strategy, cfg, opt);
+  std::thread tc([&] { controller.run(); });
+  struct Join {
+    Controller& c;
+    std::thread& t;
+    ~Join() {
+      c.request_stop();
+      if (t.joinable()) t.join();
+    }
+  } join{controller, tc};
+  zmq::context_t ctx;
+  Peer w(ctx, controller.endpoint(), "w");
+  w.send(proto::Type::hello, hello("w"));
+  REQUIRE(w.answer().type == proto::Type::welcome);
+  w.send(proto::Type::ready, {{"slot", "cpu"}});
+  const proto::Message given = w.answer();
+  REQUIRE(given.type == proto::Type::train);
+  const proto::Train train = given.as<proto::Train>();
+  // Past the grace the controller gives a new attempt (3 heartbeats), then the stale burst.
+  std::this_thread::sleep_for(std::chrono::milliseconds(4 * opt.heartbeat_ms));
+  const nlohmann::json none = {{"running", nlohmann::json::array()}};
+  for (int i = 0; i < 10; ++i) w.send(proto::Type::heartbeat, none);
+  w.send(proto::Type::heartbeat,
+         {{"running", nlohmann::json::array(
+                          {{{"trial", train.trial}, {"attempt", train.attempt}}})}});
+  // The slot still runs the attempt: a ready for it is refused.
+  w.send(proto::Type::ready, {{"slot", "cpu"}});
+  const proto::Message m = w.answer();
+  REQUIRE(m.type == proto::Type::error);
+  CHECK(m.as<proto::Refusal>().code == "not_allowed");
+  CHECK(contains(m.as<proto::Refusal>().message, "runs trial " + std::to_string(train.trial)));
+  for (const std::string& l : log.lines()) CHECK_FALSE(contains(l, "no longer runs"));
+}

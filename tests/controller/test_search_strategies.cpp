@@ -377,6 +377,9 @@ TEST_CASE(
   for (const auto& l : lines)
     if (std::sscanf(l.c_str(), "trial 1 attempt 1 continues after epoch %d", &resumed_after) == 1)
       break;
+  std::string log;
+  for (const auto& l : lines) log += l + "\n";
+  CAPTURE(log);
   REQUIRE_MESSAGE(resumed_after >= 2, "the retried attempt did not continue from a rung");
   db::Connection c = db::open_store_readonly(search.path);
   db::Statement t = c.prepare("SELECT status, attempt FROM trials");
