@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "dashboard/request.h"
+#include "db/live_queries.h"
 #include "db/queries.h"
 #include "searchspace/error.h"
 #include "searchspace/json_read.h"
@@ -171,81 +172,63 @@ Json opt(const std::optional<std::string>& v) {
   return v ? Json(*v) : Json();
 }
 
-Json column(const db::Statement& s, int i) {
-  switch (s.column_type(i)) {
-    case db::ColumnType::Null:
-      return nullptr;
-    case db::ColumnType::Integer:
-      return s.column_int64(i);
-    case db::ColumnType::Float:
-      return s.column_double(i);
-    default:
-      return s.column_text(i);
-  }
+BadRequest no_such_experiment(const Params& p) {
+  return {404, "experiment " + quote(p.text("experiment")) + ": no such experiment"};
 }
 
 int64_t experiment_id(db::Connection& conn, const Params& p) {
-  const std::string& name = p.text("experiment");
-  db::Statement s = conn.prepare("SELECT id FROM experiments WHERE name = ?");
-  s.bind_all(name);
-  if (!s.step()) throw BadRequest{404, "experiment " + quote(name) + ": no such experiment"};
-  return s.column_int64(0);
+  const std::optional<int64_t> id = db::experiment_id(conn, p.text("experiment"));
+  if (!id) throw no_such_experiment(p);
+  return *id;
 }
 
-Json counts(db::Connection& conn, int64_t experiment) {
-  Json c = {{"queued", 0}, {"running", 0}, {"done", 0}, {"failed", 0}, {"pruned", 0}};
-  db::Statement s = conn.prepare("SELECT status, n FROM experiment_counts WHERE experiment_id = ?");
-  s.bind_all(experiment);
-  int64_t total = 0;
-  while (s.step()) {
-    c[s.column_text(0)] = s.column_int64(1);
-    total += s.column_int64(1);
-  }
-  c["total"] = total;
-  return c;
+// The experiment the request names, with its run.
+db::ExperimentDetail experiment_of(db::Connection& conn, const Params& p) {
+  std::optional<db::ExperimentDetail> d = db::experiment_detail(conn, experiment_id(conn, p));
+  if (!d) throw no_such_experiment(p);
+  return std::move(*d);
 }
 
-int64_t seq_reached(db::Connection& conn) {
-  db::Statement s = conn.prepare("SELECT seq FROM change_seq WHERE id = 1");
-  return s.step() ? s.column_int64(0) : 0;
+Json counts(const db::StatusCounts& c) {
+  return {{"queued", c.queued}, {"running", c.running}, {"done", c.done},
+          {"failed", c.failed}, {"pruned", c.pruned},   {"total", c.total()}};
 }
 
-// The columns of a trial row, in this order, for every list of trials.
-constexpr const char* kTrialColumns =
-    "number, arch_key, status, attempt, fidelity, device, val_acc, test_acc, latency_ms, params, "
-    "macs, train_seconds, queued_at, started_at, finished_at, error, seq";
-const char* const kTrialNames[] = {
-    "number",    "arch",       "status",      "attempt", "fidelity", "device",
-    "val_acc",   "test_acc",   "latency_ms",  "params",  "macs",     "train_seconds",
-    "queued_at", "started_at", "finished_at", "error",   "seq"};
-
-Json trial_row(const db::Statement& s) {
-  Json t = Json::object();
-  for (int i = 0; i < 17; ++i) t[kTrialNames[i]] = column(s, i);
-  return t;
+// A trial as every list of trials shows it.
+Json trial_row(const db::TrialChange& c) {
+  const db::TrialRow& t = c.trial;
+  return {{"number", t.number},
+          {"arch", t.arch_key},
+          {"status", t.status},
+          {"attempt", t.attempt},
+          {"fidelity", t.fidelity},
+          {"device", opt(t.device)},
+          {"val_acc", opt(t.val_acc)},
+          {"test_acc", opt(t.test_acc)},
+          {"latency_ms", opt(t.latency_ms)},
+          {"params", opt(t.params)},
+          {"macs", opt(t.macs)},
+          {"train_seconds", opt(t.train_seconds)},
+          {"queued_at", t.queued_at},
+          {"started_at", opt(t.started_at)},
+          {"finished_at", opt(t.finished_at)},
+          {"error", opt(t.error)},
+          {"seq", c.seq}};
 }
 
 Json list_experiments(db::Connection& conn, const Params&, std::string&) {
   Json out = Json::array();
-  db::Statement s = conn.prepare(
-      "SELECT id, name, status, space, strategy, dataset, created_at, seconds_run FROM "
-      "experiments ORDER BY id LIMIT 1000");
-  db::Statement best = conn.prepare(
-      "SELECT val_acc FROM trials WHERE experiment_id = ? AND status = 'done' "
-      "ORDER BY val_acc DESC LIMIT 1");
-  while (s.step()) {
-    const int64_t id = s.column_int64(0);
-    best.reset();
-    best.bind_all(id);
-    out.push_back({{"name", s.column_text(1)},
-                   {"status", s.column_text(2)},
-                   {"space", s.column_text(3)},
-                   {"strategy", s.column_text(4)},
-                   {"data", s.column_text(5)},
-                   {"created_at", s.column_double(6)},
-                   {"seconds_run", s.column_double(7)},
-                   {"counts", counts(conn, id)},
-                   {"best_val_acc", best.step() ? column(best, 0) : Json()}});
+  for (const db::ExperimentDetail& d : db::experiment_details(conn, 1000)) {
+    const db::ExperimentRow& r = d.row;
+    out.push_back({{"name", r.name},
+                   {"status", r.status},
+                   {"space", r.space},
+                   {"strategy", r.strategy},
+                   {"data", r.dataset},
+                   {"created_at", r.created_at},
+                   {"seconds_run", d.seconds_run},
+                   {"counts", counts(r.counts)},
+                   {"best_val_acc", opt(r.best_val_acc)}});
   }
   return out;
 }
@@ -261,28 +244,29 @@ std::vector<T> downsample(const std::vector<T>& v, size_t n) {
 }
 
 Json overview(db::Connection& conn, const Params& p, std::string& fault) {
-  const int64_t id = experiment_id(conn, p);
-  db::Statement s = conn.prepare(
-      "SELECT name, status, space, strategy, dataset, strategy_settings, objective, created_at, "
-      "started_at, finished_at, seconds_run, budget_trials, budget_seconds, run_started_at FROM "
-      "experiments WHERE id = ?");
-  s.bind_all(id);
-  s.step();
-  Json o = {
-      {"name", s.column_text(0)},           {"status", s.column_text(1)},
-      {"space", s.column_text(2)},          {"strategy", s.column_text(3)},
-      {"data", s.column_text(4)},           {"strategy_settings", stored_json(s.column_text(5))},
-      {"objective", s.column_text(6)},      {"created_at", column(s, 7)},
-      {"started_at", column(s, 8)},         {"finished_at", column(s, 9)},
-      {"seconds_run", s.column_double(10)}, {"counts", counts(conn, id)}};
+  const db::ExperimentDetail d = experiment_of(conn, p);
+  const int64_t id = d.row.id;
+  const db::ExperimentRow& r = d.row;
+  Json o = {{"name", r.name},
+            {"status", r.status},
+            {"space", r.space},
+            {"strategy", r.strategy},
+            {"data", r.dataset},
+            {"strategy_settings", stored_json(d.strategy_settings)},
+            {"objective", d.objective},
+            {"created_at", r.created_at},
+            {"started_at", opt(d.started_at)},
+            {"finished_at", opt(d.finished_at)},
+            {"seconds_run", d.seconds_run},
+            {"counts", counts(r.counts)}};
   // Budget used: trials created of those the latest run may create; seconds
   // of all runs, the one going on included, of its wall-clock budget.
-  double seconds_used = s.column_double(10);
-  if (o["status"] == "running" && s.column_type(13) != db::ColumnType::Null)
-    seconds_used += std::max(0.0, unix_now() - s.column_double(13));
-  o["budget"] = {{"trials", column(s, 11)},
-                 {"trials_used", o["counts"]["total"]},
-                 {"seconds", column(s, 12)},
+  double seconds_used = d.seconds_run;
+  if (r.status == "running" && d.run_started_at)
+    seconds_used += std::max(0.0, unix_now() - *d.run_started_at);
+  o["budget"] = {{"trials", opt(d.budget_trials)},
+                 {"trials_used", r.counts.total()},
+                 {"seconds", opt(d.budget_seconds)},
                  {"seconds_used", seconds_used}};
   const auto top = db::top_k(conn, id, db::Metric::val_acc, 1);
   o["best"] = top.empty() ? Json()
@@ -291,32 +275,19 @@ Json overview(db::Connection& conn, const Params& p, std::string& fault) {
                                  {"val_acc", opt(top[0].val_acc)}};
   // The curve kept on write (migration 7), one row per improvement; seconds
   // count from the experiment's first start.
-  const double origin =
-      s.column_type(8) == db::ColumnType::Null ? s.column_double(7) : s.column_double(8);
-  db::Statement b = conn.prepare(
-      "SELECT finished, finished_at, val_acc, number FROM best_so_far WHERE experiment_id = ? "
-      "ORDER BY finished");
-  b.bind_all(id);
-  struct Point {
-    int64_t trials;
-    double seconds, best;
-    int64_t number;
-  };
-  std::vector<Point> points;
-  while (b.step())
-    points.push_back(
-        {b.column_int64(0), b.column_double(1) - origin, b.column_double(2), b.column_int64(3)});
+  const double origin = d.origin();
   Json curve = Json::array();
-  for (const auto& pt : downsample(points, 500))
-    curve.push_back(
-        {{"trials", pt.trials}, {"seconds", pt.seconds}, {"best", pt.best}, {"number", pt.number}});
+  for (const auto& b : downsample(db::kept_best_so_far(conn, id), 500))
+    curve.push_back({{"trials", b.finished},
+                     {"seconds", b.finished_at - origin},
+                     {"best", b.val_acc},
+                     {"number", b.number}});
   o["best_so_far"] = curve;
   // Where the time axis ends: now for a running experiment, else when it last stopped.
-  o["elapsed"] = s.column_type(8) == db::ColumnType::Null ? 0.0  // never started
-                 : o["status"] == "running" || s.column_type(9) == db::ColumnType::Null
-                     ? std::max(0.0, unix_now() - origin)
-                     : s.column_double(9) - origin;
-  o["seq"] = seq_reached(conn);
+  o["elapsed"] = !d.started_at                             ? 0.0  // never started
+                 : r.status == "running" || !d.finished_at ? std::max(0.0, unix_now() - origin)
+                                                           : *d.finished_at - origin;
+  o["seq"] = db::change_seq(conn);
   return o;
 }
 
@@ -354,56 +325,41 @@ Json list_trials(db::Connection& conn, const Params& p, std::string& fault) {
     throw BadRequest{400, "after: " + quote(p.text("after")) +
                               " is not a cursor this endpoint gave (" +
                               (sort == "number" ? "NUMBER" : "VALUE,NUMBER") + ")"};
-  const std::string col = sort == "number" ? "number" : sort;
-  const bool desc = order == "desc";
-  std::string sql =
-      std::string("SELECT ") + kTrialColumns + " FROM trials WHERE experiment_id = ?1";
-  if (sort == "val_acc") sql += " AND status = 'done'";
-  if (sort == "finished_at") sql += " AND finished_at IS NOT NULL";
-  if (!status.empty()) sql += " AND status = ?2";
-  const char* lt = desc ? "<" : ">";
-  if (after_number) {
-    if (sort == "number")
-      sql += std::string(" AND number ") + lt + " ?4";
-    else
-      sql += " AND (" + col + " " + lt + " ?3 OR (" + col + " = ?3 AND number " + lt + " ?4))";
-  }
-  sql += " ORDER BY " +
-         (sort == "number" ? std::string("number") : col + (desc ? " DESC" : "") + ", number") +
-         (desc ? " DESC" : "") + " LIMIT ?5";
-  db::Statement s = conn.prepare(sql);
-  s.bind(1, id);
-  if (!status.empty()) s.bind(2, status);
-  if (after_value) s.bind(3, *after_value);
-  if (after_number) s.bind(4, *after_number);
-  s.bind(5, limit + 1);
+  db::TrialPageQuery q;
+  q.sort = sort == "val_acc"       ? db::TrialSort::val_acc
+           : sort == "finished_at" ? db::TrialSort::finished_at
+           : sort == "seq"         ? db::TrialSort::seq
+                                   : db::TrialSort::number;
+  q.descending = order == "desc";
+  if (!status.empty()) q.status = status;
+  q.after_value = after_value;
+  q.after_number = after_number;
+  q.limit = limit;
+  const db::TrialPage page = db::trial_page(conn, id, q);
   Json rows = Json::array();
+  for (const auto& t : page.rows) rows.push_back(trial_row(t));
   Json next;
-  while (s.step()) {
-    if (static_cast<int64_t>(rows.size()) == limit) {
-      const Json& last = rows.back();
-      next = sort == "number" ? std::to_string(last["number"].get<int64_t>())
-                              : last[sort == "number" ? "number" : sort].dump() + "," +
-                                    std::to_string(last["number"].get<int64_t>());
-      break;
-    }
-    rows.push_back(trial_row(s));
+  if (page.more) {
+    const Json& last = rows.back();
+    next = sort == "number"
+               ? std::to_string(last["number"].get<int64_t>())
+               : last[sort].dump() + "," + std::to_string(last["number"].get<int64_t>());
   }
   return {{"trials", rows}, {"next", next}};
 }
 
-// The experiment's space, parsed once per thread and space document.
-std::shared_ptr<const Space> space_of(db::Connection& conn, int64_t experiment) {
-  db::Statement s = conn.prepare("SELECT space_json, name FROM experiments WHERE id = ?");
-  s.bind_all(experiment);
-  if (!s.step()) return nullptr;
-  const std::string text = s.column_text(0);
+// The experiment's space, parsed once per thread and space document; `name`
+// is the experiment's, for errors.
+std::shared_ptr<const Space> space_of(db::Connection& conn, int64_t experiment,
+                                      const std::string& name) {
+  const std::optional<std::string> text = db::space_json(conn, experiment);
+  if (!text) return nullptr;
   thread_local std::map<std::string, std::shared_ptr<const Space>> cache;
-  if (auto it = cache.find(text); it != cache.end()) return it->second;
-  auto space = std::make_shared<const Space>(
-      Space::parse(text, "the space of experiment '" + s.column_text(1) + "'"));
+  if (auto it = cache.find(*text); it != cache.end()) return it->second;
+  auto space =
+      std::make_shared<const Space>(Space::parse(*text, "the space of experiment '" + name + "'"));
   if (cache.size() >= 16) cache.clear();
-  cache.emplace(text, space);
+  cache.emplace(*text, space);
   return space;
 }
 
@@ -447,18 +403,16 @@ Json trial_view(db::Connection& conn, const Params& p, std::string& fault) {
   const int64_t id = experiment_id(conn, p);
   const int64_t number = p.integer("number", 0);
   const int64_t points = p.integer("points", 200);
-  {
-    db::Statement s = conn.prepare("SELECT 1 FROM trials WHERE experiment_id = ? AND number = ?");
-    s.bind_all(id, number);
-    if (!s.step())
-      throw BadRequest{404, "trial " + std::to_string(number) + " of experiment " +
-                                quote(p.text("experiment")) + ": no such trial"};
-  }
-  const db::TrialDetail d = db::trial(conn, id, number);
+  const std::optional<db::TrialDetail> found = db::find_trial(conn, id, number);
+  if (!found)
+    throw BadRequest{404, "trial " + std::to_string(number) + " of experiment " +
+                              quote(p.text("experiment")) + ": no such trial"};
+  const db::TrialDetail& d = *found;
   const db::TrialRow& t = d.trial;
   Json graph;
   try {
-    if (auto space = space_of(conn, id)) graph = graph_summary(*space, t.arch_key);
+    if (auto space = space_of(conn, id, p.text("experiment")))
+      graph = graph_summary(*space, t.arch_key);
   } catch (const std::exception& e) {
     // A space or key this build cannot read: the rest still answers.
     graph = {{"error", "this build cannot lower the architecture in the experiment's space"}};
@@ -504,28 +458,24 @@ Json trial_view(db::Connection& conn, const Params& p, std::string& fault) {
           {"lineage", lineage},
           {"children", d.children},
           {"graph", graph},
-          {"seq", seq_reached(conn)}};
+          {"seq", db::change_seq(conn)}};
 }
 
 Json changes(db::Connection& conn, const Params& p, std::string& fault) {
   const int64_t id = experiment_id(conn, p);
   const int64_t since = p.integer("since", 0);
   const int64_t limit = p.integer("limit", 500);
-  db::Statement s = conn.prepare(std::string("SELECT ") + kTrialColumns +
-                                 " FROM trials WHERE experiment_id = ? AND seq > ? ORDER BY seq "
-                                 "LIMIT ?");
-  s.bind_all(id, since, limit);
   Json rows = Json::array();
   int64_t last = since;
-  while (s.step()) {
-    rows.push_back(trial_row(s));
-    last = rows.back()["seq"].get<int64_t>();
+  for (const auto& t : db::changes_since(conn, id, since, limit)) {
+    rows.push_back(trial_row(t));
+    last = t.seq;
   }
   // More may wait past a full page: the client asks again from `seq`.
   return {{"trials", rows},
           {"seq", last},
           {"more", static_cast<int64_t>(rows.size()) == limit},
-          {"counts", counts(conn, id)}};
+          {"counts", counts(db::status_counts(conn, id))}};
 }
 
 Json pareto_view(db::Connection& conn, const Params& p, std::string& fault) {
@@ -538,46 +488,30 @@ Json pareto_view(db::Connection& conn, const Params& p, std::string& fault) {
                      {"arch", t.arch_key},
                      {"val_acc", opt(t.val_acc)},
                      {x, opt(t.value(m))}});
-  // The scatter: up to 2,000 of the done trials with both values.
-  db::Statement n =
-      conn.prepare("SELECT count(*) FROM trials WHERE experiment_id = ? AND status = 'done' AND " +
-                   x + " IS NOT NULL");
-  n.bind_all(id);
-  n.step();
-  const int64_t total = n.column_int64(0);
-  const int64_t step = std::max<int64_t>(1, (total + 1999) / 2000);
-  // In the order of the covering index of done trials (by accuracy): every
-  // k-th is an even sample over the accuracies.
-  db::Statement s = conn.prepare("SELECT number, val_acc, " + x +
-                                 " FROM trials INDEXED BY trials_done WHERE experiment_id = ? AND "
-                                 "status = 'done' AND " +
-                                 x + " IS NOT NULL");
-  s.bind_all(id);
+  // The scatter: up to 2,000 of the done trials with x, evenly over the accuracies.
+  const db::Scatter scatter = db::done_scatter(conn, id, m, 2000);
+  // params and macs are counts: the points give them as integers.
+  const bool count = m == db::Metric::params || m == db::Metric::macs;
   Json points = Json::array();
-  for (int64_t i = 0; s.step(); ++i)
-    if (i % step == 0)
-      points.push_back(
-          {{"number", s.column_int64(0)}, {"val_acc", column(s, 1)}, {x, column(s, 2)}});
-  return {{"x", x}, {"front", front}, {"points", points}, {"done_with_x", total}};
+  for (const auto& pt : scatter.points)
+    points.push_back({{"number", pt.number},
+                      {"val_acc", opt(pt.val_acc)},
+                      {x, count ? Json(static_cast<int64_t>(pt.x)) : Json(pt.x)}});
+  return {{"x", x}, {"front", front}, {"points", points}, {"done_with_x", scatter.total}};
 }
 
 Json list_failures(db::Connection& conn, const Params& p, std::string& fault) {
   const int64_t id = experiment_id(conn, p);
   const int64_t limit = p.integer("limit", 100);
-  db::Statement s = conn.prepare(
-      "SELECT t.number, t.arch_key, t.attempt, w.name, t.error, t.finished_at FROM trials t "
-      "LEFT JOIN workers w ON w.id = t.worker_id WHERE t.experiment_id = ? AND t.status = "
-      "'failed' ORDER BY t.number DESC LIMIT ?");
-  s.bind_all(id, limit);
   Json rows = Json::array();
-  while (s.step())
-    rows.push_back({{"number", s.column_int64(0)},
-                    {"arch", s.column_text(1)},
-                    {"attempt", s.column_int64(2)},
-                    {"worker", column(s, 3)},
-                    {"error", column(s, 4)},
-                    {"finished_at", column(s, 5)}});
-  return {{"failures", rows}, {"failed", counts(conn, id)["failed"]}};
+  for (const auto& f : db::failures(conn, id, limit).rows)
+    rows.push_back({{"number", f.number},
+                    {"arch", f.arch_key},
+                    {"attempt", f.attempt},
+                    {"worker", opt(f.worker)},
+                    {"error", opt(f.error)},
+                    {"finished_at", opt(f.finished_at)}});
+  return {{"failures", rows}, {"failed", db::status_counts(conn, id).failed}};
 }
 
 Json list_workers(db::Connection& conn, const Params& p, std::string& fault) {
@@ -601,122 +535,61 @@ Json list_workers(db::Connection& conn, const Params& p, std::string& fault) {
   }
   // What each is running now, from the running trials' devices.
   if (id) {
-    db::Statement s = conn.prepare(
-        "SELECT w.name, t.number, t.device, t.started_at FROM trials t JOIN workers w ON w.id = "
-        "t.worker_id WHERE t.experiment_id = ? AND t.status = 'running' ORDER BY t.number LIMIT "
-        "1000");
-    s.bind_all(*id);
-    while (s.step())
+    db::TrialPageQuery running;
+    running.status = "running";
+    running.limit = 1000;
+    for (const auto& c : db::trial_page(conn, *id, running).rows)
       for (auto& r : rows)
-        if (r["name"] == s.column_text(0))
-          r["running"].push_back({{"number", s.column_int64(1)},
-                                  {"device", column(s, 2)},
-                                  {"started_at", column(s, 3)}});
+        if (c.trial.worker && r["name"] == *c.trial.worker)
+          r["running"].push_back({{"number", c.trial.number},
+                                  {"device", opt(c.trial.device)},
+                                  {"started_at", opt(c.trial.started_at)}});
   }
   return {{"workers", rows}};
 }
 
-// The experiment's origin for time axes: its first start (its creation if it never ran).
-double origin_of(db::Connection& conn, int64_t experiment) {
-  db::Statement s =
-      conn.prepare("SELECT coalesce(started_at, created_at) FROM experiments WHERE id = ?");
-  s.bind_all(experiment);
-  return s.step() ? s.column_double(0) : 0.0;
-}
-
 Json internals(db::Connection& conn, const Params& p, std::string& fault) {
-  const int64_t id = experiment_id(conn, p);
+  const db::ExperimentDetail d = experiment_of(conn, p);
   const int64_t points = p.integer("points", 500);
-  db::Statement name = conn.prepare("SELECT strategy FROM experiments WHERE id = ?");
-  name.bind_all(id);
-  name.step();
-  const std::string strategy = name.column_text(0);
-  const double origin = origin_of(conn, id);
+  // Seconds from the experiment's first start (its creation if it never ran).
+  const double origin = d.origin();
   // About 100 ln(results) rows per experiment (the controller thins them out).
-  db::Statement s = conn.prepare(
-      "SELECT results, at, state FROM strategy_snapshots WHERE experiment_id = ? ORDER BY "
-      "results LIMIT 100000");
-  s.bind_all(id);
-  struct Row {
-    int64_t results;
-    double seconds;
-    std::string state;
-  };
-  std::vector<Row> rows;
-  while (s.step())
-    rows.push_back({s.column_int64(0), s.column_double(1) - origin, s.column_text(2)});
+  const std::vector<db::StrategySnapshot> rows = db::strategy_snapshots(conn, d.row.id, 100000);
   Json out = Json::array();
   for (const auto& r : downsample(rows, static_cast<size_t>(points)))
     out.push_back(
-        {{"results", r.results}, {"seconds", r.seconds}, {"state", stored_json(r.state)}});
-  return {{"strategy", strategy}, {"snapshots", out}, {"kept", rows.size()}};
+        {{"results", r.results}, {"seconds", r.at - origin}, {"state", stored_json(r.state)}});
+  return {{"strategy", d.row.strategy}, {"snapshots", out}, {"kept", rows.size()}};
 }
 
 // The pool over time: its state at `points` evenly spaced instants from the
 // first sample to the last (an index seek each, however many samples there
 // are), or every sample when there are fewer.
 Json pool(db::Connection& conn, const Params& p, std::string& fault) {
-  const int64_t id = experiment_id(conn, p);
+  const db::ExperimentDetail d = experiment_of(conn, p);
   const int64_t points = p.integer("points", 300);
-  const double origin = origin_of(conn, id);
-  db::Statement range =
-      conn.prepare("SELECT min(at), max(at) FROM pool_samples WHERE experiment_id = ?");
-  range.bind_all(id);
-  range.step();
+  const double origin = d.origin();  // as the internals' seconds
   Json out = Json::array();
-  if (range.column_type(0) == db::ColumnType::Null) return {{"samples", out}};
-  const double first = range.column_double(0), last = range.column_double(1);
-  db::Statement few = conn.prepare(
-      "SELECT count(*) FROM (SELECT 1 FROM pool_samples WHERE experiment_id = ? LIMIT ?)");
-  few.bind_all(id, points + 1);
-  few.step();
-  const bool all = few.column_int64(0) <= points;
-  db::Statement every = conn.prepare(
-      "SELECT at, workers, slots, busy, queued FROM pool_samples WHERE experiment_id = ? ORDER BY "
-      "at");
-  db::Statement at = conn.prepare(
-      "SELECT at, workers, slots, busy, queued FROM pool_samples WHERE experiment_id = ? AND at "
-      "<= ? ORDER BY at DESC LIMIT 1");
-  auto add = [&](const db::Statement& r) {
-    out.push_back({{"seconds", r.column_double(0) - origin},
-                   {"workers", r.column_int64(1)},
-                   {"slots", r.column_int64(2)},
-                   {"busy", r.column_int64(3)},
-                   {"queued", r.column_int64(4)}});
-  };
-  if (all) {
-    every.bind_all(id);
-    while (every.step()) add(every);
-    return {{"samples", out}};
-  }
-  double previous = -1;
-  for (int64_t i = 0; i < points; ++i) {
-    const double t = i + 1 == points ? last : first + (last - first) * i / (points - 1);
-    at.reset();
-    at.bind_all(id, t);
-    if (!at.step() || at.column_double(0) == previous) continue;
-    previous = at.column_double(0);
-    add(at);
-  }
+  for (const db::PoolSample& s : db::pool_over_time(conn, d.row.id, points))
+    out.push_back({{"seconds", s.at - origin},
+                   {"workers", s.workers},
+                   {"slots", s.slots},
+                   {"busy", s.busy},
+                   {"queued", s.queued}});
   return {{"samples", out}};
 }
 
 Json list_data_reports(db::Connection& conn, const Params& p, std::string& fault) {
-  const std::string& name = p.text("experiment");
-  db::Statement s = conn.prepare(
-      name.empty() ? "SELECT experiment, location, usable, fingerprint, report, created_at FROM "
-                     "data_reports ORDER BY id DESC LIMIT 50"
-                   : "SELECT experiment, location, usable, fingerprint, report, created_at FROM "
-                     "data_reports WHERE experiment = ?1 ORDER BY id DESC LIMIT 50");
-  if (!name.empty()) s.bind(1, name);
+  std::optional<std::string> name;
+  if (p.has("experiment")) name = p.text("experiment");
   Json rows = Json::array();
-  while (s.step())
-    rows.push_back({{"experiment", s.column_text(0)},
-                    {"location", s.column_text(1)},
-                    {"usable", s.column_int64(2) != 0},
-                    {"fingerprint", stored_json(s.column_text(3))},
-                    {"report", stored_json(s.column_text(4))},
-                    {"created_at", s.column_double(5)}});
+  for (const auto& r : db::data_report_rows(conn, name, 50))
+    rows.push_back({{"experiment", r.experiment},
+                    {"location", r.location},
+                    {"usable", r.usable},
+                    {"fingerprint", stored_json(r.fingerprint)},
+                    {"report", stored_json(r.report)},
+                    {"created_at", r.created_at}});
   return {{"data_reports", rows}};
 }
 

@@ -2,6 +2,8 @@
 // The dashboard's JSON API over a read-only connection to the store: one
 // function from a path and its query parameters to a status and a body, so
 // that it is tested without a server and served by any.
+// It holds no SQL of its own: it asks db/queries.h (the questions it
+// shares with `minas query`) and db/live_queries.h, and turns the rows into JSON.
 //
 // Every endpoint answers from indexes and returns a bounded number of rows:
 //   /api/experiments                       every experiment (at most 1,000): status counts, best
@@ -26,7 +28,8 @@
 //   /api/pareto?experiment=E&x=latency_ms|params|macs
 //                                          the front of validation accuracy against x, and up to
 //                                          2,000 other done trials for the scatter
-//   /api/failures?experiment=E[&limit=N<=500]   failed trials with their errors, latest first
+//   /api/failures?experiment=E[&limit=N<=500]   failed trials with their errors, the latest
+//                                          failure first (db::failures, as `minas query failures`)
 //   /api/workers[?experiment=E]            workers: devices, last seen, utilization
 //   /api/pool?experiment=E[&points=P<=1000]  workers, slots, busy slots and queue over time:
 //                                          the pool's state at P instants (default 300)

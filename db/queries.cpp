@@ -14,10 +14,20 @@
 #include <unordered_set>
 #include <utility>
 
+#include "db/read_support.h"
 #include "db/schema.h"
 #include "searchspace/space.h"
 
 namespace minas::db {
+
+using detail::opt_int;
+using detail::opt_real;
+using detail::opt_text;
+using detail::read_trial;
+using detail::ReadSnapshot;
+using detail::table_exists;
+using detail::trial_select;
+
 namespace {
 
 constexpr std::array<Metric, 6> kMetrics = {Metric::val_acc,    Metric::test_acc,
@@ -26,35 +36,6 @@ constexpr std::array<Metric, 6> kMetrics = {Metric::val_acc,    Metric::test_acc
 
 // Error lists of names stop here, so a store with thousands of experiments stays readable.
 constexpr size_t kMaxListed = 20;
-
-// A read transaction: every SELECT inside sees the same committed state. Inside a
-// transaction the caller holds it does nothing, since SQLite transactions do not nest.
-// BEGIN (deferred) and COMMIT of a transaction that only read write nothing to the file.
-class ReadSnapshot {
- public:
-  explicit ReadSnapshot(Connection& conn) : conn_(conn), own_(!conn.in_transaction()) {
-    if (own_) conn_.exec("BEGIN");
-  }
-  ReadSnapshot(const ReadSnapshot&) = delete;
-  ReadSnapshot& operator=(const ReadSnapshot&) = delete;
-  ~ReadSnapshot() {
-    if (!own_) return;
-    // Ending a read transaction cannot lose anything; ROLLBACK is the fallback that leaves
-    // the connection usable if COMMIT fails.
-    try {
-      conn_.exec("COMMIT");
-    } catch (const std::exception&) {
-      try {
-        conn_.exec("ROLLBACK");
-      } catch (const std::exception&) {
-      }
-    }
-  }
-
- private:
-  Connection& conn_;
-  bool own_;
-};
 
 std::string_view trim(std::string_view s) {
   const auto first = s.find_first_not_of(" \t\r\n");
@@ -73,21 +54,6 @@ std::string join_listed(const std::vector<std::string>& names) {
     out += ", ... (" + std::to_string(names.size() - kMaxListed) + " more)";
   }
   return out;
-}
-
-std::optional<double> opt_real(const Statement& s, int i) {
-  if (s.is_null(i)) return std::nullopt;
-  return s.column_double(i);
-}
-
-std::optional<int64_t> opt_int(const Statement& s, int i) {
-  if (s.is_null(i)) return std::nullopt;
-  return s.column_int64(i);
-}
-
-std::optional<std::string> opt_text(const Statement& s, int i) {
-  if (s.is_null(i)) return std::nullopt;
-  return s.column_text(i);
 }
 
 // The metric's column, for SQL built here: always one of the fixed names, never user text.
@@ -130,39 +96,8 @@ constexpr std::string_view kTrialColumns =
     "t.id, t.number, t.arch_key, t.status, t.attempt, t.fidelity, w.name, t.device, t.val_acc, "
     "t.test_acc, t.latency_ms, t.params, t.macs, t.train_seconds, t.queued_at, t.started_at, "
     "t.finished_at, p.number, t.mutation, t.error";
-constexpr int kTrialColumnCount = 20;
 constexpr std::string_view kTrialJoins =
     " LEFT JOIN workers w ON w.id = t.worker_id LEFT JOIN trials p ON p.id = t.parent_id ";
-
-TrialRow read_trial(const Statement& s, int c = 0) {
-  TrialRow r;
-  r.id = s.column_int64(c + 0);
-  r.number = s.column_int64(c + 1);
-  r.arch_key = s.column_text(c + 2);
-  r.status = s.column_text(c + 3);
-  r.attempt = s.column_int64(c + 4);
-  r.fidelity = s.column_int64(c + 5);
-  r.worker = opt_text(s, c + 6);
-  r.device = opt_text(s, c + 7);
-  r.val_acc = opt_real(s, c + 8);
-  r.test_acc = opt_real(s, c + 9);
-  r.latency_ms = opt_real(s, c + 10);
-  r.params = opt_int(s, c + 11);
-  r.macs = opt_int(s, c + 12);
-  r.train_seconds = opt_real(s, c + 13);
-  r.queued_at = s.column_double(c + 14);
-  r.started_at = opt_real(s, c + 15);
-  r.finished_at = opt_real(s, c + 16);
-  r.parent_number = opt_int(s, c + 17);
-  r.mutation = opt_text(s, c + 18);
-  r.error = opt_text(s, c + 19);
-  static_assert(kTrialColumnCount == 20);
-  return r;
-}
-
-std::string trial_select() {
-  return "SELECT " + std::string(kTrialColumns) + " FROM trials t" + std::string(kTrialJoins);
-}
 
 Constraint parse_constraint(std::string_view part) {
   const std::string where = "constraint '" + std::string(part) + "'";
@@ -208,12 +143,6 @@ struct FrontPoint {
   double gx, gy;
   int64_t number;
 };
-
-bool table_exists(Connection& conn, std::string_view name) {
-  Statement s = conn.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1");
-  s.bind_text(1, name);
-  return s.step();
-}
 
 // The numbers of the points that no other point dominates, best x first, then by number.
 std::vector<int64_t> front_of(std::vector<FrontPoint> points) {
@@ -273,7 +202,107 @@ std::string quoted(std::string_view sql) {
   return std::string(sql.substr(0, kMaxQuoted)) + " ... (" + std::to_string(sql.size()) + " bytes)";
 }
 
+// The counts per status of the experiment ?1: those kept on write where the store keeps them
+// (schema version 6 on), else counted; trials_status (experiment_id, status, number) covers
+// the count, so no table rows are read.
+std::string counts_sql(Connection& conn) {
+  return table_exists(conn, "experiment_counts")
+             ? "SELECT status, n FROM experiment_counts WHERE experiment_id = ?1"
+             : "SELECT status, count(*) FROM trials WHERE experiment_id = ?1 GROUP BY status";
+}
+
+StatusCounts read_counts(Statement& s) {
+  Rewind rewind(s);
+  StatusCounts c;
+  while (s.step()) {
+    const std::string status = s.column_text(0);
+    const int64_t n = s.column_int64(1);
+    if (status == "queued") c.queued = n;
+    if (status == "running") c.running = n;
+    if (status == "done") c.done = n;
+    if (status == "failed") c.failed = n;
+    if (status == "pruned") c.pruned = n;
+  }
+  return c;
+}
+
 }  // namespace
+
+// ---- Shared with live_queries.cpp (db/read_support.h) ---------------------------------------
+
+namespace detail {
+
+std::optional<double> opt_real(const Statement& s, int i) {
+  if (s.is_null(i)) return std::nullopt;
+  return s.column_double(i);
+}
+
+std::optional<int64_t> opt_int(const Statement& s, int i) {
+  if (s.is_null(i)) return std::nullopt;
+  return s.column_int64(i);
+}
+
+std::optional<std::string> opt_text(const Statement& s, int i) {
+  if (s.is_null(i)) return std::nullopt;
+  return s.column_text(i);
+}
+
+bool table_exists(Connection& conn, std::string_view name) {
+  Statement s = conn.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1");
+  s.bind_text(1, name);
+  return s.step();
+}
+
+TrialRow read_trial(const Statement& s, int c) {
+  TrialRow r;
+  r.id = s.column_int64(c + 0);
+  r.number = s.column_int64(c + 1);
+  r.arch_key = s.column_text(c + 2);
+  r.status = s.column_text(c + 3);
+  r.attempt = s.column_int64(c + 4);
+  r.fidelity = s.column_int64(c + 5);
+  r.worker = opt_text(s, c + 6);
+  r.device = opt_text(s, c + 7);
+  r.val_acc = opt_real(s, c + 8);
+  r.test_acc = opt_real(s, c + 9);
+  r.latency_ms = opt_real(s, c + 10);
+  r.params = opt_int(s, c + 11);
+  r.macs = opt_int(s, c + 12);
+  r.train_seconds = opt_real(s, c + 13);
+  r.queued_at = s.column_double(c + 14);
+  r.started_at = opt_real(s, c + 15);
+  r.finished_at = opt_real(s, c + 16);
+  r.parent_number = opt_int(s, c + 17);
+  r.mutation = opt_text(s, c + 18);
+  r.error = opt_text(s, c + 19);
+  static_assert(kTrialColumnCount == 20);
+  return r;
+}
+
+std::string trial_select(std::string_view extra_columns) {
+  return "SELECT " + std::string(kTrialColumns) + std::string(extra_columns) + " FROM trials t" +
+         std::string(kTrialJoins);
+}
+
+// max() over the partial index trials_done is one index probe per experiment.
+ExperimentTotals::ExperimentTotals(Connection& conn)
+    : counts_(conn.prepare(counts_sql(conn))),
+      best_(conn.prepare(
+          "SELECT max(val_acc) FROM trials WHERE experiment_id = ?1 AND status = 'done'")) {}
+
+StatusCounts ExperimentTotals::counts(int64_t experiment_id) {
+  counts_.bind_int64(1, experiment_id);
+  return read_counts(counts_);
+}
+
+void ExperimentTotals::fill(ExperimentRow& row) {
+  row.counts = counts(row.id);
+  Rewind rewind(best_);
+  best_.bind_int64(1, row.id);
+  if (best_.step()) row.best_val_acc = opt_real(best_, 0);
+}
+
+}  // namespace detail
 
 // ---- Opening ---------------------------------------------------------------------------
 
@@ -427,30 +456,19 @@ std::optional<double> TrialRow::value(Metric m) const {
 // ---- Experiments ---------------------------------------------------------------------------
 
 StatusCounts status_counts(Connection& conn, int64_t experiment_id) {
-  // trials_status (experiment_id, status) covers this: no table rows are read.
-  Statement s =
-      conn.prepare("SELECT status, count(*) FROM trials WHERE experiment_id = ?1 GROUP BY status");
+  Statement s = conn.prepare(counts_sql(conn));
   s.bind_int64(1, experiment_id);
-  StatusCounts c;
-  while (s.step()) {
-    const std::string status = s.column_text(0);
-    const int64_t n = s.column_int64(1);
-    if (status == "queued") c.queued = n;
-    if (status == "running") c.running = n;
-    if (status == "done") c.done = n;
-    if (status == "failed") c.failed = n;
-    if (status == "pruned") c.pruned = n;
-  }
-  return c;
+  return read_counts(s);
 }
 
-std::vector<ExperimentRow> experiments(Connection& conn) {
+std::vector<ExperimentRow> experiments(Connection& conn, int64_t limit) {
   ReadSnapshot snapshot(conn);
   std::vector<ExperimentRow> rows;
   {
     Statement s = conn.prepare(
         "SELECT id, name, space, dataset, dataset_fingerprint, strategy, status, created_at "
-        "FROM experiments ORDER BY id");
+        "FROM experiments ORDER BY id LIMIT ?1");
+    s.bind_int64(1, limit);
     while (s.step()) {
       ExperimentRow r;
       r.id = s.column_int64(0);
@@ -464,23 +482,21 @@ std::vector<ExperimentRow> experiments(Connection& conn) {
       rows.push_back(std::move(r));
     }
   }
-  // max() over the partial index trials_done is one index probe per experiment.
-  Statement best =
-      conn.prepare("SELECT max(val_acc) FROM trials WHERE experiment_id = ?1 AND status = 'done'");
-  for (ExperimentRow& r : rows) {
-    r.counts = status_counts(conn, r.id);
-    best.reset();
-    best.bind_int64(1, r.id);
-    if (best.step()) r.best_val_acc = opt_real(best, 0);
-  }
+  detail::ExperimentTotals totals(conn);
+  for (ExperimentRow& r : rows) totals.fill(r);
   return rows;
+}
+
+std::optional<int64_t> experiment_id(Connection& conn, std::string_view name) {
+  Statement s = conn.prepare("SELECT id FROM experiments WHERE name = ?1");
+  s.bind_text(1, name);
+  if (!s.step()) return std::nullopt;
+  return s.column_int64(0);
 }
 
 int64_t find_experiment_id(Connection& conn, const std::optional<std::string>& name) {
   if (name) {
-    Statement s = conn.prepare("SELECT id FROM experiments WHERE name = ?1");
-    s.bind_text(1, *name);
-    if (s.step()) return s.column_int64(0);
+    if (const auto id = experiment_id(conn, *name)) return *id;
   }
   std::vector<std::string> names;
   int64_t only = 0;
@@ -647,19 +663,23 @@ std::vector<ProgressPoint> best_so_far(Connection& conn, int64_t experiment_id, 
 
 TrialDetail trial(Connection& conn, int64_t experiment_id, int64_t number) {
   ReadSnapshot snapshot(conn);
+  if (std::optional<TrialDetail> d = find_trial(conn, experiment_id, number)) return std::move(*d);
+  Statement last = conn.prepare("SELECT max(number) FROM trials WHERE experiment_id = ?1");
+  last.bind_int64(1, experiment_id);
+  const std::optional<int64_t> max = last.step() ? opt_int(last, 0) : std::nullopt;
+  throw Error("", "no trial " + std::to_string(number) + " in experiment '" +
+                      experiment_name(conn, experiment_id) + "' of " + conn.path() +
+                      (max ? " (its trials are numbered 0 to " + std::to_string(*max) + ")"
+                           : " (it has no trials yet)"));
+}
+
+std::optional<TrialDetail> find_trial(Connection& conn, int64_t experiment_id, int64_t number) {
+  ReadSnapshot snapshot(conn);
   TrialDetail d;
   {
     Statement s = conn.prepare(trial_select() + "WHERE t.experiment_id = ?1 AND t.number = ?2");
     s.bind_int64(1, experiment_id).bind_int64(2, number);
-    if (!s.step()) {
-      Statement last = conn.prepare("SELECT max(number) FROM trials WHERE experiment_id = ?1");
-      last.bind_int64(1, experiment_id);
-      const std::optional<int64_t> max = last.step() ? opt_int(last, 0) : std::nullopt;
-      throw Error("", "no trial " + std::to_string(number) + " in experiment '" +
-                          experiment_name(conn, experiment_id) + "' of " + conn.path() +
-                          (max ? " (its trials are numbered 0 to " + std::to_string(*max) + ")"
-                               : " (it has no trials yet)"));
-    }
+    if (!s.step()) return std::nullopt;
     d.trial = read_trial(s);
   }
   {
@@ -715,7 +735,7 @@ TrialDetail trial(Connection& conn, int64_t experiment_id, int64_t number) {
 
 // ---- Failures and workers ------------------------------------------------------------------
 
-Failures failures(Connection& conn, int64_t experiment_id) {
+Failures failures(Connection& conn, int64_t experiment_id, int64_t limit) {
   ReadSnapshot snapshot(conn);
   Failures f;
   {
@@ -725,8 +745,8 @@ Failures failures(Connection& conn, int64_t experiment_id) {
         "SELECT t.number, t.arch_key, t.attempt, w.name, t.error, t.finished_at "
         "FROM trials t INDEXED BY trials_status LEFT JOIN workers w ON w.id = t.worker_id "
         "WHERE t.experiment_id = ?1 AND t.status = 'failed' "
-        "ORDER BY t.finished_at DESC NULLS LAST, t.number DESC");
-    s.bind_int64(1, experiment_id);
+        "ORDER BY t.finished_at DESC NULLS LAST, t.number DESC LIMIT ?2");
+    s.bind_int64(1, experiment_id).bind_int64(2, limit);
     while (s.step()) {
       f.rows.push_back({s.column_int64(0), s.column_text(1), s.column_int64(2), opt_text(s, 3),
                         opt_text(s, 4), opt_real(s, 5)});

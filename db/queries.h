@@ -14,6 +14,7 @@
 // experiments.id; trial numbers are per experiment (trials.number, from 0).
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <span>
 #include <string>
@@ -144,8 +145,10 @@ struct FailureRow {
 };
 
 struct Failures {
-  std::vector<FailureRow> rows;  // failed trials, newest first
-  int64_t late_results = 0;      // results that came after their lease expired (not counted)
+  // Failed trials, the latest failure first: by finished_at descending (a failure without a
+  // finish time last), then by number descending.
+  std::vector<FailureRow> rows;
+  int64_t late_results = 0;  // results that came after their lease expired (not counted)
 };
 
 struct WorkerRow {
@@ -176,8 +179,12 @@ struct BestArch {
 
 // ---- Queries -------------------------------------------------------------------------------
 
-// All experiments by id, with trial counts per status and the best val_acc.
-std::vector<ExperimentRow> experiments(Connection& conn);
+// The experiments by id (at most `limit`), with trial counts per status and the best val_acc.
+std::vector<ExperimentRow> experiments(Connection& conn,
+                                       int64_t limit = std::numeric_limits<int64_t>::max());
+
+// The id of the experiment called `name`; nullopt when there is none.
+std::optional<int64_t> experiment_id(Connection& conn, std::string_view name);
 
 // The id of the experiment called `name`. Without a name, the store's only experiment; with
 // none or several, an error asking for --experiment and listing them. An unknown name gives
@@ -208,9 +215,16 @@ std::vector<ProgressPoint> best_so_far(Connection& conn, int64_t experiment_id, 
 // One trial with its learning curve, lineage and children; an error if there is no trial
 // `number` in the experiment.
 TrialDetail trial(Connection& conn, int64_t experiment_id, int64_t number);
+// The same, or nullopt when there is no such trial.
+std::optional<TrialDetail> find_trial(Connection& conn, int64_t experiment_id, int64_t number);
 
+// The counts the store keeps on write (experiment_counts, updated by the trials' triggers in
+// the writer's transaction, so always equal to counting the trials); a store from before
+// they were kept (schema version 5 or older) has its trials counted.
 StatusCounts status_counts(Connection& conn, int64_t experiment_id);
-Failures failures(Connection& conn, int64_t experiment_id);
+// The failed trials in the order of Failures::rows, at most `limit` of them.
+Failures failures(Connection& conn, int64_t experiment_id,
+                  int64_t limit = std::numeric_limits<int64_t>::max());
 
 // Every worker by name; trials_done counts its done trials in `experiment_id`, or in all
 // experiments without one. Workers are not tied to one experiment, so all are listed.

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <optional>
 #include <span>
 #include <string>
@@ -162,6 +163,24 @@ class Statement {
   void check_column(int index) const;
 
   sqlite3_stmt* stmt_ = nullptr;  // null only when moved from
+};
+
+// Rewinds a statement when the scope ends, so it holds no read lock and is ready to be bound
+// again. sqlite3_reset only repeats the error of a failed step, which step() already threw.
+class Rewind {
+ public:
+  explicit Rewind(Statement& statement) : statement_(statement) {}
+  Rewind(const Rewind&) = delete;
+  Rewind& operator=(const Rewind&) = delete;
+  ~Rewind() {
+    try {
+      statement_.reset();
+    } catch (const std::exception&) {
+    }
+  }
+
+ private:
+  Statement& statement_;
 };
 
 // BEGIN IMMEDIATE on construction; ROLLBACK on destruction unless commit() succeeded.

@@ -42,24 +42,6 @@ std::string hex32(int32_t value) {
   return buf;
 }
 
-// Rewinds a statement when the scope ends, so it holds no read lock and is ready to be bound
-// again. sqlite3_reset only repeats the error of a failed step, which step() already threw.
-class Rewind {
- public:
-  explicit Rewind(Statement& statement) : statement_(statement) {}
-  Rewind(const Rewind&) = delete;
-  Rewind& operator=(const Rewind&) = delete;
-  ~Rewind() {
-    try {
-      statement_.reset();
-    } catch (const std::exception&) {
-    }
-  }
-
- private:
-  Statement& statement_;
-};
-
 // Runs a statement to completion, discarding any rows.
 void run(Statement& statement) {
   Rewind rewind(statement);
