@@ -57,12 +57,9 @@ void Resume::open_experiment() {
 void Resume::resume() {
   const ControllerSummary& summary = core_.summary;
   if (auto state = core_.store.strategy_state(core_.experiment)) core_.strategy.restore(*state);
-  db::Statement s = core_.store.connection().prepare(
-      "SELECT id, arch_key, status, attempt, val_acc, latency_ms, params, macs, worker_id, "
-      "device FROM trials WHERE experiment_id = ?1 ORDER BY number");
-  s.bind_int64(1, core_.experiment);
   const double now = unix_now();
-  while (s.step()) add_trial(s, now);
+  for (const db::ResumedTrial& t : db::resumed_trials(core_.store.connection(), core_.experiment))
+    add_trial(t, now);
   core_.writer.commit();
   // A worker that took this controller for lost reconnects within its own
   // liveness time plus its backoff; twice the liveness time covers both.
@@ -70,13 +67,9 @@ void Resume::resume() {
                2 * std::chrono::milliseconds(int64_t{core_.opt.heartbeat_ms} * core_.opt.liveness);
   if (core_.asha) {
     // The rungs as the trials reached them: every attempt's epoch at a rung.
-    db::Statement r = core_.store.connection().prepare(
-        "SELECT e.trial_id, e.epoch, e.val_acc FROM epochs e JOIN trials t ON t.id = e.trial_id "
-        "WHERE t.experiment_id = ?1 AND e.val_acc IS NOT NULL ORDER BY t.number, e.attempt");
-    r.bind_int64(1, core_.experiment);
-    while (r.step())
-      core_.asha->report(r.column_int64(0), static_cast<int>(r.column_int64(1)),
-                         r.column_double(2));
+    for (const db::ValidatedEpoch& e :
+         db::validated_epochs(core_.store.connection(), core_.experiment))
+      core_.asha->report(e.trial_id, e.epoch, e.val_acc);
   }
   core_.log("resumed '" + core_.config.name + "': " + std::to_string(summary.done) + " done, " +
             std::to_string(summary.failed) + " failed, " + std::to_string(summary.pruned) +
@@ -84,27 +77,24 @@ void Resume::resume() {
             std::to_string(core_.book.unclaimed()) + " running (their workers may take them back)");
 }
 
-void Resume::add_trial(db::Statement& s, double now) {
+void Resume::add_trial(const db::ResumedTrial& t, double now) {
   ControllerSummary& summary = core_.summary;
   TrialBook& book = core_.book;
-  const int64_t id = s.column_int64(0);
-  const std::string key = s.column_text(1), status = s.column_text(2);
-  const int attempt = static_cast<int>(s.column_int64(3));
+  const int64_t id = t.id;
+  const std::string& key = t.arch_key;
+  const std::string& status = t.status;
+  const int attempt = t.attempt;
   const Arch arch = core_.space.parse_key(key);
   book.note_arch(core_.space.hash(arch), id);
   core_.dispatch.count_existing();
-  auto real = [&](int c) -> std::optional<double> {
-    if (s.is_null(c)) return std::nullopt;
-    return s.column_double(c);
-  };
   if (status == "done") {
     ++summary.done;
     book.add_ended(id, Phase::done, attempt);
     Metrics m;
-    m.val_acc = s.column_double(4);
-    m.latency_ms = real(5);
-    m.params = real(6);
-    m.macs = real(7);
+    m.val_acc = t.val_acc.value_or(0.0);
+    m.latency_ms = t.latency_ms;
+    m.params = t.params;
+    m.macs = t.macs;
     const Score sc = core_.config.objective.score(m);
     if (sc.feasible && m.val_acc > core_.best_val) {
       core_.best_val = m.val_acc;
@@ -121,17 +111,16 @@ void Resume::add_trial(db::Statement& s, double now) {
   }
   core_.strategy.replay(arch, std::nullopt);
   std::optional<Measured> measured;
-  if (!core_.config.latency_pool.empty() && !s.is_null(5)) {
-    Measured x{s.column_double(5), std::nullopt, std::nullopt};
-    if (!s.is_null(6)) x.params = s.column_int64(6);
-    if (!s.is_null(7)) x.macs = s.column_int64(7);
+  if (!core_.config.latency_pool.empty() && t.latency_ms) {
+    Measured x{*t.latency_ms, std::nullopt, std::nullopt};
+    if (t.params) x.params = static_cast<int64_t>(*t.params);
+    if (t.macs) x.macs = static_cast<int64_t>(*t.macs);
     measured = x;
   }
-  if (status == "running" && !s.is_null(8)) {
+  if (status == "running" && t.worker_id) {
     // Running when the last controller stopped: its worker may still run
     // it, or hold its result. It has the grace period to say so.
-    book.add_unclaimed(id, key, attempt, measured, s.column_int64(8),
-                       s.is_null(9) ? std::string() : s.column_text(9));
+    book.add_unclaimed(id, key, attempt, measured, *t.worker_id, t.device.value_or(""));
   } else {
     requeue(id, key, attempt, status == "running" ? attempt + 1 : attempt, measured, now);
   }

@@ -9,6 +9,7 @@
 
 #include "controller/sessions.h"
 #include "controller/trial_book.h"
+#include "db/queries.h"
 #include "db/sqlite.h"
 
 namespace minas::loop {
@@ -30,7 +31,7 @@ class Resume {
  private:
   void resume();
   // One trial of the resumed experiment (a row of `trials`) into the book and the strategy.
-  void add_trial(db::Statement& s, double now);
+  void add_trial(const db::ResumedTrial& t, double now);
   // A trial of the resumed experiment back in the queue (or in the latency
   // pool's) at attempt `next`.
   void requeue(int64_t id, const std::string& arch, int attempt, int next,

@@ -965,4 +965,44 @@ SqlResult run_readonly_sql(const std::string& path, std::string_view sql) {
   return result;
 }
 
+// ---- What a resumed controller reads
+
+std::vector<ResumedTrial> resumed_trials(Connection& conn, int64_t experiment_id) {
+  Statement s = conn.prepare(
+      "SELECT id, arch_key, status, attempt, val_acc, latency_ms, params, macs, worker_id, "
+      "device FROM trials WHERE experiment_id = ?1 ORDER BY number");
+  s.bind_int64(1, experiment_id);
+  auto real = [&](int c) -> std::optional<double> {
+    if (s.is_null(c)) return std::nullopt;
+    return s.column_double(c);
+  };
+  std::vector<ResumedTrial> rows;
+  while (s.step()) {
+    ResumedTrial t;
+    t.id = s.column_int64(0);
+    t.arch_key = s.column_text(1);
+    t.status = s.column_text(2);
+    t.attempt = static_cast<int>(s.column_int64(3));
+    t.val_acc = real(4);
+    t.latency_ms = real(5);
+    t.params = real(6);
+    t.macs = real(7);
+    if (!s.is_null(8)) t.worker_id = s.column_int64(8);
+    if (!s.is_null(9)) t.device = s.column_text(9);
+    rows.push_back(std::move(t));
+  }
+  return rows;
+}
+
+std::vector<ValidatedEpoch> validated_epochs(Connection& conn, int64_t experiment_id) {
+  Statement s = conn.prepare(
+      "SELECT e.trial_id, e.epoch, e.val_acc FROM epochs e JOIN trials t ON t.id = e.trial_id "
+      "WHERE t.experiment_id = ?1 AND e.val_acc IS NOT NULL ORDER BY t.number, e.attempt");
+  s.bind_int64(1, experiment_id);
+  std::vector<ValidatedEpoch> rows;
+  while (s.step())
+    rows.push_back({s.column_int64(0), static_cast<int>(s.column_int64(1)), s.column_double(2)});
+  return rows;
+}
+
 }  // namespace minas::db

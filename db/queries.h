@@ -241,6 +241,29 @@ std::optional<CachedResult> cached_result(Connection& conn, std::string_view arc
 std::vector<BestArch> best_for_dataset(Connection& conn, std::string_view dataset_fingerprint,
                                        int64_t k);
 
+// ---- What a resumed controller reads -------------------------------------------------------
+
+// One trial of an experiment as the controller that resumes it needs it.
+struct ResumedTrial {
+  int64_t id = 0;
+  std::string arch_key, status;
+  int attempt = 0;
+  std::optional<double> val_acc, latency_ms, params, macs;
+  std::optional<int64_t> worker_id;
+  std::optional<std::string> device;
+};
+// Every trial of the experiment, in number order.
+std::vector<ResumedTrial> resumed_trials(Connection& conn, int64_t experiment_id);
+
+// An epoch some attempt of a trial was validated at (ASHA's rungs are rebuilt from them).
+struct ValidatedEpoch {
+  int64_t trial_id = 0;
+  int epoch = 0;
+  double val_acc = 0;
+};
+// Every validated epoch of the experiment's trials, by trial number, then attempt.
+std::vector<ValidatedEpoch> validated_epochs(Connection& conn, int64_t experiment_id);
+
 // ---- Raw SQL -------------------------------------------------------------------------------
 
 using SqlValue = std::variant<std::monostate, int64_t, double, std::string, std::vector<std::byte>>;
