@@ -41,6 +41,25 @@ namespace {
 // hang: a guard only, never a timing assumption.
 constexpr auto kHang = std::chrono::seconds(60);
 
+// A controller on a thread of its own for the length of a test case: stopped
+// and joined when the case ends, however it ends.
+class Running {
+ public:
+  Running(Search& search, const ExperimentConfig& cfg, const ControllerOptions& opt)
+      : controller(search.store, search.space, *search.strategy, cfg, opt),
+        thread_([this] { controller.run(); }) {}
+  ~Running() { stop(); }
+  // Stops the controller and waits for its loop to end (its store closed for writing).
+  void stop() {
+    controller.request_stop();
+    if (thread_.joinable()) thread_.join();
+  }
+  Controller controller;
+
+ private:
+  std::thread thread_;
+};
+
 // Log lines from the controller (its loop, its ZAP and monitor threads).
 class Log {
  public:
@@ -206,16 +225,8 @@ TEST_CASE(
   opt.liveness = 1000;  // nobody is judged lost by silence while the cases run
   Log log;
   opt.log = log.sink();
-  Controller controller(search.store, search.space, *search.strategy, cfg, opt);
-  std::thread tc([&] { controller.run(); });
-  struct Join {
-    Controller& c;
-    std::thread& t;
-    ~Join() {
-      c.request_stop();
-      if (t.joinable()) t.join();
-    }
-  } join{controller, tc};
+  Running running_controller(search, cfg, opt);
+  Controller& controller = running_controller.controller;
   const std::string endpoint = controller.endpoint();
   zmq::context_t ctx;
 
@@ -309,8 +320,7 @@ TEST_CASE(
   CHECK(ack.trial == foreign.trial);
   CHECK(ack.counted);
 
-  controller.request_stop();
-  tc.join();
+  running_controller.stop();
 
   db::Connection c = db::open_store_readonly(search.path);
   CHECK(query_text(c, "PRAGMA integrity_check") == "ok");
@@ -348,16 +358,8 @@ TEST_CASE(
   ControllerOptions opt = Search::options();
   Log log;
   opt.log = log.sink();
-  Controller controller(search.store, search.space, *search.strategy, cfg, opt);
-  std::thread tc([&] { controller.run(); });
-  struct Join {
-    Controller& c;
-    std::thread& t;
-    ~Join() {
-      c.request_stop();
-      if (t.joinable()) t.join();
-    }
-  } join{controller, tc};
+  Running running_controller(search, cfg, opt);
+  Controller& controller = running_controller.controller;
   zmq::context_t ctx;
   zmq::socket_t flood(ctx, zmq::socket_type::dealer);
   flood.set(zmq::sockopt::linger, 0);
@@ -838,16 +840,8 @@ TEST_CASE(
     ta.join();
   }
   search.remake();
-  Controller b(search.store, search.space, *search.strategy, cfg, opt);
-  std::thread tb([&] { b.run(); });
-  struct Join {
-    Controller& c;
-    std::thread& t;
-    ~Join() {
-      c.request_stop();
-      if (t.joinable()) t.join();
-    }
-  } join{b, tb};
+  Running running_b(search, cfg, opt);
+  Controller& b = running_b.controller;
   Peer w(ctx, b.endpoint(), "w");
   w.send(proto::Type::hello, hello("w"));
   REQUIRE(w.answer().type == proto::Type::welcome);
@@ -863,8 +857,7 @@ TEST_CASE(
   const proto::Message m = w.answer();
   REQUIRE(m.type == proto::Type::error);
   CHECK(m.as<proto::Refusal>().code == "not_allowed");
-  b.request_stop();
-  tb.join();
+  running_b.stop();
   db::Connection c = db::open_store_readonly(search.path);
   CHECK(query_int(c, "SELECT count(*) FROM late_results") == 0);
   CHECK(query_text(c, "SELECT status FROM trials WHERE id = " + std::to_string(given.trial)) ==
@@ -884,16 +877,8 @@ TEST_CASE("hostile: heartbeats read in a burst, sent before an attempt arrived, 
   opt.liveness = 1000;      // nobody is judged lost by silence here
   Log log;
   opt.log = log.sink();
-  Controller controller(search.store, search.space, *search.strategy, cfg, opt);
-  std::thread tc([&] { controller.run(); });
-  struct Join {
-    Controller& c;
-    std::thread& t;
-    ~Join() {
-      c.request_stop();
-      if (t.joinable()) t.join();
-    }
-  } join{controller, tc};
+  Running running_controller(search, cfg, opt);
+  Controller& controller = running_controller.controller;
   zmq::context_t ctx;
   Peer w(ctx, controller.endpoint(), "w");
   w.send(proto::Type::hello, hello("w"));
