@@ -51,6 +51,8 @@ struct StrategySettings {
   double learning_rate = 0.1;
   double baseline_decay = 0.9;
   double entropy_weight = 0.001;
+  // stratified: architectures sampled, one per stratum of parameter count
+  int sample_size = 60;
   Objective objective;
   // Warm start (random and evolution): canonical keys of architectures asked
   // first, in this order, before anything is sampled; those already tried or

@@ -2,6 +2,7 @@
 
 #include <sstream>
 
+#include "controller/stratified.h"
 #include "searchspace/error.h"
 
 namespace minas {
@@ -13,6 +14,10 @@ std::unique_ptr<Strategy> make_random(const Space& space, const StrategySettings
 
 std::unique_ptr<Strategy> make_evolution(const Space& space, const StrategySettings& s) {
   return std::make_unique<EvolutionStrategy>(space, s);
+}
+
+std::unique_ptr<Strategy> make_stratified(const Space& space, const StrategySettings& s) {
+  return std::make_unique<StratifiedStrategy>(space, s);
 }
 
 std::unique_ptr<Strategy> make_reinforce(const Space& space, const StrategySettings& s) {
@@ -78,6 +83,18 @@ const std::vector<StrategyEntry>& table() {
                      .flag_hi = 10}},
        .pareto = false,
        .make = make_reinforce},
+      {.name = "stratified",
+       .help = "a fixed seeded sample for a ground-truth table: one architecture from each of N "
+               "strata of parameter count, in random order, then done",
+       .settings = {{.field = "sample_size",
+                     .flag = "--sample-size",
+                     .help = "architectures sampled (strata of parameter count)",
+                     .integer = &StrategySettings::sample_size,
+                     .file_lo = 1,
+                     .flag_lo = 1,
+                     .flag_hi = 1000000}},
+       .pareto = true,
+       .make = make_stratified},
   };
   return t;
 }

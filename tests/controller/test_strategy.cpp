@@ -4,6 +4,7 @@
 // any training.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <deque>
 #include <map>
@@ -11,6 +12,7 @@
 
 #include "controller/asha.h"
 #include "controller/pareto.h"
+#include "controller/ranking.h"
 #include "controller/strategy.h"
 #include "searchspace/error.h"
 
@@ -492,4 +494,72 @@ TEST_CASE("asha: the first ceil(eta) at a rung go on, then only the top 1/eta") 
                        doctest::Contains("asha/eta"), Error);
   CHECK_THROWS_WITH_AS(AshaSettings::from_json({{"rungs", {3, 2}}}, "asha"),
                        doctest::Contains("asha/rungs/1"), Error);
+}
+
+TEST_CASE("strategy: stratified asks the warm start, then one pick per stratum of params, then ends") {
+  const auto space = Space::load("small");
+  StrategySettings st = settings_for("stratified", 3);
+  st.sample_size = 12;
+  st.initial = {"16|32|conv_k3|skip|64|conv_k3|skip"};
+  auto s = make_strategy(space, st);
+  std::vector<std::string> keys;
+  while (auto c = s->ask()) keys.push_back(space.key(c->arch));
+  REQUIRE(keys.size() == 13);  // the picks never include the warm start here (checked below)
+  CHECK(keys[0] == st.initial[0]);
+  // One pick per twelfth of the space sorted by parameters: the sorted picks'
+  // ranks fall one in each stratum.
+  std::vector<int64_t> all;
+  space.enumerate([&](const Arch& a) {
+    all.push_back(space.lower(a).params());
+    return true;
+  });
+  std::sort(all.begin(), all.end());
+  std::vector<int64_t> picked;
+  for (size_t i = 1; i < keys.size(); ++i)
+    picked.push_back(space.lower(space.parse_key(keys[i])).params());
+  std::sort(picked.begin(), picked.end());
+  for (size_t i = 0; i < picked.size(); ++i) {
+    CAPTURE(i);
+    const size_t lo = i * all.size() / 12, hi = (i + 1) * all.size() / 12 - 1;
+    CHECK(picked[i] >= all[lo]);
+    CHECK(picked[i] <= all[hi]);
+  }
+  // Asked in a random order, not by size; the same seed gives the same sample.
+  CHECK(!std::is_sorted(keys.begin() + 1, keys.end(), [&](const auto& a, const auto& b) {
+    return space.lower(space.parse_key(a)).params() < space.lower(space.parse_key(b)).params();
+  }));
+  auto again = make_strategy(space, st);
+  for (const auto& k : keys) CHECK(space.key(again->ask()->arch) == k);
+  // Resumed after 5 asks: the rest, exactly.
+  auto first = make_strategy(space, st);
+  std::vector<Arch> asked;
+  for (int i = 0; i < 5; ++i) asked.push_back(first->ask()->arch);
+  auto second = make_strategy(space, st);
+  second->restore(first->save());
+  for (const auto& a : asked) second->replay(a, std::nullopt);
+  for (size_t i = 5; i < keys.size(); ++i) CHECK(space.key(second->ask()->arch) == keys[i]);
+  CHECK(!second->ask());
+  // Bad settings say what is wrong.
+  st.sample_size = 50000;
+  CHECK_THROWS_WITH_AS(make_strategy(space, st), doctest::Contains("sample_size 50000"), Error);
+  st.sample_size = 5;
+  st.initial.clear();
+  CHECK_THROWS_WITH_AS(make_strategy(Space::load("mobile"), st),
+                       doctest::Contains("more architectures than"), Error);
+}
+
+TEST_CASE("ranking: Kendall's tau-b and Spearman's rho on known lists") {
+  const std::vector<double> x = {1, 2, 3, 4, 5};
+  CHECK(kendall_tau(x, x) == doctest::Approx(1));
+  CHECK(kendall_tau(x, {5, 4, 3, 2, 1}) == doctest::Approx(-1));
+  // One swapped pair of 10: (9 - 1) / 10.
+  CHECK(kendall_tau(x, {2, 1, 3, 4, 5}) == doctest::Approx(0.8));
+  // Ties (scipy.stats.kendalltau([1,2,2,3], [1,3,2,4]) = 0.9128709)
+  CHECK(kendall_tau({1, 2, 2, 3}, {1, 3, 2, 4}) == doctest::Approx(0.9128709));
+  CHECK(spearman_rho(x, {1, 4, 9, 16, 25}) == doctest::Approx(1));
+  // scipy.stats.spearmanr([1,2,3,4,5], [2,1,4,3,5]) = 0.8
+  CHECK(spearman_rho(x, {2, 1, 4, 3, 5}) == doctest::Approx(0.8));
+  CHECK(average_ranks({10, 20, 20, 5}) == std::vector<double>{2, 3.5, 3.5, 1});
+  CHECK(std::isnan(kendall_tau({1, 1, 1}, {1, 2, 3})));
+  CHECK(std::isnan(spearman_rho({1}, {2})));
 }
