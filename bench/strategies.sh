@@ -2,8 +2,9 @@
 # Search strategies against the NAS-Bench-201 table (experiments/nb201-strategies.md):
 # random, regularized evolution and REINFORCE at N queries over R runs on the
 # three data sets of the table, then Pareto mode (accuracy against MACs) of
-# evolution against random search. Every figure is the last line of a
-# `minas bench strategies` run, printed as a table.
+# evolution against random search; the predictor strategy (BANANAS) against
+# both on CIFAR-10, and its ensemble alone. Every strategy figure is the last
+# line of a `minas bench strategies` run, printed as a table.
 #
 #   bash bench/strategies.sh [RUNS] [TABLE]      (RUNS default 500)
 set -euo pipefail
@@ -31,6 +32,16 @@ for pair in cifar10_valid_12ep:cifar10_test_200ep cifar100_valid_12ep:cifar100_t
     done
   done
 done
+echo "Predictor-guided search (BANANAS) against evolution and random, cifar10 (minutes: refits at every ask)"
+for n in 50 100 150; do
+  for s in random evolution predictor; do
+    printf '%-10s %-10s %-6s %s\n' cifar10 "$s" "$n" \
+      "$(figure --search-metric cifar10_valid_12ep --report-metric cifar10_test_200ep \
+          --queries "$n" --strategy "$s")"
+  done
+done
+echo "The ensemble alone (minas bench predictor), cifar10_valid_12ep"
+"$minas" bench predictor --table "$table" --space nb201 --target cifar10_valid_12ep
 echo "Pareto mode, cifar10_valid_12ep against MACs: hypervolume (normalized, reference at the worst corner)"
 for n in 100 300; do
   for s in random evolution; do

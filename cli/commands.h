@@ -10,6 +10,7 @@ void add_train_benchmarks(CLI::App& bench);     // bench train-ref, bench gemm
 void add_store_benchmarks(CLI::App& bench);     // bench store
 void add_dispatch_benchmark(CLI::App& bench);   // bench dispatch
 void add_strategy_benchmark(CLI::App& bench);   // bench strategies
+void add_predictor_benchmark(CLI::App& bench);  // bench predictor
 void add_table_benchmark(CLI::App& bench);      // bench table
 void add_adapt_benchmark(CLI::App& bench);      // bench adapt-data
 void add_dashboard_benchmark(CLI::App& bench);  // bench dashboard

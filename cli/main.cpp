@@ -47,6 +47,7 @@ int main(int argc, char** argv) {
   minas::cli::add_store_benchmarks(*bench);
   minas::cli::add_dispatch_benchmark(*bench);
   minas::cli::add_strategy_benchmark(*bench);
+  minas::cli::add_predictor_benchmark(*bench);
   minas::cli::add_table_benchmark(*bench);
   minas::cli::add_adapt_benchmark(*bench);
   minas::cli::add_dashboard_benchmark(*bench);

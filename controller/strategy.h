@@ -53,8 +53,14 @@ struct StrategySettings {
   double entropy_weight = 0.001;
   // stratified: architectures sampled, one per stratum of parameter count
   int sample_size = 60;
+  // predictor (BANANAS): uniform asks before the first fit, architectures
+  // rated per ask, members of the ensemble, passes over the results per refit
+  int initial_samples = 20;
+  int candidates = 100;
+  int ensemble_size = 5;
+  int fit_epochs = 10;
   Objective objective;
-  // Warm start (random and evolution): canonical keys of architectures asked
+  // Warm start (random, evolution and predictor): canonical keys of architectures asked
   // first, in this order, before anything is sampled; those already tried or
   // refused by the constraints are skipped. REINFORCE ignores them: its
   // updates assume samples drawn from its own policy.

@@ -2,6 +2,7 @@
 
 #include <sstream>
 
+#include "controller/predictor_strategy.h"
 #include "controller/stratified.h"
 #include "searchspace/error.h"
 
@@ -18,6 +19,10 @@ std::unique_ptr<Strategy> make_evolution(const Space& space, const StrategySetti
 
 std::unique_ptr<Strategy> make_stratified(const Space& space, const StrategySettings& s) {
   return std::make_unique<StratifiedStrategy>(space, s);
+}
+
+std::unique_ptr<Strategy> make_predictor(const Space& space, const StrategySettings& s) {
+  return std::make_unique<PredictorStrategy>(space, s);
 }
 
 std::unique_ptr<Strategy> make_reinforce(const Space& space, const StrategySettings& s) {
@@ -83,6 +88,39 @@ const std::vector<StrategyEntry>& table() {
                      .flag_hi = 10}},
        .pareto = false,
        .make = make_reinforce},
+      {.name = "predictor",
+       .help = "BANANAS (White et al. 2021): an ensemble of MLPs fitted on the results so far "
+               "rates mutations of the best ones; the best independent Thompson sample is asked",
+       .settings = {{.field = "initial_samples",
+                     .flag = "--initial-samples",
+                     .help = "uniform asks before the ensemble is first fitted",
+                     .integer = &StrategySettings::initial_samples,
+                     .file_lo = 1,
+                     .flag_lo = 1,
+                     .flag_hi = 1000000},
+                    {.field = "candidates",
+                     .flag = "--candidates",
+                     .help = "architectures the ensemble rates per ask",
+                     .integer = &StrategySettings::candidates,
+                     .file_lo = 1,
+                     .flag_lo = 1,
+                     .flag_hi = 1000000},
+                    {.field = "ensemble_size",
+                     .flag = "--ensemble-size",
+                     .help = "MLPs in the ensemble",
+                     .integer = &StrategySettings::ensemble_size,
+                     .file_lo = 1,
+                     .flag_lo = 1,
+                     .flag_hi = 1000},
+                    {.field = "fit_epochs",
+                     .flag = "--fit-epochs",
+                     .help = "passes over the results per refit (the first fit: ten times as many)",
+                     .integer = &StrategySettings::fit_epochs,
+                     .file_lo = 1,
+                     .flag_lo = 1,
+                     .flag_hi = 1000000}},
+       .pareto = false,
+       .make = make_predictor},
       {.name = "stratified",
        .help = "a fixed seeded sample for a ground-truth table: one architecture from each of N "
                "strata of parameter count, in random order, then done",
@@ -112,7 +150,9 @@ std::string default_text(const StrategySetting& s) {
 
 }  // namespace
 
-std::span<const StrategyEntry> strategy_registry() { return table(); }
+std::span<const StrategyEntry> strategy_registry() {
+  return table();
+}
 
 const StrategyEntry* strategy_entry(std::string_view name) {
   for (const StrategyEntry& e : table())

@@ -318,10 +318,11 @@ TEST_CASE("strategy: reinforce's entropy bonus keeps an unrewarded policy spread
 TEST_CASE("strategy: killed and resumed from save() + replay, each makes the same asks") {
   const auto space = Space::load("small");
   const Synthetic f(space);
-  for (const std::string name : {"random", "evolution", "reinforce"}) {
+  for (const std::string name : {"random", "evolution", "reinforce", "predictor"}) {
     CAPTURE(name);
     StrategySettings st = settings_for(name, 42);
-    if (name == "evolution") st.objective.max_params = 60000;  // rejections are state too
+    // Rejections are state too.
+    if (name == "evolution" || name == "predictor") st.objective.max_params = 60000;
     auto straight = make_strategy(space, st);
     const auto expected = drive(*straight, space, f, 120, 3).second;
 
@@ -353,7 +354,7 @@ TEST_CASE("strategy: killed and resumed from save() + replay, each makes the sam
     const std::string saved = first->save().dump();
     first.reset();
     auto second = make_strategy(space, settings_for(name, 999));  // seed from the state
-    if (name == "evolution") second = make_strategy(space, st);
+    if (name == "evolution" || name == "predictor") second = make_strategy(space, st);
     second->restore(nlohmann::json::parse(saved));
     for (const auto& [arch, sc] : store) second->replay(arch, sc);
     for (int told = 50; told < 120; ++told) {
@@ -371,7 +372,7 @@ TEST_CASE("strategy: a warm start asks its architectures first, skipping tried a
                                          "32|64|conv_k5|conv_k5|128|conv_k5|conv_k5",  // too big
                                          "16|32|conv_k3|skip|64|conv_k3|skip",
                                          "24|48|sep_k3|conv_k5|96|mb_k3_e3|sep_k5"};  // again
-  for (const std::string name : {"random", "evolution"}) {
+  for (const std::string name : {"random", "evolution", "predictor"}) {
     CAPTURE(name);
     StrategySettings st = settings_for(name, 7);
     st.initial = warm;
@@ -396,7 +397,7 @@ TEST_CASE("strategy: a warm start asks its architectures first, skipping tried a
 
 TEST_CASE("strategy: constraints refuse candidates before any training, and say when none fit") {
   const auto space = Space::load("small");
-  for (const std::string name : {"random", "evolution", "reinforce"}) {
+  for (const std::string name : {"random", "evolution", "reinforce", "predictor"}) {
     CAPTURE(name);
     StrategySettings st = settings_for(name, 9);
     st.objective.max_params = 40000;
@@ -496,7 +497,8 @@ TEST_CASE("asha: the first ceil(eta) at a rung go on, then only the top 1/eta") 
                        doctest::Contains("asha/rungs/1"), Error);
 }
 
-TEST_CASE("strategy: stratified asks the warm start, then one pick per stratum of params, then ends") {
+TEST_CASE(
+    "strategy: stratified asks the warm start, then one pick per stratum of params, then ends") {
   const auto space = Space::load("small");
   StrategySettings st = settings_for("stratified", 3);
   st.sample_size = 12;

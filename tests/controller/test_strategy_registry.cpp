@@ -83,8 +83,8 @@ TEST_CASE("strategy registry: every registered name creates its strategy") {
   }
   CHECK(strategy_names().size() == names.size());
   CHECK(strategy_names().front() == "random");  // listing order: the default first
-  CHECK(strategy_names_text() == "random, evolution, reinforce");
-  CHECK(strategy_names_text(" or ") == "random, evolution or reinforce");
+  CHECK(strategy_names_text() == "random, evolution, reinforce, predictor, stratified");
+  CHECK(strategy_names_text(" or ") == "random, evolution, reinforce, predictor or stratified");
 }
 
 TEST_CASE("strategy registry: each setting belongs to one strategy and has one member") {
@@ -108,7 +108,7 @@ TEST_CASE("strategy registry: each setting belongs to one strategy and has one m
 
 TEST_CASE("strategy registry: unknown names are refused, listing the known ones") {
   const Space space = Space::load("small");
-  const std::string known = "(random, evolution, reinforce)";
+  const std::string known = "(random, evolution, reinforce, predictor, stratified)";
   std::string e = error_of([] { find_strategy("bayes", "here"); });
   CHECK(contains(e, "here"));
   CHECK(contains(e, "unknown strategy 'bayes' " + known));
@@ -123,8 +123,10 @@ TEST_CASE("strategy registry: unknown names are refused, listing the known ones"
   CHECK(contains(e, "unknown strategy 'bayes' " + known));
   // An unknown settings field names every field, the registry's among them.
   e = error_of([] { StrategySettings::from_json({{"populaton", 3}}, "s"); });
-  CHECK(contains(e, "unknown field 'populaton' (fields: name, seed, population, tournament, "
-                    "learning_rate, baseline_decay, entropy_weight, objective, initial)"));
+  CHECK(contains(e,
+                 "unknown field 'populaton' (fields: name, seed, population, tournament, "
+                 "learning_rate, baseline_decay, entropy_weight, initial_samples, candidates, "
+                 "ensemble_size, fit_epochs, sample_size, objective, initial)"));
 }
 
 TEST_CASE("strategy registry: the CLI accepts exactly the table's names and settings") {
