@@ -48,6 +48,7 @@ int main(int argc, char** argv) {
   minas::cli::add_dispatch_benchmark(*bench);
   minas::cli::add_strategy_benchmark(*bench);
   minas::cli::add_table_benchmark(*bench);
+  minas::cli::add_evaluator_benchmark(*bench);
   minas::cli::add_adapt_benchmark(*bench);
   minas::cli::add_dashboard_benchmark(*bench);
   try {
