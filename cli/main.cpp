@@ -49,6 +49,7 @@ int main(int argc, char** argv) {
   minas::cli::add_strategy_benchmark(*bench);
   minas::cli::add_predictor_benchmark(*bench);
   minas::cli::add_table_benchmark(*bench);
+  minas::cli::add_evaluator_benchmark(*bench);
   minas::cli::add_adapt_benchmark(*bench);
   minas::cli::add_dashboard_benchmark(*bench);
   try {

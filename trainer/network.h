@@ -33,6 +33,9 @@ struct NetworkOptions {
   // GPU: convolutions and linear layers in bf16 or fp16 (tensor cores, fp32
   // accumulation and master weights); the CPU backend computes in fp32.
   Precision precision = Precision::fp32;
+  // Train: backward() also writes the gradient of the input batch. The
+  // input-Jacobian proxies (trainer/proxies.h) need it; training does not.
+  bool input_gradient = false;
 };
 
 class Network {
@@ -45,6 +48,22 @@ class Network {
   virtual StepStats train_step(const float* x, const int32_t* y) = 0;
   // Eval and latency modes: writes batch x classes logits.
   virtual void infer(const float* x, float* logits) = 0;
+  // Train mode, for proxies at initialization (trainer/proxies.h): the
+  // forward half of a train step (batch statistics, running statistics
+  // updated, the step advanced), writing batch x classes logits.
+  virtual void forward(const float* x, float* logits) = 0;
+  // Train mode, once after each forward(): backpropagates `dlogits` (batch x
+  // classes: the gradient of any scalar of the logits) in place of the loss's
+  // gradient. Overwrites the model's gradients; writes the input batch's
+  // gradient (batch x C x H x W) to dx when it is given, which needs
+  // NetworkOptions::input_gradient.
+  virtual void backward(const float* dlogits, float* dx) = 0;
+  // After a forward pass (train_step, forward or infer): the output of layer
+  // `layer` as batch x C x H x W floats (NCHW). Throws Error for a layer
+  // whose output the network does not keep (the CPU backend stores a batch
+  // norm fused with its ReLU as the ReLU's output, and in latency mode a conv
+  // with the batch norm folded into it).
+  virtual void layer_output(int layer, float* out) = 0;
   // Train mode: the number of the next step, which seeds its dropout masks
   // (each train_step advances it), so a resumed run draws the same masks.
   virtual void set_step(uint64_t step) = 0;

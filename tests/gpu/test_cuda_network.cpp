@@ -27,6 +27,7 @@
 #include "trainer/data.h"
 #include "trainer/model.h"
 #include "trainer/network.h"
+#include "trainer/proxies.h"
 #include "trainer/train.h"
 
 using namespace minas;
@@ -135,6 +136,61 @@ TEST_CASE("cuda network: architectures of every built-in space agree with the CP
     for (int k = 0; k < 3; ++k) {
       const Arch a = space.sample(rng);
       compare(space.lower(a), ref + " " + space.key(a), 4);
+    }
+  }
+}
+
+TEST_CASE("cuda network: the proxies' calls and scores agree with the CPU backend") {
+  // forward, backward from a logit gradient with the input gradient, and a
+  // layer's output, then every proxy, on architectures of the default space.
+  const Space space = Space::load("small");
+  Rng rng(6);
+  auto cpu = make_cpu_backend(1);
+  auto gpu = cuda::make_cuda_backend(0);
+  const int batch = 8;
+  for (int k = 0; k < 3; ++k) {
+    const Arch a = space.sample(rng);
+    CAPTURE(space.key(a));
+    const LayerGraph graph = space.lower(a);
+    std::vector<float> x(static_cast<size_t>(batch) * graph.input_shape().elements());
+    for (float& v : x) v = static_cast<float>(rng.uniform() * 2 - 1);
+    std::vector<int32_t> y(static_cast<size_t>(batch));
+    for (int32_t& l : y) l = static_cast<int32_t>(rng.below(10));
+    Model mc(graph, 3), mg(graph, 3);
+    NetworkOptions opt;
+    opt.input_gradient = true;
+    auto nc = cpu->compile(mc, batch, NetMode::train, opt);
+    auto ng = gpu->compile(mg, batch, NetMode::train, opt);
+    std::vector<float> zc(static_cast<size_t>(batch) * 10), zg(zc.size());
+    nc->forward(x.data(), zc.data());
+    ng->forward(x.data(), zg.data());
+    CHECK(max_diff(zc, zg) <= 1e-4 * std::max(1.0, max_abs(zc)));
+    std::vector<float> seed(zc.size());
+    for (float& v : seed) v = static_cast<float>(rng.uniform() * 2 - 1);
+    std::vector<float> dxc(x.size()), dxg(x.size());
+    nc->backward(seed.data(), dxc.data());
+    ng->backward(seed.data(), dxg.data());
+    CHECK(max_diff(dxc, dxg) <= 1e-3 * std::max(1.0, max_abs(dxc)));
+    for (size_t p = 0; p < mc.params().size(); ++p) {
+      CAPTURE(mc.params()[p].name);
+      CHECK(max_diff(mc.params()[p].grad, mg.params()[p].grad) <=
+            1e-3 * std::max(1.0, max_abs(mc.params()[p].grad)));
+    }
+    for (int i = 1; i < graph.size(); ++i) {
+      if (graph.layer(i).op != Op::Relu) continue;
+      std::vector<float> oc(static_cast<size_t>(batch) * graph.layer(i).shape.elements());
+      std::vector<float> og(oc.size());
+      nc->layer_output(i, oc.data());
+      ng->layer_output(i, og.data());
+      CHECK(max_diff(oc, og) <= 1e-4 * std::max(1.0, max_abs(oc)));
+    }
+    const ProxyBatch b{x.data(), y.data(), batch};
+    for (const ProxyInfo& info : proxy_table()) {
+      CAPTURE(info.name);
+      const double sc = proxy_score(info.proxy, *cpu, graph, 3, b);
+      const double sg = proxy_score(info.proxy, *gpu, graph, 3, b);
+      // Within rounding: a naswot code near zero may flip between backends.
+      CHECK(sg == doctest::Approx(sc).epsilon(1e-3));
     }
   }
 }

@@ -9,6 +9,7 @@
 
 #include "searchspace/rng.h"
 #include "searchspace/space.h"
+#include "tests/trainer/smooth_twin.h"
 #include "trainer/model.h"
 #include "trainer/network.h"
 
@@ -179,24 +180,6 @@ TEST_CASE("gradients: linear on a spatial input, dropout, and the smoothed loss"
   expect_ok(g, 0.1f);
 }
 
-// The network with every kinked op made smooth, shapes unchanged: ReLU,
-// ReLU6 and h-swish become sigmoid, max pooling average pooling. Finite
-// differences through hundreds of kinks measure the kinks, not the
-// gradient; the smooth twin keeps every path, alias, fan-out and format
-// change of the real network, and the kinked ops are checked one by one above.
-LayerGraph smooth_twin(const LayerGraph& g) {
-  nlohmann::json j = g.to_json();
-  for (auto& l : j["layers"]) {
-    const std::string op = l["op"];
-    if (op == "relu" || op == "relu6" || op == "hswish") l["op"] = "sigmoid";
-    if (op == "maxpool") {
-      l["op"] = "avgpool";
-      l["count_include_pad"] = false;
-    }
-  }
-  return LayerGraph::from_json(j);
-}
-
 TEST_CASE("gradients: whole networks of the built-in spaces (smooth twins)") {
   for (const char* ref : {"small:input=1x12x12", "nb201:cells=1,channels=4,input=1x8x8",
                           "mobile:input=1x8x8,stem.channels=8,head.channels=16"}) {
@@ -206,7 +189,7 @@ TEST_CASE("gradients: whole networks of the built-in spaces (smooth twins)") {
     for (int k = 0; k < 2; ++k) {
       const auto arch = space.sample(rng);
       CAPTURE(space.key(arch));
-      const Check c = grad_check(smooth_twin(space.lower(arch)), 8, 0.1f, 1);
+      const Check c = grad_check(minas::test::smooth_twin(space.lower(arch)), 8, 0.1f, 1);
       CHECK(c.checked > 10);
       CHECK(c.failed == 0);
     }

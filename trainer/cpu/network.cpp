@@ -92,7 +92,59 @@ class CpuNetwork final : public Network {
     run(fwd_);
     run(bwd_);
     ++step_;
+    ran_forward_ = true;
+    backward_pending_ = false;
     return stats_;
+  }
+
+  void forward(const float* x, float* logits) override {
+    if (mode_ != NetMode::train)
+      throw Error("network", "forward on a network compiled for inference: use infer");
+    load_input(x);
+    run(fwd_);
+    ++step_;
+    ran_forward_ = backward_pending_ = true;
+    std::memcpy(logits, logits_plain_.get_data_handle(), sizeof(float) * n_ * classes_);
+  }
+
+  void backward(const float* dlogits, float* dx) override {
+    if (mode_ != NetMode::train)
+      throw Error("network", "backward on a network compiled for inference");
+    if (!backward_pending_)
+      throw Error("network", "backward needs a forward before it (one backward per forward)");
+    if (dx && !opt_.input_gradient)
+      throw Error("network", "the input gradient needs a network compiled with input_gradient");
+    seed_ = dlogits;
+    run(bwd_);
+    seed_ = nullptr;
+    backward_pending_ = false;
+    if (!dx) return;
+    const size_t bytes = t_[0].md.get_size();
+    if (t_[0].contributions == 0)  // nothing reads the input through a differentiable path
+      std::memset(dx, 0, bytes);
+    else  // the input's gradient is planned in its own plain format
+      std::memcpy(dx, t_[0].diff.get_data_handle(), bytes);
+  }
+
+  // Not part of the step plans: a proxy reads a few layers once, through a
+  // reorder to plain made on the spot (oneDNN caches the primitive).
+  void layer_output(int layer, float* out) override {
+    if (layer < 0 || layer >= g_.size())
+      throw Error("network", "no layer " + std::to_string(layer) + " in a graph of " +
+                                 std::to_string(g_.size()));
+    const Layer& l = g_.layer(layer);
+    if (!output_kept(layer))
+      throw Error("network", "layer " + std::to_string(layer) + " ('" + l.name +
+                                 "'): its output is not kept, the layer after it is fused into it");
+    if (!ran_forward_) throw Error("network", "layer output before any forward pass");
+    const int r = root(layer);
+    memory dst(plain_md(l.shape), eng_, out);
+    if (t_[r].md == dst.get_desc()) {
+      std::memcpy(out, t_[r].value.get_data_handle(), dst.get_desc().get_size());
+      return;
+    }
+    dnnl::reorder(t_[r].value, dst).execute(strm_, t_[r].value, dst);
+    strm_.wait();
   }
 
   void set_step(uint64_t step) override { step_ = step; }
@@ -101,6 +153,7 @@ class CpuNetwork final : public Network {
     if (mode_ == NetMode::train) throw Error("network", "infer on a network compiled for training");
     load_input(x);
     run(fwd_);
+    ran_forward_ = true;
     std::memcpy(logits, logits_plain_.get_data_handle(), sizeof(float) * n_ * classes_);
   }
 
@@ -149,7 +202,9 @@ class CpuNetwork final : public Network {
       }
     }
     t_.resize(L);
-    // A tensor needs a gradient if a layer with parameters lies on a path into it.
+    // A tensor needs a gradient if a layer with parameters, or the input when
+    // its gradient is asked for, lies on a path into it.
+    t_[0].needs_grad = mode_ == NetMode::train && opt_.input_gradient;
     for (int i = 1; i < L; ++i) {
       const Layer& l = g_.layer(i);
       bool need = l.op == Op::Conv || l.op == Op::Linear || l.op == Op::BatchNorm;
@@ -161,6 +216,21 @@ class CpuNetwork final : public Network {
   int root(int i) const {
     while (alias_[i] >= 0) i = alias_[i];
     return i;
+  }
+
+  // Whether root(i)'s value is layer i's own output: not for a batch norm
+  // whose value holds its fused ReLU's output, nor for a conv whose value
+  // holds the batch norm (and activation) folded into it.
+  bool output_kept(int i) const {
+    const Layer& l = g_.layer(i);
+    if (alias_[i] < 0) {
+      const bool folded =
+          l.op == Op::Conv && consumers_[i].size() == 1 && folded_into_[consumers_[i][0]] == i;
+      return !fused_relu_[i] && post_op_of_[i] < 0 && !folded;
+    }
+    if (l.op == Op::Identity || l.op == Op::Dropout) return output_kept(l.inputs[0]);
+    if (l.op == Op::BatchNorm) return post_op_of_[alias_[i]] < 0;  // folded into its conv
+    return true;  // an activation fused into the layer before it: that value is its output
   }
 
   // ------------------------------------------------------------ memory helpers
@@ -708,6 +778,10 @@ class CpuNetwork final : public Network {
     const float* z = static_cast<const float*>(t.value.get_data_handle());
     float* dz = static_cast<float*>(t.diff.get_data_handle());
     push_fn(bwd_, [this, z, dz, classes] {
+      if (seed_) {  // backward(): a given gradient of the logits instead of the loss's
+        std::memcpy(dz, seed_, sizeof(float) * n_ * classes);
+        return;
+      }
       stats_.loss =
           softmax_cross_entropy(z, labels_, n_, classes, opt_.label_smoothing, dz, &stats_.correct);
     });
@@ -1049,6 +1123,9 @@ class CpuNetwork final : public Network {
   memory logits_plain_;
   int classes_ = 0;
   const int32_t* labels_ = nullptr;
+  const float* seed_ = nullptr;    // backward()'s gradient of the logits, during it
+  bool ran_forward_ = false;       // some forward pass has filled the values
+  bool backward_pending_ = false;  // forward() ran and its backward() has not
   StepStats stats_;
   uint64_t step_ = 0;  // seeds this step's dropout masks
 };

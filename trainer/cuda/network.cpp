@@ -265,7 +265,67 @@ class CudaNetwork final : public Network {
       for (int i = g_.size() - 1; i >= 1; --i)
         if (has_params(i)) opt_.on_layer_gradients(i);
     ++step_;
+    ran_forward_ = true;
+    backward_pending_ = false;
     return {loss / n_, static_cast<int64_t>(correct)};
+  }
+
+  void forward(const float* x, float* logits) override {
+    if (mode_ != NetMode::train)
+      throw Error("network", "forward on a network compiled for inference: use infer");
+    MINAS_CUDA_CHECK(cudaSetDevice(device_));
+    upload(x);
+    for (int i = 1; i < g_.size(); ++i) forward(i);
+    const int out = g_.output();
+    MINAS_CUDA_CHECK(cudaMemcpyAsync(logits, y_[out].get(), count(out) * sizeof(float),
+                                     cudaMemcpyDeviceToHost, s_));
+    for (size_t b = 0; b < buf_.size(); ++b)
+      MINAS_CUDA_CHECK(cudaMemcpyAsync(model_.buffers()[b].value.data(), buf_[b].get(),
+                                       buf_[b].size() * sizeof(float), cudaMemcpyDeviceToHost, s_));
+    MINAS_CUDA_CHECK(cudaStreamSynchronize(s_));
+    ++step_;
+    ran_forward_ = backward_pending_ = true;
+  }
+
+  void backward(const float* dlogits, float* dx) override {
+    if (mode_ != NetMode::train)
+      throw Error("network", "backward on a network compiled for inference");
+    if (!backward_pending_)
+      throw Error("network", "backward needs a forward before it (one backward per forward)");
+    if (dx && !opt_.input_gradient)
+      throw Error("network", "the input gradient needs a network compiled with input_gradient");
+    if (half_ && !brain_)
+      throw Error("recipe: /precision", "fp16 needs loss scaling: backward() takes fp32 or bf16");
+    MINAS_CUDA_CHECK(cudaSetDevice(device_));
+    for (int i = 0; i < g_.size(); ++i)
+      MINAS_CUDA_CHECK(cudaMemsetAsync(dy_[i].get(), 0, count(i) * sizeof(float), s_));
+    const int out = g_.output();
+    MINAS_CUDA_CHECK(cudaMemcpyAsync(dy_[out].get(), dlogits, count(out) * sizeof(float),
+                                     cudaMemcpyHostToDevice, s_));
+    for (int i = g_.size() - 1; i >= 1; --i) backward(i);
+    for (size_t p = 0; p < gw_.size(); ++p)
+      MINAS_CUDA_CHECK(cudaMemcpyAsync(model_.params()[p].grad.data(), gw_[p].get(),
+                                       gw_[p].size() * sizeof(float), cudaMemcpyDeviceToHost, s_));
+    if (dx)
+      MINAS_CUDA_CHECK(
+          cudaMemcpyAsync(dx, dy_[0].get(), count(0) * sizeof(float), cudaMemcpyDeviceToHost, s_));
+    MINAS_CUDA_CHECK(cudaStreamSynchronize(s_));
+    backward_pending_ = false;
+    if (opt_.on_layer_gradients)
+      for (int i = g_.size() - 1; i >= 1; --i)
+        if (has_params(i)) opt_.on_layer_gradients(i);
+  }
+
+  // Every layer's output has a buffer of its own, plain NCHW.
+  void layer_output(int layer, float* out) override {
+    if (layer < 0 || layer >= g_.size())
+      throw Error("network", "no layer " + std::to_string(layer) + " in a graph of " +
+                                 std::to_string(g_.size()));
+    if (!ran_forward_) throw Error("network", "layer output before any forward pass");
+    MINAS_CUDA_CHECK(cudaSetDevice(device_));
+    MINAS_CUDA_CHECK(cudaMemcpyAsync(out, y_[layer].get(), count(layer) * sizeof(float),
+                                     cudaMemcpyDeviceToHost, s_));
+    MINAS_CUDA_CHECK(cudaStreamSynchronize(s_));
   }
 
   void infer(const float* x, float* logits) override {
@@ -277,6 +337,7 @@ class CudaNetwork final : public Network {
     MINAS_CUDA_CHECK(cudaMemcpyAsync(logits, y_[out].get(), count(out) * sizeof(float),
                                      cudaMemcpyDeviceToHost, s_));
     MINAS_CUDA_CHECK(cudaStreamSynchronize(s_));
+    ran_forward_ = true;
   }
 
  private:
@@ -612,7 +673,7 @@ class CudaNetwork final : public Network {
           if (l.bias)
             MINAS_CUDNN_CHECK(cudnnConvolutionBackwardBias(dnn_, &one, desc_[i].d, dy, &zero,
                                                            c.bias.d, GW(st.bias)));
-          if (r > 0) {
+          if (r > 0 || opt_.input_gradient) {
             MINAS_CUDNN_CHECK(cudnnConvolutionBackwardData(
                 dnn_, &one, c.w, c.w16.get(), c.yh.d, c.dy16.get(), c.conv, c.bwd_data,
                 workspace_.get(), workspace_.size(), &zero, c.xh.d, c.dx16.get()));
@@ -626,7 +687,7 @@ class CudaNetwork final : public Network {
         if (l.bias)
           MINAS_CUDNN_CHECK(cudnnConvolutionBackwardBias(dnn_, &one, desc_[i].d, dy, &zero,
                                                          c.bias.d, GW(st.bias)));
-        if (r > 0)
+        if (r > 0 || opt_.input_gradient)
           MINAS_CUDNN_CHECK(cudnnConvolutionBackwardData(
               dnn_, &one, c.w, W(st.weight), desc_[i].d, dy, c.conv, c.bwd_data, workspace_.get(),
               workspace_.size(), &one, desc_[r].d, dy_[r].get()));
@@ -698,7 +759,7 @@ class CudaNetwork final : public Network {
           if (l.bias)
             MINAS_CUBLAS_CHECK(cublasSgemv(blas_, CUBLAS_OP_N, out, n_, &one, dy, out, ones_.get(),
                                            1, &zero, GW(st.bias), 1));
-          if (r > 0)
+          if (r > 0 || opt_.input_gradient)
             MINAS_CUBLAS_CHECK(cublasGemmEx(
                 blas_, CUBLAS_OP_N, CUBLAS_OP_N, features, n_, out, &one, ls.w16.get(), half_type(),
                 features, ls.dy16.get(), half_type(), out, &one, dy_[r].get(), CUDA_R_32F, features,
@@ -712,7 +773,7 @@ class CudaNetwork final : public Network {
         if (l.bias)  // db = dy^T 1
           MINAS_CUBLAS_CHECK(cublasSgemv(blas_, CUBLAS_OP_N, out, n_, &one, dy, out, ones_.get(), 1,
                                          &zero, GW(st.bias), 1));
-        if (r > 0)  // dx (n, in) += dy W: column-major dx^T += W^T' dy^T.
+        if (r > 0 || opt_.input_gradient)  // dx (n, in) += dy W: column-major dx^T += W^T' dy^T.
           MINAS_CUBLAS_CHECK(cublasSgemm(blas_, CUBLAS_OP_N, CUBLAS_OP_N, features, n_, out, &one,
                                          W(st.weight), features, dy, out, &one, dy_[r].get(),
                                          features));
@@ -741,6 +802,8 @@ class CudaNetwork final : public Network {
   const NetworkOptions opt_;
   const bool half_, brain_;  // 16-bit convolutions and linear layers; bf16 or fp16
   uint64_t step_ = 0;
+  bool ran_forward_ = false;       // some forward pass has filled the outputs
+  bool backward_pending_ = false;  // forward() ran and its backward() has not
   std::map<int, LinearState> linears_;
 
   std::vector<TensorDesc> desc_;

@@ -1,0 +1,397 @@
+// `minas bench evaluators` and `minas bench screen`: the cheap evaluators of a
+// candidate (zero-cost proxies at initialization, parameters, MACs, short
+// trainings) measured against a ground-truth table by rank correlation and
+// cost, and the screening throughput of one evaluator over sampled
+// architectures (experiments/evaluators.md).
+#include <atomic>
+#include <charconv>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <exception>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <unordered_set>
+#include <vector>
+
+#include "cli/commands.h"
+#include "cli/flag_ranges.h"
+#include "controller/ranking.h"
+#include "pipeline/ground_truth.h"
+#include "searchspace/error.h"
+#include "searchspace/json_read.h"
+#include "searchspace/space.h"
+#include "trainer/data.h"
+#include "trainer/network.h"
+#include "trainer/proxies.h"
+
+namespace minas::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// ------------------------------------------------------------ the minibatch
+
+// The images every candidate is scored on: `batch` training images drawn with
+// `seed`, normalized as training normalizes them (trainer/train.cpp).
+struct Minibatch {
+  Shape shape;
+  int classes = 0;
+  std::vector<float> x;
+  std::vector<int32_t> y;
+  ProxyBatch view() const { return {x.data(), y.data(), static_cast<int>(y.size())}; }
+};
+
+Minibatch load_minibatch(const std::string& data, int batch, uint64_t seed) {
+  const data::TrainTest d = data::load_dataset(data);
+  const data::Dataset& ds = d.train;
+  if (ds.size() < static_cast<size_t>(batch))
+    throw Error(data, "has " + std::to_string(ds.size()) + " training images, fewer than --batch " +
+                          std::to_string(batch));
+  const data::Normalization norm =
+      ds.shape.c == 1 && ds.source.find("fashion-mnist") != std::string::npos
+          ? data::Normalization::fashion_mnist()
+          : data::compute_normalization(ds);
+  const std::vector<uint32_t> idx = data::subset(data::all_indices(ds), batch, seed);
+  Minibatch m;
+  m.shape = ds.shape;
+  m.classes = ds.classes;
+  m.x.resize(idx.size() * ds.image_size());
+  m.y.resize(idx.size());
+  data::normalize(ds, idx, norm, m.x.data(), m.y.data());
+  return m;
+}
+
+void check_fits(const Space& space, const Minibatch& m, const std::string& data) {
+  Rng rng(0);
+  const LayerGraph g = space.lower(space.sample(rng));
+  if (g.input_shape() != m.shape || g.classes() < m.classes)
+    throw Error(data, "images " + to_string(m.shape) + " of " + std::to_string(m.classes) +
+                          " classes do not fit space '" + space.name() + "' (input " +
+                          to_string(g.input_shape()) + ", " + std::to_string(g.classes()) +
+                          " classes)");
+}
+
+// ------------------------------------------------------------ the table
+
+// One CSV line's fields (the tables have no quoting); a CRLF line end is dropped.
+std::vector<std::string> fields_of(std::string line) {
+  if (!line.empty() && line.back() == '\r') line.pop_back();
+  std::vector<std::string> out;
+  size_t start = 0;
+  for (;;) {
+    const size_t comma = line.find(',', start);
+    out.push_back(
+        line.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+    if (comma == std::string::npos) return out;
+    start = comma + 1;
+  }
+}
+
+struct TableRow {
+  std::string key;
+  Arch arch;
+  double target = 0;
+  std::optional<double> valid_1ep, valid_3ep, train_seconds;
+};
+
+struct Table {
+  std::vector<TableRow> rows;
+  bool has_short = false;  // valid_1ep, valid_3ep and train_seconds are all columns
+};
+
+Table read_table(const std::string& path, const Space& space, const std::string& target) {
+  std::ifstream in(path);
+  if (!in) throw Error(path, "cannot read the table");
+  std::string line;
+  if (!std::getline(in, line)) throw Error(path, "empty table");
+  const std::vector<std::string> header = fields_of(line);
+  auto column = [&](const std::string& name) -> int {
+    for (size_t c = 0; c < header.size(); ++c)
+      if (header[c] == name) return static_cast<int>(c);
+    return -1;
+  };
+  const int arch = column("arch"), tgt = column(target);
+  if (arch < 0) throw Error(path, "no 'arch' column: not a ground-truth table");
+  if (tgt < 0)
+    throw Error(path, "no column '" + printable_excerpt(target, 40) +
+                          "' for --target (columns: " + printable_excerpt(line, 200) + ")");
+  const int v1 = column("valid_1ep"), v3 = column("valid_3ep"), ts = column("train_seconds");
+  Table t;
+  t.has_short = v1 >= 0 && v3 >= 0 && ts >= 0;
+  std::unordered_set<std::string> seen;
+  for (int n = 2; std::getline(in, line); ++n) {
+    if (line.empty() || line == "\r") continue;
+    const std::string where = path + ":" + std::to_string(n);
+    const std::vector<std::string> f = fields_of(line);
+    if (f.size() != header.size())
+      throw Error(where, std::to_string(f.size()) + " fields, the header has " +
+                             std::to_string(header.size()));
+    auto number = [&](int c) {
+      const std::string& s = f[static_cast<size_t>(c)];
+      double v = 0;
+      const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+      if (s.empty() || ec != std::errc() || end != s.data() + s.size() || !std::isfinite(v))
+        throw Error(where, "column " + header[static_cast<size_t>(c)] + ": '" +
+                               printable_excerpt(s, 40) + "' is not a number");
+      return v;
+    };
+    TableRow r;
+    r.key = f[static_cast<size_t>(arch)];
+    try {
+      r.arch = space.parse_key(r.key);
+    } catch (const Error& e) {
+      throw Error(where, "arch '" + printable_excerpt(r.key, 120) + "' is not of space '" +
+                             space.name() + "': " + e.reason());
+    }
+    if (!seen.insert(r.key).second)
+      throw Error(where, "architecture " + printable_excerpt(r.key, 120) + " appears twice");
+    r.target = number(tgt);
+    if (t.has_short) {
+      r.valid_1ep = number(v1);
+      r.valid_3ep = number(v3);
+      r.train_seconds = number(ts);
+    }
+    t.rows.push_back(std::move(r));
+  }
+  if (t.rows.size() < 2) throw Error(path, "fewer than 2 rows: nothing to rank");
+  return t;
+}
+
+// ------------------------------------------------------------ bench evaluators
+
+struct EvaluatorsFlags {
+  std::string space = "small", data = "fashion-mnist", table, target = "valid_10ep", out;
+  std::vector<std::string> proxies;
+  int batch = 64, threads = 1;
+  uint64_t seed = 0;
+};
+
+std::vector<Proxy> chosen_proxies(const std::vector<std::string>& names) {
+  std::vector<Proxy> out;
+  if (names.empty()) {
+    for (const ProxyInfo& info : proxy_table()) out.push_back(info.proxy);
+    return out;
+  }
+  for (const std::string& n : names) {
+    const auto p = proxy_from_name(n);
+    if (!p)
+      throw Error("--proxies", "unknown proxy '" + printable_excerpt(n, 40) +
+                                   "' (proxies: " + proxy_names() + ")");
+    out.push_back(*p);
+  }
+  return out;
+}
+
+std::string number_text(double v) {
+  if (std::isnan(v)) return "nan";
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%.10g", v);
+  return buf;
+}
+
+// One evaluator's scores and costs over the table's rows.
+struct Evaluator {
+  std::string name, cost_note;
+  std::vector<double> score, seconds;
+};
+
+void report(const Evaluator& e, const std::vector<double>& target) {
+  // Scores that are NaN (jacob_cov of a constant Jacobian) are left out; +-inf
+  // rank as the lowest or highest (tau is taken on ranks for that).
+  std::vector<double> s, t;
+  double cost = 0;
+  for (size_t i = 0; i < e.score.size(); ++i) {
+    cost += e.seconds[i];
+    if (std::isnan(e.score[i])) continue;
+    s.push_back(e.score[i]);
+    t.push_back(target[i]);
+  }
+  const double tau = kendall_tau(average_ranks(s), average_ranks(t));
+  const double rho = spearman_rho(s, t);
+  std::printf("%-10s %6zu %8.4f %8.4f %12.5f%s\n", e.name.c_str(), s.size(), tau, rho,
+              cost / static_cast<double>(e.score.size()), e.cost_note.c_str());
+}
+
+void run_evaluators(const EvaluatorsFlags& f) {
+  const Space space = Space::load(f.space);
+  const std::vector<Proxy> proxies = chosen_proxies(f.proxies);
+  const Table table = read_table(f.table, space, f.target);
+  const Minibatch mb = load_minibatch(f.data, f.batch, f.seed);
+  check_fits(space, mb, f.data);
+  auto backend = make_cpu_backend(f.threads);
+  const size_t n = table.rows.size();
+  std::vector<Evaluator> evals;
+  for (Proxy p : proxies) {
+    evals.push_back({proxy_info(p).name, "", std::vector<double>(n), std::vector<double>(n)});
+    if (!proxy_info(p).needs_backend) evals.back().cost_note = "  (lowering the graph)";
+  }
+  std::fprintf(stderr, "scoring %zu architectures of %s with %zu proxies...\n", n, f.table.c_str(),
+               proxies.size());
+  const Clock::time_point all = Clock::now();
+  for (size_t i = 0; i < n; ++i) {
+    // Every proxy's cost includes lowering the architecture, as a screen pays it.
+    const Clock::time_point t0 = Clock::now();
+    const LayerGraph g = space.lower(table.rows[i].arch);
+    const double lowering = seconds_since(t0);
+    for (size_t k = 0; k < proxies.size(); ++k) {
+      const Clock::time_point t1 = Clock::now();
+      evals[k].score[i] = proxy_score(proxies[k], *backend, g, f.seed, mb.view());
+      evals[k].seconds[i] = lowering + seconds_since(t1);
+    }
+    if ((i + 1) % 50 == 0)
+      std::fprintf(stderr, "  %zu/%zu (%.0f s)\n", i + 1, n, seconds_since(all));
+  }
+  std::vector<double> target(n);
+  for (size_t i = 0; i < n; ++i) target[i] = table.rows[i].target;
+  if (table.has_short)
+    for (int e : {1, 3}) {
+      Evaluator ev{"valid_" + std::to_string(e) + "ep",
+                   "  (table: train_seconds * " + std::to_string(e) + "/10)",
+                   std::vector<double>(n), std::vector<double>(n)};
+      for (size_t i = 0; i < n; ++i) {
+        const TableRow& r = table.rows[i];
+        ev.score[i] = e == 1 ? *r.valid_1ep : *r.valid_3ep;
+        ev.seconds[i] = *r.train_seconds * e / 10.0;
+      }
+      if ("valid_" + std::to_string(e) + "ep" != f.target) evals.push_back(std::move(ev));
+    }
+  std::printf(
+      "table=%s architectures=%zu target=%s space=%s data=%s batch=%d threads=%d seed=%llu\n",
+      f.table.c_str(), n, f.target.c_str(), space.name().c_str(), f.data.c_str(), f.batch,
+      f.threads, static_cast<unsigned long long>(f.seed));
+  std::printf("%-10s %6s %8s %8s %12s\n", "evaluator", "n", "tau", "rho", "s/candidate");
+  for (const Evaluator& e : evals) report(e, target);
+  if (!f.out.empty()) {
+    std::string csv = "arch";
+    for (Proxy p : proxies) csv += std::string(",") + proxy_info(p).name;
+    csv += "\n";
+    for (size_t i = 0; i < n; ++i) {
+      csv += table.rows[i].key;
+      for (size_t k = 0; k < proxies.size(); ++k) csv += "," + number_text(evals[k].score[i]);
+      csv += "\n";
+    }
+    pipeline::write_file_atomically(f.out, csv);
+    std::fprintf(stderr, "wrote %s: %zu architectures\n", f.out.c_str(), n);
+  }
+}
+
+// ------------------------------------------------------------ bench screen
+
+struct ScreenFlags {
+  std::string space = "small", data = "fashion-mnist", evaluator;
+  int64_t count = 2000;
+  int workers = 2, threads = 1, batch = 64;
+  uint64_t seed = 0;
+};
+
+void run_screen(const ScreenFlags& f) {
+  const Space space = Space::load(f.space);
+  const auto proxy = proxy_from_name(f.evaluator);
+  if (!proxy)
+    throw Error("--evaluator", "unknown evaluator '" + printable_excerpt(f.evaluator, 40) +
+                                   "' (evaluators: " + proxy_names() + ")");
+  std::optional<Minibatch> mb;
+  if (proxy_info(*proxy).needs_backend) {
+    mb = load_minibatch(f.data, f.batch, f.seed);
+    check_fits(space, *mb, f.data);
+  }
+  Rng rng(f.seed);
+  std::vector<Arch> archs;
+  for (int64_t i = 0; i < f.count; ++i) archs.push_back(space.sample(rng));
+  std::vector<double> scores(archs.size());
+  std::atomic<size_t> next{0};
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(f.workers));
+  std::vector<std::thread> workers;
+  const Clock::time_point t0 = Clock::now();
+  for (int w = 0; w < f.workers; ++w)
+    workers.emplace_back([&, w] {
+      try {
+        // Each worker its own backend (its own engine and thread count).
+        auto backend = make_cpu_backend(f.threads);
+        const ProxyBatch batch = mb ? mb->view() : ProxyBatch{};
+        for (size_t i; (i = next.fetch_add(1)) < archs.size();)
+          scores[i] = proxy_score(*proxy, *backend, space.lower(archs[i]), f.seed, batch);
+      } catch (...) {
+        errors[static_cast<size_t>(w)] = std::current_exception();
+        next = archs.size();
+      }
+    });
+  for (std::thread& t : workers) t.join();
+  const double seconds = seconds_since(t0);
+  for (const std::exception_ptr& e : errors)
+    if (e) std::rethrow_exception(e);
+  size_t best = 0;
+  for (size_t i = 1; i < scores.size(); ++i)
+    if (scores[i] > scores[best] || std::isnan(scores[best])) best = i;
+  std::printf(
+      "evaluator=%s space=%s count=%lld workers=%d threads=%d batch=%d seed=%llu seconds=%.2f\n",
+      f.evaluator.c_str(), space.name().c_str(), static_cast<long long>(f.count), f.workers,
+      f.threads, f.batch, static_cast<unsigned long long>(f.seed), seconds);
+  std::printf("candidates_per_minute=%.0f best=%s score=%s\n",
+              static_cast<double>(archs.size()) / seconds * 60, space.key(archs[best]).c_str(),
+              number_text(scores[best]).c_str());
+}
+
+}  // namespace
+
+void add_evaluator_benchmark(CLI::App& bench) {
+  auto f = std::make_shared<EvaluatorsFlags>();
+  CLI::App* cmd = bench.add_subcommand(
+      "evaluators",
+      "Zero-cost proxies, params, MACs and short trainings against a ground-truth "
+      "table: rank correlation and cost");
+  cmd->add_option("--space", f->space, "Search space of the table's architectures")
+      ->default_val("small");
+  cmd->add_option("--data", f->data, "Data set the minibatch is drawn from")
+      ->default_val("fashion-mnist");
+  cmd->add_option("--table", f->table, "Ground-truth CSV (minas bench table)")->required();
+  cmd->add_option("--target", f->target, "The table's column evaluators are ranked against")
+      ->default_val("valid_10ep");
+  cmd->add_option("--proxies", f->proxies, "Proxies to score (default: all)")->delimiter(',');
+  cmd->add_option("--batch", f->batch, "Images in the minibatch")
+      ->default_val(64)
+      ->check(in_range(2, 4096));
+  cmd->add_option("--threads", f->threads, "CPU threads of the backend")
+      ->default_val(1)
+      ->check(in_range(1, 1024));
+  cmd->add_option("--seed", f->seed, "Initialization and minibatch seed")
+      ->default_val(0)
+      ->check(any_of_type<uint64_t>());
+  cmd->add_option("--out", f->out, "CSV of every architecture's proxy scores (features)");
+  cmd->callback([f] { run_evaluators(*f); });
+
+  auto s = std::make_shared<ScreenFlags>();
+  CLI::App* scr = bench.add_subcommand(
+      "screen", "Score sampled architectures with one cheap evaluator: candidates per minute");
+  scr->add_option("--space", s->space, "Search space")->default_val("small");
+  scr->add_option("--data", s->data, "Data set the minibatch is drawn from")
+      ->default_val("fashion-mnist");
+  scr->add_option("--count", s->count, "Architectures to sample and score")
+      ->default_val(2000)
+      ->check(in_range<int64_t>(1, 10'000'000));
+  scr->add_option("--evaluator", s->evaluator, "A proxy: " + proxy_names())->required();
+  scr->add_option("--workers", s->workers, "Threads scoring candidates side by side")
+      ->default_val(2)
+      ->check(in_range(1, 256));
+  scr->add_option("--threads", s->threads, "CPU threads of each worker's backend")
+      ->default_val(1)
+      ->check(in_range(1, 1024));
+  scr->add_option("--batch", s->batch, "Images in the minibatch")
+      ->default_val(64)
+      ->check(in_range(2, 4096));
+  scr->add_option("--seed", s->seed, "Sampling, initialization and minibatch seed")
+      ->default_val(0)
+      ->check(any_of_type<uint64_t>());
+  scr->callback([s] { run_screen(*s); });
+}
+
+}  // namespace minas::cli
