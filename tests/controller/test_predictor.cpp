@@ -96,7 +96,7 @@ TEST_CASE(
   CHECK(v > 0);  // each member its own initialization and shuffling
 }
 
-TEST_CASE("predictor: deterministic for a seed; a restored one predicts and refits the same") {
+TEST_CASE("predictor: deterministic for a seed, and a restored one predicts and refits the same") {
   const auto space = Space::load("small");
   const Sample s = sample(space, 120, 2);
   const std::vector<std::vector<float>> first(s.x.begin(), s.x.begin() + 60);
@@ -199,7 +199,7 @@ TEST_CASE("strategy: predictor asks initial_samples at random, then fitted picks
 }
 
 TEST_CASE(
-    "strategy: predictor learns from finished, feasible results only; pruned ones are not asked "
+    "strategy: predictor learns from finished, feasible results only, and pruned ones are not asked "
     "again") {
   const auto space = Space::load("small");
   StrategySettings st;

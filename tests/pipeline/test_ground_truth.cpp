@@ -106,7 +106,7 @@ TEST_CASE("ground truth: one row per finished trial, curve points in percent, in
                        doctest::Contains("epoch 0"), Error);
 }
 
-TEST_CASE("ground truth: trials of different fidelity are refused; a missing curve point skips") {
+TEST_CASE("ground truth: trials of different fidelity are refused, and a missing curve point skips") {
   TempDbPath tmp;
   db::Store store = db::Store::open(tmp.str());
   const int64_t e = store.create_experiment(spec(), 1.0);
