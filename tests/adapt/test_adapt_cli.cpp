@@ -125,7 +125,7 @@ TEST_CASE("adapt: a customer folder is validated, searched under a cap, exported
   CHECK(result["params"].get<int64_t>() <= 100000);
   CHECK(result["latency_ms"].get<double>() > 0);
   CHECK(result["constraints_met"] == true);
-  CHECK(result["test_acc"].get<double>() > 0.7);  // four easy classes: chance is 0.25
+  CHECK_MESSAGE(result["test_acc"].get<double>() > 0.7, run.out);  // four easy classes: chance is 0.25
   for (const char* f :
        {"arch.json", "model.ckpt", "model.onnx", "model.json", "report.md", "validation.json"})
     CHECK_MESSAGE(fs::exists(fs::path(out) / f), f);
