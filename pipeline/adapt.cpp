@@ -418,6 +418,10 @@ FinalResult final_model(AdaptRun& run, db::Connection& conn, int64_t experiment)
   fo.class_names = run.src.classes;
   fo.constraints = run.constraints;
   fo.latency_device = run.target.text;
+  // The picture's x: the constraint that matters most, as the report's front table.
+  fo.pareto_x = o.latency_ms > 0 ? db::Metric::latency_ms
+                : o.max_macs     ? db::Metric::macs
+                                 : db::Metric::params;
   run.log.line("adapt",
                "final training, evaluation and export of the best architecture that meets the "
                "constraints in the " +

@@ -17,6 +17,7 @@
 #include "controller/objective.h"
 #include "db/queries.h"
 #include "export/onnx.h"
+#include "pipeline/charts.h"
 #include "searchspace/error.h"
 #include "trainer/backends.h"
 #include "trainer/checkpoint.h"
@@ -253,6 +254,8 @@ void count_confusion(Model& model, Backend& backend, const data::TrainTest& data
   std::vector<float> xb(static_cast<size_t>(eb) * data.test.image_size());
   std::vector<float> logits(static_cast<size_t>(eb) * static_cast<size_t>(k));
   int64_t correct = 0;
+  // Per true class, its first misses in test order (enough to fill the picture alone).
+  std::vector<std::vector<FinalResult::Miss>> misses(static_cast<size_t>(k));
   for (size_t at = 0; at < n; at += static_cast<size_t>(eb)) {
     idx.clear();
     for (size_t i = at; i < std::min(n, at + static_cast<size_t>(eb)); ++i)
@@ -266,8 +269,15 @@ void count_confusion(Model& model, Backend& backend, const data::TrainTest& data
       const int truth = data.test.labels[at + b];
       r.confusion.at(static_cast<size_t>(truth)).at(static_cast<size_t>(pred)) += 1;
       correct += pred == truth;
+      auto& m = misses.at(static_cast<size_t>(truth));
+      if (pred != truth && m.size() < kMisclassifiedShown) m.push_back({at + b, truth, pred});
     }
   }
+  r.misclassified.clear();
+  for (size_t round = 0; round < kMisclassifiedShown; ++round)
+    for (const auto& m : misses)
+      if (round < m.size() && r.misclassified.size() < kMisclassifiedShown)
+        r.misclassified.push_back(m[round]);
   // Batches of another size may round differently and flip a near tie;
   // more than that is a bug.
   const double acc = n ? static_cast<double>(correct) / static_cast<double>(n) : 0;
@@ -341,6 +351,69 @@ void report_search(std::ostream& md, const std::vector<db::ProgressPoint>& curve
        << (t.macs ? std::to_string(*t.macs) : "-") << " | " << report_code(t.arch_key) << " |\n";
 }
 
+// The pictures beside report.md and the section that shows them: the
+// best-so-far curve, the Pareto front with the chosen model marked, the
+// confusion matrix and test images the model gets wrong.
+void write_pictures(std::ostream& md, db::Connection& conn, int64_t experiment,
+                    const std::vector<db::ProgressPoint>& curve, const data::Dataset& test,
+                    const FinalOptions& o, FinalResult& r) {
+  namespace ch = charts;
+  const std::filesystem::path dir(o.out);
+  auto class_name = [&](int c) {
+    return static_cast<size_t>(c) < o.class_names.size() ? o.class_names[c] : std::to_string(c);
+  };
+  auto write = [&](const std::string& file, const std::string& svg, const std::string& what) {
+    write_file(dir / file, svg);
+    r.pictures.push_back(file);
+    md << "![" << what << "](" << file << ")\n\n";
+  };
+  md << "## Pictures\n\n";
+
+  ch::Series best{"best validation accuracy", {}, ch::Style::step};
+  for (const auto& p : curve) best.points.push_back({p.seconds, 100 * p.best});
+  write("best_so_far.svg",
+        ch::plot({"Best so far during the search", "seconds since the search started",
+                  "validation accuracy (%)"},
+                 {best}),
+        "best validation accuracy so far against the search's seconds");
+
+  const std::string x_name(db::metric_name(o.pareto_x));
+  ch::Series all{"trained candidates", {}, ch::Style::dots, "#7f7f7f"};
+  for (const auto& t : db::top_k(conn, experiment, db::Metric::val_acc, 1'000'000))
+    if (const auto x = t.value(o.pareto_x); x && t.val_acc) all.points.push_back({*x, 100 * *t.val_acc});
+  ch::Series front{"Pareto front", {}, ch::Style::step, "#1f77b4"};
+  for (const auto& t : db::pareto(conn, experiment, o.pareto_x))
+    if (const auto x = t.value(o.pareto_x); x && t.val_acc) front.points.push_back({*x, 100 * *t.val_acc});
+  std::vector<ch::Mark> chosen;
+  if (const auto d = db::find_trial(conn, experiment, r.trial))
+    if (const auto x = d->trial.value(o.pareto_x); x && d->trial.val_acc)
+      chosen.push_back({{*x, 100 * *d->trial.val_acc}, "chosen: trial " + std::to_string(r.trial)});
+  const bool log_x = o.pareto_x == db::Metric::params || o.pareto_x == db::Metric::macs;
+  write("pareto.svg",
+        ch::plot({"Validation accuracy against " + x_name, x_name + (log_x ? " (log scale)" : ""),
+                  "validation accuracy (%)", log_x},
+                 {all, front}, chosen),
+        "validation accuracy against " + x_name + ", the Pareto front and the chosen model");
+
+  std::vector<std::string> names;
+  for (size_t c = 0; c < r.confusion.size(); ++c) names.push_back(class_name(static_cast<int>(c)));
+  write("confusion.svg", ch::confusion_matrix(names, r.confusion),
+        "confusion matrix of the test set");
+
+  std::vector<ch::Thumb> thumbs;
+  for (const auto& m : r.misclassified) {
+    const uint8_t* px = test.image(m.index);
+    thumbs.push_back({std::vector<uint8_t>(px, px + test.image_size()), test.shape.c, test.shape.h,
+                      test.shape.w,
+                      "true: " + class_name(m.truth) + "\npredicted: " + class_name(m.predicted)});
+  }
+  write("misclassified.svg",
+        ch::image_grid("Test images the model gets wrong (" + std::to_string(thumbs.size()) +
+                           " shown)",
+                       thumbs, 6),
+        "test images the model gets wrong, with their true and predicted classes");
+}
+
 }  // namespace
 
 std::string report_number(double v, const char* format) {
@@ -387,6 +460,7 @@ FinalResult retrain_and_export(const Space& space, const FinalOptions& o,
 
   std::ostringstream md;
   report_result(md, o, r, best, report, recipe);
+  write_pictures(md, conn, experiment, curve, data.test, o, r);
   report_search(md, curve, top);
   if (more_report) md << "\n" << more_report(r);
   md << "\n## Reproduce\n\n"

@@ -39,7 +39,11 @@ struct FinalOptions {
   // before it trains, and at least kMinFinalSeconds. Without one the recipe's
   // own budget applies.
   std::optional<std::chrono::steady_clock::time_point> deadline;
+  // The cost the report's Pareto picture puts on x (a cost metric).
+  db::Metric pareto_x = db::Metric::params;
 };
+
+inline constexpr size_t kMisclassifiedShown = 24;
 
 // The least a final training gets, even when the search has left less.
 inline constexpr double kMinFinalSeconds = 10;
@@ -54,6 +58,15 @@ struct FinalResult {
   std::string latency_device;
   // confusion[true class][predicted class] over the test set.
   std::vector<std::vector<int64_t>> confusion;
+  // Test images the model gets wrong, for the report's picture: at most
+  // kMisclassifiedShown, taken in turn from each true class, in test order.
+  struct Miss {
+    size_t index = 0;  // in the test set
+    int truth = 0, predicted = 0;
+  };
+  std::vector<Miss> misclassified;
+  // The pictures written beside report.md (file names).
+  std::vector<std::string> pictures;
   // With a deadline: the training's budget, the seconds kept for the work
   // after it (measured before training, doubled) and what that work took.
   double train_budget_s = 0, finish_reserved_s = 0, finish_seconds = 0;

@@ -6,6 +6,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
@@ -24,6 +25,7 @@
 #include "searchspace/error.h"
 #include "searchspace/rng.h"
 #include "tests/support.h"
+#include "tests/xml_check.h"
 #include "tests/trainer/synthetic.h"
 
 namespace fs = std::filesystem;
@@ -146,6 +148,14 @@ TEST_CASE("pipeline: run_search searches, retrains, exports and reports in-proce
   const std::string report = slurp(fs::path(o.out) / "report.md");
   CHECK(contains(report, "## Top 5 by validation accuracy"));
   CHECK(contains(report, "minas search --reproduce-me"));
+  // The pictures beside the report, linked from it, each a well-formed SVG.
+  CHECK(r.final->pictures.size() == 4);
+  for (const std::string& f : r.final->pictures) {
+    CHECK_MESSAGE(contains(report, "](" + f + ")"), f);
+    const auto x = minas::test::check_xml(slurp(fs::path(o.out) / f));
+    CHECK_MESSAGE(x.error.empty(), f << ": " << x.error);
+    CHECK_MESSAGE(x.root == "svg", f);
+  }
   // The progress went to the log given, not to stderr.
   CHECK(contains(captured.lines, "search: final training, evaluation and export"));
   CHECK(contains(captured.lines, "search: exported to " + o.out));
@@ -302,4 +312,20 @@ TEST_CASE("pipeline: run_adapt validates, searches under a cap, retrains and rep
                               "## Warm start", "minas adapt --reproduce-me"})
     CHECK_MESSAGE(contains(report, section), section);
   CHECK(fs::exists(fs::path(o.out) / "data" / "train-images-idx3-ubyte"));
+  // The pictures: the front against the constraint, the confusion matrix,
+  // and the images the model gets wrong (as many as the matrix counts, up to
+  // the picture's limit), each an embedded PNG.
+  for (const char* f : {"best_so_far.svg", "pareto.svg", "confusion.svg", "misclassified.svg"}) {
+    const auto x = minas::test::check_xml(slurp(fs::path(o.out) / f));
+    CHECK_MESSAGE(x.error.empty(), f << ": " << x.error);
+    CHECK_MESSAGE(contains(report, std::string("](") + f + ")"), f);
+  }
+  int64_t wrong = 0;
+  for (size_t t = 0; t < r.final.confusion.size(); ++t)
+    for (size_t p = 0; p < r.final.confusion[t].size(); ++p) wrong += t != p ? r.final.confusion[t][p] : 0;
+  const auto grid = minas::test::check_xml(slurp(fs::path(o.out) / "misclassified.svg"));
+  const int64_t shown = std::min<int64_t>(wrong, minas::pipeline::kMisclassifiedShown);
+  CHECK(r.final.misclassified.size() == static_cast<size_t>(shown));
+  CHECK((shown == 0 ? grid.elements.count("image") == 0 : grid.elements.at("image") == shown));
+  CHECK(contains(slurp(fs::path(o.out) / "pareto.svg"), "chosen: trial " + std::to_string(r.final.trial)));
 }
