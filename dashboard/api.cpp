@@ -243,6 +243,23 @@ std::vector<T> downsample(const std::vector<T>& v, size_t n) {
   return out;
 }
 
+// Which budget ends (or ended) the search: "trials" or "time", null when
+// there is none, or when a search stopped before reaching either. A running
+// search with both ends by the one its pace so far reaches first (a trial
+// budget far beyond what the time allows is never the one).
+Json ends_by(const db::ExperimentDetail& d, int64_t trials_used, double seconds_used) {
+  const bool trials = d.budget_trials && *d.budget_trials > 0;
+  const bool time = d.budget_seconds && *d.budget_seconds > 0;
+  if (trials && trials_used >= *d.budget_trials) return "trials";
+  if (time && seconds_used >= *d.budget_seconds) return "time";
+  if (d.row.status != "running" || (!trials && !time)) return Json();
+  if (!trials) return "time";
+  if (!time) return "trials";
+  if (seconds_used <= 0) return "time";  // no pace yet
+  const double pace = static_cast<double>(trials_used) / seconds_used;  // trials per second
+  return pace * *d.budget_seconds >= static_cast<double>(*d.budget_trials) ? "trials" : "time";
+}
+
 Json overview(db::Connection& conn, const Params& p, std::string& fault) {
   const db::ExperimentDetail d = experiment_of(conn, p);
   const int64_t id = d.row.id;
@@ -267,7 +284,8 @@ Json overview(db::Connection& conn, const Params& p, std::string& fault) {
   o["budget"] = {{"trials", opt(d.budget_trials)},
                  {"trials_used", r.counts.total()},
                  {"seconds", opt(d.budget_seconds)},
-                 {"seconds_used", seconds_used}};
+                 {"seconds_used", seconds_used},
+                 {"ends_by", ends_by(d, r.counts.total(), seconds_used)}};
   const auto top = db::top_k(conn, id, db::Metric::val_acc, 1);
   o["best"] = top.empty() ? Json()
                           : Json{{"number", top[0].number},

@@ -139,10 +139,17 @@ async function overview(name) {
     best.replaceChildren(ov.best ? el('span', {}, 'best ', pct(ov.best.val_acc), ' (trial ',
       link('/e/' + encodeURIComponent(name) + '/t/' + ov.best.number, String(ov.best.number)), ') ',
       el('code', {}, ov.best.arch)) : 'no finished trial yet');
+    // The search's own seconds (every run of it, the one going on included)
+    // and its trials; a budget shows only where it can end the search.
     const b = ov.budget;
+    const running = ov.status === 'running';
+    const ends = b.ends_by === 'time' ? (running ? 'the time budget ends the search' : 'ended by its time budget')
+      : b.ends_by === 'trials' ? (running ? 'the trial budget ends the search' : 'ended by its trial budget')
+      : running ? 'no budget: it runs until stopped' : 'stopped before either budget';
     budget.replaceChildren('budget used: ', el('span', { id: 'budget-trials' },
-      b.trials_used + (b.trials !== null ? ' of ' + b.trials : '') + ' trials'), ', ',
-      el('span', { id: 'budget-seconds' }, since(b.seconds_used) + (b.seconds !== null ? ' of ' + since(b.seconds) : '')));
+      b.trials_used + (b.trials !== null && b.ends_by !== 'time' ? ' of ' + b.trials : '') + ' trials'), ', ',
+      el('span', { id: 'budget-seconds' }, since(b.seconds_used) + (b.seconds !== null ? ' of ' + since(b.seconds) : '')),
+      ' (', el('span', { id: 'budget-ends' }, ends), ')');
     // The curve holds the improvements; it runs on, flat, to now and to the
     // trials finished now.
     const byTime = ov.best_so_far.map((p) => ({ x: p.seconds, y: p.best }));

@@ -5,6 +5,7 @@
 
 #include <httplib.h>
 
+#include <chrono>
 #include <set>
 #include <thread>
 
@@ -52,7 +53,63 @@ TEST_CASE("dashboard api: experiments and an overview, exactly") {
   CHECK(o["elapsed"] == 0.0);
   // Never run by a controller: no budget, no seconds.
   CHECK(o["budget"] == Json::parse(R"({"trials":null,"trials_used":7,"seconds":null,
-                                       "seconds_used":0.0})"));
+                                       "seconds_used":0.0,"ends_by":null})"));
+}
+
+TEST_CASE("dashboard api: the budget line counts the search's own seconds and names the budget that ends it") {
+  test::KnownStore k;  // 7 trials
+  auto now = [] {
+    return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  };
+  auto budget = [&] {
+    db::Connection c = db::open_store_readonly(k.path);
+    return get(c, "/api/experiment", {{"experiment", "e"}})["budget"];
+  };
+  {
+    // A one-click search as minas search sets it: 14 minutes and a trial
+    // budget no 14 minutes reach, started 100 s ago, after an earlier run of 60 s.
+    db::Store store = db::Store::open(k.path);
+    store.add_seconds_run(1, 60);
+    store.set_experiment_status(1, "running", now() - 100);
+    store.set_experiment_budget(1, 1'000'000, 60 + 840, now() - 100);
+  }
+  Json b = budget();
+  CHECK(b["ends_by"] == "time");
+  CHECK(b["seconds"] == 900.0);
+  // The runs' seconds: 60 stored, and about 100 of the run going on (the
+  // store's clock, read twice: never less, and not twice it).
+  CHECK(b["seconds_used"].get<double>() >= 160.0);
+  CHECK(b["seconds_used"].get<double>() < 160.0 + 60);
+  {
+    // Finished by its time: the controller adds its run's seconds and ends it.
+    db::Store store = db::Store::open(k.path);
+    store.add_seconds_run(1, 840);
+    store.set_experiment_status(1, "finished", now());
+  }
+  b = budget();
+  CHECK(b["seconds_used"] == 900.0);  // the stored seconds alone, however late the page asks
+  CHECK(b["ends_by"] == "time");
+  {
+    // A trial budget the pace reaches first, then reached.
+    db::Store store = db::Store::open(k.path);
+    store.set_experiment_status(1, "running", now());
+    store.set_experiment_budget(1, 8, 900 + 3600, now());
+  }
+  CHECK(budget()["ends_by"] == "trials");  // 7 trials in 900 s: 8 long before 3600 s more
+  {
+    db::Store store = db::Store::open(k.path);
+    store.set_experiment_budget(1, 7, std::nullopt, now());
+    store.set_experiment_status(1, "stopped", now());
+  }
+  b = budget();
+  CHECK(b["ends_by"] == "trials");
+  CHECK(b["trials"] == 7);
+  {
+    // Stopped (Ctrl-C) before either budget.
+    db::Store store = db::Store::open(k.path);
+    store.set_experiment_budget(1, 100, 5000, now());
+  }
+  CHECK(budget()["ends_by"].is_null());
 }
 
 TEST_CASE("dashboard api: trials pages by keyset, sorted on indexed columns, each trial once") {

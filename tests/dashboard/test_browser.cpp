@@ -406,5 +406,25 @@ TEST_CASE("dashboard in a browser: the overview goes live, and a trial opens fro
   const std::string all = wait_text("#all-trials", "~0|");
   CHECK(all.find("done") != std::string::npos);
   CHECK(wait_text("main h2", "Trials of") == "Trials of live, by val_acc, done");
+
+  // A finished one-click search: 14 minutes of search over two runs, the
+  // trial budget minas search sets (which 14 minutes never reach). The
+  // budget line shows the store's seconds and the budget that ended it.
+  s.name = "one-click";
+  const int64_t done_e = store.create_experiment(s, 0);
+  store.set_experiment_status(done_e, "running", 100);
+  store.set_experiment_budget(done_e, 1'000'000, 840, 100);
+  store.add_seconds_run(done_e, 300);
+  store.add_seconds_run(done_e, 540);
+  store.set_experiment_status(done_e, "finished", 1000);
+  const double stored = store.experiment("one-click").seconds_run;
+  CHECK(stored == 840.0);
+  browser.call("POST", "/url", {{"url", base + "?token=t0k#/e/one-click"}});
+  const std::string line = wait_text("#budget", "ended by");
+  INFO(line);
+  CHECK(browser.text("#budget-seconds") == "14 min 0 s of 14 min 0 s");  // 840 s, as stored
+  CHECK(browser.text("#budget-trials") == "0 trials");  // the unreachable trial budget not shown
+  CHECK(browser.text("#budget-ends") == "ended by its time budget");
+  browser.screenshot("test-artifacts/dashboard-budget.png");
   browser.call("DELETE", "");
 }
