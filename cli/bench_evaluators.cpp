@@ -191,18 +191,24 @@ struct Fidelity {
 
 const std::vector<Fidelity>& fidelity_table() {
   static const std::vector<Fidelity> table = {
-      {"sub0.1-ep1", "1 epoch on a stratified 10% of the training split",
+      {"sub0.1-ep1",
+       "1 epoch on a stratified 10% of the training split",
        {{"epochs", 1}, {"subset_fraction", 0.1}}},
-      {"sub0.25-ep1", "1 epoch on a stratified 25% of the training split",
+      {"sub0.25-ep1",
+       "1 epoch on a stratified 25% of the training split",
        {{"epochs", 1}, {"subset_fraction", 0.25}}},
-      {"ep0.125", "1/8 of an epoch on all data, the schedule planned over it",
+      {"ep0.125",
+       "1/8 of an epoch on all data, the schedule planned over it",
        {{"epochs", 1}, {"run_fraction", 0.125}}},
-      {"ep0.25", "1/4 of an epoch on all data, the schedule planned over it",
+      {"ep0.25",
+       "1/4 of an epoch on all data, the schedule planned over it",
        {{"epochs", 1}, {"run_fraction", 0.25}}},
       // What ASHA's rungs at 0.125 and 0.25 see inside a 10-epoch trial.
-      {"ep0.125-cut", "the first 1/8 epoch of a 10-epoch run, its schedule cut there",
+      {"ep0.125-cut",
+       "the first 1/8 epoch of a 10-epoch run, its schedule cut there",
        {{"epochs", 10}, {"run_fraction", 0.0125}, {"fraction_schedule", "cut"}}},
-      {"ep0.25-cut", "the first 1/4 epoch of a 10-epoch run, its schedule cut there",
+      {"ep0.25-cut",
+       "the first 1/4 epoch of a 10-epoch run, its schedule cut there",
        {{"epochs", 10}, {"run_fraction", 0.025}, {"fraction_schedule", "cut"}}},
       {"ep1", "1 epoch on all data, the schedule planned over it", {{"epochs", 1}}},
   };
@@ -223,7 +229,8 @@ std::vector<const Fidelity*> chosen_fidelities(const std::vector<std::string>& n
       continue;
     }
     const auto& t = fidelity_table();
-    const auto it = std::find_if(t.begin(), t.end(), [&](const Fidelity& f) { return n == f.name; });
+    const auto it =
+        std::find_if(t.begin(), t.end(), [&](const Fidelity& f) { return n == f.name; });
     if (it == t.end())
       throw Error("--fidelities", "unknown evaluator '" + printable_excerpt(n, 40) +
                                       "' (reduced fidelities: " + fidelity_names() + ", or all)");
@@ -471,9 +478,9 @@ void add_evaluator_benchmark(CLI::App& bench) {
       ->default_val("valid_10ep");
   cmd->add_option("--proxies", f->proxies, "Proxies to score (default: all; none for none)")
       ->delimiter(',');
-  cmd->add_option("--fidelities", f->fidelities,
-                  "Reduced-fidelity trainings to run on every row (default: none; all): " +
-                      fidelity_names())
+  cmd->add_option(
+         "--fidelities", f->fidelities,
+         "Reduced-fidelity trainings to run on every row (default: none; all): " + fidelity_names())
       ->delimiter(',');
   cmd->add_option("--batch", f->batch, "Images in the minibatch")
       ->default_val(64)

@@ -385,9 +385,8 @@ Table curve_table(const db::TrialDetail& d) {
                {"seconds", Kind::seconds}};
   for (const db::EpochRow& e : d.curve) {
     t.rows.push_back({cell(d.trial.number), cell(d.trial.attempt),
-                      inside ? cell(e.epochs()) : cell(e.epoch),
-                      cell(e.train_loss), cell(e.train_acc), cell(e.val_acc), cell(e.lr),
-                      cell(e.seconds)});
+                      inside ? cell(e.epochs()) : cell(e.epoch), cell(e.train_loss),
+                      cell(e.train_acc), cell(e.val_acc), cell(e.lr), cell(e.seconds)});
   }
   return t;
 }

@@ -282,7 +282,8 @@ class Writer {
   Store* store_;  // null once the Store is gone
   Statement begin_, commit_, rollback_;
   Statement next_number_, trial_state_, worker_exists_;
-  Statement insert_trial_, start_trial_, record_result_, late_result_, record_epoch_, record_sub_epoch_;
+  Statement insert_trial_, start_trial_, record_result_, late_result_, record_epoch_,
+      record_sub_epoch_;
   Statement record_failure_, requeue_, mark_pruned_, worker_seen_, record_latency_;
   bool open_ = false;  // this Writer's transaction is open
   size_t pending_ = 0;

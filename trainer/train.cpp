@@ -80,9 +80,10 @@ std::vector<std::pair<double, uint64_t>> point_steps(const std::vector<double>& 
   std::vector<std::pair<double, uint64_t>> out;
   for (double a : at) {
     if (!std::isfinite(a) || !(a > 0) || std::trunc(a) == a || a > 1e6)
-      throw Error("validate_at", "a point inside an epoch must be a fraction above 0 and not "
-                                 "a whole epoch (that one is validated anyway), got " +
-                                     nlohmann::json(a).dump());
+      throw Error("validate_at",
+                  "a point inside an epoch must be a fraction above 0 and not "
+                  "a whole epoch (that one is validated anyway), got " +
+                      nlohmann::json(a).dump());
     if (!out.empty() && !(a > out.back().first))
       throw Error("validate_at", "points must be ascending, got " + nlohmann::json(a).dump() +
                                      " after " + nlohmann::json(out.back().first).dump());
@@ -242,7 +243,7 @@ TrainSplit train_split(const LayerGraph& g, const Recipe& recipe, const data::Tr
       recipe.subset_size > 0 ? static_cast<size_t>(recipe.subset_size)
       : recipe.subset_fraction < 1
           ? std::max<size_t>(1, static_cast<size_t>(std::llround(recipe.subset_fraction *
-                                                                  static_cast<double>(pool))))
+                                                                 static_cast<double>(pool))))
           : pool;
   if (keep > pool)
     throw Error("recipe: /subset_size", "a subset of " + std::to_string(keep) +
@@ -593,18 +594,18 @@ nlohmann::json TrainReport::to_json() const {
                    {"lr", e.lr},
                    {"seconds", e.seconds}});
   nlohmann::json j = {{"val_acc", num(val_acc)},
-          {"test_acc", num(test_acc)},
-          {"params", params},
-          {"macs", macs},
-          {"latency_ms", latency.batch1_ms},
-          {"latency_ms_b64", latency.batch64_ms},
-          {"latency_threads", latency.threads},
-          {"train_seconds", train_seconds},
-          {"img_per_s", img_per_s},
-          {"steps", steps},
-          {"planned_steps", planned_steps},
-          {"replans", replans},
-          {"epochs", ep}};
+                      {"test_acc", num(test_acc)},
+                      {"params", params},
+                      {"macs", macs},
+                      {"latency_ms", latency.batch1_ms},
+                      {"latency_ms_b64", latency.batch64_ms},
+                      {"latency_threads", latency.threads},
+                      {"train_seconds", train_seconds},
+                      {"img_per_s", img_per_s},
+                      {"steps", steps},
+                      {"planned_steps", planned_steps},
+                      {"replans", replans},
+                      {"epochs", ep}};
   if (!pts.empty()) j["points"] = pts;  // only runs asked for validations inside epochs
   return j;
 }

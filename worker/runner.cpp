@@ -111,12 +111,12 @@ class CpuRunner final : public TrialRunner {
       bool stopped = false;
       opt.should_stop = [&] { return stopped = stopped || cancelled(); };
       opt.on_epoch = [&](const EpochRecord& e) {
-        nlohmann::json m = {{"train_loss", e.train_loss},
-                            {"train_acc", e.train_acc},
-                            {"val_acc", std::isfinite(e.val_acc) ? nlohmann::json(e.val_acc)
-                                                                 : nlohmann::json()},
-                            {"lr", e.lr},
-                            {"seconds", e.seconds}};
+        nlohmann::json m = {
+            {"train_loss", e.train_loss},
+            {"train_acc", e.train_acc},
+            {"val_acc", std::isfinite(e.val_acc) ? nlohmann::json(e.val_acc) : nlohmann::json()},
+            {"lr", e.lr},
+            {"seconds", e.seconds}};
         if (e.at) m["at"] = *e.at;  // a validation inside the epoch
         on_epoch(e.epoch, m);
       };

@@ -45,9 +45,9 @@ nlohmann::json full(const MessageSpec& s, bool optional_too) {
            {"recipe", {{"epochs", 1}}},
            {"data", {{"name", "d"}, {"fingerprint", "f"}}},
            {"fidelity", 1}};
-      opt = {{"space", {{"k", 1}}},   {"checkpoint_epochs", {1}},
-             {"resume_epoch", 1},     {"latency_device", "cpu:1"},
-             {"measure_only", false}, {"gang", {{"world", 2}, {"first_rank", 0}}},
+      opt = {{"space", {{"k", 1}}},       {"checkpoint_epochs", {1}},
+             {"resume_epoch", 1},         {"latency_device", "cpu:1"},
+             {"measure_only", false},     {"gang", {{"world", 2}, {"first_rank", 0}}},
              {"validate_at", {0.25, 0.5}}};
       break;
     case Type::progress:

@@ -293,7 +293,8 @@ TEST_CASE("strategies in the loop: ASHA prunes at rungs inside the first epoch")
   // then its three epochs, in order.
   db::Statement done = c.prepare("SELECT number FROM trials WHERE status = 'done' LIMIT 1");
   REQUIRE(done.step());
-  const auto d = db::find_trial(c, db::find_experiment_id(c, "asha-fraction"), done.column_int64(0));
+  const auto d =
+      db::find_trial(c, db::find_experiment_id(c, "asha-fraction"), done.column_int64(0));
   REQUIRE(d);
   std::vector<double> at;
   for (const db::EpochRow& e : d->curve) at.push_back(e.epochs());

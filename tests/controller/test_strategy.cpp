@@ -508,15 +508,16 @@ TEST_CASE("asha: rungs at fractions of an epoch are judged there, whole ones as 
   CHECK(AshaSettings::from_json({{"rungs", {1.0, 2}}}, "a").to_json()["rungs"].dump() == "[1,2]");
   Asha asha(st);
   CHECK(asha.report(1, 0.25, 0.30));
-  CHECK(asha.report(2, 0.25, 0.20));  // ceil(eta) = 2 results: both go on
+  CHECK(asha.report(2, 0.25, 0.20));        // ceil(eta) = 2 results: both go on
   CHECK_FALSE(asha.report(3, 0.25, 0.10));  // n=3: keep 1
   CHECK(asha.report(3, 0.3, 0.0));          // not a rung
   CHECK(asha.report(1, 0.5, 0.4));
   CHECK(asha.rung(0.25).size() == 3);
   CHECK(asha.rung(0.5).size() == 1);
   CHECK(asha.rung(1).empty());
-  for (const nlohmann::json& bad : {nlohmann::json{0}, nlohmann::json{-0.5}, nlohmann::json{0.5, 0.5},
-                                    nlohmann::json{"1"}, nlohmann::json{1e7}}) {
+  for (const nlohmann::json& bad :
+       {nlohmann::json{0}, nlohmann::json{-0.5}, nlohmann::json{0.5, 0.5}, nlohmann::json{"1"},
+        nlohmann::json{1e7}}) {
     CAPTURE(bad.dump());
     CHECK_THROWS_WITH_AS(AshaSettings::from_json({{"rungs", bad}}, "asha"),
                          doctest::Contains("asha/rungs/"), Error);

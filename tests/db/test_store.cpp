@@ -1028,8 +1028,9 @@ TEST_CASE("store: validations inside an epoch are kept apart and read back in th
   writer.commit();
   // The epochs table keeps one row per whole epoch; the points go to sub_epochs.
   CHECK(query_int(c, "SELECT count(*) FROM epochs") == 1);
-  CHECK(query_text(c, "SELECT group_concat(at || ':' || val_acc, ',') FROM (SELECT at, val_acc "
-                      "FROM sub_epochs ORDER BY at)") == "0.25:0.35,0.5:0.4,1.5:0.55");
+  CHECK(query_text(c,
+                   "SELECT group_concat(at || ':' || val_acc, ',') FROM (SELECT at, val_acc "
+                   "FROM sub_epochs ORDER BY at)") == "0.25:0.35,0.5:0.4,1.5:0.55");
   // A live page sees the trial change with each point.
   CHECK(query_int(c, "SELECT seq FROM trials WHERE id = " + std::to_string(t)) > seq);
   EpochMetrics stray = epoch(999, 0, 1, 0.5);
@@ -1046,8 +1047,7 @@ TEST_CASE("store: validations inside an epoch are kept apart and read back in th
   const auto d = minas::db::find_trial(r, e, 0);
   REQUIRE(d);
   std::string curve;
-  for (const auto& p : d->curve)
-    curve += std::to_string(p.epoch) + "@" + g(p.epochs()) + " ";
+  for (const auto& p : d->curve) curve += std::to_string(p.epoch) + "@" + g(p.epochs()) + " ";
   CHECK(curve == "1@0.25 1@0.5 1@1 2@1.5 ");
   CHECK(d->curve[0].at == 0.25);
   CHECK_FALSE(d->curve[2].at);

@@ -226,7 +226,8 @@ TEST_CASE("recipe: reduced fidelity fields, their bounds and the combinations re
       {{{"subset_fraction", 2}}, "r: /subset_fraction", "(0, 1], got 2"},
       {{{"subset_size", -1}}, "r: /subset_size", "an integer in [0, 2147483647], got -1"},
       {{{"subset_size", 0.5}}, "r: /subset_size", "an integer"},
-      {{{"fraction_schedule", "planned"}}, "r: /fraction_schedule",
+      {{{"fraction_schedule", "planned"}},
+       "r: /fraction_schedule",
        "must be one of short | cut, got \"planned\""},
       // A time budget already bounds the run; its length is only known as it goes.
       {{{"run_fraction", 0.5}, {"time_budget_s", 60}}, "r: /run_fraction", "time_budget_s"},
