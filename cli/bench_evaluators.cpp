@@ -1,8 +1,11 @@
 // `minas bench evaluators` and `minas bench screen`: the cheap evaluators of a
 // candidate (zero-cost proxies at initialization, parameters, MACs, short
-// trainings) measured against a ground-truth table by rank correlation and
-// cost, and the screening throughput of one evaluator over sampled
-// architectures (experiments/evaluators.md).
+// trainings: the table's own curve columns and reduced-fidelity trainings run
+// here, on a data subset or a fraction of an epoch) measured against a
+// ground-truth table by rank correlation and cost, and the screening
+// throughput of one evaluator over sampled architectures
+// (experiments/evaluators.md).
+#include <algorithm>
 #include <atomic>
 #include <charconv>
 #include <chrono>
@@ -27,6 +30,8 @@
 #include "trainer/data.h"
 #include "trainer/network.h"
 #include "trainer/proxies.h"
+#include "trainer/recipe.h"
+#include "trainer/train.h"
 
 namespace minas::cli {
 namespace {
@@ -169,13 +174,74 @@ Table read_table(const std::string& path, const Space& space, const std::string&
 
 struct EvaluatorsFlags {
   std::string space = "small", data = "fashion-mnist", table, target = "valid_10ep", out;
-  std::vector<std::string> proxies;
+  std::vector<std::string> proxies, fidelities;
   int batch = 64, threads = 1;
   uint64_t seed = 0;
 };
 
+// A reduced-fidelity evaluator: a short training with the default recipe
+// (the ground truth's) changed by `recipe`, scored by its validation
+// accuracy on the same held-out split as the table's. Its cost is the whole
+// call: building the network, training and validating.
+struct Fidelity {
+  const char* name;
+  const char* what;
+  nlohmann::json recipe;
+};
+
+const std::vector<Fidelity>& fidelity_table() {
+  static const std::vector<Fidelity> table = {
+      {"sub0.1-ep1",
+       "1 epoch on a stratified 10% of the training split",
+       {{"epochs", 1}, {"subset_fraction", 0.1}}},
+      {"sub0.25-ep1",
+       "1 epoch on a stratified 25% of the training split",
+       {{"epochs", 1}, {"subset_fraction", 0.25}}},
+      {"ep0.125",
+       "1/8 of an epoch on all data, the schedule planned over it",
+       {{"epochs", 1}, {"run_fraction", 0.125}}},
+      {"ep0.25",
+       "1/4 of an epoch on all data, the schedule planned over it",
+       {{"epochs", 1}, {"run_fraction", 0.25}}},
+      // What ASHA's rungs at 0.125 and 0.25 see inside a 10-epoch trial.
+      {"ep0.125-cut",
+       "the first 1/8 epoch of a 10-epoch run, its schedule cut there",
+       {{"epochs", 10}, {"run_fraction", 0.0125}, {"fraction_schedule", "cut"}}},
+      {"ep0.25-cut",
+       "the first 1/4 epoch of a 10-epoch run, its schedule cut there",
+       {{"epochs", 10}, {"run_fraction", 0.025}, {"fraction_schedule", "cut"}}},
+      {"ep1", "1 epoch on all data, the schedule planned over it", {{"epochs", 1}}},
+  };
+  return table;
+}
+
+std::string fidelity_names() {
+  std::string s;
+  for (const Fidelity& f : fidelity_table()) s += (s.empty() ? "" : ", ") + std::string(f.name);
+  return s;
+}
+
+std::vector<const Fidelity*> chosen_fidelities(const std::vector<std::string>& names) {
+  std::vector<const Fidelity*> out;
+  for (const std::string& n : names) {
+    if (n == "all") {
+      for (const Fidelity& f : fidelity_table()) out.push_back(&f);
+      continue;
+    }
+    const auto& t = fidelity_table();
+    const auto it =
+        std::find_if(t.begin(), t.end(), [&](const Fidelity& f) { return n == f.name; });
+    if (it == t.end())
+      throw Error("--fidelities", "unknown evaluator '" + printable_excerpt(n, 40) +
+                                      "' (reduced fidelities: " + fidelity_names() + ", or all)");
+    out.push_back(&*it);
+  }
+  return out;
+}
+
 std::vector<Proxy> chosen_proxies(const std::vector<std::string>& names) {
   std::vector<Proxy> out;
+  if (names.size() == 1 && names[0] == "none") return out;
   if (names.empty()) {
     for (const ProxyInfo& info : proxy_table()) out.push_back(info.proxy);
     return out;
@@ -204,7 +270,9 @@ struct Evaluator {
   std::vector<double> score, seconds;
 };
 
-void report(const Evaluator& e, const std::vector<double>& target) {
+// `full_s`: the mean seconds of the table's full training (train_seconds), 0
+// when the table has none; the cost's share of it is printed then.
+void report(const Evaluator& e, const std::vector<double>& target, double full_s) {
   // Scores that are NaN (jacob_cov of a constant Jacobian) are left out; +-inf
   // rank as the lowest or highest (tau is taken on ranks for that).
   std::vector<double> s, t;
@@ -217,8 +285,44 @@ void report(const Evaluator& e, const std::vector<double>& target) {
   }
   const double tau = kendall_tau(average_ranks(s), average_ranks(t));
   const double rho = spearman_rho(s, t);
-  std::printf("%-10s %6zu %8.4f %8.4f %12.5f%s\n", e.name.c_str(), s.size(), tau, rho,
-              cost / static_cast<double>(e.score.size()), e.cost_note.c_str());
+  const double per = cost / static_cast<double>(e.score.size());
+  char share[32] = "-";
+  if (full_s > 0) std::snprintf(share, sizeof share, "%.3f%%", 100 * per / full_s);
+  std::printf("%-12s %6zu %8.4f %8.4f %12.5f %10s%s\n", e.name.c_str(), s.size(), tau, rho, per,
+              share, e.cost_note.c_str());
+}
+
+// Each fidelity's short training of every row, on `threads` CPU threads.
+void run_fidelities(const EvaluatorsFlags& f, const Space& space, const Table& table,
+                    const std::vector<const Fidelity*>& fidelities,
+                    const std::vector<double>& target, std::vector<Evaluator>& evals) {
+  if (fidelities.empty()) return;
+  const data::TrainTest data = data::load_dataset(f.data);
+  auto backend = make_cpu_backend(f.threads);
+  const size_t n = table.rows.size();
+  for (const Fidelity* fid : fidelities) {
+    Recipe recipe;
+    recipe.update(fid->recipe, std::string("reduced fidelity ") + fid->name);
+    recipe.set("threads", std::to_string(f.threads), "--threads");
+    recipe.set("seed", std::to_string(f.seed), "--seed");
+    Evaluator ev{fid->name, "  (trained here: " + std::string(fid->what) + ")",
+                 std::vector<double>(n), std::vector<double>(n)};
+    TrainOptions opt;
+    opt.evaluate_test = false;
+    opt.measure_latency = false;
+    const Clock::time_point all = Clock::now();
+    for (size_t i = 0; i < n; ++i) {
+      const Clock::time_point t0 = Clock::now();
+      Model model(space.lower(table.rows[i].arch), recipe.seed);
+      const TrainReport r = train(model, recipe, data, *backend, opt);
+      ev.seconds[i] = seconds_since(t0);
+      ev.score[i] = r.val_acc;
+    }
+    std::vector<double> s(ev.score), t(target);
+    std::fprintf(stderr, "  %s: %zu architectures in %.0f s, tau %.4f\n", fid->name, n,
+                 seconds_since(all), kendall_tau(average_ranks(s), average_ranks(t)));
+    evals.push_back(std::move(ev));
+  }
 }
 
 void run_evaluators(const EvaluatorsFlags& f) {
@@ -264,19 +368,35 @@ void run_evaluators(const EvaluatorsFlags& f) {
       }
       if ("valid_" + std::to_string(e) + "ep" != f.target) evals.push_back(std::move(ev));
     }
+  const std::vector<const Fidelity*> fidelities = chosen_fidelities(f.fidelities);
+  std::fprintf(stderr, "training %zu architectures at %zu reduced fidelities...\n", n,
+               fidelities.size());
+  run_fidelities(f, space, table, fidelities, target, evals);
+  double full_s = 0;
+  if (table.has_short) {
+    for (const TableRow& r : table.rows) full_s += *r.train_seconds;
+    full_s /= static_cast<double>(n);
+  }
   std::printf(
       "table=%s architectures=%zu target=%s space=%s data=%s batch=%d threads=%d seed=%llu\n",
       f.table.c_str(), n, f.target.c_str(), space.name().c_str(), f.data.c_str(), f.batch,
       f.threads, static_cast<unsigned long long>(f.seed));
-  std::printf("%-10s %6s %8s %8s %12s\n", "evaluator", "n", "tau", "rho", "s/candidate");
-  for (const Evaluator& e : evals) report(e, target);
+  // share_10ep: the cost as a share of the table's mean full training
+  // (train_seconds: its step loop alone, so the share is if anything high).
+  std::printf("%-12s %6s %8s %8s %12s %10s\n", "evaluator", "n", "tau", "rho", "s/candidate",
+              "share_10ep");
+  for (const Evaluator& e : evals) report(e, target, full_s);
   if (!f.out.empty()) {
+    // The proxies' and reduced fidelities' scores (the table's own columns are in the table).
+    std::vector<const Evaluator*> cols;
+    for (const Evaluator& e : evals)
+      if (e.cost_note.rfind("  (table", 0) != 0) cols.push_back(&e);
     std::string csv = "arch";
-    for (Proxy p : proxies) csv += std::string(",") + proxy_info(p).name;
+    for (const Evaluator* e : cols) csv += "," + e->name;
     csv += "\n";
     for (size_t i = 0; i < n; ++i) {
       csv += table.rows[i].key;
-      for (size_t k = 0; k < proxies.size(); ++k) csv += "," + number_text(evals[k].score[i]);
+      for (const Evaluator* e : cols) csv += "," + number_text(e->score[i]);
       csv += "\n";
     }
     pipeline::write_file_atomically(f.out, csv);
@@ -347,8 +467,8 @@ void add_evaluator_benchmark(CLI::App& bench) {
   auto f = std::make_shared<EvaluatorsFlags>();
   CLI::App* cmd = bench.add_subcommand(
       "evaluators",
-      "Zero-cost proxies, params, MACs and short trainings against a ground-truth "
-      "table: rank correlation and cost");
+      "Zero-cost proxies, params, MACs, the table's short trainings and reduced-fidelity "
+      "trainings against a ground-truth table: rank correlation and cost");
   cmd->add_option("--space", f->space, "Search space of the table's architectures")
       ->default_val("small");
   cmd->add_option("--data", f->data, "Data set the minibatch is drawn from")
@@ -356,14 +476,21 @@ void add_evaluator_benchmark(CLI::App& bench) {
   cmd->add_option("--table", f->table, "Ground-truth CSV (minas bench table)")->required();
   cmd->add_option("--target", f->target, "The table's column evaluators are ranked against")
       ->default_val("valid_10ep");
-  cmd->add_option("--proxies", f->proxies, "Proxies to score (default: all)")->delimiter(',');
+  cmd->add_option("--proxies", f->proxies, "Proxies to score (default: all; none for none)")
+      ->delimiter(',');
+  cmd->add_option(
+         "--fidelities", f->fidelities,
+         "Reduced-fidelity trainings to run on every row (default: none; all): " + fidelity_names())
+      ->delimiter(',');
   cmd->add_option("--batch", f->batch, "Images in the minibatch")
       ->default_val(64)
       ->check(in_range(2, 4096));
-  cmd->add_option("--threads", f->threads, "CPU threads of the backend")
+  cmd->add_option("--threads", f->threads, "CPU threads of the backend (proxies and trainings)")
       ->default_val(1)
       ->check(in_range(1, 1024));
-  cmd->add_option("--seed", f->seed, "Initialization and minibatch seed")
+  cmd->add_option("--seed", f->seed,
+                  "Initialization and minibatch seed; the trainings' recipe seed (0 holds out "
+                  "the table's validation split)")
       ->default_val(0)
       ->check(any_of_type<uint64_t>());
   cmd->add_option("--out", f->out, "CSV of every architecture's proxy scores (features)");

@@ -4,6 +4,7 @@
 // JSON carry the stored values unchanged (accuracies as fractions, times as Unix seconds).
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
@@ -369,19 +370,23 @@ Table progress_table(const std::vector<db::ProgressPoint>& points, db::Metric me
 }
 
 Table curve_table(const db::TrialDetail& d) {
+  // With validations inside an epoch (ASHA's fractional rungs) the column
+  // says where each point lies in epochs (0.25, 1, ...); else the epoch.
+  const bool inside = std::any_of(d.curve.begin(), d.curve.end(),
+                                  [](const db::EpochRow& e) { return e.at.has_value(); });
   Table t;
   t.columns = {{"number", Kind::integer, false},
                {"attempt", Kind::integer, false},
-               {"epoch", Kind::integer},
+               {"epoch", inside ? Kind::real : Kind::integer},
                {"train_loss", Kind::real},
                {"train_acc", Kind::accuracy},
                {"val_acc", Kind::accuracy},
                {"lr", Kind::real},
                {"seconds", Kind::seconds}};
   for (const db::EpochRow& e : d.curve) {
-    t.rows.push_back({cell(d.trial.number), cell(d.trial.attempt), cell(e.epoch),
-                      cell(e.train_loss), cell(e.train_acc), cell(e.val_acc), cell(e.lr),
-                      cell(e.seconds)});
+    t.rows.push_back({cell(d.trial.number), cell(d.trial.attempt),
+                      inside ? cell(e.epochs()) : cell(e.epoch), cell(e.train_loss),
+                      cell(e.train_acc), cell(e.val_acc), cell(e.lr), cell(e.seconds)});
   }
   return t;
 }

@@ -1,5 +1,7 @@
 #include "cli/strategy_flags.h"
 
+#include <cmath>
+#include <optional>
 #include <sstream>
 
 #include "cli/flag_ranges.h"
@@ -58,8 +60,9 @@ void StrategyFlags::add(CLI::App* app, bool with_asha, const std::string& defaul
         ->default_val(3)
         ->check(above(1.0, 1000.0));
     app->add_option("--asha-rungs", asha_rungs,
-                    "ASHA: the epochs trials are judged at, e.g. 1,3,9 (implies --asha; "
-                    "default 1, eta, eta^2, ... below the trial's epochs)");
+                    "ASHA: the epochs trials are judged at, e.g. 1,3,9, or fractions of one, "
+                    "e.g. 0.25,0.5,1,3 (validated mid-epoch; implies --asha; default 1, eta, "
+                    "eta^2, ... below the trial's epochs)");
   }
 }
 
@@ -137,15 +140,15 @@ std::optional<AshaSettings> StrategyFlags::asha_settings(const CLI::App& app,
     std::stringstream ss(asha_rungs);
     std::string item;
     while (std::getline(ss, item, ',')) {
-      try {
-        size_t used = 0;
-        const int e = std::stoi(item, &used);
-        if (used != item.size()) throw std::invalid_argument(item);
-        j["rungs"].push_back(e);
-      } catch (const std::exception&) {
+      // Whole epochs or fractions of one (0.25); AshaSettings checks the values.
+      const std::optional<double> e = detail::strict_number<double>(item);
+      if (!e)
         throw Error("--asha-rungs " + printable_excerpt(asha_rungs, 40),
-                    "'" + printable_excerpt(item, 40) + "' is not an epoch number");
-      }
+                    "'" + printable_excerpt(item, 40) + "' is not a number of epochs");
+      if (std::trunc(*e) == *e && std::fabs(*e) < 1e9)
+        j["rungs"].push_back(static_cast<int64_t>(*e));
+      else
+        j["rungs"].push_back(*e);
     }
   } else if (!j.contains("rungs")) {
     if (!j["eta"].is_number() || !(j["eta"].get<double>() > 1))

@@ -11,6 +11,13 @@
 //
 // The first ceil(eta) trials at a rung are always promoted: with fewer
 // results, the top 1/eta is not yet defined.
+//
+// Rungs are in epochs and may be fractions of one (0.25, 0.5, 1, 3): a
+// fractional rung is a validation the trainer makes mid-epoch, after that
+// share of the steps, which the worker reports with the fraction itself
+// (progress's `at`), so the rung is matched exactly, never rounded. Training
+// states are kept at whole-epoch rungs only (a resumed run starts at an epoch
+// boundary).
 #include <map>
 #include <optional>
 #include <set>
@@ -23,32 +30,38 @@
 namespace minas {
 
 struct AshaSettings {
-  double eta = 3;          // reduction factor, > 1
-  std::vector<int> rungs;  // epochs at which trials are judged, ascending, each >= 1
+  double eta = 3;             // reduction factor, > 1
+  std::vector<double> rungs;  // epochs at which trials are judged, ascending, each > 0
 
   // Rungs at min_epochs * eta^k below max_epochs.
-  static std::vector<int> geometric(int min_epochs, double eta, int max_epochs);
+  static std::vector<double> geometric(int min_epochs, double eta, int max_epochs);
   static AshaSettings from_json(const nlohmann::json& j, const std::string& where);
+  // Whole rungs are written as JSON integers, so settings stored before
+  // fractions existed read back and compare equal.
   nlohmann::json to_json() const;
+  // The rungs at whole epochs (where training states are kept) and those
+  // inside an epoch (validated mid-epoch), each ascending.
+  std::vector<int> whole_rungs() const;
+  std::vector<double> fractional_rungs() const;
 };
 
 class Asha {
  public:
   explicit Asha(AshaSettings settings);
   const AshaSettings& settings() const { return settings_; }
-  bool is_rung(int epoch) const;
-  // A trial reports val_acc at `epoch`: true to promote (go on), false to
-  // prune. Epochs that are not rungs always go on. A trial judged at a rung
-  // before (a retried attempt) is judged again against the others, and its
-  // first value is kept.
-  bool report(long long trial, int epoch, double value);
+  bool is_rung(double epochs) const;
+  // A trial reports val_acc after `epochs` (whole or a fraction): true to
+  // promote (go on), false to prune. Points that are not rungs always go on.
+  // A trial judged at a rung before (a retried attempt) is judged again
+  // against the others, and its first value is kept.
+  bool report(long long trial, double epochs, double value);
   // What a rung holds: (trial, value) in arrival order.
-  const std::vector<std::pair<long long, double>>& rung(int epoch) const;
+  const std::vector<std::pair<long long, double>>& rung(double epochs) const;
 
  private:
   AshaSettings settings_;
-  std::map<int, std::vector<std::pair<long long, double>>> recorded_;
-  std::set<std::pair<int, long long>> judged_;
+  std::map<double, std::vector<std::pair<long long, double>>> recorded_;
+  std::set<std::pair<double, long long>> judged_;
 };
 
 }  // namespace minas

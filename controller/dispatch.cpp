@@ -103,6 +103,9 @@ nlohmann::json Dispatch::train_body(WorkerState& ws, const Trial& t,
       {"fidelity", config.fidelity}};
   if (!config.objective.latency_device.empty() && config.latency_pool.empty())
     train["latency_device"] = config.objective.latency_device;
+  // ASHA's rungs inside an epoch: validations the trainer makes mid-epoch.
+  if (core_.asha && !core_.asha->settings().fractional_rungs().empty())
+    train["validate_at"] = core_.asha->settings().fractional_rungs();
   if (!ws.has_space) {
     train["space"] = core_.space.spec();
     ws.has_space = true;
@@ -122,7 +125,9 @@ void Dispatch::start(WorkerState& w, const std::string& worker, int64_t trial,
   w.trials.insert(trial);
   core_.book.sent(trial, attempt, worker);
   nlohmann::json train = train_body(w, t, slots);
-  if (core_.states.kept()) train["checkpoint_epochs"] = core_.asha->settings().rungs;
+  // States are kept at whole-epoch rungs only: a run resumes at an epoch boundary.
+  if (core_.states.kept() && !core_.asha->settings().whole_rungs().empty())
+    train["checkpoint_epochs"] = core_.asha->settings().whole_rungs();
   // A retried attempt of a trial that passed a rung continues from there.
   std::optional<std::pair<int, std::string>> state;
   if (attempt > 0) state = core_.states.latest(trial);

@@ -122,6 +122,16 @@ std::optional<double> number_or_null(const json& v, const std::string& what, dou
   return x;
 }
 
+// A point of training in epochs: whole or a fraction of one (0.25), above 0.
+double read_epochs(const json& v, const std::string& what) {
+  if (!v.is_number()) bad_field(what, "must be a number of epochs, got " + describe(v));
+  const double x = v.get<double>();
+  if (!std::isfinite(x) || !(x > 0) || x > kMaxAttempt)
+    bad_field(what, "must be above 0 and at most " + std::to_string(kMaxAttempt) + ", got " +
+                        describe(v));
+  return x;
+}
+
 bool read_bool(const json& v, const std::string& what) {
   if (!v.is_boolean()) bad_field(what, "must be true or false, got " + describe(v));
   return v.get<bool>();
@@ -252,6 +262,12 @@ Train read_train(const json& j) {
       t.checkpoint_epochs.push_back(small(e, "train: checkpoint_epochs[]", 1, kMaxAttempt));
   if (j.contains("resume_epoch"))
     t.resume_epoch = small(j["resume_epoch"], "train: resume_epoch", 0, kMaxAttempt);
+  if (j.contains("validate_at"))
+    for (const json& e : read_array(j["validate_at"], "train: validate_at", kMaxListed)) {
+      t.validate_at.push_back(read_epochs(e, "train: validate_at[]"));
+      if (t.validate_at.size() > 1 && !(t.validate_at.back() > t.validate_at.end()[-2]))
+        bad_field("train: validate_at", "must be ascending, got " + describe(j["validate_at"]));
+    }
   t.latency_device =
       optional_string(j, "latency_device", "train: latency_device", kMaxNameBytes, Text::name);
   if (j.contains("measure_only")) t.measure_only = j["measure_only"].get<bool>();
@@ -295,6 +311,7 @@ Progress read_progress(const json& j) {
   p.trial = trial_id(j, "progress");
   p.attempt = attempt_no(j, "progress");
   p.epoch = small(j["epoch"], "progress: epoch", 0, kMaxAttempt);
+  if (j.contains("at")) p.at = read_epochs(j["at"], "progress: at");
   const json& m = metrics(j["metrics"], "progress: metrics");
   const std::string w = "progress: metrics";
   p.train_loss = metric(m, "train_loss", w, -kHuge, kHuge);
@@ -466,6 +483,10 @@ const std::vector<MessageSpec>& message_specs() {
         {"resume_epoch", F::integer, false,
          "the attempt continues after this epoch, from the training state the controller sends "
          "next in checkpoint messages"},
+        {"validate_at", F::array, false,
+         "points inside an epoch, in epochs and ascending (0.25: after a quarter of the first "
+         "epoch's steps; ASHA's fractional rungs), where the worker validates too and sends "
+         "progress with `at`"},
         {"latency_device", F::string, false,
          "where to measure the trained network's batch-1 latency (cpu:THREADS or cuda:N, the "
          "deployment target) instead of on the training device"},
@@ -484,6 +505,9 @@ const std::vector<MessageSpec>& message_specs() {
        {{"trial", F::integer, true, "trial id"},
         {"attempt", F::integer, true, "attempt number"},
         {"epoch", F::integer, true, "epoch number, from 1"},
+        {"at", F::number, false,
+         "a validation inside epoch `epoch` (one of the train's validate_at, sent back as given): "
+         "the epochs trained then; absent: the end of the epoch"},
         {"metrics", F::object, true, "train_loss, train_acc, val_acc, lr, seconds"}}},
       {Type::result,
        Sender::worker,

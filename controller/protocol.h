@@ -140,6 +140,7 @@ struct Train {
   int fidelity = 0;
   std::vector<int> checkpoint_epochs;
   std::optional<int> resume_epoch;
+  std::vector<double> validate_at;  // points inside epochs, in epochs, ascending
   std::string latency_device;
   bool measure_only = false;
   std::optional<GangInfo> gang;
@@ -148,6 +149,7 @@ struct Train {
 struct Progress {
   int64_t trial = 0;
   int attempt = 0, epoch = 0;
+  std::optional<double> at;  // a validation inside `epoch`, in epochs (0.25); none: its end
   std::optional<double> train_loss, train_acc, val_acc, lr, seconds;
 };
 struct Result {

@@ -1,6 +1,7 @@
 #include "controller/reports.h"
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <set>
 #include <vector>
@@ -12,6 +13,12 @@
 namespace minas::loop {
 
 namespace {
+
+// "3" for a whole epoch, "0.25" for a point inside one.
+std::string epochs_text(double epochs) {
+  return std::trunc(epochs) == epochs ? std::to_string(static_cast<long long>(epochs))
+                                      : nlohmann::json(epochs).dump();
+}
 
 bool in_flight(const Trial* t) {
   return t && (t->phase == Phase::running || t->phase == Phase::gang_forming);
@@ -25,12 +32,15 @@ void Reports::on_progress(const std::string& worker, const proto::Progress& p) {
     return core_.refuse_unless_ran(worker, p.trial, p.attempt);
   core_.writer.record_epoch({p.trial, p.attempt, p.epoch, p.train_loss.value_or(0),
                              p.train_acc.value_or(0), p.val_acc.value_or(0), p.lr.value_or(0),
-                             p.seconds.value_or(0)});
-  if (core_.asha && p.val_acc && !core_.asha->report(p.trial, p.epoch, *p.val_acc))
-    prune(p.trial, p.epoch, *p.val_acc);
+                             p.seconds.value_or(0), p.at});
+  // A validation inside an epoch is judged at its fraction (ASHA's rungs
+  // below an epoch), a whole epoch at its number.
+  const double epochs = p.at.value_or(p.epoch);
+  if (core_.asha && p.val_acc && !core_.asha->report(p.trial, epochs, *p.val_acc))
+    prune(p.trial, epochs, *p.val_acc);
 }
 
-void Reports::prune(int64_t trial, int epoch, double val_acc) {
+void Reports::prune(int64_t trial, double epochs, double val_acc) {
   const Trial* t = core_.book.find(trial);
   if (!in_flight(t)) return;
   const Trial flight = *t;
@@ -39,7 +49,7 @@ void Reports::prune(int64_t trial, int epoch, double val_acc) {
       flight.worker,
       proto::encode(proto::Type::cancel, {{"trial", trial},
                                           {"attempt", flight.attempt},
-                                          {"reason", "pruned at epoch " + std::to_string(epoch)}}));
+                                          {"reason", "pruned at epoch " + epochs_text(epochs)}}));
   core_.writer.mark_pruned(trial, flight.attempt, now);
   core_.states.drop(trial);
   let_go(flight.worker, trial, flight.started, now, flight.slots.size());

@@ -34,7 +34,7 @@ class Reports {
   void done(const std::string& worker, const db::TrialResult& r);
   // Below the rung's cut: the attempt is cancelled on its worker and the
   // trial recorded as pruned; the strategy hears of it at its low fidelity.
-  void prune(int64_t trial, int epoch, double val_acc);
+  void prune(int64_t trial, double epochs, double val_acc);
   void retry_or_fail(int64_t trial, const std::string& why, double now);
   // The trial failed for good: the store, its states and the strategy hear of it.
   void failed(int64_t trial, int attempt, const std::string& arch, const std::string& why,

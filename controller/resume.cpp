@@ -66,10 +66,11 @@ void Resume::resume() {
   grace_end_ = Clock::now() +
                2 * std::chrono::milliseconds(int64_t{core_.opt.heartbeat_ms} * core_.opt.liveness);
   if (core_.asha) {
-    // The rungs as the trials reached them: every attempt's epoch at a rung.
+    // The rungs as the trials reached them: every attempt's epoch, or point
+    // inside one, at a rung.
     for (const db::ValidatedEpoch& e :
          db::validated_epochs(core_.store.connection(), core_.experiment))
-      core_.asha->report(e.trial_id, e.epoch, e.val_acc);
+      core_.asha->report(e.trial_id, e.epochs, e.val_acc);
   }
   core_.log("resumed '" + core_.config.name + "': " + std::to_string(summary.done) + " done, " +
             std::to_string(summary.failed) + " failed, " + std::to_string(summary.pruned) +

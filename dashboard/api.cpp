@@ -437,13 +437,15 @@ Json trial_view(db::Connection& conn, const Params& p, std::string& fault) {
     fault = "trial " + std::to_string(number) + ": " + e.what();
   }
   Json curve = Json::array();
-  for (const auto& e : downsample(d.curve, static_cast<size_t>(points)))
+  for (const auto& e : downsample(d.curve, static_cast<size_t>(points))) {
     curve.push_back({{"epoch", e.epoch},
                      {"train_loss", opt(e.train_loss)},
                      {"train_acc", opt(e.train_acc)},
                      {"val_acc", opt(e.val_acc)},
                      {"lr", opt(e.lr)},
                      {"seconds", opt(e.seconds)}});
+    if (e.at) curve.back()["at"] = *e.at;  // a validation inside the epoch (ASHA's rungs)
+  }
   Json lineage = Json::array();
   for (const auto& l : d.lineage)
     lineage.push_back({{"experiment", l.experiment},

@@ -692,6 +692,25 @@ std::optional<TrialDetail> find_trial(Connection& conn, int64_t experiment_id, i
                          opt_real(s, 4), opt_real(s, 5)});
     }
   }
+  // Stores before schema version 8 have no validations inside an epoch.
+  if (table_exists(conn, "sub_epochs")) {
+    Statement s = conn.prepare(
+        "SELECT at, train_loss, train_acc, val_acc, lr, seconds FROM sub_epochs "
+        "WHERE trial_id = ?1 AND attempt = ?2 ORDER BY at");
+    s.bind_int64(1, d.trial.id).bind_int64(2, d.trial.attempt);
+    while (s.step()) {
+      EpochRow r{static_cast<int64_t>(std::floor(s.column_double(0))) + 1,
+                 opt_real(s, 1),
+                 opt_real(s, 2),
+                 opt_real(s, 3),
+                 opt_real(s, 4),
+                 opt_real(s, 5),
+                 s.column_double(0)};
+      d.curve.push_back(r);
+    }
+    std::stable_sort(d.curve.begin(), d.curve.end(),
+                     [](const EpochRow& a, const EpochRow& b) { return a.epochs() < b.epochs(); });
+  }
   {
     // Parents are walked one primary-key probe at a time; the visited set turns a cycle
     // (only a corrupt store has one) into an error instead of a hang.
@@ -996,12 +1015,19 @@ std::vector<ResumedTrial> resumed_trials(Connection& conn, int64_t experiment_id
 
 std::vector<ValidatedEpoch> validated_epochs(Connection& conn, int64_t experiment_id) {
   Statement s = conn.prepare(
-      "SELECT e.trial_id, e.epoch, e.val_acc FROM epochs e JOIN trials t ON t.id = e.trial_id "
-      "WHERE t.experiment_id = ?1 AND e.val_acc IS NOT NULL ORDER BY t.number, e.attempt");
+      std::string("SELECT e.trial_id, e.epoch AS at, e.val_acc, t.number, e.attempt FROM epochs e "
+                  "JOIN trials t ON t.id = e.trial_id "
+                  "WHERE t.experiment_id = ?1 AND e.val_acc IS NOT NULL ") +
+      // Stores before schema version 8 have no validations inside an epoch.
+      (table_exists(conn, "sub_epochs")
+           ? "UNION ALL SELECT p.trial_id, p.at, p.val_acc, t.number, p.attempt FROM sub_epochs p "
+             "JOIN trials t ON t.id = p.trial_id "
+             "WHERE t.experiment_id = ?1 AND p.val_acc IS NOT NULL "
+           : "") +
+      "ORDER BY 4, 5, 2");
   s.bind_int64(1, experiment_id);
   std::vector<ValidatedEpoch> rows;
-  while (s.step())
-    rows.push_back({s.column_int64(0), static_cast<int>(s.column_int64(1)), s.column_double(2)});
+  while (s.step()) rows.push_back({s.column_int64(0), s.column_double(1), s.column_double(2)});
   return rows;
 }
 

@@ -108,6 +108,10 @@ struct TrialRow {
 struct EpochRow {
   int64_t epoch = 0;  // from 1
   std::optional<double> train_loss, train_acc, val_acc, lr, seconds;
+  // Set: a validation inside `epoch` after `at` epochs (0.25; ASHA's
+  // fractional rungs), with the epoch's figures so far; unset: the whole epoch.
+  std::optional<double> at;
+  double epochs() const { return at ? *at : static_cast<double>(epoch); }
 };
 
 // One ancestor of a trial.
@@ -122,7 +126,7 @@ struct LineageStep {
 
 struct TrialDetail {
   TrialRow trial;
-  std::vector<EpochRow> curve;       // epochs of the trial's current attempt, by epoch
+  std::vector<EpochRow> curve;       // the current attempt's epochs and points inside, by epochs()
   std::vector<LineageStep> lineage;  // ancestors, root first, ending with the parent
   std::vector<int64_t> children;     // numbers of the trials made from it in its experiment
 };
@@ -255,13 +259,14 @@ struct ResumedTrial {
 // Every trial of the experiment, in number order.
 std::vector<ResumedTrial> resumed_trials(Connection& conn, int64_t experiment_id);
 
-// An epoch some attempt of a trial was validated at (ASHA's rungs are rebuilt from them).
+// A point some attempt of a trial was validated at (ASHA's rungs are rebuilt from them).
 struct ValidatedEpoch {
   int64_t trial_id = 0;
-  int epoch = 0;
+  double epochs = 0;  // a whole epoch, or a fraction for a point inside one (0.25)
   double val_acc = 0;
 };
-// Every validated epoch of the experiment's trials, by trial number, then attempt.
+// Every validated epoch and point inside one of the experiment's trials, by trial number,
+// then attempt, then epochs.
 std::vector<ValidatedEpoch> validated_epochs(Connection& conn, int64_t experiment_id);
 
 // ---- Raw SQL -------------------------------------------------------------------------------

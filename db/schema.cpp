@@ -294,6 +294,27 @@ CREATE TABLE pool_samples (
   PRIMARY KEY (experiment_id, at)
 ) WITHOUT ROWID;
 )sql"},
+      {8, "validations inside an epoch (ASHA's fractional rungs)", R"sql(
+-- A validation made inside an epoch, after `at` epochs of training (0.25:
+-- a quarter of the first epoch's steps), for ASHA rungs below an epoch.
+-- epochs keeps one row per finished epoch; a trial's learning curve is both
+-- tables by `at` (an epoch row's `at` is its epoch).
+CREATE TABLE sub_epochs (
+  trial_id INTEGER NOT NULL REFERENCES trials (id),
+  attempt INTEGER NOT NULL,
+  at REAL NOT NULL,                   -- epochs trained, not a whole number
+  train_loss REAL,                    -- over the steps of this epoch so far
+  train_acc REAL,
+  val_acc REAL,
+  lr REAL,
+  seconds REAL,                       -- of this epoch's steps so far
+  PRIMARY KEY (trial_id, attempt, at)
+) WITHOUT ROWID;
+CREATE TRIGGER sub_epochs_changed AFTER INSERT ON sub_epochs BEGIN
+  UPDATE change_seq SET seq = seq + 1 WHERE id = 1;
+  UPDATE trials SET seq = (SELECT seq FROM change_seq WHERE id = 1) WHERE id = NEW.trial_id;
+END;
+)sql"},
   };
   return list;
 }

@@ -644,6 +644,11 @@ Writer::Writer(Store& store)
           "(trial_id, attempt, epoch, train_loss, train_acc, val_acc, lr, seconds) "
           "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE EXISTS (SELECT 1 FROM trials WHERE id = "
           "?1)")),
+      record_sub_epoch_(store.connection().prepare(
+          "INSERT OR REPLACE INTO sub_epochs "
+          "(trial_id, attempt, at, train_loss, train_acc, val_acc, lr, seconds) "
+          "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE EXISTS (SELECT 1 FROM trials WHERE id = "
+          "?1)")),
       record_failure_(store.connection().prepare(
           "UPDATE trials SET status = 'failed', error = ?, finished_at = ? "
           "WHERE id = ? AND attempt = ? AND status IN ('queued', 'running')")),
@@ -843,9 +848,15 @@ bool Writer::record_result(const TrialResult& result) {
 
 void Writer::record_epoch(const EpochMetrics& epoch) {
   guarded("record_epoch", [&] {
-    record_epoch_.bind_all(epoch.trial_id, epoch.attempt, epoch.epoch, epoch.train_loss,
-                           epoch.train_acc, epoch.val_acc, epoch.lr, epoch.seconds);
-    run(record_epoch_);
+    if (epoch.at) {
+      record_sub_epoch_.bind_all(epoch.trial_id, epoch.attempt, *epoch.at, epoch.train_loss,
+                                 epoch.train_acc, epoch.val_acc, epoch.lr, epoch.seconds);
+      run(record_sub_epoch_);
+    } else {
+      record_epoch_.bind_all(epoch.trial_id, epoch.attempt, epoch.epoch, epoch.train_loss,
+                             epoch.train_acc, epoch.val_acc, epoch.lr, epoch.seconds);
+      run(record_epoch_);
+    }
     if (store_->connection_.changes() == 0) {
       throw error("record_epoch", "no trial with id " + std::to_string(epoch.trial_id));
     }

@@ -195,7 +195,7 @@ struct TrialResult {
   std::optional<int64_t> worker_id;  // who sent it: kept with a late result
 };
 
-// One epoch of one attempt of a trial.
+// One epoch of one attempt of a trial, or a validation inside one.
 struct EpochMetrics {
   int64_t trial_id = 0;
   int attempt = 0;
@@ -205,6 +205,9 @@ struct EpochMetrics {
   double val_acc = 0;
   double lr = 0;
   double seconds = 0;
+  // Set: a validation inside `epoch` after `at` epochs (0.25), kept in
+  // sub_epochs with the epoch's figures so far; unset: the whole epoch.
+  std::optional<double> at;
 };
 
 // Group commit for the controller's hot path. The first write after a commit opens one
@@ -238,7 +241,8 @@ class Writer {
   // Status done with the metrics, if the trial is running `result.attempt`. Otherwise the
   // result is kept in late_results and false returned: a result counts once per trial.
   bool record_result(const TrialResult& result);
-  // Keyed by (trial, attempt, epoch): a re-sent epoch replaces the first.
+  // Keyed by (trial, attempt, epoch), or (trial, attempt, at) for a point
+  // inside an epoch: a re-sent one replaces the first.
   void record_epoch(const EpochMetrics& epoch);
   // Status failed with the error text, if the trial is queued or running `attempt` (else
   // false: a stale report).
@@ -278,7 +282,8 @@ class Writer {
   Store* store_;  // null once the Store is gone
   Statement begin_, commit_, rollback_;
   Statement next_number_, trial_state_, worker_exists_;
-  Statement insert_trial_, start_trial_, record_result_, late_result_, record_epoch_;
+  Statement insert_trial_, start_trial_, record_result_, late_result_, record_epoch_,
+      record_sub_epoch_;
   Statement record_failure_, requeue_, mark_pruned_, worker_seen_, record_latency_;
   bool open_ = false;  // this Writer's transaction is open
   size_t pending_ = 0;

@@ -66,7 +66,7 @@ GroundTruthTable ground_truth_table(db::Connection& conn, int64_t experiment_id,
     const db::TrialDetail d = db::trial(conn, experiment_id, r.number);
     std::map<int64_t, double> curve;
     for (const auto& e : d.curve)
-      if (e.val_acc) curve[e.epoch] = *e.val_acc;
+      if (e.val_acc && !e.at) curve[e.epoch] = *e.val_acc;  // whole epochs only
     const bool complete = r.test_acc && r.params && r.macs && r.latency_ms && r.train_seconds &&
                           std::all_of(points.begin(), points.end(),
                                       [&](int e) { return curve.count(e) > 0; });

@@ -23,6 +23,7 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 struct Range {
   double min = -kInf, max = kInf;
   bool min_open = false, max_open = false;
+  Range open_min() const { return {min, max, true, max_open}; }
 };
 Range between(double lo, double hi) {
   return {lo, hi, false, false};
@@ -145,6 +146,25 @@ std::vector<RecipeParam> make_table() {
       // leaves 50000 images (5/6) to train on. 0 trains on all, as torch_ref.py does.
       integer("val_size", &R::val_size, 10000, between(0, 2147483647),
               "training images held out for validation; 0 = train on all"),
+      // Reduced fidelity (a data subset, a fraction of the run; issue 20).
+      number("subset_fraction", &R::subset_fraction, 1, between(0, 1).open_min(),
+             "share of the training split trained on: a sample stratified by class, seeded; "
+             "1 = all"),
+      integer("subset_size", &R::subset_size, 0, between(0, 2147483647),
+              "training images trained on: a sample stratified by class, seeded; 0 = "
+              "subset_fraction decides"),
+      // run_fraction's schedule is by default planned over the short run: a
+      // cheap evaluator then compares networks at the end of a complete,
+      // annealed OneCycle, not mid-warm-up at a rising learning rate (cut at
+      // 1/8 of a run, OneCycle with pct_start 0.3 is still warming up).
+      // `cut` is what the first steps of a full training are: what an ASHA
+      // rung inside that training sees.
+      number("run_fraction", &R::run_fraction, 1, between(0, 1).open_min(),
+             "share of the run's steps (epochs x steps per epoch) trained, then stop; 1 = all"),
+      choice("fraction_schedule", &R::fraction_schedule, FractionSchedule::short_run,
+             {"short", "cut"},
+             "run_fraction below 1: short = the schedule planned over the shortened run; cut = "
+             "the full run's schedule, stopped where the fraction ends"),
       uint64("seed", &R::seed, 0, "seed of initialization, shuffling and augmentation"),
       integer("threads", &R::threads, 0, between(0, 4096), "CPU threads; 0 = all cores"),
       choice("precision", &R::precision, Precision::fp32, {"fp32", "bf16", "fp16"},
@@ -408,6 +428,13 @@ void Recipe::validate(const std::string& origin) const {
   if (epochs == 0 && time_budget_s == 0)
     throw Error(origin + ": /epochs",
                 "epochs and time_budget_s are both 0: set at least one to bound the training");
+  if (run_fraction < 1 && time_budget_s > 0)
+    throw Error(origin + ": /run_fraction",
+                "a run bounded by time_budget_s cannot stop at a fraction of its steps: give "
+                "epochs alone, or leave run_fraction at 1");
+  if (subset_fraction < 1 && subset_size > 0)
+    throw Error(origin + ": /subset_size",
+                "and subset_fraction both choose the training subset: set one of them");
   if (schedule == ScheduleKind::cosine && epochs > 0 && warmup_epochs > static_cast<double>(epochs))
     throw Error(origin + ": /warmup_epochs", "warm-up of " + format_number(warmup_epochs) +
                                                  " epochs is longer than the training (" +

@@ -28,12 +28,17 @@ enum class WeightDecayMode { coupled, decoupled };
 enum class ScheduleKind { onecycle, cosine, constant };
 enum class AnnealStrategy { cos, linear };
 enum class Precision { fp32, bf16, fp16 };
+enum class FractionSchedule { short_run, cut };
 
 struct Recipe {
   // Budget: at least one of the two is nonzero; with both, training stops at
   // whichever comes first.
   int64_t epochs{};
   double time_budget_s{};
+  // Reduced fidelity: stop after this share of the run's steps, the schedule
+  // planned over the shortened run (short_run) or the full run's, cut there.
+  double run_fraction{};
+  FractionSchedule fraction_schedule{};
   int64_t batch{};
 
   OptimizerKind optimizer{};
@@ -60,6 +65,10 @@ struct Recipe {
   int64_t crop_pad{};
   bool hflip{};
   int64_t val_size{};
+  // Reduced fidelity: train on a stratified, seeded sample of the training
+  // split (what val_size leaves), as a share of it or as a count.
+  double subset_fraction{};
+  int64_t subset_size{};
   uint64_t seed{};
   int64_t threads{};
   Precision precision{};

@@ -4,7 +4,9 @@
 #include <array>
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <optional>
+#include <utility>
 
 #include "searchspace/error.h"
 #include "trainer/data_parallel.h"
@@ -67,6 +69,30 @@ class Evaluator {
   std::vector<int32_t> y_;
   std::vector<float> logits_;
 };
+
+// Seeds the training subset's draw apart from the validation split's ("subset").
+constexpr uint64_t kSubsetSeedSalt = 0x0000007375627365ULL;
+
+// The steps at which a run validates inside its epochs: each point of
+// validate_at (epochs) at its nearest step inside the epoch it lies in.
+std::vector<std::pair<double, uint64_t>> point_steps(const std::vector<double>& at,
+                                                     uint64_t per_epoch) {
+  std::vector<std::pair<double, uint64_t>> out;
+  for (double a : at) {
+    if (!std::isfinite(a) || !(a > 0) || std::trunc(a) == a || a > 1e6)
+      throw Error("validate_at",
+                  "a point inside an epoch must be a fraction above 0 and not "
+                  "a whole epoch (that one is validated anyway), got " +
+                      nlohmann::json(a).dump());
+    if (!out.empty() && !(a > out.back().first))
+      throw Error("validate_at", "points must be ascending, got " + nlohmann::json(a).dump() +
+                                     " after " + nlohmann::json(out.back().first).dump());
+    const uint64_t whole = static_cast<uint64_t>(std::floor(a));
+    const auto step = static_cast<uint64_t>(std::llround(a * static_cast<double>(per_epoch)));
+    out.emplace_back(a, std::clamp(step, whole * per_epoch + 1, (whole + 1) * per_epoch));
+  }
+  return out;
+}
 
 // No epoch cap on a run bounded by time alone; a float carries step counts
 // exactly up to 2^24, so that is the most a plan broadcast to ranks may hold.
@@ -209,6 +235,23 @@ TrainSplit train_split(const LayerGraph& g, const Recipe& recipe, const data::Tr
   } else {
     sp.train = data::all_indices(data.train);
   }
+  // A reduced-fidelity subset of the training images: stratified like the
+  // validation split (each class in proportion), from a stream of its own so
+  // that the subset is not tied to which images the split held out.
+  const size_t pool = sp.train.size();
+  const size_t keep =
+      recipe.subset_size > 0 ? static_cast<size_t>(recipe.subset_size)
+      : recipe.subset_fraction < 1
+          ? std::max<size_t>(1, static_cast<size_t>(std::llround(recipe.subset_fraction *
+                                                                 static_cast<double>(pool))))
+          : pool;
+  if (keep > pool)
+    throw Error("recipe: /subset_size", "a subset of " + std::to_string(keep) +
+                                            " images is larger than the " + std::to_string(pool) +
+                                            " training images (after " +
+                                            std::to_string(recipe.val_size) + " held out)");
+  if (keep < pool)
+    sp.train = data::split(data.train, sp.train, keep, recipe.seed ^ kSubsetSeedSalt).val;
   const size_t batch = static_cast<size_t>(recipe.batch);
   if (sp.train.size() < batch)
     throw Error("recipe: /batch", "batch " + std::to_string(batch) + " is larger than the " +
@@ -284,9 +327,21 @@ TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& dat
   // can tell: a first plan from a few steps of a throwaway copy, then a
   // TimePlan re-plans from what the real steps take as the run goes on.
   const uint64_t epoch_steps = static_cast<uint64_t>(recipe.epochs) * per_epoch;
-  const uint64_t cap = !timed              ? epoch_steps
+  // A fraction of the run (epochs only; validate() refuses it with a time
+  // budget): stop after that share of the steps, with the schedule planned
+  // over the short run, or over the full run and cut there.
+  const uint64_t fraction_steps =
+      recipe.run_fraction < 1
+          ? std::max<uint64_t>(1, static_cast<uint64_t>(std::llround(
+                                      recipe.run_fraction * static_cast<double>(epoch_steps))))
+          : epoch_steps;
+  const bool cut = recipe.run_fraction < 1 && recipe.fraction_schedule == FractionSchedule::cut;
+  const uint64_t last_step = cut ? fraction_steps : std::numeric_limits<uint64_t>::max();
+  const uint64_t cap = !timed              ? (cut ? epoch_steps : fraction_steps)
                        : recipe.epochs > 0 ? std::min(epoch_steps, kNoStepCap)
                                            : kNoStepCap;
+  const std::vector<std::pair<double, uint64_t>> points =
+      point_steps(options.validate_at, per_epoch);
   std::optional<TimePlan> plan;
   uint64_t total = cap;
   if (timed) {
@@ -344,15 +399,20 @@ TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& dat
   report.macs = g.macs();
   auto out_of_time = [&] { return timed && seconds_since(budget_start) > recipe.time_budget_s; };
   bool stopped = false, cancelled = false;
-  for (int epoch = first_epoch; step < schedule.total_steps() && !stopped; ++epoch) {
+  // The run's end: the schedule's, or where a cut fraction stops it.
+  auto end_step = [&] { return std::min(schedule.total_steps(), last_step); };
+  size_t next_point = 0;  // the first point of `points` not yet validated
+  while (next_point < points.size() && points[next_point].second <= step) ++next_point;
+  for (int epoch = first_epoch; step < end_step() && !stopped; ++epoch) {
     EpochRecord rec;
     rec.epoch = epoch;
     double loss_sum = 0;
     int64_t right = 0, seen = 0;
     const auto t0 = Clock::now();
+    double point_s = 0;  // seconds of this epoch's validations inside it, not training
     if (plan) plan->loop_resumed();
     data::Batch b;
-    while (step < schedule.total_steps() && loader.next(b)) {
+    while (step < end_step() && loader.next(b)) {
       net->set_step(step);
       const StepStats st = net->train_step(b.x, b.y);
       bool stop_now = false, cancel_now = false, replan_now = false;
@@ -399,10 +459,36 @@ TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& dat
         if (comm) next = broadcast_steps(*comm, next);
         schedule.replan(step, next);
       }
+      if (next_point < points.size() && points[next_point].second == step) {
+        // A validation inside the epoch, with the epoch's figures so far; it
+        // reads the weights and changes nothing the training goes on with.
+        const auto v0 = Clock::now();
+        if (plan) plan->loop_paused();
+        EpochRecord pt = rec;
+        std::array<float, 3> sums{static_cast<float>(loss_sum), static_cast<float>(right),
+                                  static_cast<float>(seen)};
+        if (reducer) {
+          comm->all_reduce_sum(sums);
+          sums[0] /= static_cast<float>(comm->size());
+          reducer->broadcast_buffers(0);
+        }
+        pt.train_loss = sums[0] / static_cast<double>(rec.steps);
+        pt.train_acc = sums[1] / std::max(sums[2], 1.0f);
+        pt.seconds = seconds_since(t0) - point_s;
+        pt.img_per_s = sums[2] / std::max(pt.seconds, 1e-9);
+        pt.val_acc = val_eval.accuracy(data.train, val_idx);
+        for (; next_point < points.size() && points[next_point].second == step; ++next_point) {
+          pt.at = points[next_point].first;
+          report.points.push_back(pt);
+          if (options.on_point) options.on_point(pt);
+        }
+        if (plan) plan->loop_resumed();
+        point_s += seconds_since(v0);
+      }
     }
     if (plan) plan->loop_paused();
     if (rec.steps == 0) break;
-    rec.seconds = seconds_since(t0);
+    rec.seconds = seconds_since(t0) - point_s;
     report.train_seconds += rec.seconds;
     // A cancelled run's figures are nobody's: its caller is waiting to move on.
     if (cancelled) break;
@@ -489,7 +575,7 @@ Latency measure_latency(Model& model, Backend& backend, int runs, bool batch64) 
 
 nlohmann::json TrainReport::to_json() const {
   auto num = [](double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(); };
-  nlohmann::json ep = nlohmann::json::array();
+  nlohmann::json ep = nlohmann::json::array(), pts = nlohmann::json::array();
   for (const auto& e : epochs)
     ep.push_back({{"epoch", e.epoch},
                   {"steps", e.steps},
@@ -499,19 +585,29 @@ nlohmann::json TrainReport::to_json() const {
                   {"lr", e.lr},
                   {"seconds", e.seconds},
                   {"img_per_s", e.img_per_s}});
-  return {{"val_acc", num(val_acc)},
-          {"test_acc", num(test_acc)},
-          {"params", params},
-          {"macs", macs},
-          {"latency_ms", latency.batch1_ms},
-          {"latency_ms_b64", latency.batch64_ms},
-          {"latency_threads", latency.threads},
-          {"train_seconds", train_seconds},
-          {"img_per_s", img_per_s},
-          {"steps", steps},
-          {"planned_steps", planned_steps},
-          {"replans", replans},
-          {"epochs", ep}};
+  for (const auto& e : points)
+    pts.push_back({{"at", e.at.value_or(0)},
+                   {"epoch", e.epoch},
+                   {"train_loss", e.train_loss},
+                   {"train_acc", e.train_acc},
+                   {"val_acc", num(e.val_acc)},
+                   {"lr", e.lr},
+                   {"seconds", e.seconds}});
+  nlohmann::json j = {{"val_acc", num(val_acc)},
+                      {"test_acc", num(test_acc)},
+                      {"params", params},
+                      {"macs", macs},
+                      {"latency_ms", latency.batch1_ms},
+                      {"latency_ms_b64", latency.batch64_ms},
+                      {"latency_threads", latency.threads},
+                      {"train_seconds", train_seconds},
+                      {"img_per_s", img_per_s},
+                      {"steps", steps},
+                      {"planned_steps", planned_steps},
+                      {"replans", replans},
+                      {"epochs", ep}};
+  if (!pts.empty()) j["points"] = pts;  // only runs asked for validations inside epochs
+  return j;
 }
 
 std::vector<TensorView> checkpoint_views(const Model& model) {

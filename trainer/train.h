@@ -21,8 +21,11 @@
 
 namespace minas {
 
+// An epoch's figures, or (with `at` set) a validation inside an epoch and
+// the epoch's figures up to it.
 struct EpochRecord {
   int epoch = 0;                                              // from 1
+  std::optional<double> at;  // a point of TrainOptions::validate_at: epochs trained then
   int64_t steps = 0;                                          // optimizer steps in this epoch
   double train_loss = 0;                                      // mean over the epoch's steps
   double train_acc = 0;                                       // on the augmented training batches
@@ -52,6 +55,7 @@ struct TrainReport {
   int64_t planned_steps = 0;
   int replans = 0;
   std::vector<EpochRecord> epochs;
+  std::vector<EpochRecord> points;  // the validations inside epochs (validate_at) reached
   nlohmann::json to_json() const;
 };
 
@@ -61,6 +65,13 @@ struct TrainOptions {
   int latency_runs = 30;
   int eval_batch = 500;
   std::function<void(const EpochRecord&)> on_epoch;  // after each epoch's validation
+  // Points inside epochs, in epochs, ascending and none whole (0.25: after a
+  // quarter of the first epoch's steps, rounded to the nearest step inside
+  // that epoch; ASHA's fractional rungs), where the run validates too and
+  // calls on_point. Validating changes nothing of the training itself.
+  // Points past the run's end or before a resumed run's start are not reached.
+  std::vector<double> validate_at;
+  std::function<void(const EpochRecord&)> on_point;
   // Polled every step: a cancel. The run stops after that step and returns
   // at once: no validation of the partial epoch, no test figure, no latency.
   std::function<bool()> should_stop;
@@ -96,17 +107,23 @@ struct TrainOptions {
 };
 
 // Trains `model` with `recipe` on `data`. The validation split (recipe.val_size
-// images, stratified, seeded) is held out of the training set. Throws Error
+// images, stratified, seeded) is held out of the training set; with
+// recipe.subset_* a stratified, seeded sample of the rest is trained on; with
+// recipe.run_fraction below 1 the run stops after that share of its steps
+// (recipe.fraction_schedule says over which length the schedule is planned). Throws Error
 // for data that does not fit the network and for a diverging run (a loss that
 // is not finite), naming the epoch and step.
 TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& data, Backend& backend,
                   const TrainOptions& options = {});
 
 // What train() trains and validates on: the recipe's stratified, seeded
-// validation split of the training set (none when val_size is 0) and the
+// validation split of the training set (none when val_size is 0), the
+// training images (what the split leaves, or the recipe's subset of it:
+// class by class in proportion, seeded apart from the split) and the
 // normalization (Fashion-MNIST's published one for it, else the training
 // images' own). Throws Error for data that does not fit the network, naming
-// both, and for a batch larger than the training images.
+// both, for a subset larger than the training images and for a batch larger
+// than the training images.
 struct TrainSplit {
   std::vector<uint32_t> train, val;
   data::Normalization norm;

@@ -111,13 +111,17 @@ class CpuRunner final : public TrialRunner {
       bool stopped = false;
       opt.should_stop = [&] { return stopped = stopped || cancelled(); };
       opt.on_epoch = [&](const EpochRecord& e) {
-        on_epoch(e.epoch, {{"train_loss", e.train_loss},
-                           {"train_acc", e.train_acc},
-                           {"val_acc", std::isfinite(e.val_acc) ? nlohmann::json(e.val_acc)
-                                                                : nlohmann::json()},
-                           {"lr", e.lr},
-                           {"seconds", e.seconds}});
+        nlohmann::json m = {
+            {"train_loss", e.train_loss},
+            {"train_acc", e.train_acc},
+            {"val_acc", std::isfinite(e.val_acc) ? nlohmann::json(e.val_acc) : nlohmann::json()},
+            {"lr", e.lr},
+            {"seconds", e.seconds}};
+        if (e.at) m["at"] = *e.at;  // a validation inside the epoch
+        on_epoch(e.epoch, m);
       };
+      opt.validate_at = req.validate_at;
+      opt.on_point = opt.on_epoch;
       // Training state goes through a file: checkpoints are written (and
       // verified when read) as files, atomically.
       const std::filesystem::path scratch =
@@ -186,6 +190,7 @@ class CpuRunner final : public TrialRunner {
       const bool leader = req.world == 0 || req.first_rank == 0;
       if (!leader) {
         opt.on_epoch = nullptr;
+        opt.on_point = nullptr;
         opt.on_checkpoint = nullptr;
         opt.measure_latency = false;
         opt.evaluate_test = false;
@@ -428,18 +433,37 @@ class SimRunner final : public TrialRunner {
       else
         refused = "not this simulator's state after epoch " + std::to_string(req.resume_epoch);
     }
-    for (int e = first; e <= epochs; ++e) {
-      const auto until =
-          std::chrono::steady_clock::now() + std::chrono::duration<double>(per_epoch);
+    auto shape = [&](double at) {
+      return (1 - 0.5 * std::exp(-3.0 * at / epochs)) / (1 - 0.5 * std::exp(-3.0));
+    };
+    // Each epoch's pretend training, in pieces up to each point inside it
+    // (validate_at) and then to its end; false: cancelled meanwhile.
+    auto pretend = [&](double seconds) {
+      const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
       do {
-        if (cancelled()) {
+        if (cancelled()) return false;
+        if (seconds > 0) std::this_thread::sleep_for(std::chrono::microseconds(200));
+      } while (std::chrono::steady_clock::now() < until);
+      return true;
+    };
+    for (int e = first; e <= epochs; ++e) {
+      double done = e - 1;  // epochs pretended so far
+      for (double at : req.validate_at) {
+        if (!(at > e - 1 && at < e)) continue;
+        if (!pretend((at - done) * per_epoch)) {
           out.kind = TrialOutcome::Kind::cancelled;
           return out;
         }
-        if (per_epoch > 0) std::this_thread::sleep_for(std::chrono::microseconds(200));
-      } while (std::chrono::steady_clock::now() < until);
-      const double shape = (1 - 0.5 * std::exp(-3.0 * e / epochs)) / (1 - 0.5 * std::exp(-3.0));
-      on_epoch(e, {{"val_acc", it->second * shape}, {"seconds", per_epoch}});
+        done = at;
+        on_epoch(e, {{"at", at},
+                     {"val_acc", it->second * shape(at)},
+                     {"seconds", (at - (e - 1)) * per_epoch}});
+      }
+      if (!pretend((e - done) * per_epoch)) {
+        out.kind = TrialOutcome::Kind::cancelled;
+        return out;
+      }
+      on_epoch(e, {{"val_acc", it->second * shape(e)}, {"seconds", per_epoch}});
       if (req.on_checkpoint && std::find(req.checkpoint_epochs.begin(), req.checkpoint_epochs.end(),
                                          e) != req.checkpoint_epochs.end())
         req.on_checkpoint(e, sim_state(e));

@@ -22,6 +22,9 @@ struct TrialRequest {
   std::string data;              // data set name or folder
   std::string data_fingerprint;  // empty: accept what the name resolves to
   int fidelity = 0;              // epochs; 0: the recipe's own
+  // Points inside epochs, in epochs (0.25), where the runner validates too
+  // (ASHA's fractional rungs), ascending; those past the run are ignored.
+  std::vector<double> validate_at;
   int threads = 0;               // CPU threads for this attempt (per rank); 0: all
   // The slots it runs on ("cpu", "cpu.1", "cuda:0", ...), the first for rank 0.
   std::vector<std::string> devices;
@@ -68,7 +71,9 @@ class TrialRunner {
  public:
   virtual ~TrialRunner() = default;
   // Runs one attempt. on_epoch gets (epoch from 1, metrics: train_loss,
-  // train_acc, val_acc, lr, seconds); cancelled is polled often and stops the
+  // train_acc, val_acc, lr, seconds) after each epoch, and after each point
+  // of validate_at (epoch: the one it lies in; metrics with "at": the point,
+  // as given, and the epoch's figures so far); cancelled is polled often and stops the
   // attempt promptly. User-caused errors (a bad arch, recipe or data set) come
   // back as a failed outcome, never as an exception.
   // Whether attempts read the data set named in the request (the simulated

@@ -253,6 +253,7 @@ struct Worker::Impl {
     req.data = b.data_name;
     req.data_fingerprint = b.data_fingerprint;
     req.fidelity = b.fidelity;
+    req.validate_at = b.validate_at;
     req.latency_device = b.latency_device;
     req.measure_only = b.measure_only;
     if (b.gang) {
@@ -671,10 +672,13 @@ struct Worker::Impl {
       return;
     }
     if (e.kind == Event::Kind::progress) {
-      send(proto::encode(proto::Type::progress, {{"trial", e.trial},
-                                                 {"attempt", e.attempt},
-                                                 {"epoch", e.epoch},
-                                                 {"metrics", e.metrics}}));
+      nlohmann::json body = {
+          {"trial", e.trial}, {"attempt", e.attempt}, {"epoch", e.epoch}, {"metrics", e.metrics}};
+      if (e.metrics.contains("at")) {  // a validation inside the epoch (TrialRunner::run)
+        body["at"] = e.metrics["at"];
+        body["metrics"].erase("at");
+      }
+      send(proto::encode(proto::Type::progress, std::move(body)));
       return;
     }
     const TrialOutcome& o = e.outcome;

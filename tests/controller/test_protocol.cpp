@@ -45,12 +45,14 @@ nlohmann::json full(const MessageSpec& s, bool optional_too) {
            {"recipe", {{"epochs", 1}}},
            {"data", {{"name", "d"}, {"fingerprint", "f"}}},
            {"fidelity", 1}};
-      opt = {{"space", {{"k", 1}}},   {"checkpoint_epochs", {1}},
-             {"resume_epoch", 1},     {"latency_device", "cpu:1"},
-             {"measure_only", false}, {"gang", {{"world", 2}, {"first_rank", 0}}}};
+      opt = {{"space", {{"k", 1}}},       {"checkpoint_epochs", {1}},
+             {"resume_epoch", 1},         {"latency_device", "cpu:1"},
+             {"measure_only", false},     {"gang", {{"world", 2}, {"first_rank", 0}}},
+             {"validate_at", {0.25, 0.5}}};
       break;
     case Type::progress:
       j = {{"trial", 1}, {"attempt", 0}, {"epoch", 1}, {"metrics", {{"val_acc", 0.5}}}};
+      opt = {{"at", 0.25}};
       break;
     case Type::result:
       j = {{"trial", 1}, {"attempt", 0}, {"metrics", {{"val_acc", 0.5}, {"params", 10}}}};
@@ -121,6 +123,25 @@ TEST_CASE("protocol: every message type encodes and parses back") {
   // encode refuses what parse would refuse: minas never sends a bad message.
   CHECK_THROWS_AS(encode(Type::ready, {}), ProtocolError);
   CHECK_THROWS_AS(encode(Type::ready, {{"slot", 1}}), ProtocolError);
+}
+
+TEST_CASE("protocol: validations inside an epoch: train's validate_at and progress's at") {
+  nlohmann::json train = full(spec(Type::train), false);
+  train["validate_at"] = {0.25, 0.5, 2.75};
+  const Message m = parse(encode(Type::train, train));
+  CHECK(m.as<Train>().validate_at == std::vector<double>{0.25, 0.5, 2.75});
+  CHECK(parse(encode(Type::train, full(spec(Type::train), false))).as<Train>().validate_at.empty());
+  for (const nlohmann::json& bad : {nlohmann::json{0.5, 0.25}, nlohmann::json{0.5, 0.5},
+                                    nlohmann::json{-1}, nlohmann::json{"0.5"}}) {
+    CAPTURE(bad.dump());
+    train["validate_at"] = bad;
+    CHECK_THROWS_WITH_AS(encode(Type::train, train), doctest::Contains("validate_at"),
+                         ProtocolError);
+  }
+  nlohmann::json progress = full(spec(Type::progress), false);
+  CHECK_FALSE(parse(encode(Type::progress, progress)).as<Progress>().at);
+  progress["at"] = 0.125;
+  CHECK(parse(encode(Type::progress, progress)).as<Progress>().at == 0.125);
 }
 
 TEST_CASE("protocol: the hostile corpus is refused by parse alone where it says so") {

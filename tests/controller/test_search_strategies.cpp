@@ -257,6 +257,57 @@ TEST_CASE(
   while (first.step()) CHECK(first.column_text(0) != "queued");
 }
 
+TEST_CASE("strategies in the loop: ASHA prunes at rungs inside the first epoch") {
+  if (!have_external(nb201_table())) return;
+  Search search("asha-fraction", "asha-fraction", 3, "evolution");
+  ExperimentConfig cfg = search.config();
+  cfg.budget_trials = 30;
+  cfg.fidelity = 3;
+  AshaSettings asha;
+  asha.eta = 3;
+  asha.rungs = {0.25, 0.5};  // no whole rung: every cut is made inside an epoch
+  cfg.asha = asha;
+  const ControllerSummary s = run_search(search, cfg, {{"a", 2}, {"b", 2}}, 0.05);
+  CHECK(s.done + s.pruned == 30);
+  CHECK(s.pruned >= 10);  // about 2/3 at the first rung once it has results to compare
+  CHECK(s.done >= 3);
+  db::Connection c = db::open_store_readonly(search.path);
+  // Every trial was validated and judged at 0.25 epochs; pruned ones have no result.
+  db::Statement q = c.prepare(
+      "SELECT t.number, t.status, t.val_acc, "
+      "(SELECT count(*) FROM sub_epochs p WHERE p.trial_id = t.id AND p.at = 0.25) "
+      "FROM trials t ORDER BY t.number");
+  int pruned = 0;
+  while (q.step()) {
+    CAPTURE(q.column_int64(0));
+    CHECK(q.column_int64(3) == 1);
+    if (q.column_text(1) == "pruned") {
+      ++pruned;
+      CHECK(q.is_null(2));
+    } else {
+      CHECK(q.column_text(1) == "done");
+    }
+  }
+  CHECK(pruned == s.pruned);
+  // A finished trial's learning curve holds the points inside its first epoch,
+  // then its three epochs, in order.
+  db::Statement done = c.prepare("SELECT number FROM trials WHERE status = 'done' LIMIT 1");
+  REQUIRE(done.step());
+  const auto d =
+      db::find_trial(c, db::find_experiment_id(c, "asha-fraction"), done.column_int64(0));
+  REQUIRE(d);
+  std::vector<double> at;
+  for (const db::EpochRow& e : d->curve) at.push_back(e.epochs());
+  CHECK(at == std::vector<double>{0.25, 0.5, 1, 2, 3});
+  CHECK(d->curve[0].epoch == 1);
+  CHECK(d->curve[0].at == 0.25);
+  CHECK(d->curve[0].val_acc);
+  // The experiment keeps the rungs as given.
+  db::Statement settings = c.prepare("SELECT strategy_settings FROM experiments");
+  REQUIRE(settings.step());
+  CHECK(nlohmann::json::parse(settings.column_text(0))["asha"]["rungs"].dump() == "[0.25,0.5]");
+}
+
 TEST_CASE("strategies in the loop: a MACs limit refuses candidates before any training") {
   if (!have_external(nb201_table())) return;
   Search search("macs", "macs", 4, "evolution");

@@ -489,12 +489,39 @@ TEST_CASE("asha: the first ceil(eta) at a rung go on, then only the top 1/eta") 
   // A retried attempt is judged with its first value.
   CHECK(asha.report(5, 1, 0.0));
   CHECK(asha.rung(1).size() == 7);
-  CHECK(AshaSettings::geometric(1, 3, 27) == std::vector<int>{1, 3, 9});
-  CHECK(AshaSettings::geometric(2, 2, 9) == std::vector<int>{2, 4, 8});
+  CHECK(AshaSettings::geometric(1, 3, 27) == std::vector<double>{1, 3, 9});
+  CHECK(AshaSettings::geometric(2, 2, 9) == std::vector<double>{2, 4, 8});
   CHECK_THROWS_WITH_AS(AshaSettings::from_json({{"eta", 1}, {"rungs", {1}}}, "asha"),
                        doctest::Contains("asha/eta"), Error);
   CHECK_THROWS_WITH_AS(AshaSettings::from_json({{"rungs", {3, 2}}}, "asha"),
                        doctest::Contains("asha/rungs/1"), Error);
+}
+
+TEST_CASE("asha: rungs at fractions of an epoch are judged there, whole ones as before") {
+  const AshaSettings st = AshaSettings::from_json({{"eta", 2}, {"rungs", {0.25, 0.5, 1, 3}}}, "a");
+  CHECK(st.rungs == std::vector<double>{0.25, 0.5, 1, 3});
+  CHECK(st.whole_rungs() == std::vector<int>{1, 3});
+  CHECK(st.fractional_rungs() == std::vector<double>{0.25, 0.5});
+  // Whole rungs are written as integers: settings stored before fractions
+  // existed compare equal on resume.
+  CHECK(st.to_json().dump() == R"({"eta":2.0,"rungs":[0.25,0.5,1,3]})");
+  CHECK(AshaSettings::from_json({{"rungs", {1.0, 2}}}, "a").to_json()["rungs"].dump() == "[1,2]");
+  Asha asha(st);
+  CHECK(asha.report(1, 0.25, 0.30));
+  CHECK(asha.report(2, 0.25, 0.20));        // ceil(eta) = 2 results: both go on
+  CHECK_FALSE(asha.report(3, 0.25, 0.10));  // n=3: keep 1
+  CHECK(asha.report(3, 0.3, 0.0));          // not a rung
+  CHECK(asha.report(1, 0.5, 0.4));
+  CHECK(asha.rung(0.25).size() == 3);
+  CHECK(asha.rung(0.5).size() == 1);
+  CHECK(asha.rung(1).empty());
+  for (const nlohmann::json& bad :
+       {nlohmann::json{0}, nlohmann::json{-0.5}, nlohmann::json{0.5, 0.5}, nlohmann::json{"1"},
+        nlohmann::json{1e7}}) {
+    CAPTURE(bad.dump());
+    CHECK_THROWS_WITH_AS(AshaSettings::from_json({{"rungs", bad}}, "asha"),
+                         doctest::Contains("asha/rungs/"), Error);
+  }
 }
 
 TEST_CASE(

@@ -186,14 +186,21 @@ const std::vector<std::pair<std::string, std::string>>& sample_rows() {
       // change nothing; the migration test checks the derived values.
       {"change_seq", "UPDATE change_seq SET seq = seq WHERE id = 1"},
       {"experiment_counts", "UPDATE experiment_counts SET n = n WHERE experiment_id = 1"},
-      // Migration 7: the best-so-far curve is derived too; the others are written.
-      {"best_so_far", "UPDATE best_so_far SET val_acc = val_acc WHERE experiment_id = 1"},
+      // Migration 7: the best-so-far curve is derived from the trials when the
+      // migration runs; in a store built at version 7 (the sample trial
+      // inserted done, where a writer's update would have fired the trigger)
+      // it is the row that trigger writes. The others are written.
+      {"best_so_far",
+       "INSERT INTO best_so_far (experiment_id, finished, number, val_acc, finished_at) "
+       "VALUES (1, 1, 0, 0.875, 3.0)"},
       {"strategy_snapshots",
        "INSERT INTO strategy_snapshots (experiment_id, results, at, state) VALUES (1, 1, 3.0, "
        "'{\"population\":[0.5]}')"},
       {"pool_samples",
        "INSERT INTO pool_samples (experiment_id, at, workers, slots, busy, queued) VALUES (1, "
        "2.5, 1, 2, 1, 0)"},
+      {"sub_epochs",
+       "INSERT INTO sub_epochs (trial_id, attempt, at, val_acc) VALUES (1, 0, 0.25, 0.375)"},
   };
   return rows;
 }
@@ -995,6 +1002,61 @@ TEST_CASE(
   writer.commit();
   CHECK(query_int(c, "SELECT count(*) FROM trials WHERE status = 'done'") == 2);
   CHECK(query_int(c, "SELECT count(*) FROM late_results") == 1);  // t3's result
+}
+
+TEST_CASE("store: validations inside an epoch are kept apart and read back in the curve") {
+  TempPath tmp;
+  Store store = Store::open(tmp.str());
+  const int64_t e = store.create_experiment(spec("a"), 1.0);
+  Connection& c = store.connection();
+  Writer writer(store);
+  const int64_t t = writer.add_trial(new_trial(e, 0));
+  writer.start_trial(t, 0, std::nullopt, "cpu", 2.0);
+  const int64_t seq = query_int(c, "SELECT seq FROM trials WHERE id = " + std::to_string(t));
+  EpochMetrics quarter = epoch(t, 0, 1, 0.3);
+  quarter.at = 0.25;
+  writer.record_epoch(quarter);
+  quarter.val_acc = 0.35;  // re-sent: replaces
+  writer.record_epoch(quarter);
+  EpochMetrics half = epoch(t, 0, 1, 0.4);
+  half.at = 0.5;
+  writer.record_epoch(half);
+  writer.record_epoch(epoch(t, 0, 1, 0.5));
+  EpochMetrics later = epoch(t, 0, 2, 0.55);
+  later.at = 1.5;
+  writer.record_epoch(later);
+  writer.commit();
+  // The epochs table keeps one row per whole epoch; the points go to sub_epochs.
+  CHECK(query_int(c, "SELECT count(*) FROM epochs") == 1);
+  CHECK(query_text(c,
+                   "SELECT group_concat(at || ':' || val_acc, ',') FROM (SELECT at, val_acc "
+                   "FROM sub_epochs ORDER BY at)") == "0.25:0.35,0.5:0.4,1.5:0.55");
+  // A live page sees the trial change with each point.
+  CHECK(query_int(c, "SELECT seq FROM trials WHERE id = " + std::to_string(t)) > seq);
+  EpochMetrics stray = epoch(999, 0, 1, 0.5);
+  stray.at = 0.5;
+  CHECK_THROWS_AS(writer.record_epoch(stray), minas::Error);
+  writer.rollback();
+
+  auto g = [](double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", v);
+    return std::string(buf);
+  };
+  Connection r = minas::db::open_store_readonly(tmp.str());
+  const auto d = minas::db::find_trial(r, e, 0);
+  REQUIRE(d);
+  std::string curve;
+  for (const auto& p : d->curve) curve += std::to_string(p.epoch) + "@" + g(p.epochs()) + " ";
+  CHECK(curve == "1@0.25 1@0.5 1@1 2@1.5 ");
+  CHECK(d->curve[0].at == 0.25);
+  CHECK_FALSE(d->curve[2].at);
+  CHECK(d->curve[0].val_acc == 0.35);
+  // ASHA's rungs are rebuilt on resume from the epochs and the points.
+  std::string validated;
+  for (const auto& v : minas::db::validated_epochs(r, e))
+    validated += g(v.epochs) + ":" + g(v.val_acc) + " ";
+  CHECK(validated == "0.25:0.35 0.5:0.4 1:0.5 1.5:0.55 ");
 }
 
 TEST_CASE("store: a stale or duplicate result goes to late_results and is never counted twice") {

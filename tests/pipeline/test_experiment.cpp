@@ -95,7 +95,7 @@ TEST_CASE("experiment settings: experiment_config holds the fields, recipe and s
   CHECK(c.strategy_settings == strategy.to_json());
   CHECK(c.objective.max_params == 1000);
   REQUIRE(c.asha.has_value());
-  CHECK(c.asha->rungs == std::vector<int>{1});
+  CHECK(c.asha->rungs == std::vector<double>{1});
   CHECK_FALSE(minas::pipeline::experiment_config(s, recipe, strategy, std::nullopt).asha);
 }
 

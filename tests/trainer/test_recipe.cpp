@@ -201,6 +201,52 @@ TEST_CASE("recipe needs epochs or a time budget") {
   CHECK(w.where() == "r: /warmup_epochs");
 }
 
+TEST_CASE("recipe: reduced fidelity fields, their bounds and the combinations refused") {
+  const Recipe d;
+  CHECK(d.run_fraction == 1);
+  CHECK(d.fraction_schedule == minas::FractionSchedule::short_run);
+  CHECK(d.subset_fraction == 1);
+  CHECK(d.subset_size == 0);
+  const Recipe r = Recipe::from_json(
+      json{{"run_fraction", 0.125}, {"fraction_schedule", "cut"}, {"subset_size", 5000}}, "r");
+  CHECK(r.run_fraction == 0.125);
+  CHECK(r.fraction_schedule == minas::FractionSchedule::cut);
+  CHECK(r.subset_size == 5000);
+  CHECK(Recipe::parse(r.to_json().dump(), "r") == r);
+  CHECK(Recipe::from_json(json{{"subset_fraction", 1e-9}}, "r").subset_fraction == 1e-9);
+  struct Case {
+    json doc;
+    std::string where, reason;
+  };
+  const Case cases[] = {
+      {{{"run_fraction", 0}}, "r: /run_fraction", "a number in (0, 1], got 0"},
+      {{{"run_fraction", 1.5}}, "r: /run_fraction", "(0, 1], got 1.5"},
+      {{{"run_fraction", -0.25}}, "r: /run_fraction", "(0, 1], got -0.25"},
+      {{{"subset_fraction", 0}}, "r: /subset_fraction", "a number in (0, 1], got 0"},
+      {{{"subset_fraction", 2}}, "r: /subset_fraction", "(0, 1], got 2"},
+      {{{"subset_size", -1}}, "r: /subset_size", "an integer in [0, 2147483647], got -1"},
+      {{{"subset_size", 0.5}}, "r: /subset_size", "an integer"},
+      {{{"fraction_schedule", "planned"}},
+       "r: /fraction_schedule",
+       "must be one of short | cut, got \"planned\""},
+      // A time budget already bounds the run; its length is only known as it goes.
+      {{{"run_fraction", 0.5}, {"time_budget_s", 60}}, "r: /run_fraction", "time_budget_s"},
+      {{{"subset_fraction", 0.5}, {"subset_size", 100}}, "r: /subset_size", "subset_fraction"},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.doc.dump());
+    const auto e = error_of([&] { Recipe::from_json(c.doc, "r"); });
+    CHECK(e.where() == c.where);
+    CHECK(contains(e.reason(), c.reason));
+  }
+  // A CLI flag's text goes through the same checks, and a refused one changes nothing.
+  Recipe f;
+  CHECK_THROWS_AS(f.set("run_fraction", "0", "--set"), minas::Error);
+  CHECK(f.run_fraction == 1);
+  f.set("run_fraction", "0.25", "--set");
+  CHECK(f.run_fraction == 0.25);
+}
+
 TEST_CASE("recipe JSON syntax errors name file, line and column") {
   const std::string text = "{\n  \"lr\": 0.1,\n  \"batch\": ]\n}\n";
   const auto e = error_of([&] { Recipe::parse(text, "r.json"); });

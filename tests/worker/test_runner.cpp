@@ -80,6 +80,24 @@ TEST_CASE("runner: the CPU runner trains, reports each epoch, and fails cleanly 
   CHECK(c.kind == TrialOutcome::Kind::cancelled);
 }
 
+TEST_CASE("runner: the CPU runner reports validations inside an epoch with their point") {
+  const test::TempDir dir("runner-points");
+  write_folder(dir.path.string(), 200);
+  auto runner = make_cpu_runner();
+  TrialRequest req = request(dir.path.string());
+  req.validate_at = {0.5, 1.25};  // ASHA's fractional rungs, as the train message lists them
+  std::vector<std::pair<int, double>> seen;  // (epoch, at; 0 for a whole epoch)
+  const TrialOutcome ok = runner->run(
+      req,
+      [&](int e, const nlohmann::json& m) {
+        seen.emplace_back(e, m.value("at", 0.0));
+        CHECK(m["val_acc"].is_number());
+      },
+      [] { return false; });
+  REQUIRE(ok.kind == TrialOutcome::Kind::done);
+  CHECK(seen == std::vector<std::pair<int, double>>{{1, 0.5}, {1, 0.0}, {2, 1.25}, {2, 0.0}});
+}
+
 TEST_CASE("runner: latency is measured on the request's latency device, not the training one") {
   const test::TempDir dir("runner-latency");
   write_folder(dir.path.string(), 200);
