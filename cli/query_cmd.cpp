@@ -430,7 +430,7 @@ Table workers_table(const std::vector<db::WorkerRow>& rows) {
 
 Table screening_table(const std::vector<db::ScreeningRow>& rows, int64_t k) {
   Table t;
-  t.columns = {{"evaluator", Kind::text}, {"score", Kind::real}, {"seconds", Kind::seconds},
+  t.columns = {{"evaluator", Kind::text}, {"score", Kind::real}, {"seconds", Kind::real},
                {"worker", Kind::text},    {"at", Kind::time},    {"error", Kind::text},
                {"arch_key", Kind::text}};
   std::map<std::string, int64_t> shown;  // per evaluator

@@ -5,6 +5,7 @@
 // from the best screened architectures.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <mutex>
 #include <set>
@@ -89,10 +90,10 @@ struct ScreenSearch : Search {
     c.budget_trials = trials;
     return c;
   }
-  int64_t experiment_id() { return store.experiment(name).id; }
+  // Read through a connection of its own: the controller may be writing.
   std::vector<db::ScreeningRow> rows() {
     db::Connection c = db::open_store_readonly(path);
-    return db::screening_scores(c, experiment_id(), "synflow");
+    return db::screening_scores(c, db::find_experiment_id(c, name), "synflow");
   }
   std::vector<std::string> trial_archs() {
     db::Connection c = db::open_store_readonly(path);
@@ -224,6 +225,97 @@ TEST_CASE(
   std::set<std::string> keys;
   for (const auto& r : rows) keys.insert(r.arch_key);
   for (const auto& k : doomed) CHECK(keys.count(k) == 1);
+}
+
+TEST_CASE("screening: answers are checked against their batch, and a second answer counts nothing") {
+  ScreenSearch search("screen-answers", "answers");
+  Lines log;
+  ControllerOptions opt = Search::options();
+  opt.log = log.sink();
+  Controller controller(search.store, search.space, *search.strategy, search.screening(4, 4, 1),
+                        opt);
+  std::thread loop([&] { controller.run(); });
+  struct Stop {
+    Controller& c;
+    std::thread& t;
+    ~Stop() {
+      c.request_stop();
+      t.join();
+    }
+  } stop{controller, loop};
+  zmq::context_t ctx;
+  zmq::socket_t peer(ctx, zmq::socket_type::dealer);
+  peer.set(zmq::sockopt::routing_id, "hand");
+  peer.set(zmq::sockopt::linger, 0);
+  peer.connect(controller.endpoint());
+  auto send = [&](proto::Type t, nlohmann::json f) {
+    peer.send(zmq::buffer(proto::encode(t, std::move(f))), zmq::send_flags::none);
+  };
+  // The next message that is not a heartbeat.
+  auto next = [&]() {
+    const auto until = std::chrono::steady_clock::now() + kHangGuard;
+    while (std::chrono::steady_clock::now() < until) {
+      zmq::pollitem_t items[] = {{peer.handle(), 0, ZMQ_POLLIN, 0}};
+      zmq::poll(items, 1, std::chrono::milliseconds(100));
+      zmq::message_t m;
+      if (!(items[0].revents & ZMQ_POLLIN) || !peer.recv(m, zmq::recv_flags::dontwait)) continue;
+      proto::Message msg = proto::parse(m.to_string());
+      if (msg.type != proto::Type::heartbeat) return msg;
+    }
+    FAIL("no answer from the controller\n" << log.all());
+    throw std::logic_error("unreachable");
+  };
+  send(proto::Type::hello, {{"name", "hand"},
+                            {"host", "h"},
+                            {"pid", 1},
+                            {"minas", "0.1.0"},
+                            {"slots", nlohmann::json::array({{{"id", "cpu"}}})}});
+  REQUIRE(next().type == proto::Type::welcome);
+  send(proto::Type::ready, {{"slot", "cpu"}});
+  const proto::Message m = next();
+  REQUIRE(m.type == proto::Type::screen);
+  const proto::Screen& screen = m.as<proto::Screen>();
+  REQUIRE(screen.archs.size() == 4);
+  CHECK(screen.evaluators == std::vector<std::string>{"synflow"});
+  auto answer = [&](int64_t batch, int attempt, std::vector<std::string> archs) {
+    nlohmann::json list = nlohmann::json::array();
+    for (size_t i = 0; i < archs.size(); ++i)
+      list.push_back({{"arch", archs[i]},
+                      {"scores", {{"synflow", static_cast<double>(i)}}},
+                      {"seconds", 0.01}});
+    send(proto::Type::screen_result, {{"batch", batch}, {"attempt", attempt}, {"archs", list}});
+  };
+  std::vector<std::string> reversed(screen.archs.rbegin(), screen.archs.rend());
+  answer(screen.batch, screen.attempt, reversed);
+  proto::Message r = next();
+  REQUIRE(r.type == proto::Type::error);
+  CHECK(r.as<proto::Refusal>().code == "bad_field");
+  answer(screen.batch, screen.attempt + 1, screen.archs);  // an attempt it was never sent
+  r = next();
+  REQUIRE(r.type == proto::Type::error);
+  CHECK(r.as<proto::Refusal>().code == "not_allowed");
+  answer(screen.batch + 4096, 0, screen.archs);  // a batch of no run of this controller
+  r = next();
+  REQUIRE(r.type == proto::Type::screen_ack);
+  CHECK_FALSE(r.as<proto::ScreenAck>().counted);
+  answer(screen.batch, screen.attempt, screen.archs);
+  r = next();
+  REQUIRE(r.type == proto::Type::screen_ack);
+  CHECK(r.as<proto::ScreenAck>().batch == screen.batch);
+  CHECK(r.as<proto::ScreenAck>().counted);
+  answer(screen.batch, screen.attempt, screen.archs);  // sent again: stored already
+  r = next();
+  REQUIRE(r.type == proto::Type::screen_ack);
+  CHECK_FALSE(r.as<proto::ScreenAck>().counted);
+  // Acknowledged once durable: the store holds each score once, the first answer's.
+  const auto rows = search.rows();
+  REQUIRE(rows.size() == 4);
+  for (const auto& row : rows) {
+    const auto at = std::find(screen.archs.begin(), screen.archs.end(), row.arch_key);
+    REQUIRE(at != screen.archs.end());
+    CHECK(row.score == static_cast<double>(at - screen.archs.begin()));
+    CHECK(row.worker == "hand");
+  }
 }
 
 TEST_CASE("screening: a resumed search screens only what the store lacks, then nothing") {
