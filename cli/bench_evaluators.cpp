@@ -44,34 +44,11 @@ double seconds_since(Clock::time_point t0) {
 
 // ------------------------------------------------------------ the minibatch
 
-// The images every candidate is scored on: `batch` training images drawn with
-// `seed`, normalized as training normalizes them (trainer/train.cpp).
-struct Minibatch {
-  Shape shape;
-  int classes = 0;
-  std::vector<float> x;
-  std::vector<int32_t> y;
-  ProxyBatch view() const { return {x.data(), y.data(), static_cast<int>(y.size())}; }
-};
+using Minibatch = ProxyMinibatch;
 
+// The images every candidate is scored on: `batch` training images drawn with `seed`.
 Minibatch load_minibatch(const std::string& data, int batch, uint64_t seed) {
-  const data::TrainTest d = data::load_dataset(data);
-  const data::Dataset& ds = d.train;
-  if (ds.size() < static_cast<size_t>(batch))
-    throw Error(data, "has " + std::to_string(ds.size()) + " training images, fewer than --batch " +
-                          std::to_string(batch));
-  const data::Normalization norm =
-      ds.shape.c == 1 && ds.source.find("fashion-mnist") != std::string::npos
-          ? data::Normalization::fashion_mnist()
-          : data::compute_normalization(ds);
-  const std::vector<uint32_t> idx = data::subset(data::all_indices(ds), batch, seed);
-  Minibatch m;
-  m.shape = ds.shape;
-  m.classes = ds.classes;
-  m.x.resize(idx.size() * ds.image_size());
-  m.y.resize(idx.size());
-  data::normalize(ds, idx, norm, m.x.data(), m.y.data());
-  return m;
+  return proxy_minibatch(data::load_dataset(data).train, data, batch, seed);
 }
 
 void check_fits(const Space& space, const Minibatch& m, const std::string& data) {

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <ctime>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -432,6 +433,20 @@ Table workers_table(const std::vector<db::WorkerRow>& rows) {
   return t;
 }
 
+Table screening_table(const std::vector<db::ScreeningRow>& rows, int64_t k) {
+  Table t;
+  t.columns = {{"evaluator", Kind::text}, {"score", Kind::real}, {"seconds", Kind::real},
+               {"worker", Kind::text},    {"at", Kind::time},    {"error", Kind::text},
+               {"arch_key", Kind::text}};
+  std::map<std::string, int64_t> shown;  // per evaluator
+  for (const db::ScreeningRow& r : rows) {
+    if (++shown[r.evaluator] > k) continue;
+    t.rows.push_back({cell(r.evaluator), cell(r.score), cell(r.seconds), cell(r.worker), cell(r.at),
+                      cell(r.error), cell(r.arch_key)});
+  }
+  return t;
+}
+
 Table sql_table(const db::SqlResult& result) {
   Table t;
   // A column of text only (NULLs aside) reads left-aligned, any other right-aligned.
@@ -528,6 +543,7 @@ struct QueryFlags {
   std::string where;
   int64_t trial = -1;
   std::string sql;
+  std::string evaluator;
 };
 
 // Errors in a flag's value name the flag.
@@ -666,6 +682,21 @@ void add_query_commands(CLI::App& app) {
       write("late results: " + std::to_string(failed.late_results) +
             " (arrived after their lease expired; kept, not counted)\n");
     }
+  });
+
+  c = add("screening",
+          "Architectures scored at initialization at the search's start (minas search "
+          "--screen), the k best of each evaluator first",
+          true);
+  c->add_option("--k", f->k, "How many of each evaluator")
+      ->default_val(10)
+      ->check(in_range<int64_t>(1, 1'000'000'000));
+  c->add_option("--evaluator", f->evaluator, "Only this evaluator's scores (default: every one)");
+  c->callback([f] {
+    const Format format = parse_format(f->format);
+    db::Connection conn = db::open_store_readonly(f->db);
+    const int64_t id = db::find_experiment_id(conn, experiment_flag(*f));
+    print(screening_table(db::screening_scores(conn, id, f->evaluator), f->k), format);
   });
 
   c = add("workers",

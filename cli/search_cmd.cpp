@@ -429,6 +429,9 @@ void add_controller_command(CLI::App& app) {
   add_setting(ctl, c->settings, "gpus_per_trial");
   add_setting(ctl, c->settings, "train_pool");
   add_setting(ctl, c->settings, "latency_pool");
+  add_setting(ctl, c->settings, "screen");
+  add_setting(ctl, c->settings, "screen_evaluator");
+  add_setting(ctl, c->settings, "screen_batch");
   ctl->add_option("--endpoint-file", c->endpoint_file,
                   "Write the endpoint workers connect to into this file once bound (on a shared "
                   "file system for a cluster's workers); removed when the controller ends");
@@ -451,8 +454,8 @@ void add_controller_command(CLI::App& app) {
                   "CURVE: the workers' public keys (a file, or a folder of .pub)");
   ctl->add_option("--experiment", c->experiment,
                   "Experiment file (JSON): name, space, data, recipe (object or file), strategy, "
-                  "strategy_settings, objective, asha, trials, seconds, fidelity, seed; flags "
-                  "given override it");
+                  "strategy_settings, objective, asha, trials, seconds, fidelity, seed, screen, "
+                  "screen_evaluator, screen_batch; flags given override it");
   ctl->callback([c, ctl] { run_controller(*c, *ctl); });
 }
 
@@ -500,6 +503,9 @@ void add_search_command(CLI::App& app) {
   add_setting(sr, sf->settings, "gpus_per_trial",
               {"", "Slots (of --threads each) one trial trains on, data parallel"});
   add_setting(sr, sf->settings, "seed");
+  add_setting(sr, sf->settings, "screen");
+  add_setting(sr, sf->settings, "screen_evaluator");
+  add_setting(sr, sf->settings, "screen_batch");
   sf->strategy.add(sr, true, "evolution", true);
   sr->add_option("--experiment", sf->experiment,
                  "Experiment file (JSON): any option above as a field, _ for -; the command line "

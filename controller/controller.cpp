@@ -42,6 +42,12 @@ void check_controller_settings(const ExperimentConfig& c, const ControllerOption
   check_range("fidelity", c.fidelity, 0, proto::kMaxAttempt, "epochs per trial; 0: the recipe's");
   check_range("gpus_per_trial", c.gpus_per_trial, 1, 1 << 16);
   check_range("budget_trials", c.budget_trials, 0, INT64_MAX);
+  check_range("screen", c.screen, 0, 10'000'000, "architectures screened; 0: off");
+  check_range("screen_batch", c.screen_batch, 1, static_cast<int64_t>(proto::kMaxScreenBatch),
+              "architectures per screening request");
+  if (c.screen > 0 &&
+      (c.screen_evaluator.empty() || c.screen_evaluator.size() > proto::kMaxNameBytes))
+    throw Error("controller", "screen_evaluator must name an evaluator (synflow, naswot, ...)");
   if (!(c.budget_seconds >= 0) || !std::isfinite(c.budget_seconds))
     throw Error("controller",
                 "budget_seconds must be 0 (none) or a positive number of seconds, got " +
@@ -161,6 +167,7 @@ struct Controller::Impl {
   void handle(const std::string& worker, const proto::Message& m) {
     switch (m.type) {
       case proto::Type::hello:
+        core.screening.lost(worker);  // a process come again: what it screened is not coming
         return core.sessions.on_hello(worker, m.as<proto::Hello>());
       case proto::Type::ready:
         return core.dispatch.on_ready(worker, m.as<proto::Ready>().slot);
@@ -187,6 +194,8 @@ struct Controller::Impl {
         return core.states.on_checkpoint(worker, m.as<proto::Checkpoint>());
       case proto::Type::rendezvous:
         return core.gangs.on_rendezvous(worker, m.as<proto::Rendezvous>());
+      case proto::Type::screen_result:
+        return core.screening.on_result(worker, m.as<proto::ScreenResult>());
       default:
         throw proto::ProtocolError(
             "not_allowed", std::string("a worker does not send ") + proto::type_name(m.type));
@@ -197,6 +206,7 @@ struct Controller::Impl {
     core.log(core.sessions.label(worker) +
              " left: " + (bye.reason.empty() ? "no reason" : printable_excerpt(bye.reason, 200)));
     core.reports.requeue_all(worker, "worker left");
+    core.screening.lost(worker);
     core.sessions.account(worker);
     core.sessions.forget(worker);
   }
@@ -230,6 +240,7 @@ struct Controller::Impl {
                                                                     {"attempt", a.attempt},
                                                                     {"counted", a.counted}}));
     core.acks.clear();
+    core.screening.send_acks();
   }
 
   void check_liveness() {
@@ -238,6 +249,7 @@ struct Controller::Impl {
     for (const std::string& worker : core.sessions.silent(now)) {
       core.log(core.sessions.label(worker) + " went silent: its trials go back to the queue");
       core.reports.requeue_all(worker, "worker lost (no heartbeat)");
+      core.screening.lost(worker);
       core.sessions.forget(worker);
     }
   }
@@ -299,6 +311,7 @@ struct Controller::Impl {
 
   ControllerSummary run(std::atomic<bool>& stop) {
     core.resume.open_experiment();
+    core.screening.open();
     const auto started = loop::Clock::now();
     batch_started = started;
     core.sessions.start_heartbeats(started);

@@ -26,7 +26,8 @@ Core::Core(db::Store& st, const Space& sp, Strategy& sg, ExperimentConfig c, Con
       dispatch(*this),
       latency(*this),
       gangs(*this),
-      reports(*this) {
+      reports(*this),
+      screening(*this) {
   check_controller_settings(config, opt);
   char hex[17];
   std::snprintf(hex, sizeof hex, "%016llx",

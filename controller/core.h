@@ -10,6 +10,7 @@
 //   gangs          trials spread over several workers
 //   reports        progress, results, failures, lost attempts
 //   checkpoints    training states kept between attempts
+//   screening      architectures scored at initialization before any trial
 // controller.cpp runs the loop and hands each message to its part.
 // Internal to the controller target.
 #include <chrono>
@@ -28,6 +29,7 @@
 #include "controller/latency_pool.h"
 #include "controller/reports.h"
 #include "controller/resume.h"
+#include "controller/screening.h"
 #include "controller/sessions.h"
 #include "controller/trial_book.h"
 #include "db/store.h"
@@ -103,6 +105,7 @@ struct Core {
   LatencyPool latency;
   Gangs gangs;
   Reports reports;
+  Screening screening;
 };
 
 }  // namespace minas::loop

@@ -19,7 +19,8 @@ std::optional<int64_t> Dispatch::next_trial() {
 }
 
 std::optional<int64_t> Dispatch::new_trial() {
-  if (!asking_allowed()) return std::nullopt;
+  // The strategy is asked once it has the screening scores to start from.
+  if (!asking_allowed() || core_.screening.pending()) return std::nullopt;
   std::optional<Candidate> c;
   try {
     c = core_.strategy.ask();
@@ -74,6 +75,7 @@ void Dispatch::on_ready(const std::string& worker, const std::string& slot) {
 void Dispatch::dispatch(const std::string& worker) {
   WorkerState* w = core_.sessions.find(worker);
   if (!w) return;
+  if (core_.screening.pending()) return core_.screening.dispatch(worker, *w);
   const size_t k = static_cast<size_t>(std::max(1, core_.config.gpus_per_trial));
   if (w->measures && w->can_measure) core_.latency.dispatch(worker, *w);
   if (!w->trains) return;

@@ -43,6 +43,13 @@ struct ExperimentConfig {
   // Early stopping over epochs; the trials run `fidelity` epochs (or the
   // recipe's), and the rungs must lie below that.
   std::optional<AshaSettings> asha;
+  // Screening (controller/screening.h): before any trial, `screen`
+  // architectures sampled from the seed are scored at initialization by
+  // `screen_evaluator` (a proxy of trainer/proxies.h) on the workers, in
+  // requests of `screen_batch`, and the strategy starts from the best. 0: off.
+  int64_t screen = 0;
+  std::string screen_evaluator = "synflow";
+  int screen_batch = 50;
 };
 
 }  // namespace minas

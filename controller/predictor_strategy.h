@@ -52,6 +52,10 @@ class PredictorStrategy final : public Strategy {
   void restore(const nlohmann::json& state) override;
   void replay(const Arch& arch, const std::optional<Score>& score) override;
   std::string name() const override { return "predictor"; }
+  // The initial samples start from the best screened architectures.
+  void screened(const std::vector<Screened>& best_first) override {
+    add_initial_best(best_first, static_cast<size_t>(settings_.initial_samples));
+  }
   // {"results": results the ensemble learns from, "fits": fits since the
   //  last snapshot, "predicted", "std": the last ask's prediction for what it
   //  asked (null: no model yet)}

@@ -387,6 +387,78 @@ Checkpoint read_checkpoint(const json& j) {
   return c;
 }
 
+// ------------------------------------------------------------ screening
+
+int64_t batch_id(const json& j, const std::string& t) {
+  return read_integer(j["batch"], t + ": batch", 0, std::numeric_limits<int64_t>::max());
+}
+
+Screen read_screen(const json& j) {
+  Screen s;
+  s.batch = batch_id(j, "screen");
+  s.attempt = attempt_no(j, "screen");
+  s.slot = read_string(j["slot"], "screen: slot", kMaxNameBytes);
+  s.space_id = read_string(j["space_id"], "screen: space_id", kMaxNameBytes);
+  if (j.contains("space")) s.space = j["space"];
+  const json& archs = read_array(j["archs"], "screen: archs", kMaxScreenBatch);
+  if (archs.empty()) bad_field("screen: archs", "must list at least one architecture");
+  for (const json& a : archs) s.archs.push_back(read_string(a, "screen: archs[]", kMaxPathBytes));
+  const json& evaluators = read_array(j["evaluators"], "screen: evaluators", kMaxEvaluators);
+  if (evaluators.empty()) bad_field("screen: evaluators", "must name at least one evaluator");
+  for (const json& e : evaluators) {
+    s.evaluators.push_back(read_string(e, "screen: evaluators[]", kMaxNameBytes));
+    if (std::count(s.evaluators.begin(), s.evaluators.end(), s.evaluators.back()) > 1)
+      bad_field("screen: evaluators[]",
+                "'" + printable_excerpt(s.evaluators.back(), 40) + "' is listed twice");
+  }
+  const json& data = read_object(j["data"], "screen: data", {"name", "fingerprint"});
+  s.data_name =
+      optional_string(data, "name", "screen: data.name", kMaxPathBytes, Text::name, s.data_name);
+  s.data_fingerprint = optional_string(data, "fingerprint", "screen: data.fingerprint",
+                                       kMaxNameBytes, Text::optional);
+  // Any 64-bit seed: JSON holds one above INT64_MAX as an unsigned integer.
+  const json& seed = j["seed"];
+  s.seed = seed.is_number_unsigned()
+               ? seed.get<uint64_t>()
+               : static_cast<uint64_t>(
+                     read_integer(seed, "screen: seed", 0, std::numeric_limits<int64_t>::max()));
+  s.batch_size = small(j["batch_size"], "screen: batch_size", 2, 4096);
+  return s;
+}
+
+ScreenResult read_screen_result(const json& j) {
+  ScreenResult r;
+  r.batch = batch_id(j, "screen_result");
+  r.attempt = attempt_no(j, "screen_result");
+  const json& archs = read_array(j["archs"], "screen_result: archs", kMaxScreenBatch);
+  for (size_t i = 0; i < archs.size(); ++i) {
+    const std::string what = "screen_result: archs[" + std::to_string(i) + "]";
+    const json& a = read_object(archs[i], what, {"arch", "scores", "seconds", "error"});
+    if (!a.contains("arch") || !a.contains("scores") || !a.contains("seconds"))
+      bad_field(what, "needs arch, scores and seconds");
+    ScreenedArch x;
+    x.arch = read_string(a["arch"], what + ".arch", kMaxPathBytes);
+    const json& scores = a["scores"];
+    if (!scores.is_object())
+      bad_field(what + ".scores", "must be an object, got " + describe(scores));
+    if (scores.size() > kMaxEvaluators)
+      too_large(what + ".scores", scores.size(), kMaxEvaluators, "entries");
+    for (auto it = scores.begin(); it != scores.end(); ++it) {
+      const std::string name =
+          check_text(it.key(), what + ".scores: a key", kMaxNameBytes, Text::name);
+      const auto v = number_or_null(it.value(), what + ".scores." + printable_excerpt(name, 40),
+                                    -kHuge, kHuge);
+      if (v) x.scores[name] = *v;
+    }
+    const auto seconds = number_or_null(a["seconds"], what + ".seconds", 0, kHuge);
+    if (!seconds) bad_field(what + ".seconds", "must be a number, got null");
+    x.seconds = *seconds;
+    x.error = optional_string(a, "error", what + ".error", kMaxTextBytes, Text::free);
+    r.archs.push_back(std::move(x));
+  }
+  return r;
+}
+
 // The typed content of a message whose fields have the spec's JSON types.
 decltype(Message::content) read_content(Type t, const json& j) {
   switch (t) {
@@ -428,6 +500,13 @@ decltype(Message::content) read_content(Type t, const json& j) {
     case Type::rendezvous:
       return Rendezvous{trial_id(j, "rendezvous"), attempt_no(j, "rendezvous"),
                         read_string(j["address"], "rendezvous: address", kMaxPathBytes)};
+    case Type::screen:
+      return read_screen(j);
+    case Type::screen_result:
+      return read_screen_result(j);
+    case Type::screen_ack:
+      return ScreenAck{batch_id(j, "screen_ack"), attempt_no(j, "screen_ack"),
+                       j["counted"].get<bool>()};
   }
   return std::monostate{};
 }
@@ -590,6 +669,38 @@ const std::vector<MessageSpec>& message_specs() {
         {"address", F::string, true,
          "tcp://HOST:PORT of rank 0's hub, then #nccl= and NCCL's unique id (base64) when the "
          "trial is on GPUs"}}},
+      {Type::screen,
+       Sender::controller,
+       "score a batch of architectures at initialization, without training (zero-cost proxies, "
+       "params, MACs), on one free slot; answered by screen_result",
+       {{"batch", F::integer, true,
+         "the batch's id (the controller's own, not a trial id); results are idempotent by "
+         "(batch, attempt)"},
+        {"attempt", F::integer, true, "attempt number, from 0: raised when a batch is sent again"},
+        {"slot", F::string, true, "the slot to score on"},
+        {"space_id", F::string, true, "as in train"},
+        {"space", F::object, false, "as in train: sent once per connection"},
+        {"archs", F::array, true, "canonical keys of the architectures, 1 to 1024"},
+        {"evaluators", F::array, true,
+         "evaluator names (naswot, synflow, grad_norm, jacob_cov, params, macs), 1 to 16"},
+        {"data", F::object, true, "the data set the minibatch is drawn from: {name, fingerprint}"},
+        {"seed", F::integer, true, "initialization and minibatch seed"},
+        {"batch_size", F::integer, true, "images in the minibatch, 2 to 4096"}}},
+      {Type::screen_result,
+       Sender::worker,
+       "a screened batch; the worker keeps it until screen_ack",
+       {{"batch", F::integer, true, "the batch's id"},
+        {"attempt", F::integer, true, "attempt number"},
+        {"archs", F::array, true,
+         "one entry per architecture of the screen, in its order: {arch, scores: {evaluator: "
+         "number, or null when not finite}, seconds, error (absent when scored)}"}}},
+      {Type::screen_ack,
+       Sender::controller,
+       "the scores of (batch, attempt) are stored durably",
+       {{"batch", F::integer, true, "the batch's id"},
+        {"attempt", F::integer, true, "attempt number"},
+        {"counted", F::boolean, true,
+         "false when the batch was not current (scored already, or unknown): nothing stored"}}},
   };
   return specs;
 }
@@ -599,9 +710,10 @@ const MessageSpec& spec(Type t) {
 }
 
 const char* type_name(Type t) {
-  static const char* names[] = {
-      "hello",  "welcome",   "ready", "train", "progress", "result", "failure",    "ack",
-      "cancel", "heartbeat", "bye",   "error", "fetch",    "data",   "checkpoint", "rendezvous"};
+  static const char* names[] = {"hello",      "welcome", "ready",         "train",     "progress",
+                                "result",     "failure", "ack",           "cancel",    "heartbeat",
+                                "bye",        "error",   "fetch",         "data",      "checkpoint",
+                                "rendezvous", "screen",  "screen_result", "screen_ack"};
   return names[static_cast<size_t>(t)];
 }
 

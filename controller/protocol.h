@@ -44,6 +44,9 @@ inline constexpr size_t kMaxMetrics = 64;           // keys of a metrics object
 inline constexpr int kMaxAttempt = 1'000'000;       // attempt, epoch and fidelity numbers
 inline constexpr int64_t kMaxBlobBytes = int64_t{1} << 40;  // offsets and sizes of chunks
 
+inline constexpr size_t kMaxScreenBatch = 1024;  // architectures of one screen
+inline constexpr size_t kMaxEvaluators = 16;     // evaluators of one screen
+
 enum class Type {
   hello,       // worker -> controller: who it is and its device slots
   welcome,     // controller -> worker: accepted; its id and the heartbeat settings
@@ -61,6 +64,11 @@ enum class Type {
   data,        // controller -> worker: one chunk of a data set's files
   checkpoint,  // both ways: one chunk of a trial's training state at an epoch
   rendezvous,  // worker -> controller: where the ranks of a trial over workers meet
+
+  // Screening (controller/screening.h): architectures scored at initialization.
+  screen,         // controller -> worker: score a batch of architectures on one slot
+  screen_result,  // worker -> controller: a batch's scores; the worker keeps them until acked
+  screen_ack,     // controller -> worker: a batch's scores are stored durably
 };
 
 const char* type_name(Type t);
@@ -208,12 +216,47 @@ struct Rendezvous {
   std::string address;
 };
 
+// A screening request: score `archs` with each of `evaluators` (trainer/proxies.h's names) on
+// one slot, networks initialized from `seed`, minibatches of `batch_size` images of the data set.
+// Batch ids are the controller's own (not trial ids); (batch, attempt) names one sending.
+struct Screen {
+  int64_t batch = 0;
+  int attempt = 0;
+  std::string slot;
+  std::string space_id;
+  std::optional<nlohmann::json> space;  // an object
+  std::vector<std::string> archs;       // 1 to kMaxScreenBatch canonical keys
+  std::vector<std::string> evaluators;  // 1 to kMaxEvaluators names, each once
+  std::string data_name = "fashion-mnist", data_fingerprint;
+  uint64_t seed = 0;
+  int batch_size = 64;
+};
+// One architecture of a screen's answer: a score per evaluator (absent: not finite, or the
+// architecture could not be scored), the seconds it took, and what went wrong if anything did.
+struct ScreenedArch {
+  std::string arch;
+  std::map<std::string, double> scores;
+  double seconds = 0;
+  std::string error;
+};
+struct ScreenResult {
+  int64_t batch = 0;
+  int attempt = 0;
+  std::vector<ScreenedArch> archs;  // the screen's, in its order
+};
+struct ScreenAck {
+  int64_t batch = 0;
+  int attempt = 0;
+  bool counted = false;
+};
+
 struct Message {
   Type type;
   nlohmann::json body;  // the whole object, "v" and "type" included
   // The typed content, in Type order (index = type + 1).
   std::variant<std::monostate, Hello, Welcome, Ready, Train, Progress, Result, Failure, Ack, Cancel,
-               Heartbeat, Bye, Refusal, Fetch, Data, Checkpoint, Rendezvous>
+               Heartbeat, Bye, Refusal, Fetch, Data, Checkpoint, Rendezvous, Screen, ScreenResult,
+               ScreenAck>
       content;
   template <class T>
   const T& as() const {

@@ -152,6 +152,10 @@ void Strategy::restore_base(const nlohmann::json& state) {
   rejected_in_a_row_ = 0;
 }
 
+void Strategy::add_initial_best(const std::vector<Screened>& best_first, size_t k) {
+  for (size_t i = 0; i < best_first.size() && i < k; ++i) initial_.push_back(best_first[i].arch);
+}
+
 std::optional<Arch> Strategy::take_initial(const Space& space,
                                            const std::unordered_set<uint64_t>& seen) {
   while (initial_next_ < initial_.size()) {

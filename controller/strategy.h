@@ -36,6 +36,13 @@ struct Candidate {
   std::string mutation;        // what changed from the parent: "DECISION: FROM -> TO"
 };
 
+// An architecture scored at initialization, without training, at the start of
+// a search (controller/screening.h): a higher score is predicted better.
+struct Screened {
+  Arch arch;
+  double score = 0;
+};
+
 // Everything a strategy is configured with; stored with the experiment.
 struct StrategySettings {
   std::string name = "random";  // a name of the registry (controller/strategy_registry.h)
@@ -91,6 +98,11 @@ class Strategy {
   // internals), not for resuming: null when the strategy keeps none worth
   // showing. May reset what it accumulates between two snapshots.
   virtual nlohmann::json take_snapshot() { return nullptr; }
+  // Before the first ask of each run (after restore() and replay()): the
+  // architectures the search screened at its start that got a score, best
+  // first, ties by key. The same list in every run of an experiment, so what
+  // a strategy builds from it is rebuilt here, not saved. Ignored by default.
+  virtual void screened(const std::vector<Screened>& best_first) { (void)best_first; }
 
   // The check applied before training: the broken constraint, or nullopt.
   using Filter = std::function<std::optional<std::string>(const Arch&)>;
@@ -106,6 +118,8 @@ class Strategy {
     return {{"rejected", rejected_}, {"initial_next", initial_next_}};
   }
   void restore_base(const nlohmann::json& state);
+  // The k best screened architectures join the warm start, after the settings' own.
+  void add_initial_best(const std::vector<Screened>& best_first, size_t k);
   // The next warm-start architecture not in `seen` that passes the filter;
   // nullopt once the list is spent.
   std::optional<Arch> take_initial(const Space& space, const std::unordered_set<uint64_t>& seen);
@@ -171,6 +185,10 @@ class EvolutionStrategy final : public Strategy {
     seen_.insert(space_.hash(arch));
   }
   std::string name() const override { return "evolution"; }
+  // The population starts from the best screened architectures.
+  void screened(const std::vector<Screened>& best_first) override {
+    add_initial_best(best_first, static_cast<size_t>(size_));
+  }
   // {"population": [score, ...]} oldest first, with "cost": [...] in Pareto mode.
   nlohmann::json take_snapshot() override;
 

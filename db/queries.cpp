@@ -1013,6 +1013,29 @@ std::vector<ResumedTrial> resumed_trials(Connection& conn, int64_t experiment_id
   return rows;
 }
 
+std::vector<ScreeningRow> screening_scores(Connection& conn, int64_t experiment_id,
+                                           std::string_view evaluator) {
+  Statement s = conn.prepare(
+      "SELECT s.arch_key, s.evaluator, s.score, s.seconds, s.error, w.name, s.at "
+      "FROM screening_scores s LEFT JOIN workers w ON w.id = s.worker_id "
+      "WHERE s.experiment_id = ?1 AND (?2 = '' OR s.evaluator = ?2) "
+      "ORDER BY s.evaluator, s.score IS NULL, s.score DESC, s.arch_key");
+  s.bind_int64(1, experiment_id).bind_text(2, evaluator);
+  std::vector<ScreeningRow> rows;
+  while (s.step()) {
+    ScreeningRow r;
+    r.arch_key = s.column_text(0);
+    r.evaluator = s.column_text(1);
+    if (!s.is_null(2)) r.score = s.column_double(2);
+    r.seconds = s.column_double(3);
+    if (!s.is_null(4)) r.error = s.column_text(4);
+    if (!s.is_null(5)) r.worker = s.column_text(5);
+    r.at = s.column_double(6);
+    rows.push_back(std::move(r));
+  }
+  return rows;
+}
+
 std::vector<ValidatedEpoch> validated_epochs(Connection& conn, int64_t experiment_id) {
   Statement s = conn.prepare(
       std::string("SELECT e.trial_id, e.epoch AS at, e.val_acc, t.number, e.attempt FROM epochs e "

@@ -269,6 +269,22 @@ struct ValidatedEpoch {
 // then attempt, then epochs.
 std::vector<ValidatedEpoch> validated_epochs(Connection& conn, int64_t experiment_id);
 
+// ---- Screening scores ----------------------------------------------------------------------
+
+// One architecture's score by one evaluator at initialization (screening_scores).
+struct ScreeningRow {
+  std::string arch_key, evaluator;
+  std::optional<double> score;  // absent: not scored (error says why), or not finite
+  double seconds = 0;
+  std::string error;
+  std::string worker;  // the worker's name; empty when unknown
+  double at = 0;
+};
+// The experiment's screening scores by `evaluator` (empty: every evaluator): by evaluator,
+// then best score first, those without a score last, ties by architecture key.
+std::vector<ScreeningRow> screening_scores(Connection& conn, int64_t experiment_id,
+                                           std::string_view evaluator = {});
+
 // ---- Raw SQL -------------------------------------------------------------------------------
 
 using SqlValue = std::variant<std::monostate, int64_t, double, std::string, std::vector<std::byte>>;

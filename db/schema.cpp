@@ -315,6 +315,25 @@ CREATE TRIGGER sub_epochs_changed AFTER INSERT ON sub_epochs BEGIN
   UPDATE trials SET seq = (SELECT seq FROM change_seq WHERE id = 1) WHERE id = NEW.trial_id;
 END;
 )sql"},
+      {9, "screening scores: architectures scored at initialization, without training", R"sql(
+-- What the workers' screening requests scored (zero-cost proxies, params,
+-- MACs; trainer/proxies.h), one row per architecture and evaluator of an
+-- experiment: written by the controller before it acknowledges the batch,
+-- read by a resumed controller so that nothing is screened twice. A NULL
+-- score is an architecture the evaluator could not score (error says why)
+-- or scored as not finite.
+CREATE TABLE screening_scores (
+  experiment_id INTEGER NOT NULL REFERENCES experiments (id),
+  arch_key TEXT NOT NULL,
+  evaluator TEXT NOT NULL,
+  score REAL,
+  seconds REAL NOT NULL,              -- the worker's time for this architecture
+  error TEXT,
+  worker_id INTEGER REFERENCES workers (id),
+  at REAL NOT NULL,
+  PRIMARY KEY (experiment_id, evaluator, arch_key)
+) WITHOUT ROWID;
+)sql"},
   };
   return list;
 }

@@ -665,7 +665,11 @@ Writer::Writer(Store& store)
           "WHERE id = ?")),
       record_latency_(store.connection().prepare(
           "UPDATE trials SET latency_ms = ?1, params = coalesce(?2, params), "
-          "macs = coalesce(?3, macs) WHERE id = ?4 AND status = 'queued'")) {
+          "macs = coalesce(?3, macs) WHERE id = ?4 AND status = 'queued'")),
+      record_screen_score_(store.connection().prepare(
+          "INSERT OR IGNORE INTO screening_scores (experiment_id, arch_key, evaluator, score, "
+          "seconds, error, worker_id, at) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 "
+          "WHERE EXISTS (SELECT 1 FROM experiments WHERE id = ?1)")) {
   store.writer_ = this;
 }
 
@@ -933,6 +937,31 @@ void Writer::worker_seen(int64_t worker, double at, double connected_delta, doub
       throw error("worker_seen", "no worker with id " + std::to_string(worker));
     }
     ++pending_;
+  });
+}
+
+bool Writer::record_screen_score(const ScreenScore& x) {
+  return guarded("record_screen_score", [&] {
+    Statement& s = record_screen_score_;
+    s.bind_int64(1, x.experiment_id).bind_text(2, x.arch_key).bind_text(3, x.evaluator);
+    if (x.score)
+      s.bind_double(4, *x.score);
+    else
+      s.bind_null(4);
+    s.bind_double(5, x.seconds);
+    if (x.error.empty())
+      s.bind_null(6);
+    else
+      s.bind_text(6, x.error);
+    if (x.worker_id)
+      s.bind_int64(7, *x.worker_id);
+    else
+      s.bind_null(7);
+    s.bind_double(8, x.at);
+    run(s);
+    if (store_->connection_.changes() == 0) return false;
+    ++pending_;
+    return true;
   });
 }
 

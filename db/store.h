@@ -210,6 +210,17 @@ struct EpochMetrics {
   std::optional<double> at;
 };
 
+// One architecture's score by one evaluator, as a worker's screening request produced it.
+struct ScreenScore {
+  int64_t experiment_id = 0;
+  std::string arch_key, evaluator;
+  std::optional<double> score;  // absent: not scored (error says why), or not finite
+  double seconds = 0;
+  std::string error;
+  std::optional<int64_t> worker_id;
+  double at = 0;
+};
+
 // Group commit for the controller's hot path. The first write after a commit opens one
 // BEGIN IMMEDIATE transaction; commit() makes everything since durable at once. Acknowledge
 // results to workers only after commit() returned.
@@ -258,6 +269,9 @@ class Writer {
   bool mark_pruned(int64_t trial, int attempt, double at);
   // Sets last_seen and adds to the worker's connected and busy seconds.
   void worker_seen(int64_t worker, double at, double connected_delta, double busy_delta);
+  // A screening score, unless the experiment holds one for that architecture and evaluator
+  // already (false: a batch scored twice counts once).
+  bool record_screen_score(const ScreenScore& score);
 
   size_t pending() const { return pending_; }  // write calls since the last commit
   void commit();                               // a no-op when no batch is open
@@ -285,6 +299,7 @@ class Writer {
   Statement insert_trial_, start_trial_, record_result_, late_result_, record_epoch_,
       record_sub_epoch_;
   Statement record_failure_, requeue_, mark_pruned_, worker_seen_, record_latency_;
+  Statement record_screen_score_;
   bool open_ = false;  // this Writer's transaction is open
   size_t pending_ = 0;
   // The next trial number per experiment, read once from MAX(number); valid because this is

@@ -3,7 +3,10 @@
 #include <cstdio>
 #include <stdexcept>
 
+#include "searchspace/error.h"
+#include "searchspace/json_read.h"
 #include "trainer/data.h"
+#include "trainer/proxies.h"
 
 namespace minas::pipeline {
 namespace {
@@ -14,6 +17,8 @@ constexpr double kMaxTrials = 1'000'000'000;
 constexpr double kMaxSeconds = 1e9;  // some 30 years
 constexpr double kMaxEpochs = 100000;
 constexpr double kMaxSlotsPerTrial = 1024;
+constexpr double kMaxScreened = 10'000'000;
+constexpr double kMaxScreenBatch = 1024;  // proto::kMaxScreenBatch
 
 std::vector<ExperimentParam> make_table() {
   using S = ExperimentSettings;
@@ -42,6 +47,14 @@ std::vector<ExperimentParam> make_table() {
       {"latency_pool", +[](S& s) -> std::string& { return s.config.latency_pool; }, "", 0, 0,
        "Workers of this pool measure each architecture's batch-1 latency (on the objective's "
        "latency device, else their own) before it is trained elsewhere"},
+      {"screen", +[](S& s) -> int64_t& { return s.config.screen; }, "0", 0, kMaxScreened,
+       "Architectures sampled and scored at initialization on the workers (no training) before "
+       "any trial; evolution and predictor start from the best; 0: off"},
+      {"screen_evaluator", +[](S& s) -> std::string& { return s.config.screen_evaluator; },
+       "synflow", 0, 0,
+       "What screening scores by: naswot, synflow, grad_norm, jacob_cov, params or macs"},
+      {"screen_batch", +[](S& s) -> int& { return s.config.screen_batch; }, "50", 1,
+       kMaxScreenBatch, "Architectures per screening request to a worker slot"},
   };
 }
 
@@ -109,6 +122,10 @@ ExperimentConfig experiment_config(const ExperimentSettings& s, const Recipe& re
                                    const StrategySettings& strategy,
                                    std::optional<AshaSettings> asha) {
   ExperimentConfig cfg = s.config;
+  if (cfg.screen > 0 && !proxy_from_name(cfg.screen_evaluator))
+    throw Error("--screen-evaluator", "unknown evaluator '" +
+                                          printable_excerpt(cfg.screen_evaluator, 40) +
+                                          "' (evaluators: " + proxy_names() + ")");
   cfg.recipe = recipe.to_json();
   cfg.strategy_settings = strategy.to_json();
   cfg.objective = strategy.objective;

@@ -55,6 +55,25 @@ const ProxyInfo& proxy_info(Proxy p) {
   throw Error("proxies", "no entry for proxy " + std::to_string(static_cast<int>(p)));
 }
 
+ProxyMinibatch proxy_minibatch(const data::Dataset& ds, const std::string& name, int n,
+                               uint64_t seed) {
+  if (n < 1 || ds.size() < static_cast<size_t>(n))
+    throw Error(name, "has " + std::to_string(ds.size()) + " training images, fewer than the " +
+                          std::to_string(n) + " of a minibatch");
+  const data::Normalization norm =
+      ds.shape.c == 1 && ds.source.find("fashion-mnist") != std::string::npos
+          ? data::Normalization::fashion_mnist()
+          : data::compute_normalization(ds);
+  const std::vector<uint32_t> idx = data::subset(data::all_indices(ds), n, seed);
+  ProxyMinibatch m;
+  m.shape = ds.shape;
+  m.classes = ds.classes;
+  m.x.resize(idx.size() * ds.image_size());
+  m.y.resize(idx.size());
+  data::normalize(ds, idx, norm, m.x.data(), m.y.data());
+  return m;
+}
+
 std::optional<Proxy> proxy_from_name(std::string_view name) {
   for (const ProxyInfo& info : kProxies)
     if (name == info.name) return info.proxy;

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "searchspace/layer_graph.h"
+#include "trainer/data.h"
 #include "trainer/model.h"
 #include "trainer/network.h"
 
@@ -50,6 +51,20 @@ struct ProxyBatch {
   const int32_t* y = nullptr;
   int n = 0;
 };
+
+// A minibatch that owns its images: `n` training images of a data set drawn
+// with `seed`, normalized as training normalizes them (trainer/train.cpp),
+// so that every candidate of a screen is scored on the same images.
+struct ProxyMinibatch {
+  Shape shape;
+  int classes = 0;
+  std::vector<float> x;
+  std::vector<int32_t> y;
+  ProxyBatch view() const { return {x.data(), y.data(), static_cast<int>(y.size())}; }
+};
+// Throws Error naming `name` when the data set has fewer than n training images.
+ProxyMinibatch proxy_minibatch(const data::Dataset& train, const std::string& name, int n,
+                               uint64_t seed);
 
 // The score of `graph` by `proxy` for a network initialized from `seed`.
 // Throws Error when the batch does not fit the graph (shape, labels, size).

@@ -44,7 +44,8 @@ std::string default_name() {
 
 // What a slot's thread hands the main loop (which alone touches the socket).
 struct Event {
-  enum class Kind { progress, outcome, checkpoint, rendezvous } kind;
+  // screened: (trial, attempt) are the batch's, and its scores are in the slot's `screened`.
+  enum class Kind { progress, outcome, checkpoint, rendezvous, screened } kind;
   int64_t trial;
   int attempt;
   int epoch = 0;
@@ -63,6 +64,9 @@ struct Slot {
   int64_t trial = 0;
   int attempt = 0;
   std::vector<size_t> group;  // on a trial's first slot: all the slots it runs on
+  bool screening = false;     // busy with a screening batch: (trial, attempt) are the batch's
+  // Its scores, written by the slot's thread before it pushes the event that says so.
+  std::vector<ScreenedScores> screened;
 };
 
 }  // namespace
@@ -136,6 +140,7 @@ struct Worker::Impl {
   explicit Impl(WorkerOptions o) : opt(std::move(o)) {
     if (opt.name.empty()) opt.name = default_name();
     if (!opt.runner) throw Error("worker", "no trial runner");
+    if (!opt.screener) opt.screener = make_proxy_screener();
     for (const DeviceSlot& d : opt.slots) {
       slots.push_back(std::make_unique<Slot>());
       slots.back()->device = d;
@@ -524,6 +529,7 @@ struct Worker::Impl {
         backoff_s = 0.1;
         log("connected to " + opt.connect + " as worker " + std::to_string(w.worker_id));
         for (const auto& [key, payload] : unacked) send(payload);  // kept across a reconnect
+        for (const auto& [key, payload] : unacked_screens) send(payload);
         for (const auto& s : slots)
           if (!s->busy) send_ready(*s);
         // What it runs, at once: a restarted controller gives it back to us.
@@ -551,7 +557,15 @@ struct Worker::Impl {
           return;
         }
         for (auto& s : slots)
-          if (s->busy && s->trial == c.trial && s->attempt == c.attempt) s->cancel = true;
+          if (s->busy && !s->screening && s->trial == c.trial && s->attempt == c.attempt)
+            s->cancel = true;
+        return;
+      }
+      case proto::Type::screen:
+        return on_screen(m.as<proto::Screen>());
+      case proto::Type::screen_ack: {
+        const auto& a = m.as<proto::ScreenAck>();
+        unacked_screens.erase({a.batch, a.attempt});
         return;
       }
       case proto::Type::heartbeat:
@@ -630,7 +644,8 @@ struct Worker::Impl {
   void send_heartbeat() {
     nlohmann::json running = nlohmann::json::array();
     for (const auto& s : slots)
-      if (s->busy) running.push_back({{"trial", s->trial}, {"attempt", s->attempt}});
+      if (s->busy && !s->screening)
+        running.push_back({{"trial", s->trial}, {"attempt", s->attempt}});
     if (welcomed) send(proto::encode(proto::Type::heartbeat, {{"running", running}}));
   }
 
@@ -647,18 +662,33 @@ struct Worker::Impl {
         // What the runner produced breaks the protocol's bounds (a metric out
         // of range): said as a failure instead of a result nobody would take.
         log("trial " + std::to_string(e.trial) + ": cannot report " + x.what());
-        if (e.kind == Event::Kind::outcome) {
+        if (e.kind == Event::Kind::screened) {
+          // Not run, as far as the controller can tell: it sends the batch again.
+          send_screen_result(e.trial, e.attempt, nlohmann::json::array());
+        } else if (e.kind == Event::Kind::outcome) {
           const std::string payload = failure_payload(
               e.trial, e.attempt, std::string("its report broke the protocol: ") + x.what(), false);
           unacked[{e.trial, e.attempt}] = payload;
           send(payload);
         }
       }
-      if (e.kind == Event::Kind::outcome) release(e.slot);
+      if (e.kind == Event::Kind::outcome || e.kind == Event::Kind::screened) release(e.slot);
     }
   }
 
   void report(const Event& e) {
+    if (e.kind == Event::Kind::screened) {
+      if (e.outcome.kind == TrialOutcome::Kind::cancelled) return;
+      nlohmann::json archs = nlohmann::json::array();
+      for (const ScreenedScores& x : slots[e.slot]->screened) {
+        nlohmann::json a = {{"arch", x.arch}, {"scores", x.scores}, {"seconds", x.seconds}};
+        // Bounded, so that a batch of errors stays one message.
+        if (!x.error.empty()) a["error"] = proto::bounded_text(x.error, 500);
+        archs.push_back(std::move(a));
+      }
+      send_screen_result(e.trial, e.attempt, std::move(archs));
+      return;
+    }
     if (e.kind == Event::Kind::rendezvous) {
       send(proto::encode(proto::Type::rendezvous,
                          {{"trial", e.trial}, {"attempt", e.attempt}, {"address", e.bytes}}));
@@ -695,6 +725,69 @@ struct Worker::Impl {
     }
   }
 
+  // ------------------------------------------------------------ screening
+
+  // A screening request: scored on its slot's thread by the screener. A slot
+  // that is not ours or not free gets an empty answer, which the controller
+  // takes as "not run" and sends the batch elsewhere.
+  void on_screen(const proto::Screen& b) {
+    if (b.space) {
+      if (spaces.size() >= kMaxSpaces && !spaces.count(b.space_id)) spaces.clear();
+      spaces[b.space_id] = *b.space;
+    }
+    size_t i = slots.size();
+    for (size_t k = 0; k < slots.size(); ++k)
+      if (slots[k]->device.id == b.slot && !slots[k]->busy) i = k;
+    if (i == slots.size() || !spaces.count(b.space_id)) {
+      // Said "not run" (no archs): the controller sends the batch again.
+      log("screen batch " + std::to_string(b.batch) + ": " +
+          (i == slots.size() ? "slot " + printable_excerpt(b.slot, 40) + " is not free here"
+                             : "its space was never sent here") +
+          ": not run");
+      send_screen_result(b.batch, b.attempt, nlohmann::json::array());
+      if (i < slots.size()) send_ready(*slots[i]);  // still free: offered again
+      return;
+    }
+    ScreenRequest req;
+    req.space = spaces.at(b.space_id);
+    req.archs = b.archs;
+    req.evaluators = b.evaluators;
+    req.data = b.data_name;
+    req.data_fingerprint = b.data_fingerprint;
+    // A data set fetched for training earlier is found in the cache.
+    if (!b.data_fingerprint.empty())
+      if (auto where = local_data(b.data_name, b.data_fingerprint)) req.data = *where;
+    req.seed = b.seed;
+    req.batch_size = b.batch_size;
+    Slot& s = *slots[i];
+    req.device = s.device.id;
+    req.threads = s.device.threads;
+    if (s.thread.joinable()) s.thread.join();
+    s.busy = true;
+    s.screening = true;
+    s.trial = b.batch;
+    s.attempt = b.attempt;
+    s.cancel = false;
+    s.thread = std::thread([this, i, req, batch = b.batch, attempt = b.attempt] {
+      Slot& slot = *slots[i];
+      slot.screened = opt.screener->screen(req, [&] { return slot.cancel.load(); });
+      Event e{Event::Kind::screened, batch, attempt, 0, {}, {}, i, {}};
+      // Cancelled (the worker is stopping): no answer; its bye has the controller send it again.
+      e.outcome.kind =
+          slot.cancel.load() ? TrialOutcome::Kind::cancelled : TrialOutcome::Kind::done;
+      push(std::move(e));
+    });
+  }
+
+  // The answer to a screen, kept until the controller acknowledges it.
+  void send_screen_result(int64_t batch, int attempt, nlohmann::json archs) {
+    const bool ran = !archs.empty();
+    const std::string payload = proto::encode(
+        proto::Type::screen_result, {{"batch", batch}, {"attempt", attempt}, {"archs", archs}});
+    if (ran) unacked_screens[{batch, attempt}] = payload;
+    send(payload);
+  }
+
   // The attempt on slot `first` is over: its slots are free and offered again.
   void release(size_t first) {
     std::vector<size_t> group = std::move(slots[first]->group);
@@ -702,6 +795,7 @@ struct Worker::Impl {
     if (group.empty()) group = {first};
     for (size_t k : group) {
       slots[k]->busy = false;
+      slots[k]->screening = false;
       if (welcomed && !stopping && !leaving) send_ready(*slots[k]);
     }
   }
@@ -790,6 +884,8 @@ struct Worker::Impl {
     bool complete = false;
   };
   std::map<std::pair<int64_t, int>, State> states;
+  // Screening results kept until acknowledged, by (batch, attempt): batch ids are not trial ids.
+  std::map<std::pair<int64_t, int>, std::string> unacked_screens;
   Clock::time_point last_heard;
   std::optional<Clock::time_point> hello_sent;  // while waiting for the welcome to it
   double backoff_s = 0.1;

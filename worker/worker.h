@@ -15,6 +15,7 @@
 #include "controller/auth.h"
 #include "worker/devices.h"
 #include "worker/runner.h"
+#include "worker/screener.h"
 
 namespace minas {
 
@@ -31,7 +32,10 @@ struct WorkerOptions {
   std::string advertise;
   std::map<std::string, std::string> tags;
   std::shared_ptr<TrialRunner> runner;  // shared by the slots (thread-safe)
-  int heartbeat_ms = 1000;              // until the controller's welcome says otherwise
+  // Scores the controller's screening requests (shared by the slots, thread-safe); null: the
+  // proxies through the trainer's backend (make_proxy_screener()).
+  std::shared_ptr<Screener> screener;
+  int heartbeat_ms = 1000;  // until the controller's welcome says otherwise
   int liveness = 5;
   double max_backoff_s = 5;  // reconnect delays double from 0.1 s up to this
   std::function<void(const std::string&)> log;

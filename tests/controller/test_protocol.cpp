@@ -93,6 +93,28 @@ nlohmann::json full(const MessageSpec& s, bool optional_too) {
     case Type::rendezvous:
       j = {{"trial", 1}, {"attempt", 0}, {"address", "tcp://h:1"}};
       break;
+    case Type::screen:
+      j = {{"batch", 1},
+           {"attempt", 0},
+           {"slot", "cpu"},
+           {"space_id", "x"},
+           {"archs", {"a", "b"}},
+           {"evaluators", {"synflow"}},
+           {"data", {{"name", "d"}, {"fingerprint", "f"}}},
+           {"seed", 3},
+           {"batch_size", 64}};
+      opt = {{"space", {{"k", 1}}}};
+      break;
+    case Type::screen_result:
+      j = {{"batch", 1},
+           {"attempt", 0},
+           {"archs", J::array({{{"arch", "a"}, {"scores", {{"synflow", 2.5}}}, {"seconds", 0.1}},
+                               {{"arch", "b"}, {"scores", J::object()}, {"seconds", 0},
+                                {"error", "e"}}})}};
+      break;
+    case Type::screen_ack:
+      j = {{"batch", 1}, {"attempt", 0}, {"counted", true}};
+      break;
   }
   if (optional_too) j.update(opt);
   for (const auto& f : s.fields) {
@@ -105,7 +127,7 @@ nlohmann::json full(const MessageSpec& s, bool optional_too) {
 }  // namespace
 
 TEST_CASE("protocol: every message type encodes and parses back") {
-  REQUIRE(message_specs().size() == 16);
+  REQUIRE(message_specs().size() == 19);
   for (const auto& s : message_specs()) {
     CAPTURE(std::string(type_name(s.type)));
     CHECK(type_from_name(type_name(s.type)) == s.type);

@@ -186,13 +186,12 @@ const std::vector<std::pair<std::string, std::string>>& sample_rows() {
       // change nothing; the migration test checks the derived values.
       {"change_seq", "UPDATE change_seq SET seq = seq WHERE id = 1"},
       {"experiment_counts", "UPDATE experiment_counts SET n = n WHERE experiment_id = 1"},
-      // Migration 7: the best-so-far curve is derived from the trials when the
-      // migration runs; in a store built at version 7 (the sample trial
-      // inserted done, where a writer's update would have fired the trigger)
-      // it is the row that trigger writes. The others are written.
+      // Migration 7 derives the best-so-far curve from the trials of an older store; a store
+      // of version 7 or later holds the point its trigger wrote when the sample trial became
+      // done (the sample trial above is inserted done, which that trigger does not see).
       {"best_so_far",
-       "INSERT INTO best_so_far (experiment_id, finished, number, val_acc, finished_at) "
-       "VALUES (1, 1, 0, 0.875, 3.0)"},
+       "INSERT OR REPLACE INTO best_so_far (experiment_id, finished, number, val_acc, "
+       "finished_at) VALUES (1, 1, 0, 0.875, 3.0)"},
       {"strategy_snapshots",
        "INSERT INTO strategy_snapshots (experiment_id, results, at, state) VALUES (1, 1, 3.0, "
        "'{\"population\":[0.5]}')"},
@@ -201,6 +200,9 @@ const std::vector<std::pair<std::string, std::string>>& sample_rows() {
        "2.5, 1, 2, 1, 0)"},
       {"sub_epochs",
        "INSERT INTO sub_epochs (trial_id, attempt, at, val_acc) VALUES (1, 0, 0.25, 0.375)"},
+      {"screening_scores",
+       "INSERT INTO screening_scores (experiment_id, arch_key, evaluator, score, seconds, error, "
+       "worker_id, at) VALUES (1, 'k', 'synflow', 1.5, 0.01, NULL, 1, 2.0)"},
   };
   return rows;
 }

@@ -1,0 +1,227 @@
+#include "controller/screening.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <unordered_set>
+
+#include "controller/core.h"
+#include "db/queries.h"
+#include "searchspace/error.h"
+#include "searchspace/json_read.h"
+#include "searchspace/rng.h"
+
+namespace minas::loop {
+namespace {
+
+// The candidates' own stream of the experiment's seed, apart from the strategy's.
+constexpr uint64_t kScreenSalt = 0x5c4ee11a9d3b7f01ull;
+// Images of the minibatch the data-dependent proxies score on (as minas bench screen's default).
+constexpr int kMinibatch = 64;
+
+}  // namespace
+
+void Screening::open() {
+  const ExperimentConfig& c = core_.config;
+  if (c.screen <= 0) return;
+  on_ = true;
+  const Space& space = core_.space;
+  // The experiment's seed decides the candidates, so a resumed run screens the same ones.
+  std::vector<std::string> keys;
+  const auto size = space.size();
+  if (size && *size <= static_cast<uint64_t>(c.screen)) {
+    space.enumerate([&](const Arch& a) {
+      keys.push_back(space.key(a));
+      return true;
+    });
+  } else {
+    Rng rng(c.seed ^ kScreenSalt);
+    std::unordered_set<uint64_t> seen;
+    for (int64_t tries = 0; static_cast<int64_t>(keys.size()) < c.screen && tries < 64 * c.screen;
+         ++tries) {
+      const Arch a = space.sample(rng);
+      if (seen.insert(space.hash(a)).second) keys.push_back(space.key(a));
+    }
+  }
+  // What the store holds already is not screened again.
+  std::unordered_set<std::string> stored;
+  for (const db::ScreeningRow& r :
+       db::screening_scores(core_.store.connection(), core_.experiment, c.screen_evaluator)) {
+    stored.insert(r.arch_key);
+    if (r.score) scores_[r.arch_key] = *r.score;
+  }
+  std::erase_if(scores_, [&](const auto& kv) {
+    return std::find(keys.begin(), keys.end(), kv.first) == keys.end();
+  });
+  // Batch ids are unique to this run of the controller (its start in milliseconds, then a
+  // count), so that a result a worker kept from an earlier run is told apart.
+  int64_t next = static_cast<int64_t>(unix_now() * 1000) << 10;
+  size_t kept = 0;
+  ScreenBatch* open_batch = nullptr;
+  for (const std::string& key : keys) {
+    if (stored.count(key)) {
+      ++kept;
+      continue;
+    }
+    if (!open_batch || static_cast<int>(open_batch->archs.size()) >= c.screen_batch) {
+      ScreenBatch& b = batches_[next];
+      b.id = next++;
+      queue_.push_back(b.id);
+      open_batch = &b;
+    }
+    open_batch->archs.push_back(key);
+  }
+  left_ = batches_.size();
+  core_.log("screening " + std::to_string(keys.size()) + " architectures by " + c.screen_evaluator +
+            ": " + std::to_string(kept) + " scored before, " + std::to_string(keys.size() - kept) +
+            " to score in " + std::to_string(left_) + " batch(es)");
+  if (left_ == 0) tell_strategy();
+}
+
+void Screening::dispatch(const std::string& worker, WorkerState& w) {
+  const ExperimentConfig& c = core_.config;
+  while (!w.free.empty() && !queue_.empty()) {
+    ScreenBatch& b = batches_.at(queue_.front());
+    queue_.pop_front();
+    const std::string slot = *w.free.begin();
+    w.free.erase(w.free.begin());
+    b.phase = BatchPhase::running;
+    b.worker = worker;
+    b.slot = slot;
+    b.started = unix_now();
+    if (started_ == 0) started_ = b.started;
+    sent_.insert({b.id, b.attempt, worker});
+    nlohmann::json m = {{"batch", b.id},
+                        {"attempt", b.attempt},
+                        {"slot", slot},
+                        {"space_id", core_.space_id},
+                        {"archs", b.archs},
+                        {"evaluators", {c.screen_evaluator}},
+                        {"data", {{"name", c.data}, {"fingerprint", c.data_fingerprint}}},
+                        {"seed", c.seed},
+                        {"batch_size", kMinibatch}};
+    if (!w.has_space) {
+      m["space"] = core_.space.spec();
+      w.has_space = true;
+    }
+    core_.sessions.send(worker, proto::encode(proto::Type::screen, std::move(m)));
+  }
+  if (!w.free.empty()) core_.sessions.wait(worker);
+}
+
+void Screening::on_result(const std::string& worker, const proto::ScreenResult& r) {
+  const auto it = batches_.find(r.batch);
+  if (it == batches_.end()) {
+    // Of an earlier run of the controller (or never ours): nothing to store, and the
+    // worker may let it go.
+    acks_.push_back({worker, r.batch, r.attempt, false});
+    return;
+  }
+  ScreenBatch& b = it->second;
+  if (!sent_.count({b.id, r.attempt, worker}))
+    throw proto::ProtocolError("not_allowed", "screen batch " + std::to_string(b.id) + " attempt " +
+                                                  std::to_string(r.attempt) +
+                                                  " was never sent to this worker");
+  const bool current =
+      b.phase == BatchPhase::running && b.worker == worker && b.attempt == r.attempt;
+  if (r.archs.empty()) {
+    // The worker did not run it (its slot was not free): sent again, elsewhere or later.
+    if (current) requeue(b, core_.sessions.label(worker) + " did not run it");
+    return;
+  }
+  bool same = r.archs.size() == b.archs.size();
+  for (size_t i = 0; same && i < b.archs.size(); ++i) same = r.archs[i].arch == b.archs[i];
+  if (!same)
+    throw proto::ProtocolError("bad_field", "screen_result: archs are not those of batch " +
+                                                std::to_string(b.id) + ", in its order");
+  if (b.phase == BatchPhase::done) {  // scored already (an earlier attempt's answer came late)
+    acks_.push_back({worker, b.id, r.attempt, false});
+    return;
+  }
+  const std::string& evaluator = core_.config.screen_evaluator;
+  const WorkerState* w = core_.sessions.find(worker);
+  const double now = unix_now();
+  for (const proto::ScreenedArch& a : r.archs) {
+    db::ScreenScore s;
+    s.experiment_id = core_.experiment;
+    s.arch_key = a.arch;
+    s.evaluator = evaluator;
+    if (const auto sc = a.scores.find(evaluator); sc != a.scores.end()) s.score = sc->second;
+    s.seconds = a.seconds;
+    // What the store keeps of a peer's text: bounded.
+    s.error = proto::bounded_text(a.error);
+    if (!s.score && s.error.empty()) s.error = "the worker sent no " + evaluator + " score";
+    if (w) s.worker_id = w->id;
+    s.at = now;
+    core_.writer.record_screen_score(s);
+    if (s.score) scores_[a.arch] = *s.score;
+  }
+  screened_now_ += b.archs.size();
+  if (b.phase == BatchPhase::queued) queue_.erase(std::find(queue_.begin(), queue_.end(), b.id));
+  b.phase = BatchPhase::done;
+  b.worker.clear();
+  acks_.push_back({worker, b.id, r.attempt, true});
+  if (--left_ == 0) tell_strategy();
+}
+
+void Screening::lost(const std::string& worker) {
+  for (auto& [id, b] : batches_)
+    if (b.phase == BatchPhase::running && b.worker == worker)
+      requeue(b, core_.sessions.label(worker) + " is gone");
+}
+
+void Screening::requeue(ScreenBatch& b, const std::string& why) {
+  b.phase = BatchPhase::queued;
+  b.worker.clear();
+  b.slot.clear();
+  if (++b.attempt < core_.opt.max_attempts && !core_.stopping) {
+    queue_.push_front(b.id);
+    core_.log("screen batch " + std::to_string(b.id) + " goes back to the queue: " + why);
+    return;
+  }
+  if (core_.stopping) return;  // screened on resume: the store has none of its scores
+  // Out of attempts: its architectures are recorded unscored, so a resume does not send them
+  // round again, and the search goes on without them.
+  const std::string error = "screening lost " + std::to_string(b.attempt) +
+                            " times (last: " + printable_excerpt(why, 200) + ")";
+  const double now = unix_now();
+  for (const std::string& key : b.archs)
+    core_.writer.record_screen_score({core_.experiment, key, core_.config.screen_evaluator,
+                                      std::nullopt, 0.0, error, std::nullopt, now});
+  b.phase = BatchPhase::done;
+  core_.log("screen batch " + std::to_string(b.id) + ": " + error);
+  if (--left_ == 0) tell_strategy();
+}
+
+void Screening::tell_strategy() {
+  told_ = true;
+  const Space& space = core_.space;
+  std::vector<std::pair<double, std::string>> order;
+  for (const auto& [key, score] : scores_) order.emplace_back(score, key);
+  // Best first; ties by key, so that the order (and a resumed strategy's warm start) is fixed.
+  std::sort(order.begin(), order.end(), [](const auto& x, const auto& y) {
+    return x.first != y.first ? x.first > y.first : x.second < y.second;
+  });
+  std::vector<Screened> best;
+  for (const auto& [score, key] : order) best.push_back({space.parse_key(key), score});
+  core_.strategy.screened(best);
+  std::string rate;
+  if (screened_now_ > 0 && started_ > 0) {
+    const double seconds = std::max(1e-9, unix_now() - started_);
+    char buf[96];
+    std::snprintf(buf, sizeof buf, " (%zu scored in %.2f s: %.0f per minute)", screened_now_,
+                  seconds, static_cast<double>(screened_now_) / seconds * 60);
+    rate = buf;
+  }
+  core_.log("screening done: " + std::to_string(best.size()) + " architectures scored by " +
+            core_.config.screen_evaluator + rate + "; the strategy has them");
+}
+
+void Screening::send_acks() {
+  for (const Ack& a : acks_)
+    core_.sessions.send(a.worker, proto::encode(proto::Type::screen_ack, {{"batch", a.batch},
+                                                                          {"attempt", a.attempt},
+                                                                          {"counted", a.counted}}));
+  acks_.clear();
+}
+
+}  // namespace minas::loop
