@@ -1036,6 +1036,22 @@ std::vector<ScreeningRow> screening_scores(Connection& conn, int64_t experiment_
   return rows;
 }
 
+std::optional<PruneCut> prune_cut(Connection& conn, const TrialRow& trial) {
+  if (trial.status != "pruned") return std::nullopt;
+  Statement s = conn.prepare(
+      std::string("SELECT at, val_acc FROM (SELECT epoch AS at, val_acc FROM epochs "
+                  "WHERE trial_id = ?1 AND attempt = ?2 AND val_acc IS NOT NULL ") +
+      // Stores before schema version 8 have no validations inside an epoch.
+      (table_exists(conn, "sub_epochs")
+           ? "UNION ALL SELECT at, val_acc FROM sub_epochs "
+             "WHERE trial_id = ?1 AND attempt = ?2 AND val_acc IS NOT NULL "
+           : "") +
+      ") ORDER BY at DESC LIMIT 1");
+  s.bind_int64(1, trial.id).bind_int64(2, trial.attempt);
+  if (!s.step()) return std::nullopt;
+  return PruneCut{s.column_double(0), s.column_double(1)};
+}
+
 std::vector<ValidatedEpoch> validated_epochs(Connection& conn, int64_t experiment_id) {
   Statement s = conn.prepare(
       std::string("SELECT e.trial_id, e.epoch AS at, e.val_acc, t.number, e.attempt FROM epochs e "
