@@ -148,7 +148,7 @@ void check_all_scored(const std::vector<db::ScreeningRow>& rows, size_t n) {
 }  // namespace
 
 TEST_CASE(
-    "screening: two workers score every candidate once; the population starts from the best") {
+    "screening: two workers score every candidate once, and the population starts from the best") {
   ScreenSearch search("screen-loop", "screen");
   Lines log;
   const ControllerSummary s =
@@ -174,7 +174,7 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "screening: a worker that dies holding a batch loses nothing; its batch is scored again") {
+    "screening: a worker that dies holding a batch loses nothing, and its batch is scored again") {
   ScreenSearch search("screen-killed", "killed");
   Lines log;
   ControllerOptions opt = Search::options();
