@@ -195,7 +195,7 @@ Json counts(const db::StatusCounts& c) {
 }
 
 // A pruned trial's rung and the accuracy that cut it; null for the others.
-Json prune_cut(db::Connection& conn, const db::TrialRow& t) {
+Json prune_cut_json(db::Connection& conn, const db::TrialRow& t) {
   const auto cut = db::prune_cut(conn, t);
   return cut ? Json{{"at", cut->at}, {"val_acc", cut->val_acc}} : Json();
 }
@@ -203,7 +203,7 @@ Json prune_cut(db::Connection& conn, const db::TrialRow& t) {
 // A trial as every list of trials shows it.
 Json trial_row(db::Connection& conn, const db::TrialChange& c) {
   const db::TrialRow& t = c.trial;
-  return {{"pruned_at", prune_cut(conn, t)},
+  return {{"pruned_at", prune_cut_json(conn, t)},
           {"number", t.number},
           {"arch", t.arch_key},
           {"status", t.status},
@@ -480,7 +480,7 @@ Json trial_view(db::Connection& conn, const Params& p, std::string& fault) {
           {"parent", opt(t.parent_number)},
           {"mutation", opt(t.mutation)},
           {"error", opt(t.error)},
-          {"pruned_at", prune_cut(conn, t)},
+          {"pruned_at", prune_cut_json(conn, t)},
           {"curve", curve},
           {"epochs", d.curve.size()},
           {"lineage", lineage},
