@@ -194,10 +194,17 @@ Json counts(const db::StatusCounts& c) {
           {"failed", c.failed}, {"pruned", c.pruned},   {"total", c.total()}};
 }
 
+// A pruned trial's rung and the accuracy that cut it; null for the others.
+Json prune_cut_json(db::Connection& conn, const db::TrialRow& t) {
+  const auto cut = db::prune_cut(conn, t);
+  return cut ? Json{{"at", cut->at}, {"val_acc", cut->val_acc}} : Json();
+}
+
 // A trial as every list of trials shows it.
-Json trial_row(const db::TrialChange& c) {
+Json trial_row(db::Connection& conn, const db::TrialChange& c) {
   const db::TrialRow& t = c.trial;
-  return {{"number", t.number},
+  return {{"pruned_at", prune_cut_json(conn, t)},
+          {"number", t.number},
           {"arch", t.arch_key},
           {"status", t.status},
           {"attempt", t.attempt},
@@ -355,7 +362,7 @@ Json list_trials(db::Connection& conn, const Params& p, std::string& fault) {
   q.limit = limit;
   const db::TrialPage page = db::trial_page(conn, id, q);
   Json rows = Json::array();
-  for (const auto& t : page.rows) rows.push_back(trial_row(t));
+  for (const auto& t : page.rows) rows.push_back(trial_row(conn, t));
   Json next;
   if (page.more) {
     const Json& last = rows.back();
@@ -471,6 +478,7 @@ Json trial_view(db::Connection& conn, const Params& p, std::string& fault) {
           {"parent", opt(t.parent_number)},
           {"mutation", opt(t.mutation)},
           {"error", opt(t.error)},
+          {"pruned_at", prune_cut_json(conn, t)},
           {"curve", curve},
           {"epochs", d.curve.size()},
           {"lineage", lineage},
@@ -486,7 +494,7 @@ Json changes(db::Connection& conn, const Params& p, std::string& fault) {
   Json rows = Json::array();
   int64_t last = since;
   for (const auto& t : db::changes_since(conn, id, since, limit)) {
-    rows.push_back(trial_row(t));
+    rows.push_back(trial_row(conn, t));
     last = t.seq;
   }
   // More may wait past a full page: the client asks again from `seq`.

@@ -994,6 +994,22 @@ std::vector<ResumedTrial> resumed_trials(Connection& conn, int64_t experiment_id
   return rows;
 }
 
+std::optional<PruneCut> prune_cut(Connection& conn, const TrialRow& trial) {
+  if (trial.status != "pruned") return std::nullopt;
+  Statement s = conn.prepare(
+      std::string("SELECT at, val_acc FROM (SELECT epoch AS at, val_acc FROM epochs "
+                  "WHERE trial_id = ?1 AND attempt = ?2 AND val_acc IS NOT NULL ") +
+      // Validations inside an epoch (ASHA's fractional rungs), where the store has them.
+      (table_exists(conn, "sub_epochs")
+           ? "UNION ALL SELECT at, val_acc FROM sub_epochs "
+             "WHERE trial_id = ?1 AND attempt = ?2 AND val_acc IS NOT NULL "
+           : "") +
+      ") ORDER BY at DESC LIMIT 1");
+  s.bind_int64(1, trial.id).bind_int64(2, trial.attempt);
+  if (!s.step()) return std::nullopt;
+  return PruneCut{s.column_double(0), s.column_double(1)};
+}
+
 std::vector<ValidatedEpoch> validated_epochs(Connection& conn, int64_t experiment_id) {
   Statement s = conn.prepare(
       "SELECT e.trial_id, e.epoch, e.val_acc FROM epochs e JOIN trials t ON t.id = e.trial_id "

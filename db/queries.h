@@ -208,6 +208,16 @@ std::vector<TrialRow> pareto(Connection& conn, int64_t experiment_id, Metric x,
                              Metric y = Metric::val_acc,
                              std::span<const Constraint> constraints = {});
 
+// Where a pruned trial was cut: the last validated point of its current
+// attempt (the rung ASHA judged it at, in epochs: 0.25 inside the first) and
+// the accuracy it had there. nullopt for a trial not pruned, or pruned with no
+// validation stored.
+struct PruneCut {
+  double at = 0;
+  double val_acc = 0;
+};
+std::optional<PruneCut> prune_cut(Connection& conn, const TrialRow& trial);
+
 // The best-so-far curve of `metric`: one point per improvement, walking finished trials in
 // order of finished_at (ties by number). Plot `best` against `trials` or against `seconds`.
 std::vector<ProgressPoint> best_so_far(Connection& conn, int64_t experiment_id, Metric metric);

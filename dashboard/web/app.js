@@ -89,6 +89,14 @@ function zoomable(chart) {
   return chart;
 }
 
+// The validation cell of a trial: its accuracy, or for a pruned one the
+// rung and the accuracy that cut it.
+function validation(t) {
+  if (t.status === 'pruned' && t.pruned_at)
+    return 'pruned at ' + (+t.pruned_at.at.toFixed(3)) + ' ep: ' + pct(t.pruned_at.val_acc);
+  return pct(t.val_acc);
+}
+
 function since(seconds) {
   if (seconds === null || seconds === undefined) return '-';
   const s = Math.round(seconds);
@@ -171,7 +179,7 @@ async function overview(name) {
   function upsert(t) {
     const tr = el('tr', { 'data-number': t.number },
       el('td', {}, link('/e/' + encodeURIComponent(name) + '/t/' + t.number, String(t.number))),
-      el('td', {}, t.status), el('td', { class: 'num' }, pct(t.val_acc)),
+      el('td', {}, t.status), el('td', { class: 'num' }, validation(t)),
       el('td', { class: 'num' }, num(t.params)), el('td', { class: 'num' }, num(t.latency_ms, 3)),
       el('td', {}, el('code', {}, t.arch)));
     const old = rows.get(t.number);
@@ -212,7 +220,7 @@ async function trialPage(name, number) {
   const t = await api('trial', { experiment: name, number });
   const facts = el('table', { id: 'trial' });
   const fill = (u) => facts.replaceChildren(...['status', 'arch', 'val_acc', 'test_acc', 'params', 'macs', 'latency_ms', 'device', 'worker', 'fidelity', 'epochs', 'error'].map((k) => {
-    const v = k.endsWith('acc') ? pct(u[k]) : (u[k] ?? '-');
+    const v = k === 'val_acc' ? validation(u) : k.endsWith('acc') ? pct(u[k]) : (u[k] ?? '-');
     return el('tr', {}, el('th', {}, k), el('td', {}, k === 'arch' ? el('code', {}, v) : String(v)));
   }));
   fill(t);
@@ -430,7 +438,7 @@ async function trialsPage(name) {
   const t = el('table', { id: 'all-trials' }, el('tr', {}, ...['trial', 'status', 'validation', 'params', 'MACs', 'latency ms', 'architecture'].map((h) => el('th', {}, h))));
   for (const r of page.trials) {
     t.append(el('tr', {}, el('td', {}, link('/e/' + encodeURIComponent(name) + '/t/' + r.number, String(r.number))),
-      el('td', {}, r.status), el('td', { class: 'num' }, pct(r.val_acc)), el('td', { class: 'num' }, num(r.params)),
+      el('td', {}, r.status), el('td', { class: 'num' }, validation(r)), el('td', { class: 'num' }, num(r.params)),
       el('td', { class: 'num' }, num(r.macs)), el('td', { class: 'num' }, num(r.latency_ms, 3)), el('td', {}, el('code', {}, r.arch))));
   }
   view.append(el('h2', {}, 'Trials of ' + name + ', by ' + sort + (status ? ', ' + status : '')), controls,

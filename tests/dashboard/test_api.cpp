@@ -112,6 +112,36 @@ TEST_CASE("dashboard api: the budget line counts the search's own seconds and na
   CHECK(budget()["ends_by"].is_null());
 }
 
+TEST_CASE("dashboard api: a pruned trial carries the rung and the accuracy that cut it") {
+  test::KnownStore k;
+  {
+    // Trial 6 (running, attempt 0) validated after its first and second
+    // epochs, cut at the second (a rung).
+    db::Store store = db::Store::open(k.path);
+    db::Connection& c = store.connection();
+    c.exec("INSERT INTO epochs (trial_id, attempt, epoch, val_acc) VALUES (7, 0, 1, 0.6)");
+    c.exec("INSERT INTO epochs (trial_id, attempt, epoch, val_acc) VALUES (7, 0, 2, 0.625)");
+    c.exec("UPDATE trials SET status = 'pruned', finished_at = 50 WHERE id = 7");
+  }
+  db::Connection c = db::open_store_readonly(k.path);
+  const Json pruned = get(c, "/api/trials", {{"experiment", "e"}, {"status", "pruned"}});
+  REQUIRE(pruned["trials"].size() == 1);
+  CHECK(pruned["trials"][0]["number"] == 6);
+  CHECK(pruned["trials"][0]["val_acc"].is_null());
+  CHECK(pruned["trials"][0]["pruned_at"] == Json::parse(R"({"at":2.0,"val_acc":0.625})"));
+  CHECK(get(c, "/api/trial", {{"experiment", "e"}, {"number", "6"}})["pruned_at"] ==
+        Json::parse(R"({"at":2.0,"val_acc":0.625})"));
+  // The others carry none; so does the live feed's row.
+  CHECK(get(c, "/api/trial", {{"experiment", "e"}, {"number", "0"}})["pruned_at"].is_null());
+  bool seen = false;
+  for (const auto& t : get(c, "/api/changes", {{"experiment", "e"}})["trials"])
+    if (t["number"] == 6) {
+      seen = true;
+      CHECK(t["pruned_at"]["at"] == 2.0);
+    }
+  CHECK(seen);
+}
+
 TEST_CASE("dashboard api: trials pages by keyset, sorted on indexed columns, each trial once") {
   test::KnownStore k;
   db::Connection c = db::open_store_readonly(k.path);

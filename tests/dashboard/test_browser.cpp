@@ -416,6 +416,21 @@ TEST_CASE("dashboard in a browser: the overview goes live, and a trial opens fro
   store.set_experiment_budget(done_e, 1'000'000, 840, 100);
   store.add_seconds_run(done_e, 300);
   store.add_seconds_run(done_e, 540);
+  // One trial of it pruned at its first rung: the table says where and at what accuracy.
+  {
+    db::NewTrial t;
+    t.experiment_id = done_e;
+    t.arch_key = space.key(space.sample(rng));
+    t.arch_hash = fnv1a64(t.arch_key);
+    t.arch_json = "{}";
+    t.fidelity = 3;
+    t.queued_at = 200;
+    const int64_t id = writer.add_trial(t);
+    writer.start_trial(id, 0, worker, "cpu", 200);
+    writer.record_epoch({id, 0, 1, 1.0, 0.375, 0.375, 0.1, 1.0});
+    writer.mark_pruned(id, 0, 300);
+    writer.commit();
+  }
   store.set_experiment_status(done_e, "finished", 1000);
   const double stored = store.experiment("one-click").seconds_run;
   CHECK(stored == 840.0);
@@ -423,7 +438,8 @@ TEST_CASE("dashboard in a browser: the overview goes live, and a trial opens fro
   const std::string line = wait_text("#budget", "ended by");
   INFO(line);
   CHECK(browser.text("#budget-seconds") == "14 min 0 s of 14 min 0 s");  // 840 s, as stored
-  CHECK(browser.text("#budget-trials") == "0 trials");  // the unreachable trial budget not shown
+  CHECK(browser.text("#budget-trials") == "1 trials");  // the unreachable trial budget not shown
+  CHECK(wait_text("#trials", "pruned at").find("pruned at 1 ep: 37.50%") != std::string::npos);
   CHECK(browser.text("#budget-ends") == "ended by its time budget");
   browser.screenshot("test-artifacts/dashboard-budget.png");
   browser.call("DELETE", "");
