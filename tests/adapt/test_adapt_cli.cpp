@@ -115,12 +115,14 @@ TEST_CASE("adapt: a customer folder is validated, searched under a cap, exported
   CHECK_MESSAGE(contains(strict.out, (data / "bag" / "truncated.png").string()), strict.out);
   CHECK(contains(strict.out, "cannot be used"));
   const std::string out = dir.file("o2");
-  // Half of 3 minutes for the final training: on a 2-core machine at load 14
-  // a 2-minute run with the default share left it 10 s, 2 epochs, and an
-  // untrained model (49% on 4 classes); this check is of the pipeline, not of
-  // how little time it can do with.
-  const auto run = run_minas("adapt --data " + data.string() + common +
-                             " --budget 3m --final-share 0.5 --name customer --out " + out);
+  // 5-epoch trials and half of 3 minutes for the final training: on a 2-core
+  // machine at load 14, 30-epoch trials in a 2-minute run left the final
+  // training 10 s, 2 epochs, and an untrained model (49% on 4 classes), and
+  // half of it for the search finished no 30-epoch trial. This checks the
+  // pipeline, not how little time it can do with.
+  const auto run =
+      run_minas("adapt --data " + data.string() + common +
+                " --budget 3m --fidelity 5 --final-share 0.5 --name customer --out " + out);
   REQUIRE_MESSAGE(run.status == 0, run.out);
   const nlohmann::json result = nlohmann::json::parse(last_line(run.out));
   for (const char* k : {"test_acc", "latency_ms", "params", "macs", "out"})

@@ -134,7 +134,9 @@ TEST_CASE("dashboard api: a pruned trial carries the rung and the accuracy that 
   // The others carry none; so does the live feed's row.
   CHECK(get(c, "/api/trial", {{"experiment", "e"}, {"number", "0"}})["pruned_at"].is_null());
   bool seen = false;
-  for (const auto& t : get(c, "/api/changes", {{"experiment", "e"}})["trials"])
+  const Json feed = get(c, "/api/changes", {{"experiment", "e"}, {"since", "0"}});
+  INFO(feed.dump());
+  for (const auto& t : feed["trials"])
     if (t["number"] == 6) {
       seen = true;
       CHECK(t["pruned_at"]["at"] == 1.5);
