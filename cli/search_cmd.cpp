@@ -429,6 +429,7 @@ void add_controller_command(CLI::App& app) {
   add_setting(ctl, c->settings, "gpus_per_trial");
   add_setting(ctl, c->settings, "train_pool");
   add_setting(ctl, c->settings, "latency_pool");
+  add_setting(ctl, c->settings, "inherit");
   ctl->add_option("--endpoint-file", c->endpoint_file,
                   "Write the endpoint workers connect to into this file once bound (on a shared "
                   "file system for a cluster's workers); removed when the controller ends");
@@ -500,6 +501,7 @@ void add_search_command(CLI::App& app) {
   add_setting(sr, sf->settings, "gpus_per_trial",
               {"", "Slots (of --threads each) one trial trains on, data parallel"});
   add_setting(sr, sf->settings, "seed");
+  add_setting(sr, sf->settings, "inherit");
   sf->strategy.add(sr, true, "evolution", true);
   sr->add_option("--experiment", sf->experiment,
                  "Experiment file (JSON): any option above as a field, _ for -; the command line "

@@ -183,8 +183,13 @@ struct Controller::Impl {
       }
       case proto::Type::fetch:
         return core.data.on_fetch(worker, m.as<proto::Fetch>());
-      case proto::Type::checkpoint:
-        return core.states.on_checkpoint(worker, m.as<proto::Checkpoint>());
+      case proto::Type::checkpoint: {
+        // The state after the last epoch is a possible parent's; earlier ones are rungs.
+        const auto& c = m.as<proto::Checkpoint>();
+        if (core.parents.kept() && c.epoch == core.final_epoch())
+          return core.parents.on_checkpoint(worker, c);
+        return core.states.on_checkpoint(worker, c);
+      }
       case proto::Type::rendezvous:
         return core.gangs.on_rendezvous(worker, m.as<proto::Rendezvous>());
       default:
@@ -363,7 +368,10 @@ struct Controller::Impl {
     if (core.opt.on_progress) core.opt.on_progress(progress(started));
     for (const auto& [identity, w] : core.sessions.all()) core.sessions.account(identity);
     // Every trial has ended, and with it its states: nothing is left to keep.
-    if (!summary.stopped) core.states.remove_all();
+    if (!summary.stopped) {
+      core.states.remove_all();
+      core.parents.remove_all();
+    }
     core.strategy_dirty = true;
     pool.sample(true);
     commit_if_due(true);

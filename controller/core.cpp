@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <set>
+
+#include "searchspace/error.h"
 
 namespace minas::loop {
 
@@ -33,6 +36,40 @@ Core::Core(db::Store& st, const Space& sp, Strategy& sg, ExperimentConfig c, Con
                 static_cast<unsigned long long>(fnv1a64(space.spec().dump())));
   space_id = hex;
   if (config.asha) asha.emplace(*config.asha);
+  if (config.inherit) {
+    if (!strategy.possible_parents())
+      throw Error("inherit", "needs a strategy whose candidates have parents (evolution), not '" +
+                                 strategy.name() + "'");
+    if (final_epoch() < 1)
+      throw Error("inherit",
+                  "needs a fixed number of epochs per trial, whose last state "
+                  "children inherit: give fidelity (or recipe epochs, no time budget)");
+  }
+}
+
+int Core::final_epoch() const {
+  if (config.fidelity > 0) return config.fidelity;
+  const auto& r = config.recipe;
+  const bool timed = r.contains("time_budget_s") && r["time_budget_s"].is_number() &&
+                     r["time_budget_s"].get<double>() > 0;
+  if (timed || !r.contains("epochs") || !r["epochs"].is_number_integer()) return 0;
+  return r["epochs"].get<int>();
+}
+
+void Core::keep_parents() {
+  if (!parents.kept()) return;
+  std::set<int64_t> needed;
+  for (const auto& [child, parent] : heirs) needed.insert(parent);
+  if (const auto keys = strategy.possible_parents())
+    for (const std::string& key : *keys)
+      if (const auto id = book.latest_with_arch(space.hash(space.parse_key(key))))
+        needed.insert(*id);
+  for (const int64_t trial : parents.trials()) {
+    const Trial* t = book.find(trial);
+    // A running trial's final state arrives before its result: not judged yet.
+    if (t && !is_ended(t->phase)) continue;
+    if (!needed.count(trial)) parents.drop(trial);
+  }
 }
 
 bool Core::owns(const std::string& worker, int64_t trial, int attempt) {

@@ -43,6 +43,12 @@ struct ExperimentConfig {
   // Early stopping over epochs; the trials run `fidelity` epochs (or the
   // recipe's), and the rungs must lie below that.
   std::optional<AshaSettings> asha;
+  // Weight inheritance: an evolution child trains from its parent's final
+  // weights in every layer the mutation left unchanged (trainer/inherit.h).
+  // The controller keeps each finished trial's final state while a child may
+  // still inherit it (controller/checkpoints.h). Needs a fixed number of
+  // epochs per trial (fidelity, or the recipe's epochs without a time budget).
+  bool inherit = false;
 };
 
 }  // namespace minas

@@ -91,6 +91,10 @@ class Strategy {
   // internals), not for resuming: null when the strategy keeps none worth
   // showing. May reset what it accumulates between two snapshots.
   virtual nlohmann::json take_snapshot() { return nullptr; }
+  // The architectures a later ask may still name as a candidate's parent
+  // (evolution: its population), whose final weights a child may inherit;
+  // nullopt for a strategy that never names parents.
+  virtual std::optional<std::vector<std::string>> possible_parents() const { return std::nullopt; }
 
   // The check applied before training: the broken constraint, or nullopt.
   using Filter = std::function<std::optional<std::string>(const Arch&)>;
@@ -173,6 +177,7 @@ class EvolutionStrategy final : public Strategy {
   std::string name() const override { return "evolution"; }
   // {"population": [score, ...]} oldest first, with "cost": [...] in Pareto mode.
   nlohmann::json take_snapshot() override;
+  std::optional<std::vector<std::string>> possible_parents() const override;
 
   struct Member {
     std::string key;

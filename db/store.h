@@ -254,6 +254,10 @@ class Writer {
   bool mark_pruned(int64_t trial, int attempt, double at);
   // Sets last_seen and adds to the worker's connected and busy seconds.
   void worker_seen(int64_t worker, double at, double connected_delta, double busy_delta);
+  // What a warm-started trial inherited (weight_inheritance), written with its counted
+  // result; a second call for the trial replaces the first. Unknown trials are an Error.
+  void record_inheritance(int64_t trial, int64_t parent_trial, int parent_epoch, int64_t tensors,
+                          int64_t params);
 
   size_t pending() const { return pending_; }  // write calls since the last commit
   void commit();                               // a no-op when no batch is open
@@ -280,7 +284,8 @@ class Writer {
   Statement next_number_, trial_state_, worker_exists_;
   Statement insert_trial_, start_trial_, record_result_, late_result_, record_epoch_;
   Statement record_failure_, requeue_, mark_pruned_, worker_seen_, record_latency_;
-  bool open_ = false;  // this Writer's transaction is open
+  std::optional<Statement> record_inheritance_;  // prepared at its first use
+  bool open_ = false;                            // this Writer's transaction is open
   size_t pending_ = 0;
   // The next trial number per experiment, read once from MAX(number); valid because this is
   // the only writer, and forgotten on rollback (the numbers it handed out are free again).

@@ -42,6 +42,9 @@ std::vector<ExperimentParam> make_table() {
       {"latency_pool", +[](S& s) -> std::string& { return s.config.latency_pool; }, "", 0, 0,
        "Workers of this pool measure each architecture's batch-1 latency (on the objective's "
        "latency device, else their own) before it is trained elsewhere"},
+      {"inherit", +[](S& s) -> bool& { return s.config.inherit; }, "false", 0, 1,
+       "Evolution children train from their parent's final weights in every layer the mutation "
+       "left unchanged (a warm start; the final training never inherits)"},
   };
 }
 
@@ -55,6 +58,8 @@ std::string type_name(const SettingField& f) {
       return "int";
     case 3:
       return "uint64";
+    case 5:
+      return "bool";
     default:
       return "number";
   }
@@ -69,6 +74,7 @@ std::string bound(double v) {
 std::string allowed(const ExperimentParam& p) {
   if (p.field.index() == 0) return "-";
   if (p.field.index() == 3) return "any";
+  if (p.field.index() == 5) return "true, false";
   return "[" + bound(p.min) + ", " + bound(p.max) + "]";
 }
 

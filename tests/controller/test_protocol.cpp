@@ -45,9 +45,13 @@ nlohmann::json full(const MessageSpec& s, bool optional_too) {
            {"recipe", {{"epochs", 1}}},
            {"data", {{"name", "d"}, {"fingerprint", "f"}}},
            {"fidelity", 1}};
-      opt = {{"space", {{"k", 1}}},   {"checkpoint_epochs", {1}},
-             {"resume_epoch", 1},     {"latency_device", "cpu:1"},
-             {"measure_only", false}, {"gang", {{"world", 2}, {"first_rank", 0}}}};
+      opt = {{"space", {{"k", 1}}},
+             {"checkpoint_epochs", {1}},
+             {"resume_epoch", 1},
+             {"latency_device", "cpu:1"},
+             {"measure_only", false},
+             {"gang", {{"world", 2}, {"first_rank", 0}}},
+             {"inherit", {{"trial", 0}, {"epoch", 2}}}};
       break;
     case Type::progress:
       j = {{"trial", 1}, {"attempt", 0}, {"epoch", 1}, {"metrics", {{"val_acc", 0.5}}}};
@@ -206,6 +210,67 @@ TEST_CASE("protocol: a seeded fuzzer never gets anything but a ProtocolError out
   MESSAGE(accepted << " mutants still valid, " << refused << " refused");
 }
 
+TEST_CASE("protocol: a warm-started train names its parent, and its result what it inherited") {
+  nlohmann::json train = full(spec(Type::train), false);
+  train["trial"] = 9;
+  train["inherit"] = {{"trial", 4}, {"epoch", 3}};
+  const Train t = parse(encode(Type::train, train)).as<Train>();
+  REQUIRE(t.inherit);
+  CHECK(t.inherit->trial == 4);
+  CHECK(t.inherit->epoch == 3);
+  CHECK_FALSE(parse(encode(Type::train, full(spec(Type::train), false))).as<Train>().inherit);
+  nlohmann::json result = full(spec(Type::result), false);
+  result["metrics"]["inherited_from"] = 4;
+  result["metrics"]["inherited_epoch"] = 3;
+  result["metrics"]["inherited_tensors"] = 21;
+  result["metrics"]["inherited_params"] = 123456789012;
+  const Result r = parse(encode(Type::result, result)).as<Result>();
+  CHECK(r.inherited_from == 4);
+  CHECK(r.inherited_epoch == 3);
+  CHECK(r.inherited_tensors == 21);
+  CHECK(r.inherited_params == 123456789012);
+  CHECK(r.inherit_refused.empty());
+  // Out of bounds or malformed: refused as bad_field, naming the field.
+  auto refused = [](Type type, const nlohmann::json& body, const std::string& field) {
+    try {
+      parse(body.dump());
+      FAIL_CHECK("accepted: " << body.dump());
+    } catch (const ProtocolError& e) {
+      CHECK(e.code() == "bad_field");
+      CHECK_MESSAGE(e.reason().find(field) != std::string::npos, e.reason());
+    }
+    (void)type;
+  };
+  auto with = [](nlohmann::json j, const nlohmann::json& patch) {
+    j["v"] = kVersion;
+    j.merge_patch(patch);
+    return j;
+  };
+  train["type"] = "train";
+  for (const auto& [bad, field] : std::vector<std::pair<nlohmann::json, std::string>>{
+           {{{"inherit", {{"trial", 9}, {"epoch", 3}}}}, "inherit.trial"},
+           {{{"inherit", {{"trial", -1}, {"epoch", 3}}}}, "inherit"},
+           {{{"inherit", {{"trial", 4}, {"epoch", 0}}}}, "inherit.epoch"},
+           {{{"inherit", {{"trial", 4}, {"epoch", 2000000}}}}, "inherit.epoch"},
+           {{{"inherit", {{"trial", 4}, {"epoch", 1.5}}}}, "inherit.epoch"},
+           {{{"inherit", {{"trial", 4}}}}, "inherit"},
+           {{{"inherit", {{"trial", 4}, {"epoch", 1}, {"from", 1}}}}, "inherit"},
+           {{{"inherit", 4}}, "inherit"}})
+    refused(Type::train, with(train, bad), field);
+  result["type"] = "result";
+  for (const auto& [bad, field] : std::vector<std::pair<nlohmann::json, std::string>>{
+           {{{"metrics", {{"inherited_from", -1}}}}, "inherited_from"},
+           {{{"metrics", {{"inherited_from", 2.5}}}}, "inherited_from"},
+           {{{"metrics", {{"inherited_tensors", nullptr}}}}, "inherited_from"},
+           {{{"metrics", {{"inherited_epoch", 0}}}}, "inherited_epoch"},
+           {{{"metrics", {{"inherited_tensors", 1e12}}}}, "inherited_tensors"},
+           {{{"metrics", {{"inherited_params", -5}}}}, "inherited_params"}})
+    refused(Type::result, with(result, bad), field);
+  nlohmann::json lacking = with(result, {});
+  lacking["metrics"].erase("inherited_params");
+  refused(Type::result, lacking, "inherited_params");
+}
+
 TEST_CASE("protocol: docs/protocol.md holds the message table as the code defines it") {
   const std::string path = std::string(MINAS_SOURCE_DIR) + "/docs/protocol.md";
   std::ifstream in(path);
@@ -257,6 +322,10 @@ TEST_CASE("protocol: a refused message quoting a peer's bytes still has an error
     CHECK(m.body["code"] == "malformed");
   }
   // encode itself replaces what is not UTF-8 rather than throwing.
-  const std::string bye = minas::proto::encode(minas::proto::Type::bye, {{"reason", "a\xff" "b"}});
-  CHECK(minas::proto::parse(bye).body["reason"] == "a\xef\xbf\xbd" "b");
+  const std::string bye = minas::proto::encode(minas::proto::Type::bye, {{"reason",
+                                                                          "a\xff"
+                                                                          "b"}});
+  CHECK(minas::proto::parse(bye).body["reason"] ==
+        "a\xef\xbf\xbd"
+        "b");
 }

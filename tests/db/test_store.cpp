@@ -194,6 +194,10 @@ const std::vector<std::pair<std::string, std::string>>& sample_rows() {
       {"pool_samples",
        "INSERT INTO pool_samples (experiment_id, at, workers, slots, busy, queued) VALUES (1, "
        "2.5, 1, 2, 1, 0)"},
+      // Migration 8: the lineage of weights.
+      {"weight_inheritance",
+       "INSERT INTO weight_inheritance (trial_id, parent_trial_id, parent_epoch, tensors, params) "
+       "VALUES (1, 1, 12, 3, 30)"},
   };
   return rows;
 }
@@ -833,6 +837,28 @@ TEST_CASE("store: the best-so-far curve kept on write equals the one computed fr
     }
     CHECK(i == computed.size());
   }
+}
+
+TEST_CASE("store: a warm-started trial's lineage of weights is kept, once per trial") {
+  TempPath tmp;
+  Store store = Store::open(tmp.str());
+  const int64_t e = store.create_experiment(spec("e"), 1.0);
+  Writer writer(store);
+  const int64_t parent = writer.add_trial(new_trial(e, 0));
+  NewTrial c = new_trial(e, 1);
+  c.parent_id = parent;
+  const int64_t child = writer.add_trial(c);
+  writer.record_inheritance(child, parent, 12, 10, 5000);
+  writer.record_inheritance(child, parent, 12, 11, 5100);  // a second report replaces the first
+  CHECK_THROWS_AS(writer.record_inheritance(child, 999, 12, 1, 1), Error);   // no such parent
+  CHECK_THROWS_AS(writer.record_inheritance(999, parent, 12, 1, 1), Error);  // no such trial
+  writer.commit();
+  Connection& conn = store.connection();
+  CHECK(query_int(conn, "SELECT count(*) FROM weight_inheritance") == 1);
+  CHECK(query_int(conn, "SELECT parent_trial_id FROM weight_inheritance") == parent);
+  CHECK(query_int(conn, "SELECT parent_epoch FROM weight_inheritance") == 12);
+  CHECK(query_int(conn, "SELECT tensors FROM weight_inheritance") == 11);
+  CHECK(query_int(conn, "SELECT params FROM weight_inheritance") == 5100);
 }
 
 TEST_CASE("store: the writer numbers trials from 0 within each experiment") {
