@@ -231,7 +231,7 @@ TEST_CASE("protocol: a warm-started train names its parent, and its result what 
   CHECK(r.inherited_params == 123456789012);
   CHECK(r.inherit_refused.empty());
   // Out of bounds or malformed: refused as bad_field, naming the field.
-  auto refused = [](Type type, const nlohmann::json& body, const std::string& field) {
+  auto refused = [](const nlohmann::json& body, const std::string& field) {
     try {
       parse(body.dump());
       FAIL_CHECK("accepted: " << body.dump());
@@ -239,36 +239,42 @@ TEST_CASE("protocol: a warm-started train names its parent, and its result what 
       CHECK(e.code() == "bad_field");
       CHECK_MESSAGE(e.reason().find(field) != std::string::npos, e.reason());
     }
-    (void)type;
   };
-  auto with = [](nlohmann::json j, const nlohmann::json& patch) {
+  auto train_with = [&](const nlohmann::json& inherit) {
+    nlohmann::json j = train;
     j["v"] = kVersion;
-    j.merge_patch(patch);
+    j["type"] = "train";
+    j["inherit"] = inherit;
     return j;
   };
-  train["type"] = "train";
-  for (const auto& [bad, field] : std::vector<std::pair<nlohmann::json, std::string>>{
-           {{{"inherit", {{"trial", 9}, {"epoch", 3}}}}, "inherit.trial"},
-           {{{"inherit", {{"trial", -1}, {"epoch", 3}}}}, "inherit"},
-           {{{"inherit", {{"trial", 4}, {"epoch", 0}}}}, "inherit.epoch"},
-           {{{"inherit", {{"trial", 4}, {"epoch", 2000000}}}}, "inherit.epoch"},
-           {{{"inherit", {{"trial", 4}, {"epoch", 1.5}}}}, "inherit.epoch"},
-           {{{"inherit", {{"trial", 4}}}}, "inherit"},
-           {{{"inherit", {{"trial", 4}, {"epoch", 1}, {"from", 1}}}}, "inherit"},
-           {{{"inherit", 4}}, "inherit"}})
-    refused(Type::train, with(train, bad), field);
-  result["type"] = "result";
-  for (const auto& [bad, field] : std::vector<std::pair<nlohmann::json, std::string>>{
-           {{{"metrics", {{"inherited_from", -1}}}}, "inherited_from"},
-           {{{"metrics", {{"inherited_from", 2.5}}}}, "inherited_from"},
-           {{{"metrics", {{"inherited_tensors", nullptr}}}}, "inherited_from"},
-           {{{"metrics", {{"inherited_epoch", 0}}}}, "inherited_epoch"},
-           {{{"metrics", {{"inherited_tensors", 1e12}}}}, "inherited_tensors"},
-           {{{"metrics", {{"inherited_params", -5}}}}, "inherited_params"}})
-    refused(Type::result, with(result, bad), field);
-  nlohmann::json lacking = with(result, {});
-  lacking["metrics"].erase("inherited_params");
-  refused(Type::result, lacking, "inherited_params");
+  using J = nlohmann::json;
+  refused(train_with(J{{"trial", 9}, {"epoch", 3}}), "inherit.trial");  // itself
+  refused(train_with(J{{"trial", -1}, {"epoch", 3}}), "inherit: trial");
+  refused(train_with(J{{"trial", 4}, {"epoch", 0}}), "inherit.epoch");
+  refused(train_with(J{{"trial", 4}, {"epoch", 2000000}}), "inherit.epoch");
+  refused(train_with(J{{"trial", 4}, {"epoch", 1.5}}), "inherit.epoch");
+  refused(train_with(J{{"trial", 4}}), "needs trial and epoch");
+  refused(train_with(J{{"trial", 4}, {"epoch", 1}, {"from", 1}}), "unknown field 'from'");
+  refused(train_with(J(4)), "inherit");
+  // A metric set (null: left out) on the valid result above.
+  auto result_with = [&](const char* key, const nlohmann::json& value) {
+    nlohmann::json j = result;
+    j["v"] = kVersion;
+    j["type"] = "result";
+    if (value.is_null())
+      j["metrics"].erase(key);
+    else
+      j["metrics"][key] = value;
+    return j;
+  };
+  refused(result_with("inherited_from", -1), "inherited_from");
+  refused(result_with("inherited_from", 2.5), "inherited_from");
+  refused(result_with("inherited_tensors", nullptr), "needs inherited_tensors");
+  refused(result_with("inherited_params", nullptr), "needs inherited_params");
+  refused(result_with("inherited_epoch", 0), "inherited_epoch");
+  refused(result_with("inherited_tensors", 1e12), "inherited_tensors");
+  refused(result_with("inherited_tensors", int64_t{1} << 40), "inherited_tensors");
+  refused(result_with("inherited_params", -5), "inherited_params");
 }
 
 TEST_CASE("protocol: docs/protocol.md holds the message table as the code defines it") {
