@@ -287,9 +287,12 @@ TEST_CASE("store: a store of every earlier version migrates and keeps its rows")
     CHECK(query_int(c, "SELECT seq FROM change_seq") >= trials);
     CHECK(query_int(c, "SELECT coalesce(sum(n), 0) FROM experiment_counts") == trials);
     if (trials) CHECK(query_int(c, "SELECT min(seq) FROM trials") > 0);
-    // The sample trial is done at 0.875: the curve's one point.
-    CHECK(query_int(c, "SELECT count(*) FROM best_so_far") == trials);
-    if (trials)
+    // The sample trial is done at 0.875: the curve's one point, which migration 7 derives from
+    // the trials it finds. A store built at version 7 or later by hand holds none: its triggers
+    // keep the curve on updates, and the sample rows are inserted.
+    const int64_t points = version < 7 ? trials : 0;
+    CHECK(query_int(c, "SELECT count(*) FROM best_so_far") == points);
+    if (points)
       CHECK(query_text(c, "SELECT finished || ':' || number || ':' || val_acc FROM best_so_far") ==
             "1:0:0.875");
     if (before.count("trials")) {
