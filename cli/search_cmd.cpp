@@ -289,6 +289,7 @@ void run_controller(ControllerFlags& c, CLI::App& ctl) {
   // store is opened: a refused start leaves no store file behind.
   check_controller_settings(cfg, opt);
   const auto strategy = make_strategy(space, settings);
+  check_inherit(cfg, *strategy);
   ControllerSocket socket(opt);
   db::Store store = db::Store::open(c.db);
   Controller controller(store, space, *strategy, cfg, opt, std::move(socket));

@@ -48,6 +48,26 @@ void check_controller_settings(const ExperimentConfig& c, const ControllerOption
                     std::to_string(c.budget_seconds));
 }
 
+int final_epoch(const ExperimentConfig& c) {
+  if (c.fidelity > 0) return c.fidelity;
+  const auto& r = c.recipe;
+  const bool timed = r.contains("time_budget_s") && r["time_budget_s"].is_number() &&
+                     r["time_budget_s"].get<double>() > 0;
+  if (timed || !r.contains("epochs") || !r["epochs"].is_number_integer()) return 0;
+  return r["epochs"].get<int>();
+}
+
+void check_inherit(const ExperimentConfig& c, const Strategy& strategy) {
+  if (!c.inherit) return;
+  if (!strategy.possible_parents())
+    throw Error("inherit", "needs a strategy whose candidates have parents (evolution), not '" +
+                               strategy.name() + "'");
+  if (final_epoch(c) < 1)
+    throw Error("inherit",
+                "needs a fixed number of epochs per trial, whose last state children inherit: "
+                "give fidelity (or the recipe's epochs, without a time budget)");
+}
+
 struct ControllerSocket::State {
   zmq::context_t ctx;
   std::unique_ptr<auth::ZapHandler> zap;  // after ctx, before socket: destroyed after the socket

@@ -36,24 +36,11 @@ Core::Core(db::Store& st, const Space& sp, Strategy& sg, ExperimentConfig c, Con
                 static_cast<unsigned long long>(fnv1a64(space.spec().dump())));
   space_id = hex;
   if (config.asha) asha.emplace(*config.asha);
-  if (config.inherit) {
-    if (!strategy.possible_parents())
-      throw Error("inherit", "needs a strategy whose candidates have parents (evolution), not '" +
-                                 strategy.name() + "'");
-    if (final_epoch() < 1)
-      throw Error("inherit",
-                  "needs a fixed number of epochs per trial, whose last state "
-                  "children inherit: give fidelity (or recipe epochs, no time budget)");
-  }
+  check_inherit(config, strategy);
 }
 
 int Core::final_epoch() const {
-  if (config.fidelity > 0) return config.fidelity;
-  const auto& r = config.recipe;
-  const bool timed = r.contains("time_budget_s") && r["time_budget_s"].is_number() &&
-                     r["time_budget_s"].get<double>() > 0;
-  if (timed || !r.contains("epochs") || !r["epochs"].is_number_integer()) return 0;
-  return r["epochs"].get<int>();
+  return minas::final_epoch(config);
 }
 
 void Core::keep_parents() {

@@ -353,6 +353,19 @@ TEST_CASE(
   CHECK_FALSE(std::filesystem::exists(db + ".parents"));
 }
 
+TEST_CASE("faults: --inherit with a strategy that names no parents is refused before any file") {
+  const minas::test::TempDir dir("inherit-refused");
+  const std::string db = dir.file("minas.db"), log = dir.file("log");
+  const pid_t ctl =
+      spawn({"controller", "--db", db, "--bind", "tcp://127.0.0.1:" + std::to_string(free_port()),
+             "--name", "r", "--space", "nb201", "--data", "simulated", "--fidelity", "1",
+             "--strategy", "random", "--inherit"},
+            log);
+  CHECK(wait_for(ctl) == 1);
+  CHECK(minas::test::contains(minas::test::file_text(log), "(evolution), not 'random'"));
+  CHECK_FALSE(std::filesystem::exists(db));
+}
+
 TEST_CASE("faults: minas search runs a local pool end to end on a small data folder") {
   const minas::test::TempDir dir("search-local");
   // 12x12 random images: the mechanics, not the accuracy.
