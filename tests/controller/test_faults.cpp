@@ -275,7 +275,8 @@ TEST_CASE(
   const std::string recipe = dir.file("recipe.json");
   std::ofstream(recipe) << R"({"epochs": 1, "val_size": 60, "batch": 32, "threads": 1})";
   // The victim answers from a table of every architecture of the space, after an hour: the
-  // kill surely lands while it runs a child, however late it comes.
+  // kill surely lands while it runs a child, however late it comes. A worker is lost after 5 s
+  // of silence, as by default: the training worker's heartbeats stall on a loaded machine.
   const std::string table = dir.file("all.csv");
   {
     std::ofstream t(table);
@@ -316,7 +317,7 @@ TEST_CASE(
                            "--heartbeat-ms",
                            "100",
                            "--liveness",
-                           "3"},
+                           "50"},
                           log);
   const pid_t fast = spawn({"worker", "--connect", endpoint, "--name", "fast"}, log);
   await_done(db, 3);  // the first population is in: every trial from now on is a child
