@@ -19,7 +19,13 @@ void CheckpointStates::open() {
   else if (!store.path().empty() && store.path() != ":memory:")
     dir_ = fs::path(store.path() + (parents ? ".parents" : ".states")) /
            std::to_string(core_.experiment);
-  if (dir_.empty()) return;
+  if (dir_.empty()) {
+    if (parents)
+      core_.log(
+          "no folder to keep parents' states in (a store in memory and no "
+          "state_dir): children train from scratch");
+    return;
+  }
   std::error_code ec;
   fs::create_directories(dir_, ec);
   if (ec) {
