@@ -142,3 +142,63 @@ TEST_CASE(
   REQUIRE(q.step());
   CHECK(q.column_int64(0) == 0);  // refused before the experiment was made
 }
+
+TEST_CASE("inherit in the loop: stopped and resumed, every child still inherits from its parent") {
+  const TempDir dir("inherit-resume");
+  const std::string data = dir.file("digits");
+  write_idx_folder(data, 300, 4);
+  const std::string path = dir.file("minas.db");
+  const Space space = Space::load("small:input=1x12x12");
+  db::Store store = db::Store::open(path);
+  StrategySettings settings;
+  settings.name = "evolution";
+  settings.seed = 5;
+  settings.population = 3;
+  settings.tournament = 2;
+  ExperimentConfig cfg;
+  cfg.name = "inherit";
+  cfg.data = data;
+  cfg.recipe = {{"epochs", 1}, {"val_size", 60}, {"batch", 32}, {"threads", 1}};
+  cfg.fidelity = 1;
+  cfg.budget_trials = 9;
+  cfg.seed = settings.seed;
+  cfg.strategy_settings = settings.to_json();
+  cfg.inherit = true;
+  const auto cpu = std::shared_ptr<TrialRunner>(make_cpu_runner());
+  {
+    auto strategy = make_strategy(space, settings);
+    Controller controller(store, space, *strategy, cfg, Search::options());
+    // Stopped as the 6th attempt (a child: the first 3 are the random population) starts.
+    auto stopper = std::make_shared<WatchedRunner>(cpu, [&](int started) {
+      if (started == 6) controller.request_stop();
+    });
+    Worker w(worker_options(controller.endpoint(), "w", stopper, 1));
+    std::thread tw([&] { w.run(); });
+    const ControllerSummary s = controller.run();
+    tw.join();
+    CHECK(s.stopped);
+    CHECK(s.done < 9);
+  }
+  // Stopped, not finished: the parents' states stay for the resume.
+  CHECK(files_in(path + ".parents/1") >= 1);
+  // A new process: a fresh strategy restored from the store, the states from their folder.
+  auto strategy = make_strategy(space, settings);
+  Controller controller(store, space, *strategy, cfg, Search::options());
+  Worker w(worker_options(controller.endpoint(), "w", cpu, 1));
+  std::thread tw([&] { w.run(); });
+  const ControllerSummary s = controller.run();
+  w.request_stop();
+  tw.join();
+  CHECK(s.resumed);
+  CHECK_FALSE(std::filesystem::exists(path + ".parents"));
+  db::Connection c = db::open_store_readonly(path);
+  db::Statement q = c.prepare(
+      "SELECT count(*), sum(t.status = 'done'), count(w.trial_id), "
+      "sum(w.parent_trial_id = t.parent_id) FROM trials t LEFT JOIN weight_inheritance w ON "
+      "w.trial_id = t.id WHERE t.parent_id IS NOT NULL");
+  REQUIRE(q.step());
+  CHECK(q.column_int64(0) == 6);  // 9 trials, 3 of them the first population
+  CHECK(q.column_int64(1) == 6);
+  CHECK(q.column_int64(2) == 6);  // each child inherited, the one stopped mid-attempt too
+  CHECK(q.column_int64(3) == 6);
+}
