@@ -13,6 +13,7 @@ void add_strategy_benchmark(CLI::App& bench);   // bench strategies
 void add_predictor_benchmark(CLI::App& bench);  // bench predictor
 void add_table_benchmark(CLI::App& bench);      // bench table
 void add_evaluator_benchmark(CLI::App& bench);  // bench evaluators, bench screen
+void add_inherit_benchmark(CLI::App& bench);    // bench inherit
 void add_adapt_benchmark(CLI::App& bench);      // bench adapt-data
 void add_dashboard_benchmark(CLI::App& bench);  // bench dashboard
 void add_query_commands(CLI::App& app);         // query, sql

@@ -18,13 +18,18 @@ CLI::Option* add_setting(CLI::App* app, pipeline::ExperimentSettings& settings,
       [&](auto field) {
         auto& value = field(settings);
         using T = std::remove_reference_t<decltype(value)>;
-        CLI::Option* o = app->add_option(flag, value, std::string(description));
-        if (!def.empty()) o->default_val(std::string(def));
-        if constexpr (std::is_same_v<T, uint64_t>)
-          o->check(any_of_type<uint64_t>());
-        else if constexpr (std::is_arithmetic_v<T>)
-          o->check(in_range<T>(static_cast<T>(p.min), static_cast<T>(p.max)));
-        return o;
+        // A yes-or-no setting is a flag; an experiment file's true or false sets it.
+        if constexpr (std::is_same_v<T, bool>) {
+          return app->add_flag(flag, value, std::string(description));
+        } else {
+          CLI::Option* o = app->add_option(flag, value, std::string(description));
+          if (!def.empty()) o->default_val(std::string(def));
+          if constexpr (std::is_same_v<T, uint64_t>)
+            o->check(any_of_type<uint64_t>());
+          else if constexpr (std::is_arithmetic_v<T>)
+            o->check(in_range<T>(static_cast<T>(p.min), static_cast<T>(p.max)));
+          return o;
+        }
       },
       p.field);
 }

@@ -3,8 +3,8 @@
 #include <exception>
 #include <string>
 
-#include "cli/commands.h"
 #include "cli/command_line.h"
+#include "cli/commands.h"
 #include "searchspace/error.h"
 
 namespace {
@@ -50,6 +50,7 @@ int main(int argc, char** argv) {
   minas::cli::add_predictor_benchmark(*bench);
   minas::cli::add_table_benchmark(*bench);
   minas::cli::add_evaluator_benchmark(*bench);
+  minas::cli::add_inherit_benchmark(*bench);
   minas::cli::add_adapt_benchmark(*bench);
   minas::cli::add_dashboard_benchmark(*bench);
   try {

@@ -289,6 +289,7 @@ void run_controller(ControllerFlags& c, CLI::App& ctl) {
   // store is opened: a refused start leaves no store file behind.
   check_controller_settings(cfg, opt);
   const auto strategy = make_strategy(space, settings);
+  check_inherit(cfg, *strategy);
   ControllerSocket socket(opt);
   db::Store store = db::Store::open(c.db);
   Controller controller(store, space, *strategy, cfg, opt, std::move(socket));
@@ -432,6 +433,7 @@ void add_controller_command(CLI::App& app) {
   add_setting(ctl, c->settings, "screen");
   add_setting(ctl, c->settings, "screen_evaluator");
   add_setting(ctl, c->settings, "screen_batch");
+  add_setting(ctl, c->settings, "inherit");
   ctl->add_option("--endpoint-file", c->endpoint_file,
                   "Write the endpoint workers connect to into this file once bound (on a shared "
                   "file system for a cluster's workers); removed when the controller ends");
@@ -506,6 +508,7 @@ void add_search_command(CLI::App& app) {
   add_setting(sr, sf->settings, "screen");
   add_setting(sr, sf->settings, "screen_evaluator");
   add_setting(sr, sf->settings, "screen_batch");
+  add_setting(sr, sf->settings, "inherit");
   sf->strategy.add(sr, true, "evolution", true);
   sr->add_option("--experiment", sf->experiment,
                  "Experiment file (JSON): any option above as a field, _ for -; the command line "

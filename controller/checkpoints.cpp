@@ -11,18 +11,26 @@ namespace minas::loop {
 namespace fs = std::filesystem;
 
 void CheckpointStates::open() {
-  if (!core_.asha) return;  // only ASHA's rungs are checkpointed
+  const bool parents = what_ == Kept::parents;
+  if (parents ? !core_.config.inherit : !core_.asha) return;  // nothing of this kind to keep
   const db::Store& store = core_.store;
   if (!core_.opt.state_dir.empty())
-    dir_ = core_.opt.state_dir;
+    dir_ = parents ? fs::path(core_.opt.state_dir) / "parents" : fs::path(core_.opt.state_dir);
   else if (!store.path().empty() && store.path() != ":memory:")
-    dir_ = fs::path(store.path() + ".states") / std::to_string(core_.experiment);
-  if (dir_.empty()) return;
+    dir_ = fs::path(store.path() + (parents ? ".parents" : ".states")) /
+           std::to_string(core_.experiment);
+  if (dir_.empty()) {
+    if (parents)
+      core_.log(
+          "no folder to keep parents' states in (a store in memory and no "
+          "state_dir): children train from scratch");
+    return;
+  }
   std::error_code ec;
   fs::create_directories(dir_, ec);
   if (ec) {
     core_.log("training states cannot be kept in " + dir_.string() + " (" + ec.message() +
-              "): retried trials start over");
+              (parents ? "): children train from scratch" : "): retried trials start over"));
     dir_.clear();
     return;
   }
@@ -99,6 +107,12 @@ std::optional<std::pair<int, std::string>> CheckpointStates::latest(int64_t tria
   if (!in) return std::nullopt;
   return std::pair<int, std::string>(s->second,
                                      std::string(std::istreambuf_iterator<char>(in), {}));
+}
+
+std::vector<int64_t> CheckpointStates::trials() const {
+  std::vector<int64_t> out;
+  for (const auto& [trial, epoch] : epoch_) out.push_back(trial);
+  return out;
 }
 
 void CheckpointStates::remove_all() {

@@ -1,14 +1,17 @@
 #pragma once
 // Checkpoint states: the training states (ASHA's rung checkpoints) a running
 // attempt sends after each rung, kept in files until its trial ends, so that
-// a retried attempt continues from its last rung. Part of the controller's
-// loop (controller/core.h).
+// a retried attempt continues from its last rung; and, in a search with
+// weight inheritance, each trial's state after its last epoch, kept while a
+// child may still inherit it (Kept::parents: Core::keep_parents decides).
+// Part of the controller's loop (controller/core.h).
 #include <cstdint>
 #include <filesystem>
 #include <map>
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "controller/protocol.h"
 
@@ -18,9 +21,11 @@ struct Core;
 
 class CheckpointStates {
  public:
-  explicit CheckpointStates(Core& core) : core_(core) {}
-  // Where states are kept (the options' state_dir, else beside the store),
-  // and what a previous run of the controller kept there. Only with ASHA.
+  enum class Kept { rungs, parents };
+  explicit CheckpointStates(Core& core, Kept what = Kept::rungs) : core_(core), what_(what) {}
+  // Where states are kept (the options' state_dir, else beside the store;
+  // parents' in a folder "parents" there), and what a previous run of the
+  // controller kept there. Rungs only with ASHA, parents only with inherit.
   void open();
   bool kept() const { return !dir_.empty(); }
   // A chunk of a running attempt's training state after a rung.
@@ -31,6 +36,8 @@ class CheckpointStates {
   void drop(int64_t trial);
   // Every trial has ended, and with it its states: the folder goes.
   void remove_all();
+  // The trials whose states are kept.
+  std::vector<int64_t> trials() const;
 
  private:
   std::filesystem::path file(int64_t trial, int epoch) const;
@@ -42,6 +49,7 @@ class CheckpointStates {
     std::string bytes;
   };
   Core& core_;
+  Kept what_;
   std::filesystem::path dir_;     // empty: not kept
   std::map<int64_t, int> epoch_;  // the latest epoch kept per trial
   std::map<int64_t, Incoming> incoming_;

@@ -54,6 +54,26 @@ void check_controller_settings(const ExperimentConfig& c, const ControllerOption
                     std::to_string(c.budget_seconds));
 }
 
+int final_epoch(const ExperimentConfig& c) {
+  if (c.fidelity > 0) return c.fidelity;
+  const auto& r = c.recipe;
+  const bool timed = r.contains("time_budget_s") && r["time_budget_s"].is_number() &&
+                     r["time_budget_s"].get<double>() > 0;
+  if (timed || !r.contains("epochs") || !r["epochs"].is_number_integer()) return 0;
+  return r["epochs"].get<int>();
+}
+
+void check_inherit(const ExperimentConfig& c, const Strategy& strategy) {
+  if (!c.inherit) return;
+  if (!strategy.possible_parents())
+    throw Error("inherit", "needs a strategy whose candidates have parents (evolution), not '" +
+                               strategy.name() + "'");
+  if (final_epoch(c) < 1)
+    throw Error("inherit",
+                "needs a fixed number of epochs per trial, whose last state children inherit: "
+                "give fidelity (or the recipe's epochs, without a time budget)");
+}
+
 struct ControllerSocket::State {
   zmq::context_t ctx;
   std::unique_ptr<auth::ZapHandler> zap;  // after ctx, before socket: destroyed after the socket
@@ -190,8 +210,13 @@ struct Controller::Impl {
       }
       case proto::Type::fetch:
         return core.data.on_fetch(worker, m.as<proto::Fetch>());
-      case proto::Type::checkpoint:
-        return core.states.on_checkpoint(worker, m.as<proto::Checkpoint>());
+      case proto::Type::checkpoint: {
+        // The state after the last epoch is a possible parent's; earlier ones are rungs.
+        const auto& c = m.as<proto::Checkpoint>();
+        if (core.parents.kept() && c.epoch == core.final_epoch())
+          return core.parents.on_checkpoint(worker, c);
+        return core.states.on_checkpoint(worker, c);
+      }
       case proto::Type::rendezvous:
         return core.gangs.on_rendezvous(worker, m.as<proto::Rendezvous>());
       case proto::Type::screen_result:
@@ -376,7 +401,10 @@ struct Controller::Impl {
     if (core.opt.on_progress) core.opt.on_progress(progress(started));
     for (const auto& [identity, w] : core.sessions.all()) core.sessions.account(identity);
     // Every trial has ended, and with it its states: nothing is left to keep.
-    if (!summary.stopped) core.states.remove_all();
+    if (!summary.stopped) {
+      core.states.remove_all();
+      core.parents.remove_all();
+    }
     core.strategy_dirty = true;
     pool.sample(true);
     commit_if_due(true);

@@ -79,6 +79,15 @@ struct ControllerSummary {
 // (the store) checks them first, so a refused start leaves nothing behind.
 void check_controller_settings(const ExperimentConfig& config, const ControllerOptions& options);
 
+// The epoch after which a trial's state is final, the one children inherit
+// (config.inherit): the fidelity, else the recipe's epochs; 0 when trials
+// have no fixed number of epochs (a time budget).
+int final_epoch(const ExperimentConfig& config);
+// With config.inherit, throws Error unless the strategy names its
+// candidates' parents (evolution) and every trial has a final epoch. The
+// Controller checks it too; a caller that creates files checks it first.
+void check_inherit(const ExperimentConfig& config, const Strategy& strategy);
+
 // The controller's socket, bound (with its CURVE handler and handshake monitor
 // when options.curve_key is set). Made before the store is opened, it lets a
 // start refused for its address (bad, in use, beyond loopback without CURVE)

@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <set>
+
+#include "searchspace/error.h"
 
 namespace minas::loop {
 
@@ -34,6 +37,27 @@ Core::Core(db::Store& st, const Space& sp, Strategy& sg, ExperimentConfig c, Con
                 static_cast<unsigned long long>(fnv1a64(space.spec().dump())));
   space_id = hex;
   if (config.asha) asha.emplace(*config.asha);
+  check_inherit(config, strategy);
+}
+
+int Core::final_epoch() const {
+  return minas::final_epoch(config);
+}
+
+void Core::keep_parents() {
+  if (!parents.kept()) return;
+  std::set<int64_t> needed;
+  for (const auto& [child, parent] : heirs) needed.insert(parent);
+  if (const auto keys = strategy.possible_parents())
+    for (const std::string& key : *keys)
+      if (const auto id = book.latest_with_arch(space.hash(space.parse_key(key))))
+        needed.insert(*id);
+  for (const int64_t trial : parents.trials()) {
+    const Trial* t = book.find(trial);
+    // A running trial's final state arrives before its result: not judged yet.
+    if (t && !is_ended(t->phase)) continue;
+    if (!needed.count(trial)) parents.drop(trial);
+  }
 }
 
 bool Core::owns(const std::string& worker, int64_t trial, int attempt) {

@@ -15,6 +15,7 @@
 // Internal to the controller target.
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -100,6 +101,16 @@ struct Core {
   Sessions sessions;
   DataTransfer data;
   CheckpointStates states;
+  // With inherit: the final states of trials children may inherit from, and
+  // each unfinished child's parent trial (whose state it waits for).
+  CheckpointStates parents{*this, CheckpointStates::Kept::parents};
+  std::map<int64_t, int64_t> heirs;  // child trial -> parent trial
+  // The epoch after which a trial's state is final: the one children inherit.
+  int final_epoch() const;
+  // Drops the kept final states no child can inherit any more: of ended
+  // trials that are neither a possible parent of the strategy's nor the
+  // parent of an unfinished child. Called after each trial ends.
+  void keep_parents();
   Resume resume;
   Dispatch dispatch;
   LatencyPool latency;

@@ -51,6 +51,7 @@ std::optional<int64_t> Dispatch::new_trial() {
   t.fidelity = core_.config.fidelity;
   t.queued_at = unix_now();
   const int64_t id = core_.writer.add_trial(t);
+  if (core_.parents.kept() && t.parent_id) core_.heirs[id] = *t.parent_id;
   core_.book.note_arch(t.arch_hash, id);
   core_.book.add(id, t.arch_key);
   ++created_;
@@ -128,13 +129,31 @@ void Dispatch::start(WorkerState& w, const std::string& worker, int64_t trial,
   core_.book.sent(trial, attempt, worker);
   nlohmann::json train = train_body(w, t, slots);
   // States are kept at whole-epoch rungs only: a run resumes at an epoch boundary.
-  if (core_.states.kept() && !core_.asha->settings().whole_rungs().empty())
-    train["checkpoint_epochs"] = core_.asha->settings().whole_rungs();
+  std::vector<int> epochs;
+  if (core_.states.kept()) epochs = core_.asha->settings().whole_rungs();
+  if (core_.parents.kept()) epochs.push_back(core_.final_epoch());  // it may become a parent
+  if (!epochs.empty()) train["checkpoint_epochs"] = epochs;
   // A retried attempt of a trial that passed a rung continues from there.
   std::optional<std::pair<int, std::string>> state;
   if (attempt > 0) state = core_.states.latest(trial);
   if (state) train["resume_epoch"] = state->first;
+  // A child starts from its parent's final weights, unless it resumes: its
+  // own state holds what it inherited.
+  std::optional<std::pair<int, std::string>> inherited;
+  const auto heir = core_.heirs.find(trial);
+  if (!state && heir != core_.heirs.end()) {
+    inherited = core_.parents.latest(heir->second);
+    if (inherited)
+      train["inherit"] = {{"trial", heir->second}, {"epoch", inherited->first}};
+    else
+      core_.log("trial " + std::to_string(trial) + " trains from scratch: no final state of " +
+                "its parent trial " + std::to_string(heir->second) + " is kept");
+  }
   core_.sessions.send(worker, proto::encode(proto::Type::train, std::move(train)));
+  if (inherited)
+    for (const std::string& chunk :
+         proto::encode_checkpoint(trial, attempt, inherited->first, inherited->second))
+      core_.sessions.send(worker, chunk);
   if (!state) return;
   for (const std::string& chunk :
        proto::encode_checkpoint(trial, attempt, state->first, state->second))

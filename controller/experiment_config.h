@@ -50,6 +50,12 @@ struct ExperimentConfig {
   int64_t screen = 0;
   std::string screen_evaluator = "synflow";
   int screen_batch = 50;
+  // Weight inheritance: an evolution child trains from its parent's final
+  // weights in every layer the mutation left unchanged (trainer/inherit.h).
+  // The controller keeps each finished trial's final state while a child may
+  // still inherit it (controller/checkpoints.h). Needs a fixed number of
+  // epochs per trial (fidelity, or the recipe's epochs without a time budget).
+  bool inherit = false;
 };
 
 }  // namespace minas

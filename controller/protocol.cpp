@@ -282,6 +282,16 @@ Train read_train(const json& j) {
         optional_string(g, "rendezvous", "train: gang.rendezvous", kMaxPathBytes, Text::name);
     t.gang = info;
   }
+  if (j.contains("inherit")) {
+    const json& in = read_object(j["inherit"], "train: inherit", {"trial", "epoch"});
+    if (!in.contains("trial") || !in.contains("epoch"))
+      bad_field("train: inherit", "needs trial and epoch");
+    Train::Inherit from;
+    from.trial = trial_id(in, "train: inherit");
+    from.epoch = small(in["epoch"], "train: inherit.epoch", 1, kMaxAttempt);
+    if (from.trial == t.trial) bad_field("train: inherit.trial", "is the trial itself");
+    t.inherit = from;
+  }
   return t;
 }
 
@@ -340,6 +350,20 @@ Result read_result(const json& j) {
   if (m.contains("resume_refused"))
     r.resume_refused =
         read_string(m["resume_refused"], w + ".resume_refused", kMaxTextBytes, Text::free);
+  if (m.contains("inherited_from")) {
+    for (const char* k : {"inherited_epoch", "inherited_tensors", "inherited_params"})
+      if (!m.contains(k)) bad_field(w + ".inherited_from", std::string("needs ") + k);
+    r.inherited_from = read_integer(m["inherited_from"], w + ".inherited_from", 0,
+                                    std::numeric_limits<int64_t>::max());
+    r.inherited_epoch = small(m["inherited_epoch"], w + ".inherited_epoch", 1, kMaxAttempt);
+    r.inherited_tensors = read_integer(m["inherited_tensors"], w + ".inherited_tensors", 0,
+                                       std::numeric_limits<int32_t>::max());
+    r.inherited_params = read_integer(m["inherited_params"], w + ".inherited_params", 0,
+                                      std::numeric_limits<int64_t>::max());
+  }
+  if (m.contains("inherit_refused"))
+    r.inherit_refused =
+        read_string(m["inherit_refused"], w + ".inherit_refused", kMaxTextBytes, Text::free);
   return r;
 }
 
@@ -577,7 +601,12 @@ const std::vector<MessageSpec>& message_specs() {
          "a trial whose ranks are spread over several workers: {world (all ranks), first_rank "
          "(this worker's first; its slots are ranks first_rank, first_rank + 1, ...), rendezvous "
          "(rank 0's rendezvous address; absent for rank 0's worker, which opens the hub, makes "
-         "NCCL's unique id on GPUs, and answers with a rendezvous message)}"}}},
+         "NCCL's unique id on GPUs, and answers with a rendezvous message)}"},
+        {"inherit", F::object, false,
+         "a warm-started training: {trial, epoch} of the parent whose training state after that "
+         "epoch the controller sends next in checkpoint messages; the worker copies its weights "
+         "into every layer the mutation left unchanged (trainer/inherit.h), the rest initialized "
+         "as usual; ignored with resume_epoch, whose state holds them already"}}},
       {Type::progress,
        Sender::worker,
        "one finished epoch of a running attempt",
@@ -594,7 +623,9 @@ const std::vector<MessageSpec>& message_specs() {
        {{"trial", F::integer, true, "trial id"},
         {"attempt", F::integer, true, "attempt number"},
         {"metrics", F::object, true,
-         "val_acc, test_acc, latency_ms, params, macs, train_seconds"}}},
+         "val_acc, test_acc, latency_ms, params, macs, train_seconds; after a train with "
+         "inherit: inherited_from, inherited_epoch, inherited_tensors, inherited_params (what "
+         "was inherited), or inherit_refused (why the parent's state was not used)"}}},
       {Type::failure,
        Sender::worker,
        "an attempt that failed; the worker keeps it until acked",
@@ -651,7 +682,8 @@ const std::vector<MessageSpec>& message_specs() {
        Sender::both,
        "one chunk, in order, of an attempt's training state after an epoch (a minas checkpoint "
        "file): from a worker at each of the train's checkpoint_epochs, kept by the controller; "
-       "from the controller after a train with resume_epoch",
+       "from the controller after a train with resume_epoch, or with inherit (the parent's "
+       "state, under the child's trial and attempt)",
        {{"trial", F::integer, true, "trial id"},
         {"attempt", F::integer, true, "attempt number"},
         {"epoch", F::integer, true, "the epoch the state is after"},

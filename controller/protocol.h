@@ -152,6 +152,14 @@ struct Train {
   std::string latency_device;
   bool measure_only = false;
   std::optional<GangInfo> gang;
+  // A warm-started training: the parent trial whose state after `epoch` the
+  // controller sends next in checkpoint messages; the worker maps its
+  // weights into this network (trainer/inherit.h).
+  struct Inherit {
+    int64_t trial = 0;
+    int epoch = 0;
+  };
+  std::optional<Inherit> inherit;
 };
 // A metric a worker sent as null (not measured, or not finite) is absent.
 struct Progress {
@@ -168,6 +176,13 @@ struct Result {
   bool measure_only = false;  // a latency pool's measurement, not a training
   bool gang_member = false;   // a rank past 0 of a gang: rank 0's worker reports the trial
   std::string resume_refused;
+  // A warm-started training: the parent trial and epoch its weights came
+  // from, the tensors and trainable parameters inherited; or why the
+  // parent's state was refused (the attempt then trained from scratch).
+  std::optional<int64_t> inherited_from;
+  int inherited_epoch = 0;
+  int64_t inherited_tensors = 0, inherited_params = 0;
+  std::string inherit_refused;
 };
 struct Failure {
   int64_t trial = 0;

@@ -52,6 +52,7 @@ void Reports::prune(int64_t trial, double epochs, double val_acc) {
                                           {"reason", "pruned at epoch " + epochs_text(epochs)}}));
   core_.writer.mark_pruned(trial, flight.attempt, now);
   core_.states.drop(trial);
+  core_.heirs.erase(trial);
   let_go(flight.worker, trial, flight.started, now, flight.slots.size());
   core_.book.prune(trial);
   Score score;
@@ -60,6 +61,7 @@ void Reports::prune(int64_t trial, double epochs, double val_acc) {
   core_.strategy.tell(core_.space.parse_key(flight.arch), score);
   core_.strategy_dirty = true;
   ++core_.summary.pruned;
+  core_.keep_parents();
   core_.snapshot_if_due();
 }
 
@@ -98,11 +100,27 @@ void Reports::on_result(const std::string& worker, const proto::Result& m) {
     // as not counted so the worker lets it go.
     core_.log("result from " + core_.sessions.label(worker) + " not recorded: " + e.what());
   }
+  if (counted && m.inherited_from) record_inheritance(m);
+  if (!m.inherit_refused.empty())
+    core_.log("trial " + std::to_string(trial) + " trained from scratch: its parent's state " +
+              "was refused (" + printable_excerpt(m.inherit_refused, 200) + ")");
   if (counted)
     done(worker, r);
   else
     ++core_.summary.late;
   core_.ack(worker, trial, attempt, counted);
+}
+
+void Reports::record_inheritance(const proto::Result& m) {
+  // Only what the controller sent counts: the lineage is of the store's own trials.
+  const auto heir = core_.heirs.find(m.trial);
+  if (heir == core_.heirs.end() || heir->second != *m.inherited_from) {
+    core_.log("trial " + std::to_string(m.trial) + " says it inherited from trial " +
+              std::to_string(*m.inherited_from) + ", which it was not sent: not recorded");
+    return;
+  }
+  core_.writer.record_inheritance(m.trial, *m.inherited_from, m.inherited_epoch,
+                                  m.inherited_tensors, m.inherited_params);
 }
 
 db::TrialResult Reports::result_row(const std::string& worker, const proto::Result& m,
@@ -158,6 +176,8 @@ void Reports::done(const std::string& worker, const db::TrialResult& r) {
   core_.strategy.tell(core_.space.parse_key(f.arch), sc);
   core_.book.finish(r.trial_id);  // its other ranks end with it and report as members
   core_.states.drop(r.trial_id);
+  core_.heirs.erase(r.trial_id);
+  core_.keep_parents();  // after tell: the population it may have left or joined
   core_.strategy_dirty = true;
   core_.snapshot_if_due();
   let_go(worker, r.trial_id, f.started, r.finished_at, f.slots.size());
@@ -204,7 +224,9 @@ void Reports::failed(int64_t trial, int attempt, const std::string& arch, const 
                      double now) {
   core_.writer.record_failure(trial, attempt, why, now);
   core_.states.drop(trial);
+  core_.heirs.erase(trial);
   core_.tell_failure(arch);
+  core_.keep_parents();
 }
 
 void Reports::retry_or_fail(int64_t trial, const std::string& why, double now) {

@@ -32,6 +32,8 @@ class Reports {
   db::TrialResult result_row(const std::string& worker, const proto::Result& m, bool current) const;
   // A counted result: the strategy hears of it, and the trial is done.
   void done(const std::string& worker, const db::TrialResult& r);
+  // A counted result of a warm-started child: its lineage of weights in the store.
+  void record_inheritance(const proto::Result& m);
   // Below the rung's cut: the attempt is cancelled on its worker and the
   // trial recorded as pruned; the strategy hears of it at its low fidelity.
   void prune(int64_t trial, double epochs, double val_acc);

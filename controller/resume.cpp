@@ -24,6 +24,7 @@ void Resume::open_experiment() {
           ? nlohmann::json{{"name", core_.strategy.name()}, {"seed", config.seed}}
           : config.strategy_settings;
   if (config.asha) spec.strategy_settings["asha"] = config.asha->to_json();
+  if (config.inherit) spec.strategy_settings["inherit"] = true;
   spec.recipe = config.recipe;
   spec.objective = config.objective.pareto_mode() ? "pareto:val_acc," + config.objective.pareto
                    : config.objective.latency_target_ms ? "val_acc*latency^w"
@@ -52,6 +53,8 @@ void Resume::open_experiment() {
                                   : std::nullopt,
                               unix_now());
   core_.states.open();
+  core_.parents.open();
+  core_.keep_parents();  // what a previous run kept and no child can inherit any more
 }
 
 void Resume::resume() {
@@ -111,6 +114,7 @@ void Resume::add_trial(const db::ResumedTrial& t, double now) {
     return;
   }
   core_.strategy.replay(arch, std::nullopt);
+  if (core_.config.inherit && t.parent_id) core_.heirs[id] = *t.parent_id;
   std::optional<Measured> measured;
   if (!core_.config.latency_pool.empty() && t.latency_ms) {
     Measured x{*t.latency_ms, std::nullopt, std::nullopt};

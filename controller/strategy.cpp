@@ -299,6 +299,12 @@ void EvolutionStrategy::tell(const Arch& arch, const Score& score) {
   population_.erase(population_.begin() + static_cast<std::ptrdiff_t>(worst));
 }
 
+std::optional<std::vector<std::string>> EvolutionStrategy::possible_parents() const {
+  std::vector<std::string> keys;
+  for (const auto& m : population_) keys.push_back(m.key);
+  return keys;
+}
+
 nlohmann::json EvolutionStrategy::take_snapshot() {
   nlohmann::json values = nlohmann::json::array(), costs = nlohmann::json::array();
   for (const auto& m : population_) {

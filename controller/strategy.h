@@ -103,6 +103,10 @@ class Strategy {
   // first, ties by key. The same list in every run of an experiment, so what
   // a strategy builds from it is rebuilt here, not saved. Ignored by default.
   virtual void screened(const std::vector<Screened>& best_first) { (void)best_first; }
+  // The architectures a later ask may still name as a candidate's parent
+  // (evolution: its population), whose final weights a child may inherit;
+  // nullopt for a strategy that never names parents.
+  virtual std::optional<std::vector<std::string>> possible_parents() const { return std::nullopt; }
 
   // The check applied before training: the broken constraint, or nullopt.
   using Filter = std::function<std::optional<std::string>(const Arch&)>;
@@ -191,6 +195,7 @@ class EvolutionStrategy final : public Strategy {
   }
   // {"population": [score, ...]} oldest first, with "cost": [...] in Pareto mode.
   nlohmann::json take_snapshot() override;
+  std::optional<std::vector<std::string>> possible_parents() const override;
 
   struct Member {
     std::string key;

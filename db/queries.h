@@ -265,6 +265,7 @@ struct ResumedTrial {
   std::optional<double> val_acc, latency_ms, params, macs;
   std::optional<int64_t> worker_id;
   std::optional<std::string> device;
+  std::optional<int64_t> parent_id;
 };
 // Every trial of the experiment, in number order.
 std::vector<ResumedTrial> resumed_trials(Connection& conn, int64_t experiment_id);

@@ -334,6 +334,20 @@ CREATE TABLE screening_scores (
   PRIMARY KEY (experiment_id, evaluator, arch_key)
 ) WITHOUT ROWID;
 )sql"},
+      {10, "the lineage of weights: what a warm-started trial inherited from its parent", R"sql(
+-- A trial trained from its parent's weights (minas search --inherit): the
+-- parent trial and the epoch of its state, and how much of the child the
+-- mapping filled (trainer/inherit.h): tensors, running statistics included,
+-- and trainable parameters. Written with the trial's counted result.
+CREATE TABLE weight_inheritance (
+  trial_id INTEGER PRIMARY KEY REFERENCES trials (id),
+  parent_trial_id INTEGER NOT NULL REFERENCES trials (id),
+  parent_epoch INTEGER NOT NULL,
+  tensors INTEGER NOT NULL,
+  params INTEGER NOT NULL
+);
+CREATE INDEX weight_inheritance_parent ON weight_inheritance (parent_trial_id);
+)sql"},
   };
   return list;
 }

@@ -929,6 +929,21 @@ bool Writer::mark_pruned(int64_t trial, int attempt, double at) {
   });
 }
 
+void Writer::record_inheritance(int64_t trial, int64_t parent_trial, int parent_epoch,
+                                int64_t tensors, int64_t params) {
+  guarded("record_inheritance", [&] {
+    existing_trial("record_inheritance", trial);
+    existing_trial("record_inheritance", parent_trial);
+    if (!record_inheritance_)
+      record_inheritance_.emplace(store_->connection_.prepare(
+          "INSERT OR REPLACE INTO weight_inheritance "
+          "(trial_id, parent_trial_id, parent_epoch, tensors, params) VALUES (?, ?, ?, ?, ?)"));
+    record_inheritance_->bind_all(trial, parent_trial, parent_epoch, tensors, params);
+    run(*record_inheritance_);
+    ++pending_;
+  });
+}
+
 void Writer::worker_seen(int64_t worker, double at, double connected_delta, double busy_delta) {
   guarded("worker_seen", [&] {
     worker_seen_.bind_all(at, connected_delta, busy_delta, worker);

@@ -272,6 +272,10 @@ class Writer {
   // A screening score, unless the experiment holds one for that architecture and evaluator
   // already (false: a batch scored twice counts once).
   bool record_screen_score(const ScreenScore& score);
+  // What a warm-started trial inherited (weight_inheritance), written with its counted
+  // result; a second call for the trial replaces the first. Unknown trials are an Error.
+  void record_inheritance(int64_t trial, int64_t parent_trial, int parent_epoch, int64_t tensors,
+                          int64_t params);
 
   size_t pending() const { return pending_; }  // write calls since the last commit
   void commit();                               // a no-op when no batch is open
@@ -300,7 +304,8 @@ class Writer {
       record_sub_epoch_;
   Statement record_failure_, requeue_, mark_pruned_, worker_seen_, record_latency_;
   Statement record_screen_score_;
-  bool open_ = false;  // this Writer's transaction is open
+  std::optional<Statement> record_inheritance_;  // prepared at its first use
+  bool open_ = false;                            // this Writer's transaction is open
   size_t pending_ = 0;
   // The next trial number per experiment, read once from MAX(number); valid because this is
   // the only writer, and forgotten on rollback (the numbers it handed out are free again).

@@ -55,6 +55,9 @@ std::vector<ExperimentParam> make_table() {
        "What screening scores by: naswot, synflow, grad_norm, jacob_cov, params or macs"},
       {"screen_batch", +[](S& s) -> int& { return s.config.screen_batch; }, "50", 1,
        kMaxScreenBatch, "Architectures per screening request to a worker slot"},
+      {"inherit", +[](S& s) -> bool& { return s.config.inherit; }, "false", 0, 1,
+       "Evolution children train from their parent's final weights in every layer the mutation "
+       "left unchanged (a warm start; the final training never inherits)"},
   };
 }
 
@@ -68,6 +71,8 @@ std::string type_name(const SettingField& f) {
       return "int";
     case 3:
       return "uint64";
+    case 5:
+      return "bool";
     default:
       return "number";
   }
@@ -82,6 +87,7 @@ std::string bound(double v) {
 std::string allowed(const ExperimentParam& p) {
   if (p.field.index() == 0) return "-";
   if (p.field.index() == 3) return "any";
+  if (p.field.index() == 5) return "true, false";
   return "[" + bound(p.min) + ", " + bound(p.max) + "]";
 }
 

@@ -32,7 +32,7 @@ struct ExperimentSettings {
 template <class T>
 using SettingRef = T& (*)(ExperimentSettings&);
 using SettingField = std::variant<SettingRef<std::string>, SettingRef<int64_t>, SettingRef<int>,
-                                  SettingRef<uint64_t>, SettingRef<double>>;
+                                  SettingRef<uint64_t>, SettingRef<double>, SettingRef<bool>>;
 
 // One row of the table.
 struct ExperimentParam {

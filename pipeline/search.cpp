@@ -89,6 +89,7 @@ SearchResult run_search(const Space& space, const SearchOptions& o, const Log& l
   const LocalPool pool = resolved_pool(o.pool);
   const auto strategy = make_strategy(space, o.strategy);
   ExperimentConfig cfg = o.experiment;
+  check_inherit(cfg, *strategy);
   fingerprint_data(cfg, false);
   // Every input is read and checked before the store is created, so a
   // refused command leaves no store behind.

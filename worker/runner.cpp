@@ -24,6 +24,7 @@
 #include "searchspace/text_file.h"
 #include "trainer/backends.h"
 #include "trainer/comm.h"
+#include "trainer/inherit.h"
 #include "trainer/socket_comm.h"
 #include "trainer/train.h"
 
@@ -55,6 +56,45 @@ class AbortOnCancel {
   std::atomic<bool> over_{false};
   std::thread thread_;  // last: started once the flag exists
 };
+
+// The parent's weights copied into `model` where the mutation left its
+// layers unchanged; what was inherited, as the result reports it. Throws
+// Error for a state that is not usable: damaged, of another space, of
+// another epoch than the train named, or not of its own architecture.
+nlohmann::json inherit_from_parent(const TrialRequest& req, const Space& space,
+                                   const std::filesystem::path& scratch, Model& model) {
+  const std::string origin = "trial " + std::to_string(req.trial) + ": the state of parent trial " +
+                             std::to_string(req.inherit_trial);
+  {
+    std::ofstream out(scratch, std::ios::binary | std::ios::trunc);
+    out.write(req.inherit.data(), static_cast<std::streamsize>(req.inherit.size()));
+    if (!out) throw Error(scratch.string(), "cannot write the parent's training state here");
+  }
+  const Checkpoint parent = load_checkpoint(scratch.string());
+  if (parent.meta.space != space.name())
+    throw Error(origin, "is of space '" + printable_excerpt(parent.meta.space, 60) + "', not '" +
+                            space.name() + "'");
+  const nlohmann::json& info = parent.meta.info;
+  if (!info.contains("epoch") || info["epoch"] != req.inherit_epoch)
+    throw Error(origin, "is not of epoch " + std::to_string(req.inherit_epoch));
+  const LayerGraph graph = space.lower(space.parse_key(parent.meta.arch_key));
+  const InheritReport r = inherit_weights(model, graph, parent, origin);
+  return {{"inherited_from", req.inherit_trial},
+          {"inherited_epoch", req.inherit_epoch},
+          {"inherited_tensors", r.tensors},
+          {"inherited_params", r.params}};
+}
+
+// What a resumed state says its attempt inherited (its "inherited" info, as
+// inherit_from_parent made it); null when it inherited nothing.
+nlohmann::json inherited_of(const nlohmann::json& info) {
+  if (!info.contains("inherited") || !info["inherited"].is_object()) return nullptr;
+  const nlohmann::json& in = info["inherited"];
+  for (const char* k :
+       {"inherited_from", "inherited_epoch", "inherited_tensors", "inherited_params"})
+    if (!in.contains(k) || !in[k].is_number_integer()) return nullptr;
+  return in;
+}
 
 class CpuRunner final : public TrialRunner {
  public:
@@ -135,10 +175,15 @@ class CpuRunner final : public TrialRunner {
           std::filesystem::remove(p, ec);
         }
       } remove_scratch{scratch};
+      // What this attempt inherited, for its result and for every state it
+      // hands over (so an attempt resumed from one reports it as well).
+      nlohmann::json inherited;
       if (req.on_checkpoint && !req.checkpoint_epochs.empty()) {
         opt.checkpoint_epochs = req.checkpoint_epochs;
         opt.on_checkpoint = [&](const nlohmann::json& info, std::span<const TensorView> tensors) {
-          save_checkpoint(scratch.string(), {space.name(), req.arch, info}, tensors);
+          nlohmann::json meta = info;
+          if (!inherited.is_null()) meta["inherited"] = inherited;
+          save_checkpoint(scratch.string(), {space.name(), req.arch, meta}, tensors);
           std::ifstream in(scratch, std::ios::binary);
           req.on_checkpoint(info["epoch"].get<int>(),
                             std::string(std::istreambuf_iterator<char>(in), {}));
@@ -165,6 +210,16 @@ class CpuRunner final : public TrialRunner {
         } catch (const Error& e) {
           resume.reset();
           out.metrics["resume_refused"] = e.what();
+        }
+      }
+      if (resume) inherited = inherited_of(resume->meta.info);
+      if (!req.inherit.empty() && !resume) {
+        // A parent's state that cannot be used (damaged, of another space or
+        // epoch) is refused: the attempt trains from scratch and says why.
+        try {
+          inherited = inherit_from_parent(req, space, scratch, model);
+        } catch (const Error& e) {
+          out.metrics["inherit_refused"] = e.what();
         }
       }
       TrainReport r;
@@ -301,6 +356,9 @@ class CpuRunner final : public TrialRunner {
       }
       if (out.metrics.contains("resume_refused"))
         m["resume_refused"] = out.metrics["resume_refused"];
+      if (inherited.is_object()) m.update(inherited);
+      if (out.metrics.contains("inherit_refused"))
+        m["inherit_refused"] = out.metrics["inherit_refused"];
       out.kind = TrialOutcome::Kind::done;
       out.metrics = std::move(m);
     } catch (const Error& e) {

@@ -40,6 +40,13 @@ struct TrialRequest {
   // starting over; empty: from scratch.
   std::string resume;
   int resume_epoch = 0;
+  // A warm start (train.inherit): the parent trial's training state after
+  // inherit_epoch (a checkpoint file's bytes); its weights go into every
+  // layer the mutation left unchanged (trainer/inherit.h). Empty: none;
+  // ignored when `resume` is given (that state holds what was inherited).
+  std::string inherit;
+  int64_t inherit_trial = 0;
+  int inherit_epoch = 0;
   // Where the trained network's latency is measured ("cpu:THREADS",
   // "cuda:N"); empty: on the training device, as training measures it.
   std::string latency_device;

@@ -289,8 +289,14 @@ struct Worker::Impl {
       };
     }
     if (auto st = states.find({req.trial, req.attempt}); st != states.end()) {
-      req.resume = std::move(st->second.bytes);
-      req.resume_epoch = st->second.epoch;
+      if (b.resume_epoch) {
+        req.resume = std::move(st->second.bytes);
+        req.resume_epoch = st->second.epoch;
+      } else if (b.inherit) {  // the parent's state of a warm start
+        req.inherit = std::move(st->second.bytes);
+        req.inherit_trial = b.inherit->trial;
+        req.inherit_epoch = st->second.epoch;
+      }
       states.erase(st);
     }
     if (s.thread.joinable()) s.thread.join();
@@ -348,10 +354,18 @@ struct Worker::Impl {
     return std::nullopt;
   }
 
+  // The epoch of the state a train waits for: the one it resumes from, else
+  // its parent's (a warm start); nullopt: none.
+  static std::optional<int> awaited_epoch(const proto::Train& b) {
+    if (b.resume_epoch) return b.resume_epoch;
+    if (b.inherit) return b.inherit->epoch;
+    return std::nullopt;
+  }
+
   // Starts a train on slot i, or parks it until the training state it
-  // resumes from, and its data set, have arrived.
+  // resumes from (or inherits), and its data set, have arrived.
   void begin(size_t i, proto::Train b) {
-    if (b.resume_epoch) {
+    if (awaited_epoch(b)) {
       const std::pair<int64_t, int> key{b.trial, b.attempt};
       auto st = states.find(key);
       if (st == states.end() || !st->second.complete) {
@@ -444,12 +458,13 @@ struct Worker::Impl {
     State& state = st->second;
     const auto bytes = proto::base64_decode(b.bytes);
     if (!bytes || b.offset != static_cast<int64_t>(state.bytes.size()) ||
-        b.epoch != state.train.resume_epoch.value_or(-1) ||
+        b.epoch != awaited_epoch(state.train).value_or(-1) ||
         static_cast<int64_t>(state.bytes.size() + bytes->size()) > b.size) {
       // Start over instead: the attempt runs from its first epoch.
       log("the training state of trial " + std::to_string(key.first) +
           " arrived damaged: it starts from scratch");
       state.train.resume_epoch.reset();
+      state.train.inherit.reset();
       proto::Train train = std::move(state.train);
       const size_t slot = state.slot;
       states.erase(st);

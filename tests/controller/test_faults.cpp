@@ -266,6 +266,107 @@ TEST_CASE("faults: a worker restarted under the same name mid-trial, the lost at
   CHECK(s.column_int64(0) == 1);
 }
 
+TEST_CASE(
+    "faults: a worker killed mid-attempt of a warm-started child loses nothing: the child "
+    "trains again from its parent's weights") {
+  const minas::test::TempDir dir("fault-inherit");
+  const std::string d = dir.file("digits");
+  minas::test::write_idx_folder(d, 300, 4);
+  const std::string recipe = dir.file("recipe.json");
+  std::ofstream(recipe) << R"({"epochs": 1, "val_size": 60, "batch": 32, "threads": 1})";
+  // The victim answers from a table of every architecture of the space, after an hour: the
+  // kill surely lands while it runs a child, however late it comes. A worker is lost after 5 s
+  // of silence, as by default: the training worker's heartbeats stall on a loaded machine.
+  const std::string table = dir.file("all.csv");
+  {
+    std::ofstream t(table);
+    t << "arch,acc\n";
+    const minas::Space space = minas::Space::load("small:input=1x12x12");
+    space.enumerate([&](const minas::Arch& a) {
+      t << space.key(a) << ",50\n";
+      return true;
+    });
+  }
+  const std::string db = dir.file("minas.db"), log = dir.file("log");
+  INFO("the processes' log:\n" << minas::test::file_text(log));  // read when a check fails
+  const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(free_port());
+  const pid_t ctl = spawn({"controller",
+                           "--db",
+                           db,
+                           "--bind",
+                           endpoint,
+                           "--name",
+                           "inh",
+                           "--space",
+                           "small:input=1x12x12",
+                           "--data",
+                           d,
+                           "--recipe",
+                           recipe,
+                           "--trials",
+                           "8",
+                           "--fidelity",
+                           "1",
+                           "--strategy",
+                           "evolution",
+                           "--population",
+                           "3",
+                           "--tournament",
+                           "2",
+                           "--inherit",
+                           "--heartbeat-ms",
+                           "100",
+                           "--liveness",
+                           "50"},
+                          log);
+  const pid_t fast = spawn({"worker", "--connect", endpoint, "--name", "fast"}, log);
+  await_done(db, 3);  // the first population is in: every trial from now on is a child
+  const pid_t victim = spawn({"worker", "--connect", endpoint, "--trainer", "sim", "--table", table,
+                              "--metric", "acc", "--delay", "3600", "--name", "victim"},
+                             log);
+  const int64_t number = await_running(db, "victim");
+  kill(victim, SIGKILL);
+  waitpid(victim, nullptr, 0);
+  CHECK(wait_for(ctl) == 0);
+  CHECK(wait_for(fast) == 0);
+  const Tally t = tally(db);
+  CHECK(t.trials == 8);
+  CHECK(t.done == 8);
+  CHECK(t.distinct == 8);
+  minas::db::Connection c = minas::db::open_store_readonly(db);
+  minas::db::Statement s = c.prepare(
+      "SELECT t.attempt, t.parent_id, w.parent_trial_id, w.tensors FROM trials t LEFT JOIN "
+      "weight_inheritance w ON w.trial_id = t.id WHERE t.number = " +
+      std::to_string(number));
+  REQUIRE(s.step());
+  CHECK(s.column_int64(0) >= 1);  // the killed attempt ran again
+  REQUIRE_FALSE(s.is_null(1));    // a child
+  REQUIRE_FALSE(s.is_null(2));    // which inherited all the same
+  CHECK(s.column_int64(2) == s.column_int64(1));
+  CHECK(s.column_int64(3) > 0);
+  // Every child inherited; the states kept for them are gone with the search.
+  minas::db::Statement all = c.prepare(
+      "SELECT count(*), count(w.trial_id) FROM trials t LEFT JOIN weight_inheritance w ON "
+      "w.trial_id = t.id WHERE t.parent_id IS NOT NULL");
+  REQUIRE(all.step());
+  CHECK(all.column_int64(0) == 5);
+  CHECK(all.column_int64(1) == 5);
+  CHECK_FALSE(std::filesystem::exists(db + ".parents"));
+}
+
+TEST_CASE("faults: --inherit with a strategy that names no parents is refused before any file") {
+  const minas::test::TempDir dir("inherit-refused");
+  const std::string db = dir.file("minas.db"), log = dir.file("log");
+  const pid_t ctl =
+      spawn({"controller", "--db", db, "--bind", "tcp://127.0.0.1:" + std::to_string(free_port()),
+             "--name", "r", "--space", "nb201", "--data", "simulated", "--fidelity", "1",
+             "--strategy", "random", "--inherit"},
+            log);
+  CHECK(wait_for(ctl) == 1);
+  CHECK(minas::test::contains(minas::test::file_text(log), "(evolution), not 'random'"));
+  CHECK_FALSE(std::filesystem::exists(db));
+}
+
 TEST_CASE("faults: minas search runs a local pool end to end on a small data folder") {
   const minas::test::TempDir dir("search-local");
   // 12x12 random images: the mechanics, not the accuracy.

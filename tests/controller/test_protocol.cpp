@@ -45,10 +45,14 @@ nlohmann::json full(const MessageSpec& s, bool optional_too) {
            {"recipe", {{"epochs", 1}}},
            {"data", {{"name", "d"}, {"fingerprint", "f"}}},
            {"fidelity", 1}};
-      opt = {{"space", {{"k", 1}}},       {"checkpoint_epochs", {1}},
-             {"resume_epoch", 1},         {"latency_device", "cpu:1"},
-             {"measure_only", false},     {"gang", {{"world", 2}, {"first_rank", 0}}},
-             {"validate_at", {0.25, 0.5}}};
+      opt = {{"space", {{"k", 1}}},
+             {"checkpoint_epochs", {1}},
+             {"resume_epoch", 1},
+             {"latency_device", "cpu:1"},
+             {"measure_only", false},
+             {"gang", {{"world", 2}, {"first_rank", 0}}},
+             {"validate_at", {0.25, 0.5}},
+             {"inherit", {{"trial", 0}, {"epoch", 2}}}};
       break;
     case Type::progress:
       j = {{"trial", 1}, {"attempt", 0}, {"epoch", 1}, {"metrics", {{"val_acc", 0.5}}}};
@@ -249,6 +253,73 @@ TEST_CASE("protocol: a seeded fuzzer never gets anything but a ProtocolError out
   MESSAGE(accepted << " mutants still valid, " << refused << " refused");
 }
 
+TEST_CASE("protocol: a warm-started train names its parent, and its result what it inherited") {
+  nlohmann::json train = full(spec(Type::train), false);
+  train["trial"] = 9;
+  train["inherit"] = {{"trial", 4}, {"epoch", 3}};
+  const Train t = parse(encode(Type::train, train)).as<Train>();
+  REQUIRE(t.inherit);
+  CHECK(t.inherit->trial == 4);
+  CHECK(t.inherit->epoch == 3);
+  CHECK_FALSE(parse(encode(Type::train, full(spec(Type::train), false))).as<Train>().inherit);
+  nlohmann::json result = full(spec(Type::result), false);
+  result["metrics"]["inherited_from"] = 4;
+  result["metrics"]["inherited_epoch"] = 3;
+  result["metrics"]["inherited_tensors"] = 21;
+  result["metrics"]["inherited_params"] = 123456789012;
+  const Result r = parse(encode(Type::result, result)).as<Result>();
+  CHECK(r.inherited_from == 4);
+  CHECK(r.inherited_epoch == 3);
+  CHECK(r.inherited_tensors == 21);
+  CHECK(r.inherited_params == 123456789012);
+  CHECK(r.inherit_refused.empty());
+  // Out of bounds or malformed: refused as bad_field, naming the field.
+  auto refused = [](const nlohmann::json& body, const std::string& field) {
+    try {
+      parse(body.dump());
+      FAIL_CHECK("accepted: " << body.dump());
+    } catch (const ProtocolError& e) {
+      CHECK(e.code() == "bad_field");
+      CHECK_MESSAGE(e.reason().find(field) != std::string::npos, e.reason());
+    }
+  };
+  auto train_with = [&](const nlohmann::json& inherit) {
+    nlohmann::json j = train;
+    j["v"] = kVersion;
+    j["type"] = "train";
+    j["inherit"] = inherit;
+    return j;
+  };
+  using J = nlohmann::json;
+  refused(train_with(J{{"trial", 9}, {"epoch", 3}}), "inherit.trial");  // itself
+  refused(train_with(J{{"trial", -1}, {"epoch", 3}}), "inherit: trial");
+  refused(train_with(J{{"trial", 4}, {"epoch", 0}}), "inherit.epoch");
+  refused(train_with(J{{"trial", 4}, {"epoch", 2000000}}), "inherit.epoch");
+  refused(train_with(J{{"trial", 4}, {"epoch", 1.5}}), "inherit.epoch");
+  refused(train_with(J{{"trial", 4}}), "needs trial and epoch");
+  refused(train_with(J{{"trial", 4}, {"epoch", 1}, {"from", 1}}), "unknown field 'from'");
+  refused(train_with(J(4)), "inherit");
+  // A metric set (null: left out) on the valid result above.
+  auto result_with = [&](const char* key, const nlohmann::json& value) {
+    nlohmann::json j = result;
+    j["v"] = kVersion;
+    j["type"] = "result";
+    if (value.is_null())
+      j["metrics"].erase(key);
+    else
+      j["metrics"][key] = value;
+    return j;
+  };
+  refused(result_with("inherited_from", -1), "inherited_from");
+  refused(result_with("inherited_from", 2.5), "inherited_from");
+  refused(result_with("inherited_tensors", nullptr), "needs inherited_tensors");
+  refused(result_with("inherited_params", nullptr), "needs inherited_params");
+  refused(result_with("inherited_epoch", 0), "inherited_epoch");
+  refused(result_with("inherited_tensors", 1e12), "inherited_tensors");
+  refused(result_with("inherited_tensors", int64_t{1} << 40), "inherited_tensors");
+  refused(result_with("inherited_params", -5), "inherited_params");
+}
+
 TEST_CASE("protocol: docs/protocol.md holds the message table as the code defines it") {
   const std::string path = std::string(MINAS_SOURCE_DIR) + "/docs/protocol.md";
   std::ifstream in(path);
@@ -300,6 +371,10 @@ TEST_CASE("protocol: a refused message quoting a peer's bytes still has an error
     CHECK(m.body["code"] == "malformed");
   }
   // encode itself replaces what is not UTF-8 rather than throwing.
-  const std::string bye = minas::proto::encode(minas::proto::Type::bye, {{"reason", "a\xff" "b"}});
-  CHECK(minas::proto::parse(bye).body["reason"] == "a\xef\xbf\xbd" "b");
+  const std::string bye = minas::proto::encode(minas::proto::Type::bye, {{"reason",
+                                                                          "a\xff"
+                                                                          "b"}});
+  CHECK(minas::proto::parse(bye).body["reason"] ==
+        "a\xef\xbf\xbd"
+        "b");
 }

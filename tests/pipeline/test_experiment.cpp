@@ -33,6 +33,8 @@ TEST_CASE("experiment settings: one row per field, each default the struct's own
           using T = std::remove_cvref_t<decltype(value)>;
           if constexpr (std::is_same_v<T, std::string>) {
             CHECK(value == std::string(p.default_text));
+          } else if constexpr (std::is_same_v<T, bool>) {
+            CHECK((value ? "true" : "false") == std::string(p.default_text));
           } else {
             REQUIRE_FALSE(p.default_text.empty());
             CHECK(std::to_string(value) ==

@@ -181,6 +181,70 @@ TEST_CASE("runner: the CPU runner hands over its state at an epoch and continues
   CHECK(test::contains(f.metrics["resume_refused"].get<std::string>(), "architecture"));
 }
 
+TEST_CASE("runner: a warm-started attempt inherits its parent's unchanged layers and says so") {
+  const test::TempDir dir("runner-inherit");
+  write_folder(dir.path.string(), 200);
+  auto runner = make_cpu_runner();
+  TrialRequest parent = request(dir.path.string());
+  std::string state;
+  parent.checkpoint_epochs = {2};  // its last epoch: the state children inherit
+  parent.on_checkpoint = [&](int, std::string bytes) { state = std::move(bytes); };
+  const TrialOutcome p = runner->run(
+      parent, [](int, const nlohmann::json&) {}, [] { return false; });
+  REQUIRE(p.kind == TrialOutcome::Kind::done);
+  REQUIRE_FALSE(state.empty());
+  CHECK_FALSE(p.metrics.contains("inherited_from"));  // it inherited nothing
+
+  // One op changed: stage2.layer1 conv_k3 -> sep_k3.
+  TrialRequest child = request(dir.path.string());
+  child.trial = 5;
+  child.arch = "16|32|conv_k3|skip|64|sep_k3|skip";
+  child.inherit = state;
+  child.inherit_trial = 4;
+  child.inherit_epoch = 2;
+  std::string child_state;
+  child.checkpoint_epochs = {1};
+  child.on_checkpoint = [&](int, std::string bytes) { child_state = std::move(bytes); };
+  const TrialOutcome c = runner->run(
+      child, [](int, const nlohmann::json&) {}, [] { return false; });
+  REQUIRE(c.kind == TrialOutcome::Kind::done);
+  CHECK(c.metrics["inherited_from"] == 4);
+  CHECK(c.metrics["inherited_epoch"] == 2);
+  // The stem's conv and BN (1 + 4 tensors) and the head's linear layer (2): stage1's conv
+  // inherits too, stage2's separable block does not.
+  CHECK(c.metrics["inherited_tensors"] == 1 + 4 + 1 + 4 + 2);
+  const int64_t inherited = c.metrics["inherited_params"].get<int64_t>();
+  CHECK(inherited > 0);
+  CHECK(inherited < c.metrics["params"].get<int64_t>());
+  CHECK_FALSE(c.metrics.contains("inherit_refused"));
+
+  // An attempt resumed from the child's own state reports what the child inherited.
+  TrialRequest resumed = child;
+  resumed.attempt = 1;
+  resumed.resume = child_state;
+  resumed.resume_epoch = 1;
+  const TrialOutcome r = runner->run(
+      resumed, [](int, const nlohmann::json&) {}, [] { return false; });
+  REQUIRE(r.kind == TrialOutcome::Kind::done);
+  CHECK_FALSE(r.metrics.contains("resume_refused"));
+  CHECK(r.metrics["inherited_from"] == 4);
+  CHECK(r.metrics["inherited_tensors"] == c.metrics["inherited_tensors"]);
+
+  // A parent's state that cannot be used: the attempt trains from scratch and says why.
+  TrialRequest damaged = child;
+  damaged.inherit[damaged.inherit.size() / 2] ^= 0x55;
+  TrialOutcome f = runner->run(
+      damaged, [](int, const nlohmann::json&) {}, [] { return false; });
+  CHECK(f.kind == TrialOutcome::Kind::done);
+  CHECK_FALSE(f.metrics.contains("inherited_from"));
+  CHECK(test::contains(f.metrics["inherit_refused"].get<std::string>(), "checksum"));
+  TrialRequest other_epoch = child;
+  other_epoch.inherit_epoch = 1;
+  f = runner->run(
+      other_epoch, [](int, const nlohmann::json&) {}, [] { return false; });
+  CHECK(test::contains(f.metrics["inherit_refused"].get<std::string>(), "not of epoch 1"));
+}
+
 TEST_CASE("runner: the CPU runner trains one trial data parallel over several slots") {
   const test::TempDir dir("runner-ranks");
   write_folder(dir.path.string(), 300);
