@@ -7,19 +7,17 @@
 // (experiments/evaluators.md).
 #include <algorithm>
 #include <atomic>
-#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <exception>
-#include <fstream>
 #include <memory>
 #include <optional>
 #include <string>
 #include <thread>
-#include <unordered_set>
 #include <vector>
 
+#include "cli/arch_table.h"
 #include "cli/commands.h"
 #include "cli/flag_ranges.h"
 #include "controller/ranking.h"
@@ -63,20 +61,6 @@ void check_fits(const Space& space, const Minibatch& m, const std::string& data)
 
 // ------------------------------------------------------------ the table
 
-// One CSV line's fields (the tables have no quoting); a CRLF line end is dropped.
-std::vector<std::string> fields_of(std::string line) {
-  if (!line.empty() && line.back() == '\r') line.pop_back();
-  std::vector<std::string> out;
-  size_t start = 0;
-  for (;;) {
-    const size_t comma = line.find(',', start);
-    out.push_back(
-        line.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
-    if (comma == std::string::npos) return out;
-    start = comma + 1;
-  }
-}
-
 struct TableRow {
   std::string key;
   Arch arch;
@@ -90,56 +74,20 @@ struct Table {
 };
 
 Table read_table(const std::string& path, const Space& space, const std::string& target) {
-  std::ifstream in(path);
-  if (!in) throw Error(path, "cannot read the table");
-  std::string line;
-  if (!std::getline(in, line)) throw Error(path, "empty table");
-  const std::vector<std::string> header = fields_of(line);
-  auto column = [&](const std::string& name) -> int {
-    for (size_t c = 0; c < header.size(); ++c)
-      if (header[c] == name) return static_cast<int>(c);
-    return -1;
-  };
-  const int arch = column("arch"), tgt = column(target);
-  if (arch < 0) throw Error(path, "no 'arch' column: not a ground-truth table");
-  if (tgt < 0)
-    throw Error(path, "no column '" + printable_excerpt(target, 40) +
-                          "' for --target (columns: " + printable_excerpt(line, 200) + ")");
-  const int v1 = column("valid_1ep"), v3 = column("valid_3ep"), ts = column("train_seconds");
+  const ArchTable a = ArchTable::read(path, space, {{target, "--target"}});
+  const size_t tgt = a.column(target, "--target");
+  const auto v1 = a.find("valid_1ep"), v3 = a.find("valid_3ep"), ts = a.find("train_seconds");
   Table t;
-  t.has_short = v1 >= 0 && v3 >= 0 && ts >= 0;
-  std::unordered_set<std::string> seen;
-  for (int n = 2; std::getline(in, line); ++n) {
-    if (line.empty() || line == "\r") continue;
-    const std::string where = path + ":" + std::to_string(n);
-    const std::vector<std::string> f = fields_of(line);
-    if (f.size() != header.size())
-      throw Error(where, std::to_string(f.size()) + " fields, the header has " +
-                             std::to_string(header.size()));
-    auto number = [&](int c) {
-      const std::string& s = f[static_cast<size_t>(c)];
-      double v = 0;
-      const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-      if (s.empty() || ec != std::errc() || end != s.data() + s.size() || !std::isfinite(v))
-        throw Error(where, "column " + header[static_cast<size_t>(c)] + ": '" +
-                               printable_excerpt(s, 40) + "' is not a number");
-      return v;
-    };
+  t.has_short = v1 && v3 && ts;
+  for (size_t i = 0; i < a.size(); ++i) {
     TableRow r;
-    r.key = f[static_cast<size_t>(arch)];
-    try {
-      r.arch = space.parse_key(r.key);
-    } catch (const Error& e) {
-      throw Error(where, "arch '" + printable_excerpt(r.key, 120) + "' is not of space '" +
-                             space.name() + "': " + e.reason());
-    }
-    if (!seen.insert(r.key).second)
-      throw Error(where, "architecture " + printable_excerpt(r.key, 120) + " appears twice");
-    r.target = number(tgt);
+    r.key = a.key(i);
+    r.arch = a.arch(i);
+    r.target = a.number(i, tgt);
     if (t.has_short) {
-      r.valid_1ep = number(v1);
-      r.valid_3ep = number(v3);
-      r.train_seconds = number(ts);
+      r.valid_1ep = a.number(i, *v1);
+      r.valid_3ep = a.number(i, *v3);
+      r.train_seconds = a.number(i, *ts);
     }
     t.rows.push_back(std::move(r));
   }

@@ -9,13 +9,12 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <memory>
-#include <sstream>
+#include <optional>
 #include <string>
-#include <unordered_set>
 #include <vector>
 
+#include "cli/arch_table.h"
 #include "cli/commands.h"
 #include "cli/flag_ranges.h"
 #include "controller/predictor.h"
@@ -24,13 +23,12 @@
 #include "searchspace/json_read.h"
 #include "searchspace/rng.h"
 #include "searchspace/space.h"
-#include "searchspace/text_file.h"
 
 namespace minas::cli {
 namespace {
 
 struct Flags {
-  std::string table, space = "nb201", target;
+  std::string table, space = "nb201", target, features;
   std::vector<std::string> feature_columns;
   std::vector<int> train_sizes = {10, 25, 50, 100, 200};
   int repeats = 20, held_out = 1000, members = 5, epochs = 200;
@@ -45,77 +43,45 @@ struct Data {
   std::vector<double> y;
 };
 
-// One CSV line's fields (no quoting in these tables); a CRLF line end is dropped.
-std::vector<std::string> split(std::string line) {
-  if (!line.empty() && line.back() == '\r') line.pop_back();
-  std::vector<std::string> out;
-  std::stringstream ss(line);
-  std::string f;
-  while (std::getline(ss, f, ',')) out.push_back(f);
-  if (!line.empty() && line.back() == ',') out.emplace_back();
-  return out;
-}
-
 Data read_table(const Flags& f, const Space& space) {
-  std::ifstream in(f.table);
-  if (!in) throw Error(f.table, "cannot read the table");
-  std::string line;
-  if (!std::getline(in, line)) throw Error(f.table, "empty table");
-  auto text_line = [&](size_t n) {
-    if (const std::string bad = binary_in_line(line); !bad.empty())
-      throw Error(f.table + ":" + std::to_string(n), bad + ": not a CSV table");
+  const ArchTable t = ArchTable::read(f.table, space, {{f.target, "--target"}});
+  const size_t target = t.column(f.target, "--target");
+  // A feature column is the table's, else --features' (by architecture).
+  std::optional<ArchTable> more;
+  if (!f.features.empty()) more = ArchTable::read(f.features, space);
+  struct Source {
+    const ArchTable* table;
+    size_t column;
   };
-  text_line(1);
-  const auto header = split(line);
-  auto column = [&](const std::string& name, const char* flag) {
-    for (size_t i = 0; i < header.size(); ++i)
-      if (header[i] == name) return i;
-    std::string names;
-    for (const auto& h : header) names += (names.empty() ? "" : ", ") + h;
-    throw Error(f.table, "no column '" + printable_excerpt(name, 40) + "' for " + flag +
-                             " (columns: " + printable_excerpt(names, 200) + ")");
-  };
-  const size_t key = column("arch", "the architectures");
-  const size_t target = column(f.target, "--target");
-  std::vector<size_t> extra;
-  for (const std::string& c : f.feature_columns) extra.push_back(column(c, "--feature-columns"));
+  std::vector<Source> extra;
+  for (const std::string& c : f.feature_columns) {
+    if (const auto i = t.find(c))
+      extra.push_back({&t, *i});
+    else if (more)
+      extra.push_back({&*more, more->column(c, "--feature-columns")});
+    else
+      extra.push_back({&t, t.column(c, "--feature-columns")});  // throws, naming the columns
+  }
 
   Data d;
   std::vector<std::vector<double>> numeric;  // per row, the named columns
-  std::unordered_set<std::string> keys;
-  size_t n = 1;
-  while (std::getline(in, line)) {
-    ++n;
-    if (line.empty()) continue;
-    const std::string where = f.table + ":" + std::to_string(n);
-    text_line(n);
-    const auto fields = split(line);
-    if (fields.size() != header.size())
-      throw Error(where, "has " + std::to_string(fields.size()) + " fields, the header " +
-                             std::to_string(header.size()));
-    auto number = [&](size_t c) {
-      char* end = nullptr;
-      const double v = std::strtod(fields[c].c_str(), &end);
-      if (end == fields[c].c_str() || *end != '\0' || !std::isfinite(v))
-        throw Error(where, "column " + printable_excerpt(header[c], 40) + ": '" +
-                               printable_excerpt(fields[c], 40) + "' is not a number");
-      return v;
-    };
-    Arch a;
-    try {
-      a = space.parse_key(fields[key]);
-    } catch (const Error& e) {
-      throw Error(where, std::string("arch is not of space ") + space.name() + ": " + e.what());
-    }
-    if (!keys.insert(space.key(a)).second)
-      throw Error(where, "architecture " + printable_excerpt(fields[key], 120) + " appears twice");
-    d.x.push_back(space.one_hot(a));
-    d.y.push_back(number(target));
+  for (size_t i = 0; i < t.size(); ++i) {
+    d.x.push_back(space.one_hot(t.arch(i)));
+    d.y.push_back(t.number(i, target));
     std::vector<double> v;
-    for (size_t c : extra) v.push_back(number(c));
+    for (const Source& src : extra) {
+      size_t row = i;
+      if (src.table != &t) {
+        const auto r = src.table->row_of(t.key(i));
+        if (!r)
+          throw Error(src.table->path(), "no row for architecture " +
+                                             printable_excerpt(t.key(i), 120) + " of " + f.table);
+        row = *r;
+      }
+      v.push_back(src.table->number(row, src.column));
+    }
     numeric.push_back(std::move(v));
   }
-  if (d.x.empty()) throw Error(f.table, "no rows");
   for (size_t c = 0; c < extra.size(); ++c) {
     double mean = 0, var = 0;
     for (const auto& v : numeric) mean += v[c];
@@ -231,6 +197,9 @@ void add_predictor_benchmark(CLI::App& bench) {
   cmd->add_option("--feature-columns", f->feature_columns,
                   "Numeric columns added to the one-hot features (standardized over the table)")
       ->delimiter(',');
+  cmd->add_option("--features", f->features,
+                  "A second table (an arch column; minas bench evaluators --out) for "
+                  "--feature-columns that --table lacks, joined by architecture");
   cmd->add_option("--train-sizes", f->train_sizes, "Training-set sizes")
       ->delimiter(',')
       ->default_str("10,25,50,100,200")

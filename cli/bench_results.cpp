@@ -48,7 +48,8 @@ int64_t SimulatedResults::record(db::Writer& writer, int64_t count, int64_t batc
     writer.start_trial(id, 0, worker, "cpu", now);
     const double acc = 0.5 + 0.45 * rng_.uniform();
     for (int e = 1; e <= epochs_; ++e)
-      writer.record_epoch({id, 0, e, 1.0 / e, acc * e / epochs_, acc * e / epochs_, 0.1, 1.0});
+      writer.record_epoch(
+          {id, 0, e, 1.0 / e, acc * e / epochs_, acc * e / epochs_, 0.1, 1.0, std::nullopt});
     db::TrialResult r;
     r.trial_id = id;
     r.val_acc = acc;

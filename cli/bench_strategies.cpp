@@ -7,24 +7,21 @@
 #include <cmath>
 #include <cstdio>
 #include <deque>
-#include <fstream>
 #include <limits>
 #include <map>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "cli/arch_table.h"
 #include "cli/commands.h"
 #include "cli/flag_ranges.h"
 #include "cli/strategy_flags.h"
 #include "controller/pareto.h"
 #include "controller/strategy.h"
 #include "searchspace/error.h"
-#include "searchspace/json_read.h"
 #include "searchspace/space.h"
-#include "searchspace/text_file.h"
 
 namespace minas::cli {
 namespace {
@@ -42,77 +39,24 @@ struct Row {
   double params = 0, macs = 0;
 };
 
-// One CSV line's fields (no quoting in these tables); a CRLF line end is dropped.
-std::vector<std::string> split(std::string line) {
-  if (!line.empty() && line.back() == '\r') line.pop_back();
-  std::vector<std::string> out;
-  std::stringstream ss(line);
-  std::string f;
-  while (std::getline(ss, f, ',')) out.push_back(f);
-  if (!line.empty() && line.back() == ',') out.emplace_back();
-  return out;
-}
-
 // The table by canonical key. Every row must be an architecture of the space.
 std::unordered_map<std::string, Row> read_table(const Flags& f, const Space& space,
                                                 const std::string& cost_column) {
-  std::ifstream in(f.table);
-  if (!in) throw Error(f.table, "cannot read the table");
-  std::string line;
-  if (!std::getline(in, line)) throw Error(f.table, "empty table");
-  // Each line is checked for binary bytes before its fields are used: a file
-  // that is not a table gets that said, and none of its bytes quoted raw.
-  auto text_line = [&](size_t n) {
-    if (const std::string bad = binary_in_line(line); !bad.empty())
-      throw Error(f.table + ":" + std::to_string(n), bad + ": not a CSV table");
-  };
-  text_line(1);
-  const auto header = split(line);
-  auto column = [&](const std::string& name, const char* flag) {
-    for (size_t i = 0; i < header.size(); ++i)
-      if (header[i] == name) return i;
-    std::string names;
-    for (const auto& h : header) names += (names.empty() ? "" : ", ") + h;
-    throw Error(f.table, "no column '" + printable_excerpt(name, 40) + "' for " + flag +
-                             " (columns: " + printable_excerpt(names, 200) + ")");
-  };
-  const size_t key = column("arch", "the architectures");
-  const size_t search = column(f.search_metric, "--search-metric");
-  const size_t report = column(f.report_metric, "--report-metric");
-  const size_t cost = cost_column.empty() ? 0 : column(cost_column, "--pareto");
+  std::vector<ArchTable::Needed> needed = {{f.search_metric, "--search-metric"},
+                                           {f.report_metric, "--report-metric"}};
+  if (!cost_column.empty()) needed.push_back({cost_column, "--pareto"});
+  const ArchTable t = ArchTable::read(f.table, space, needed);
+  const size_t search = t.column(f.search_metric, "--search-metric");
+  const size_t report = t.column(f.report_metric, "--report-metric");
+  const size_t cost = cost_column.empty() ? 0 : t.column(cost_column, "--pareto");
   std::unordered_map<std::string, Row> rows;
-  size_t n = 1;
-  while (std::getline(in, line)) {
-    ++n;
-    if (line.empty()) continue;
-    const std::string where = f.table + ":" + std::to_string(n);
-    text_line(n);
-    const auto fields = split(line);
-    if (fields.size() != header.size())
-      throw Error(where, "has " + std::to_string(fields.size()) + " fields, the header " +
-                             std::to_string(header.size()));
-    auto number = [&](size_t c) {
-      char* end = nullptr;
-      const double v = std::strtod(fields[c].c_str(), &end);
-      if (end == fields[c].c_str() || *end != '\0' || !std::isfinite(v))
-        throw Error(where, "column " + printable_excerpt(header[c], 40) + ": '" +
-                               printable_excerpt(fields[c], 40) + "' is not a number");
-      return v;
-    };
-    Arch a;
-    try {
-      a = space.parse_key(fields[key]);
-    } catch (const Error& e) {
-      throw Error(where, std::string("arch is not of space ") + space.name() + ": " + e.what());
-    }
+  for (size_t i = 0; i < t.size(); ++i) {
     Row r;
-    r.search = number(search);
-    r.report = number(report);
-    if (!cost_column.empty()) r.cost = number(cost);
-    if (!rows.emplace(space.key(a), r).second)
-      throw Error(where, "architecture " + printable_excerpt(fields[key], 120) + " appears twice");
+    r.search = t.number(i, search);
+    r.report = t.number(i, report);
+    if (!cost_column.empty()) r.cost = t.number(i, cost);
+    rows.emplace(t.key(i), r);
   }
-  if (rows.empty()) throw Error(f.table, "no rows");
   return rows;
 }
 

@@ -108,3 +108,47 @@ TEST_CASE("bench predictor: a missing column or a bad row is an error naming it"
   CHECK(r.status != 0);
   CHECK(contains(r.out, "table.csv:402"));
 }
+
+TEST_CASE("bench predictor: --features joins a second table's columns by architecture") {
+  minas::test::TempDir dir("bench-predictor-join");
+  const std::string table = write_table(dir);
+  // The copy column moved to a scores file, its rows in reverse order.
+  std::ifstream in(table);
+  std::string line;
+  std::vector<std::string> rows;
+  std::getline(in, line);
+  while (std::getline(in, line)) rows.push_back(line);
+  auto fields = [](const std::string& r) {
+    std::vector<std::string> f;
+    std::stringstream ss(r);
+    for (std::string x; std::getline(ss, x, ',');) f.push_back(x);
+    return f;  // arch, target, copy, noise
+  };
+  const std::string main_path = dir.file("main.csv"), scores = dir.file("scores.csv");
+  {
+    std::ofstream m(main_path), s(scores);
+    m << "arch,target,noise\n";
+    s << "copy,arch\n";
+    for (const std::string& r : rows)
+      m << fields(r)[0] << "," << fields(r)[1] << "," << fields(r)[3] << "\n";
+    for (auto it = rows.rbegin(); it != rows.rend(); ++it)
+      s << fields(*it)[2] << "," << fields(*it)[0] << "\n";
+  }
+  const std::string base = "bench predictor --space small --table " + main_path +
+                           " --target target --train-sizes 200 --repeats 3 --held-out 150";
+  auto r = run_minas(base + " --features " + scores + " --feature-columns copy,noise");
+  REQUIRE_MESSAGE(r.status == 0, r.out);
+  CHECK(line_for(r.out, 200)[0] > 0.9);
+  // Without the file, the column is missing from the table, and said so.
+  r = run_minas(base + " --feature-columns copy");
+  CHECK(r.status != 0);
+  CHECK(contains(r.out, "no column 'copy' for --feature-columns"));
+  // An architecture the scores file lacks is named.
+  {
+    std::ofstream s(scores);
+    s << "arch,copy\n" << fields(rows[1])[0] << ",1\n";
+  }
+  r = run_minas(base + " --features " + scores + " --feature-columns copy");
+  CHECK(r.status != 0);
+  CHECK(contains(r.out, "scores.csv: no row for architecture " + fields(rows[0])[0]));
+}

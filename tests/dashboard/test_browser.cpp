@@ -213,7 +213,7 @@ TEST_CASE("dashboard in a browser: the overview goes live, and a trial opens fro
     r.params = 1000 + i;
     r.finished_at = i + 1;
     r.worker_id = worker;
-    writer.record_epoch({id, 0, 1, 1.0, r.val_acc, r.val_acc, 0.1, 1.0});
+    writer.record_epoch({id, 0, 1, 1.0, r.val_acc, r.val_acc, 0.1, 1.0, std::nullopt});
     writer.record_result(r);
     population.push_back(r.val_acc);
     if (population.size() > 10) population.erase(population.begin());
@@ -427,7 +427,7 @@ TEST_CASE("dashboard in a browser: the overview goes live, and a trial opens fro
     t.queued_at = 200;
     const int64_t id = writer.add_trial(t);
     writer.start_trial(id, 0, worker, "cpu", 200);
-    writer.record_epoch({id, 0, 1, 1.0, 0.375, 0.375, 0.1, 1.0});
+    writer.record_epoch({id, 0, 1, 1.0, 0.375, 0.375, 0.1, 1.0, std::nullopt});
     writer.mark_pruned(id, 0, 300);
     writer.commit();
   }

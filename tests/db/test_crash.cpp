@@ -106,7 +106,7 @@ double val_acc_of(int64_t id) {
         last = writer.add_trial(trial);
         writer.start_trial(last, 0, std::nullopt, "cpu", now);
         for (int e = 1; e <= kEpochs; ++e) {
-          writer.record_epoch({last, 0, e, 1.0 / e, 0.1 * e, 0.1 * e, 0.05, 0.5});
+          writer.record_epoch({last, 0, e, 1.0 / e, 0.1 * e, 0.1 * e, 0.05, 0.5, std::nullopt});
         }
         minas::db::TrialResult result;
         result.trial_id = last;

@@ -46,7 +46,8 @@ int64_t add(db::Store& store, db::Writer& w, int64_t e, const std::string& key, 
   t.queued_at = 1;
   const int64_t id = w.add_trial(t);
   w.start_trial(id, 0, std::nullopt, "cpu", 2);
-  for (int k = 1; k <= epochs; ++k) w.record_epoch({id, 0, k, 1, 0.5, 0.1 * k + offset, 0.1, 1});
+  for (int k = 1; k <= epochs; ++k)
+    w.record_epoch({id, 0, k, 1, 0.5, 0.1 * k + offset, 0.1, 1, std::nullopt});
   if (finish) {
     db::TrialResult r;
     r.trial_id = id;
