@@ -23,6 +23,8 @@ struct AdaptFlags {
   uint64_t seed = 0;
   double test_share = 0.15, val_share = 0.15, final_share = 0.3;
   int fidelity = 0, workers = 0, final_epochs = 30;
+  std::string final_pick = "validation";
+  double curve_exponent = pipeline::kDefaultCurveExponent;
 };
 
 pipeline::AdaptOptions adapt_options(const AdaptFlags& f, const CLI::App& ad) {
@@ -43,6 +45,8 @@ pipeline::AdaptOptions adapt_options(const AdaptFlags& f, const CLI::App& ad) {
   o.val_share = f.val_share;
   o.final_share = f.final_share;
   o.final_epochs = f.final_epochs;
+  o.final_pick = pipeline::parse_final_pick(f.final_pick);
+  o.curve_exponent = f.curve_exponent;
   o.fidelity = f.fidelity;
   o.workers = f.workers;
   o.devices = f.devices;
@@ -118,6 +122,18 @@ void add_adapt_command(CLI::App& app) {
   ad->add_option("--final-epochs", f->final_epochs, "Epochs of the final training, at most")
       ->default_val(30)
       ->check(in_range(1, 100000));
+  ad->add_option("--final-pick", f->final_pick,
+                 "How the final training's architecture is chosen among those that meet the "
+                 "constraints: validation (the best by validation accuracy) or final-time (of "
+                 "the 5 best, the one predicted best after the epochs its measured speed affords "
+                 "in the final training's time)")
+      ->default_val("validation")
+      ->check(CLI::IsMember({"validation", "final-time"}));
+  ad->add_option("--curve-exponent", f->curve_exponent,
+                 "final-time: a in err(E) = err(F) x (E / F)^-a, the learning curve that "
+                 "predicts accuracy after E epochs from a trial's after F")
+      ->default_val(pipeline::kDefaultCurveExponent)
+      ->check(in_range(0.0, 2.0));
   ad->add_option("--fidelity", f->fidelity,
                  "Epochs per trial; 0: enough for about 150,000 images seen (3 to 30)")
       ->default_val(0)

@@ -171,6 +171,8 @@ struct SearchFlags {
   std::string budget = "20m", out;
   double final_share = 0.3;
   int final_epochs = 30;
+  std::string final_pick = "validation", pipeline = "classic";
+  double curve_exponent = pipeline::kDefaultCurveExponent;
   bool resume = false, no_final = false;
   pipeline::ExperimentSettings settings;  // the experiment's, from flags and the file
   StrategyFlags strategy;
@@ -319,6 +321,8 @@ pipeline::SearchOptions search_options(SearchFlags& f, CLI::App& sr) {
   o.budget_s = parse_duration(f.budget, "--budget");
   o.final_share = f.final_share;
   o.final_epochs = f.final_epochs;
+  o.final_pick = pipeline::parse_final_pick(f.final_pick);
+  o.curve_exponent = f.curve_exponent;
   o.final_training = !f.no_final;
   o.resume = f.resume;
   o.out = f.out;
@@ -342,10 +346,43 @@ pipeline::SearchOptions search_options(SearchFlags& f, CLI::App& sr) {
   return o;
 }
 
+// The settings `--pipeline screened` stands for: screening thousands of
+// architectures at initialization, the predictor-guided strategy warm-started
+// from the best of them, ASHA judging first after a quarter of an epoch, and
+// the final architecture chosen for the final training's time.
+const std::vector<std::pair<std::string, nlohmann::json>>& screened_pipeline() {
+  static const std::vector<std::pair<std::string, nlohmann::json>> list = {
+      {"--screen", 2000},
+      {"--strategy", "predictor"},
+      {"--asha-rungs", "0.25,1"},
+      {"--final-pick", "final-time"}};
+  return list;
+}
+
+// Sets what the pipeline stands for where neither a flag nor the experiment
+// file did: a setting given always wins, so each stays its own choice.
+void apply_pipeline(CLI::App& sr, SearchFlags& f) {
+  if (f.pipeline == "classic") return;
+  for (const auto& [flag, value] : screened_pipeline()) {
+    CLI::Option* opt = sr.get_option(flag);
+    if (opt->count() > 0) continue;
+    // Early stopping set otherwise (off, by eta or in the file) keeps its own rungs.
+    nlohmann::json v = value;
+    if (flag == "--asha-rungs") {
+      if (sr.count("--no-asha") > 0 || sr.count("--asha-eta") > 0 ||
+          !f.strategy.file_asha.is_null())
+        continue;
+      if (f.settings.config.fidelity == 1) v = "0.25";  // rungs lie below the trials' epochs
+    }
+    set_from_file(*opt, v, "--pipeline " + f.pipeline + ": " + flag);
+  }
+}
+
 // `minas search`: the search, the final training and the export; the
 // summary as one JSON line on stdout.
 void run_search_command(SearchFlags& f, CLI::App& sr) {
   if (!f.experiment.empty()) apply_search_file(sr, f);
+  apply_pipeline(sr, f);
   const Space space = Space::load(f.settings.space);
   const pipeline::SearchOptions o = search_options(f, sr);
   const pipeline::SearchResult r = pipeline::run_search(space, o);
@@ -486,6 +523,22 @@ void add_search_command(CLI::App& app) {
                  "budget)")
       ->default_val(30)
       ->check(in_range(1, kMaxEpochs));
+  sr->add_option("--final-pick", sf->final_pick,
+                 "How the final training's architecture is chosen: validation (the best by "
+                 "validation accuracy) or final-time (of the 5 best, the one predicted best after "
+                 "the epochs its measured speed affords in the final training's time)")
+      ->default_val("validation")
+      ->check(CLI::IsMember({"validation", "final-time"}));
+  sr->add_option("--curve-exponent", sf->curve_exponent,
+                 "final-time: a in err(E) = err(F) x (E / F)^-a, the learning curve that "
+                 "predicts accuracy after E epochs from a trial's after F")
+      ->default_val(pipeline::kDefaultCurveExponent)
+      ->check(in_range(0.0, 2.0));
+  sr->add_option("--pipeline", sf->pipeline,
+                 "screened: --screen 2000 --strategy predictor --asha-rungs 0.25,1 --final-pick "
+                 "final-time, each unless given; classic: the settings as given")
+      ->default_val("classic")
+      ->check(CLI::IsMember({"classic", "screened"}));
   sr->add_flag("--no-final", sf->no_final, "Search only: no final training and export");
   sr->add_option("--out", sf->out, "Export folder (default runs/EXPERIMENT)");
   sr->add_flag("--resume", sf->resume,

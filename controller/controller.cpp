@@ -320,6 +320,8 @@ struct Controller::Impl {
     p.done = core.summary.done;
     p.failed = core.summary.failed;
     p.pruned = core.summary.pruned;
+    p.screened = static_cast<int64_t>(core.screening.scored());
+    p.screen = core.config.screen;
     p.running = static_cast<int64_t>(core.book.in_flight().size());
     p.queued = static_cast<int64_t>(core.book.queued());
     p.workers = static_cast<int>(core.sessions.all().size());

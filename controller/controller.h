@@ -29,6 +29,8 @@ namespace minas {
 // Where a running search stands, for a progress display.
 struct ControllerProgress {
   int64_t done = 0, failed = 0, pruned = 0, running = 0, queued = 0;
+  // Architectures scored by screening (with a score), of the `screen` asked for (0: none).
+  int64_t screened = 0, screen = 0;
   int workers = 0, slots_busy = 0, slots = 0;
   double best_val_acc = -1;  // of the done trials; -1 before the first
   std::string best_arch;     // its canonical key

@@ -49,6 +49,8 @@ class Screening {
   void open();
   // Screening holds the trials back: it is on, and not every batch is in.
   bool pending() const { return on_ && !told_; }
+  // Architectures of the experiment scored so far, by every run (unscorable ones not counted).
+  size_t scored() const { return scores_.size(); }
   // Gives `worker`'s free slots a queued batch each; the worker waits for
   // work when there is none left to send.
   void dispatch(const std::string& worker, WorkerState& w);

@@ -417,6 +417,8 @@ FinalResult final_model(AdaptRun& run, db::Connection& conn, int64_t experiment)
   fo.reproduce = o.reproduce;
   fo.class_names = run.src.classes;
   fo.constraints = run.constraints;
+  fo.pick = o.final_pick;
+  fo.curve_exponent = o.curve_exponent;
   fo.latency_device = run.target.text;
   // The picture's x: the constraint that matters most, as the report's front table.
   fo.pareto_x = o.latency_ms > 0 ? db::Metric::latency_ms

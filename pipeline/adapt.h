@@ -34,6 +34,9 @@ struct AdaptOptions {
   uint64_t seed = 0;
   double test_share = 0.15, val_share = 0.15, final_share = 0.3;
   int final_epochs = 30;
+  // How the final training's architecture is chosen (pipeline/final_choice.h).
+  FinalPick final_pick = FinalPick::validation;
+  double curve_exponent = kDefaultCurveExponent;
   int fidelity = 0;     // epochs per trial; 0: enough for about 150,000 images seen (3 to 30)
   int workers = 0;      // local workers; 0: one per core / the target's threads
   std::string devices;  // one local worker with these slots instead

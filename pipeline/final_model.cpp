@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <numeric>
 #include <sstream>
 
@@ -15,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "controller/objective.h"
+#include "controller/ranking.h"
 #include "db/queries.h"
 #include "export/onnx.h"
 #include "pipeline/charts.h"
@@ -22,6 +24,7 @@
 #include "trainer/backends.h"
 #include "trainer/checkpoint.h"
 #include "trainer/data.h"
+#include "trainer/step_time.h"
 #include "trainer/train.h"
 
 namespace minas::pipeline {
@@ -125,7 +128,8 @@ double measure_finish_seconds(const Model& trained_later, Backend& backend,
 // that meet the constraints. Throws Error when there is none.
 std::vector<db::TrialRow> best_trials(db::Connection& conn, int64_t experiment,
                                       const FinalOptions& o) {
-  auto top = db::top_k(conn, experiment, db::Metric::val_acc, 5, o.constraints);
+  auto top = db::top_k(conn, experiment, db::Metric::val_acc,
+                       static_cast<size_t>(std::max(5, o.pick_candidates)), o.constraints);
   if (top.empty()) {
     std::string which;
     for (const auto& c : o.constraints) which += (which.empty() ? "" : ", ") + c.to_string();
@@ -135,6 +139,46 @@ std::vector<db::TrialRow> best_trials(db::Connection& conn, int64_t experiment,
                     (which.empty() ? "" : " or loosen the constraints"));
   }
   return top;
+}
+
+// The trial whose architecture is retrained: the best by validation
+// accuracy, or with FinalPick::final_time the candidate predicted best after
+// the epochs its measured speed affords in the seconds left (r.pick).
+db::TrialRow choose_trial(const Space& space, const std::vector<db::TrialRow>& top,
+                          const FinalOptions& o, const Recipe& recipe, const data::TrainTest& data,
+                          Backend& backend, const Log& log, FinalResult& r) {
+  if (o.pick == FinalPick::validation) return top.front();
+  std::vector<PickCandidate> c;
+  for (const db::TrialRow& t : top) {
+    if (c.size() == static_cast<size_t>(o.pick_candidates)) break;
+    if (!t.val_acc || t.fidelity < 1) continue;
+    PickCandidate p;
+    p.trial = t;
+    const Model m(space.lower(space.parse_key(t.arch_key)), recipe.seed);
+    p.step_seconds = measure_step_seconds(m, backend, recipe);
+    c.push_back(std::move(p));
+  }
+  if (c.empty()) return top.front();
+  const double budget =
+      o.deadline ? std::max(0.0, std::chrono::duration<double>(*o.deadline - Clock::now()).count())
+                 : 0.0;
+  // The final training's epoch: every training image (val_size 0), whole batches and the rest.
+  const auto steps =
+      static_cast<int64_t>((data.train.size() + static_cast<size_t>(recipe.batch) - 1) /
+                           static_cast<size_t>(recipe.batch));
+  rank_for_final_time(c, budget, static_cast<double>(recipe.epochs), steps, o.curve_exponent);
+  for (const PickCandidate& p : c) {
+    char line[300];
+    std::snprintf(line, sizeof line,
+                  "final choice: trial %lld, %.2f%% after %lld epoch(s), %.1f s per epoch here: "
+                  "%.1f epoch(s) in %.0f s, predicted %.2f%%\n",
+                  static_cast<long long>(p.trial.number), 100 * *p.trial.val_acc,
+                  static_cast<long long>(p.trial.fidelity), p.epoch_seconds, p.epochs, budget,
+                  100 * p.predicted);
+    log.print(line);
+  }
+  r.pick = c;
+  return c.front().trial;
 }
 
 // With a deadline: the training's time budget, set in the recipe, is what is
@@ -309,9 +353,11 @@ void report_result(std::ostream& md, const FinalOptions& o, const FinalResult& r
                    const db::TrialRow& best, const TrainReport& report, const Recipe& recipe) {
   md << "# " << o.experiment << "\n\n"
      << "## Result\n\n"
-     << "The best architecture of the search by validation accuracy, retrained with the full "
-        "recipe on the training and validation images together and evaluated once on the test "
-        "set:\n\n"
+     << (r.pick.empty() ? "The best architecture of the search by validation accuracy"
+                        : "The architecture of the search predicted best in the final training's "
+                          "time (below)")
+     << ", retrained with the full recipe on the training and validation images together and "
+        "evaluated once on the test set:\n\n"
      << "| | |\n|---|---|\n"
      << "| architecture | " << report_code(r.arch) << " |\n"
      << "| test accuracy | " << report_percent(r.test_acc) << " |\n"
@@ -333,6 +379,73 @@ void report_result(std::ostream& md, const FinalOptions& o, const FinalResult& r
         "`model.onnx` (ONNX opset 14, accepted by ONNX's checker; on "
      << r.onnx_checked << " test images its logits, computed by an ONNX evaluator of our own, "
      << "are the runtime's within " << report_number(r.onnx_max_diff, "%.2g") << ").\n\n";
+}
+
+// report.md's account of the final choice (FinalPick::final_time), if made.
+void report_choice(std::ostream& md, const FinalOptions& o, const FinalResult& r) {
+  if (r.pick.empty()) return;
+  md << "## How the architecture was chosen\n\n"
+     << "Each of the " << r.pick.size()
+     << " best by validation accuracy was timed on this machine with the final recipe (3 "
+        "training steps); the epochs it can train in the final training's time follow from "
+        "that speed, and its accuracy after them is predicted from its search trial's by "
+        "err(E) = err(F) x (E / F)^-a with a = "
+     << report_number(o.curve_exponent, "%.3g")
+     << " (pipeline/final_choice.h). The first row was retrained.\n\n"
+     << "| trial | validation (F epochs) | seconds per epoch | epochs affordable | predicted | "
+        "params | architecture |\n|---|---|---|---|---|---|---|\n";
+  for (const PickCandidate& p : r.pick)
+    md << "| " << p.trial.number << " | " << report_percent(p.trial.val_acc) << " ("
+       << p.trial.fidelity << ") | " << report_number(p.epoch_seconds, "%.1f") << " | "
+       << report_number(p.epochs, "%.1f") << " | " << report_percent(p.predicted) << " | "
+       << (p.trial.params ? std::to_string(*p.trial.params) : "-") << " | "
+       << report_code(p.trial.arch_key) << " |\n";
+  md << "\n";
+}
+
+// report.md's account of screening, if the search screened: per evaluator,
+// how many architectures it scored and how its scores ranked the trained
+// ones that it scored (Kendall's tau and Spearman's rho against their
+// validation accuracy in this run).
+void report_screening(std::ostream& md, db::Connection& conn, int64_t experiment) {
+  const auto scores = db::screening_scores(conn, experiment);
+  if (scores.empty()) return;
+  std::map<std::string, std::map<std::string, double>> by_evaluator;  // evaluator -> arch -> score
+  struct Count {
+    size_t rows = 0, scored = 0;
+    double seconds = 0;
+  };
+  std::map<std::string, Count> counts;
+  for (const auto& s : scores) {
+    Count& c = counts[s.evaluator];
+    ++c.rows;
+    c.seconds += s.seconds;
+    if (!s.score) continue;
+    ++c.scored;
+    by_evaluator[s.evaluator][s.arch_key] = *s.score;
+  }
+  const auto trained = db::top_k(conn, experiment, db::Metric::val_acc, 1'000'000);
+  md << "## Screening\n\n"
+     << "Architectures scored at initialization, without training, before the search "
+        "trained any; the rank correlation is between an evaluator's scores and the "
+        "validation accuracy of the trained architectures it scored, in this run.\n\n"
+     << "| evaluator | scored | seconds each | trained and scored | Kendall tau | Spearman rho "
+        "|\n|---|---|---|---|---|---|\n";
+  for (const auto& [evaluator, c] : counts) {
+    const auto& mine = by_evaluator[evaluator];
+    std::vector<double> x, y;
+    for (const auto& t : trained) {
+      const auto it = mine.find(t.arch_key);
+      if (it == mine.end() || !t.val_acc) continue;
+      x.push_back(it->second);
+      y.push_back(*t.val_acc);
+    }
+    auto cell = [](double v) { return std::isfinite(v) ? report_number(v, "%.3f") : "-"; };
+    md << "| " << evaluator << " | " << c.scored << " of " << c.rows << " | "
+       << report_number(c.seconds / static_cast<double>(c.rows), "%.4f") << " | " << x.size()
+       << " | " << cell(kendall_tau(x, y)) << " | " << cell(spearman_rho(x, y)) << " |\n";
+  }
+  md << "\n";
 }
 
 // report.md's search sections: the best so far and the top 5.
@@ -380,10 +493,12 @@ void write_pictures(std::ostream& md, db::Connection& conn, int64_t experiment,
   const std::string x_name(db::metric_name(o.pareto_x));
   ch::Series all{"trained candidates", {}, ch::Style::dots, "#7f7f7f"};
   for (const auto& t : db::top_k(conn, experiment, db::Metric::val_acc, 1'000'000))
-    if (const auto x = t.value(o.pareto_x); x && t.val_acc) all.points.push_back({*x, 100 * *t.val_acc});
+    if (const auto x = t.value(o.pareto_x); x && t.val_acc)
+      all.points.push_back({*x, 100 * *t.val_acc});
   ch::Series front{"Pareto front", {}, ch::Style::step, "#1f77b4"};
   for (const auto& t : db::pareto(conn, experiment, o.pareto_x))
-    if (const auto x = t.value(o.pareto_x); x && t.val_acc) front.points.push_back({*x, 100 * *t.val_acc});
+    if (const auto x = t.value(o.pareto_x); x && t.val_acc)
+      front.points.push_back({*x, 100 * *t.val_acc});
   std::vector<ch::Mark> chosen;
   if (const auto d = db::find_trial(conn, experiment, r.trial))
     if (const auto x = d->trial.value(o.pareto_x); x && d->trial.val_acc)
@@ -408,9 +523,9 @@ void write_pictures(std::ostream& md, db::Connection& conn, int64_t experiment,
                       "true: " + class_name(m.truth) + "\npredicted: " + class_name(m.predicted)});
   }
   write("misclassified.svg",
-        ch::image_grid("Test images the model gets wrong (" + std::to_string(thumbs.size()) +
-                           " shown)",
-                       thumbs, 6),
+        ch::image_grid(
+            "Test images the model gets wrong (" + std::to_string(thumbs.size()) + " shown)",
+            thumbs, 6),
         "test images the model gets wrong, with their true and predicted classes");
 }
 
@@ -429,15 +544,16 @@ FinalResult retrain_and_export(const Space& space, const FinalOptions& o,
   const int64_t experiment = db::find_experiment_id(conn, o.experiment);
   const auto top = best_trials(conn, experiment, o);
   const auto curve = db::best_so_far(conn, experiment, db::Metric::val_acc);
-  const db::TrialRow& best = top.front();
-  const Arch arch = space.parse_key(best.arch_key);
 
   // The full recipe on training and validation images together.
   Recipe recipe = o.recipe;
   recipe.set("val_size", "0", "final training");
   const data::TrainTest data = data::load_dataset(o.data);
-  Model model(space.lower(arch), recipe.seed);
   auto backend = make_cpu_backend(static_cast<int>(recipe.threads));
+  FinalResult r;
+  const db::TrialRow best = choose_trial(space, top, o, recipe, data, *backend, log, r);
+  const Arch arch = space.parse_key(best.arch_key);
+  Model model(space.lower(arch), recipe.seed);
   TrainOptions topt;
   topt.on_epoch = [&](const EpochRecord& e) {
     char line[200];
@@ -445,7 +561,6 @@ FinalResult retrain_and_export(const Space& space, const FinalOptions& o,
                   e.train_loss, e.seconds);
     log.print(line);
   };
-  FinalResult r;
   if (o.deadline) budget_training(model, *backend, data, o, log, recipe, topt, r);
   const TrainReport report = train(model, recipe, data, *backend, topt);
   const auto trained = Clock::now();
@@ -461,7 +576,11 @@ FinalResult retrain_and_export(const Space& space, const FinalOptions& o,
   std::ostringstream md;
   report_result(md, o, r, best, report, recipe);
   write_pictures(md, conn, experiment, curve, data.test, o, r);
-  report_search(md, curve, top);
+  report_choice(md, o, r);
+  report_screening(md, conn, experiment);
+  report_search(
+      md, curve,
+      std::vector<db::TrialRow>(top.begin(), top.begin() + std::min<size_t>(5, top.size())));
   if (more_report) md << "\n" << more_report(r);
   md << "\n## Reproduce\n\n"
      << "In a store that does not hold this experiment (with the same --db and --name, the "

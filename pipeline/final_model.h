@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "db/queries.h"
+#include "pipeline/final_choice.h"
 #include "pipeline/log.h"
 #include "searchspace/space.h"
 #include "trainer/recipe.h"
@@ -27,9 +28,15 @@ struct FinalOptions {
   Recipe recipe;                         // the final training (val_size is set to 0)
   std::string reproduce;                 // the command that reproduces the run, for the report
   std::vector<std::string> class_names;  // for model.json; empty: "0", "1", ...
-  // The architecture retrained is the best by validation accuracy of the
-  // trials that meet these (minas adapt: the deployment constraints).
+  // The architecture retrained is chosen among the best by validation
+  // accuracy of the trials that meet these (minas adapt: the deployment
+  // constraints): the best of them, or with FinalPick::final_time the one
+  // predicted best after the epochs it can train in the final training's
+  // time (pipeline/final_choice.h), of the `pick_candidates` best.
   std::vector<db::Constraint> constraints;
+  FinalPick pick = FinalPick::validation;
+  double curve_exponent = kDefaultCurveExponent;
+  int pick_candidates = 5;
   // Where the final latency is measured ("cpu:THREADS", "cuda:N"); empty: on
   // the training backend with the recipe's threads.
   std::string latency_device;
@@ -65,6 +72,8 @@ struct FinalResult {
     int truth = 0, predicted = 0;
   };
   std::vector<Miss> misclassified;
+  // With FinalPick::final_time: the candidates as ranked, the chosen first.
+  std::vector<PickCandidate> pick;
   // The pictures written beside report.md (file names).
   std::vector<std::string> pictures;
   // With a deadline: the training's budget, the seconds kept for the work

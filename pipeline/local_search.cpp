@@ -40,6 +40,9 @@ class ProgressDisplay {
     char best[32] = "-";
     if (p.best_val_acc >= 0) std::snprintf(best, sizeof best, "%.2f%%", 100 * p.best_val_acc);
     std::string line =
+        (p.screen > 0
+             ? "screened " + std::to_string(p.screened) + " of " + std::to_string(p.screen) + " | "
+             : std::string()) +
         "trials " + std::to_string(p.done) + " done, " + std::to_string(p.running) + " running, " +
         std::to_string(p.pruned) + " pruned, " + std::to_string(p.failed) + " failed | best " +
         best + (p.best_arch.empty() ? "" : " " + p.best_arch) + " | " + clock_text(p.elapsed_s) +

@@ -62,6 +62,8 @@ FinalResult final_training(const Space& space, const SearchOptions& o, const std
                 std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(left));
   fo.recipe.set("threads", std::to_string(cores()), "final training");
   fo.reproduce = o.reproduce;
+  fo.pick = o.final_pick;
+  fo.curve_exponent = o.curve_exponent;
   log.line("search", "final training, evaluation and export of the best architecture in the " +
                          std::to_string(static_cast<int>(std::max(kMinFinalSeconds, left))) +
                          " s left");

@@ -23,11 +23,14 @@ struct SearchOptions {
   // or with `resume` the store's latest experiment. Its budget_seconds is
   // set here: the search's share of what is left of `budget_s`.
   ExperimentConfig experiment;
-  Recipe recipe;               // the trials'; the final training's with final_epochs
-  StrategySettings strategy;   // as in experiment.strategy_settings
-  double budget_s = 1200;      // the whole run: search and final training
-  double final_share = 0.3;    // of the budget, kept for the final training
-  int final_epochs = 30;       // at most; it also ends with its share of the budget
+  Recipe recipe;              // the trials'; the final training's with final_epochs
+  StrategySettings strategy;  // as in experiment.strategy_settings
+  double budget_s = 1200;     // the whole run: search and final training
+  double final_share = 0.3;   // of the budget, kept for the final training
+  int final_epochs = 30;      // at most; it also ends with its share of the budget
+  // How the final training's architecture is chosen (pipeline/final_choice.h).
+  FinalPick final_pick = FinalPick::validation;
+  double curve_exponent = kDefaultCurveExponent;
   bool final_training = true;  // false: search only
   bool resume = false;         // continue the store's latest experiment (or the named one)
   std::string out;             // export folder; empty: runs/EXPERIMENT

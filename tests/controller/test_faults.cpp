@@ -404,6 +404,67 @@ TEST_CASE("faults: minas search runs a local pool end to end on a small data fol
   CHECK(q.column_int64(1) == 3);
 }
 
+TEST_CASE("faults: minas search --pipeline screened sets what it stands for, where not given") {
+  const minas::test::TempDir dir("search-pipeline");
+  const std::string d = dir.path.string();
+  minas::test::write_idx_folder(d, 300, 4);
+  const std::string recipe = dir.file("recipe.json");
+  std::ofstream(recipe) << R"({"epochs": 1, "val_size": 60, "batch": 32, "threads": 1})";
+  const std::string db = dir.file("minas.db"), log = dir.file("log");
+  INFO("the processes' log:\n" << minas::test::file_text(log));  // read when a check fails
+  auto search = [&](const std::string& name, std::vector<std::string> more) {
+    std::vector<std::string> args = {"search",
+                                     "--db",
+                                     db,
+                                     "--name",
+                                     name,
+                                     "--space",
+                                     "small:input=1x12x12",
+                                     "--data",
+                                     d,
+                                     "--recipe",
+                                     recipe,
+                                     "--trials",
+                                     "3",
+                                     "--fidelity",
+                                     "1",
+                                     "--workers",
+                                     "2",
+                                     "--no-final",
+                                     "--pipeline",
+                                     "screened",
+                                     "--screen-batch",
+                                     "10"};
+    args.insert(args.end(), more.begin(), more.end());
+    CHECK(wait_for(spawn(args, log)) == 0);
+  };
+  // Given: the strategy and the screen count; from the pipeline: ASHA's rung at a quarter epoch.
+  search("given", {"--strategy", "random", "--screen", "20"});
+  // Given: no early stopping, which the pipeline's rungs then leave alone.
+  search("no-asha", {"--no-asha", "--screen", "15"});
+  minas::db::Connection c = minas::db::open_store_readonly(db);
+  auto count = [&](const std::string& sql) {
+    minas::db::Statement s = c.prepare(sql);
+    REQUIRE(s.step());
+    return s.column_int64(0);
+  };
+  auto strategy = [&](const std::string& name) {
+    minas::db::Statement s = c.prepare("SELECT strategy FROM experiments WHERE name = ?");
+    s.bind_text(1, name);
+    REQUIRE(s.step());
+    return s.column_text(0);
+  };
+  const std::string of = " JOIN experiments e ON e.id = x.experiment_id WHERE e.name = ";
+  CHECK(strategy("given") == "random");
+  CHECK(strategy("no-asha") == "predictor");
+  CHECK(count("SELECT count(*) FROM screening_scores x" + of + "'given'") == 20);
+  CHECK(count("SELECT count(*) FROM screening_scores x" + of + "'no-asha'") == 15);
+  const std::string sub =
+      "SELECT count(*) FROM sub_epochs s JOIN trials x ON x.id = s.trial_id" + of;
+  CHECK(count(sub + "'given' AND s.at = 0.25") >= 1);
+  CHECK(count(sub + "'no-asha'") == 0);
+}
+
 TEST_CASE(
     "faults: a worker without the data set fetches it from the controller once and keeps it") {
   const minas::test::TempDir dir("fetch");

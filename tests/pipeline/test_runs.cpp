@@ -25,8 +25,8 @@
 #include "searchspace/error.h"
 #include "searchspace/rng.h"
 #include "tests/support.h"
-#include "tests/xml_check.h"
 #include "tests/trainer/synthetic.h"
+#include "tests/xml_check.h"
 
 namespace fs = std::filesystem;
 using minas::test::contains;
@@ -210,7 +210,8 @@ TEST_CASE("pipeline: retrain_and_export alone, its report sections, and constrai
   fo.constraints.push_back({minas::db::Metric::params, minas::db::CompareOp::le, 1});
   const minas::Error e =
       minas::test::error_of([&] { minas::pipeline::retrain_and_export(space, fo); });
-  CHECK_MESSAGE(contains(e.what(), "has no finished trial that meets params<=1"), std::string(e.what()));
+  CHECK_MESSAGE(contains(e.what(), "has no finished trial that meets params<=1"),
+                std::string(e.what()));
 }
 
 TEST_CASE("pipeline: run_search refuses bad options before it creates the store") {
@@ -224,7 +225,8 @@ TEST_CASE("pipeline: run_search refuses bad options before it creates the store"
   std::ofstream(dir.file("a-file")) << "x";
   o.out = dir.file("a-file");
   e = minas::test::error_of([&] { minas::pipeline::check_search_options(o); });
-  CHECK_MESSAGE(contains(e.what(), "is a file, not a folder for the export"), std::string(e.what()));
+  CHECK_MESSAGE(contains(e.what(), "is a file, not a folder for the export"),
+                std::string(e.what()));
   o.out.clear();
   o.pool.devices = "gpu:7";
   CHECK_THROWS_AS(minas::pipeline::run_search(space, o), minas::Error);
@@ -322,10 +324,76 @@ TEST_CASE("pipeline: run_adapt validates, searches under a cap, retrains and rep
   }
   int64_t wrong = 0;
   for (size_t t = 0; t < r.final.confusion.size(); ++t)
-    for (size_t p = 0; p < r.final.confusion[t].size(); ++p) wrong += t != p ? r.final.confusion[t][p] : 0;
+    for (size_t p = 0; p < r.final.confusion[t].size(); ++p)
+      wrong += t != p ? r.final.confusion[t][p] : 0;
   const auto grid = minas::test::check_xml(slurp(fs::path(o.out) / "misclassified.svg"));
   const int64_t shown = std::min<int64_t>(wrong, minas::pipeline::kMisclassifiedShown);
   CHECK(r.final.misclassified.size() == static_cast<size_t>(shown));
   CHECK((shown == 0 ? grid.elements.count("image") == 0 : grid.elements.at("image") == shown));
-  CHECK(contains(slurp(fs::path(o.out) / "pareto.svg"), "chosen: trial " + std::to_string(r.final.trial)));
+  CHECK(contains(slurp(fs::path(o.out) / "pareto.svg"),
+                 "chosen: trial " + std::to_string(r.final.trial)));
+}
+
+TEST_CASE(
+    "pipeline: the final training chosen for its time, and the screening's rank correlation") {
+  const minas::test::TempDir dir("pipeline-final-time");
+  const std::string d = dir.file("data");
+  minas::test::write_idx_folder(d, 300, 5);
+  const minas::Space space = minas::Space::load("small:input=1x12x12");
+  minas::pipeline::SearchOptions o = tiny_search(dir.file("minas.db"), d, "t", 6);
+  // Screening 30 architectures first; evolution's population starts from the best 4 of them.
+  o.strategy.name = "evolution";
+  o.strategy.population = 4;
+  o.strategy.tournament = 2;
+  minas::pipeline::ExperimentSettings s;
+  s.config.name = "t";
+  s.config.data = d;
+  s.config.budget_trials = 6;
+  s.config.fidelity = 1;
+  s.config.screen = 30;
+  s.config.screen_batch = 10;
+  o.experiment = minas::pipeline::experiment_config(s, o.recipe, o.strategy, std::nullopt);
+  o.final_training = false;
+  CapturedLog captured;
+  REQUIRE(minas::pipeline::run_search(space, o, captured.log()).summary.done == 6);
+
+  minas::pipeline::FinalOptions fo;
+  fo.db = o.db;
+  fo.experiment = "t";
+  fo.data = d;
+  fo.out = dir.file("final");
+  fo.recipe = o.recipe;
+  fo.recipe.set("epochs", "2", "test");
+  fo.pick = minas::pipeline::FinalPick::final_time;
+  fo.deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  const minas::pipeline::FinalResult r =
+      minas::pipeline::retrain_and_export(space, fo, {}, captured.log());
+  // The 5 best were timed and ranked; the first is the one retrained.
+  REQUIRE(r.pick.size() == 5);
+  CHECK(r.pick.front().trial.number == r.trial);
+  for (const auto& p : r.pick) {
+    CHECK(p.step_seconds > 0);
+    CHECK(p.epochs > 0);
+    CHECK(p.epochs <= 2);  // at most the recipe's
+    CHECK(p.predicted > 0);
+    CHECK(p.predicted <= 1);
+  }
+  for (size_t i = 1; i < r.pick.size(); ++i) CHECK(r.pick[i - 1].predicted >= r.pick[i].predicted);
+  CHECK(contains(captured.text, "final choice: trial " + std::to_string(r.trial)));
+  const std::string report = slurp(fs::path(fo.out) / "report.md");
+  CHECK(contains(report, "predicted best in the final training's time"));
+  CHECK(contains(report, "## How the architecture was chosen"));
+  CHECK(contains(report, "with a = 0.07"));
+  // Screening: 30 scored by synflow; the population's first 4 trials were screened ones.
+  CHECK(contains(report, "## Screening"));
+  CHECK(contains(report, "| synflow | 30 of 30 | "));
+  const auto row = report.find("| synflow | 30 of 30 | ");
+  const std::string line = report.substr(row, report.find('\n', row) - row);
+  std::vector<std::string> cells;
+  for (size_t at = 0; (at = line.find("| ", at)) != std::string::npos; at += 2)
+    cells.push_back(line.substr(at + 2, line.find(" |", at + 2) - at - 2));
+  REQUIRE(cells.size() == 6);
+  CHECK(std::stoi(cells[3]) >= 4);  // trained and scored
+  // Kendall's tau: a number, or "-" where the accuracies of tiny trials all tie.
+  CHECK((cells[4] == "-" || std::abs(std::stod(cells[4])) <= 1.0));
 }

@@ -1,0 +1,50 @@
+#pragma once
+// Which searched architecture the final training gets. By its validation
+// accuracy at the search's fidelity (FinalPick::validation), or for the
+// final training's time (FinalPick::final_time): each of the best few by
+// validation accuracy is timed on this machine with the final recipe, the
+// epochs it can train in the final training's budget are derived from that
+// speed, and the accuracy it reaches after them is predicted from its
+// validation accuracy after its trial's F epochs by a learning curve's power
+// law, err(E) = err(F) * (E / F)^-exponent. In a fixed time a large network
+// that learns fast in a short trial gets few epochs and a small one many;
+// ranking by accuracy at the search's fidelity favours the large one
+// (experiments/one-click.md).
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "db/queries.h"
+
+namespace minas::pipeline {
+
+enum class FinalPick { validation, final_time };
+
+// "validation" or "final-time"; anything else is an Error naming the choices.
+FinalPick parse_final_pick(const std::string& text);
+const char* final_pick_name(FinalPick pick);
+
+// The exponent measured on this project's 2-core one-click runs (0.0 to 0.12
+// over six runs of 5 to 20 final epochs after 3-epoch trials; their mean).
+inline constexpr double kDefaultCurveExponent = 0.07;
+
+struct PickCandidate {
+  db::TrialRow trial;        // its val_acc after `trial.fidelity` epochs
+  double step_seconds = 0;   // one training step of the final recipe here, measured
+  double epoch_seconds = 0;  // step_seconds times the final training's steps per epoch
+  double epochs = 0;         // affordable in the budget, at most the recipe's
+  double predicted = 0;      // accuracy predicted after those epochs
+};
+
+// Accuracy after `epochs` of a network whose validation accuracy was
+// `val_acc` after `fidelity` (both > 0; accuracies are fractions in [0, 1]).
+double predicted_accuracy(double val_acc, double fidelity, double epochs, double exponent);
+
+// Sets each candidate's epoch seconds, affordable epochs and prediction, and
+// orders them best first (ties: the better validation accuracy, then the
+// earlier trial). budget_s <= 0: no time bound, every candidate gets
+// max_epochs. Candidates need a val_acc, a fidelity >= 1 and step_seconds > 0.
+void rank_for_final_time(std::vector<PickCandidate>& candidates, double budget_s, double max_epochs,
+                         int64_t steps_per_epoch, double exponent);
+
+}  // namespace minas::pipeline

@@ -1,0 +1,104 @@
+// The final training's choice of architecture for its time
+// (pipeline/final_choice.h) and the step timing it is made from
+// (trainer/step_time.h).
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "pipeline/final_choice.h"
+#include "searchspace/error.h"
+#include "searchspace/space.h"
+#include "trainer/network.h"
+#include "trainer/step_time.h"
+
+using minas::pipeline::FinalPick;
+using minas::pipeline::PickCandidate;
+
+namespace {
+
+PickCandidate candidate(int64_t number, double val_acc, int64_t fidelity, double step_s) {
+  PickCandidate c;
+  c.trial.number = number;
+  c.trial.val_acc = val_acc;
+  c.trial.fidelity = fidelity;
+  c.step_seconds = step_s;
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("final choice: the power law predicts from the trial's fidelity") {
+  using minas::pipeline::predicted_accuracy;
+  // At the trial's own epochs the prediction is its accuracy.
+  CHECK(predicted_accuracy(0.92, 3, 3, 0.07) == doctest::Approx(0.92));
+  // Error falls by (E / F)^-a: 8% after 3 epochs, a = 0.5, 12 epochs: 4%.
+  CHECK(predicted_accuracy(0.92, 3, 12, 0.5) == doctest::Approx(0.96));
+  // Fewer epochs than the trial: worse, and never below 0.
+  CHECK(predicted_accuracy(0.92, 3, 1, 0.07) < 0.92);
+  CHECK(predicted_accuracy(0.5, 3, 1e-9, 1.0) == doctest::Approx(0.0));
+  // a = 0: accuracy at any epochs is the trial's.
+  CHECK(predicted_accuracy(0.9, 3, 30, 0) == doctest::Approx(0.9));
+}
+
+TEST_CASE("final choice: a slower network that is better after 3 epochs loses in a short budget") {
+  std::vector<PickCandidate> c = {candidate(1, 0.930, 3, 0.10),  // 10x slower
+                                  candidate(2, 0.923, 3, 0.01)};
+  // 100 steps per epoch: 10 s and 1 s per epoch; 60 s: 6 and 30 (capped) epochs.
+  minas::pipeline::rank_for_final_time(c, 60, 30, 100, 0.07);
+  REQUIRE(c.size() == 2);
+  CHECK(c[0].trial.number == 2);
+  CHECK(c[0].epoch_seconds == doctest::Approx(1.0));
+  CHECK(c[0].epochs == doctest::Approx(30));  // at most the recipe's epochs
+  CHECK(c[1].epochs == doctest::Approx(6));
+  CHECK(c[0].predicted > c[1].predicted);
+  // With time enough for both to reach the recipe's epochs, the better one wins.
+  minas::pipeline::rank_for_final_time(c, 3000, 30, 100, 0.07);
+  CHECK(c[0].trial.number == 1);
+  // No time bound: every candidate gets the recipe's epochs.
+  minas::pipeline::rank_for_final_time(c, 0, 30, 100, 0.07);
+  CHECK(c[0].trial.number == 1);
+  CHECK(c[1].epochs == doctest::Approx(30));
+  // Ties in prediction: the better validation accuracy, then the earlier trial.
+  std::vector<PickCandidate> t = {candidate(5, 0.9, 3, 0.01), candidate(4, 0.9, 3, 0.01)};
+  minas::pipeline::rank_for_final_time(t, 100, 30, 10, 0.07);
+  CHECK(t[0].trial.number == 4);
+}
+
+TEST_CASE("final choice: a candidate without accuracy, fidelity or speed is an error") {
+  std::vector<PickCandidate> c = {candidate(1, 0.9, 0, 0.01)};
+  CHECK_THROWS_AS(minas::pipeline::rank_for_final_time(c, 10, 30, 10, 0.07), minas::Error);
+  c = {candidate(1, 0.9, 3, 0)};
+  CHECK_THROWS_AS(minas::pipeline::rank_for_final_time(c, 10, 30, 10, 0.07), minas::Error);
+  c = {candidate(1, 0.9, 3, 0.01)};
+  c[0].trial.val_acc.reset();
+  CHECK_THROWS_AS(minas::pipeline::rank_for_final_time(c, 10, 30, 10, 0.07), minas::Error);
+}
+
+TEST_CASE("final choice: the pick's names") {
+  CHECK(minas::pipeline::parse_final_pick("validation") == FinalPick::validation);
+  CHECK(minas::pipeline::parse_final_pick("final-time") == FinalPick::final_time);
+  CHECK(std::string(minas::pipeline::final_pick_name(FinalPick::final_time)) == "final-time");
+  CHECK_THROWS_WITH_AS(minas::pipeline::parse_final_pick("\x1b[2Jfast"),
+                       doctest::Contains("'\\x1b[2Jfast' is not validation or final-time"),
+                       minas::Error);
+}
+
+TEST_CASE("step time: a wider network's step is measured slower than a narrow one's") {
+  const minas::Space space = minas::Space::load("small");
+  auto backend = minas::make_cpu_backend(1);
+  minas::Recipe recipe;
+  recipe.batch = 32;
+  const minas::Model narrow(space.lower(space.parse_key("16|32|conv_k3|skip|64|conv_k3|skip")), 0);
+  const minas::Model wide(space.lower(space.parse_key("32|64|conv_k5|conv_k5|128|conv_k5|conv_k5")),
+                          0);
+  const double n = minas::measure_step_seconds(narrow, *backend, recipe, 3);
+  const double w = minas::measure_step_seconds(wide, *backend, recipe, 3);
+  CHECK(n > 0);
+  CHECK(std::isfinite(w));
+  // The wide one does over 20 times the MACs; medians of 3 steps keep a
+  // machine's hiccup from reversing them.
+  CHECK(w > n);
+  CHECK_THROWS_AS(minas::measure_step_seconds(narrow, *backend, recipe, 0), minas::Error);
+}
