@@ -345,7 +345,10 @@ class CpuRunner final : public TrialRunner {
         return out;
       }
       nlohmann::json m = r.to_json();
+      // The curve went out as progress, epoch by epoch and inside epochs; a
+      // result's metrics are scalars (the protocol refuses anything nested).
       m.erase("epochs");
+      m.erase("points");
       if (!req.latency_device.empty()) {
         // The deployment target's latency at batch 1, not the training
         // device's: a GPU worker measures a CPU target on its own CPU threads.

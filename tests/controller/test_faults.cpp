@@ -462,6 +462,10 @@ TEST_CASE("faults: minas search --pipeline screened sets what it stands for, whe
   const std::string sub =
       "SELECT count(*) FROM sub_epochs s JOIN trials x ON x.id = s.trial_id" + of;
   CHECK(count(sub + "'given' AND s.at = 0.25") >= 1);
+  // Every trial ended done or pruned: a result after validations inside an epoch is accepted.
+  CHECK(count("SELECT count(*) FROM trials x" + of + "'given' AND x.status = 'done'") >= 1);
+  CHECK(count("SELECT count(*) FROM trials x" + of +
+              "'given' AND x.status IN ('done', 'pruned')") == 3);
   CHECK(count(sub + "'no-asha'") == 0);
 }
 

@@ -96,6 +96,9 @@ TEST_CASE("runner: the CPU runner reports validations inside an epoch with their
       [] { return false; });
   REQUIRE(ok.kind == TrialOutcome::Kind::done);
   CHECK(seen == std::vector<std::pair<int, double>>{{1, 0.5}, {1, 0.0}, {2, 1.25}, {2, 0.0}});
+  // The result holds scalars only, as a result message must: the points went out as progress.
+  for (auto it = ok.metrics.begin(); it != ok.metrics.end(); ++it)
+    CHECK_MESSAGE(!it.value().is_structured(), it.key());
 }
 
 TEST_CASE("runner: latency is measured on the request's latency device, not the training one") {
