@@ -2,15 +2,20 @@
 # The one-click search against its bar (experiments/one-click.md): `minas
 # search` with its defaults, once per seed, and the same budget spent on random
 # search (the same ASHA early stopping, the same final training), seeds
-# interleaved so that drift on a shared machine falls on both alike. Prints a
-# markdown table: per run the exported model's test accuracy, its parameters
-# and MACs, the trials, the final training's epochs and the wall clock of the
-# whole command; then mean and standard deviation per strategy.
+# interleaved so that drift on a shared machine falls on all arms alike.
+# Prints a markdown table: per run the exported model's test accuracy, its
+# parameters and MACs, the trials, the architectures screened, the final
+# training's epochs and the wall clock of the whole command; then mean and
+# standard deviation per arm.
 #
 #   bash bench/one_click.sh [SEEDS] [BUDGET] [WORKDIR]
 #       SEEDS default "0 1 2", BUDGET default 20m, WORKDIR default runs/bench-one-click
 #   MINAS=/path/to/minas to run another binary (default build/minas);
-#   SEARCH_ARGS="..." adds options to every search (e.g. --data FOLDER).
+#   SEARCH_ARGS="..." adds options to every search (e.g. --data FOLDER);
+#   ARMS="NAME:OPTIONS;NAME:OPTIONS" the arms compared (default
+#   "default:;random:--strategy random --screen 0": the defaults, and random
+#   search without screening); e.g. "screened:--pipeline screened;classic:
+#   --pipeline classic;random:--strategy random --screen 0".
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 seeds="${1:-0 1 2}"
@@ -25,16 +30,29 @@ field() {  # field REPORT NAME: the value of the row "| NAME | VALUE |" of a rep
   grep -m1 -F "| $2 | " "$1" | sed -e "s/^| $2 | //" -e 's/ |$//'  # the value may hold \|
 }
 
+arms="${ARMS:-default:;random:--strategy random --screen 0}"
+names=()
+declare -A options
+IFS=';' read -r -a list <<<"$arms"
+for arm in "${list[@]}"; do
+  n="${arm%%:*}"
+  n="${n// /}"
+  [[ "$n" =~ ^[a-z0-9_-]+$ ]] || { echo "bench/one_click.sh: bad arm name '$n' in ARMS" >&2; exit 2; }
+  names+=("$n")
+  options[$n]="${arm#*:}"
+done
+
 rows=()
-echo "budget=$budget seeds=$seeds cores=$(nproc) store=$db"
+echo "budget=$budget seeds=$seeds cores=$(nproc) store=$db arms=$arms"
 for seed in $seeds; do
-  for strategy in evolution random; do
+  for strategy in "${names[@]}"; do
     name="$strategy-seed$seed"
     out="$work/$name"
     log="$work/$name.log"
     rm -rf "$out"
     start=$(date +%s.%N)
-    if ! "$minas" search --db "$db" --name "$name" --seed "$seed" --strategy "$strategy" \
+    # shellcheck disable=SC2086  # an arm's options are words
+    if ! "$minas" search --db "$db" --name "$name" --seed "$seed" ${options[$strategy]} \
         --budget "$budget" --out "$out" ${SEARCH_ARGS:-} >"$log" 2>&1; then
       echo "bench/one_click.sh: $name failed; its log: $log" >&2
       tail -n 20 "$log" >&2
@@ -49,19 +67,21 @@ for seed in $seeds; do
     arch=$(field "$report" "architecture")
     # The command's last line is its summary, JSON: {"done":N,"failed":N,"pruned":N,...}
     num() { tail -n 1 "$log" | grep -o "\"$1\":[0-9]*" | cut -d: -f2; }
-    summary="$(num done) done, $(num pruned) pruned, $(num failed) failed"
-    row="| $strategy | $seed | $acc | $params | $macs | ${final%%,*} | $(printf '%.0f' "$wall") | $arch | $summary |"
+    summary="$(num "done") done, $(num pruned) pruned, $(num failed) failed"
+    # Screened: the last progress line's "screened N of M", else none.
+    screened=$(grep -o 'screened [0-9]* of [0-9]*' "$log" | tail -n 1 | cut -d' ' -f2)
+    row="| $strategy | $seed | $acc | $params | $macs | ${final%%,*} | $(printf '%.0f' "$wall") | $arch | $summary | ${screened:-0} |"
     rows+=("$row")
     echo "$row"
   done
 done
 
 echo
-echo "| strategy | seed | test accuracy | params | MACs | final training | wall s | architecture | trials |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "| arm | seed | test accuracy | params | MACs | final training | wall s | architecture | trials | screened |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
 echo
-for strategy in evolution random; do
+for strategy in "${names[@]}"; do
   printf '%s\n' "${rows[@]}" | awk -F'|' -v s="$strategy" '
     $2 ~ "^ *" s " *$" { v = $4; gsub(/[ %]/, "", v); x[n++] = v; sum += v }
     END {

@@ -23,8 +23,9 @@ struct AdaptFlags {
   uint64_t seed = 0;
   double test_share = 0.15, val_share = 0.15, final_share = 0.3;
   int fidelity = 0, workers = 0, final_epochs = 30;
-  std::string final_pick = "validation";
+  std::string final_pick = "validation", pipeline = "classic";
   double curve_exponent = pipeline::kDefaultCurveExponent;
+  int64_t screen = 0;
 };
 
 pipeline::AdaptOptions adapt_options(const AdaptFlags& f, const CLI::App& ad) {
@@ -47,6 +48,13 @@ pipeline::AdaptOptions adapt_options(const AdaptFlags& f, const CLI::App& ad) {
   o.final_epochs = f.final_epochs;
   o.final_pick = pipeline::parse_final_pick(f.final_pick);
   o.curve_exponent = f.curve_exponent;
+  o.screen = f.screen;
+  // --pipeline screened: what minas search's stands for, where not given.
+  if (f.pipeline == "screened") {
+    if (ad.count("--screen") == 0) o.screen = 2000;
+    if (ad.count("--final-pick") == 0) o.final_pick = pipeline::FinalPick::final_time;
+    o.quarter_rung = true;
+  }
   o.fidelity = f.fidelity;
   o.workers = f.workers;
   o.devices = f.devices;
@@ -134,6 +142,16 @@ void add_adapt_command(CLI::App& app) {
                  "predicts accuracy after E epochs from a trial's after F")
       ->default_val(pipeline::kDefaultCurveExponent)
       ->check(in_range(0.0, 2.0));
+  ad->add_option("--screen", f->screen,
+                 "Architectures sampled and scored at initialization by synflow on the workers "
+                 "(no training) before any trial; evolution starts from the best; 0: off")
+      ->default_val(0)
+      ->check(in_range(int64_t{0}, int64_t{10000000}));
+  ad->add_option("--pipeline", f->pipeline,
+                 "screened: --screen 2000, --final-pick final-time and ASHA's first rung after "
+                 "a quarter epoch, each unless given; classic: the settings as given")
+      ->default_val("classic")
+      ->check(CLI::IsMember({"classic", "screened"}));
   ad->add_option("--fidelity", f->fidelity,
                  "Epochs per trial; 0: enough for about 150,000 images seen (3 to 30)")
       ->default_val(0)

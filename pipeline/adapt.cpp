@@ -319,9 +319,11 @@ ExperimentConfig search_config(AdaptRun& run) {
   s.config.budget_seconds =
       std::max(1.0, o.budget_s * (1 - o.final_share) - run.elapsed() - run.spent);
   s.config.seed = o.seed;
+  s.config.screen = o.screen;
   AshaSettings asha;
   asha.eta = 3;
   asha.rungs = AshaSettings::geometric(std::max(1, run.fidelity / 9), 3, run.fidelity);
+  if (o.quarter_rung) asha.rungs.insert(asha.rungs.begin(), 0.25);
   return experiment_config(s, run.recipe, run.settings,
                            asha.rungs.empty() ? std::nullopt : std::optional(asha));
 }

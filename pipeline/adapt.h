@@ -37,6 +37,11 @@ struct AdaptOptions {
   // How the final training's architecture is chosen (pipeline/final_choice.h).
   FinalPick final_pick = FinalPick::validation;
   double curve_exponent = kDefaultCurveExponent;
+  // Architectures scored at initialization before any trial (evolution
+  // starts from the best that meet the constraints); 0: none.
+  int64_t screen = 0;
+  // ASHA's first rung after a quarter of an epoch, before the whole-epoch ones.
+  bool quarter_rung = false;
   int fidelity = 0;     // epochs per trial; 0: enough for about 150,000 images seen (3 to 30)
   int workers = 0;      // local workers; 0: one per core / the target's threads
   std::string devices;  // one local worker with these slots instead

@@ -397,3 +397,35 @@ TEST_CASE(
   // Kendall's tau: a number, or "-" where the accuracies of tiny trials all tie.
   CHECK((cells[4] == "-" || std::abs(std::stod(cells[4])) <= 1.0));
 }
+
+TEST_CASE("pipeline: run_adapt with the screened pipeline's settings screens and picks for time") {
+  const minas::test::TempDir dir("pipeline-adapt-screened");
+  const fs::path data = dir.path / "customer";
+  write_classes(data, {40, 40, 40});
+  minas::pipeline::AdaptOptions o;
+  o.data = data.string();
+  o.db = dir.file("store.db");
+  o.out = dir.file("out");
+  o.name = "screened";
+  o.max_params = 100000;
+  o.budget_s = 40;
+  o.final_share = 0.5;
+  o.fidelity = 1;
+  o.final_epochs = 1;
+  o.workers = 1;
+  o.screen = 30;
+  o.quarter_rung = true;
+  o.final_pick = minas::pipeline::FinalPick::final_time;
+  CapturedLog captured;
+  const minas::pipeline::AdaptResult r = minas::pipeline::run_adapt(o, captured.log());
+  INFO(captured.lines << captured.text);
+  CHECK_FALSE(r.interrupted);
+  CHECK(r.final.params <= 100000);
+  CHECK_FALSE(r.final.pick.empty());
+  CHECK(r.final.pick.front().trial.number == r.final.trial);
+  for (const auto& p : r.final.pick) CHECK(*p.trial.params <= 100000);  // the constraint holds
+  const std::string report = slurp(fs::path(o.out) / "report.md");
+  CHECK(contains(report, "## How the architecture was chosen"));
+  CHECK(contains(report, "## Screening"));
+  CHECK(contains(report, "| synflow | 30 of 30 | "));
+}
