@@ -16,6 +16,11 @@
 #   "default:;random:--strategy random --screen 0": the defaults, and random
 #   search without screening); e.g. "screened:--pipeline screened;classic:
 #   --pipeline classic;random:--strategy random --screen 0".
+#   TORCH_REF=path/to/torch_ref.py (default ../shared/bench/torch_ref.py):
+#   once, beside the arms, the hand-designed reference network at width 32
+#   trained by PyTorch on the same machine for as many epochs as fit in the
+#   same budget (timed from a 1-epoch run first); skipped, and said so, when
+#   /usr/bin/python3 cannot import torch (apt-get install python3-torch).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 seeds="${1:-0 1 2}"
@@ -75,6 +80,25 @@ for seed in $seeds; do
     echo "$row"
   done
 done
+
+# The hand-designed reference: PyTorch, width 32, epochs that fit in the budget.
+ref="${TORCH_REF:-$here/../shared/bench/torch_ref.py}"
+if [[ -f "$ref" ]] && /usr/bin/python3 -c "import torch" 2>/dev/null; then
+  budget_s=$(echo "$budget" | awk '{ s = 0; n = ""
+    for (i = 1; i <= length($0); ++i) { c = substr($0, i, 1)
+      if (c ~ /[0-9.]/) n = n c
+      else { s += n * (c == "h" ? 3600 : c == "m" ? 60 : 1); n = "" } }
+    print s + (n == "" ? 0 : n) }')
+  one=$(/usr/bin/python3 "$ref" --width 32 --epochs 1)
+  epoch_s=$(echo "$one" | grep -o 'train_s=[0-9.]*' | cut -d= -f2)
+  epochs=$(awk -v b="$budget_s" -v e="$epoch_s" 'BEGIN { n = int(b / e); print (n < 1 ? 1 : n) }')
+  start=$(date +%s.%N)
+  line=$(/usr/bin/python3 "$ref" --width 32 --epochs "$epochs")
+  wall=$(echo "$(date +%s.%N) - $start" | bc)
+  echo "torch_ref width 32: $epochs epochs in the $budget budget (1 epoch: ${epoch_s} s): $line (wall $(printf '%.0f' "$wall") s)"
+else
+  echo "torch_ref: skipped (no $ref, or /usr/bin/python3 cannot import torch: apt-get install python3-torch)"
+fi
 
 echo
 echo "| arm | seed | test accuracy | params | MACs | final training | wall s | architecture | trials | screened |"

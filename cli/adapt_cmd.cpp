@@ -52,6 +52,7 @@ pipeline::AdaptOptions adapt_options(const AdaptFlags& f, const CLI::App& ad) {
   // --pipeline screened: what minas search's stands for, where not given.
   if (f.pipeline == "screened") {
     if (ad.count("--screen") == 0) o.screen = 2000;
+    o.screen_order = "front";
     if (ad.count("--final-pick") == 0) o.final_pick = pipeline::FinalPick::final_time;
     o.quarter_rung = true;
   }
@@ -148,8 +149,9 @@ void add_adapt_command(CLI::App& app) {
       ->default_val(0)
       ->check(in_range(int64_t{0}, int64_t{10000000}));
   ad->add_option("--pipeline", f->pipeline,
-                 "screened: --screen 2000, --final-pick final-time and ASHA's first rung after "
-                 "a quarter epoch, each unless given; classic: the settings as given")
+                 "screened: --screen 2000 (taken by Pareto front of score against MACs), "
+                 "--final-pick final-time and ASHA's first rung after a quarter epoch, each "
+                 "unless given; classic: the settings as given")
       ->default_val("classic")
       ->check(CLI::IsMember({"classic", "screened"}));
   ad->add_option("--fidelity", f->fidelity,

@@ -353,6 +353,7 @@ pipeline::SearchOptions search_options(SearchFlags& f, CLI::App& sr) {
 const std::vector<std::pair<std::string, nlohmann::json>>& screened_pipeline() {
   static const std::vector<std::pair<std::string, nlohmann::json>> list = {
       {"--screen", 2000},
+      {"--screen-order", "front"},
       {"--strategy", "predictor"},
       {"--asha-rungs", "0.25,1"},
       {"--final-pick", "final-time"}};
@@ -470,6 +471,7 @@ void add_controller_command(CLI::App& app) {
   add_setting(ctl, c->settings, "screen");
   add_setting(ctl, c->settings, "screen_evaluator");
   add_setting(ctl, c->settings, "screen_batch");
+  add_setting(ctl, c->settings, "screen_order");
   add_setting(ctl, c->settings, "inherit");
   ctl->add_option("--endpoint-file", c->endpoint_file,
                   "Write the endpoint workers connect to into this file once bound (on a shared "
@@ -535,8 +537,9 @@ void add_search_command(CLI::App& app) {
       ->default_val(pipeline::kDefaultCurveExponent)
       ->check(in_range(0.0, 2.0));
   sr->add_option("--pipeline", sf->pipeline,
-                 "screened: --screen 2000 --strategy predictor --asha-rungs 0.25,1 --final-pick "
-                 "final-time, each unless given; classic: the settings as given")
+                 "screened: --screen 2000 --screen-order front --strategy predictor --asha-rungs "
+                 "0.25,1 --final-pick final-time, each unless given; classic: the settings as "
+                 "given")
       ->default_val("classic")
       ->check(CLI::IsMember({"classic", "screened"}));
   sr->add_flag("--no-final", sf->no_final, "Search only: no final training and export");
@@ -561,6 +564,7 @@ void add_search_command(CLI::App& app) {
   add_setting(sr, sf->settings, "screen");
   add_setting(sr, sf->settings, "screen_evaluator");
   add_setting(sr, sf->settings, "screen_batch");
+  add_setting(sr, sf->settings, "screen_order");
   add_setting(sr, sf->settings, "inherit");
   sf->strategy.add(sr, true, "evolution", true);
   sr->add_option("--experiment", sf->experiment,

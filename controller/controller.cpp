@@ -48,6 +48,8 @@ void check_controller_settings(const ExperimentConfig& c, const ControllerOption
   if (c.screen > 0 &&
       (c.screen_evaluator.empty() || c.screen_evaluator.size() > proto::kMaxNameBytes))
     throw Error("controller", "screen_evaluator must name an evaluator (synflow, naswot, ...)");
+  if (c.screen_order != "score" && c.screen_order != "front")
+    throw Error("controller", "screen_order must be score or front");
   if (!(c.budget_seconds >= 0) || !std::isfinite(c.budget_seconds))
     throw Error("controller",
                 "budget_seconds must be 0 (none) or a positive number of seconds, got " +

@@ -50,6 +50,11 @@ struct ExperimentConfig {
   int64_t screen = 0;
   std::string screen_evaluator = "synflow";
   int screen_batch = 50;
+  // The order the strategy takes the screened architectures in: "score"
+  // (best first) or "front" (successive Pareto fronts of score against
+  // MACs, each best first: the best-scoring architecture at every cost
+  // before the second best of any; controller/screening.h).
+  std::string screen_order = "score";
   // Weight inheritance: an evolution child trains from its parent's final
   // weights in every layer the mutation left unchanged (trainer/inherit.h).
   // The controller keeps each finished trial's final state while a child may

@@ -192,17 +192,59 @@ void Screening::requeue(ScreenBatch& b, const std::string& why) {
   if (--left_ == 0) tell_strategy();
 }
 
+std::vector<size_t> screened_order(const std::vector<double>& score,
+                                   const std::vector<double>& macs,
+                                   const std::vector<std::string>& keys, bool by_front) {
+  const size_t n = score.size();
+  std::vector<size_t> front(n, 0);
+  if (by_front) {
+    // In order of MACs (then score, best first), a point joins the first front
+    // whose best score so far is below its own: nobody there dominates it
+    // (they all cost at most as much). The fronts' best scores fall from one
+    // front to the next, so the first such front is found by bisection.
+    std::vector<size_t> by_cost(n);
+    for (size_t i = 0; i < n; ++i) by_cost[i] = i;
+    std::sort(by_cost.begin(), by_cost.end(), [&](size_t a, size_t b) {
+      if (macs[a] != macs[b]) return macs[a] < macs[b];
+      if (score[a] != score[b]) return score[a] > score[b];
+      return keys[a] < keys[b];
+    });
+    std::vector<double> best;  // per front, its best score so far (descending)
+    for (size_t i : by_cost) {
+      const auto at =
+          std::partition_point(best.begin(), best.end(), [&](double b) { return b >= score[i]; });
+      front[i] = static_cast<size_t>(at - best.begin());
+      if (at == best.end())
+        best.push_back(score[i]);
+      else
+        *at = score[i];
+    }
+  }
+  std::vector<size_t> order(n);
+  for (size_t i = 0; i < n; ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    if (front[a] != front[b]) return front[a] < front[b];
+    if (score[a] != score[b]) return score[a] > score[b];
+    return keys[a] < keys[b];
+  });
+  return order;
+}
+
 void Screening::tell_strategy() {
   told_ = true;
   const Space& space = core_.space;
-  std::vector<std::pair<double, std::string>> order;
-  for (const auto& [key, score] : scores_) order.emplace_back(score, key);
-  // Best first; ties by key, so that the order (and a resumed strategy's warm start) is fixed.
-  std::sort(order.begin(), order.end(), [](const auto& x, const auto& y) {
-    return x.first != y.first ? x.first > y.first : x.second < y.second;
-  });
+  const bool by_front = core_.config.screen_order == "front";
+  std::vector<double> score, macs;
+  std::vector<std::string> keys;
+  std::vector<Arch> archs;
+  for (const auto& [key, s] : scores_) {
+    archs.push_back(space.parse_key(key));
+    keys.push_back(key);
+    score.push_back(s);
+    macs.push_back(by_front ? static_cast<double>(space.lower(archs.back()).macs()) : 0.0);
+  }
   std::vector<Screened> best;
-  for (const auto& [score, key] : order) best.push_back({space.parse_key(key), score});
+  for (size_t i : screened_order(score, macs, keys, by_front)) best.push_back({archs[i], score[i]});
   core_.strategy.screened(best);
   std::string rate;
   if (screened_now_ > 0 && started_ > 0) {
@@ -213,7 +255,8 @@ void Screening::tell_strategy() {
     rate = buf;
   }
   core_.log("screening done: " + std::to_string(best.size()) + " architectures scored by " +
-            core_.config.screen_evaluator + rate + "; the strategy has them");
+            core_.config.screen_evaluator + rate + "; the strategy has them" +
+            (by_front ? ", by Pareto front against MACs" : ""));
 }
 
 void Screening::send_acks() {

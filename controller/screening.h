@@ -28,6 +28,18 @@ namespace minas::loop {
 
 struct Core;
 
+// The order of screened architectures for the strategy, as indices into the
+// lists. by_front false: by score, best first. by_front true: by Pareto front
+// of score (higher is better) against MACs (lower is better), the first
+// front holding every architecture no other scores at least as well at no
+// more MACs (and better in one; of an exact tie in both, the later in key
+// order goes to the next front), then the front of the rest, and so on;
+// within a front, by score. Ties after that by key, so the order is the same
+// in every run. O(n log n). The lists are of equal length.
+std::vector<size_t> screened_order(const std::vector<double>& score,
+                                   const std::vector<double>& macs,
+                                   const std::vector<std::string>& keys, bool by_front);
+
 enum class BatchPhase { queued, running, done };
 
 struct ScreenBatch {

@@ -689,7 +689,7 @@ std::optional<TrialDetail> find_trial(Connection& conn, int64_t experiment_id, i
     s.bind_int64(1, d.trial.id).bind_int64(2, d.trial.attempt);
     while (s.step()) {
       d.curve.push_back({s.column_int64(0), opt_real(s, 1), opt_real(s, 2), opt_real(s, 3),
-                         opt_real(s, 4), opt_real(s, 5)});
+                         opt_real(s, 4), opt_real(s, 5), std::nullopt});
     }
   }
   // Stores before schema version 8 have no validations inside an epoch.

@@ -320,6 +320,7 @@ ExperimentConfig search_config(AdaptRun& run) {
       std::max(1.0, o.budget_s * (1 - o.final_share) - run.elapsed() - run.spent);
   s.config.seed = o.seed;
   s.config.screen = o.screen;
+  s.config.screen_order = o.screen_order;
   AshaSettings asha;
   asha.eta = 3;
   asha.rungs = AshaSettings::geometric(std::max(1, run.fidelity / 9), 3, run.fidelity);

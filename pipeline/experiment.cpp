@@ -55,6 +55,9 @@ std::vector<ExperimentParam> make_table() {
        "What screening scores by: naswot, synflow, grad_norm, jacob_cov, params or macs"},
       {"screen_batch", +[](S& s) -> int& { return s.config.screen_batch; }, "50", 1,
        kMaxScreenBatch, "Architectures per screening request to a worker slot"},
+      {"screen_order", +[](S& s) -> std::string& { return s.config.screen_order; }, "score", 0, 0,
+       "The order the strategy takes the screened in: score (best first) or front (Pareto "
+       "fronts of score against MACs, each best first)"},
       {"inherit", +[](S& s) -> bool& { return s.config.inherit; }, "false", 0, 1,
        "Evolution children train from their parent's final weights in every layer the mutation "
        "left unchanged (a warm start; the final training never inherits)"},
@@ -132,6 +135,9 @@ ExperimentConfig experiment_config(const ExperimentSettings& s, const Recipe& re
     throw Error("--screen-evaluator", "unknown evaluator '" +
                                           printable_excerpt(cfg.screen_evaluator, 40) +
                                           "' (evaluators: " + proxy_names() + ")");
+  if (cfg.screen_order != "score" && cfg.screen_order != "front")
+    throw Error("--screen-order",
+                "'" + printable_excerpt(cfg.screen_order, 40) + "' is not score or front");
   cfg.recipe = recipe.to_json();
   cfg.strategy_settings = strategy.to_json();
   cfg.objective = strategy.objective;

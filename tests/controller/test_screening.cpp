@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -14,6 +15,7 @@
 
 #include "controller/controller.h"
 #include "controller/protocol.h"
+#include "controller/screening.h"
 #include "db/queries.h"
 #include "searchspace/rng.h"
 #include "tests/controller/loop_support.h"
@@ -227,7 +229,59 @@ TEST_CASE(
   for (const auto& k : doomed) CHECK(keys.count(k) == 1);
 }
 
-TEST_CASE("screening: answers are checked against their batch, and a second answer counts nothing") {
+TEST_CASE("screening: the order by score, and by Pareto front of score against MACs") {
+  // Five architectures: (score, MACs).
+  const std::vector<double> score = {5, 9, 7, 9, 3};
+  const std::vector<double> macs = {10, 100, 20, 100, 5};
+  const std::vector<std::string> keys = {"a", "b", "c", "d", "e"};
+  CHECK(minas::loop::screened_order(score, macs, keys, false) ==
+        std::vector<size_t>{1, 3, 2, 0, 4});  // b and d tie in score: by key
+  // Fronts: e (cheapest), a, c and b are each the best at their cost; d ties b
+  // exactly and goes to the next front.
+  CHECK(minas::loop::screened_order(score, macs, keys, true) == std::vector<size_t>{1, 2, 0, 4, 3});
+  // A point beaten at no more cost waits for the next front, however good.
+  const std::vector<double> s2 = {8, 9, 1}, m2 = {10, 5, 1};
+  CHECK(minas::loop::screened_order(s2, m2, {"x", "y", "z"}, true) == std::vector<size_t>{1, 2, 0});
+  CHECK(minas::loop::screened_order({}, {}, {}, true).empty());
+  // Fronts of many points: every point of a front is dominated by none of its
+  // own or a later front, and dominated by some point of the front before.
+  minas::Rng rng(3);
+  std::vector<double> s3, m3;
+  std::vector<std::string> k3;
+  for (int i = 0; i < 300; ++i) {
+    s3.push_back(std::floor(rng.uniform() * 50));
+    m3.push_back(std::floor(rng.uniform() * 50));
+    k3.push_back("k" + std::to_string(1000 + i));
+  }
+  const auto order = minas::loop::screened_order(s3, m3, k3, true);
+  REQUIRE(order.size() == 300);
+  auto dominates = [&](size_t p, size_t q) {
+    return s3[p] >= s3[q] && m3[p] <= m3[q] && (s3[p] > s3[q] || m3[p] < m3[q]);
+  };
+  // Peel the fronts by brute force and compare as sets, in order.
+  std::vector<bool> taken(300, false);
+  size_t at = 0;
+  while (at < order.size()) {
+    std::set<size_t> front;
+    for (size_t i = 0; i < 300; ++i) {
+      if (taken[i]) continue;
+      bool dominated = false;
+      for (size_t j = 0; j < 300 && !dominated; ++j)
+        dominated = !taken[j] && j != i &&
+                    (dominates(j, i) || (s3[j] == s3[i] && m3[j] == m3[i] && k3[j] < k3[i]));
+      if (!dominated) front.insert(i);
+    }
+    REQUIRE(!front.empty());
+    const std::set<size_t> got(order.begin() + static_cast<long>(at),
+                               order.begin() + static_cast<long>(at + front.size()));
+    CHECK(got == front);
+    for (size_t i : front) taken[i] = true;
+    at += front.size();
+  }
+}
+
+TEST_CASE(
+    "screening: answers are checked against their batch, and a second answer counts nothing") {
   ScreenSearch search("screen-answers", "answers");
   Lines log;
   ControllerOptions opt = Search::options();

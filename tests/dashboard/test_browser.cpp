@@ -247,7 +247,7 @@ TEST_CASE("dashboard in a browser: the overview goes live, and a trial opens fro
   int next = 6;
   auto advance = [&] {
     writer.record_epoch(
-        {slow_id, 0, next - 5, 1.0 / (next - 5), 0.5, 0.5 + 0.001 * next, 0.1, 1.0});
+        {slow_id, 0, next - 5, 1.0 / (next - 5), 0.5, 0.5 + 0.001 * next, 0.1, 1.0, std::nullopt});
     add(next++);
   };
 
