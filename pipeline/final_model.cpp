@@ -159,8 +159,11 @@ db::TrialRow choose_trial(const Space& space, const std::vector<db::TrialRow>& t
     c.push_back(std::move(p));
   }
   if (c.empty()) return top.front();
+  // With a deadline, the seconds left (at least what the training gets when
+  // less is left); without one, no time bound (0).
   const double budget =
-      o.deadline ? std::max(0.0, std::chrono::duration<double>(*o.deadline - Clock::now()).count())
+      o.deadline ? std::max(kMinFinalSeconds,
+                            std::chrono::duration<double>(*o.deadline - Clock::now()).count())
                  : 0.0;
   // The final training's epoch: every training image (val_size 0), whole batches and the rest.
   const auto steps =
