@@ -5,6 +5,7 @@
 // heartbeats).
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <functional>
@@ -134,10 +135,14 @@ class WatchedRunner final : public TrialRunner {
 // WorkerOptions that `make` gives for the controller's endpoint. Workers are
 // stopped after it: one that took the controller for lost while it was busy
 // reconnects under a new identity, misses the goodbye and would wait.
+// `opt` is the controller's (Search::options() by default); `running`, when
+// given, holds the controller while it runs.
 inline ControllerSummary run_workers(
     Search& search, const ExperimentConfig& cfg,
-    const std::function<std::vector<WorkerOptions>(const std::string& endpoint)>& make) {
-  Controller controller(search.store, search.space, *search.strategy, cfg, Search::options());
+    const std::function<std::vector<WorkerOptions>(const std::string& endpoint)>& make,
+    const ControllerOptions& opt = Search::options(), std::atomic<Controller*>* running = nullptr) {
+  Controller controller(search.store, search.space, *search.strategy, cfg, opt);
+  if (running) running->store(&controller);
   std::vector<std::unique_ptr<Worker>> workers;
   for (WorkerOptions& o : make(controller.endpoint()))
     workers.push_back(std::make_unique<Worker>(std::move(o)));
@@ -146,6 +151,7 @@ inline ControllerSummary run_workers(
   const ControllerSummary s = controller.run();
   for (auto& w : workers) w->request_stop();
   for (auto& t : threads) t.join();
+  if (running) running->store(nullptr);
   return s;
 }
 

@@ -121,18 +121,7 @@ ControllerSummary run_with(
     std::atomic<Controller*>* out = nullptr) {
   ControllerOptions opt = Search::options();
   opt.log = log.sink();
-  Controller controller(search.store, search.space, *search.strategy, cfg, opt);
-  if (out) out->store(&controller);
-  std::vector<std::unique_ptr<Worker>> workers;
-  for (WorkerOptions& o : make(controller.endpoint()))
-    workers.push_back(std::make_unique<Worker>(std::move(o)));
-  std::vector<std::thread> threads;
-  for (auto& w : workers) threads.emplace_back([&w] { w->run(); });
-  const ControllerSummary s = controller.run();
-  for (auto& w : workers) w->request_stop();
-  for (auto& t : threads) t.join();
-  if (out) out->store(nullptr);
-  return s;
+  return run_workers(search, cfg, make, opt, out);
 }
 
 // Every row scored, each architecture once.
