@@ -1,6 +1,7 @@
 #pragma once
 // One checking macro per GPU library: each names the call, the library's own
 // error text, and the file and line, and throws minas::Error.
+#include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <cudnn.h>
 #include <nccl.h>
@@ -40,4 +41,11 @@ namespace minas::cuda {
     const ncclResult_t minas_nr_ = (call);                                                   \
     if (minas_nr_ != ncclSuccess)                                                            \
       ::minas::cuda::fail("nccl", #call, ncclGetErrorString(minas_nr_), __FILE__, __LINE__); \
+  } while (0)
+
+#define MINAS_CUBLAS_CHECK(call)                                                                  \
+  do {                                                                                            \
+    const cublasStatus_t minas_bs_ = (call);                                                      \
+    if (minas_bs_ != CUBLAS_STATUS_SUCCESS)                                                       \
+      ::minas::cuda::fail("cublas", #call, cublasGetStatusString(minas_bs_), __FILE__, __LINE__); \
   } while (0)
