@@ -124,7 +124,7 @@ void add_train_commands(CLI::App& app) {
                 static_cast<long long>(model.graph().macs()), backend->threads());
     TrainOptions opt;
     opt.on_epoch = [&](const EpochRecord& e) { print_epoch(e, recipe.epochs); };
-    const TrainReport report = train_on(f->device, model, recipe, data, *backend, opt);
+    const TrainReport report = train(model, recipe, data, *backend, opt);
     nlohmann::json j = report.to_json();
     if (!f->out.empty()) {
       std::filesystem::create_directories(f->out);
@@ -199,7 +199,7 @@ void add_train_benchmarks(CLI::App& bench_group) {
       std::printf("epoch %d test_acc=%.4f train_s=%.2f\n", e.epoch, acc, trained);
       if (acc >= f->target) reached = trained;
     };
-    const TrainReport r = train_on(f->device, model, recipe, data, *backend, opt);
+    const TrainReport r = train(model, recipe, data, *backend, opt);
     if (f->target > 0) {
       if (reached >= 0)
         std::printf("target=%.4f train_s_to_target=%.2f\n", f->target, reached);

@@ -7,18 +7,21 @@
 namespace minas {
 namespace {
 
-std::unique_ptr<Backend> make_cpu(int, int threads) { return make_cpu_backend(threads); }
+std::unique_ptr<Backend> make_cpu(int, int threads) {
+  return make_cpu_backend(threads);
+}
 
 const BackendEntry kCpu = {.kind = "cpu",
                            .make = make_cpu,
-                           .train_resident = nullptr,
                            .train_data_parallel = nullptr,
                            .make_gang_id = nullptr,
                            .devices = nullptr};
 
 // The GPU's entry (the only kind with a number in its device names), or null
 // in builds without it.
-const BackendEntry* gpu() { return find_backend("cuda"); }
+const BackendEntry* gpu() {
+  return find_backend("cuda");
+}
 
 constexpr const char* kNoGpu = "this build has no GPU backend";
 
@@ -48,19 +51,9 @@ int cuda_index(const std::string& device) {
   return std::stoi(n);
 }
 
-TrainReport train_on(const std::string& device, Model& model, const Recipe& recipe,
-                     const data::TrainTest& data, Backend& backend, const TrainOptions& options) {
-  // A device name is read as a GPU's only in builds that have one, as make_backend reads it.
-  if (const BackendEntry* g = gpu(); g && g->train_resident) {
-    const int index = cuda_index(device);
-    if (index >= 0 && !options.resume && !options.on_checkpoint &&
-        !(options.comm && options.comm->size() > 1) && recipe.time_budget_s <= 0)
-      return g->train_resident(index, model, recipe, data, options);
-  }
-  return train(model, recipe, data, backend, options);
+bool built_with_gpu_backend() {
+  return gpu() != nullptr;
 }
-
-bool built_with_gpu_backend() { return gpu() != nullptr; }
 
 TrainReport train_on_gpus(const std::vector<int>& gpus, const LayerGraph& graph, Model& model,
                           const Recipe& recipe, const data::TrainTest& data,
@@ -81,9 +74,9 @@ std::unique_ptr<Backend> make_backend(const std::string& device, int threads) {
   if (device == "cpu" || device.rfind("cpu.", 0) == 0) return kCpu.make(0, threads);
   if (const int index = cuda_index(device); index >= 0) {
     if (const BackendEntry* g = gpu()) return g->make(index, threads);
-    throw Error("--device " + device,
-                std::string(kNoGpu) +
-                    " (CUDA, cuDNN or NCCL were not found when it was configured)");
+    throw Error(
+        "--device " + device,
+        std::string(kNoGpu) + " (CUDA, cuDNN or NCCL were not found when it was configured)");
   }
   throw Error("--device " + device, "not a device: cpu or cuda:N");
 }

@@ -24,20 +24,13 @@ namespace minas {
 // or -1 for any other device.
 int cuda_index(const std::string& device);
 
-// Trains as train() does, on the GPU when the device is one (train_on_gpu:
-// everything resident there, a captured step replayed), else on `backend`.
-// GPU training takes the epoch callbacks and the cancel; the other options
-// (resume, checkpoints, data parallel) go through train() on `backend`.
-TrainReport train_on(const std::string& device, Model& model, const Recipe& recipe,
-                     const data::TrainTest& data, Backend& backend, const TrainOptions& options);
-
 // Whether this build has the GPU backend.
 bool built_with_gpu_backend();
 
-// One trial data parallel over distinct GPUs (train_on_gpu with NCCL), rank 0
-// on `model` with the options' callbacks, the others on threads of their own
-// with copies of `graph`; `cancelled` stops every rank. Builds without the GPU
-// backend refuse.
+// One trial data parallel over distinct GPUs: train() on each GPU's resident
+// engine, the gradients averaged over NCCL; rank 0 on `model` with the
+// options' callbacks, the others on threads of their own with copies of
+// `graph`; `cancelled` stops every rank. Builds without the GPU backend refuse.
 //
 // A gang (`gang` set): these GPUs are ranks first_rank, ... of a trial spread
 // over several hosts: NCCL joins them under the unique id made on rank 0's
@@ -76,16 +69,11 @@ struct BackendEntry {
   // The backend on device `index` (cuda:N's N; 0 for the CPU) with `threads`
   // CPU threads (0: all).
   std::unique_ptr<Backend> (*make)(int index, int threads);
-  // train() with everything resident on device `index` (train_on: when the
-  // options ask nothing it lacks).
-  TrainReport (*train_resident)(int index, Model& model, const Recipe& recipe,
-                                const data::TrainTest& data, const TrainOptions& options);
   // One trial data parallel over devices of this kind (train_on_gpus).
   TrainReport (*train_data_parallel)(const std::vector<int>& devices, const LayerGraph& graph,
                                      Model& model, const Recipe& recipe,
                                      const data::TrainTest& data, const TrainOptions& options,
-                                     const std::function<bool()>& cancelled,
-                                     const GpuGang* gang);
+                                     const std::function<bool()>& cancelled, const GpuGang* gang);
   // The id a gang's devices meet by, made on rank 0's host (make_gang_nccl_id).
   std::string (*make_gang_id)();
   // The devices of this kind on this machine; empty (not an error) when there

@@ -12,6 +12,9 @@
 
 namespace minas {
 
+struct EngineSetup;
+class StepEngine;
+
 enum class NetMode {
   train,    // forward with batch statistics, loss, backward
   eval,     // forward with running statistics
@@ -78,6 +81,11 @@ class Backend {
   // every step, so optimizer updates are seen without recompiling.
   virtual std::unique_ptr<Network> compile(Model& model, int batch, NetMode mode,
                                            const NetworkOptions& options) = 0;
+  // A training engine (trainer/engine.h) that keeps the run on this
+  // backend's device (the data set, the optimizer, the schedule; a captured
+  // step), when the backend offers one for this setup; null (the default):
+  // train() drives the host engine, which works through compile().
+  virtual std::unique_ptr<StepEngine> resident_engine(Model& model, const EngineSetup& setup);
 };
 
 // oneDNN on `threads` CPU threads (0: all the process may use).

@@ -9,7 +9,7 @@
 #include <utility>
 
 #include "searchspace/error.h"
-#include "trainer/data_parallel.h"
+#include "trainer/engine.h"
 #include "trainer/optim.h"
 
 namespace minas {
@@ -98,24 +98,35 @@ std::vector<std::pair<double, uint64_t>> point_steps(const std::vector<double>& 
 // exactly up to 2^24, so that is the most a plan broadcast to ranks may hold.
 constexpr uint64_t kNoStepCap = uint64_t{1} << 24;
 
+// The engine a run trains through: the backend's resident one when it offers
+// one and the options allow it, else the host engine.
+std::unique_ptr<StepEngine> make_engine(Model& model, Backend& backend, const EngineSetup& setup,
+                                        bool resident) {
+  if (resident)
+    if (auto e = backend.resident_engine(model, setup)) return e;
+  return make_host_engine(model, backend, setup);
+}
+
 // Seconds per training step of `model` at this batch: a few steps of a
-// throwaway copy on one real batch, after one untimed step (first-run costs).
-double probe_step_seconds(const Model& model, Backend& backend, int batch, const NetworkOptions& no,
-                          data::BatchLoader& loader, const LayerGraph& g) {
+// throwaway copy through an engine of the run's kind, after one untimed step
+// (first-run costs, a graph's capture).
+double probe_step_seconds(const Model& model, Backend& backend, EngineSetup setup, bool resident) {
   Model probe_model = model;
-  NetworkOptions quiet = no;
-  quiet.on_layer_gradients = nullptr;  // the copy's gradients are nobody's to reduce
-  auto probe = backend.compile(probe_model, batch, NetMode::train, quiet);
-  data::Batch b;
-  if (!loader.next(b)) throw Error("data", "no training batch");
-  std::vector<float> x(
-      b.x, b.x + static_cast<size_t>(b.n) * static_cast<size_t>(g.input_shape().elements()));
-  std::vector<int32_t> y(b.y, b.y + b.n);
-  loader.reset(0);
-  probe->train_step(x.data(), y.data());
-  const auto t0 = Clock::now();
+  setup.comm = setup.device_comm = nullptr;  // the copy's gradients are nobody's to reduce
+  auto probe = make_engine(probe_model, backend, setup, resident);
   const int probes = 3;
-  for (int i = 0; i < probes; ++i) probe->train_step(x.data(), y.data());
+  const ElasticSchedule schedule(*setup.recipe, probe->steps_per_epoch(), probes + 1);
+  probe->use_schedule(schedule);
+  const uint64_t per_epoch = probe->steps_per_epoch();
+  auto step = [&](uint64_t i) {
+    if (i > 0 && i % per_epoch == 0) probe->start_epoch(i / per_epoch);  // a tiny data set
+    probe->step(i);
+  };
+  step(0);
+  probe->epoch_sums();  // waits for it
+  const auto t0 = Clock::now();
+  for (int i = 1; i <= probes; ++i) step(static_cast<uint64_t>(i));
+  probe->epoch_sums();
   return std::max(seconds_since(t0) / probes, 1e-6);
 }
 
@@ -297,30 +308,28 @@ TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& dat
                                         "the " + std::to_string(train_idx.size()) +
                                         " training images of rank " + std::to_string(rank));
   }
-  data::LoaderOptions lo;
-  lo.batch_size = batch;
-  lo.shuffle = true;
-  lo.drop_last = true;  // every step sees a full batch, as the reference recipe does
-  lo.augment = {static_cast<int>(recipe.crop_pad), recipe.hflip};
-  lo.norm = norm;
-  lo.seed = recipe.seed;
-  data::BatchLoader loader(data.train, train_idx, lo);
-  const uint64_t per_epoch = loader.batches_per_epoch();
-
-  NetworkOptions no;
-  no.label_smoothing = static_cast<float>(recipe.label_smoothing);
-  no.seed = recipe.seed + static_cast<uint64_t>(rank) * 0x9e3779b97f4a7c15ULL;  // masks per rank
-  no.precision = recipe.precision;
-  std::unique_ptr<GradientReducer> reducer;
-  if (comm) {
-    reducer = std::make_unique<GradientReducer>(model, *comm, options.bucket_bytes);
-    no.on_layer_gradients = [r = reducer.get()](int layer) { r->layer_ready(layer); };
-  }
-  auto net = backend.compile(model, batch, NetMode::train, no);
+  EngineSetup setup;
+  setup.recipe = &recipe;
+  setup.images = &data.train;
+  setup.indices = std::move(train_idx);
+  setup.loader.batch_size = batch;
+  setup.loader.shuffle = true;
+  setup.loader.drop_last = true;  // every step sees a full batch, as the reference recipe does
+  setup.loader.augment = {static_cast<int>(recipe.crop_pad), recipe.hflip};
+  setup.loader.norm = norm;
+  setup.loader.seed = recipe.seed;
+  setup.network.label_smoothing = static_cast<float>(recipe.label_smoothing);
+  setup.network.seed =
+      recipe.seed + static_cast<uint64_t>(rank) * 0x9e3779b97f4a7c15ULL;  // masks per rank
+  setup.network.precision = recipe.precision;
+  setup.comm = comm;
+  setup.device_comm = comm ? options.device_comm : nullptr;
+  setup.bucket_bytes = options.bucket_bytes;
+  setup.capture_graph = options.capture_graph;
+  const size_t train_images = setup.indices.size();
+  std::unique_ptr<StepEngine> engine = make_engine(model, backend, setup, options.resident);
+  const uint64_t per_epoch = engine->steps_per_epoch();
   Evaluator val_eval(model, backend, options.eval_batch, norm);
-
-  Optimizer opt(recipe);
-  for (Param& p : model.params()) opt.add_param(p.value.data(), p.grad.data(), p.size(), p.kind);
 
   // The schedule needs the run's length. With epochs alone it is fixed here.
   // With a time budget it is the steps the budget buys, which only training
@@ -349,16 +358,17 @@ TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& dat
     // training step per image (forward only) until one is measured.
     const double val_share = val_idx.empty() ? 0.0
                                              : 0.35 * static_cast<double>(val_idx.size()) /
-                                                   static_cast<double>(train_idx.size());
+                                                   static_cast<double>(train_images);
     plan.emplace(recipe.time_budget_s, budget_start, cap, per_epoch, val_share);
     if (rank == 0) {
-      double step_s = probe_step_seconds(model, backend, batch, no, loader, g);
+      double step_s = probe_step_seconds(model, backend, setup, options.resident);
       if (options.probe_filter) step_s = options.probe_filter(step_s);
       total = plan->first(step_s);
     }
     if (comm) total = broadcast_steps(*comm, total);  // every rank runs rank 0's plan
   }
   ElasticSchedule schedule(recipe, per_epoch, total);
+  engine->use_schedule(schedule);
   if (plan) plan->start(0, Clock::now());
 
   uint64_t step = 0;
@@ -382,48 +392,57 @@ TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& dat
     if (first_epoch < 2 || step != static_cast<uint64_t>(first_epoch - 1) * per_epoch ||
         step > total)
       throw Error("resume", "the checkpoint's epoch and step do not match: " + info.dump());
-    for (size_t i = 0; i < opt.size(); ++i) {
+    for (size_t i = 0; i < engine->momentum_count(); ++i) {
       const std::string name = "optimizer.momentum." + std::to_string(i);
       const CheckpointTensor* t = options.resume->find(name);
-      auto buf = opt.momentum_buffer(i);
-      if (!t || t->data.size() != buf.size())
+      if (!t || t->data.size() != model.params()[i].size())
         throw Error("resume", "the checkpoint has no tensor '" + name + "' of the network's shape");
-      std::copy(t->data.begin(), t->data.end(), buf.begin());
+      engine->set_momentum(i, t->data);
     }
-    loader.reset(static_cast<uint64_t>(first_epoch - 1));
   }
-  if (reducer) reducer->broadcast_state(0);  // every rank starts from rank 0's weights
+  engine->share_state();  // every rank starts from rank 0's weights
 
   TrainReport report;
   report.params = model.parameter_count();
   report.macs = g.macs();
   auto out_of_time = [&] { return timed && seconds_since(budget_start) > recipe.time_budget_s; };
+  // The sums of steps over every rank, the same on each; a loss that is not
+  // finite anywhere ends the run on every rank at once.
+  auto over_ranks = [&](StepSums s, int epoch) {
+    if (comm) {
+      std::array<float, 3> v{static_cast<float>(s.loss), static_cast<float>(s.correct),
+                             static_cast<float>(s.images)};
+      comm->all_reduce_sum(v);
+      s = {v[0], static_cast<int64_t>(v[1]), static_cast<int64_t>(v[2])};
+    }
+    if (!std::isfinite(s.loss))
+      throw Error("training", "diverged in epoch " + std::to_string(epoch) + " (by step " +
+                                  std::to_string(step) + "): the loss is " +
+                                  std::to_string(s.loss));
+    return s;
+  };
   bool stopped = false, cancelled = false;
   // The run's end: the schedule's, or where a cut fraction stops it.
   auto end_step = [&] { return std::min(schedule.total_steps(), last_step); };
   size_t next_point = 0;  // the first point of `points` not yet validated
   while (next_point < points.size() && points[next_point].second <= step) ++next_point;
   for (int epoch = first_epoch; step < end_step() && !stopped; ++epoch) {
+    engine->start_epoch(static_cast<uint64_t>(epoch - 1));
     EpochRecord rec;
     rec.epoch = epoch;
-    double loss_sum = 0;
-    int64_t right = 0, seen = 0;
     const auto t0 = Clock::now();
     double point_s = 0;  // seconds of this epoch's validations inside it, not training
     if (plan) plan->loop_resumed();
-    data::Batch b;
-    while (step < end_step() && loader.next(b)) {
-      net->set_step(step);
-      const StepStats st = net->train_step(b.x, b.y);
+    while (step < end_step() && static_cast<uint64_t>(rec.steps) < per_epoch) {
+      const std::optional<StepStats> st = engine->step(step);
+      const bool diverged = st && !std::isfinite(st->loss);
       bool stop_now = false, cancel_now = false, replan_now = false;
-      if (reducer) {
-        reducer->finish();
+      if (comm) {
         // The ranks decide together: one that diverges, is cancelled or is
         // out of time stops them all at this step; rank 0 says when to re-plan.
-        std::array<float, 4> flags{std::isfinite(st.loss) ? 0.0f : 1.0f,
-                                   options.should_stop && options.should_stop() ? 1.0f : 0.0f,
-                                   out_of_time() ? 1.0f : 0.0f,
-                                   rank == 0 && plan && plan->due(step + 1) ? 1.0f : 0.0f};
+        std::array<float, 4> flags{
+            diverged ? 1.0f : 0.0f, options.should_stop && options.should_stop() ? 1.0f : 0.0f,
+            out_of_time() ? 1.0f : 0.0f, rank == 0 && plan && plan->due(step + 1) ? 1.0f : 0.0f};
         comm->all_reduce_sum(flags);
         if (flags[0] > 0)
           throw Error("training", "diverged at epoch " + std::to_string(epoch) + ", step " +
@@ -433,18 +452,14 @@ TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& dat
         stop_now = cancel_now || flags[2] > 0;
         replan_now = flags[3] > 0;
       }
-      if (!std::isfinite(st.loss))
+      if (diverged)
         throw Error("training", "diverged at epoch " + std::to_string(epoch) + ", step " +
                                     std::to_string(step + 1) + ": the loss is " +
-                                    std::to_string(st.loss));
+                                    std::to_string(st->loss));
       rec.lr = schedule.lr(step);
-      opt.step(static_cast<float>(rec.lr), static_cast<float>(schedule.momentum(step)));
-      loss_sum += st.loss;
-      right += st.correct;
-      seen += b.n;
       ++step;
       ++rec.steps;
-      if (!reducer) {
+      if (!comm) {
         cancel_now = options.should_stop && options.should_stop();
         stop_now = cancel_now || out_of_time();
         replan_now = !stop_now && plan && plan->due(step);
@@ -455,27 +470,29 @@ TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& dat
         break;
       }
       if (replan_now) {
+        // An engine that runs ahead of the host is waited for, so the plan
+        // is made from what the steps took, not from how fast they were issued.
+        engine->epoch_sums();
         uint64_t next = rank == 0 ? plan->replan(step) : 0;
         if (comm) next = broadcast_steps(*comm, next);
         schedule.replan(step, next);
+        engine->use_schedule(schedule);
       }
       if (next_point < points.size() && points[next_point].second == step) {
         // A validation inside the epoch, with the epoch's figures so far; it
         // reads the weights and changes nothing the training goes on with.
+        const StepSums so_far = engine->epoch_sums();  // waits for the steps
         const auto v0 = Clock::now();
         if (plan) plan->loop_paused();
         EpochRecord pt = rec;
-        std::array<float, 3> sums{static_cast<float>(loss_sum), static_cast<float>(right),
-                                  static_cast<float>(seen)};
-        if (reducer) {
-          comm->all_reduce_sum(sums);
-          sums[0] /= static_cast<float>(comm->size());
-          reducer->broadcast_buffers(0);
-        }
-        pt.train_loss = sums[0] / static_cast<double>(rec.steps);
-        pt.train_acc = sums[1] / std::max(sums[2], 1.0f);
+        const StepSums all = over_ranks(so_far, epoch);
+        engine->share_buffers();
+        engine->sync_model();
+        pt.train_loss = all.loss / static_cast<double>(std::max<int64_t>(all.images, 1));
+        pt.train_acc = static_cast<double>(all.correct) /
+                       static_cast<double>(std::max<int64_t>(all.images, 1));
         pt.seconds = seconds_since(t0) - point_s;
-        pt.img_per_s = sums[2] / std::max(pt.seconds, 1e-9);
+        pt.img_per_s = static_cast<double>(all.images) / std::max(pt.seconds, 1e-9);
         pt.val_acc = val_eval.accuracy(data.train, val_idx);
         for (; next_point < points.size() && points[next_point].second == step; ++next_point) {
           pt.at = points[next_point].first;
@@ -486,26 +503,21 @@ TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& dat
         point_s += seconds_since(v0);
       }
     }
+    const StepSums sums = engine->epoch_sums();  // waits for the epoch's steps
     if (plan) plan->loop_paused();
     if (rec.steps == 0) break;
     rec.seconds = seconds_since(t0) - point_s;
     report.train_seconds += rec.seconds;
     // A cancelled run's figures are nobody's: its caller is waiting to move on.
     if (cancelled) break;
-    if (reducer) {
-      // The epoch's figures over all ranks, and every rank evaluates rank 0's
-      // batch-norm statistics, so all report the same.
-      std::array<float, 3> sums{static_cast<float>(loss_sum), static_cast<float>(right),
-                                static_cast<float>(seen)};
-      comm->all_reduce_sum(sums);
-      loss_sum = sums[0] / static_cast<float>(comm->size());
-      right = static_cast<int64_t>(sums[1]);
-      seen = static_cast<int64_t>(sums[2]);
-      reducer->broadcast_buffers(0);
-    }
-    rec.train_loss = loss_sum / static_cast<double>(rec.steps);
-    rec.train_acc = static_cast<double>(right) / static_cast<double>(seen);
-    rec.img_per_s = static_cast<double>(seen) / rec.seconds;
+    // The epoch's figures over all ranks, and every rank evaluates rank 0's
+    // batch-norm statistics, so all report the same.
+    const StepSums all = over_ranks(sums, epoch);
+    engine->share_buffers();
+    engine->sync_model();
+    rec.train_loss = all.loss / static_cast<double>(all.images);
+    rec.train_acc = static_cast<double>(all.correct) / static_cast<double>(all.images);
+    rec.img_per_s = static_cast<double>(all.images) / rec.seconds;
     rec.val_acc = val_eval.accuracy(data.train, val_idx);
     report.epochs.push_back(rec);
     if (options.on_epoch) options.on_epoch(rec);
@@ -513,11 +525,12 @@ TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& dat
         std::find(options.checkpoint_epochs.begin(), options.checkpoint_epochs.end(), epoch) !=
             options.checkpoint_epochs.end()) {
       std::vector<TensorView> tensors = checkpoint_views(model);
-      std::vector<std::string> names(opt.size());
-      for (size_t i = 0; i < opt.size(); ++i) {
+      std::vector<std::string> names(engine->momentum_count());
+      std::vector<std::vector<float>> momenta(engine->momentum_count());
+      for (size_t i = 0; i < momenta.size(); ++i) {
         names[i] = "optimizer.momentum." + std::to_string(i);
-        const auto buf = opt.momentum_buffer(i);
-        tensors.push_back({names[i], {static_cast<uint64_t>(buf.size())}, buf});
+        momenta[i] = engine->momentum(i);
+        tensors.push_back({names[i], {static_cast<uint64_t>(momenta[i].size())}, momenta[i]});
       }
       options.on_checkpoint({{"epoch", epoch},
                              {"step", step},
@@ -531,7 +544,8 @@ TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& dat
   report.replans = schedule.replans();
   report.img_per_s = static_cast<double>(step) * batch / std::max(report.train_seconds, 1e-9);
   report.val_acc = report.epochs.empty() ? report.val_acc : report.epochs.back().val_acc;
-  if (reducer) reducer->broadcast_buffers(0);
+  engine->share_buffers();
+  engine->sync_model();
   if (cancelled) return report;
   if (options.evaluate_test && rank == 0) {
     const auto all = data::all_indices(data.test);

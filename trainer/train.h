@@ -1,6 +1,7 @@
 #pragma once
-// Training one candidate: the step loop over a backend's compiled network,
-// validation each epoch, then the test figure and the inference latency.
+// Training one candidate: the one training loop of every backend (it drives
+// a StepEngine, trainer/engine.h), validation each epoch, then the test
+// figure and the inference latency.
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -24,11 +25,11 @@ namespace minas {
 // An epoch's figures, or (with `at` set) a validation inside an epoch and
 // the epoch's figures up to it.
 struct EpochRecord {
-  int epoch = 0;                                              // from 1
+  int epoch = 0;             // from 1
   std::optional<double> at;  // a point of TrainOptions::validate_at: epochs trained then
-  int64_t steps = 0;                                          // optimizer steps in this epoch
-  double train_loss = 0;                                      // mean over the epoch's steps
-  double train_acc = 0;                                       // on the augmented training batches
+  int64_t steps = 0;         // optimizer steps in this epoch
+  double train_loss = 0;     // mean over the epoch's steps
+  double train_acc = 0;      // on the augmented training batches
   double val_acc = std::numeric_limits<double>::quiet_NaN();  // NaN without a validation split
   double lr = 0;                                              // at the epoch's last step
   double seconds = 0;                                         // wall time of the epoch's steps
@@ -97,6 +98,18 @@ struct TrainOptions {
   // 0 evaluates the test set and measures latency. Null or one rank: alone.
   Communicator* comm = nullptr;
   size_t bucket_bytes = size_t{4} << 20;
+  // Data parallel on devices: the same ranks as `comm` over the devices'
+  // memory (NCCL), which a resident engine averages its gradients over
+  // (train_on_gpus sets it). Without it such ranks train through the host engine.
+  Communicator* device_comm = nullptr;
+  // The steps run through the backend's resident engine when it offers one
+  // (Backend::resident_engine; the GPU's keeps the data set, the optimizer and
+  // the schedule on the device); false: through the host engine on any
+  // backend, the oracle a resident engine is tested against.
+  bool resident = true;
+  // A resident engine may capture its step in a graph and replay it; false:
+  // every step is issued afresh (eager).
+  bool capture_graph = true;
   // A time budget (recipe.time_budget_s) counts from this instant, by default
   // the call's: a caller that must finish by a deadline passes when it began.
   std::optional<std::chrono::steady_clock::time_point> budget_start;

@@ -276,7 +276,7 @@ class CpuRunner final : public TrialRunner {
         const AbortOnCancel watch(cancelled, g.abort);
         r = train_on_gpus(gpus, space.lower(arch), model, recipe, data, opt, cancelled, &gang);
       } else if (req.ranks <= 1 && req.world == 0) {
-        r = train_on(device(0), model, recipe, data, *backend, opt);
+        r = train(model, recipe, data, *backend, opt);
       } else if (nccl) {
         r = train_on_gpus(gpus, space.lower(arch), model, recipe, data, opt, cancelled);
       } else {

@@ -24,6 +24,7 @@
 #include "trainer/comm.h"
 #include "trainer/cuda/backend.h"
 #include "trainer/cuda/device.h"
+#include "trainer/cuda/nccl_comm.h"
 #include "trainer/data.h"
 #include "trainer/model.h"
 #include "trainer/network.h"
@@ -215,12 +216,12 @@ TEST_CASE("cuda training: a replayed graph agrees with eager steps, and both wit
   auto gpu = cuda::make_cuda_backend(0);
   TrainOptions o;
   o.measure_latency = false;
-  const TrainReport a = train(host, recipe, d, *gpu, o);  // the host-model path
-  cuda::GpuTrainOptions g;
-  g.measure_latency = false;
-  const TrainReport b = cuda::train_on_gpu(replayed, recipe, d, 0, g);
-  g.graph = false;
-  const TrainReport c = cuda::train_on_gpu(eager, recipe, d, 0, g);
+  o.resident = false;
+  const TrainReport a = train(host, recipe, d, *gpu, o);  // the host engine on the GPU
+  o.resident = true;
+  const TrainReport b = train(replayed, recipe, d, *gpu, o);  // the resident engine
+  o.capture_graph = false;
+  const TrainReport c = train(eager, recipe, d, *gpu, o);
   CHECK(b.steps == a.steps);
   CHECK(c.steps == a.steps);
   const auto wa = weights(host), wb = weights(replayed), wc = weights(eager);
@@ -250,13 +251,13 @@ TEST_CASE("cuda training: data parallel over two GPUs keeps the ranks identical"
   std::vector<std::thread> ranks;
   for (int r = 0; r < 2; ++r)
     ranks.emplace_back([&, r] {
-      cuda::GpuTrainOptions g;
-      g.measure_latency = false;
-      g.comm = nccl[static_cast<size_t>(r)].get();
-      g.host = host[static_cast<size_t>(r)].get();
-      g.bucket_bytes = 4096;
-      reports[static_cast<size_t>(r)] =
-          cuda::train_on_gpu(*models[static_cast<size_t>(r)], recipe, d, r, g);
+      auto gpu = cuda::make_cuda_backend(r);
+      TrainOptions o;
+      o.measure_latency = false;
+      o.device_comm = nccl[static_cast<size_t>(r)].get();
+      o.comm = host[static_cast<size_t>(r)].get();
+      o.bucket_bytes = 4096;
+      reports[static_cast<size_t>(r)] = train(*models[static_cast<size_t>(r)], recipe, d, *gpu, o);
     });
   for (auto& t : ranks) t.join();
   CHECK(reports[0].steps == 2 * ((360 / 2) / 16));
@@ -278,9 +279,10 @@ TEST_CASE("cuda training: bf16 and fp16 (loss-scaled) reach the fp32 accuracy wi
     recipe.set("epochs", "4", "test");
     recipe.set("precision", precision, "test");
     Model m(graph, 0);
-    cuda::GpuTrainOptions g;
-    g.measure_latency = false;
-    acc[precision] = cuda::train_on_gpu(m, recipe, d, 0, g).test_acc;
+    auto gpu = cuda::make_cuda_backend(0);
+    TrainOptions o;
+    o.measure_latency = false;
+    acc[precision] = train(m, recipe, d, *gpu, o).test_acc;
     MESSAGE(precision << " test accuracy " << acc[precision]);
   }
   CHECK(acc["fp32"] > 0.85);

@@ -10,6 +10,7 @@
 #include "trainer/cuda/backend.h"
 #include "trainer/cuda/check.h"
 #include "trainer/cuda/cuda_backend.h"
+#include "trainer/cuda/resident.h"
 
 namespace minas::cuda {
 
@@ -49,6 +50,10 @@ std::unique_ptr<Network> CudaBackend::compile(Model& model, int batch, NetMode m
   // Latency mode runs the eval path (batch norm not folded yet on the GPU).
   return std::make_unique<CudaNetwork>(device_, dnn_, blas_, stream_, model, batch,
                                        mode == NetMode::latency ? NetMode::eval : mode, options);
+}
+
+std::unique_ptr<StepEngine> CudaBackend::resident_engine(Model& model, const EngineSetup& setup) {
+  return make_resident_engine(*this, model, setup);
 }
 
 std::unique_ptr<Backend> make_cuda_backend(int device) {

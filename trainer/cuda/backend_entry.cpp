@@ -9,22 +9,12 @@
 #include "trainer/backends.h"
 #include "trainer/cuda/backend.h"
 #include "trainer/cuda/device.h"
+#include "trainer/cuda/nccl_comm.h"
 
 namespace minas {
 namespace {
 
 std::unique_ptr<Backend> make(int gpu, int) { return cuda::make_cuda_backend(gpu); }
-
-TrainReport train_resident(int gpu, Model& model, const Recipe& recipe,
-                           const data::TrainTest& data, const TrainOptions& options) {
-  cuda::GpuTrainOptions g;
-  g.evaluate_test = options.evaluate_test;
-  g.measure_latency = options.measure_latency;
-  g.eval_batch = options.eval_batch;
-  g.on_epoch = options.on_epoch;
-  g.should_stop = options.should_stop;
-  return cuda::train_on_gpu(model, recipe, data, gpu, g);
-}
 
 TrainReport train_data_parallel(const std::vector<int>& gpus, const LayerGraph& graph,
                                 Model& model, const Recipe& recipe, const data::TrainTest& data,
@@ -44,20 +34,20 @@ TrainReport train_data_parallel(const std::vector<int>& gpus, const LayerGraph& 
   }
   std::vector<std::exception_ptr> errors(gpus.size());
   std::vector<std::thread> others;
+  // Each rank trains through train()'s loop on its GPU's resident engine,
+  // gradients averaged over NCCL; rank 0 with the caller's callbacks.
   auto run = [&](size_t k, Model& m) {
-    cuda::GpuTrainOptions g;
-    g.comm = nccl[k].get();
-    g.host = host[k];
-    g.evaluate_test = options.evaluate_test;
-    g.measure_latency = options.measure_latency;
-    g.eval_batch = options.eval_batch;
-    if (k == 0) {
-      g.on_epoch = options.on_epoch;
-      g.should_stop = options.should_stop;
-    } else {
-      g.should_stop = cancelled;
+    auto backend = cuda::make_cuda_backend(gpus[k]);
+    TrainOptions o = options;
+    o.comm = host[k];
+    o.device_comm = nccl[k].get();
+    if (k > 0) {
+      o.on_epoch = nullptr;
+      o.on_point = nullptr;
+      o.on_checkpoint = nullptr;
+      o.should_stop = cancelled;
     }
-    return cuda::train_on_gpu(m, recipe, data, gpus[k], g);
+    return train(m, recipe, data, *backend, o);
   };
   for (size_t k = 1; k < gpus.size(); ++k)
     others.emplace_back([&, k] {
@@ -91,7 +81,6 @@ std::vector<BackendDevice> devices() {
 
 const BackendEntry kEntries[] = {{.kind = "cuda",
                                   .make = make,
-                                  .train_resident = train_resident,
                                   .train_data_parallel = train_data_parallel,
                                   .make_gang_id = make_gang_id,
                                   .devices = devices}};

@@ -1,8 +1,8 @@
 #pragma once
 // The CUDA backend (make_cuda_backend, trainer/cuda/backend.h) as a class:
 // one GPU's stream, cuDNN and cuBLAS handles, shared by every network it
-// compiles; compile_cuda gives the CudaNetwork itself, for GPU-resident
-// training (train_on_gpu).
+// compiles; compile_cuda gives the CudaNetwork itself, for the resident
+// engine it offers train() (trainer/cuda/resident.h).
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <cudnn.h>
@@ -30,6 +30,7 @@ class CudaBackend final : public Backend {
                                             const NetworkOptions& options);
   std::unique_ptr<Network> compile(Model& model, int batch, NetMode mode,
                                    const NetworkOptions& options) override;
+  std::unique_ptr<StepEngine> resident_engine(Model& model, const EngineSetup& setup) override;
 
  private:
   int device_;

@@ -70,7 +70,7 @@ CudaNetwork::~CudaNetwork() {
   for (auto& [i, p] : pools_) cudnnDestroyPoolingDescriptor(p);
 }
 
-// ---- training with the model resident on the GPU (train_on_gpu)
+// ---- training with the model resident on the GPU (the resident engine, trainer/cuda/resident.h)
 
 void CudaNetwork::upload_state() {
   MINAS_CUDA_CHECK(cudaSetDevice(device_));
@@ -137,8 +137,8 @@ StepStats CudaNetwork::train_step(const float* x, const int32_t* y) {
     throw Error("network", "train_step on a network compiled for inference");
   if (half_ && !brain_)
     throw Error("recipe: /precision",
-                "fp16 needs loss scaling, which GPU-resident training does (train_on_gpu); "
-                "this path (resume, ASHA states, CPU-hosted steps) takes fp32 or bf16");
+                "fp16 needs loss scaling, which the GPU's resident engine does (what "
+                "train() uses); steps driven from the host take fp32 or bf16");
   MINAS_CUDA_CHECK(cudaSetDevice(device_));
   upload(x);
   MINAS_CUDA_CHECK(

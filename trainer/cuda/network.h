@@ -59,7 +59,7 @@ class CudaNetwork final : public Network {
   NetMode mode() const override { return mode_; }
   void set_step(uint64_t step) override { step_ = step; }
 
-  // ---- training with the model resident on the GPU (train_on_gpu)
+  // ---- training with the model resident on the GPU (the resident engine, trainer/cuda/resident.h)
 
   // The host model's parameters and statistics to the GPU, or back.
   void upload_state();
@@ -91,7 +91,7 @@ class CudaNetwork final : public Network {
   // ---- the Network interface: the host model stays the truth
 
   // Uploads the batch and the model, runs the step, and writes the gradients
-  // and running statistics back (fp32 or bf16; fp16 needs train_on_gpu).
+  // and running statistics back (fp32 or bf16; fp16 needs the resident engine).
   StepStats train_step(const float* x, const int32_t* y) override;
   // The forward half of a train step, logits and running statistics back.
   void forward(const float* x, float* logits) override;

@@ -1,12 +1,13 @@
-// train_on_gpu (trainer/cuda/backend.h): training with the data set, the
-// optimizer and the schedule resident on the GPU, a step replayed as a CUDA
-// graph, and data parallelism over NCCL (trainer/cuda/device_reducer.h).
+// The GPU's resident engine (trainer/cuda/resident.h): the steps of train()'s
+// one loop with the data set, the optimizer and the schedule on the GPU, a
+// step replayed as a CUDA graph, and the gradients averaged over NCCL
+// (trainer/cuda/device_reducer.h).
+#include "trainer/cuda/resident.h"
+
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <array>
-#include <chrono>
-#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -14,253 +15,303 @@
 #include <vector>
 
 #include "searchspace/error.h"
-#include "trainer/cuda/backend.h"
 #include "trainer/cuda/check.h"
-#include "trainer/cuda/cuda_backend.h"
 #include "trainer/cuda/device_reducer.h"
 #include "trainer/cuda/kernels.h"
 #include "trainer/cuda/memory.h"
-#include "trainer/cuda/nccl_comm.h"
 #include "trainer/cuda/network.h"
 #include "trainer/data.h"
 #include "trainer/optim.h"
-#include "trainer/recipe.h"
-#include "trainer/train.h"
 
 namespace minas::cuda {
+namespace {
 
-TrainReport train_on_gpu(Model& model, const Recipe& recipe, const data::TrainTest& data,
-                         int device, const GpuTrainOptions& options) {
-  using Clock = std::chrono::steady_clock;
-  recipe.validate("recipe");
-  if (recipe.epochs <= 0 || recipe.time_budget_s > 0)
-    throw Error("recipe", "training on the GPU needs an epoch budget (epochs > 0, no time budget)");
-  const LayerGraph& g = model.graph();
-  TrainSplit sp = train_split(g, recipe, data);
-  const int batch = static_cast<int>(recipe.batch);
-  NcclCommunicator* comm = options.comm && options.comm->size() > 1 ? options.comm : nullptr;
-  const int rank = comm ? comm->rank() : 0;
-  if (comm) {
-    if (!options.host || options.host->size() != comm->size())
-      throw Error("train_on_gpu", "data parallel needs the host group of the same ranks");
-    if (comm->device() != device)
-      throw Error("train_on_gpu",
-                  "rank " + std::to_string(rank) + " trains on cuda:" + std::to_string(device) +
-                      " but its communicator is on cuda:" + std::to_string(comm->device()));
-    // As train(): every N-th image from the r-th, shards of equal size.
-    const size_t ranks = static_cast<size_t>(comm->size()), each = sp.train.size() / ranks;
-    std::vector<uint32_t> shard;
-    for (size_t k = 0; k < each; ++k)
-      shard.push_back(sp.train[k * ranks + static_cast<size_t>(rank)]);
-    sp.train = std::move(shard);
-    if (sp.train.size() < static_cast<size_t>(batch))
-      throw Error("recipe: /batch", "batch " + std::to_string(batch) + " per rank is larger than " +
-                                        "the " + std::to_string(sp.train.size()) +
-                                        " training images of rank " + std::to_string(rank));
-  }
-  data::LoaderOptions lo;
-  lo.batch_size = batch;
-  lo.shuffle = true;
-  lo.drop_last = true;
-  lo.augment = {static_cast<int>(recipe.crop_pad), recipe.hflip};
-  lo.norm = sp.norm;
-  lo.seed = recipe.seed;
-  const int64_t per_epoch = static_cast<int64_t>(sp.train.size()) / batch;
-  const uint64_t total = static_cast<uint64_t>(recipe.epochs) * static_cast<uint64_t>(per_epoch);
-  const LrSchedule schedule(recipe, static_cast<uint64_t>(per_epoch), total);
+class ResidentEngine final : public StepEngine {
+ public:
+  ResidentEngine(CudaBackend& backend, Model& model, const EngineSetup& setup,
+                 NcclCommunicator* nccl)
+      : model_(model),
+        setup_(setup),
+        nccl_(nccl),
+        batch_(setup.loader.batch_size),
+        per_epoch_(static_cast<int64_t>(setup.indices.size()) / setup.loader.batch_size) {
+    if (per_epoch_ < 1)
+      throw Error("recipe: /batch", "batch " + std::to_string(batch_) + " is larger than the " +
+                                        std::to_string(setup.indices.size()) + " training images");
+    net_ = backend.compile_cuda(model, batch_, NetMode::train, setup.network);
+    s_ = net_->stream();
+    net_->upload_state();
+    if (nccl_) {
+      reducer_ = std::make_unique<DeviceReducer>(*net_, model, *nccl_, setup.bucket_bytes);
+      net_->on_enqueued = [r = reducer_.get()](int layer) { r->layer_enqueued(layer); };
+    }
 
-  CudaBackend backend(device);
-  NetworkOptions no;
-  no.label_smoothing = static_cast<float>(recipe.label_smoothing);
-  no.seed = recipe.seed + static_cast<uint64_t>(rank) * 0x9e3779b97f4a7c15ULL;  // masks per rank
-  no.precision = recipe.precision;
-  auto net = backend.compile_cuda(model, batch, NetMode::train, no);
-  const cudaStream_t s = net->stream();
-  net->upload_state();
-  std::unique_ptr<DeviceReducer> reducer;
-  if (comm) {
-    // Every rank starts from rank 0's weights and statistics.
-    for (size_t p = 0; p < model.params().size(); ++p)
-      comm->broadcast(std::span<float>(net->param(p), model.params()[p].size()), 0);
-    for (size_t b = 0; b < model.buffers().size(); ++b)
-      comm->broadcast(std::span<float>(net->buffer(b), model.buffers()[b].size()), 0);
-    reducer = std::make_unique<DeviceReducer>(*net, model, *comm, options.bucket_bytes);
-    net->on_enqueued = [r = reducer.get()](int layer) { r->layer_enqueued(layer); };
+    // The data set and its normalization table, once; the plan of epoch 0.
+    const data::Dataset& images = *setup.images;
+    const data::Normalizer normalizer(setup.loader.norm, images.shape.c);
+    std::vector<float> table;
+    for (int c = 0; c < images.shape.c; ++c)
+      table.insert(table.end(), normalizer.table(c), normalizer.table(c) + 256);
+    pixels_ = to_device(images.pixels, s_);
+    labels_ = to_device(images.labels, s_);
+    table_ = to_device(table, s_);
+    const data::EpochPlan plan = data::epoch_plan(setup_.indices, setup_.loader, 0);
+    plan_index_ = to_device(plan.index, s_);
+    plan_dy_ = to_device(plan.dy, s_);
+    plan_dx_ = to_device(plan.dx, s_);
+    plan_flip_ = to_device(plan.flip, s_);
+    data_ = {pixels_.get(),  labels_.get(),  images.shape.c,
+             images.shape.h, images.shape.w, table_.get()};
+    device_plan_ = {plan_index_.get(), plan_dy_.get(), plan_dx_.get(), plan_flip_.get(), plan.pad};
+    step_ = to_device(std::vector<int64_t>{0}, s_);
+
+    // The optimizer: Optimizer's rules per tensor, its momentum on the device.
+    const Recipe& recipe = *setup.recipe;
+    Optimizer reference(recipe);
+    for (size_t p = 0; p < model.params().size(); ++p) {
+      const Param& param = model.params()[p];
+      reference.add_param(nullptr, nullptr, 0, param.kind);
+      const UpdateRule r = reference.rule(p, 1.0, 0.0);  // lr 1: shrink = 1 - wd when decoupled
+      DeviceRule d;
+      d.l2 = r.l2;
+      d.decoupled_wd = 1.0f - r.shrink;
+      d.nesterov = r.nesterov;
+      d.lars = recipe.optimizer == OptimizerKind::lars && param.kind == ParamKind::weight;
+      d.lars_eta = static_cast<float>(recipe.lars_eta);
+      d.weight_decay = d.l2 + d.decoupled_wd;
+      rules_.push_back(d);
+      momentum_.push_back(to_device(std::vector<float>(param.size(), 0.0f), s_));
+      norms_.emplace_back(2);
+    }
+    // fp16: dynamic loss scaling on the device (PyTorch's GradScaler: 2^16 to
+    // start, halved on an overflow, whose step is skipped, doubled after 2000
+    // clean steps).
+    scaled_ = recipe.precision == Precision::fp16;
+    loss_scale_ = to_device(std::vector<float>{65536.0f}, s_);
+    overflow_ = to_device(std::vector<int>{0}, s_);
+    good_ = to_device(std::vector<int>{0}, s_);
+    if (scaled_) net_->loss_scale = loss_scale_.get();
+    use_graph_ = setup.capture_graph && !net_->has_dropout();
+    for (cudaEvent_t& e : ahead_)
+      MINAS_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    net_->zero_accumulators();
+    MINAS_CUDA_CHECK(cudaStreamSynchronize(s_));
   }
 
-  // The data set, its normalization table and the schedule, once.
-  const data::Normalizer normalizer(sp.norm, data.train.shape.c);
-  std::vector<float> table;
-  for (int c = 0; c < data.train.shape.c; ++c)
-    table.insert(table.end(), normalizer.table(c), normalizer.table(c) + 256);
-  Buffer<uint8_t> pixels = to_device(data.train.pixels, s),
-                  labels = to_device(data.train.labels, s);
-  Buffer<float> tab = to_device(table, s);
-  std::vector<float> lr(total + 1), momentum(total + 1);
-  for (uint64_t k = 0; k <= total; ++k) {
-    const uint64_t at = std::min(k, total ? total - 1 : 0);
-    lr[k] = static_cast<float>(schedule.lr(at));
-    momentum[k] = static_cast<float>(schedule.momentum(at));
+  ~ResidentEngine() override {
+    cudaStreamSynchronize(s_);
+    drop_graph();
+    for (cudaEvent_t e : ahead_)
+      if (e) cudaEventDestroy(e);
   }
-  Buffer<float> lr_d = to_device(lr, s), mom_d = to_device(momentum, s);
-  Buffer<int64_t> step = to_device(std::vector<int64_t>{0}, s);
-  data::EpochPlan plan = data::epoch_plan(sp.train, lo, 0);
-  Buffer<uint32_t> plan_index = to_device(plan.index, s);
-  Buffer<uint8_t> plan_dy = to_device(plan.dy, s), plan_dx = to_device(plan.dx, s),
-                  plan_flip = to_device(plan.flip, s);
-  const DeviceData dd{pixels.get(),       labels.get(),       data.train.shape.c,
-                      data.train.shape.h, data.train.shape.w, tab.get()};
-  const DevicePlan dp{plan_index.get(), plan_dy.get(), plan_dx.get(), plan_flip.get(), plan.pad};
 
-  // The optimizer: Optimizer's rules per tensor, its momentum on the device.
-  Optimizer reference(recipe);
-  std::vector<Buffer<float>> momentum_buf, norms;
-  std::vector<DeviceRule> rules;
-  for (size_t p = 0; p < model.params().size(); ++p) {
-    const Param& param = model.params()[p];
-    reference.add_param(nullptr, nullptr, 0, param.kind);
-    const UpdateRule r = reference.rule(p, 1.0, 0.0);  // lr 1: shrink = 1 - wd when decoupled
-    DeviceRule d;
-    d.l2 = r.l2;
-    d.decoupled_wd = 1.0f - r.shrink;
-    d.nesterov = r.nesterov;
-    d.lars = recipe.optimizer == OptimizerKind::lars && param.kind == ParamKind::weight;
-    d.lars_eta = static_cast<float>(recipe.lars_eta);
-    d.weight_decay = d.l2 + d.decoupled_wd;
-    rules.push_back(d);
-    momentum_buf.push_back(to_device(std::vector<float>(param.size(), 0.0f), s));
-    norms.emplace_back(2);
+  uint64_t steps_per_epoch() const override { return static_cast<uint64_t>(per_epoch_); }
+
+  // The rate and momentum of every step up to the plan's end, on the device:
+  // a step reads them at its own number, so a replayed graph needs nothing
+  // from the host. Rewritten in place when they fit (the steps already
+  // issued have read theirs: a copy from pageable memory waits for them);
+  // a longer plan needs new tables, and the graph that read the old ones is
+  // captured again.
+  void use_schedule(const ElasticSchedule& schedule) override {
+    const uint64_t total = schedule.total_steps();
+    std::vector<float> lr(total + 1), momentum(total + 1);
+    for (uint64_t k = 0; k <= total; ++k) {
+      const uint64_t at = std::min(k, total ? total - 1 : 0);
+      lr[k] = static_cast<float>(schedule.lr(at));
+      momentum[k] = static_cast<float>(schedule.momentum(at));
+    }
+    if (lr.size() > lr_.size()) {
+      MINAS_CUDA_CHECK(cudaStreamSynchronize(s_));
+      drop_graph();
+      const size_t capacity = std::max(lr.size(), 2 * lr_.size());
+      lr_ = Buffer<float>(capacity);
+      mom_ = Buffer<float>(capacity);
+    }
+    MINAS_CUDA_CHECK(cudaMemcpyAsync(lr_.get(), lr.data(), lr.size() * sizeof(float),
+                                     cudaMemcpyHostToDevice, s_));
+    MINAS_CUDA_CHECK(cudaMemcpyAsync(mom_.get(), momentum.data(), momentum.size() * sizeof(float),
+                                     cudaMemcpyHostToDevice, s_));
+    last_step_ = total;
   }
-  // fp16: dynamic loss scaling on the device (PyTorch's GradScaler: 2^16 to
-  // start, halved on an overflow, whose step is skipped, doubled after 2000
-  // clean steps).
-  const bool scaled = recipe.precision == Precision::fp16;
-  Buffer<float> loss_scale = to_device(std::vector<float>{65536.0f}, s);
-  Buffer<int> overflow = to_device(std::vector<int>{0}, s),
-              good = to_device(std::vector<int>{0}, s);
-  if (scaled) net->loss_scale = loss_scale.get();
-  auto enqueue = [&] {
-    if (scaled) zero_flag(overflow.get(), s);
-    net->enqueue_resident_step(dd, dp, step.get(), per_epoch);
-    if (reducer) reducer->finish();
-    if (scaled)
-      for (size_t p = 0; p < rules.size(); ++p)
-        unscale_check(net->grad(p), model.params()[p].size(), loss_scale.get(), overflow.get(), s);
-    for (size_t p = 0; p < rules.size(); ++p) {
-      const size_t n = model.params()[p].size();
-      if (rules[p].lars) {
-        squared_norms_zero(norms[p].get(), s);
-        squared_norms(net->param(p), net->grad(p), n, norms[p].get(), s);
+
+  void start_epoch(uint64_t epoch) override {
+    if (epoch != plan_epoch_) {
+      // Copies from pageable memory: the steps of the last epoch finish first.
+      const data::EpochPlan plan = data::epoch_plan(setup_.indices, setup_.loader, epoch);
+      rewrite(plan_index_, plan.index, s_);
+      rewrite(plan_dy_, plan.dy, s_);
+      rewrite(plan_dx_, plan.dx, s_);
+      rewrite(plan_flip_, plan.flip, s_);
+      plan_epoch_ = epoch;
+    }
+    net_->zero_accumulators();
+    epoch_steps_ = 0;
+  }
+
+  std::optional<StepStats> step(uint64_t step) override {
+    if (!lr_.get() || step >= last_step_)
+      throw Error("training", "step " + std::to_string(step) + " is outside the schedule's " +
+                                  std::to_string(last_step_) + " steps");
+    if (step != next_step_) {  // the first step, or a resumed run's
+      const int64_t at = static_cast<int64_t>(step);
+      MINAS_CUDA_CHECK(cudaMemcpyAsync(step_.get(), &at, sizeof at, cudaMemcpyHostToDevice, s_));
+      MINAS_CUDA_CHECK(cudaStreamSynchronize(s_));
+    }
+    if (use_graph_) {
+      if (!exec_) capture();
+      MINAS_CUDA_CHECK(cudaGraphLaunch(exec_, s_));
+    } else {
+      net_->set_step(step);
+      enqueue();
+    }
+    next_step_ = step + 1;
+    ++epoch_steps_;
+    // The host runs at most kAhead steps ahead of the GPU, so its clock (the
+    // time budget, the time plan, cancelling) tracks the GPU's work.
+    if (next_step_ % kEvery == 0) {
+      cudaEvent_t& e = ahead_[(next_step_ / kEvery) % ahead_.size()];
+      MINAS_CUDA_CHECK(cudaEventSynchronize(e));  // recorded kAhead steps ago (or never)
+      MINAS_CUDA_CHECK(cudaEventRecord(e, s_));
+    }
+    return std::nullopt;
+  }
+
+  StepSums epoch_sums() override {
+    const auto [loss, correct] = net_->accumulators();  // waits for the steps
+    return {loss, correct, static_cast<int64_t>(epoch_steps_) * batch_};
+  }
+
+  void sync_model() override { net_->download_state(); }
+
+  void share_state() override {
+    if (!nccl_) return;
+    for (size_t p = 0; p < model_.params().size(); ++p)
+      nccl_->broadcast(std::span<float>(net_->param(p), model_.params()[p].size()), 0);
+    share_buffers();
+  }
+  void share_buffers() override {
+    if (!nccl_) return;
+    for (size_t b = 0; b < model_.buffers().size(); ++b)
+      nccl_->broadcast(std::span<float>(net_->buffer(b), model_.buffers()[b].size()), 0);
+  }
+
+  size_t momentum_count() const override { return momentum_.size(); }
+  std::vector<float> momentum(size_t i) override {
+    std::vector<float> out(model_.params().at(i).size());
+    MINAS_CUDA_CHECK(cudaMemcpyAsync(out.data(), momentum_.at(i).get(), out.size() * sizeof(float),
+                                     cudaMemcpyDeviceToHost, s_));
+    MINAS_CUDA_CHECK(cudaStreamSynchronize(s_));
+    return out;
+  }
+  void set_momentum(size_t i, std::span<const float> values) override {
+    if (values.size() != model_.params().at(i).size())
+      throw Error("resume", "momentum " + std::to_string(i) + " has " +
+                                std::to_string(values.size()) + " values, the network's " +
+                                std::to_string(model_.params()[i].size()));
+    MINAS_CUDA_CHECK(cudaMemcpyAsync(momentum_[i].get(), values.data(),
+                                     values.size() * sizeof(float), cudaMemcpyHostToDevice, s_));
+    MINAS_CUDA_CHECK(cudaStreamSynchronize(s_));
+  }
+
+ private:
+  static constexpr uint64_t kEvery = 16;  // steps between run-ahead marks
+  static constexpr size_t kMarks = 4;     // so at most 64 steps ahead
+
+  // One step on the stream: batch, forward, loss, backward, the gradients'
+  // all-reduce, the update, the step counter. Nothing from the host.
+  void enqueue() {
+    if (scaled_) zero_flag(overflow_.get(), s_);
+    net_->enqueue_resident_step(data_, device_plan_, step_.get(), per_epoch_);
+    if (reducer_) reducer_->finish();
+    if (scaled_)
+      for (size_t p = 0; p < rules_.size(); ++p)
+        unscale_check(net_->grad(p), model_.params()[p].size(), loss_scale_.get(), overflow_.get(),
+                      s_);
+    for (size_t p = 0; p < rules_.size(); ++p) {
+      const size_t n = model_.params()[p].size();
+      if (rules_[p].lars) {
+        squared_norms_zero(norms_[p].get(), s_);
+        squared_norms(net_->param(p), net_->grad(p), n, norms_[p].get(), s_);
       }
-      momentum_update(net->param(p), net->grad(p), momentum_buf[p].get(), n, lr_d.get(),
-                      mom_d.get(), step.get(), rules[p], norms[p].get(),
-                      scaled ? overflow.get() : nullptr, s);
+      momentum_update(net_->param(p), net_->grad(p), momentum_[p].get(), n, lr_.get(), mom_.get(),
+                      step_.get(), rules_[p], norms_[p].get(), scaled_ ? overflow_.get() : nullptr,
+                      s_);
     }
-    if (scaled) update_scale(loss_scale.get(), overflow.get(), good.get(), s);
-    advance_step(step.get(), s);
-  };
-  cudaGraphExec_t exec = nullptr;
-  cudaGraph_t graph = nullptr;
-  struct GraphGuard {
-    cudaGraphExec_t& e;
-    cudaGraph_t& g;
-    ~GraphGuard() {
-      if (e) cudaGraphExecDestroy(e);
-      if (g) cudaGraphDestroy(g);
-    }
-  } guard{exec, graph};
-  const bool use_graph = options.graph && !net->has_dropout();
-  if (use_graph) {
-    MINAS_CUDA_CHECK(cudaStreamSynchronize(s));
-    MINAS_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    if (scaled_) update_scale(loss_scale_.get(), overflow_.get(), good_.get(), s_);
+    advance_step(step_.get(), s_);
+  }
+
+  void capture() {
+    MINAS_CUDA_CHECK(cudaStreamSynchronize(s_));
+    MINAS_CUDA_CHECK(cudaStreamBeginCapture(s_, cudaStreamCaptureModeThreadLocal));
     try {
       enqueue();
     } catch (...) {
-      cudaStreamEndCapture(s, &graph);
+      cudaGraph_t broken = nullptr;
+      cudaStreamEndCapture(s_, &broken);
+      if (broken) cudaGraphDestroy(broken);
       throw;
     }
-    MINAS_CUDA_CHECK(cudaStreamEndCapture(s, &graph));
-    MINAS_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    MINAS_CUDA_CHECK(cudaStreamEndCapture(s_, &graph_));
+    MINAS_CUDA_CHECK(cudaGraphInstantiate(&exec_, graph_, 0));
+  }
+  void drop_graph() {
+    if (exec_) cudaGraphExecDestroy(exec_);
+    if (graph_) cudaGraphDestroy(graph_);
+    exec_ = nullptr;
+    graph_ = nullptr;
   }
 
-  TrainReport report;
-  report.params = model.parameter_count();
-  report.macs = g.macs();
-  auto eval_backend = make_cuda_backend(device);
-  uint64_t done = 0;
-  bool stopped = false;
-  for (int epoch = 1; epoch <= recipe.epochs && !stopped; ++epoch) {
-    if (epoch > 1) {
-      plan = data::epoch_plan(sp.train, lo, static_cast<uint64_t>(epoch - 1));
-      rewrite(plan_index, plan.index, s);
-      rewrite(plan_dy, plan.dy, s);
-      rewrite(plan_dx, plan.dx, s);
-      rewrite(plan_flip, plan.flip, s);
-    }
-    net->zero_accumulators();
-    EpochRecord rec;
-    rec.epoch = epoch;
-    MINAS_CUDA_CHECK(cudaStreamSynchronize(s));
-    const auto t0 = Clock::now();
-    for (int64_t k = 0; k < per_epoch; ++k) {
-      bool stop = options.should_stop && options.should_stop();
-      if (comm) {  // the ranks stop together or not at all
-        float flag = stop ? 1.0f : 0.0f;
-        options.host->all_reduce_sum(std::span<float>(&flag, 1));
-        stop = flag > 0;
-      }
-      if (stop) {
-        stopped = true;
-        break;
-      }
-      if (use_graph) {
-        MINAS_CUDA_CHECK(cudaGraphLaunch(exec, s));
-      } else {
-        net->set_step(done);
-        enqueue();
-      }
-      ++done;
-      ++rec.steps;
-      rec.lr = lr[done - 1];
-    }
-    auto [loss_sum, correct] = net->accumulators();  // waits for the epoch's steps
-    rec.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-    if (rec.steps == 0) break;
-    double seen = static_cast<double>(rec.steps) * batch;
-    if (comm) {  // the epoch's figures over all ranks
-      std::array<float, 3> sums{static_cast<float>(loss_sum), static_cast<float>(correct),
-                                static_cast<float>(seen)};
-      options.host->all_reduce_sum(sums);
-      loss_sum = sums[0];
-      correct = static_cast<int64_t>(sums[1]);
-      seen = sums[2];
-      // Rank 0's batch-norm statistics for its evaluation, as train() does.
-      for (size_t b = 0; b < model.buffers().size(); ++b)
-        comm->broadcast(std::span<float>(net->buffer(b), model.buffers()[b].size()), 0);
-    }
-    report.train_seconds += rec.seconds;
-    rec.train_loss = loss_sum / seen;
-    rec.train_acc = static_cast<double>(correct) / seen;
-    rec.img_per_s = seen / rec.seconds;
-    if (!std::isfinite(rec.train_loss))
-      throw Error("training", "diverged in epoch " + std::to_string(epoch) + ": the loss is " +
-                                  std::to_string(rec.train_loss));
-    net->download_state();
-    if (!sp.val.empty() && rank == 0)
-      rec.val_acc = evaluate(model, *eval_backend, data.train, sp.val, sp.norm, options.eval_batch);
-    report.epochs.push_back(rec);
-    if (options.on_epoch && rank == 0) options.on_epoch(rec);
+  Model& model_;
+  const EngineSetup setup_;
+  NcclCommunicator* nccl_;
+  const int batch_;
+  const int64_t per_epoch_;
+  std::unique_ptr<CudaNetwork> net_;
+  cudaStream_t s_ = nullptr;
+  std::unique_ptr<DeviceReducer> reducer_;
+  Buffer<uint8_t> pixels_, labels_;
+  Buffer<float> table_;
+  Buffer<uint32_t> plan_index_;
+  Buffer<uint8_t> plan_dy_, plan_dx_, plan_flip_;
+  uint64_t plan_epoch_ = 0;  // the epoch whose plan the buffers hold
+  DeviceData data_;
+  DevicePlan device_plan_;
+  Buffer<int64_t> step_;      // the device's step counter
+  uint64_t next_step_ = 0;    // what it holds once the issued steps have run
+  uint64_t epoch_steps_ = 0;  // steps issued since start_epoch
+  Buffer<float> lr_, mom_;    // the schedule, per step
+  uint64_t last_step_ = 0;    // its length
+  std::vector<DeviceRule> rules_;
+  std::vector<Buffer<float>> momentum_, norms_;
+  bool scaled_ = false;
+  Buffer<float> loss_scale_;
+  Buffer<int> overflow_, good_;
+  bool use_graph_ = false;
+  cudaGraph_t graph_ = nullptr;
+  cudaGraphExec_t exec_ = nullptr;
+  std::array<cudaEvent_t, kMarks> ahead_{};
+};
+
+}  // namespace
+
+std::unique_ptr<StepEngine> make_resident_engine(CudaBackend& backend, Model& model,
+                                                 const EngineSetup& setup) {
+  NcclCommunicator* nccl = nullptr;
+  if (setup.comm && setup.comm->size() > 1) {
+    // Ranks without their NCCL group average on the host: the host engine.
+    nccl = dynamic_cast<NcclCommunicator*>(setup.device_comm);
+    if (!nccl) return nullptr;
+    if (nccl->device() != backend.device() || nccl->size() != setup.comm->size() ||
+        nccl->rank() != setup.comm->rank())
+      throw Error("train on " + backend.name(),
+                  "rank " + std::to_string(setup.comm->rank()) + " of " +
+                      std::to_string(setup.comm->size()) + "'s NCCL communicator is rank " +
+                      std::to_string(nccl->rank()) + " of " + std::to_string(nccl->size()) +
+                      " on cuda:" + std::to_string(nccl->device()));
   }
-  net->download_state();
-  report.steps = static_cast<int64_t>(done);
-  report.img_per_s = static_cast<double>(done) * batch / std::max(report.train_seconds, 1e-9);
-  report.val_acc = report.epochs.empty() ? report.val_acc : report.epochs.back().val_acc;
-  if (options.evaluate_test && rank == 0)
-    report.test_acc = evaluate(model, *eval_backend, data.test, data::all_indices(data.test),
-                               sp.norm, options.eval_batch);
-  if (options.measure_latency && rank == 0)
-    report.latency = measure_latency(model, *eval_backend, 30);
-  return report;
+  return std::make_unique<ResidentEngine>(backend, model, setup, nccl);
 }
 
 }  // namespace minas::cuda
