@@ -5,7 +5,9 @@
 # the trainer's kernels, NCCL), then the GPU training benchmark against
 # PyTorch on the same GPU. Prints every figure; with $OUT set, keeps the logs
 # there too. Takes a few minutes; CUDA_ARCH (default 90, Hopper) picks the
-# GPU generation to compile for. The build needs ONNX and protobuf beyond the
+# GPU generation to compile for. SEARCH=1 ends with the one-click search on
+# the GPU, four candidates at once (`minas search --devices cuda:0x4 --budget
+# 5m`: five more minutes). The build needs ONNX and protobuf beyond the
 # packages shared/device/pack.sh carries by default: pack with
 #   EXTRA_DEBS="libonnx1 libonnx-dev libonnxifi libprotobuf32 libprotobuf-lite32 libprotobuf-dev libstb0 libstb-dev" \
 #     bash ../shared/device/pack.sh
@@ -26,4 +28,9 @@ echo "== training throughput against PyTorch"
 bash bench/train_ref_gpu.sh "$build/minas" 2>&1 | tee "$out/bench.log" || status=1
 echo "== candidates per hour on one GPU, one at a time and four at once"
 bash bench/gpu_candidates.sh "$build/minas" 4 16 2>&1 | tee "$out/candidates.log" || status=1
+if [[ ${SEARCH:-0} == 1 ]]; then
+  echo "== minas search on one GPU, four candidates at once, 5 minutes"
+  timeout 480 "$build/minas" search --devices cuda:0x4 --budget 5m --db "$out/search.db" \
+    --out "$out/search" 2>&1 | tee "$out/search.log" || status=1
+fi
 exit $status
