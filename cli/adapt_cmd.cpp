@@ -53,6 +53,7 @@ pipeline::AdaptOptions adapt_options(const AdaptFlags& f, const CLI::App& ad) {
   if (f.pipeline == "screened") {
     if (ad.count("--screen") == 0) o.screen = 2000;
     o.screen_order = "front";
+    o.screen_evaluator = "synflow+params";
     if (ad.count("--final-pick") == 0) o.final_pick = pipeline::FinalPick::final_time;
     o.quarter_rung = true;
   }
@@ -149,7 +150,8 @@ void add_adapt_command(CLI::App& app) {
       ->default_val(0)
       ->check(in_range(int64_t{0}, int64_t{10000000}));
   ad->add_option("--pipeline", f->pipeline,
-                 "screened: --screen 2000 (taken by Pareto front of score against MACs), "
+                 "screened: --screen 2000 by synflow+params (taken by Pareto front of score "
+                 "against MACs), "
                  "--final-pick final-time and ASHA's first rung after a quarter epoch, each "
                  "unless given; classic: the settings as given")
       ->default_val("classic")

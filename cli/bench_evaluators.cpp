@@ -11,8 +11,10 @@
 #include <cmath>
 #include <cstdio>
 #include <exception>
+#include <limits>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -99,7 +101,8 @@ Table read_table(const std::string& path, const Space& space, const std::string&
 
 struct EvaluatorsFlags {
   std::string space = "small", data = "fashion-mnist", table, target = "valid_10ep", out;
-  std::vector<std::string> proxies, fidelities;
+  std::vector<std::string> proxies, fidelities, combine;
+  bool combine_given = false;
   int batch = 64, threads = 1;
   uint64_t seed = 0;
 };
@@ -213,7 +216,7 @@ void report(const Evaluator& e, const std::vector<double>& target, double full_s
   const double per = cost / static_cast<double>(e.score.size());
   char share[32] = "-";
   if (full_s > 0) std::snprintf(share, sizeof share, "%.3f%%", 100 * per / full_s);
-  std::printf("%-12s %6zu %8.4f %8.4f %12.5f %10s%s\n", e.name.c_str(), s.size(), tau, rho, per,
+  std::printf("%-16s %6zu %8.4f %8.4f %12.5f %10s%s\n", e.name.c_str(), s.size(), tau, rho, per,
               share, e.cost_note.c_str());
 }
 
@@ -250,10 +253,83 @@ void run_fidelities(const EvaluatorsFlags& f, const Space& space, const Table& t
   }
 }
 
+// Rank combinations ("naswot+params"): each row's score is the sum of its
+// ranks (ties averaged) under every member, so no member's scale dominates;
+// its cost is the members' summed. A row a member could not score (NaN) is
+// left out of the combination too. By default, naswot+params and
+// synflow+params where their members were computed: the two best pairs of
+// the first 27 rows of the ground truth, tested on the rows after them
+// (experiments/evaluators.md).
+void add_combinations(const EvaluatorsFlags& f, std::vector<Evaluator>& evals) {
+  const std::vector<std::string> wanted =
+      f.combine_given ? f.combine : std::vector<std::string>{"naswot+params", "synflow+params"};
+  auto find = [&](const std::string& name) -> const Evaluator* {
+    for (const Evaluator& e : evals)
+      if (e.name == name) return &e;
+    return nullptr;
+  };
+  for (const std::string& combo : wanted) {
+    if (combo == "none") continue;
+    std::vector<const Evaluator*> members;
+    std::stringstream parts(combo);
+    bool missing = false;
+    for (std::string m; std::getline(parts, m, '+');) {
+      const Evaluator* e = find(m);  // check_combinations refused a given one missing
+      missing |= !e;
+      members.push_back(e);
+    }
+    if (missing || members.size() < 2) continue;
+    const size_t n = members.front()->score.size();
+    Evaluator c{combo, "  (rank sum)", std::vector<double>(n, 0.0), std::vector<double>(n, 0.0)};
+    std::vector<bool> scored(n, true);
+    for (const Evaluator* e : members)
+      for (size_t i = 0; i < n; ++i) scored[i] = scored[i] && !std::isnan(e->score[i]);
+    for (const Evaluator* e : members) {
+      std::vector<double> kept;
+      for (size_t i = 0; i < n; ++i)
+        if (scored[i]) kept.push_back(e->score[i]);
+      const std::vector<double> r = average_ranks(kept);
+      for (size_t i = 0, k = 0; i < n; ++i) {
+        c.seconds[i] += e->seconds[i];
+        c.score[i] = scored[i] ? c.score[i] + r[k++] : std::numeric_limits<double>::quiet_NaN();
+      }
+    }
+    evals.push_back(std::move(c));
+  }
+}
+
+// Refuses, before any work, a --combine that names fewer than two members or
+// one this run does not compute (`planned`).
+void check_combinations(const EvaluatorsFlags& f, const std::vector<std::string>& planned) {
+  if (!f.combine_given) return;
+  for (const std::string& combo : f.combine) {
+    if (combo == "none") continue;
+    std::stringstream parts(combo);
+    size_t members = 0;
+    for (std::string m; std::getline(parts, m, '+'); ++members)
+      if (std::find(planned.begin(), planned.end(), m) == planned.end())
+        throw Error("--combine " + combo,
+                    "'" + m +
+                        "' is not an evaluator of this run (its proxies, fidelities and "
+                        "the table's valid_1ep and valid_3ep)");
+    if (members < 2)
+      throw Error("--combine " + combo, "a combination names two evaluators or more, joined by +");
+  }
+}
+
 void run_evaluators(const EvaluatorsFlags& f) {
   const Space space = Space::load(f.space);
   const std::vector<Proxy> proxies = chosen_proxies(f.proxies);
   const Table table = read_table(f.table, space, f.target);
+  {
+    std::vector<std::string> planned;
+    for (Proxy p : proxies) planned.push_back(proxy_info(p).name);
+    for (const Fidelity* fid : chosen_fidelities(f.fidelities)) planned.push_back(fid->name);
+    if (table.has_short)
+      for (const char* c : {"valid_1ep", "valid_3ep"})
+        if (c != f.target) planned.push_back(c);
+    check_combinations(f, planned);
+  }
   const Minibatch mb = load_minibatch(f.data, f.batch, f.seed);
   check_fits(space, mb, f.data);
   auto backend = make_cpu_backend(f.threads);
@@ -297,6 +373,7 @@ void run_evaluators(const EvaluatorsFlags& f) {
   std::fprintf(stderr, "training %zu architectures at %zu reduced fidelities...\n", n,
                fidelities.size());
   run_fidelities(f, space, table, fidelities, target, evals);
+  add_combinations(f, evals);
   double full_s = 0;
   if (table.has_short) {
     for (const TableRow& r : table.rows) full_s += *r.train_seconds;
@@ -308,14 +385,15 @@ void run_evaluators(const EvaluatorsFlags& f) {
       f.threads, static_cast<unsigned long long>(f.seed));
   // share_10ep: the cost as a share of the table's mean full training
   // (train_seconds: its step loop alone, so the share is if anything high).
-  std::printf("%-12s %6s %8s %8s %12s %10s\n", "evaluator", "n", "tau", "rho", "s/candidate",
+  std::printf("%-16s %6s %8s %8s %12s %10s\n", "evaluator", "n", "tau", "rho", "s/candidate",
               "share_10ep");
   for (const Evaluator& e : evals) report(e, target, full_s);
   if (!f.out.empty()) {
     // The proxies' and reduced fidelities' scores (the table's own columns are in the table).
     std::vector<const Evaluator*> cols;
     for (const Evaluator& e : evals)
-      if (e.cost_note.rfind("  (table", 0) != 0) cols.push_back(&e);
+      if (e.cost_note.rfind("  (table", 0) != 0 && e.cost_note != "  (rank sum)")
+        cols.push_back(&e);
     std::string csv = "arch";
     for (const Evaluator* e : cols) csv += "," + e->name;
     csv += "\n";
@@ -407,6 +485,11 @@ void add_evaluator_benchmark(CLI::App& bench) {
          "--fidelities", f->fidelities,
          "Reduced-fidelity trainings to run on every row (default: none; all): " + fidelity_names())
       ->delimiter(',');
+  cmd->add_option("--combine", f->combine,
+                  "Rank combinations of this run's evaluators, e.g. naswot+params (a row's score "
+                  "is the sum of its ranks); default: naswot+params and synflow+params when "
+                  "computed; none for none")
+      ->each([f](const std::string&) { f->combine_given = true; });
   cmd->add_option("--batch", f->batch, "Images in the minibatch")
       ->default_val(64)
       ->check(in_range(2, 4096));

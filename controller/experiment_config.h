@@ -45,8 +45,11 @@ struct ExperimentConfig {
   std::optional<AshaSettings> asha;
   // Screening (controller/screening.h): before any trial, `screen`
   // architectures sampled from the seed are scored at initialization by
-  // `screen_evaluator` (a proxy of trainer/proxies.h) on the workers, in
-  // requests of `screen_batch`, and the strategy starts from the best. 0: off.
+  // `screen_evaluator` on the workers, in requests of `screen_batch`, and the
+  // strategy starts from the best. 0: off. The evaluator is a proxy of
+  // trainer/proxies.h, or several joined by '+' ("synflow+params"): each is
+  // scored and stored, and an architecture's score is the sum of its ranks
+  // among the screened under each (screen_members).
   int64_t screen = 0;
   std::string screen_evaluator = "synflow";
   int screen_batch = 50;
@@ -62,5 +65,17 @@ struct ExperimentConfig {
   // epochs per trial (fidelity, or the recipe's epochs without a time budget).
   bool inherit = false;
 };
+
+// The evaluators a screen_evaluator names, in its order: the parts of it
+// joined by '+' (one for a single proxy). Empty parts come back as they are,
+// for the caller to refuse.
+inline std::vector<std::string> screen_members(const std::string& evaluator) {
+  std::vector<std::string> out;
+  size_t from = 0;
+  for (size_t plus; (plus = evaluator.find('+', from)) != std::string::npos; from = plus + 1)
+    out.push_back(evaluator.substr(from, plus - from));
+  out.push_back(evaluator.substr(from));
+  return out;
+}
 
 }  // namespace minas

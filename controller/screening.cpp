@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <map>
 #include <unordered_set>
 
 #include "controller/core.h"
+#include "controller/ranking.h"
 #include "db/queries.h"
 #include "searchspace/error.h"
 #include "searchspace/json_read.h"
@@ -42,12 +44,27 @@ void Screening::open() {
       if (seen.insert(space.hash(a)).second) keys.push_back(space.key(a));
     }
   }
-  // What the store holds already is not screened again.
+  // What the store holds already is not screened again: an architecture
+  // every member has a row of (scored, or given up on).
+  members_ = screen_members(c.screen_evaluator);
+  struct Stored {
+    size_t rows = 0;  // members with a row of it
+    std::vector<double> scores;
+  };
+  std::map<std::string, Stored> rows;
+  for (const std::string& evaluator : members_)
+    for (const db::ScreeningRow& r :
+         db::screening_scores(core_.store.connection(), core_.experiment, evaluator)) {
+      Stored& st = rows[r.arch_key];
+      // Scored by the members before this one too: the member's score, in order.
+      if (r.score && st.scores.size() == st.rows) st.scores.push_back(*r.score);
+      ++st.rows;
+    }
   std::unordered_set<std::string> stored;
-  for (const db::ScreeningRow& r :
-       db::screening_scores(core_.store.connection(), core_.experiment, c.screen_evaluator)) {
-    stored.insert(r.arch_key);
-    if (r.score) scores_[r.arch_key] = *r.score;
+  for (auto& [key, st] : rows) {
+    if (st.rows < members_.size()) continue;
+    stored.insert(key);
+    if (st.scores.size() == members_.size()) scores_[key] = std::move(st.scores);
   }
   std::erase_if(scores_, [&](const auto& kv) {
     return std::find(keys.begin(), keys.end(), kv.first) == keys.end();
@@ -95,7 +112,7 @@ void Screening::dispatch(const std::string& worker, WorkerState& w) {
                         {"slot", slot},
                         {"space_id", core_.space_id},
                         {"archs", b.archs},
-                        {"evaluators", {c.screen_evaluator}},
+                        {"evaluators", members_},
                         {"data", {{"name", c.data}, {"fingerprint", c.data_fingerprint}}},
                         {"seed", c.seed},
                         {"batch_size", kMinibatch}};
@@ -137,23 +154,27 @@ void Screening::on_result(const std::string& worker, const proto::ScreenResult& 
     acks_.push_back({worker, b.id, r.attempt, false});
     return;
   }
-  const std::string& evaluator = core_.config.screen_evaluator;
   const WorkerState* w = core_.sessions.find(worker);
   const double now = unix_now();
   for (const proto::ScreenedArch& a : r.archs) {
-    db::ScreenScore s;
-    s.experiment_id = core_.experiment;
-    s.arch_key = a.arch;
-    s.evaluator = evaluator;
-    if (const auto sc = a.scores.find(evaluator); sc != a.scores.end()) s.score = sc->second;
-    s.seconds = a.seconds;
-    // What the store keeps of a peer's text: bounded.
-    s.error = proto::bounded_text(a.error);
-    if (!s.score && s.error.empty()) s.error = "the worker sent no " + evaluator + " score";
-    if (w) s.worker_id = w->id;
-    s.at = now;
-    core_.writer.record_screen_score(s);
-    if (s.score) scores_[a.arch] = *s.score;
+    std::vector<double> all;
+    for (const std::string& evaluator : members_) {
+      db::ScreenScore s;
+      s.experiment_id = core_.experiment;
+      s.arch_key = a.arch;
+      s.evaluator = evaluator;
+      if (const auto sc = a.scores.find(evaluator); sc != a.scores.end()) s.score = sc->second;
+      // The architecture's seconds, all its evaluators together.
+      s.seconds = a.seconds / static_cast<double>(members_.size());
+      // What the store keeps of a peer's text: bounded.
+      s.error = proto::bounded_text(a.error);
+      if (!s.score && s.error.empty()) s.error = "the worker sent no " + evaluator + " score";
+      if (w) s.worker_id = w->id;
+      s.at = now;
+      core_.writer.record_screen_score(s);
+      if (s.score) all.push_back(*s.score);
+    }
+    if (all.size() == members_.size()) scores_[a.arch] = std::move(all);
   }
   screened_now_ += b.archs.size();
   if (b.phase == BatchPhase::queued) queue_.erase(std::find(queue_.begin(), queue_.end(), b.id));
@@ -185,8 +206,9 @@ void Screening::requeue(ScreenBatch& b, const std::string& why) {
                             " times (last: " + printable_excerpt(why, 200) + ")";
   const double now = unix_now();
   for (const std::string& key : b.archs)
-    core_.writer.record_screen_score({core_.experiment, key, core_.config.screen_evaluator,
-                                      std::nullopt, 0.0, error, std::nullopt, now});
+    for (const std::string& evaluator : members_)
+      core_.writer.record_screen_score(
+          {core_.experiment, key, evaluator, std::nullopt, 0.0, error, std::nullopt, now});
   b.phase = BatchPhase::done;
   core_.log("screen batch " + std::to_string(b.id) + ": " + error);
   if (--left_ == 0) tell_strategy();
@@ -230,6 +252,18 @@ std::vector<size_t> screened_order(const std::vector<double>& score,
   return order;
 }
 
+std::vector<double> rank_sums(const std::map<std::string, std::vector<double>>& scores) {
+  std::vector<double> sum(scores.size(), 0.0);
+  const size_t members = scores.empty() ? 0 : scores.begin()->second.size();
+  for (size_t m = 0; m < members; ++m) {
+    std::vector<double> v;
+    for (const auto& [key, s] : scores) v.push_back(s.at(m));
+    const std::vector<double> r = average_ranks(v);
+    for (size_t i = 0; i < r.size(); ++i) sum[i] += r[i];
+  }
+  return sum;
+}
+
 void Screening::tell_strategy() {
   told_ = true;
   const Space& space = core_.space;
@@ -240,9 +274,10 @@ void Screening::tell_strategy() {
   for (const auto& [key, s] : scores_) {
     archs.push_back(space.parse_key(key));
     keys.push_back(key);
-    score.push_back(s);
+    score.push_back(s.front());
     macs.push_back(by_front ? static_cast<double>(space.lower(archs.back()).macs()) : 0.0);
   }
+  if (members_.size() > 1) score = rank_sums(scores_);
   std::vector<Screened> best;
   for (size_t i : screened_order(score, macs, keys, by_front)) best.push_back({archs[i], score[i]});
   core_.strategy.screened(best);

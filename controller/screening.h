@@ -28,6 +28,10 @@ namespace minas::loop {
 
 struct Core;
 
+// A combined evaluator's scores (screen_members): per architecture, in the
+// map's order, the sum of its ranks (ties averaged) under each member.
+std::vector<double> rank_sums(const std::map<std::string, std::vector<double>>& scores);
+
 // The order of screened architectures for the strategy, as indices into the
 // lists. by_front false: by score, best first. by_front true: by Pareto front
 // of score (higher is better) against MACs (lower is better), the first
@@ -89,10 +93,12 @@ class Screening {
   std::map<int64_t, ScreenBatch> batches_;
   std::deque<int64_t> queue_;
   std::set<std::tuple<int64_t, int, std::string>> sent_;  // (batch, attempt, worker)
-  std::map<std::string, double> scores_;  // arch key -> the experiment's evaluator's score
-  size_t left_ = 0;                       // batches not done
-  size_t screened_now_ = 0;               // architectures this run scored
-  double started_ = 0;                    // when this run's first batch was sent
+  std::vector<std::string> members_;                      // screen_members(screen_evaluator)
+  // arch key -> its score by each member, in members_' order
+  std::map<std::string, std::vector<double>> scores_;
+  size_t left_ = 0;          // batches not done
+  size_t screened_now_ = 0;  // architectures this run scored
+  double started_ = 0;       // when this run's first batch was sent
   std::vector<Ack> acks_;
 };
 

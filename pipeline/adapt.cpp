@@ -321,6 +321,7 @@ ExperimentConfig search_config(AdaptRun& run) {
   s.config.seed = o.seed;
   s.config.screen = o.screen;
   s.config.screen_order = o.screen_order;
+  s.config.screen_evaluator = o.screen_evaluator;
   AshaSettings asha;
   asha.eta = 3;
   asha.rungs = AshaSettings::geometric(std::max(1, run.fidelity / 9), 3, run.fidelity);

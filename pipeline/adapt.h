@@ -41,6 +41,7 @@ struct AdaptOptions {
   // starts from the best that meet the constraints); 0: none.
   int64_t screen = 0;
   std::string screen_order = "score";  // or "front" (ExperimentConfig::screen_order)
+  std::string screen_evaluator = "synflow";  // ExperimentConfig::screen_evaluator
   // ASHA's first rung after a quarter of an epoch, before the whole-epoch ones.
   bool quarter_rung = false;
   int fidelity = 0;     // epochs per trial; 0: enough for about 150,000 images seen (3 to 30)

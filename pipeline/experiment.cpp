@@ -1,5 +1,6 @@
 #include "pipeline/experiment.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <stdexcept>
 
@@ -52,7 +53,8 @@ std::vector<ExperimentParam> make_table() {
        "any trial; evolution and predictor start from the best; 0: off"},
       {"screen_evaluator", +[](S& s) -> std::string& { return s.config.screen_evaluator; },
        "synflow", 0, 0,
-       "What screening scores by: naswot, synflow, grad_norm, jacob_cov, params or macs"},
+       "What screening scores by: naswot, synflow, grad_norm, jacob_cov, params or macs, or "
+       "several joined by + (synflow+params: the sum of the ranks under each)"},
       {"screen_batch", +[](S& s) -> int& { return s.config.screen_batch; }, "50", 1,
        kMaxScreenBatch, "Architectures per screening request to a worker slot"},
       {"screen_order", +[](S& s) -> std::string& { return s.config.screen_order; }, "score", 0, 0,
@@ -131,10 +133,20 @@ ExperimentConfig experiment_config(const ExperimentSettings& s, const Recipe& re
                                    const StrategySettings& strategy,
                                    std::optional<AshaSettings> asha) {
   ExperimentConfig cfg = s.config;
-  if (cfg.screen > 0 && !proxy_from_name(cfg.screen_evaluator))
-    throw Error("--screen-evaluator", "unknown evaluator '" +
-                                          printable_excerpt(cfg.screen_evaluator, 40) +
-                                          "' (evaluators: " + proxy_names() + ")");
+  if (cfg.screen > 0) {
+    const std::vector<std::string> members = screen_members(cfg.screen_evaluator);
+    for (size_t i = 0; i < members.size(); ++i) {
+      if (!proxy_from_name(members[i]))
+        throw Error("--screen-evaluator",
+                    "unknown evaluator '" + printable_excerpt(members[i], 40) + "' in '" +
+                        printable_excerpt(cfg.screen_evaluator, 80) +
+                        "' (evaluators: " + proxy_names() + ", or several joined by +)");
+      if (std::find(members.begin(), members.begin() + static_cast<long>(i), members[i]) !=
+          members.begin() + static_cast<long>(i))
+        throw Error("--screen-evaluator", "'" + members[i] + "' is named twice in '" +
+                                              printable_excerpt(cfg.screen_evaluator, 80) + "'");
+    }
+  }
   if (cfg.screen_order != "score" && cfg.screen_order != "front")
     throw Error("--screen-order",
                 "'" + printable_excerpt(cfg.screen_order, 40) + "' is not score or front");

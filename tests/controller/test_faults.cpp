@@ -457,8 +457,13 @@ TEST_CASE("faults: minas search --pipeline screened sets what it stands for, whe
   const std::string of = " JOIN experiments e ON e.id = x.experiment_id WHERE e.name = ";
   CHECK(strategy("given") == "random");
   CHECK(strategy("no-asha") == "predictor");
-  CHECK(count("SELECT count(*) FROM screening_scores x" + of + "'given'") == 20);
-  CHECK(count("SELECT count(*) FROM screening_scores x" + of + "'no-asha'") == 15);
+  // Scored by the pipeline's synflow+params: a row of each per architecture.
+  for (const char* evaluator : {"synflow", "params"}) {
+    const std::string by = std::string(" AND x.evaluator = '") + evaluator + "'";
+    CHECK(count("SELECT count(*) FROM screening_scores x" + of + "'given'" + by) == 20);
+    CHECK(count("SELECT count(*) FROM screening_scores x" + of + "'no-asha'" + by) == 15);
+  }
+  CHECK(count("SELECT count(*) FROM screening_scores x" + of + "'given'") == 40);
   const std::string sub =
       "SELECT count(*) FROM sub_epochs s JOIN trials x ON x.id = s.trial_id" + of;
   CHECK(count(sub + "'given' AND s.at = 0.25") >= 1);

@@ -93,9 +93,9 @@ struct ScreenSearch : Search {
     return c;
   }
   // Read through a connection of its own: the controller may be writing.
-  std::vector<db::ScreeningRow> rows() {
+  std::vector<db::ScreeningRow> rows(const std::string& evaluator = "synflow") {
     db::Connection c = db::open_store_readonly(path);
-    return db::screening_scores(c, db::find_experiment_id(c, name), "synflow");
+    return db::screening_scores(c, db::find_experiment_id(c, name), evaluator);
   }
   std::vector<std::string> trial_archs() {
     db::Connection c = db::open_store_readonly(path);
@@ -402,6 +402,57 @@ TEST_CASE("screening: a resumed search screens only what the store lacks, then n
   CHECK(third->archs.load() == 0);
   CHECK(log.has("30 scored before, 0 to score"));
   CHECK(search.rows().size() == 30);
+}
+
+TEST_CASE("screening: a combined evaluator keeps each member's score and orders by rank sums") {
+  // Rank sums: ties share their average rank.
+  const std::map<std::string, std::vector<double>> scores = {
+      {"a", {1.0, 30.0}}, {"b", {2.0, 10.0}}, {"c", {3.0, 20.0}}, {"d", {3.0, 40.0}}};
+  CHECK(loop::rank_sums(scores) == std::vector<double>{1 + 3, 2 + 1, 3.5 + 2, 3.5 + 4});
+
+  ScreenSearch search("screen-combined", "combined");
+  Lines log;
+  ExperimentConfig cfg = search.screening(30, 6, 4);
+  cfg.screen_evaluator = "synflow+params";
+  // The first run stops after its first batch; the second scores the rest.
+  std::atomic<Controller*> running{nullptr};
+  auto first = std::make_shared<CountingScreener>([&](size_t) {
+    if (Controller* c = running.load()) c->request_stop();
+  });
+  run_with(
+      search, cfg, log,
+      [&](const std::string& e) { return std::vector{screening_worker(e, "w", first)}; }, &running);
+  const size_t stored = search.rows("params").size();
+  CHECK(search.rows("synflow").size() == stored);
+  CHECK(stored < 30);
+  search.remake();
+  auto second = std::make_shared<CountingScreener>();
+  const ControllerSummary s = run_with(search, cfg, log, [&](const std::string& e) {
+    return std::vector{screening_worker(e, "w", second)};
+  });
+  INFO(log.all());
+  CHECK(s.done == 4);
+  CHECK(second->archs.load() == 30 - stored);
+  const auto synflow = search.rows("synflow"), params = search.rows("params");
+  check_all_scored(synflow, 30);
+  check_all_scored(params, 30);
+  CHECK(log.has("scored by synflow+params"));
+  // The population starts from the best by the sum of the two ranks.
+  std::map<std::string, std::vector<double>> both;
+  for (const auto& r : synflow) both[r.arch_key].push_back(*r.score);
+  for (const auto& r : params) both[r.arch_key].push_back(*r.score);
+  std::vector<std::string> keys;
+  for (const auto& [k, v] : both) keys.push_back(k);
+  const std::vector<double> sums = loop::rank_sums(both);
+  const auto order = loop::screened_order(sums, std::vector<double>(sums.size(), 0.0), keys, false);
+  const auto trials = search.trial_archs();
+  REQUIRE(trials.size() == 4);
+  for (size_t i = 0; i < 4; ++i) CHECK(trials[i] == keys[order[i]]);
+  // The order by the sum is not synflow's alone (rows come best first).
+  std::vector<std::string> by_sum, by_synflow;
+  for (size_t i : order) by_sum.push_back(keys[i]);
+  for (const auto& r : synflow) by_synflow.push_back(r.arch_key);
+  CHECK(by_sum != by_synflow);
 }
 
 TEST_CASE("screening: the proxy screener scores each architecture, or says what went wrong") {

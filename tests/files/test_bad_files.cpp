@@ -154,7 +154,7 @@ TEST_CASE("bad files: checkpoints and model descriptions refused by minas predic
 }
 
 TEST_CASE("bad files: --table files refused by minas worker and minas bench strategies") {
-  MESSAGE(run_corpus("tests/files/tables.txt", 24) << " cases");
+  MESSAGE(run_corpus("tests/files/tables.txt", 26) << " cases");
 }
 
 TEST_CASE("bad flags: every numeric flag out of range or overflowing is refused, naming it") {
