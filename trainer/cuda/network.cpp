@@ -74,12 +74,7 @@ CudaNetwork::~CudaNetwork() {
 
 void CudaNetwork::upload_state() {
   MINAS_CUDA_CHECK(cudaSetDevice(device_));
-  for (size_t p = 0; p < w_.size(); ++p)
-    MINAS_CUDA_CHECK(cudaMemcpyAsync(w_[p].get(), model_.params()[p].value.data(),
-                                     w_[p].size() * sizeof(float), cudaMemcpyHostToDevice, s_));
-  for (size_t b = 0; b < buf_.size(); ++b)
-    MINAS_CUDA_CHECK(cudaMemcpyAsync(buf_[b].get(), model_.buffers()[b].value.data(),
-                                     buf_[b].size() * sizeof(float), cudaMemcpyHostToDevice, s_));
+  enqueue_state_upload();
   MINAS_CUDA_CHECK(cudaStreamSynchronize(s_));
 }
 void CudaNetwork::download_state() {
@@ -248,6 +243,11 @@ void CudaNetwork::infer(const float* x, float* logits) {
 void CudaNetwork::upload(const float* x) {
   MINAS_CUDA_CHECK(
       cudaMemcpyAsync(y_[0].get(), x, count(0) * sizeof(float), cudaMemcpyHostToDevice, s_));
+  enqueue_state_upload();
+}
+
+// The model's parameters and running statistics to the GPU, on the stream.
+void CudaNetwork::enqueue_state_upload() {
   for (size_t p = 0; p < w_.size(); ++p)
     MINAS_CUDA_CHECK(cudaMemcpyAsync(w_[p].get(), model_.params()[p].value.data(),
                                      w_[p].size() * sizeof(float), cudaMemcpyHostToDevice, s_));

@@ -118,6 +118,8 @@ class CudaNetwork final : public Network {
 
   // The batch, and the model's parameters and running statistics, to the GPU.
   void upload(const float* x);
+  // The model's parameters and running statistics alone, on the stream.
+  void enqueue_state_upload();
 
   // ---- planning (network.cpp): what layer i needs, by its op; workspace
   // grows to the largest convolution workspace.
