@@ -21,6 +21,13 @@
 #   trained by PyTorch on the same machine for as many epochs as fit in the
 #   same budget (timed from a 1-epoch run first); skipped, and said so, when
 #   /usr/bin/python3 cannot import torch (apt-get install python3-torch).
+#
+# Resumable: each finished run leaves its row in WORKDIR/NAME.row beside a key
+# (the binary's checksum, the arm's options, the budget and SEARCH_ARGS); a
+# later call with the same key prints that row again instead of rerunning it,
+# so the 3 seeds x arms (an hour per seed and arm pair) can be spread over
+# several sittings of a machine with nothing else on it. The reference's
+# line is kept the same way (WORKDIR/torch_ref-BUDGET.line). FRESH=1 reruns all.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 seeds="${1:-0 1 2}"
@@ -29,7 +36,6 @@ work="${3:-$here/runs/bench-one-click}"
 minas="${MINAS:-$here/build/minas}"
 [[ -x "$minas" ]] || { echo "bench/one_click.sh: build first (bash scripts/build.sh)" >&2; exit 1; }
 mkdir -p "$work"
-db="$work/one-click.db"
 
 field() {  # field REPORT NAME: the value of the row "| NAME | VALUE |" of a report
   grep -m1 -F "| $2 | " "$1" | sed -e "s/^| $2 | //" -e 's/ |$//'  # the value may hold \|
@@ -47,14 +53,25 @@ for arm in "${list[@]}"; do
   options[$n]="${arm#*:}"
 done
 
+sum=$(sha256sum "$minas" | cut -d' ' -f1)
 rows=()
-echo "budget=$budget seeds=$seeds cores=$(nproc) store=$db arms=$arms"
+echo "budget=$budget seeds=$seeds cores=$(nproc) stores=$work/ARM-seedN.db arms=$arms"
 for seed in $seeds; do
   for strategy in "${names[@]}"; do
     name="$strategy-seed$seed"
     out="$work/$name"
     log="$work/$name.log"
-    rm -rf "$out"
+    key="minas=$sum options=${options[$strategy]} budget=$budget search_args=${SEARCH_ARGS:-}"
+    if [[ -z "${FRESH:-}" && -f "$work/$name.row" && -f "$work/$name.key" ]] &&
+        [[ "$(cat "$work/$name.key")" == "$key" ]]; then
+      row="$(cat "$work/$name.row")"
+      rows+=("$row")
+      echo "$row (kept from an earlier call: $work/$name.row)"
+      continue
+    fi
+    # A fresh store per run: an existing experiment of the same name would resume.
+    db="$work/$name.db"
+    rm -rf "$out" "$work/$name.row" "$work/$name.key" "$db" "$db-wal" "$db-shm"
     start=$(date +%s.%N)
     # shellcheck disable=SC2086  # an arm's options are words
     if ! "$minas" search --db "$db" --name "$name" --seed "$seed" ${options[$strategy]} \
@@ -74,16 +91,22 @@ for seed in $seeds; do
     num() { tail -n 1 "$log" | grep -o "\"$1\":[0-9]*" | cut -d: -f2; }
     summary="$(num "done") done, $(num pruned) pruned, $(num failed) failed"
     # Screened: the last progress line's "screened N of M", else none.
-    screened=$(grep -o 'screened [0-9]* of [0-9]*' "$log" | tail -n 1 | cut -d' ' -f2)
+    # (A run without screening has no such line: grep's status must not end the script.)
+    screened=$({ grep -o 'screened [0-9]* of [0-9]*' "$log" || true; } | tail -n 1 | cut -d' ' -f2)
     row="| $strategy | $seed | $acc | $params | $macs | ${final%%,*} | $(printf '%.0f' "$wall") | $arch | $summary | ${screened:-0} |"
     rows+=("$row")
+    printf '%s\n' "$row" >"$work/$name.row"
+    printf '%s\n' "$key" >"$work/$name.key"
     echo "$row"
   done
 done
 
 # The hand-designed reference: PyTorch, width 32, epochs that fit in the budget.
 ref="${TORCH_REF:-$here/../shared/bench/torch_ref.py}"
-if [[ -f "$ref" ]] && /usr/bin/python3 -c "import torch" 2>/dev/null; then
+kept="$work/torch_ref-$budget.line"
+if [[ -z "${FRESH:-}" && -f "$kept" ]]; then
+  echo "$(cat "$kept") (kept from an earlier call: $kept)"
+elif [[ -f "$ref" ]] && /usr/bin/python3 -c "import torch" 2>/dev/null; then
   budget_s=$(echo "$budget" | awk '{ s = 0; n = ""
     for (i = 1; i <= length($0); ++i) { c = substr($0, i, 1)
       if (c ~ /[0-9.]/) n = n c
@@ -95,7 +118,8 @@ if [[ -f "$ref" ]] && /usr/bin/python3 -c "import torch" 2>/dev/null; then
   start=$(date +%s.%N)
   line=$(/usr/bin/python3 "$ref" --width 32 --epochs "$epochs")
   wall=$(echo "$(date +%s.%N) - $start" | bc)
-  echo "torch_ref width 32: $epochs epochs in the $budget budget (1 epoch: ${epoch_s} s): $line (wall $(printf '%.0f' "$wall") s)"
+  echo "torch_ref width 32: $epochs epochs in the $budget budget (1 epoch: ${epoch_s} s): $line (wall $(printf '%.0f' "$wall") s)" |
+    tee "$kept"
 else
   echo "torch_ref: skipped (no $ref, or /usr/bin/python3 cannot import torch: apt-get install python3-torch)"
 fi
