@@ -424,6 +424,7 @@ FinalResult final_model(AdaptRun& run, db::Connection& conn, int64_t experiment)
   fo.pick = o.final_pick;
   fo.curve_exponent = o.curve_exponent;
   fo.latency_device = run.target.text;
+  if (o.screen > 0) fo.screen_evaluator = o.screen_evaluator;
   // The picture's x: the constraint that matters most, as the report's front table.
   fo.pareto_x = o.latency_ms > 0 ? db::Metric::latency_ms
                 : o.max_macs     ? db::Metric::macs

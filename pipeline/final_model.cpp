@@ -16,7 +16,9 @@
 #include <nlohmann/json.hpp>
 
 #include "controller/objective.h"
+#include "controller/experiment_config.h"
 #include "controller/ranking.h"
+#include "controller/screening.h"
 #include "db/queries.h"
 #include "export/onnx.h"
 #include "pipeline/charts.h"
@@ -409,8 +411,12 @@ void report_choice(std::ostream& md, const FinalOptions& o, const FinalResult& r
 // report.md's account of screening, if the search screened: per evaluator,
 // how many architectures it scored and how its scores ranked the trained
 // ones that it scored (Kendall's tau and Spearman's rho against their
-// validation accuracy in this run).
-void report_screening(std::ostream& md, db::Connection& conn, int64_t experiment) {
+// validation accuracy in this run). A combination the search screened by
+// (`screen_evaluator` as synflow+params) gets its own row: its score is the
+// sum of an architecture's ranks under its members among all the
+// architectures every member scored, as the strategy was told.
+void report_screening(std::ostream& md, db::Connection& conn, int64_t experiment,
+                      const std::string& screen_evaluator) {
   const auto scores = db::screening_scores(conn, experiment);
   if (scores.empty()) return;
   std::map<std::string, std::map<std::string, double>> by_evaluator;  // evaluator -> arch -> score
@@ -434,8 +440,8 @@ void report_screening(std::ostream& md, db::Connection& conn, int64_t experiment
         "validation accuracy of the trained architectures it scored, in this run.\n\n"
      << "| evaluator | scored | seconds each | trained and scored | Kendall tau | Spearman rho "
         "|\n|---|---|---|---|---|---|\n";
-  for (const auto& [evaluator, c] : counts) {
-    const auto& mine = by_evaluator[evaluator];
+  auto row = [&](const std::string& name, const std::map<std::string, double>& mine,
+                 const std::string& scored, double seconds) {
     std::vector<double> x, y;
     for (const auto& t : trained) {
       const auto it = mine.find(t.arch_key);
@@ -444,11 +450,41 @@ void report_screening(std::ostream& md, db::Connection& conn, int64_t experiment
       y.push_back(*t.val_acc);
     }
     auto cell = [](double v) { return std::isfinite(v) ? report_number(v, "%.3f") : "-"; };
-    md << "| " << evaluator << " | " << c.scored << " of " << c.rows << " | "
-       << report_number(c.seconds / static_cast<double>(c.rows), "%.4f") << " | " << x.size()
-       << " | " << cell(kendall_tau(x, y)) << " | " << cell(spearman_rho(x, y)) << " |\n";
+    md << "| " << name << " | " << scored << " | " << report_number(seconds, "%.4f") << " | "
+       << x.size() << " | " << cell(kendall_tau(x, y)) << " | " << cell(spearman_rho(x, y))
+       << " |\n";
+  };
+  for (const auto& [evaluator, c] : counts)
+    row(evaluator, by_evaluator[evaluator], std::to_string(c.scored) + " of " + std::to_string(c.rows),
+        c.seconds / static_cast<double>(c.rows));
+  const std::vector<std::string> members = screen_members(screen_evaluator);
+  if (members.size() > 1) {
+    // The architectures every member scored, each with its members' scores in order.
+    std::map<std::string, std::vector<double>> joint;
+    for (const auto& [key, first] : by_evaluator[members.front()]) {
+      std::vector<double> v{first};
+      for (size_t m = 1; m < members.size(); ++m) {
+        const auto& other = by_evaluator[members[m]];
+        const auto it = other.find(key);
+        if (it == other.end()) break;
+        v.push_back(it->second);
+      }
+      if (v.size() == members.size()) joint.emplace(key, std::move(v));
+    }
+    const std::vector<double> sums = loop::rank_sums(joint);
+    std::map<std::string, double> combined;
+    size_t i = 0;
+    for (const auto& [key, v] : joint) combined.emplace(key, sums[i++]);
+    double seconds = 0;
+    for (const auto& m : members)
+      if (const auto it = counts.find(m); it != counts.end() && it->second.rows > 0)
+        seconds += it->second.seconds / static_cast<double>(it->second.rows);
+    row(screen_evaluator + " (rank sum)", combined,
+        std::to_string(combined.size()) + " by every member", seconds);
   }
   md << "\n";
+  if (!screen_evaluator.empty())
+    md << "The search screened by " << screen_evaluator << ".\n\n";
 }
 
 // report.md's search sections: the best so far and the top 5.
@@ -580,7 +616,7 @@ FinalResult retrain_and_export(const Space& space, const FinalOptions& o,
   report_result(md, o, r, best, report, recipe);
   write_pictures(md, conn, experiment, curve, data.test, o, r);
   report_choice(md, o, r);
-  report_screening(md, conn, experiment);
+  report_screening(md, conn, experiment, o.screen_evaluator);
   report_search(
       md, curve,
       std::vector<db::TrialRow>(top.begin(), top.begin() + std::min<size_t>(5, top.size())));

@@ -46,6 +46,10 @@ struct FinalOptions {
   // before it trains, and at least kMinFinalSeconds. Without one the recipe's
   // own budget applies.
   std::optional<std::chrono::steady_clock::time_point> deadline;
+  // The evaluator the search screened by (ExperimentConfig::screen_evaluator):
+  // with a combination, the report's screening section adds its rank sums'
+  // correlation to its members'. Empty: the members' rows alone.
+  std::string screen_evaluator;
   // The cost the report's Pareto picture puts on x (a cost metric).
   db::Metric pareto_x = db::Metric::params;
 };

@@ -64,6 +64,7 @@ FinalResult final_training(const Space& space, const SearchOptions& o, const std
   fo.reproduce = o.reproduce;
   fo.pick = o.final_pick;
   fo.curve_exponent = o.curve_exponent;
+  if (o.experiment.screen > 0) fo.screen_evaluator = o.experiment.screen_evaluator;
   log.line("search", "final training, evaluation and export of the best architecture in the " +
                          std::to_string(static_cast<int>(std::max(kMinFinalSeconds, left))) +
                          " s left");

@@ -414,6 +414,7 @@ TEST_CASE("pipeline: run_adapt with the screened pipeline's settings screens and
   o.final_epochs = 1;
   o.workers = 1;
   o.screen = 30;
+  o.screen_evaluator = "synflow+params";
   o.quarter_rung = true;
   o.final_pick = minas::pipeline::FinalPick::final_time;
   CapturedLog captured;
@@ -427,5 +428,9 @@ TEST_CASE("pipeline: run_adapt with the screened pipeline's settings screens and
   const std::string report = slurp(fs::path(o.out) / "report.md");
   CHECK(contains(report, "## How the architecture was chosen"));
   CHECK(contains(report, "## Screening"));
+  // Each member's row, and the combination's: its rank sums over the 30 both scored.
   CHECK(contains(report, "| synflow | 30 of 30 | "));
+  CHECK(contains(report, "| params | 30 of 30 | "));
+  CHECK(contains(report, "| synflow+params (rank sum) | 30 by every member | "));
+  CHECK(contains(report, "The search screened by synflow+params."));
 }
