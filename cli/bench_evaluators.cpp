@@ -100,7 +100,7 @@ Table read_table(const std::string& path, const Space& space, const std::string&
 // ------------------------------------------------------------ bench evaluators
 
 struct EvaluatorsFlags {
-  std::string space = "small", data = "fashion-mnist", table, target = "valid_10ep", out;
+  std::string space = "small", data = "fashion-mnist", table, target = "valid_10ep", out, reuse;
   std::vector<std::string> proxies, fidelities, combine;
   bool combine_given = false;
   int batch = 64, threads = 1;
@@ -192,7 +192,8 @@ std::string number_text(double v) {
   return buf;
 }
 
-// One evaluator's scores and costs over the table's rows.
+// One evaluator's scores and costs over the table's rows. A score taken from
+// an earlier run (--reuse) has no cost here: its seconds are NaN.
 struct Evaluator {
   std::string name, cost_note;
   std::vector<double> score, seconds;
@@ -205,27 +206,54 @@ void report(const Evaluator& e, const std::vector<double>& target, double full_s
   // rank as the lowest or highest (tau is taken on ranks for that).
   std::vector<double> s, t;
   double cost = 0;
+  size_t timed = 0;
   for (size_t i = 0; i < e.score.size(); ++i) {
-    cost += e.seconds[i];
+    if (!std::isnan(e.seconds[i])) {
+      cost += e.seconds[i];
+      ++timed;
+    }
     if (std::isnan(e.score[i])) continue;
     s.push_back(e.score[i]);
     t.push_back(target[i]);
   }
   const double tau = kendall_tau(average_ranks(s), average_ranks(t));
   const double rho = spearman_rho(s, t);
-  const double per = cost / static_cast<double>(e.score.size());
-  char share[32] = "-";
-  if (full_s > 0) std::snprintf(share, sizeof share, "%.3f%%", 100 * per / full_s);
-  std::printf("%-16s %6zu %8.4f %8.4f %12.5f %10s%s\n", e.name.c_str(), s.size(), tau, rho, per,
+  // The cost per candidate is over the rows computed in this run.
+  const double per = timed ? cost / static_cast<double>(timed) : 0;
+  char share[32] = "-", each[32] = "-";
+  if (timed) std::snprintf(each, sizeof each, "%.5f", per);
+  if (timed && full_s > 0) std::snprintf(share, sizeof share, "%.3f%%", 100 * per / full_s);
+  std::printf("%-16s %6zu %8.4f %8.4f %12s %10s%s\n", e.name.c_str(), s.size(), tau, rho, each,
               share, e.cost_note.c_str());
 }
 
-// Each fidelity's short training of every row, on `threads` CPU threads.
+// --reuse's CSV, every reduced fidelity's column checked whole before any
+// work: each a finite accuracy in [0, 1]. nullopt without --reuse.
+std::optional<ArchTable> read_earlier(const std::string& path, const Space& space) {
+  if (path.empty()) return std::nullopt;
+  ArchTable t = ArchTable::read(path, space);
+  for (const Fidelity& fid : fidelity_table()) {
+    const auto column = t.find(fid.name);
+    if (!column) continue;
+    for (size_t row = 0; row < t.size(); ++row) {
+      const double v = t.number(row, *column);
+      if (v < 0 || v > 1)
+        throw Error(path, std::string(fid.name) + " of " + t.key(row) + ": " + number_text(v) +
+                              " is not an accuracy in [0, 1]");
+    }
+  }
+  return t;
+}
+
+// Each fidelity's short training of every row, on `threads` CPU threads;
+// with --reuse, the rows the earlier run's CSV scored at that fidelity keep
+// its score and are not trained again.
 void run_fidelities(const EvaluatorsFlags& f, const Space& space, const Table& table,
+                    const std::optional<ArchTable>& earlier,
                     const std::vector<const Fidelity*>& fidelities,
                     const std::vector<double>& target, std::vector<Evaluator>& evals) {
   if (fidelities.empty()) return;
-  const data::TrainTest data = data::load_dataset(f.data);
+  std::optional<data::TrainTest> data;  // loaded when a row is to be trained
   auto backend = make_cpu_backend(f.threads);
   const size_t n = table.rows.size();
   for (const Fidelity* fid : fidelities) {
@@ -238,17 +266,29 @@ void run_fidelities(const EvaluatorsFlags& f, const Space& space, const Table& t
     TrainOptions opt;
     opt.evaluate_test = false;
     opt.measure_latency = false;
+    const std::optional<size_t> column = earlier ? earlier->find(fid->name) : std::nullopt;
+    size_t reused = 0;
     const Clock::time_point all = Clock::now();
     for (size_t i = 0; i < n; ++i) {
+      if (column) {
+        if (const auto row = earlier->row_of(table.rows[i].key)) {
+          ev.score[i] = earlier->number(*row, *column);  // checked by read_earlier
+          ev.seconds[i] = std::numeric_limits<double>::quiet_NaN();
+          ++reused;
+          continue;
+        }
+      }
+      if (!data) data = data::load_dataset(f.data);
       const Clock::time_point t0 = Clock::now();
       Model model(space.lower(table.rows[i].arch), recipe.seed);
-      const TrainReport r = train(model, recipe, data, *backend, opt);
+      const TrainReport r = train(model, recipe, *data, *backend, opt);
       ev.seconds[i] = seconds_since(t0);
       ev.score[i] = r.val_acc;
     }
     std::vector<double> s(ev.score), t(target);
-    std::fprintf(stderr, "  %s: %zu architectures in %.0f s, tau %.4f\n", fid->name, n,
-                 seconds_since(all), kendall_tau(average_ranks(s), average_ranks(t)));
+    std::fprintf(stderr, "  %s: %zu architectures trained in %.0f s, %zu scores reused, tau %.4f\n",
+                 fid->name, n - reused, seconds_since(all), reused,
+                 kendall_tau(average_ranks(s), average_ranks(t)));
     evals.push_back(std::move(ev));
   }
 }
@@ -321,6 +361,7 @@ void run_evaluators(const EvaluatorsFlags& f) {
   const Space space = Space::load(f.space);
   const std::vector<Proxy> proxies = chosen_proxies(f.proxies);
   const Table table = read_table(f.table, space, f.target);
+  const std::optional<ArchTable> earlier = read_earlier(f.reuse, space);
   {
     std::vector<std::string> planned;
     for (Proxy p : proxies) planned.push_back(proxy_info(p).name);
@@ -330,8 +371,14 @@ void run_evaluators(const EvaluatorsFlags& f) {
         if (c != f.target) planned.push_back(c);
     check_combinations(f, planned);
   }
-  const Minibatch mb = load_minibatch(f.data, f.batch, f.seed);
-  check_fits(space, mb, f.data);
+  // The minibatch, where a proxy runs the network (params and MACs do not).
+  std::optional<Minibatch> mb;
+  for (Proxy p : proxies)
+    if (proxy_info(p).needs_backend && !mb) {
+      mb = load_minibatch(f.data, f.batch, f.seed);
+      check_fits(space, *mb, f.data);
+    }
+  const ProxyBatch batch = mb ? mb->view() : ProxyBatch{};
   auto backend = make_cpu_backend(f.threads);
   const size_t n = table.rows.size();
   std::vector<Evaluator> evals;
@@ -349,7 +396,7 @@ void run_evaluators(const EvaluatorsFlags& f) {
     const double lowering = seconds_since(t0);
     for (size_t k = 0; k < proxies.size(); ++k) {
       const Clock::time_point t1 = Clock::now();
-      evals[k].score[i] = proxy_score(proxies[k], *backend, g, f.seed, mb.view());
+      evals[k].score[i] = proxy_score(proxies[k], *backend, g, f.seed, batch);
       evals[k].seconds[i] = lowering + seconds_since(t1);
     }
     if ((i + 1) % 50 == 0)
@@ -372,7 +419,7 @@ void run_evaluators(const EvaluatorsFlags& f) {
   const std::vector<const Fidelity*> fidelities = chosen_fidelities(f.fidelities);
   std::fprintf(stderr, "training %zu architectures at %zu reduced fidelities...\n", n,
                fidelities.size());
-  run_fidelities(f, space, table, fidelities, target, evals);
+  run_fidelities(f, space, table, earlier, fidelities, target, evals);
   add_combinations(f, evals);
   double full_s = 0;
   if (table.has_short) {
@@ -502,6 +549,10 @@ void add_evaluator_benchmark(CLI::App& bench) {
       ->default_val(0)
       ->check(any_of_type<uint64_t>());
   cmd->add_option("--out", f->out, "CSV of every architecture's proxy scores (features)");
+  cmd->add_option("--reuse", f->reuse,
+                  "CSV an earlier run wrote with --out, with the same --data, --batch, --threads "
+                  "and --seed: a reduced fidelity's score of a row it holds is taken, not trained "
+                  "again (the cost is measured on the rows trained here)");
   cmd->callback([f] { run_evaluators(*f); });
 
   auto s = std::make_shared<ScreenFlags>();

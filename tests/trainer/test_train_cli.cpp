@@ -1,5 +1,5 @@
-// `minas train` and `minas bench train-ref` as a user runs them: bad input
-// gets a clear error and a non-zero exit.
+// `minas train`, `minas bench train-ref` and `minas bench evaluators --reuse`
+// as a user runs them: bad input gets a clear error and a non-zero exit.
 #include <doctest/doctest.h>
 
 #include "tests/support.h"
@@ -59,4 +59,57 @@ TEST_CASE("train cli: bad data, recipes, architectures and flags are refused cle
     CHECK_MESSAGE(r.out.find(b.expect) != std::string::npos, r.out);
     CHECK_MESSAGE(r.out.find("error") != std::string::npos, r.out);
   }
+}
+
+TEST_CASE("bench evaluators --reuse: an earlier run's reduced-fidelity scores are taken, not trained again") {
+  const minas::test::TempDir tmp("evaluators-reuse");
+  const std::filesystem::path dir = tmp.path;
+  // The table; the earlier run's scores (a row the table lacks is ignored).
+  const std::string table = (dir / "table.csv").string();
+  std::ofstream(table) << "arch,acc\n"
+                          "16|32|conv_k3|skip|64|conv_k3|skip,0.91\n"
+                          "16|32|conv_k5|skip|64|conv_k3|skip,0.92\n"
+                          "32|64|conv_k3|skip|64|conv_k3|skip,0.93\n";
+  const std::string earlier = (dir / "earlier.csv").string();
+  std::ofstream(earlier) << "arch,params,ep0.125\n"
+                            "32|64|conv_k3|skip|64|conv_k3|skip,1,0.8\n"
+                            "16|32|conv_k5|skip|64|conv_k3|skip,1,0.7\n"
+                            "16|32|conv_k3|skip|64|conv_k3|skip,1,0.6\n"
+                            "16|32|sep_k3|skip|64|conv_k3|skip,1,0.1\n";
+  // An empty data folder: training any row, or drawing a minibatch, would fail.
+  std::filesystem::create_directories(dir / "empty");
+  const std::string out = (dir / "scores.csv").string();
+  const std::string common = "bench evaluators --space small --table " + table +
+                             " --target acc --proxies params --fidelities ep0.125 "
+                             "--combine none --data " + (dir / "empty").string();
+  const Run r = run(common + " --reuse " + earlier + " --out " + out);
+  INFO(r.out);
+  REQUIRE(r.status == 0);
+  CHECK(minas::test::contains(r.out, "ep0.125: 0 architectures trained"));
+  CHECK(minas::test::contains(r.out, "3 scores reused"));
+  // The scores rank the rows as acc does: tau 1; no cost measured here.
+  const size_t at = r.out.find("\nep0.125 ");
+  REQUIRE(at != std::string::npos);
+  const std::string line = r.out.substr(at + 1, r.out.find('\n', at + 1) - at - 1);
+  CHECK(minas::test::contains(line, " 3   1.0000   1.0000            -          -"));
+  std::ifstream in(out);
+  const std::string csv((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // Each row's own params (the proxy, computed), and the reused score.
+  CHECK(csv.rfind("arch,params,ep0.125\n16|32|conv_k3|skip|64|conv_k3|skip,24058,0.6\n", 0) == 0);
+  CHECK(minas::test::contains(csv, "\n16|32|conv_k5|skip|64|conv_k3|skip,"));
+  CHECK(minas::test::contains(csv, ",0.7\n32|64|conv_k3|skip|64|conv_k3|skip,"));
+  REQUIRE(csv.size() > 5);
+  CHECK(csv.substr(csv.size() - 5) == ",0.8\n");
+
+  // Without --reuse the row is trained: the empty folder is refused.
+  const Run fresh = run(common);
+  CHECK(fresh.status != 0);
+  CHECK(minas::test::contains(fresh.out, "in this folder"));
+  // A score that is not an accuracy is refused before any work, naming the file.
+  const std::string bad = (dir / "bad.csv").string();
+  std::ofstream(bad) << "arch,ep0.125\n16|32|conv_k3|skip|64|conv_k3|skip,1.5\n";
+  const Run refused = run(common + " --reuse " + bad);
+  CHECK(refused.status != 0);
+  CHECK(minas::test::contains(refused.out, "bad.csv: ep0.125 of 16|32|conv_k3|skip|64|conv_k3|skip: 1.5 is not an accuracy in [0, 1]"));
+  CHECK_FALSE(minas::test::contains(refused.out, "scoring"));
 }
