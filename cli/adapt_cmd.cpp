@@ -55,7 +55,7 @@ pipeline::AdaptOptions adapt_options(const AdaptFlags& f, const CLI::App& ad) {
     o.screen_order = "front";
     o.screen_evaluator = "synflow+params";
     if (ad.count("--final-pick") == 0) o.final_pick = pipeline::FinalPick::final_time;
-    o.quarter_rung = true;
+    o.trial_fraction = 0.25;
   }
   o.fidelity = f.fidelity;
   o.workers = f.workers;
@@ -152,8 +152,8 @@ void add_adapt_command(CLI::App& app) {
   ad->add_option("--pipeline", f->pipeline,
                  "screened: --screen 2000 by synflow+params (taken by Pareto front of score "
                  "against MACs), "
-                 "--final-pick final-time and ASHA's first rung after a quarter epoch, each "
-                 "unless given; classic: the settings as given")
+                 "--final-pick final-time, and trials of a quarter of their epochs planned as "
+                 "short runs without ASHA, each unless given; classic: the settings as given")
       ->default_val("classic")
       ->check(CLI::IsMember({"classic", "screened"}));
   ad->add_option("--fidelity", f->fidelity,

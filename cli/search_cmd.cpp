@@ -358,7 +358,8 @@ const std::vector<std::pair<std::string, nlohmann::json>>& screened_pipeline() {
   static const std::vector<std::pair<std::string, nlohmann::json>> list = {
       {"--screen", 2000},          {"--screen-evaluator", "synflow+params"},
       {"--screen-order", "front"}, {"--strategy", "predictor"},
-      {"--asha-rungs", "0.25,1"},  {"--final-pick", "final-time"}};
+      {"--fidelity", 1},           {"--trial-fraction", 0.25},
+      {"--no-asha", true},         {"--final-pick", "final-time"}};
   return list;
 }
 
@@ -366,18 +367,15 @@ const std::vector<std::pair<std::string, nlohmann::json>>& screened_pipeline() {
 // file did: a setting given always wins, so each stays its own choice.
 void apply_pipeline(CLI::App& sr, SearchFlags& f) {
   if (f.pipeline == "classic") return;
+  // Early stopping asked for (rungs, eta, or in the file) keeps whole-epoch
+  // trials: short runs have no rungs.
+  const bool asha_given = sr.count("--no-asha") > 0 || sr.count("--asha-eta") > 0 ||
+                          sr.count("--asha-rungs") > 0 || !f.strategy.file_asha.is_null();
   for (const auto& [flag, value] : screened_pipeline()) {
     CLI::Option* opt = sr.get_option(flag);
     if (opt->count() > 0) continue;
-    // Early stopping set otherwise (off, by eta or in the file) keeps its own rungs.
-    nlohmann::json v = value;
-    if (flag == "--asha-rungs") {
-      if (sr.count("--no-asha") > 0 || sr.count("--asha-eta") > 0 ||
-          !f.strategy.file_asha.is_null())
-        continue;
-      if (f.settings.config.fidelity == 1) v = "0.25";  // rungs lie below the trials' epochs
-    }
-    set_from_file(*opt, v, "--pipeline " + f.pipeline + ": " + flag);
+    if ((flag == "--trial-fraction" || flag == "--no-asha") && asha_given) continue;
+    set_from_file(*opt, value, "--pipeline " + f.pipeline + ": " + flag);
   }
 }
 
@@ -466,6 +464,7 @@ void add_controller_command(CLI::App& app) {
   add_setting(ctl, c->settings, "trials");
   add_setting(ctl, c->settings, "seconds");
   add_setting(ctl, c->settings, "fidelity");
+  add_setting(ctl, c->settings, "trial_fraction");
   add_setting(ctl, c->settings, "seed");
   add_setting(ctl, c->settings, "gpus_per_trial");
   add_setting(ctl, c->settings, "train_pool");
@@ -497,7 +496,8 @@ void add_controller_command(CLI::App& app) {
                   "CURVE: the workers' public keys (a file, or a folder of .pub)");
   ctl->add_option("--experiment", c->experiment,
                   "Experiment file (JSON): name, space, data, recipe (object or file), strategy, "
-                  "strategy_settings, objective, asha, trials, seconds, fidelity, seed, screen, "
+                  "strategy_settings, objective, asha, trials, seconds, fidelity, trial_fraction, seed, "
+                  "screen, "
                   "screen_evaluator, screen_batch; flags given override it");
   ctl->callback([c, ctl] { run_controller(*c, *ctl); });
 }
@@ -540,8 +540,9 @@ void add_search_command(CLI::App& app) {
       ->check(in_range(0.0, 2.0));
   sr->add_option("--pipeline", sf->pipeline,
                  "screened: --screen 2000 --screen-evaluator synflow+params --screen-order "
-                 "front --strategy predictor --asha-rungs 0.25,1 --final-pick final-time, each "
-                 "unless given; classic: the settings as given")
+                 "front --strategy predictor --fidelity 1 --trial-fraction 0.25 --no-asha "
+                 "--final-pick final-time, each unless given (with ASHA asked for, trials "
+                 "keep whole epochs); classic: the settings as given")
       ->default_val("classic")
       ->check(CLI::IsMember({"classic", "screened"}));
   sr->add_flag("--no-final", sf->no_final, "Search only: no final training and export");
@@ -550,6 +551,7 @@ void add_search_command(CLI::App& app) {
                "Continue the store's latest experiment (or --name's) within what is left of the "
                "budget");
   add_setting(sr, sf->settings, "fidelity", {"3", "Epochs per trial in the search"});
+  add_setting(sr, sf->settings, "trial_fraction");
   sr->add_option("--workers", sf->workers,
                  "Local workers (default: one per core the process may use)")
       ->default_val(0)

@@ -50,6 +50,25 @@ void check_controller_settings(const ExperimentConfig& c, const ControllerOption
     throw Error("controller", "screen_evaluator must name an evaluator (synflow, naswot, ...)");
   if (c.screen_order != "score" && c.screen_order != "front")
     throw Error("controller", "screen_order must be score or front");
+  if (!(c.trial_fraction >= 0.01 && c.trial_fraction <= 1))
+    throw Error("controller", "trial_fraction must be in [0.01, 1] (the share of a trial's "
+                              "steps it trains), got " + std::to_string(c.trial_fraction));
+  if (c.trial_fraction < 1) {
+    // A trial that stops early has no whole-epoch rungs, no last state to
+    // inherit, and a schedule planned from its epochs alone.
+    if (c.asha)
+      throw Error("controller", "trial_fraction below 1 trains each trial as one short run, "
+                                "which has no ASHA rungs (minas search: add --no-asha)");
+    if (c.inherit)
+      throw Error("controller", "trial_fraction below 1 and inherit: a short run leaves no "
+                                "epoch's state to inherit");
+    const auto& r = c.recipe;
+    if (final_epoch(c) < 1 || (r.contains("time_budget_s") && r["time_budget_s"].is_number() &&
+                               r["time_budget_s"].get<double>() > 0))
+      throw Error("controller", "trial_fraction below 1 needs a number of epochs per trial "
+                                "(fidelity, or the recipe's epochs) and a recipe without a "
+                                "time budget");
+  }
   if (!(c.budget_seconds >= 0) || !std::isfinite(c.budget_seconds))
     throw Error("controller",
                 "budget_seconds must be 0 (none) or a positive number of seconds, got " +

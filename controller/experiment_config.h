@@ -24,6 +24,13 @@ struct ExperimentConfig {
   std::vector<std::string> data_files;
   nlohmann::json recipe = nlohmann::json::object();
   int fidelity = 0;  // epochs per trial; 0: the recipe's
+  // A trial trains this share of its epochs' steps, the learning-rate
+  // schedule planned over that share (the recipe's run_fraction, schedule
+  // "short"): a complete short run whose accuracy ranks networks better than
+  // the first steps of a long one (experiments/evaluators.md). 1: all.
+  // Below 1 there are no ASHA rungs, no inheritance, and the recipe has no
+  // time budget.
+  double trial_fraction = 1;
   // Device slots of one worker each trial trains on, data parallel (GPUs for
   // a GPU pool; CPU slots of a CPU worker likewise).
   int gpus_per_trial = 1;

@@ -322,6 +322,9 @@ ExperimentConfig search_config(AdaptRun& run) {
   s.config.screen = o.screen;
   s.config.screen_order = o.screen_order;
   s.config.screen_evaluator = o.screen_evaluator;
+  s.config.trial_fraction = o.trial_fraction;
+  if (o.trial_fraction < 1)  // each trial one short run: no rungs
+    return experiment_config(s, run.recipe, run.settings, std::nullopt);
   AshaSettings asha;
   asha.eta = 3;
   asha.rungs = AshaSettings::geometric(std::max(1, run.fidelity / 9), 3, run.fidelity);
@@ -413,6 +416,7 @@ FinalResult final_model(AdaptRun& run, db::Connection& conn, int64_t experiment)
   fo.out = run.out;
   fo.recipe = run.recipe;
   fo.recipe.set("epochs", std::to_string(o.final_epochs), "final training");
+  fo.recipe.set("run_fraction", "1", "final training");  // it trains all it plans
   const double left = o.budget_s - run.spent - run.elapsed();
   fo.deadline = std::chrono::steady_clock::now() +
                 std::chrono::duration_cast<std::chrono::steady_clock::duration>(
@@ -425,6 +429,7 @@ FinalResult final_model(AdaptRun& run, db::Connection& conn, int64_t experiment)
   fo.curve_exponent = o.curve_exponent;
   fo.latency_device = run.target.text;
   if (o.screen > 0) fo.screen_evaluator = o.screen_evaluator;
+  fo.trial_fraction = o.trial_fraction;
   // The picture's x: the constraint that matters most, as the report's front table.
   fo.pareto_x = o.latency_ms > 0 ? db::Metric::latency_ms
                 : o.max_macs     ? db::Metric::macs

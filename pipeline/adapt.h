@@ -44,6 +44,9 @@ struct AdaptOptions {
   std::string screen_evaluator = "synflow";  // ExperimentConfig::screen_evaluator
   // ASHA's first rung after a quarter of an epoch, before the whole-epoch ones.
   bool quarter_rung = false;
+  // Below 1: each trial trains this share of its fidelity's steps as one
+  // short run, without ASHA (ExperimentConfig::trial_fraction).
+  double trial_fraction = 1;
   int fidelity = 0;     // epochs per trial; 0: enough for about 150,000 images seen (3 to 30)
   int workers = 0;      // local workers; 0: one per core / the target's threads
   std::string devices;  // one local worker with these slots instead

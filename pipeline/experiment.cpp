@@ -1,6 +1,7 @@
 #include "pipeline/experiment.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <stdexcept>
 
@@ -38,6 +39,9 @@ std::vector<ExperimentParam> make_table() {
        "Wall-clock budget, 0 for none"},
       {"fidelity", +[](S& s) -> int& { return s.config.fidelity; }, "0", 0, kMaxEpochs,
        "Epochs per trial, 0 for the recipe's"},
+      {"trial_fraction", +[](S& s) -> double& { return s.config.trial_fraction; }, "1", 0.01, 1,
+       "Share of its epochs' steps a trial trains, the schedule planned over that share (a "
+       "short complete run ranks networks better than the start of a long one); 1: all"},
       {"seed", +[](S& s) -> uint64_t& { return s.config.seed; }, "0", 0, 0, "Strategy seed"},
       {"gpus_per_trial", +[](S& s) -> int& { return s.config.gpus_per_trial; }, "1", 1,
        kMaxSlotsPerTrial,
@@ -85,7 +89,7 @@ std::string type_name(const SettingField& f) {
 
 std::string bound(double v) {
   char buf[64];
-  std::snprintf(buf, sizeof buf, "%.0f", v);
+  std::snprintf(buf, sizeof buf, v == std::floor(v) ? "%.0f" : "%g", v);
   return buf;
 }
 
@@ -151,6 +155,12 @@ ExperimentConfig experiment_config(const ExperimentSettings& s, const Recipe& re
     throw Error("--screen-order",
                 "'" + printable_excerpt(cfg.screen_order, 40) + "' is not score or front");
   cfg.recipe = recipe.to_json();
+  // Short trials: the trials' recipe stops at that share of its steps with
+  // the schedule planned over them; the store keeps the recipe so.
+  if (cfg.trial_fraction < 1) {
+    cfg.recipe["run_fraction"] = cfg.trial_fraction;
+    cfg.recipe["fraction_schedule"] = "short";
+  }
   cfg.strategy_settings = strategy.to_json();
   cfg.objective = strategy.objective;
   cfg.asha = std::move(asha);

@@ -25,15 +25,18 @@ double predicted_accuracy(double val_acc, double fidelity, double epochs, double
 }
 
 void rank_for_final_time(std::vector<PickCandidate>& candidates, double budget_s, double max_epochs,
-                         int64_t steps_per_epoch, double exponent) {
+                         int64_t steps_per_epoch, double exponent, double trial_fraction) {
+  if (!(trial_fraction > 0 && trial_fraction <= 1))
+    throw Error("final training", "the trials' fraction of their epochs must be in (0, 1]");
   for (PickCandidate& c : candidates) {
     if (!c.trial.val_acc || c.trial.fidelity < 1 || !(c.step_seconds > 0))
       throw Error("final training", "trial " + std::to_string(c.trial.number) +
                                         " has no validation accuracy, fidelity or step time");
     c.epoch_seconds = c.step_seconds * static_cast<double>(steps_per_epoch);
     c.epochs = budget_s > 0 ? std::min(max_epochs, budget_s / c.epoch_seconds) : max_epochs;
-    c.predicted = predicted_accuracy(*c.trial.val_acc, static_cast<double>(c.trial.fidelity),
-                                     c.epochs, exponent);
+    c.predicted = predicted_accuracy(
+        *c.trial.val_acc, static_cast<double>(c.trial.fidelity) * trial_fraction, c.epochs,
+        exponent);
   }
   std::stable_sort(candidates.begin(), candidates.end(),
                    [](const PickCandidate& a, const PickCandidate& b) {

@@ -44,7 +44,9 @@ double predicted_accuracy(double val_acc, double fidelity, double epochs, double
 // orders them best first (ties: the better validation accuracy, then the
 // earlier trial). budget_s <= 0: no time bound, every candidate gets
 // max_epochs. Candidates need a val_acc, a fidelity >= 1 and step_seconds > 0.
+// trial_fraction: the share of its fidelity's steps each trial trained
+// (ExperimentConfig::trial_fraction), so F = fidelity x trial_fraction.
 void rank_for_final_time(std::vector<PickCandidate>& candidates, double budget_s, double max_epochs,
-                         int64_t steps_per_epoch, double exponent);
+                         int64_t steps_per_epoch, double exponent, double trial_fraction = 1);
 
 }  // namespace minas::pipeline

@@ -171,14 +171,16 @@ db::TrialRow choose_trial(const Space& space, const std::vector<db::TrialRow>& t
   const auto steps =
       static_cast<int64_t>((data.train.size() + static_cast<size_t>(recipe.batch) - 1) /
                            static_cast<size_t>(recipe.batch));
-  rank_for_final_time(c, budget, static_cast<double>(recipe.epochs), steps, o.curve_exponent);
+  rank_for_final_time(c, budget, static_cast<double>(recipe.epochs), steps, o.curve_exponent,
+                      o.trial_fraction);
   for (const PickCandidate& p : c) {
     char line[300];
     std::snprintf(line, sizeof line,
-                  "final choice: trial %lld, %.2f%% after %lld epoch(s), %.1f s per epoch here: "
+                  "final choice: trial %lld, %.2f%% after %g epoch(s), %.1f s per epoch here: "
                   "%.1f epoch(s) in %.0f s, predicted %.2f%%\n",
                   static_cast<long long>(p.trial.number), 100 * *p.trial.val_acc,
-                  static_cast<long long>(p.trial.fidelity), p.epoch_seconds, p.epochs, budget,
+                  static_cast<double>(p.trial.fidelity) * o.trial_fraction, p.epoch_seconds,
+                  p.epochs, budget,
                   100 * p.predicted);
     log.print(line);
   }
@@ -367,7 +369,8 @@ void report_result(std::ostream& md, const FinalOptions& o, const FinalResult& r
      << "| architecture | " << report_code(r.arch) << " |\n"
      << "| test accuracy | " << report_percent(r.test_acc) << " |\n"
      << "| validation accuracy in the search | " << report_percent(r.val_acc) << " (trial "
-     << best.number << ", " << best.fidelity << " epoch(s)) |\n"
+     << best.number << ", " << report_number(static_cast<double>(best.fidelity) * o.trial_fraction, "%g")
+     << " epoch(s)) |\n"
      << "| parameters | " << r.params << " |\n"
      << "| MACs per image | " << r.macs << " |\n"
      << "| latency, batch 1, " << r.latency_device << " | " << report_number(r.latency_ms, "%.3f")
@@ -401,7 +404,8 @@ void report_choice(std::ostream& md, const FinalOptions& o, const FinalResult& r
         "params | architecture |\n|---|---|---|---|---|---|---|\n";
   for (const PickCandidate& p : r.pick)
     md << "| " << p.trial.number << " | " << report_percent(p.trial.val_acc) << " ("
-       << p.trial.fidelity << ") | " << report_number(p.epoch_seconds, "%.1f") << " | "
+       << report_number(static_cast<double>(p.trial.fidelity) * o.trial_fraction, "%g") << ") | "
+       << report_number(p.epoch_seconds, "%.1f") << " | "
        << report_number(p.epochs, "%.1f") << " | " << report_percent(p.predicted) << " | "
        << (p.trial.params ? std::to_string(*p.trial.params) : "-") << " | "
        << report_code(p.trial.arch_key) << " |\n";

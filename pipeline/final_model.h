@@ -35,6 +35,10 @@ struct FinalOptions {
   // time (pipeline/final_choice.h), of the `pick_candidates` best.
   std::vector<db::Constraint> constraints;
   FinalPick pick = FinalPick::validation;
+  // The share of its epochs' steps each search trial trained
+  // (ExperimentConfig::trial_fraction): a trial's F epochs are its fidelity
+  // times this.
+  double trial_fraction = 1;
   double curve_exponent = kDefaultCurveExponent;
   int pick_candidates = 5;
   // Where the final latency is measured ("cpu:THREADS", "cuda:N"); empty: on

@@ -54,6 +54,7 @@ FinalResult final_training(const Space& space, const SearchOptions& o, const std
   fo.out = o.out.empty() ? "runs/" + name : o.out;
   fo.recipe = o.recipe;
   fo.recipe.set("epochs", std::to_string(o.final_epochs), "final training");
+  fo.recipe.set("run_fraction", "1", "final training");  // it trains all it plans
   // What the search left of the budget is the final training's, less what
   // its evaluation and export take (measured by retrain_and_export).
   const double left =
@@ -65,6 +66,7 @@ FinalResult final_training(const Space& space, const SearchOptions& o, const std
   fo.pick = o.final_pick;
   fo.curve_exponent = o.curve_exponent;
   if (o.experiment.screen > 0) fo.screen_evaluator = o.experiment.screen_evaluator;
+  fo.trial_fraction = o.experiment.trial_fraction;
   log.line("search", "final training, evaluation and export of the best architecture in the " +
                          std::to_string(static_cast<int>(std::max(kMinFinalSeconds, left))) +
                          " s left");

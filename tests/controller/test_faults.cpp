@@ -438,10 +438,13 @@ TEST_CASE("faults: minas search --pipeline screened sets what it stands for, whe
     args.insert(args.end(), more.begin(), more.end());
     CHECK(wait_for(spawn(args, log)) == 0);
   };
-  // Given: the strategy and the screen count; from the pipeline: ASHA's rung at a quarter epoch.
+  // Given: the strategy and the screen count; from the pipeline: trials of a
+  // quarter of their epoch, planned as short runs, without ASHA.
   search("given", {"--strategy", "random", "--screen", "20"});
-  // Given: no early stopping, which the pipeline's rungs then leave alone.
+  // Given: no early stopping, asked for: trials keep whole epochs.
   search("no-asha", {"--no-asha", "--screen", "15"});
+  // Given: ASHA's rungs: trials keep whole epochs, judged at the quarter.
+  search("rungs", {"--asha-rungs", "0.25", "--screen", "10"});
   minas::db::Connection c = minas::db::open_store_readonly(db);
   auto count = [&](const std::string& sql) {
     minas::db::Statement s = c.prepare(sql);
@@ -457,6 +460,17 @@ TEST_CASE("faults: minas search --pipeline screened sets what it stands for, whe
   const std::string of = " JOIN experiments e ON e.id = x.experiment_id WHERE e.name = ";
   CHECK(strategy("given") == "random");
   CHECK(strategy("no-asha") == "predictor");
+  // The trials' recipe, as stored: a quarter of the run, its schedule planned over it.
+  auto recipe_of = [&](const std::string& name) {
+    minas::db::Statement s = c.prepare("SELECT recipe FROM experiments WHERE name = ?");
+    s.bind_text(1, name);
+    REQUIRE(s.step());
+    return nlohmann::json::parse(s.column_text(0));
+  };
+  CHECK(recipe_of("given").value("run_fraction", 1.0) == doctest::Approx(0.25));
+  CHECK(recipe_of("given").value("fraction_schedule", "") == "short");
+  CHECK(recipe_of("no-asha").value("run_fraction", 1.0) == 1.0);
+  CHECK(recipe_of("rungs").value("run_fraction", 1.0) == 1.0);
   // Scored by the pipeline's synflow+params: a row of each per architecture.
   for (const char* evaluator : {"synflow", "params"}) {
     const std::string by = std::string(" AND x.evaluator = '") + evaluator + "'";
@@ -466,11 +480,16 @@ TEST_CASE("faults: minas search --pipeline screened sets what it stands for, whe
   CHECK(count("SELECT count(*) FROM screening_scores x" + of + "'given'") == 40);
   const std::string sub =
       "SELECT count(*) FROM sub_epochs s JOIN trials x ON x.id = s.trial_id" + of;
-  CHECK(count(sub + "'given' AND s.at = 0.25") >= 1);
+  CHECK(count(sub + "'rungs' AND s.at = 0.25") >= 1);
   // Every trial ended done or pruned: a result after validations inside an epoch is accepted.
-  CHECK(count("SELECT count(*) FROM trials x" + of + "'given' AND x.status = 'done'") >= 1);
+  CHECK(count("SELECT count(*) FROM trials x" + of + "'rungs' AND x.status = 'done'") >= 1);
   CHECK(count("SELECT count(*) FROM trials x" + of +
-              "'given' AND x.status IN ('done', 'pruned')") == 3);
+              "'rungs' AND x.status IN ('done', 'pruned')") == 3);
+  // Short trials: no rungs, each done with its one (partial) epoch's figures.
+  CHECK(count(sub + "'given'") == 0);
+  CHECK(count("SELECT count(*) FROM trials x" + of + "'given' AND x.status = 'done'") == 3);
+  CHECK(count("SELECT count(*) FROM epochs p JOIN trials x ON x.id = p.trial_id" + of +
+              "'given' AND p.epoch = 1 AND p.val_acc IS NOT NULL") == 3);
   CHECK(count(sub + "'no-asha'") == 0);
 }
 

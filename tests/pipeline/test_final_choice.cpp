@@ -66,6 +66,19 @@ TEST_CASE("final choice: a slower network that is better after 3 epochs loses in
   CHECK(t[0].trial.number == 4);
 }
 
+TEST_CASE("final choice: short trials (trial_fraction) reached their accuracy after F x fraction epochs") {
+  // A trial of 1 epoch at fraction 0.25 trained a quarter epoch: its
+  // prediction after 4 epochs is the power law over 16x, not 4x.
+  std::vector<PickCandidate> c = {candidate(1, 0.80, 1, 1.0)};
+  minas::pipeline::rank_for_final_time(c, 0, 4, 1, 0.5, 0.25);
+  CHECK(c[0].predicted == doctest::Approx(minas::pipeline::predicted_accuracy(0.80, 0.25, 4, 0.5)));
+  CHECK(c[0].predicted == doctest::Approx(0.95));  // 20% error / sqrt(16)
+  minas::pipeline::rank_for_final_time(c, 0, 4, 1, 0.5);  // whole epochs: 20% / sqrt(4)
+  CHECK(c[0].predicted == doctest::Approx(0.90));
+  for (double bad : {0.0, -0.5, 1.5})
+    CHECK_THROWS_AS(minas::pipeline::rank_for_final_time(c, 0, 4, 1, 0.5, bad), minas::Error);
+}
+
 TEST_CASE("final choice: a candidate without accuracy, fidelity or speed is an error") {
   std::vector<PickCandidate> c = {candidate(1, 0.9, 0, 0.01)};
   CHECK_THROWS_AS(minas::pipeline::rank_for_final_time(c, 10, 30, 10, 0.07), minas::Error);
