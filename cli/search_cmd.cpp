@@ -351,9 +351,10 @@ pipeline::SearchOptions search_options(SearchFlags& f, CLI::App& sr) {
 // ranks: Kendall tau 0.61 against the ground truth's 10-epoch validation
 // accuracy on its first 38 rows, where synflow alone has 0.55 and params
 // 0.39, experiments/evaluators.md),
-// the predictor-guided strategy warm-started
-// from the best of them, ASHA judging first after a quarter of an epoch, and
-// the final architecture chosen for the final training's time.
+// the predictor-guided strategy warm-started from the best of them, each
+// trial one quarter-epoch run (no ASHA: a first version with a quarter-epoch
+// rung finished no trial in 14 minutes, its first trials the largest nets),
+// and the final architecture chosen for the final training's time.
 const std::vector<std::pair<std::string, nlohmann::json>>& screened_pipeline() {
   static const std::vector<std::pair<std::string, nlohmann::json>> list = {
       {"--screen", 2000},          {"--screen-evaluator", "synflow+params"},

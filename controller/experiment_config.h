@@ -62,7 +62,7 @@ struct ExperimentConfig {
   int screen_batch = 50;
   // The order the strategy takes the screened architectures in: "score"
   // (best first) or "front" (successive Pareto fronts of score against
-  // MACs, each best first: the best-scoring architecture at every cost
+  // MACs, each cheapest first: the best-scoring architecture at every cost
   // before the second best of any; controller/screening.h).
   std::string screen_order = "score";
   // Weight inheritance: an evolution child trains from its parent's final

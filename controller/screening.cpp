@@ -244,8 +244,12 @@ std::vector<size_t> screened_order(const std::vector<double>& score,
   }
   std::vector<size_t> order(n);
   for (size_t i = 0; i < n; ++i) order[i] = i;
+  // Within a front, cheapest first: its trials are the quickest, and the
+  // search climbs in cost from there instead of starting with the largest
+  // networks (by score alone, a front's best is its most expensive point).
   std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
     if (front[a] != front[b]) return front[a] < front[b];
+    if (by_front && macs[a] != macs[b]) return macs[a] < macs[b];
     if (score[a] != score[b]) return score[a] > score[b];
     return keys[a] < keys[b];
   });

@@ -38,8 +38,9 @@ std::vector<double> rank_sums(const std::map<std::string, std::vector<double>>& 
 // front holding every architecture no other scores at least as well at no
 // more MACs (and better in one; of an exact tie in both, the later in key
 // order goes to the next front), then the front of the rest, and so on;
-// within a front, by score. Ties after that by key, so the order is the same
-// in every run. O(n log n). The lists are of equal length.
+// within a front, by MACs (cheapest first), then score. Ties after that by
+// key, so the order is the same in every run. O(n log n). The lists are of
+// equal length.
 std::vector<size_t> screened_order(const std::vector<double>& score,
                                    const std::vector<double>& macs,
                                    const std::vector<std::string>& keys, bool by_front);

@@ -328,7 +328,6 @@ ExperimentConfig search_config(AdaptRun& run) {
   AshaSettings asha;
   asha.eta = 3;
   asha.rungs = AshaSettings::geometric(std::max(1, run.fidelity / 9), 3, run.fidelity);
-  if (o.quarter_rung) asha.rungs.insert(asha.rungs.begin(), 0.25);
   return experiment_config(s, run.recipe, run.settings,
                            asha.rungs.empty() ? std::nullopt : std::optional(asha));
 }

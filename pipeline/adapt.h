@@ -42,8 +42,6 @@ struct AdaptOptions {
   int64_t screen = 0;
   std::string screen_order = "score";  // or "front" (ExperimentConfig::screen_order)
   std::string screen_evaluator = "synflow";  // ExperimentConfig::screen_evaluator
-  // ASHA's first rung after a quarter of an epoch, before the whole-epoch ones.
-  bool quarter_rung = false;
   // Below 1: each trial trains this share of its fidelity's steps as one
   // short run, without ASHA (ExperimentConfig::trial_fraction).
   double trial_fraction = 1;

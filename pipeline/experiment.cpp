@@ -63,7 +63,7 @@ std::vector<ExperimentParam> make_table() {
        kMaxScreenBatch, "Architectures per screening request to a worker slot"},
       {"screen_order", +[](S& s) -> std::string& { return s.config.screen_order; }, "score", 0, 0,
        "The order the strategy takes the screened in: score (best first) or front (Pareto "
-       "fronts of score against MACs, each best first)"},
+       "fronts of score against MACs, each cheapest first)"},
       {"inherit", +[](S& s) -> bool& { return s.config.inherit; }, "false", 0, 1,
        "Evolution children train from their parent's final weights in every layer the mutation "
        "left unchanged (a warm start; the final training never inherits)"},

@@ -225,12 +225,12 @@ TEST_CASE("screening: the order by score, and by Pareto front of score against M
   const std::vector<std::string> keys = {"a", "b", "c", "d", "e"};
   CHECK(minas::loop::screened_order(score, macs, keys, false) ==
         std::vector<size_t>{1, 3, 2, 0, 4});  // b and d tie in score: by key
-  // Fronts: e (cheapest), a, c and b are each the best at their cost; d ties b
-  // exactly and goes to the next front.
-  CHECK(minas::loop::screened_order(score, macs, keys, true) == std::vector<size_t>{1, 2, 0, 4, 3});
+  // Fronts: e (cheapest), a, c and b are each the best at their cost, taken
+  // cheapest first; d ties b exactly and goes to the next front.
+  CHECK(minas::loop::screened_order(score, macs, keys, true) == std::vector<size_t>{4, 0, 2, 1, 3});
   // A point beaten at no more cost waits for the next front, however good.
   const std::vector<double> s2 = {8, 9, 1}, m2 = {10, 5, 1};
-  CHECK(minas::loop::screened_order(s2, m2, {"x", "y", "z"}, true) == std::vector<size_t>{1, 2, 0});
+  CHECK(minas::loop::screened_order(s2, m2, {"x", "y", "z"}, true) == std::vector<size_t>{2, 1, 0});
   CHECK(minas::loop::screened_order({}, {}, {}, true).empty());
   // Fronts of many points: every point of a front is dominated by none of its
   // own or a later front, and dominated by some point of the front before.

@@ -415,7 +415,7 @@ TEST_CASE("pipeline: run_adapt with the screened pipeline's settings screens and
   o.workers = 1;
   o.screen = 30;
   o.screen_evaluator = "synflow+params";
-  o.quarter_rung = true;
+  o.trial_fraction = 0.25;  // what --pipeline screened sets
   o.final_pick = minas::pipeline::FinalPick::final_time;
   CapturedLog captured;
   const minas::pipeline::AdaptResult r = minas::pipeline::run_adapt(o, captured.log());
@@ -427,6 +427,19 @@ TEST_CASE("pipeline: run_adapt with the screened pipeline's settings screens and
   for (const auto& p : r.final.pick) CHECK(*p.trial.params <= 100000);  // the constraint holds
   const std::string report = slurp(fs::path(o.out) / "report.md");
   CHECK(contains(report, "## How the architecture was chosen"));
+  // Each candidate's accuracy was reached after a quarter of its 1 epoch.
+  CHECK(contains(report, "% (0.25) | "));
+  CHECK(contains(captured.text, "after 0.25 epoch(s)"));
+  {
+    // The trials' recipe as stored: a quarter of the run; no ASHA validations inside it.
+    minas::db::Connection c = minas::db::open_store_readonly(o.db);
+    minas::db::Statement q = c.prepare("SELECT recipe FROM experiments WHERE name = 'screened'");
+    REQUIRE(q.step());
+    CHECK(q.column_text(0).find("\"run_fraction\":0.25") != std::string::npos);
+    minas::db::Statement sub = c.prepare("SELECT count(*) FROM sub_epochs");
+    REQUIRE(sub.step());
+    CHECK(sub.column_int64(0) == 0);
+  }
   CHECK(contains(report, "## Screening"));
   // Each member's row, and the combination's: its rank sums over the 30 both scored.
   CHECK(contains(report, "| synflow | 30 of 30 | "));
