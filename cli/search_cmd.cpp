@@ -350,7 +350,8 @@ pipeline::SearchOptions search_options(SearchFlags& f, CLI::App& sr) {
 // architectures at initialization (synflow and params, by the sum of their
 // ranks: Kendall tau 0.61 against the ground truth's 10-epoch validation
 // accuracy on its first 38 rows, where synflow alone has 0.55 and params
-// 0.39, experiments/evaluators.md),
+// 0.39; on the complete table of 61, 0.53 against synflow's 0.55,
+// experiments/evaluators.md),
 // the predictor-guided strategy warm-started from the best of them, each
 // trial one quarter-epoch run (no ASHA: a first version with a quarter-epoch
 // rung finished no trial in 14 minutes, its first trials the largest nets),
