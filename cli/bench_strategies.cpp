@@ -84,6 +84,9 @@ void run(const Flags& f, const CLI::App& cmd) {
     throw Error("bench strategies",
                 "a table has no measured latency: use --max-params, "
                 "--max-macs or --pareto params|macs here");
+  if (objective.time_exponent)
+    throw Error("bench strategies",
+                "a table has no trial's training time: --time-exponent is for searches");
   const std::string cost_column = objective.pareto == "latency_ms" ? "latency_ms" : "";
   auto rows = read_table(f, space, cost_column);
   // Search metrics written as percentages are scored as fractions, as workers report them.

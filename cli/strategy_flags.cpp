@@ -46,6 +46,11 @@ void StrategyFlags::add(CLI::App* app, bool with_asha, const std::string& defaul
   app->add_option("--latency-weight", latency_weight, "The reward's exponent w (< 0)")
       ->default_val(-0.07)
       ->check(in_range(-100.0, 100.0));
+  app->add_option("--time-exponent", time_exponent,
+                  "Time-aware reward: a trial's error scaled by (its training seconds / 10)^a, "
+                  "which orders trials as the accuracy each reaches in one fixed time under a "
+                  "learning curve err ~ epochs^-a")
+      ->check(above(0.0, 2.0));
   app->add_option("--pareto", pareto,
                   "Pareto mode: accuracy against latency_ms, params or macs (evolution: NSGA-II "
                   "selection)")
@@ -117,6 +122,7 @@ StrategySettings StrategyFlags::settings(const CLI::App& app, uint64_t seed) con
       throw Error("--latency-weight", "needs --latency-target-ms (the reward's latency target)");
     o["latency_weight"] = latency_weight;
   }
+  if (given("--time-exponent")) o["time_exponent"] = time_exponent;
   if (given("--pareto")) o["pareto"] = pareto;
   StrategySettings s = StrategySettings::from_json(j, "strategy settings");
   if (s.objective.pareto_mode() && !find_strategy(s.name, "--strategy").pareto)

@@ -20,7 +20,7 @@ struct StrategyFlags {
   // write into these members; only those given reach settings().
   StrategySettings values;
   double max_params = 0, max_macs = 0, max_latency_ms = 0, latency_target_ms = 0,
-         latency_weight = -0.07;
+         latency_weight = -0.07, time_exponent = 0;
   std::string pareto;
   bool asha = false;
   double asha_eta = 3;

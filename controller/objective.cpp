@@ -1,5 +1,6 @@
 #include "controller/objective.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "searchspace/error.h"
@@ -58,6 +59,13 @@ Objective Objective::from_json(const nlohmann::json& j, const std::string& where
       if (!v.is_number() || !(v.get<double>() < 0) || !std::isfinite(v.get<double>()))
         throw Error(at, "must be a number < 0 (MnasNet uses -0.07), got " + v.dump());
       o.latency_weight = v.get<double>();
+    } else if (k == "time_exponent") {
+      if (!v.is_number() || !(v.get<double>() > 0) || !(v.get<double>() <= 2))
+        throw Error(at, "must be a number in (0, 2] (a learning curve's exponent), got " +
+                            v.dump());
+      o.time_exponent = v.get<double>();
+    } else if (k == "time_floor_s") {
+      o.time_floor_s = positive();
     } else if (k == "pareto") {
       if (!v.is_string()) throw Error(at, "must be a string, got " + v.dump());
       o.pareto = v.get<std::string>();
@@ -72,13 +80,19 @@ Objective Objective::from_json(const nlohmann::json& j, const std::string& where
     } else {
       throw Error(at, "unknown field '" + k +
                           "' (fields: max_latency_ms, max_params, max_macs, latency_target_ms, "
-                          "latency_weight, pareto, latency_device)");
+                          "latency_weight, time_exponent, time_floor_s, pareto, latency_device)");
     }
   }
   if (o.pareto_mode() && o.latency_target_ms)
     throw Error(where,
                 "pareto and latency_target_ms exclude each other: Pareto mode keeps "
                 "accuracy and cost apart, the soft reward folds them into one value");
+  if (o.time_floor_s && !o.time_exponent)
+    throw Error(where + "/time_floor_s", "needs a time_exponent (the reward it bounds)");
+  if (o.time_exponent && o.latency_target_ms)
+    throw Error(where,
+                "time_exponent and latency_target_ms exclude each other: each folds a cost "
+                "into the one value a search maximizes");
   return o;
 }
 
@@ -91,6 +105,8 @@ nlohmann::json Objective::to_json() const {
     j["latency_target_ms"] = *latency_target_ms;
     j["latency_weight"] = latency_weight;
   }
+  if (time_exponent) j["time_exponent"] = *time_exponent;
+  if (time_floor_s) j["time_floor_s"] = *time_floor_s;
   if (pareto_mode()) j["pareto"] = pareto;
   if (!latency_device.empty()) j["latency_device"] = latency_device;
   return j;
@@ -98,6 +114,12 @@ nlohmann::json Objective::to_json() const {
 
 bool Objective::needs_latency() const {
   return max_latency_ms || latency_target_ms || pareto == "latency_ms";
+}
+
+double Objective::time_factor(double train_seconds) const {
+  if (!time_exponent) return 1;
+  return std::pow(std::max(train_seconds, time_floor_s.value_or(0)) / kTimeReferenceSeconds,
+                  *time_exponent);
 }
 
 std::optional<std::string> Objective::precheck(const LayerGraph& graph) const {
@@ -119,6 +141,13 @@ Score Objective::score(const Metrics& m) const {
   if (max_latency_ms && m.latency_ms && *m.latency_ms > *max_latency_ms) s.feasible = false;
   if (latency_target_ms && m.latency_ms && *m.latency_ms > 0)
     s.value = m.val_acc * std::pow(*m.latency_ms / *latency_target_ms, latency_weight);
+  if (time_exponent) {
+    // A trial without a measured time cannot be judged against those with one.
+    if (m.train_seconds && *m.train_seconds > 0 && std::isfinite(*m.train_seconds))
+      s.value = 1 - (1 - m.val_acc) * time_factor(*m.train_seconds);
+    else
+      s.feasible = false;
+  }
   if (pareto == "latency_ms")
     s.cost = m.latency_ms.value_or(0);
   else if (pareto == "params")

@@ -22,6 +22,7 @@ struct Metrics {
   std::optional<double> latency_ms;
   std::optional<double> params;
   std::optional<double> macs;
+  std::optional<double> train_seconds;  // the trial's training, as its worker measured it
 };
 
 struct Score {
@@ -46,6 +47,19 @@ struct Objective {
   // MnasNet's soft reward acc * (latency / target)^w, w < 0, when a target is set.
   std::optional<double> latency_target_ms;
   double latency_weight = -0.07;
+  // Time-aware reward, when set (a > 0): the error is scaled by the trial's
+  // training time, value = 1 - (1 - acc) * (train_seconds / kTimeReferenceSeconds)^a.
+  // With a learning curve err(E) = err(F) * (E / F)^-a, that orders trials as
+  // the accuracy each would reach in one fixed time (the final training's),
+  // its epochs being inversely proportional to its seconds per trial
+  // (pipeline/final_choice.h); the reference only sets the scale.
+  std::optional<double> time_exponent;
+  static constexpr double kTimeReferenceSeconds = 10;
+  // With a time exponent: trials faster than this count as this fast. A
+  // final training of at most N epochs gains nothing from a network fast
+  // enough for more; `minas search` sets it from its budget (the trial time
+  // of a network whose N epochs fill the final training's time).
+  std::optional<double> time_floor_s;
   // Pareto mode: accuracy against this cost (latency_ms, params or macs);
   // empty: a single objective.
   std::string pareto;
@@ -61,6 +75,8 @@ struct Objective {
   bool pareto_mode() const { return !pareto.empty(); }
   // Whether scoring needs a measured latency (a constraint, target or cost on it).
   bool needs_latency() const;
+  // What a trial's training time scales its error by (1 without a time exponent).
+  double time_factor(double train_seconds) const;
   // The constraint a candidate breaks before training, or nullopt.
   std::optional<std::string> precheck(const LayerGraph& graph) const;
   // The score of a result; infeasible when a constraint is broken or a metric

@@ -168,6 +168,7 @@ void Reports::done(const std::string& worker, const db::TrialResult& r) {
   metrics.latency_ms = r.latency_ms;
   if (r.params) metrics.params = static_cast<double>(*r.params);
   if (r.macs) metrics.macs = static_cast<double>(*r.macs);
+  if (r.train_seconds > 0) metrics.train_seconds = r.train_seconds;
   const Score sc = core_.config.objective.score(metrics);
   if (sc.feasible && r.val_acc > core_.best_val) {
     core_.best_val = r.val_acc;

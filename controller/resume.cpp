@@ -28,6 +28,7 @@ void Resume::open_experiment() {
   spec.recipe = config.recipe;
   spec.objective = config.objective.pareto_mode() ? "pareto:val_acc," + config.objective.pareto
                    : config.objective.latency_target_ms ? "val_acc*latency^w"
+                   : config.objective.time_exponent     ? "1-(1-val_acc)*train_seconds^a"
                                                         : "val_acc";
   if (auto e = store.find_experiment(config.name)) {
     if (e->space_json != spec.space_json)
@@ -99,6 +100,7 @@ void Resume::add_trial(const db::ResumedTrial& t, double now) {
     m.latency_ms = t.latency_ms;
     m.params = t.params;
     m.macs = t.macs;
+    m.train_seconds = t.train_seconds;
     const Score sc = core_.config.objective.score(m);
     if (sc.feasible && m.val_acc > core_.best_val) {
       core_.best_val = m.val_acc;

@@ -989,7 +989,7 @@ SqlResult run_readonly_sql(const std::string& path, std::string_view sql) {
 std::vector<ResumedTrial> resumed_trials(Connection& conn, int64_t experiment_id) {
   Statement s = conn.prepare(
       "SELECT id, arch_key, status, attempt, val_acc, latency_ms, params, macs, worker_id, "
-      "device, parent_id FROM trials WHERE experiment_id = ?1 ORDER BY number");
+      "device, parent_id, train_seconds FROM trials WHERE experiment_id = ?1 ORDER BY number");
   s.bind_int64(1, experiment_id);
   auto real = [&](int c) -> std::optional<double> {
     if (s.is_null(c)) return std::nullopt;
@@ -1009,6 +1009,7 @@ std::vector<ResumedTrial> resumed_trials(Connection& conn, int64_t experiment_id
     if (!s.is_null(8)) t.worker_id = s.column_int64(8);
     if (!s.is_null(9)) t.device = s.column_text(9);
     if (!s.is_null(10)) t.parent_id = s.column_int64(10);
+    t.train_seconds = real(11);
     rows.push_back(std::move(t));
   }
   return rows;

@@ -262,7 +262,7 @@ struct ResumedTrial {
   int64_t id = 0;
   std::string arch_key, status;
   int attempt = 0;
-  std::optional<double> val_acc, latency_ms, params, macs;
+  std::optional<double> val_acc, latency_ms, params, macs, train_seconds;
   std::optional<int64_t> worker_id;
   std::optional<std::string> device;
   std::optional<int64_t> parent_id;

@@ -263,6 +263,7 @@ void set_constraints(AdaptRun& run) {
   if (o.max_macs) objective.max_macs = static_cast<double>(o.max_macs);
   if (o.latency_ms > 0) objective.max_latency_ms = o.latency_ms;
   objective.latency_device = run.target.text;
+  if (o.time_exponent > 0) objective.time_exponent = o.time_exponent;
   if (o.max_params)
     run.constraints.push_back(
         {db::Metric::params, db::CompareOp::le, static_cast<double>(o.max_params)});

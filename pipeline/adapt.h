@@ -36,7 +36,8 @@ struct AdaptOptions {
   int final_epochs = 30;
   // How the final training's architecture is chosen (pipeline/final_choice.h).
   FinalPick final_pick = FinalPick::validation;
-  double curve_exponent = kDefaultCurveExponent;
+  double curve_exponent = 0;  // 0: by the trials' F (final_choice.h)
+  double time_exponent = 0;   // the time-aware reward's (Objective::time_exponent); 0: off
   // Architectures scored at initialization before any trial (evolution
   // starts from the best that meet the constraints); 0: none.
   int64_t screen = 0;

@@ -130,8 +130,10 @@ double measure_finish_seconds(const Model& trained_later, Backend& backend,
 // that meet the constraints. Throws Error when there is none.
 std::vector<db::TrialRow> best_trials(db::Connection& conn, int64_t experiment,
                                       const FinalOptions& o) {
+  // The final-time choice shortlists from a wider pool (choose_trial).
+  const int pool = o.pick == FinalPick::final_time ? kPickPool * o.pick_candidates : 5;
   auto top = db::top_k(conn, experiment, db::Metric::val_acc,
-                       static_cast<size_t>(std::max(5, o.pick_candidates)), o.constraints);
+                       static_cast<size_t>(std::max(5, pool)), o.constraints);
   if (top.empty()) {
     std::string which;
     for (const auto& c : o.constraints) which += (which.empty() ? "" : ", ") + c.to_string();
@@ -150,9 +152,12 @@ db::TrialRow choose_trial(const Space& space, const std::vector<db::TrialRow>& t
                           const FinalOptions& o, const Recipe& recipe, const data::TrainTest& data,
                           Backend& backend, const Log& log, FinalResult& r) {
   if (o.pick == FinalPick::validation) return top.front();
+  // Timing a candidate costs a few training steps: those worth it are the
+  // ones whose trials' own speed promises the most in a fixed time.
   std::vector<PickCandidate> c;
-  for (const db::TrialRow& t : top) {
-    if (c.size() == static_cast<size_t>(o.pick_candidates)) break;
+  for (const db::TrialRow& t :
+       shortlist_by_trial_time(top, static_cast<size_t>(o.pick_candidates), o.curve_exponent,
+                               o.trial_fraction)) {
     if (!t.val_acc || t.fidelity < 1) continue;
     PickCandidate p;
     p.trial = t;
@@ -389,17 +394,33 @@ void report_result(std::ostream& md, const FinalOptions& o, const FinalResult& r
      << "are the runtime's within " << report_number(r.onnx_max_diff, "%.2g") << ").\n\n";
 }
 
+// The learning-curve exponents the candidates were predicted with: one
+// value, or each distinct one.
+std::string exponents(const std::vector<PickCandidate>& pick) {
+  std::vector<std::string> seen;
+  for (const PickCandidate& p : pick) {
+    const std::string a = report_number(p.exponent, "%.3g");
+    if (std::find(seen.begin(), seen.end(), a) == seen.end()) seen.push_back(a);
+  }
+  std::string text;
+  for (const std::string& a : seen) text += (text.empty() ? "" : ", ") + a;
+  return text;
+}
+
 // report.md's account of the final choice (FinalPick::final_time), if made.
 void report_choice(std::ostream& md, const FinalOptions& o, const FinalResult& r) {
   if (r.pick.empty()) return;
   md << "## How the architecture was chosen\n\n"
      << "Each of the " << r.pick.size()
-     << " best by validation accuracy was timed on this machine with the final recipe (3 "
+     << " of up to " << kPickPool * o.pick_candidates
+     << " best by validation accuracy whose trials' training time promised the most in a "
+        "fixed time (error x seconds^a) was timed on this machine with the final recipe (3 "
         "training steps); the epochs it can train in the final training's time follow from "
         "that speed, and its accuracy after them is predicted from its search trial's by "
         "err(E) = err(F) x (E / F)^-a with a = "
-     << report_number(o.curve_exponent, "%.3g")
-     << " (pipeline/final_choice.h). The first row was retrained.\n\n"
+     << exponents(r.pick)
+     << " (" << (o.curve_exponent > 0 ? "as given" : "measured for trials of F epochs")
+     << ", pipeline/final_choice.h). The first row was retrained.\n\n"
      << "| trial | validation (F epochs) | seconds per epoch | epochs affordable | predicted | "
         "params | architecture |\n|---|---|---|---|---|---|---|\n";
   for (const PickCandidate& p : r.pick)

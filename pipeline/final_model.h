@@ -21,6 +21,8 @@
 
 namespace minas::pipeline {
 
+inline constexpr int kPickPool = 5;
+
 struct FinalOptions {
   std::string db, experiment;            // the store and the experiment searched
   std::string data;                      // data set name or folder
@@ -39,8 +41,10 @@ struct FinalOptions {
   // (ExperimentConfig::trial_fraction): a trial's F epochs are its fidelity
   // times this.
   double trial_fraction = 1;
-  double curve_exponent = kDefaultCurveExponent;
-  int pick_candidates = 5;
+  double curve_exponent = 0;  // 0: default_curve_exponent of the trials' F
+  // How many candidates are timed, shortlisted by their trials' speed from
+  // the kPickPool times as many best by validation accuracy.
+  int pick_candidates = 8;
   // Where the final latency is measured ("cpu:THREADS", "cuda:N"); empty: on
   // the training backend with the recipe's threads.
   std::string latency_device;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <system_error>
@@ -89,11 +90,33 @@ void check_search_options(const SearchOptions& o) {
     throw Error("--out " + o.out, "is a file, not a folder for the export");
 }
 
+std::optional<double> time_floor(const SearchOptions& o) {
+  if (!o.final_training) return std::nullopt;
+  const LocalPool pool = resolved_pool(o.pool);
+  const double final_epoch_s = o.budget_s * o.final_share / std::max(1, o.final_epochs);
+  const double trial_epochs =
+      static_cast<double>(o.experiment.fidelity) * o.experiment.trial_fraction;
+  const double threads = static_cast<double>(cores()) / (pool.threads * pool.per_trial);
+  const double floor = final_epoch_s * trial_epochs * std::max(1.0, threads);
+  if (!(floor > 0) || !std::isfinite(floor)) return std::nullopt;
+  return floor;
+}
+
 SearchResult run_search(const Space& space, const SearchOptions& o, const Log& log) {
   check_search_options(o);
   const LocalPool pool = resolved_pool(o.pool);
-  const auto strategy = make_strategy(space, o.strategy);
+  // The time-aware reward's floor, where the objective has none: derived
+  // from this run's budget, so not part of the stored settings (a resumed
+  // experiment may be given another budget).
+  auto with_floor = [&](Objective& objective) {
+    if (objective.time_exponent && !objective.time_floor_s)
+      objective.time_floor_s = time_floor(o);
+  };
+  StrategySettings settings = o.strategy;
+  with_floor(settings.objective);
+  const auto strategy = make_strategy(space, settings);
   ExperimentConfig cfg = o.experiment;
+  with_floor(cfg.objective);
   check_inherit(cfg, *strategy);
   fingerprint_data(cfg, false);
   // Every input is read and checked before the store is created, so a

@@ -30,7 +30,7 @@ struct SearchOptions {
   int final_epochs = 30;      // at most; it also ends with its share of the budget
   // How the final training's architecture is chosen (pipeline/final_choice.h).
   FinalPick final_pick = FinalPick::validation;
-  double curve_exponent = kDefaultCurveExponent;
+  double curve_exponent = 0;  // 0: by the trials' F (final_choice.h)
   bool final_training = true;  // false: search only
   bool resume = false;         // continue the store's latest experiment (or the named one)
   std::string out;             // export folder; empty: runs/EXPERIMENT
@@ -49,6 +49,14 @@ struct SearchResult {
 // checks them first too; a front end may call it sooner, to refuse a start
 // before the work of other checks).
 void check_search_options(const SearchOptions& options);
+
+// The time-aware reward's floor (Objective::time_floor_s) for this search:
+// the trial seconds of a network whose final_epochs just fill the final
+// training's share of the budget, from a trial's F epochs (fidelity x
+// trial_fraction) on its threads to the final training's epochs on every
+// core (taken as scaling with threads: an estimate that errs high). None
+// without a final training.
+std::optional<double> time_floor(const SearchOptions& options);
 
 SearchResult run_search(const Space& space, const SearchOptions& options, const Log& log = {});
 

@@ -180,6 +180,9 @@ TEST_CASE("bench strategies: bad tables and settings are errors that say where")
   r = run_minas(bench + "--search-metric fast --report-metric slow --latency-target-ms 2");
   CHECK(r.status != 0);
   CHECK(contains(r.out, "no measured latency"));
+  r = run_minas(bench + "--search-metric fast --report-metric slow --time-exponent 0.2");
+  CHECK(r.status != 0);
+  CHECK(contains(r.out, "no trial's training time"));
 }
 
 TEST_CASE("search: docs/search.md holds the parameter table of minas search's options") {

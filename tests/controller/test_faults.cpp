@@ -491,6 +491,22 @@ TEST_CASE("faults: minas search --pipeline screened sets what it stands for, whe
   CHECK(count("SELECT count(*) FROM epochs p JOIN trials x ON x.id = p.trial_id" + of +
               "'given' AND p.epoch = 1 AND p.val_acc IS NOT NULL") == 3);
   CHECK(count(sub + "'no-asha'") == 0);
+  // The time-aware reward with a quarter epoch's exponent, for short trials
+  // only: whole-epoch trials (ASHA asked for) learn on another curve.
+  auto objective = [&](const std::string& name) {
+    minas::db::Statement s =
+        c.prepare("SELECT strategy_settings, objective FROM experiments WHERE name = ?");
+    s.bind_text(1, name);
+    REQUIRE(s.step());
+    const nlohmann::json settings = nlohmann::json::parse(s.column_text(0));
+    // The stored objective's name says what the score is.
+    CHECK((s.column_text(1) == "1-(1-val_acc)*train_seconds^a") ==
+          settings.value("objective", nlohmann::json::object()).contains("time_exponent"));
+    return settings.value("objective", nlohmann::json::object());
+  };
+  CHECK(objective("given").value("time_exponent", 0.0) == doctest::Approx(0.237));
+  CHECK_FALSE(objective("no-asha").contains("time_exponent"));
+  CHECK_FALSE(objective("rungs").contains("time_exponent"));
 }
 
 TEST_CASE(

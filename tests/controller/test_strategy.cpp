@@ -443,6 +443,40 @@ TEST_CASE("objective: hard constraints, MnasNet's soft reward, Pareto cost, bad 
   o = {};
   o.pareto = "macs";
   CHECK(o.score(m).cost == 1e6);
+  // The time-aware reward: the error scaled by (seconds / 10)^a; a trial
+  // twice as slow must halve its error's share by 2^-a to tie.
+  o = {};
+  o.time_exponent = 0.25;
+  m.train_seconds = 40;
+  CHECK(o.score(m).value == doctest::Approx(1 - 0.1 * std::pow(4.0, 0.25)));
+  CHECK(o.score(m).feasible);
+  Metrics fast = m;
+  fast.val_acc = 0.88;
+  fast.train_seconds = 10;  // 4 times faster, 20% more error: better in a fixed time
+  CHECK(o.score(fast).value > o.score(m).value);
+  m.train_seconds = std::nullopt;
+  CHECK_FALSE(o.score(m).feasible);  // no time: cannot be judged against those with one
+  m.train_seconds = 0;
+  CHECK_FALSE(o.score(m).feasible);
+  m.train_seconds = 5;
+  o.time_floor_s = 20;  // faster than the floor counts as the floor
+  CHECK(o.score(m).value == doctest::Approx(1 - 0.1 * std::pow(2.0, 0.25)));
+  m.train_seconds = 40;
+  CHECK(o.score(m).value == doctest::Approx(1 - 0.1 * std::pow(4.0, 0.25)));
+  CHECK_THROWS_WITH_AS(Objective::from_json({{"time_floor_s", 3}}, "x"),
+                       doctest::Contains("x/time_floor_s"), Error);
+  const Objective read = Objective::from_json(o.to_json(), "x");
+  REQUIRE(read.time_floor_s);
+  CHECK(*read.time_floor_s == 20);
+  REQUIRE(read.time_exponent);
+  CHECK(*read.time_exponent == 0.25);
+  CHECK_THROWS_WITH_AS(Objective::from_json({{"time_exponent", 0}}, "x"),
+                       doctest::Contains("x/time_exponent"), Error);
+  CHECK_THROWS_WITH_AS(Objective::from_json({{"time_exponent", "fast"}}, "x"),
+                       doctest::Contains("x/time_exponent"), Error);
+  CHECK_THROWS_WITH_AS(
+      Objective::from_json({{"time_exponent", 0.2}, {"latency_target_ms", 1}}, "x"),
+      doctest::Contains("exclude each other"), Error);
   CHECK_THROWS_WITH_AS(Objective::from_json({{"pareto", "speed"}}, "exp.json: /objective"),
                        doctest::Contains("exp.json: /objective/pareto"), Error);
   CHECK_THROWS_WITH_AS(Objective::from_json({{"max_params", -1}}, "x"),

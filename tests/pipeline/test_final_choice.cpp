@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -77,6 +78,51 @@ TEST_CASE("final choice: short trials (trial_fraction) reached their accuracy af
   CHECK(c[0].predicted == doctest::Approx(0.90));
   for (double bad : {0.0, -0.5, 1.5})
     CHECK_THROWS_AS(minas::pipeline::rank_for_final_time(c, 0, 4, 1, 0.5, bad), minas::Error);
+}
+
+TEST_CASE("final choice: the default exponent is the one measured for the trials' F") {
+  using minas::pipeline::default_curve_exponent;
+  CHECK(default_curve_exponent(0.25) == doctest::Approx(0.237));
+  CHECK(default_curve_exponent(0.125) == doctest::Approx(0.272));
+  CHECK(default_curve_exponent(3) == doctest::Approx(0.07));
+  CHECK(default_curve_exponent(0.05) == doctest::Approx(0.272));  // outside: the nearest
+  CHECK(default_curve_exponent(20) == doctest::Approx(0.07));
+  // Between: linear in log F, so 1 epoch (the geometric middle of 1/3 and 3) is...
+  const double one = default_curve_exponent(1);
+  CHECK(one < 0.237);
+  CHECK(one > 0.07);
+  CHECK(one == doctest::Approx(0.237 + (0.07 - 0.237) * std::log(4.0) / std::log(12.0)));
+  // rank_for_final_time with exponent 0 takes it per candidate.
+  std::vector<PickCandidate> c = {candidate(1, 0.86, 1, 0.01)};
+  minas::pipeline::rank_for_final_time(c, 0, 10, 100, 0, 0.25);
+  CHECK(c[0].exponent == doctest::Approx(0.237));
+  CHECK(c[0].predicted ==
+        doctest::Approx(minas::pipeline::predicted_accuracy(0.86, 0.25, 10, 0.237)));
+}
+
+TEST_CASE("final choice: the shortlist is ordered by the error a trial's speed implies") {
+  auto row = [](int64_t number, std::optional<double> val, std::optional<double> seconds) {
+    minas::db::TrialRow t;
+    t.number = number;
+    t.val_acc = val;
+    t.fidelity = 1;
+    t.train_seconds = seconds;
+    return t;
+  };
+  // Best by accuracy first, as the store lists them; the slowest is best.
+  std::vector<minas::db::TrialRow> top = {row(0, 0.87, 80), row(1, 0.86, 10),
+                                          row(2, 0.85, std::nullopt), row(3, 0.84, 11)};
+  const auto s = minas::pipeline::shortlist_by_trial_time(top, 3, 0.237, 0.25);
+  REQUIRE(s.size() == 3);
+  // 0.14 x 10^a < 0.16 x 11^a < 0.13 x 80^a; the one without a time last (left out).
+  CHECK(s[0].number == 1);
+  CHECK(s[1].number == 3);
+  CHECK(s[2].number == 0);
+  const auto all = minas::pipeline::shortlist_by_trial_time(top, 10, 0.237, 0.25);
+  REQUIRE(all.size() == 4);
+  CHECK(all[3].number == 2);
+  // With no exponent given, the quarter epoch's: the same order here.
+  CHECK(minas::pipeline::shortlist_by_trial_time(top, 1, 0, 0.25)[0].number == 1);
 }
 
 TEST_CASE("final choice: a candidate without accuracy, fidelity or speed is an error") {

@@ -214,6 +214,21 @@ TEST_CASE("pipeline: retrain_and_export alone, its report sections, and constrai
                 std::string(e.what()));
 }
 
+TEST_CASE("pipeline: the time-aware reward's floor is the trial time of a net that fills the final training") {
+  minas::pipeline::SearchOptions o;
+  o.budget_s = 1200;
+  o.final_share = 0.5;
+  o.final_epochs = 30;  // 600 s: 20 s an epoch fills it
+  o.experiment.fidelity = 1;
+  o.experiment.trial_fraction = 0.25;
+  o.pool.workers = 1;
+  o.pool.threads = 4096;  // more threads a trial than cores: no scaling up
+  REQUIRE(minas::pipeline::time_floor(o));
+  CHECK(*minas::pipeline::time_floor(o) == doctest::Approx(5));  // 20 s x a quarter epoch
+  o.final_training = false;
+  CHECK_FALSE(minas::pipeline::time_floor(o));
+}
+
 TEST_CASE("pipeline: run_search refuses bad options before it creates the store") {
   const minas::test::TempDir dir("pipeline-refused");
   const minas::Space space = minas::Space::load("small:input=1x12x12");
@@ -368,8 +383,8 @@ TEST_CASE(
   fo.deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
   const minas::pipeline::FinalResult r =
       minas::pipeline::retrain_and_export(space, fo, {}, captured.log());
-  // The 5 best were timed and ranked; the first is the one retrained.
-  REQUIRE(r.pick.size() == 5);
+  // All 6 trials were timed and ranked (up to 8 are); the first is the one retrained.
+  REQUIRE(r.pick.size() == 6);
   CHECK(r.pick.front().trial.number == r.trial);
   for (const auto& p : r.pick) {
     CHECK(p.step_seconds > 0);
@@ -383,7 +398,8 @@ TEST_CASE(
   const std::string report = slurp(fs::path(fo.out) / "report.md");
   CHECK(contains(report, "predicted best in the final training's time"));
   CHECK(contains(report, "## How the architecture was chosen"));
-  CHECK(contains(report, "with a = 0.07"));
+  // 1-epoch trials: the exponent measured between a quarter epoch's and 3 epochs'.
+  CHECK(contains(report, "with a = 0.144 (measured for trials of F epochs"));
   // Screening: 30 scored by synflow; the population's first 4 trials were screened ones.
   CHECK(contains(report, "## Screening"));
   CHECK(contains(report, "| synflow | 30 of 30 | "));
