@@ -257,17 +257,29 @@ TEST_CASE("engine: a time budget re-plans a run ahead of the loop and completes 
   po.evaluate_test = false;
   const TrainReport one = train(probe, recipe(1), data, *cpu, po);
   const double epoch_s = one.train_seconds;
-  Recipe r = recipe(1);
-  r.set("time_budget_s", std::to_string(4 * epoch_s + 0.05), "test");
-  r.set("epochs", "0", "test");
-  DeferringBackend deferring(8);
-  Model m = model_of(3);
-  TrainOptions opt;
-  opt.measure_latency = false;
-  const TrainReport rep = train(m, r, data, deferring, opt);
-  MESSAGE(rep.epochs.size() << " epochs, " << rep.steps << " of " << rep.planned_steps
-                            << " planned steps, " << rep.replans << " re-plans");
-  CHECK(deferring.offered == 2);  // the probe's engine and the run's
+  // A budget of a fraction of a second is shorter than what a loaded
+  // machine may take from the process at once: a stall longer than the time
+  // left ends the run by its budget before a re-plan can shorten it. So a
+  // run stopped that way is tried again with twice the budget (at most 4
+  // tries), until the machine's noise is small beside it.
+  TrainReport rep;
+  int offered = 0;
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    Recipe r = recipe(1);
+    r.set("time_budget_s", std::to_string((4 * epoch_s + 0.05) * (1 << attempt)), "test");
+    r.set("epochs", "0", "test");
+    DeferringBackend deferring(8);
+    Model m = model_of(3);
+    TrainOptions opt;
+    opt.measure_latency = false;
+    rep = train(m, r, data, deferring, opt);
+    offered = deferring.offered;
+    MESSAGE("try " << attempt + 1 << ": " << rep.epochs.size() << " epochs, " << rep.steps
+                   << " of " << rep.planned_steps << " planned steps, " << rep.replans
+                   << " re-plans");
+    if (rep.steps == rep.planned_steps) break;
+  }
+  CHECK(offered == 2);  // the probe's engine and the run's
   CHECK(rep.steps > 0);
   CHECK(rep.steps == rep.planned_steps);
   CHECK(!rep.epochs.empty());
