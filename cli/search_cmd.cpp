@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -398,10 +399,12 @@ void apply_pipeline(CLI::App& sr, SearchFlags& f) {
 // `minas search`: the search, the final training and the export; the
 // summary as one JSON line on stdout.
 void run_search_command(SearchFlags& f, CLI::App& sr) {
+  const auto started = std::chrono::steady_clock::now();  // the budget counts from here
   if (!f.experiment.empty()) apply_search_file(sr, f);
   apply_pipeline(sr, f);
   const Space space = Space::load(f.settings.space);
-  const pipeline::SearchOptions o = search_options(f, sr);
+  pipeline::SearchOptions o = search_options(f, sr);
+  o.started = started;
   const pipeline::SearchResult r = pipeline::run_search(space, o);
   const ControllerSummary& s = r.summary;
   nlohmann::json summary = {{"experiment", r.experiment}, {"done", s.done},

@@ -58,8 +58,9 @@ FinalResult final_training(const Space& space, const SearchOptions& o, const std
   fo.recipe.set("run_fraction", "1", "final training");  // it trains all it plans
   // What the search left of the budget is the final training's, less what
   // its evaluation and export take (measured by retrain_and_export).
-  const double left =
-      o.budget_s - spent - std::chrono::duration<double>(Clock::now() - run_started).count();
+  const double left = o.budget_s - spent -
+                      std::chrono::duration<double>(Clock::now() - run_started).count() -
+                      exit_reserve_seconds(o.budget_s);
   fo.deadline = Clock::now() +
                 std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(left));
   fo.recipe.set("threads", std::to_string(cores()), "final training");
@@ -88,6 +89,10 @@ void check_search_options(const SearchOptions& o) {
   if (std::error_code ec; !o.out.empty() && std::filesystem::exists(o.out, ec) &&
                           !std::filesystem::is_directory(o.out, ec))
     throw Error("--out " + o.out, "is a file, not a folder for the export");
+}
+
+double exit_reserve_seconds(double budget_s) {
+  return std::clamp(budget_s * 0.005, 0.0, 5.0);
 }
 
 std::optional<double> time_floor(const SearchOptions& o) {
@@ -131,7 +136,7 @@ SearchResult run_search(const Space& space, const SearchOptions& o, const Log& l
   if (spent > 0)
     log.line("search", "experiment '" + cfg.name + "' has run " +
                            std::to_string(static_cast<int>(spent)) + " s of its budget");
-  const auto run_started = Clock::now();
+  const auto run_started = o.started.value_or(Clock::now());
   SearchResult r;
   r.experiment = cfg.name;
   r.summary = run_local_search(store, space, *strategy, cfg, pool, log);

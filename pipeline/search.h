@@ -2,6 +2,7 @@
 // The one-click search (`minas search`): a search on this machine's local
 // workers within a share of a wall-clock budget, then the final training,
 // evaluation and export of the best architecture in what is left of it.
+#include <chrono>
 #include <optional>
 #include <string>
 
@@ -36,7 +37,14 @@ struct SearchOptions {
   std::string out;             // export folder; empty: runs/EXPERIMENT
   LocalPool pool;              // workers 0: one per core / (threads x per_trial)
   std::string reproduce;       // the command line that reproduces the run, for the report
+  // When the command began: the budget counts from it (reading the data and
+  // opening the store included); unset: from run_search's start.
+  std::optional<std::chrono::steady_clock::time_point> started;
 };
+
+// What the final training leaves of the budget for the process's own end
+// (stopping the local workers, closing the store): 0.5% of it, at most 5 s.
+double exit_reserve_seconds(double budget_s);
 
 struct SearchResult {
   std::string experiment;

@@ -229,6 +229,12 @@ TEST_CASE("pipeline: the time-aware reward's floor is the trial time of a net th
   CHECK_FALSE(minas::pipeline::time_floor(o));
 }
 
+TEST_CASE("pipeline: the final training leaves 0.5% of the budget, at most 5 s, for the process's end") {
+  CHECK(minas::pipeline::exit_reserve_seconds(1200) == doctest::Approx(5));
+  CHECK(minas::pipeline::exit_reserve_seconds(100) == doctest::Approx(0.5));
+  CHECK(minas::pipeline::exit_reserve_seconds(0) == 0);
+}
+
 TEST_CASE("pipeline: run_search refuses bad options before it creates the store") {
   const minas::test::TempDir dir("pipeline-refused");
   const minas::Space space = minas::Space::load("small:input=1x12x12");
