@@ -138,8 +138,8 @@ void add_adapt_command(CLI::App& app) {
   ad->add_option("--final-pick", f->final_pick,
                  "How the final training's architecture is chosen among those that meet the "
                  "constraints: validation (the best by validation accuracy) or final-time (of "
-                 "the 5 best, the one predicted best after the epochs its measured speed affords "
-                 "in the final training's time)")
+                 "8 shortlisted by their trials' speed, the one predicted best after the "
+                 "epochs its measured speed affords in the final training's time)")
       ->default_val("validation")
       ->check(CLI::IsMember({"validation", "final-time"}));
   ad->add_option("--curve-exponent", f->curve_exponent,

@@ -548,8 +548,9 @@ void add_search_command(CLI::App& app) {
       ->check(in_range(1, kMaxEpochs));
   sr->add_option("--final-pick", sf->final_pick,
                  "How the final training's architecture is chosen: validation (the best by "
-                 "validation accuracy) or final-time (of the 5 best, the one predicted best after "
-                 "the epochs its measured speed affords in the final training's time)")
+                 "validation accuracy) or final-time (of 8 shortlisted by their trials' speed, "
+                 "the one predicted best after the epochs its measured speed affords in the "
+                 "final training's time)")
       ->default_val("validation")
       ->check(CLI::IsMember({"validation", "final-time"}));
   sr->add_option("--curve-exponent", sf->curve_exponent,
