@@ -20,7 +20,7 @@
 #   once, beside the arms, the hand-designed reference network at width 32
 #   trained by PyTorch on the same machine for as many epochs as fit in the
 #   same budget (timed from a 1-epoch run first); skipped, and said so, when
-#   /usr/bin/python3 cannot import torch (apt-get install python3-torch).
+#   /usr/bin/python3 cannot import torch (bash scripts/install-deps.sh --torch).
 #
 # Resumable: each finished run leaves its row in WORKDIR/NAME.row beside a key
 # (the binary's checksum, the arm's options, the budget and SEARCH_ARGS); a
@@ -121,7 +121,7 @@ elif [[ -f "$ref" ]] && /usr/bin/python3 -c "import torch" 2>/dev/null; then
   echo "torch_ref width 32: $epochs epochs in the $budget budget (1 epoch: ${epoch_s} s): $line (wall $(printf '%.0f' "$wall") s)" |
     tee "$kept"
 else
-  echo "torch_ref: skipped (no $ref, or /usr/bin/python3 cannot import torch: apt-get install python3-torch)"
+  echo "torch_ref: skipped (no $ref, or /usr/bin/python3 cannot import torch: bash scripts/install-deps.sh --torch)"
 fi
 
 echo

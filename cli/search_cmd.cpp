@@ -172,7 +172,7 @@ struct SearchFlags {
   std::string budget = "20m", out;
   double final_share = 0.3;
   int final_epochs = 30;
-  std::string final_pick = "validation", pipeline = "classic";
+  std::string final_pick = "validation", pipeline = "screened";
   double curve_exponent = 0;
   bool resume = false, no_final = false;
   pipeline::ExperimentSettings settings;  // the experiment's, from flags and the file
@@ -381,6 +381,11 @@ void apply_pipeline(CLI::App& sr, SearchFlags& f) {
   // trials: short runs have no rungs.
   const bool asha_given = sr.count("--no-asha") > 0 || sr.count("--asha-eta") > 0 ||
                           sr.count("--asha-rungs") > 0 || !f.strategy.file_asha.is_null();
+  // ASHA on without rungs of its own places them below the trials' epochs,
+  // so those keep the fidelity given (default 3): one epoch leaves none.
+  const bool asha_on = asha_given && !(sr.count("--no-asha") > 0 && sr["--no-asha"]->as<bool>());
+  const bool rungs_given = sr.count("--asha-rungs") > 0 ||
+                           (f.strategy.file_asha.is_object() && f.strategy.file_asha.contains("rungs"));
   for (const auto& [flag, value] : screened_pipeline()) {
     CLI::Option* opt = sr.get_option(flag);
     if (opt->count() > 0) continue;
@@ -388,6 +393,7 @@ void apply_pipeline(CLI::App& sr, SearchFlags& f) {
     if ((flag == "--trial-fraction" || flag == "--no-asha" || flag == "--time-exponent") &&
         asha_given)
       continue;
+    if (flag == "--fidelity" && asha_on && !rungs_given) continue;
     // An objective in the experiment file that sets it is a setting given.
     const nlohmann::json& file_objective = f.strategy.file_settings.value(
         "objective", nlohmann::json::object());
@@ -563,9 +569,10 @@ void add_search_command(CLI::App& app) {
                  "screened: --screen 2000 --screen-evaluator synflow+params --screen-order "
                  "front --strategy predictor --fidelity 1 --trial-fraction 0.25 --no-asha "
                  "--time-exponent 0.237 --final-share 0.5 --final-pick final-time, each unless "
-                 "given (with ASHA asked for, trials "
-                 "keep whole epochs); classic: the settings as given")
-      ->default_val("classic")
+                 "given (with ASHA asked for, trials keep whole epochs, and without --asha-rungs "
+                 "the fidelity given); classic: the settings as given (evolution, 3-epoch "
+                 "trials with ASHA, 30% for the final training, chosen by validation accuracy)")
+      ->default_val("screened")
       ->check(CLI::IsMember({"classic", "screened"}));
   sr->add_flag("--no-final", sf->no_final, "Search only: no final training and export");
   sr->add_option("--out", sf->out, "Export folder (default runs/EXPERIMENT)");

@@ -2,6 +2,8 @@
 # Installs, from Debian 12 packages, everything minas needs to build, test and
 # run. Idempotent: packages already present are not touched, and apt is only
 # called when something is missing. Run as root (or with sudo available).
+#   --torch  also python3-torch, for the PyTorch reference of bench/one_click.sh
+#            (../shared/bench/torch_ref.py); minas itself does not need it.
 set -euo pipefail
 
 packages=(
@@ -20,6 +22,12 @@ packages=(
   slurm-wlm munge python3
   dataset-fashion-mnist
 )
+for arg in "$@"; do
+  case "$arg" in
+    --torch) packages+=(python3-torch) ;;
+    *) echo "install-deps: unknown option '$arg' (known: --torch)" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for p in "${packages[@]}"; do

@@ -378,7 +378,8 @@ TEST_CASE("faults: minas search runs a local pool end to end on a small data fol
   INFO("the processes' log:\n" << minas::test::file_text(log));  // read when a check fails
   const pid_t p =
       spawn({"search", "--db", db, "--name", "local", "--space", "small:input=1x12x12", "--data", d,
-             "--recipe", recipe, "--trials", "4", "--workers", "2", "--no-final"},
+             "--recipe", recipe, "--trials", "4", "--workers", "2", "--no-final", "--pipeline",
+             "classic"},
             log);
   CHECK(wait_for(p) == 0);
   const Tally t = tally(db);
@@ -392,7 +393,7 @@ TEST_CASE("faults: minas search runs a local pool end to end on a small data fol
   // The same search data parallel: each trial on two slots of one worker.
   const pid_t dp = spawn({"search", "--db", db, "--name", "dp", "--space", "small:input=1x12x12",
                           "--data", d, "--recipe", recipe, "--trials", "3", "--workers", "1",
-                          "--gpus-per-trial", "2", "--no-final"},
+                          "--gpus-per-trial", "2", "--no-final", "--pipeline", "classic"},
                          log);
   CHECK(wait_for(dp) == 0);
   minas::db::Connection after = minas::db::open_store_readonly(db);
@@ -649,10 +650,14 @@ TEST_CASE("faults: minas search runs the whole path: search, final training, exp
   std::ofstream(recipe) << R"({"val_size": 80, "batch": 32, "threads": 1})";
   const std::string db = dir.file("minas.db"), log = dir.file("log"), out = dir.file("out");
   INFO("the processes' log:\n" << minas::test::file_text(log));  // read when a check fails
-  // Defaults but the budget: evolution with ASHA, 3-epoch trials, then the final training.
-  // The budget comes from an experiment file, whose "workers" the command line overrides.
+  // The default pipeline (screened) but the budget and its screen count (300 of these small
+  // nets, so that a loaded machine still trains trials in the search's 20 s): the predictor
+  // with ASHA (the file's "no_asha": false asks for it: trials keep whole epochs), then the
+  // final training chosen for its time. The budget comes from an experiment file, whose
+  // "workers" the command line overrides.
   const std::string exp = dir.file("exp.json");
-  std::ofstream(exp) << R"({"budget": "40s", "final_epochs": 2, "workers": 1, "no_asha": false})";
+  std::ofstream(exp)
+      << R"({"budget": "40s", "final_epochs": 2, "workers": 1, "no_asha": false, "screen": 300})";
   const pid_t p =
       spawn({"search", "--db", db, "--name", "e2e", "--space", "small:input=1x12x12", "--data", d,
              "--recipe", recipe, "--experiment", exp, "--workers", "2", "--out", out},
@@ -665,6 +670,14 @@ TEST_CASE("faults: minas search runs the whole path: search, final training, exp
     minas::db::Statement w = c.prepare("SELECT count(*) FROM workers");
     REQUIRE(w.step());
     CHECK(w.column_int64(0) == 2);  // --workers 2 beat the file's 1
+    minas::db::Statement e = c.prepare("SELECT strategy, recipe FROM experiments");
+    REQUIRE(e.step());
+    CHECK(e.column_text(0) == "predictor");  // the default pipeline's
+    // ASHA asked for without rungs: whole epochs, the fidelity's default 3 (1 leaves no rung)
+    CHECK(nlohmann::json::parse(e.column_text(1)).value("run_fraction", 1.0) == 1.0);
+    minas::db::Statement f = c.prepare("SELECT max(fidelity) FROM trials");
+    REQUIRE(f.step());
+    CHECK(f.column_int64(0) == 3);
   }
   for (const char* f : {"arch.json", "model.ckpt", "model.onnx", "report.md"})
     CHECK_MESSAGE(std::filesystem::exists(std::filesystem::path(out) / f), f);
@@ -676,7 +689,8 @@ TEST_CASE("faults: minas search runs the whole path: search, final training, exp
   // Reproduce: every option given, from the command line or the file, and the seed.
   for (const std::string& part : std::vector<std::string>{
            "minas search --db " + db, "--space small:input=1x12x12", "--experiment " + exp,
-           "--workers 2", "--budget 40s", "--final-epochs 2", "--seed 0"})
+           "--workers 2", "--budget 40s", "--final-epochs 2", "--seed 0", "--strategy predictor",
+           "--final-pick final-time"})
     CHECK_MESSAGE(minas::test::contains(text, part), part);
   CHECK_FALSE(minas::test::contains(text, "--no-asha"));  // the file's false sets nothing
 
@@ -747,7 +761,7 @@ TEST_CASE("faults: Ctrl-C stops minas search cleanly and says how to resume, --r
   const std::vector<std::string> args{
       "search",   "--db", db,          "--space", "small:input=1x12x12", "--data", d,
       "--recipe", recipe, "--workers", "2",       "--final-epochs",      "1",      "--out",
-      out};
+      out,        "--pipeline", "classic"};
   std::vector<std::string> first = args;
   first.insert(first.end(), {"--budget", "10m"});
   const pid_t p = spawn(first, log);
