@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one-click search against its bar (experiments/one-click.md): `minas
 # search` with its defaults, once per seed, and the same budget spent on random
-# search (the same ASHA early stopping, the same final training), seeds
+# search in the same pipeline (the same trials, final choice and training), seeds
 # interleaved so that drift on a shared machine falls on all arms alike.
 # Prints a markdown table: per run the exported model's test accuracy, its
 # parameters and MACs, the trials, the architectures screened, the final
