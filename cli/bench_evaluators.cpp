@@ -109,8 +109,12 @@ struct EvaluatorsFlags {
 
 // A reduced-fidelity evaluator: a short training with the default recipe
 // (the ground truth's) changed by `recipe`, scored by its validation
-// accuracy on the same held-out split as the table's. Its cost is the whole
-// call: building the network, training and validating.
+// accuracy on the held-out split (at --seed 0 the table's). Its cost is the
+// whole call: building the network, training and validating. The same
+// training gives a second evaluator, NAME-tse: the training speed estimate
+// of Ru et al. (NeurIPS 2021), the sum of the training minibatches' losses,
+// here minus their mean (every architecture trains the same steps, so the
+// ranking is the sum's, and the fastest learner scores highest).
 struct Fidelity {
   const char* name;
   const char* what;
@@ -142,6 +146,10 @@ const std::vector<Fidelity>& fidelity_table() {
   };
   return table;
 }
+
+// The column of a fidelity's training speed estimate: "ep0.25-tse".
+std::string tse_name(const Fidelity* f) { return std::string(f->name) + "-tse"; }
+std::string tse_name(const Fidelity& f) { return tse_name(&f); }
 
 std::string fidelity_names() {
   std::string s;
@@ -241,6 +249,14 @@ std::optional<ArchTable> read_earlier(const std::string& path, const Space& spac
         throw Error(path, std::string(fid.name) + " of " + t.key(row) + ": " + number_text(v) +
                               " is not an accuracy in [0, 1]");
     }
+    const std::string tse = tse_name(fid);
+    if (const auto tc = t.find(tse))
+      for (size_t row = 0; row < t.size(); ++row) {
+        const double v = t.number(row, *tc);
+        if (!std::isfinite(v) || v > 0)
+          throw Error(path, tse + " of " + t.key(row) + ": " + number_text(v) +
+                                " is not minus a mean training loss (finite, <= 0)");
+      }
   }
   return t;
 }
@@ -263,17 +279,22 @@ void run_fidelities(const EvaluatorsFlags& f, const Space& space, const Table& t
     recipe.set("seed", std::to_string(f.seed), "--seed");
     Evaluator ev{fid->name, "  (trained here: " + std::string(fid->what) + ")",
                  std::vector<double>(n), std::vector<double>(n)};
+    Evaluator tse{tse_name(fid), "  (the same trainings: minus their mean training loss)",
+                  std::vector<double>(n), std::vector<double>(n)};
     TrainOptions opt;
     opt.evaluate_test = false;
     opt.measure_latency = false;
+    // A row is reused only where the earlier run kept both of its scores.
     const std::optional<size_t> column = earlier ? earlier->find(fid->name) : std::nullopt;
+    const std::optional<size_t> tse_column = earlier ? earlier->find(tse.name) : std::nullopt;
     size_t reused = 0;
     const Clock::time_point all = Clock::now();
     for (size_t i = 0; i < n; ++i) {
-      if (column) {
+      if (column && tse_column) {
         if (const auto row = earlier->row_of(table.rows[i].key)) {
           ev.score[i] = earlier->number(*row, *column);  // checked by read_earlier
-          ev.seconds[i] = std::numeric_limits<double>::quiet_NaN();
+          tse.score[i] = earlier->number(*row, *tse_column);
+          ev.seconds[i] = tse.seconds[i] = std::numeric_limits<double>::quiet_NaN();
           ++reused;
           continue;
         }
@@ -282,14 +303,30 @@ void run_fidelities(const EvaluatorsFlags& f, const Space& space, const Table& t
       const Clock::time_point t0 = Clock::now();
       Model model(space.lower(table.rows[i].arch), recipe.seed);
       const TrainReport r = train(model, recipe, *data, *backend, opt);
-      ev.seconds[i] = seconds_since(t0);
+      if (r.epochs.empty())
+        throw Error("reduced fidelity " + std::string(fid->name),
+                    table.rows[i].key + ": the training reported no epoch");
+      ev.seconds[i] = tse.seconds[i] = seconds_since(t0);
       ev.score[i] = r.val_acc;
+      // The run's steps are all in its first epoch record (a fraction of one
+      // epoch) or spread over several: their mean loss, weighted by steps.
+      double loss = 0;
+      int64_t steps = 0;
+      for (const EpochRecord& e : r.epochs) {
+        loss += e.train_loss * static_cast<double>(e.steps);
+        steps += e.steps;
+      }
+      tse.score[i] = -loss / static_cast<double>(std::max<int64_t>(steps, 1));
     }
-    std::vector<double> s(ev.score), t(target);
-    std::fprintf(stderr, "  %s: %zu architectures trained in %.0f s, %zu scores reused, tau %.4f\n",
-                 fid->name, n - reused, seconds_since(all), reused,
-                 kendall_tau(average_ranks(s), average_ranks(t)));
+    for (const Evaluator* e : {&ev, &tse}) {
+      std::vector<double> s(e->score), t(target);
+      std::fprintf(stderr,
+                   "  %s: %zu architectures trained in %.0f s, %zu scores reused, tau %.4f\n",
+                   e->name.c_str(), n - reused, seconds_since(all), reused,
+                   kendall_tau(average_ranks(s), average_ranks(t)));
+    }
     evals.push_back(std::move(ev));
+    evals.push_back(std::move(tse));
   }
 }
 
@@ -365,7 +402,10 @@ void run_evaluators(const EvaluatorsFlags& f) {
   {
     std::vector<std::string> planned;
     for (Proxy p : proxies) planned.push_back(proxy_info(p).name);
-    for (const Fidelity* fid : chosen_fidelities(f.fidelities)) planned.push_back(fid->name);
+    for (const Fidelity* fid : chosen_fidelities(f.fidelities)) {
+      planned.push_back(fid->name);
+      planned.push_back(tse_name(fid));
+    }
     if (table.has_short)
       for (const char* c : {"valid_1ep", "valid_3ep"})
         if (c != f.target) planned.push_back(c);
@@ -530,7 +570,9 @@ void add_evaluator_benchmark(CLI::App& bench) {
       ->delimiter(',');
   cmd->add_option(
          "--fidelities", f->fidelities,
-         "Reduced-fidelity trainings to run on every row (default: none; all): " + fidelity_names())
+         "Reduced-fidelity trainings to run on every row, each scored by its validation accuracy "
+         "(NAME) and by minus its mean training loss (NAME-tse) (default: none; all): " +
+             fidelity_names())
       ->delimiter(',');
   cmd->add_option("--combine", f->combine,
                   "Rank combinations of this run's evaluators, e.g. naswot+params (a row's score "

@@ -4,6 +4,7 @@
 
 #include "tests/support.h"
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -71,11 +72,11 @@ TEST_CASE("bench evaluators --reuse: an earlier run's reduced-fidelity scores ar
                           "16|32|conv_k5|skip|64|conv_k3|skip,0.92\n"
                           "32|64|conv_k3|skip|64|conv_k3|skip,0.93\n";
   const std::string earlier = (dir / "earlier.csv").string();
-  std::ofstream(earlier) << "arch,params,ep0.125\n"
-                            "32|64|conv_k3|skip|64|conv_k3|skip,1,0.8\n"
-                            "16|32|conv_k5|skip|64|conv_k3|skip,1,0.7\n"
-                            "16|32|conv_k3|skip|64|conv_k3|skip,1,0.6\n"
-                            "16|32|sep_k3|skip|64|conv_k3|skip,1,0.1\n";
+  std::ofstream(earlier) << "arch,params,ep0.125,ep0.125-tse\n"
+                            "32|64|conv_k3|skip|64|conv_k3|skip,1,0.8,-0.9\n"
+                            "16|32|conv_k5|skip|64|conv_k3|skip,1,0.7,-1.1\n"
+                            "16|32|conv_k3|skip|64|conv_k3|skip,1,0.6,-1.3\n"
+                            "16|32|sep_k3|skip|64|conv_k3|skip,1,0.1,-2\n";
   // An empty data folder: training any row, or drawing a minibatch, would fail.
   std::filesystem::create_directories(dir / "empty");
   const std::string out = (dir / "scores.csv").string();
@@ -86,20 +87,39 @@ TEST_CASE("bench evaluators --reuse: an earlier run's reduced-fidelity scores ar
   INFO(r.out);
   REQUIRE(r.status == 0);
   CHECK(minas::test::contains(r.out, "ep0.125: 0 architectures trained"));
+  CHECK(minas::test::contains(r.out, "ep0.125-tse: 0 architectures trained"));
   CHECK(minas::test::contains(r.out, "3 scores reused"));
   // The scores rank the rows as acc does: tau 1; no cost measured here.
-  const size_t at = r.out.find("\nep0.125 ");
-  REQUIRE(at != std::string::npos);
-  const std::string line = r.out.substr(at + 1, r.out.find('\n', at + 1) - at - 1);
-  CHECK(minas::test::contains(line, " 3   1.0000   1.0000            -          -"));
+  for (const char* name : {"\nep0.125 ", "\nep0.125-tse "}) {
+    const size_t at = r.out.find(name);
+    REQUIRE(at != std::string::npos);
+    const std::string line = r.out.substr(at + 1, r.out.find('\n', at + 1) - at - 1);
+    CHECK(minas::test::contains(line, " 3   1.0000   1.0000            -          -"));
+  }
   std::ifstream in(out);
   const std::string csv((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  // Each row's own params (the proxy, computed), and the reused score.
-  CHECK(csv.rfind("arch,params,ep0.125\n16|32|conv_k3|skip|64|conv_k3|skip,24058,0.6\n", 0) == 0);
+  // Each row's own params (the proxy, computed), and the reused scores.
+  CHECK(csv.rfind("arch,params,ep0.125,ep0.125-tse\n16|32|conv_k3|skip|64|conv_k3|skip,24058,0.6,-1.3\n", 0) == 0);
   CHECK(minas::test::contains(csv, "\n16|32|conv_k5|skip|64|conv_k3|skip,"));
-  CHECK(minas::test::contains(csv, ",0.7\n32|64|conv_k3|skip|64|conv_k3|skip,"));
-  REQUIRE(csv.size() > 5);
-  CHECK(csv.substr(csv.size() - 5) == ",0.8\n");
+  CHECK(minas::test::contains(csv, ",0.7,-1.1\n32|64|conv_k3|skip|64|conv_k3|skip,"));
+  REQUIRE(csv.size() > 10);
+  CHECK(csv.substr(csv.size() - 10) == ",0.8,-0.9\n");
+
+  // An earlier run without the training loss column (before NAME-tse) is not
+  // reused: its rows are trained again, and the empty folder is refused.
+  const std::string older = (dir / "older.csv").string();
+  std::ofstream(older) << "arch,ep0.125\n16|32|conv_k3|skip|64|conv_k3|skip,0.6\n"
+                          "16|32|conv_k5|skip|64|conv_k3|skip,0.7\n"
+                          "32|64|conv_k3|skip|64|conv_k3|skip,0.8\n";
+  const Run retrained = run(common + " --reuse " + older);
+  CHECK(retrained.status != 0);
+  CHECK(minas::test::contains(retrained.out, "in this folder"));
+  // A training loss column that is not minus a mean loss is refused, naming it.
+  const std::string positive = (dir / "positive.csv").string();
+  std::ofstream(positive) << "arch,ep0.125,ep0.125-tse\n16|32|conv_k3|skip|64|conv_k3|skip,0.6,0.5\n";
+  const Run loss_refused = run(common + " --reuse " + positive);
+  CHECK(loss_refused.status != 0);
+  CHECK(minas::test::contains(loss_refused.out, "positive.csv: ep0.125-tse of 16|32|conv_k3|skip|64|conv_k3|skip: 0.5 is not minus a mean training loss"));
 
   // Without --reuse the row is trained: the empty folder is refused.
   const Run fresh = run(common);
@@ -112,4 +132,47 @@ TEST_CASE("bench evaluators --reuse: an earlier run's reduced-fidelity scores ar
   CHECK(refused.status != 0);
   CHECK(minas::test::contains(refused.out, "bad.csv: ep0.125 of 16|32|conv_k3|skip|64|conv_k3|skip: 1.5 is not an accuracy in [0, 1]"));
   CHECK_FALSE(minas::test::contains(refused.out, "scoring"));
+}
+
+TEST_CASE("bench evaluators: a short training gives its validation accuracy and minus its mean training loss") {
+  if (!std::filesystem::exists("/usr/share/datasets/fashion-mnist")) {
+    const char* ci = std::getenv("CI");
+    if (ci && std::string(ci) == "true") FAIL("dataset-fashion-mnist is not installed");
+    MESSAGE("skipped: /usr/share/datasets/fashion-mnist not found");
+    return;
+  }
+  const minas::test::TempDir tmp("evaluators-tse");
+  const std::filesystem::path dir = tmp.path;
+  const std::string table = (dir / "table.csv").string();
+  std::ofstream(table) << "arch,acc\n"
+                          "16|32|conv_k3|skip|64|conv_k3|skip,0.91\n"
+                          "16|32|conv_k5|skip|64|conv_k3|skip,0.92\n";
+  const std::string out = (dir / "scores.csv").string();
+  const Run r = run("bench evaluators --space small --table " + table +
+                    " --target acc --proxies none --fidelities ep0.125 --combine none"
+                    " --out " + out);
+  INFO(r.out);
+  REQUIRE(r.status == 0);
+  CHECK(minas::test::contains(r.out, "ep0.125-tse: 2 architectures trained"));
+  std::ifstream in(out);
+  std::string header, row;
+  REQUIRE(std::getline(in, header));
+  CHECK(header == "arch,ep0.125,ep0.125-tse");
+  int rows = 0;
+  while (std::getline(in, row)) {
+    ++rows;
+    CAPTURE(row);
+    const size_t a = row.find(','), b = row.rfind(',');
+    REQUIRE(a != std::string::npos);
+    REQUIRE(b > a);
+    const double acc = std::stod(row.substr(a + 1, b - a - 1));
+    const double tse = std::stod(row.substr(b + 1));
+    CHECK(acc > 0.2);  // an eighth of an epoch learns: chance is 0.1
+    CHECK(acc <= 1.0);
+    // Minus the mean cross-entropy (label smoothing 0.1) over the run's steps:
+    // below the untrained network's ln 10 = 2.30 and above the smoothing's floor.
+    CHECK(tse > -2.3);
+    CHECK(tse < -0.4);
+  }
+  CHECK(rows == 2);
 }
