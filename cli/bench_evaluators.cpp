@@ -135,6 +135,11 @@ const std::vector<Fidelity>& fidelity_table() {
       {"ep0.25",
        "1/4 of an epoch on all data, the schedule planned over it",
        {{"epochs", 1}, {"run_fraction", 0.25}}},
+      // The longest short run under 5% of a 10-epoch training: 4% of its
+      // steps and one validation pass against its ten.
+      {"ep0.4",
+       "2/5 of an epoch on all data, the schedule planned over it",
+       {{"epochs", 1}, {"run_fraction", 0.4}}},
       // What ASHA's rungs at 0.125 and 0.25 see inside a 10-epoch trial.
       {"ep0.125-cut",
        "the first 1/8 epoch of a 10-epoch run, its schedule cut there",
@@ -593,8 +598,8 @@ void add_evaluator_benchmark(CLI::App& bench) {
   cmd->add_option("--out", f->out, "CSV of every architecture's proxy scores (features)");
   cmd->add_option("--reuse", f->reuse,
                   "CSV an earlier run wrote with --out, with the same --data, --batch, --threads "
-                  "and --seed: a reduced fidelity's score of a row it holds is taken, not trained "
-                  "again (the cost is measured on the rows trained here)");
+                  "and --seed: a reduced fidelity's two scores (NAME, NAME-tse) of a row it holds "
+                  "are taken, not trained again (the cost is measured on the rows trained here)");
   cmd->callback([f] { run_evaluators(*f); });
 
   auto s = std::make_shared<ScreenFlags>();
