@@ -369,13 +369,20 @@ void add_combinations(const EvaluatorsFlags& f, std::vector<Evaluator>& evals) {
     std::vector<bool> scored(n, true);
     for (const Evaluator* e : members)
       for (size_t i = 0; i < n; ++i) scored[i] = scored[i] && !std::isnan(e->score[i]);
+    // A fidelity and its -tse are one training: its cost is counted once.
+    std::vector<std::string> paid;
     for (const Evaluator* e : members) {
       std::vector<double> kept;
       for (size_t i = 0; i < n; ++i)
         if (scored[i]) kept.push_back(e->score[i]);
       const std::vector<double> r = average_ranks(kept);
+      std::string work = e->name;
+      if (work.size() > 4 && work.compare(work.size() - 4, 4, "-tse") == 0)
+        work.resize(work.size() - 4);
+      const bool pay = std::find(paid.begin(), paid.end(), work) == paid.end();
+      if (pay) paid.push_back(work);
       for (size_t i = 0, k = 0; i < n; ++i) {
-        c.seconds[i] += e->seconds[i];
+        if (pay) c.seconds[i] += e->seconds[i];
         c.score[i] = scored[i] ? c.score[i] + r[k++] : std::numeric_limits<double>::quiet_NaN();
       }
     }

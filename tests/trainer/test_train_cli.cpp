@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 
 namespace {
@@ -149,11 +150,24 @@ TEST_CASE("bench evaluators: a short training gives its validation accuracy and 
                           "16|32|conv_k5|skip|64|conv_k3|skip,0.92\n";
   const std::string out = (dir / "scores.csv").string();
   const Run r = run("bench evaluators --space small --table " + table +
-                    " --target acc --proxies none --fidelities ep0.125 --combine none"
+                    " --target acc --proxies none --fidelities ep0.125 --combine ep0.125+ep0.125-tse"
                     " --out " + out);
   INFO(r.out);
   REQUIRE(r.status == 0);
   CHECK(minas::test::contains(r.out, "ep0.125-tse: 2 architectures trained"));
+  // An evaluator's seconds per candidate, the report's fifth column.
+  auto seconds = [&](const std::string& name) {
+    const size_t at = r.out.find("\n" + name + " ");
+    REQUIRE(at != std::string::npos);
+    std::istringstream line(r.out.substr(at + 1, r.out.find('\n', at + 1) - at - 1));
+    std::string field;
+    for (int i = 0; i < 5; ++i) line >> field;
+    return field;
+  };
+  // A fidelity and its -tse are one training: the pair costs it once.
+  CHECK(seconds("ep0.125") != "-");
+  CHECK(seconds("ep0.125+ep0.125-tse") == seconds("ep0.125"));
+  CHECK(seconds("ep0.125-tse") == seconds("ep0.125"));
   std::ifstream in(out);
   std::string header, row;
   REQUIRE(std::getline(in, header));
