@@ -153,8 +153,7 @@ const std::vector<Fidelity>& fidelity_table() {
 }
 
 // The column of a fidelity's training speed estimate: "ep0.25-tse".
-std::string tse_name(const Fidelity* f) { return std::string(f->name) + "-tse"; }
-std::string tse_name(const Fidelity& f) { return tse_name(&f); }
+std::string tse_name(const Fidelity& f) { return std::string(f.name) + "-tse"; }
 
 std::string fidelity_names() {
   std::string s;
@@ -284,7 +283,7 @@ void run_fidelities(const EvaluatorsFlags& f, const Space& space, const Table& t
     recipe.set("seed", std::to_string(f.seed), "--seed");
     Evaluator ev{fid->name, "  (trained here: " + std::string(fid->what) + ")",
                  std::vector<double>(n), std::vector<double>(n)};
-    Evaluator tse{tse_name(fid), "  (the same trainings: minus their mean training loss)",
+    Evaluator tse{tse_name(*fid), "  (the same trainings: minus their mean training loss)",
                   std::vector<double>(n), std::vector<double>(n)};
     TrainOptions opt;
     opt.evaluate_test = false;
@@ -419,7 +418,7 @@ void run_evaluators(const EvaluatorsFlags& f) {
     for (Proxy p : proxies) planned.push_back(proxy_info(p).name);
     for (const Fidelity* fid : chosen_fidelities(f.fidelities)) {
       planned.push_back(fid->name);
-      planned.push_back(tse_name(fid));
+      planned.push_back(tse_name(*fid));
     }
     if (table.has_short)
       for (const char* c : {"valid_1ep", "valid_3ep"})

@@ -112,27 +112,29 @@ TEST_CASE("bench evaluators --reuse: an earlier run's reduced-fidelity scores ar
   std::ofstream(older) << "arch,ep0.125\n16|32|conv_k3|skip|64|conv_k3|skip,0.6\n"
                           "16|32|conv_k5|skip|64|conv_k3|skip,0.7\n"
                           "32|64|conv_k3|skip|64|conv_k3|skip,0.8\n";
-  const Run retrained = run(common + " --reuse " + older);
-  CHECK(retrained.status != 0);
-  CHECK(minas::test::contains(retrained.out, "in this folder"));
-  // A training loss column that is not minus a mean loss is refused, naming it.
-  const std::string positive = (dir / "positive.csv").string();
-  std::ofstream(positive) << "arch,ep0.125,ep0.125-tse\n16|32|conv_k3|skip|64|conv_k3|skip,0.6,0.5\n";
-  const Run loss_refused = run(common + " --reuse " + positive);
-  CHECK(loss_refused.status != 0);
-  CHECK(minas::test::contains(loss_refused.out, "positive.csv: ep0.125-tse of 16|32|conv_k3|skip|64|conv_k3|skip: 0.5 is not minus a mean training loss"));
-
-  // Without --reuse the row is trained: the empty folder is refused.
-  const Run fresh = run(common);
-  CHECK(fresh.status != 0);
-  CHECK(minas::test::contains(fresh.out, "in this folder"));
-  // A score that is not an accuracy is refused before any work, naming the file.
-  const std::string bad = (dir / "bad.csv").string();
-  std::ofstream(bad) << "arch,ep0.125\n16|32|conv_k3|skip|64|conv_k3|skip,1.5\n";
-  const Run refused = run(common + " --reuse " + bad);
-  CHECK(refused.status != 0);
-  CHECK(minas::test::contains(refused.out, "bad.csv: ep0.125 of 16|32|conv_k3|skip|64|conv_k3|skip: 1.5 is not an accuracy in [0, 1]"));
-  CHECK_FALSE(minas::test::contains(refused.out, "scoring"));
+  // Without --reuse the rows are trained too.
+  for (const std::string& args : {common + " --reuse " + older, common}) {
+    const Run trained = run(args);
+    CAPTURE(args);
+    CHECK(trained.status != 0);
+    CHECK(minas::test::contains(trained.out, "in this folder"));
+  }
+  // A score out of its range is refused before any work, naming the file.
+  auto refuses = [&](const std::string& name, const std::string& csv, const std::string& expect) {
+    const std::string path = (dir / name).string();
+    std::ofstream(path) << csv;
+    const Run refused = run(common + " --reuse " + path);
+    CAPTURE(name);
+    CHECK(refused.status != 0);
+    CHECK(minas::test::contains(refused.out, expect));
+    CHECK_FALSE(minas::test::contains(refused.out, "scoring"));
+  };
+  refuses("bad.csv", "arch,ep0.125\n16|32|conv_k3|skip|64|conv_k3|skip,1.5\n",
+          "bad.csv: ep0.125 of 16|32|conv_k3|skip|64|conv_k3|skip: 1.5 is not an accuracy in [0, 1]");
+  refuses("positive.csv",
+          "arch,ep0.125,ep0.125-tse\n16|32|conv_k3|skip|64|conv_k3|skip,0.6,0.5\n",
+          "positive.csv: ep0.125-tse of 16|32|conv_k3|skip|64|conv_k3|skip: 0.5 is not minus a "
+          "mean training loss");
 }
 
 TEST_CASE("bench evaluators: a short training gives its validation accuracy and minus its mean training loss") {
