@@ -146,8 +146,15 @@ TEST_CASE("cuda kernels: the momentum update and LARS agree with the CPU's withi
     momentum_update(cw.data(), g.data(), cbuf.data(), n, r);
     Dev<float> gw(w), gg(g), gb(buf), glr(lr), gm(mom), norms(2);
     Dev<int64_t> step(std::vector<int64_t>{2});
-    cuda::squared_norms_zero(norms.get(), nullptr);
     cuda::squared_norms(gw.get(), gg.get(), n, norms.get(), nullptr);
+    double ww = 0, gg2 = 0;
+    for (size_t i = 0; i < n; ++i) {
+      ww += static_cast<double>(w[i]) * w[i];
+      gg2 += static_cast<double>(g[i]) * g[i];
+    }
+    const auto hn = norms.host();
+    CHECK(hn[0] == doctest::Approx(ww).epsilon(1e-5));
+    CHECK(hn[1] == doctest::Approx(gg2).epsilon(1e-5));
     cuda::momentum_update(gw.get(), gg.get(), gb.get(), n, glr.get(), gm.get(), step.get(), dr,
                           norms.get(), nullptr, nullptr);
     const auto hw = gw.host(), hb = gb.host();

@@ -7,6 +7,22 @@
 // Tolerances (fp32 on both sides, different algorithms and summation
 // orders): logits and loss within 1e-4 relative; each gradient tensor within
 // 1e-3 of its largest magnitude; running statistics within 1e-4.
+//
+// Whole networks' gradients are compared on their smooth twins
+// (tests/trainer/smooth_twin.h). Of the millions of ReLU6 inputs of a
+// mobile-space network at batch 4, dozens lie within 1e-5 of the kink at 0,
+// and rounding decides their side: on the CPU alone, scaling every weight and
+// input by a random factor within 1 +- 1e-7 (up to one ulp) moved two of
+// three sampled mobile networks' gradients by 2.1e-3 and 7.6e-3 of their
+// largest magnitude (the same with ReLU6 made a sigmoid: 1e-7). The GPU's
+// 2.9e-3 on an H200 (experiments/adapt-gpu.md) lies in that range; the twins
+// show whether rounding was its whole cause. The same perturbation moves the
+// smooth twins' gradients by about 1e-7
+// (tests/trainer/test_gradients.cpp checks under 1e-5), so 1e-3 there still
+// catches a wrong gradient. The real networks are compared forward: loss,
+// predictions, running statistics and logits, which one flipped kink moves
+// by rounding only. Each kinked op's gradient is compared alone, in the
+// small network of the first case.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -20,6 +36,7 @@
 
 #include "searchspace/rng.h"
 #include "searchspace/space.h"
+#include "tests/trainer/smooth_twin.h"
 #include "tests/trainer/synthetic.h"
 #include "trainer/comm.h"
 #include "trainer/cuda/backend.h"
@@ -48,8 +65,10 @@ double max_diff(const std::vector<float>& a, const std::vector<float>& b) {
   return m;
 }
 
-// One train step and one eval pass of `graph` on both backends, compared.
-void compare(const LayerGraph& graph, const std::string& what, int batch = 6) {
+// One train step and one eval pass of `graph` on both backends, compared;
+// the gradients too unless `gradients` is false.
+void compare(const LayerGraph& graph, const std::string& what, int batch = 6,
+             bool gradients = true) {
   CAPTURE(what);
   const Shape in = graph.input_shape();
   Rng rng(11);
@@ -66,7 +85,7 @@ void compare(const LayerGraph& graph, const std::string& what, int batch = 6) {
   const StepStats sg = gpu->compile(mg, batch, NetMode::train, no)->train_step(x.data(), y.data());
   CHECK(sg.loss == doctest::Approx(sc.loss).epsilon(1e-4));
   CHECK(sg.correct == sc.correct);
-  for (size_t p = 0; p < mc.params().size(); ++p) {
+  for (size_t p = 0; gradients && p < mc.params().size(); ++p) {
     CAPTURE(mc.params()[p].name);
     CHECK(max_diff(mc.params()[p].grad, mg.params()[p].grad) <=
           1e-3 * std::max(1.0, max_abs(mc.params()[p].grad)));
@@ -136,7 +155,9 @@ TEST_CASE("cuda network: architectures of every built-in space agree with the CP
     Rng rng(5);
     for (int k = 0; k < 3; ++k) {
       const Arch a = space.sample(rng);
-      compare(space.lower(a), ref + " " + space.key(a), 4);
+      const LayerGraph g = space.lower(a);
+      compare(g, ref + " " + space.key(a), 4, false);
+      compare(test::smooth_twin(g), ref + " " + space.key(a) + " (smooth twin)", 4);
     }
   }
 }
@@ -225,6 +246,9 @@ TEST_CASE("cuda training: a replayed graph agrees with eager steps, and both wit
   CHECK(b.steps == a.steps);
   CHECK(c.steps == a.steps);
   const auto wa = weights(host), wb = weights(replayed), wc = weights(eager);
+  // Graph and eager steps run the same kernels in the same order: cuDNN's
+  // algorithms are the deterministic ones where it has them (an H200 run
+  // before that choice drifted 6.3e-5 apart over these 22 steps).
   CHECK(max_diff(wb, wc) <= 1e-5 * std::max(1.0, max_abs(wc)));  // graph = eager
   CHECK(max_diff(wb, wa) <= 1e-3 * std::max(1.0, max_abs(wa)));  // device optimizer = host's
   CHECK(b.epochs.back().val_acc == doctest::Approx(a.epochs.back().val_acc).epsilon(0.05));
@@ -266,6 +290,13 @@ TEST_CASE("cuda training: data parallel over two GPUs keeps the ranks identical"
     CHECK(max_diff(models[0]->params()[p].value, models[1]->params()[p].value) == 0.0);
 }
 
+// One training is one draw: rounding alone moves this recipe's test
+// accuracy as much as the seed does. On the CPU backend, models seeded 0 to
+// 11 reached 83.7% to 85.2% (mean 84.8%, SD 0.4 points; an H200 run of seed
+// 0 reached 84.8%), so each precision is judged by its mean over three
+// seeds (SD about 0.25 points): fp32 above 83.5%, a point under the CPU's
+// mean of those three seeds (84.5%), and each 16-bit mean within 1.5 points
+// of fp32's.
 TEST_CASE("cuda training: bf16 and fp16 (loss-scaled) reach the fp32 accuracy within 1.5 points") {
   const data::TrainTest full = data::load_dataset("fashion-mnist");
   const auto tr = data::subset(data::all_indices(full.train), 20000, uint64_t{1});
@@ -275,17 +306,21 @@ TEST_CASE("cuda training: bf16 and fp16 (loss-scaled) reach the fp32 accuracy wi
   const LayerGraph graph = space.lower(space.parse_key("16|32|conv_k3|skip|64|conv_k3|skip"));
   std::map<std::string, double> acc;
   for (const std::string precision : {"fp32", "bf16", "fp16"}) {
-    Recipe recipe;
-    recipe.set("epochs", "4", "test");
-    recipe.set("precision", precision, "test");
-    Model m(graph, 0);
-    auto gpu = cuda::make_cuda_backend(0);
-    TrainOptions o;
-    o.measure_latency = false;
-    acc[precision] = train(m, recipe, d, *gpu, o).test_acc;
-    MESSAGE(precision << " test accuracy " << acc[precision]);
+    for (uint64_t seed = 0; seed < 3; ++seed) {
+      Recipe recipe;
+      recipe.set("epochs", "4", "test");
+      recipe.set("precision", precision, "test");
+      Model m(graph, seed);
+      auto gpu = cuda::make_cuda_backend(0);
+      TrainOptions o;
+      o.measure_latency = false;
+      const double a = train(m, recipe, d, *gpu, o).test_acc;
+      MESSAGE(precision << " seed " << seed << " test accuracy " << a);
+      acc[precision] += a / 3;
+    }
+    MESSAGE(precision << " mean test accuracy " << acc[precision]);
   }
-  CHECK(acc["fp32"] > 0.85);
+  CHECK(acc["fp32"] > 0.835);
   CHECK(std::abs(acc["bf16"] - acc["fp32"]) <= 0.015);
   CHECK(std::abs(acc["fp16"] - acc["fp32"]) <= 0.015);
 }

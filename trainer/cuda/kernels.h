@@ -61,9 +61,8 @@ struct DeviceRule {
   float weight_decay = 0;  // LARS's denominator term
 };
 
-// norms[0] = sum w^2, norms[1] = sum g^2 of one tensor (for LARS); norms
-// must be zeroed before (squared_norms_zero).
-void squared_norms_zero(float* norms, cudaStream_t stream);
+// norms[0] = sum w^2, norms[1] = sum g^2 of one tensor (for LARS), summed
+// in the same order at every call.
 void squared_norms(const float* w, const float* g, size_t n, float* norms, cudaStream_t stream);
 
 // momentum_update() of one tensor of n elements; nothing when *skip (a

@@ -291,6 +291,12 @@ void CudaNetwork::plan(int i, size_t& workspace) {
 template <class Perf>
 decltype(Perf::algo) CudaNetwork::pick(const Perf* perf, int found, const char* what,
                                        const std::string& layer) {
+  // Deterministic first: backward ALGO_0 and filter ALGO_3 sum with atomics
+  // in whatever order threads arrive, so two runs of one trial (or a replayed
+  // graph and eager steps) would drift apart by rounding, step after step.
+  for (int k = 0; k < found; ++k)
+    if (perf[k].status == CUDNN_STATUS_SUCCESS && perf[k].determinism == CUDNN_DETERMINISTIC)
+      return perf[k].algo;
   for (int k = 0; k < found; ++k)
     if (perf[k].status == CUDNN_STATUS_SUCCESS) return perf[k].algo;
   throw Error("cudnn", std::string("no ") + what + " convolution algorithm for layer " + layer);

@@ -130,7 +130,8 @@ class CudaNetwork final : public Network {
   void plan_pool(int i);        // max, average and global average pooling
   void plan_linear(int i);
   void plan_dropout(int i);
-  // The first algorithm of cuDNN's heuristics that works.
+  // The first deterministic algorithm of cuDNN's heuristics that works, else
+  // the first that works.
   template <class Perf>
   static decltype(Perf::algo) pick(const Perf* perf, int found, const char* what,
                                    const std::string& layer);

@@ -231,7 +231,6 @@ class ResidentEngine final : public StepEngine {
     for (size_t p = 0; p < rules_.size(); ++p) {
       const size_t n = model_.params()[p].size();
       if (rules_[p].lars) {
-        squared_norms_zero(norms_[p].get(), s_);
         squared_norms(net_->param(p), net_->grad(p), n, norms_[p].get(), s_);
       }
       momentum_update(net_->param(p), net_->grad(p), momentum_[p].get(), n, lr_.get(), mom_.get(),
