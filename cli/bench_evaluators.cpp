@@ -471,8 +471,10 @@ void run_evaluators(const EvaluatorsFlags& f) {
       if ("valid_" + std::to_string(e) + "ep" != f.target) evals.push_back(std::move(ev));
     }
   const std::vector<const Fidelity*> fidelities = chosen_fidelities(f.fidelities);
-  std::fprintf(stderr, "training %zu architectures at %zu reduced fidelities...\n", n,
-               fidelities.size());
+  // The instruction set decides the trainings' rounding: scores reused from
+  // another machine's --out match this one's only where it is the same.
+  std::fprintf(stderr, "training %zu architectures at %zu reduced fidelities (oneDNN %s)...\n", n,
+               fidelities.size(), cpu_isa().c_str());
   run_fidelities(f, space, table, earlier, fidelities, target, evals);
   add_combinations(f, evals);
   double full_s = 0;

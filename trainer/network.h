@@ -91,4 +91,12 @@ class Backend {
 // oneDNN on `threads` CPU threads (0: all the process may use).
 std::unique_ptr<Backend> make_cpu_backend(int threads);
 
+// The instruction set whose kernels oneDNN runs on this machine, as oneDNN
+// names it ("avx2", "avx512_core_bf16", ...): the host's best, or the cap
+// set by the environment variable ONEDNN_MAX_CPU_ISA. Kernels for different
+// sets sum in different orders, so the same training on two machines whose
+// sets differ ends a few rounding steps apart, and its accuracy by tenths
+// of a point; with one set, it repeats to the last digit.
+std::string cpu_isa();
+
 }  // namespace minas

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "trainer/backends.h"
+#include "trainer/network.h"
 
 namespace minas {
 namespace {
@@ -40,7 +41,10 @@ size_t physical_memory() {
 
 std::vector<DeviceSlot> detect_slots() {
   std::vector<DeviceSlot> slots;
-  slots.push_back({"cpu", cpu_model(), affinity_threads(), physical_memory()});
+  // The model name alone does not tell two generations apart ("AMD EPYC");
+  // the instruction set oneDNN runs does, and it decides the rounding.
+  slots.push_back({"cpu", cpu_model() + " (oneDNN " + cpu_isa() + ")", affinity_threads(),
+                   physical_memory()});
   // Then each backend's devices: the GPUs, in builds with the GPU backend.
   for (const BackendEntry& b : backend_registry())
     if (b.devices)

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "searchspace/error.h"
+#include "trainer/network.h"
 #include "worker/devices.h"
 #include "worker/worker.h"
 
@@ -16,6 +17,8 @@ TEST_CASE("devices: a cpu slot with the threads of the affinity mask, then one s
   REQUIRE(sched_getaffinity(0, sizeof set, &set) == 0);
   CHECK(slots[0].threads == CPU_COUNT(&set));
   CHECK(slots[0].memory_bytes > 0);
+  // The CPU's model and the instruction set oneDNN runs on it.
+  CHECK(slots[0].name.find(" (oneDNN " + minas::cpu_isa() + ")") != std::string::npos);
   for (size_t i = 1; i < slots.size(); ++i) {
     CHECK(slots[i].id == "cuda:" + std::to_string(i - 1));
     CHECK(slots[i].memory_bytes > 0);
