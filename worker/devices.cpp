@@ -43,8 +43,8 @@ std::vector<DeviceSlot> detect_slots() {
   std::vector<DeviceSlot> slots;
   // The model name alone does not tell two generations apart ("AMD EPYC");
   // the instruction set oneDNN runs does, and it decides the rounding.
-  slots.push_back({"cpu", cpu_model() + " (oneDNN " + cpu_isa() + ")", affinity_threads(),
-                   physical_memory()});
+  slots.push_back(
+      {"cpu", cpu_model() + " (oneDNN " + cpu_isa() + ")", affinity_threads(), physical_memory()});
   // Then each backend's devices: the GPUs, in builds with the GPU backend.
   for (const BackendEntry& b : backend_registry())
     if (b.devices)

@@ -1190,8 +1190,7 @@ std::string cpu_isa() {
     default: {
       // A set this oneDNN knows and this build does not name.
       char b[24];
-      std::snprintf(b, sizeof b, "isa 0x%x",
-                    static_cast<unsigned>(dnnl::get_effective_cpu_isa()));
+      std::snprintf(b, sizeof b, "isa 0x%x", static_cast<unsigned>(dnnl::get_effective_cpu_isa()));
       return b;
     }
   }
