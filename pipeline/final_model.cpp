@@ -139,7 +139,8 @@ std::vector<db::TrialRow> best_trials(db::Connection& conn, int64_t experiment,
     for (const auto& c : o.constraints) which += (which.empty() ? "" : ", ") + c.to_string();
     throw Error("experiment '" + o.experiment + "'",
                 "has no finished trial" + (which.empty() ? "" : " that meets " + which) +
-                    " to retrain: search longer (a larger --budget)" +
+                    " to retrain: search longer (the same command with --name '" +
+                    o.experiment + "' and a larger --budget continues it, its work kept)" +
                     (which.empty() ? "" : " or loosen the constraints"));
   }
   return top;

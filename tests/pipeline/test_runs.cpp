@@ -212,6 +212,9 @@ TEST_CASE("pipeline: retrain_and_export alone, its report sections, and constrai
       minas::test::error_of([&] { minas::pipeline::retrain_and_export(space, fo); });
   CHECK_MESSAGE(contains(e.what(), "has no finished trial that meets params<=1"),
                 std::string(e.what()));
+  CHECK_MESSAGE(contains(e.what(), "the same command with --name '" + fo.experiment +
+                                       "' and a larger --budget continues it"),
+                std::string(e.what()));
 }
 
 TEST_CASE("pipeline: the time-aware reward's floor is the trial time of a net that fills the final training") {
