@@ -9,6 +9,7 @@
 
 #include "cli/command_line.h"
 #include "cli/commands.h"
+#include "cli/final_flags.h"
 #include "cli/flag_ranges.h"
 #include "pipeline/adapt.h"
 
@@ -21,10 +22,10 @@ struct AdaptFlags {
   int64_t max_params = 0, max_macs = 0;
   bool strict = false, no_warm_start = false;
   uint64_t seed = 0;
-  double test_share = 0.15, val_share = 0.15, final_share = 0.3;
-  int fidelity = 0, workers = 0, final_epochs = 30;
-  std::string final_pick = "validation", pipeline = "classic";
-  double curve_exponent = 0;
+  double test_share = 0.15, val_share = 0.15;
+  int fidelity = 0, workers = 0;
+  FinalFlags final;
+  std::string pipeline = "classic";
   double time_exponent = 0;
   int64_t screen = 0;
 };
@@ -45,10 +46,7 @@ pipeline::AdaptOptions adapt_options(const AdaptFlags& f, const CLI::App& ad) {
   o.seed = f.seed;
   o.test_share = f.test_share;
   o.val_share = f.val_share;
-  o.final_share = f.final_share;
-  o.final_epochs = f.final_epochs;
-  o.final_pick = pipeline::parse_final_pick(f.final_pick);
-  o.curve_exponent = f.curve_exponent;
+  f.final.apply(o);
   o.screen = f.screen;
   o.time_exponent = f.time_exponent;
   // --pipeline screened: what minas search's stands for, where not given.
@@ -129,25 +127,7 @@ void add_adapt_command(CLI::App& app) {
   ad->add_option("--val-share", f->val_share, "Share of the rest held out for validation")
       ->default_val(0.15)
       ->check(in_range(0.05, 0.5));
-  ad->add_option("--final-share", f->final_share, "Share of the budget kept for the final training")
-      ->default_val(0.3)
-      ->check(in_range(0.05, 0.95));
-  ad->add_option("--final-epochs", f->final_epochs, "Epochs of the final training, at most")
-      ->default_val(30)
-      ->check(in_range(1, 100000));
-  ad->add_option("--final-pick", f->final_pick,
-                 "How the final training's architecture is chosen among those that meet the "
-                 "constraints: validation (the best by validation accuracy) or final-time (of "
-                 "8 shortlisted by their trials' speed, the one predicted best after the "
-                 "epochs its measured speed affords in the final training's time)")
-      ->default_val("validation")
-      ->check(CLI::IsMember({"validation", "final-time"}));
-  ad->add_option("--curve-exponent", f->curve_exponent,
-                 "final-time: a in err(E) = err(F) x (E / F)^-a, the learning curve that "
-                 "predicts accuracy after E epochs from a trial's after F; 0: as measured for "
-                 "trials of F epochs (0.237 at a quarter epoch, 0.07 at 3 epochs)")
-      ->default_val(0)
-      ->check(in_range(0.0, 2.0));
+  f->final.add(ad, " among those that meet the constraints");
   ad->add_option("--time-exponent", f->time_exponent,
                  "Time-aware reward: a trial's error scaled by (its training seconds / 10)^a, "
                  "ranking trials by the accuracy each reaches in one fixed time; 0: off")

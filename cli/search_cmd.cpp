@@ -21,6 +21,7 @@
 #include "cli/command_line.h"
 #include "cli/commands.h"
 #include "cli/experiment_flags.h"
+#include "cli/final_flags.h"
 #include "cli/flag_ranges.h"
 #include "cli/strategy_flags.h"
 #include "controller/controller.h"
@@ -42,7 +43,6 @@ namespace {
 // The ranges of the options of `minas search` that are not experiment
 // settings (those are pipeline/experiment.h's table); an experiment file's
 // field meets its flag's check (set_from_file).
-constexpr int kMaxEpochs = 100000;
 constexpr int kMaxLocalWorkers = 4096;
 constexpr int kMaxThreads = 4096;
 
@@ -170,10 +170,8 @@ struct SearchFlags {
   std::string experiment;
   bool params_markdown = false;
   std::string budget = "20m", out;
-  double final_share = 0.3;
-  int final_epochs = 30;
-  std::string final_pick = "validation", pipeline = "screened";
-  double curve_exponent = 0;
+  FinalFlags final;
+  std::string pipeline = "screened";
   bool resume = false, no_final = false;
   pipeline::ExperimentSettings settings;  // the experiment's, from flags and the file
   StrategyFlags strategy;
@@ -320,10 +318,7 @@ pipeline::SearchOptions search_options(SearchFlags& f, CLI::App& sr) {
   o.db = f.db;
   o.recipe = pipeline::experiment_recipe(es, f.experiment);
   o.budget_s = parse_duration(f.budget, "--budget");
-  o.final_share = f.final_share;
-  o.final_epochs = f.final_epochs;
-  o.final_pick = pipeline::parse_final_pick(f.final_pick);
-  o.curve_exponent = f.curve_exponent;
+  f.final.apply(o);
   o.final_training = !f.no_final;
   o.resume = f.resume;
   o.out = f.out;
@@ -543,28 +538,7 @@ void add_search_command(CLI::App& app) {
                  "Wall-clock budget of the whole run, search and final training: 90s, 45m, 1h30m")
       ->default_val("20m")
       ->check(duration_check("--budget"));
-  sr->add_option("--final-share", sf->final_share,
-                 "Share of the budget kept for the final training")
-      ->default_val(0.3)
-      ->check(in_range(0.05, 0.95));
-  sr->add_option("--final-epochs", sf->final_epochs,
-                 "Epochs of the final training (at most; it also ends with its share of the "
-                 "budget)")
-      ->default_val(30)
-      ->check(in_range(1, kMaxEpochs));
-  sr->add_option("--final-pick", sf->final_pick,
-                 "How the final training's architecture is chosen: validation (the best by "
-                 "validation accuracy) or final-time (of 8 shortlisted by their trials' speed, "
-                 "the one predicted best after the epochs its measured speed affords in the "
-                 "final training's time)")
-      ->default_val("validation")
-      ->check(CLI::IsMember({"validation", "final-time"}));
-  sr->add_option("--curve-exponent", sf->curve_exponent,
-                 "final-time: a in err(E) = err(F) x (E / F)^-a, the learning curve that "
-                 "predicts accuracy after E epochs from a trial's after F; 0: as measured for "
-                 "trials of F epochs (0.237 at a quarter epoch, 0.07 at 3 epochs)")
-      ->default_val(0)
-      ->check(in_range(0.0, 2.0));
+  sf->final.add(sr);
   sr->add_option("--pipeline", sf->pipeline,
                  "screened: --screen 2000 --screen-evaluator synflow+params --screen-order "
                  "front --strategy predictor --fidelity 1 --trial-fraction 0.25 --no-asha "

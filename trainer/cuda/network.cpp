@@ -243,7 +243,15 @@ void CudaNetwork::infer(const float* x, float* logits) {
 void CudaNetwork::upload(const float* x) {
   MINAS_CUDA_CHECK(
       cudaMemcpyAsync(y_[0].get(), x, count(0) * sizeof(float), cudaMemcpyHostToDevice, s_));
+  if (!frozen_) enqueue_state_upload();
+}
+
+void CudaNetwork::freeze_state() {
+  if (mode_ == NetMode::train) throw Error("network", "freeze_state on a training network");
+  MINAS_CUDA_CHECK(cudaSetDevice(device_));
   enqueue_state_upload();
+  MINAS_CUDA_CHECK(cudaStreamSynchronize(s_));
+  frozen_ = true;
 }
 
 // The model's parameters and running statistics to the GPU, on the stream.

@@ -100,8 +100,14 @@ class CudaNetwork final : public Network {
   void backward(const float* dlogits, float* dx) override;
   // Every layer's output has a buffer of its own, plain NCHW.
   void layer_output(int layer, float* out) override;
-  // Eval: uploads the batch and the model, writes the logits.
+  // Eval: uploads the batch and the model, writes the logits; after
+  // freeze_state(), the batch alone.
   void infer(const float* x, float* logits) override;
+  // Latency: the model's parameters and statistics uploaded once, now; the
+  // network then answers for the model as it is (as the CPU's latency
+  // network, compiled with the model's batch norms folded), and a timed
+  // infer() is the batch's upload and the forward pass, not the weights'.
+  void freeze_state();
 
  private:
   size_t count(int i) const {
@@ -180,6 +186,7 @@ class CudaNetwork final : public Network {
   const bool half_, brain_;  // 16-bit convolutions and linear layers; bf16 or fp16
   uint64_t step_ = 0;
   bool ran_forward_ = false;       // some forward pass has filled the outputs
+  bool frozen_ = false;            // freeze_state(): infer() uploads the batch alone
   bool backward_pending_ = false;  // forward() ran and its backward() has not
   std::map<int, LinearState> linears_;
 

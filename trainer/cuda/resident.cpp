@@ -158,12 +158,17 @@ class ResidentEngine final : public StepEngine {
       MINAS_CUDA_CHECK(cudaMemcpyAsync(step_.get(), &at, sizeof at, cudaMemcpyHostToDevice, s_));
       MINAS_CUDA_CHECK(cudaStreamSynchronize(s_));
     }
-    if (use_graph_) {
+    // The first step runs eagerly even when steps are replayed: cuDNN's and
+    // cuBLAS's first calls may set themselves up (load kernels, plan), which
+    // is no work to capture. The same kernels in the same order, so the same
+    // step either way.
+    if (use_graph_ && warmed_) {
       if (!exec_) capture();
       MINAS_CUDA_CHECK(cudaGraphLaunch(exec_, s_));
     } else {
       net_->set_step(step);
       enqueue();
+      warmed_ = true;
     }
     next_step_ = step + 1;
     ++epoch_steps_;
@@ -288,6 +293,7 @@ class ResidentEngine final : public StepEngine {
   Buffer<float> loss_scale_;
   Buffer<int> overflow_, good_;
   bool use_graph_ = false;
+  bool warmed_ = false;  // a step has run eagerly
   cudaGraph_t graph_ = nullptr;
   cudaGraphExec_t exec_ = nullptr;
   std::array<cudaEvent_t, kMarks> ahead_{};
