@@ -87,6 +87,12 @@ class StepEngine {
   virtual size_t momentum_count() const = 0;
   virtual std::vector<float> momentum(size_t i) = 0;
   virtual void set_momentum(size_t i, std::span<const float> values) = 0;
+  // Engines that scale the loss (fp16): the scaler's state, {scale, clean
+  // steps since it last changed}, for checkpoints and resume, so a resumed
+  // run goes on at the scale it had; empty (the default) where there is none.
+  // set_loss_scaler throws Error for a state the scaler cannot have.
+  virtual std::vector<float> loss_scaler() { return {}; }
+  virtual void set_loss_scaler(std::span<const float> state) {}
 };
 
 // The engine every backend has: batches from data::BatchLoader, steps through

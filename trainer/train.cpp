@@ -98,6 +98,9 @@ std::vector<std::pair<double, uint64_t>> point_steps(const std::vector<double>& 
 // exactly up to 2^24, so that is the most a plan broadcast to ranks may hold.
 constexpr uint64_t kNoStepCap = uint64_t{1} << 24;
 
+// The checkpoint tensor of an engine's loss scaler (StepEngine::loss_scaler).
+constexpr const char* kLossScalerTensor = "optimizer.loss_scaler";
+
 // The engine a run trains through: the backend's resident one when it offers
 // one and the options allow it, else the host engine.
 std::unique_ptr<StepEngine> make_engine(Model& model, Backend& backend, const EngineSetup& setup,
@@ -399,6 +402,16 @@ TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& dat
         throw Error("resume", "the checkpoint has no tensor '" + name + "' of the network's shape");
       engine->set_momentum(i, t->data);
     }
+    // The loss scaler where the engine has one and the checkpoint holds it
+    // (a checkpoint from before it was saved starts again at the first scale).
+    const size_t scaler = engine->loss_scaler().size();
+    if (const CheckpointTensor* t = options.resume->find(kLossScalerTensor); t && scaler > 0) {
+      if (t->data.size() != scaler ||
+          !std::all_of(t->data.begin(), t->data.end(), [](float v) { return std::isfinite(v); }))
+        throw Error("resume", std::string("the checkpoint's '") + kLossScalerTensor + "' is not " +
+                                  std::to_string(scaler) + " finite values");
+      engine->set_loss_scaler(t->data);  // which checks their ranges
+    }
   }
   engine->share_state();  // every rank starts from rank 0's weights
 
@@ -532,6 +545,9 @@ TrainReport train(Model& model, const Recipe& recipe, const data::TrainTest& dat
         momenta[i] = engine->momentum(i);
         tensors.push_back({names[i], {static_cast<uint64_t>(momenta[i].size())}, momenta[i]});
       }
+      const std::vector<float> scaler = engine->loss_scaler();
+      if (!scaler.empty())
+        tensors.push_back({kLossScalerTensor, {static_cast<uint64_t>(scaler.size())}, scaler});
       options.on_checkpoint({{"epoch", epoch},
                              {"step", step},
                              {"steps_per_epoch", per_epoch},

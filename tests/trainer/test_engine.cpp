@@ -9,6 +9,7 @@
 // data parallel ranks), without a GPU.
 #include <doctest/doctest.h>
 
+#include <limits>
 #include <memory>
 #include <string>
 #include <thread>
@@ -71,15 +72,38 @@ class DeferredEngine final : public StepEngine {
     run();
     inner_->set_momentum(i, v);
   }
+  // With `scales`, a stand-in for the GPU's fp16 loss scaler: its state
+  // moves with every step from where it stands (doubling after 7 clean
+  // steps), so only a restored state resumes where a run left off.
+  std::vector<float> loss_scaler() override {
+    run();
+    return scales_ ? std::vector<float>{scale_, static_cast<float>(clean_)} : std::vector<float>{};
+  }
+  void set_loss_scaler(std::span<const float> state) override {
+    run();
+    if (!scales_) return;
+    if (state.size() != 2 || state[0] < 1) throw Error("resume", "not a scaler's state");
+    scale_ = state[0];
+    clean_ = static_cast<int>(state[1]);
+  }
+  bool scales_ = false;
 
  private:
   void run() {
-    for (uint64_t s : queued_) inner_->step(s);
+    for (uint64_t s : queued_) {
+      inner_->step(s);
+      if (++clean_ == 7) {
+        scale_ *= 2;
+        clean_ = 0;
+      }
+    }
     queued_.clear();
   }
   std::unique_ptr<StepEngine> inner_;
   size_t ahead_;
   std::vector<uint64_t> queued_;
+  float scale_ = 1024;
+  int clean_ = 0;
 };
 
 // The CPU backend offering the deferred engine as its resident one.
@@ -95,9 +119,12 @@ class DeferringBackend final : public Backend {
   std::unique_ptr<StepEngine> resident_engine(Model& model, const EngineSetup& setup) override {
     ++offered;
     // The inner engine compiles on the CPU backend itself, not on this one.
-    return std::make_unique<DeferredEngine>(make_host_engine(model, *cpu_, setup), ahead_);
+    auto engine = std::make_unique<DeferredEngine>(make_host_engine(model, *cpu_, setup), ahead_);
+    engine->scales_ = scales;
+    return engine;
   }
   int offered = 0;
+  bool scales = false;  // its engines have a loss scaler
 
  private:
   std::unique_ptr<Backend> cpu_;
@@ -229,6 +256,58 @@ TEST_CASE(
   CHECK(weights(resumed) == weights(straight));
 }
 
+TEST_CASE("engine: a loss scaler's state goes into checkpoints and comes back on resume") {
+  const auto data = synthetic({1, 12, 12}, 10, 300);
+  DeferringBackend deferring(100);
+  deferring.scales = true;
+  const Space space = Space::load(kSpace);
+  Checkpoint ck;
+  std::vector<float> at_end;
+  TrainOptions opt;
+  opt.measure_latency = false;
+  opt.checkpoint_epochs = {1, 3};
+  opt.on_checkpoint = [&](const nlohmann::json& info, std::span<const TensorView> tensors) {
+    if (info.at("epoch") == 3) {  // the scaler at the end, for the resumed run to match
+      for (const TensorView& t : tensors)
+        if (t.name == "optimizer.loss_scaler") at_end.assign(t.data.begin(), t.data.end());
+      return;
+    }
+    ck.meta = {space.name(), kArch, info};
+    for (const TensorView& t : tensors)
+      ck.tensors.push_back({t.name, t.shape, {t.data.begin(), t.data.end()}});
+  };
+  Model straight = model_of(7);
+  train(straight, recipe(3), data, deferring, opt);
+  // After epoch 1's 15 steps: doubled twice from 1024, one clean step since.
+  const CheckpointTensor* saved = ck.find("optimizer.loss_scaler");
+  REQUIRE(saved != nullptr);
+  CHECK(saved->data == std::vector<float>{4096, 1});
+  REQUIRE(at_end.size() == 2);
+
+  Model resumed = model_of(99);
+  TrainOptions ropt;
+  ropt.measure_latency = false;
+  ropt.resume = &ck;
+  ropt.checkpoint_epochs = {3};
+  std::vector<float> resumed_end;
+  ropt.on_checkpoint = [&](const nlohmann::json&, std::span<const TensorView> tensors) {
+    for (const TensorView& t : tensors)
+      if (t.name == "optimizer.loss_scaler") resumed_end.assign(t.data.begin(), t.data.end());
+  };
+  train(resumed, recipe(3), data, deferring, ropt);
+  CHECK(at_end == std::vector<float>{65536, 3});  // 45 steps from 1024
+  CHECK(resumed_end == at_end);                   // not 30 steps' worth from 1024
+  CHECK(weights(resumed) == weights(straight));
+
+  // A checkpoint is a file from outside: a scale that is not finite is refused.
+  for (CheckpointTensor& t : ck.tensors)
+    if (t.name == "optimizer.loss_scaler") t.data[0] = std::numeric_limits<float>::quiet_NaN();
+  Model refused = model_of(99);
+  const Error e = test::error_of([&] { train(refused, recipe(3), data, deferring, ropt); });
+  CHECK(std::string(e.what()).find("'optimizer.loss_scaler' is not 2 finite values") !=
+        std::string::npos);
+}
+
 TEST_CASE("engine: a run ahead of the loop that diverges is stopped at the epoch's sums") {
   const auto data = synthetic({1, 12, 12}, 10, 300);
   Recipe r = recipe(2);
@@ -274,9 +353,8 @@ TEST_CASE("engine: a time budget re-plans a run ahead of the loop and completes 
     opt.measure_latency = false;
     rep = train(m, r, data, deferring, opt);
     offered = deferring.offered;
-    MESSAGE("try " << attempt + 1 << ": " << rep.epochs.size() << " epochs, " << rep.steps
-                   << " of " << rep.planned_steps << " planned steps, " << rep.replans
-                   << " re-plans");
+    MESSAGE("try " << attempt + 1 << ": " << rep.epochs.size() << " epochs, " << rep.steps << " of "
+                   << rep.planned_steps << " planned steps, " << rep.replans << " re-plans");
     if (rep.steps == rep.planned_steps) break;
   }
   CHECK(offered == 2);  // the probe's engine and the run's

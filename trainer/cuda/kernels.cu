@@ -157,7 +157,7 @@ __global__ void update_scale_kernel(float* scale, const int* overflow, int* good
   if (*overflow) {
     *scale = fmaxf(*scale * 0.5f, 1.0f);
     *good = 0;
-  } else if (++*good >= 2000) {
+  } else if (++*good >= kScaleGrowthSteps) {
     *scale *= 2.0f;
     *good = 0;
   }

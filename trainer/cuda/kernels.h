@@ -78,8 +78,9 @@ void scale_by(float* x, size_t n, const float* scale, cudaStream_t stream);
 // g /= *scale; *overflow = 1 if any element is not finite (zero it first).
 void unscale_check(float* g, size_t n, const float* scale, int* overflow, cudaStream_t stream);
 void zero_flag(int* flag, cudaStream_t stream);
-// After the step: an overflow halves the scale; 2000 steps in a row without
-// one double it (PyTorch's GradScaler defaults).
+// After the step: an overflow halves the scale; kScaleGrowthSteps steps in a
+// row without one double it (PyTorch's GradScaler defaults).
+inline constexpr int kScaleGrowthSteps = 2000;
 void update_scale(float* scale, const int* overflow, int* good_steps, cudaStream_t stream);
 
 // *step += 1: the last kernel of a captured step.

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -216,6 +217,31 @@ class ResidentEngine final : public StepEngine {
                                 std::to_string(model_.params()[i].size()));
     MINAS_CUDA_CHECK(cudaMemcpyAsync(momentum_[i].get(), values.data(),
                                      values.size() * sizeof(float), cudaMemcpyHostToDevice, s_));
+    MINAS_CUDA_CHECK(cudaStreamSynchronize(s_));
+  }
+  std::vector<float> loss_scaler() override {
+    if (!scaled_) return {};
+    float scale = 0;
+    int good = 0;
+    MINAS_CUDA_CHECK(
+        cudaMemcpyAsync(&scale, loss_scale_.get(), sizeof scale, cudaMemcpyDeviceToHost, s_));
+    MINAS_CUDA_CHECK(cudaMemcpyAsync(&good, good_.get(), sizeof good, cudaMemcpyDeviceToHost, s_));
+    MINAS_CUDA_CHECK(cudaStreamSynchronize(s_));
+    return {scale, static_cast<float>(good)};
+  }
+  void set_loss_scaler(std::span<const float> state) override {
+    if (!scaled_) return;
+    if (state.size() != 2 || !(state[0] >= 1) || !(state[1] >= 0) ||
+        !(state[1] < kScaleGrowthSteps) || state[1] != std::floor(state[1]))
+      throw Error("resume",
+                  "the loss scaler's state is not a scale of at least 1 and a count "
+                  "of clean steps below " +
+                      std::to_string(kScaleGrowthSteps));
+    const float scale = state[0];
+    const int good = static_cast<int>(state[1]);
+    MINAS_CUDA_CHECK(
+        cudaMemcpyAsync(loss_scale_.get(), &scale, sizeof scale, cudaMemcpyHostToDevice, s_));
+    MINAS_CUDA_CHECK(cudaMemcpyAsync(good_.get(), &good, sizeof good, cudaMemcpyHostToDevice, s_));
     MINAS_CUDA_CHECK(cudaStreamSynchronize(s_));
   }
 
