@@ -236,8 +236,8 @@ class CpuRunner final : public TrialRunner {
             throw Error("trial " + std::to_string(req.trial),
                         "a trial spread over several workers runs on GPUs only or on CPU slots "
                         "only, not on both");
+      // Checkpoints and resume included: every rank runs train()'s one loop.
       const bool nccl = req.world == 0 && built_with_gpu_backend() && req.ranks > 1 &&
-                        !opt.resume && !opt.on_checkpoint &&
                         std::all_of(gpus.begin(), gpus.end(), [](int d) { return d >= 0; }) &&
                         std::set<int>(gpus.begin(), gpus.end()).size() == gpus.size();
       // A gang's ranks other than 0 report nothing: rank 0's worker does.

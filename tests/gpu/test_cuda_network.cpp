@@ -38,6 +38,8 @@
 #include "searchspace/space.h"
 #include "tests/trainer/smooth_twin.h"
 #include "tests/trainer/synthetic.h"
+#include "trainer/backends.h"
+#include "trainer/checkpoint.h"
 #include "trainer/comm.h"
 #include "trainer/cuda/backend.h"
 #include "trainer/cuda/device.h"
@@ -308,6 +310,50 @@ TEST_CASE("cuda training: data parallel over two GPUs keeps the ranks identical"
   CHECK(reports[1].steps == reports[0].steps);
   for (size_t p = 0; p < models[0]->params().size(); ++p)
     CHECK(max_diff(models[0]->params()[p].value, models[1]->params()[p].value) == 0.0);
+}
+
+TEST_CASE("cuda training: two GPUs checkpoint and resume to the weights of a run never stopped") {
+  if (cuda::devices().size() < 2) {
+    MESSAGE("one GPU: not run");
+    return;
+  }
+  // The worker's path for a trial on two GPUs of its own (train_on_gpus:
+  // NCCL inside each rank's resident step), now with checkpoints and resume.
+  const data::TrainTest d = test::synthetic({1, 12, 12}, 10, 400, 9);
+  Recipe recipe;
+  recipe.set("epochs", "3", "test");
+  recipe.set("val_size", "40", "test");
+  recipe.set("batch", "16", "test");
+  recipe.set("precision", "fp16", "test");  // the loss scaler's state travels too
+  const Space space = Space::load("small:input=1x12x12");
+  const std::string key = "16|32|conv_k3|skip|64|conv_k3|skip";
+  const LayerGraph graph = space.lower(space.parse_key(key));
+  auto weights = [](const Model& m) {
+    std::vector<float> all;
+    for (const auto* group : {&m.params(), &m.buffers()})
+      for (const auto& p : *group) all.insert(all.end(), p.value.begin(), p.value.end());
+    return all;
+  };
+  Checkpoint ck;
+  TrainOptions o;
+  o.measure_latency = false;
+  o.checkpoint_epochs = {1};
+  o.on_checkpoint = [&](const nlohmann::json& info, std::span<const TensorView> tensors) {
+    ck.meta = {space.name(), key, info};
+    for (const TensorView& t : tensors)
+      ck.tensors.push_back({t.name, t.shape, {t.data.begin(), t.data.end()}});
+  };
+  Model straight(graph, 1);
+  train_on_gpus({0, 1}, graph, straight, recipe, d, o, [] { return false; });
+  REQUIRE(ck.find("optimizer.loss_scaler") != nullptr);
+  TrainOptions r;
+  r.measure_latency = false;
+  r.resume = &ck;
+  Model resumed(graph, 5);  // the checkpoint's weights win
+  const TrainReport b = train_on_gpus({0, 1}, graph, resumed, recipe, d, r, [] { return false; });
+  CHECK(b.epochs.front().epoch == 2);
+  const auto ws = weights(straight), wr = weights(resumed);
+  CHECK(max_diff(ws, wr) <= 1e-6 * std::max(1.0, max_abs(ws)));
 }
 
 // One training is one draw: rounding alone moves this recipe's test
