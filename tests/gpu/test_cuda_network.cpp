@@ -67,6 +67,14 @@ double max_diff(const std::vector<float>& a, const std::vector<float>& b) {
   return m;
 }
 
+// Every parameter and buffer of `m`, in order.
+std::vector<float> weights(const Model& m) {
+  std::vector<float> all;
+  for (const auto* group : {&m.params(), &m.buffers()})
+    for (const auto& p : *group) all.insert(all.end(), p.value.begin(), p.value.end());
+  return all;
+}
+
 // One train step and one eval pass of `graph` on both backends, compared;
 // the gradients too unless `gradients` is false.
 void compare(const LayerGraph& graph, const std::string& what, int batch = 6,
@@ -249,12 +257,6 @@ TEST_CASE("cuda training: a replayed graph agrees with eager steps, and both wit
   recipe.set("hflip", "true", "test");
   const Space space = Space::load("small:input=1x12x12");
   const LayerGraph graph = space.lower(space.parse_key("16|32|sep_k3|conv_k5|64|mb_k3_e3|skip"));
-  auto weights = [](const Model& m) {
-    std::vector<float> all;
-    for (const auto* group : {&m.params(), &m.buffers()})
-      for (const auto& p : *group) all.insert(all.end(), p.value.begin(), p.value.end());
-    return all;
-  };
   Model host(graph, 1), replayed(graph, 1), eager(graph, 1);
   auto gpu = cuda::make_cuda_backend(0);
   TrainOptions o;
@@ -328,12 +330,6 @@ TEST_CASE("cuda training: two GPUs checkpoint and resume to the weights of a run
   const Space space = Space::load("small:input=1x12x12");
   const std::string key = "16|32|conv_k3|skip|64|conv_k3|skip";
   const LayerGraph graph = space.lower(space.parse_key(key));
-  auto weights = [](const Model& m) {
-    std::vector<float> all;
-    for (const auto* group : {&m.params(), &m.buffers()})
-      for (const auto& p : *group) all.insert(all.end(), p.value.begin(), p.value.end());
-    return all;
-  };
   Checkpoint ck;
   TrainOptions o;
   o.measure_latency = false;

@@ -82,18 +82,32 @@ void CudaNetwork::download_state() {
   for (size_t p = 0; p < w_.size(); ++p)
     MINAS_CUDA_CHECK(cudaMemcpyAsync(model_.params()[p].value.data(), w_[p].get(),
                                      w_[p].size() * sizeof(float), cudaMemcpyDeviceToHost, s_));
+  enqueue_statistics_download();
+  MINAS_CUDA_CHECK(cudaStreamSynchronize(s_));
+}
+
+void CudaNetwork::enqueue_statistics_download() {
   for (size_t b = 0; b < buf_.size(); ++b)
     MINAS_CUDA_CHECK(cudaMemcpyAsync(model_.buffers()[b].value.data(), buf_[b].get(),
                                      buf_[b].size() * sizeof(float), cudaMemcpyDeviceToHost, s_));
-  MINAS_CUDA_CHECK(cudaStreamSynchronize(s_));
+}
+
+void CudaNetwork::enqueue_gradients_download() {
+  for (size_t p = 0; p < gw_.size(); ++p)
+    MINAS_CUDA_CHECK(cudaMemcpyAsync(model_.params()[p].grad.data(), gw_[p].get(),
+                                     gw_[p].size() * sizeof(float), cudaMemcpyDeviceToHost, s_));
+}
+
+void CudaNetwork::zero_output_gradients() {
+  for (int i = 0; i < g_.size(); ++i)
+    MINAS_CUDA_CHECK(cudaMemsetAsync(dy_[i].get(), 0, count(i) * sizeof(float), s_));
 }
 
 void CudaNetwork::enqueue_resident_step(const DeviceData& data, const DevicePlan& plan,
                                         const int64_t* step, int64_t per_epoch) {
   gather_batch(data, plan, step, per_epoch, n_, y_[0].get(), labels_.get(), s_);
   for (int i = 1; i < g_.size(); ++i) forward(i);
-  for (int i = 0; i < g_.size(); ++i)
-    MINAS_CUDA_CHECK(cudaMemsetAsync(dy_[i].get(), 0, count(i) * sizeof(float), s_));
+  zero_output_gradients();
   const int out = g_.output();
   softmax_xent(y_[out].get(), labels_.get(), n_, g_.layer(out).shape.c, opt_.label_smoothing,
                dy_[out].get(), loss_.get(), correct_.get(), s_);
@@ -139,34 +153,24 @@ StepStats CudaNetwork::train_step(const float* x, const int32_t* y) {
   MINAS_CUDA_CHECK(
       cudaMemcpyAsync(labels_.get(), y, sizeof(int32_t) * n_, cudaMemcpyHostToDevice, s_));
   for (int i = 1; i < g_.size(); ++i) forward(i);
-  MINAS_CUDA_CHECK(cudaMemsetAsync(loss_.get(), 0, sizeof(double), s_));
-  MINAS_CUDA_CHECK(cudaMemsetAsync(correct_.get(), 0, sizeof(unsigned long long), s_));
-  for (int i = 0; i < g_.size(); ++i)
-    MINAS_CUDA_CHECK(cudaMemsetAsync(dy_[i].get(), 0, count(i) * sizeof(float), s_));
+  zero_accumulators();
+  zero_output_gradients();
   const int out = g_.output();
   softmax_xent(y_[out].get(), labels_.get(), n_, g_.layer(out).shape.c, opt_.label_smoothing,
                dy_[out].get(), loss_.get(), correct_.get(), s_);
   for (int i = g_.size() - 1; i >= 1; --i) backward(i);
-  // The gradients and running statistics back into the host model.
-  for (size_t p = 0; p < gw_.size(); ++p)
-    MINAS_CUDA_CHECK(cudaMemcpyAsync(model_.params()[p].grad.data(), gw_[p].get(),
-                                     gw_[p].size() * sizeof(float), cudaMemcpyDeviceToHost, s_));
-  for (size_t b = 0; b < buf_.size(); ++b)
-    MINAS_CUDA_CHECK(cudaMemcpyAsync(model_.buffers()[b].value.data(), buf_[b].get(),
-                                     buf_[b].size() * sizeof(float), cudaMemcpyDeviceToHost, s_));
-  double loss = 0;
-  unsigned long long correct = 0;
-  MINAS_CUDA_CHECK(cudaMemcpyAsync(&loss, loss_.get(), sizeof loss, cudaMemcpyDeviceToHost, s_));
-  MINAS_CUDA_CHECK(
-      cudaMemcpyAsync(&correct, correct_.get(), sizeof correct, cudaMemcpyDeviceToHost, s_));
-  MINAS_CUDA_CHECK(cudaStreamSynchronize(s_));
+  // The gradients and running statistics back into the host model; the
+  // step's loss and correct count (which waits for all of it).
+  enqueue_gradients_download();
+  enqueue_statistics_download();
+  const auto [loss, correct] = accumulators();
   if (opt_.on_layer_gradients)
     for (int i = g_.size() - 1; i >= 1; --i)
       if (has_params(i)) opt_.on_layer_gradients(i);
   ++step_;
   ran_forward_ = true;
   backward_pending_ = false;
-  return {loss / n_, static_cast<int64_t>(correct)};
+  return {loss / n_, correct};
 }
 
 void CudaNetwork::forward(const float* x, float* logits) {
@@ -178,9 +182,7 @@ void CudaNetwork::forward(const float* x, float* logits) {
   const int out = g_.output();
   MINAS_CUDA_CHECK(cudaMemcpyAsync(logits, y_[out].get(), count(out) * sizeof(float),
                                    cudaMemcpyDeviceToHost, s_));
-  for (size_t b = 0; b < buf_.size(); ++b)
-    MINAS_CUDA_CHECK(cudaMemcpyAsync(model_.buffers()[b].value.data(), buf_[b].get(),
-                                     buf_[b].size() * sizeof(float), cudaMemcpyDeviceToHost, s_));
+  enqueue_statistics_download();
   MINAS_CUDA_CHECK(cudaStreamSynchronize(s_));
   ++step_;
   ran_forward_ = backward_pending_ = true;
@@ -196,15 +198,12 @@ void CudaNetwork::backward(const float* dlogits, float* dx) {
   if (half_ && !brain_)
     throw Error("recipe: /precision", "fp16 needs loss scaling: backward() takes fp32 or bf16");
   MINAS_CUDA_CHECK(cudaSetDevice(device_));
-  for (int i = 0; i < g_.size(); ++i)
-    MINAS_CUDA_CHECK(cudaMemsetAsync(dy_[i].get(), 0, count(i) * sizeof(float), s_));
+  zero_output_gradients();
   const int out = g_.output();
   MINAS_CUDA_CHECK(cudaMemcpyAsync(dy_[out].get(), dlogits, count(out) * sizeof(float),
                                    cudaMemcpyHostToDevice, s_));
   for (int i = g_.size() - 1; i >= 1; --i) backward(i);
-  for (size_t p = 0; p < gw_.size(); ++p)
-    MINAS_CUDA_CHECK(cudaMemcpyAsync(model_.params()[p].grad.data(), gw_[p].get(),
-                                     gw_[p].size() * sizeof(float), cudaMemcpyDeviceToHost, s_));
+  enqueue_gradients_download();
   if (dx)
     MINAS_CUDA_CHECK(
         cudaMemcpyAsync(dx, dy_[0].get(), count(0) * sizeof(float), cudaMemcpyDeviceToHost, s_));

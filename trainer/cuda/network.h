@@ -126,6 +126,12 @@ class CudaNetwork final : public Network {
   void upload(const float* x);
   // The model's parameters and running statistics alone, on the stream.
   void enqueue_state_upload();
+  // Back into the host model, on the stream: the running statistics; the
+  // parameters' gradients.
+  void enqueue_statistics_download();
+  void enqueue_gradients_download();
+  // Every layer's output gradient to zero (backward accumulates into them).
+  void zero_output_gradients();
 
   // ---- planning (network.cpp): what layer i needs, by its op; workspace
   // grows to the largest convolution workspace.
