@@ -144,7 +144,7 @@ TEST_CASE("cuda kernels: the momentum update and LARS agree with the CPU's withi
     r.trust_ratio = lars ? lars_trust_ratio(w.data(), g.data(), n, 0.001, 5e-4) : 1.0f;
     std::vector<float> cw = w, cbuf = buf;
     momentum_update(cw.data(), g.data(), cbuf.data(), n, r);
-    Dev<float> gw(w), gg(g), gb(buf), glr(lr), gm(mom), norms(2);
+    Dev<float> gw(w), gg(g), gb(buf), glr(lr), gm(mom), norms(cuda::kNormFloats);
     Dev<int64_t> step(std::vector<int64_t>{2});
     cuda::squared_norms(gw.get(), gg.get(), n, norms.get(), nullptr);
     double ww = 0, gg2 = 0;

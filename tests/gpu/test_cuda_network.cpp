@@ -330,24 +330,40 @@ TEST_CASE("cuda training: two GPUs checkpoint and resume to the weights of a run
   const Space space = Space::load("small:input=1x12x12");
   const std::string key = "16|32|conv_k3|skip|64|conv_k3|skip";
   const LayerGraph graph = space.lower(space.parse_key(key));
+  // Epoch 1's state to resume from; each run's scaler at the end (its clean
+  // steps tell a restored scaler from one that started again: 33 against 22
+  // without an overflow).
   Checkpoint ck;
+  std::vector<float> straight_end, resumed_end;
+  auto keep = [&](std::vector<float>* end) {
+    return [&, end](const nlohmann::json& info, std::span<const TensorView> tensors) {
+      if (info.at("epoch") == 1) {
+        ck.meta = {space.name(), key, info};
+        for (const TensorView& t : tensors)
+          ck.tensors.push_back({t.name, t.shape, {t.data.begin(), t.data.end()}});
+      }
+      if (info.at("epoch") == 3)
+        for (const TensorView& t : tensors)
+          if (t.name == "optimizer.loss_scaler") end->assign(t.data.begin(), t.data.end());
+    };
+  };
   TrainOptions o;
   o.measure_latency = false;
-  o.checkpoint_epochs = {1};
-  o.on_checkpoint = [&](const nlohmann::json& info, std::span<const TensorView> tensors) {
-    ck.meta = {space.name(), key, info};
-    for (const TensorView& t : tensors)
-      ck.tensors.push_back({t.name, t.shape, {t.data.begin(), t.data.end()}});
-  };
+  o.checkpoint_epochs = {1, 3};
+  o.on_checkpoint = keep(&straight_end);
   Model straight(graph, 1);
   train_on_gpus({0, 1}, graph, straight, recipe, d, o, [] { return false; });
   REQUIRE(ck.find("optimizer.loss_scaler") != nullptr);
   TrainOptions r;
   r.measure_latency = false;
   r.resume = &ck;
+  r.checkpoint_epochs = {3};
+  r.on_checkpoint = keep(&resumed_end);
   Model resumed(graph, 5);  // the checkpoint's weights win
   const TrainReport b = train_on_gpus({0, 1}, graph, resumed, recipe, d, r, [] { return false; });
   CHECK(b.epochs.front().epoch == 2);
+  REQUIRE(straight_end.size() == 2);
+  CHECK(resumed_end == straight_end);
   const auto ws = weights(straight), wr = weights(resumed);
   CHECK(max_diff(ws, wr) <= 1e-6 * std::max(1.0, max_abs(ws)));
 }

@@ -77,13 +77,15 @@ __global__ void xent_kernel(const float* logits, const int32_t* labels, int n, i
   if (threadIdx.x == 0 && best == label) atomicAdd(correct, 1ULL);
 }
 
-// One block: each thread's share and the tree that sums them are fixed, so
-// the norms (and the LARS step) come out the same at every run; atomics
-// across blocks would add in arrival order.
-__global__ void norms_kernel(const float* w, const float* g, size_t n, float* norms) {
+// Each of kNormBlocks blocks sums a fixed share of the tensor in a fixed
+// tree into its own pair of partials; one thread then adds the pairs in
+// block order. So the norms (and the LARS step) come out the same at every
+// run; atomics across blocks would add in arrival order.
+__global__ void norms_kernel(const float* w, const float* g, size_t n, float* partials) {
   __shared__ float sw[kThreads], sg[kThreads];
   float a = 0, b = 0;
-  for (size_t i = threadIdx.x; i < n; i += blockDim.x) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
     a += w[i] * w[i];
     b += g[i] * g[i];
   }
@@ -98,9 +100,19 @@ __global__ void norms_kernel(const float* w, const float* g, size_t n, float* no
     __syncthreads();
   }
   if (threadIdx.x == 0) {
-    norms[0] = sw[0];
-    norms[1] = sg[0];
+    partials[2 * blockIdx.x] = sw[0];
+    partials[2 * blockIdx.x + 1] = sg[0];
   }
+}
+
+__global__ void norms_total_kernel(const float* partials, int blocks, float* norms) {
+  float a = 0, b = 0;
+  for (int k = 0; k < blocks; ++k) {
+    a += partials[2 * k];
+    b += partials[2 * k + 1];
+  }
+  norms[0] = a;
+  norms[1] = b;
 }
 
 __global__ void update_kernel(float* w, const float* g, float* buf, size_t n, const float* lr_table,
@@ -181,7 +193,9 @@ void softmax_xent(const float* logits, const int32_t* labels, int n, int k, floa
 }
 
 void squared_norms(const float* w, const float* g, size_t n, float* norms, cudaStream_t stream) {
-  norms_kernel<<<1, kThreads, 0, stream>>>(w, g, n, norms);
+  norms_kernel<<<kNormBlocks, kThreads, 0, stream>>>(w, g, n, norms + 2);
+  MINAS_CUDA_CHECK(cudaGetLastError());
+  norms_total_kernel<<<1, 1, 0, stream>>>(norms + 2, kNormBlocks, norms);
   MINAS_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -62,7 +62,10 @@ struct DeviceRule {
 };
 
 // norms[0] = sum w^2, norms[1] = sum g^2 of one tensor (for LARS), summed
-// in the same order at every call.
+// in the same order at every call; norms has room for kNormFloats floats
+// (the rest holds the blocks' partial sums).
+inline constexpr int kNormBlocks = 64;
+inline constexpr size_t kNormFloats = 2 + 2 * kNormBlocks;
 void squared_norms(const float* w, const float* g, size_t n, float* norms, cudaStream_t stream);
 
 // momentum_update() of one tensor of n elements; nothing when *skip (a

@@ -301,12 +301,19 @@ decltype(Perf::algo) CudaNetwork::pick(const Perf* perf, int found, const char* 
   // Deterministic first: backward ALGO_0 and filter ALGO_3 sum with atomics
   // in whatever order threads arrive, so two runs of one trial (or a replayed
   // graph and eager steps) would drift apart by rounding, step after step.
-  for (int k = 0; k < found; ++k)
-    if (perf[k].status == CUDNN_STATUS_SUCCESS && perf[k].determinism == CUDNN_DETERMINISTIC)
+  // Not at any memory: a deterministic one may ask a far larger workspace
+  // (FFT), and several candidates share a GPU, so its workspace may exceed
+  // the first working algorithm's by kDeterministicSlack at most.
+  int first = -1;
+  for (int k = 0; k < found && first < 0; ++k)
+    if (perf[k].status == CUDNN_STATUS_SUCCESS) first = k;
+  if (first < 0)
+    throw Error("cudnn", std::string("no ") + what + " convolution algorithm for layer " + layer);
+  for (int k = first; k < found; ++k)
+    if (perf[k].status == CUDNN_STATUS_SUCCESS && perf[k].determinism == CUDNN_DETERMINISTIC &&
+        perf[k].memory <= perf[first].memory + kDeterministicSlack)
       return perf[k].algo;
-  for (int k = 0; k < found; ++k)
-    if (perf[k].status == CUDNN_STATUS_SUCCESS) return perf[k].algo;
-  throw Error("cudnn", std::string("no ") + what + " convolution algorithm for layer " + layer);
+  return perf[first].algo;
 }
 
 void CudaNetwork::plan_conv(int i, size_t& workspace) {
@@ -403,7 +410,9 @@ void CudaNetwork::plan_pool(int i) {
   MINAS_CUDNN_CHECK(cudnnCreatePoolingDescriptor(&p));
   pools_[i] = p;
   const Shape s = g_.layer(in(i)).shape;
-  const cudnnPoolingMode_t m = l.op == Op::MaxPool ? CUDNN_POOLING_MAX
+  // Max pooling's deterministic mode: overlapping windows (3x3, stride 1)
+  // would otherwise add their gradients with atomics.
+  const cudnnPoolingMode_t m = l.op == Op::MaxPool ? CUDNN_POOLING_MAX_DETERMINISTIC
                                : l.op == Op::AvgPool && !l.count_include_pad
                                    ? CUDNN_POOLING_AVERAGE_COUNT_EXCLUDE_PADDING
                                    : CUDNN_POOLING_AVERAGE_COUNT_INCLUDE_PADDING;

@@ -142,8 +142,10 @@ class CudaNetwork final : public Network {
   void plan_pool(int i);        // max, average and global average pooling
   void plan_linear(int i);
   void plan_dropout(int i);
-  // The first deterministic algorithm of cuDNN's heuristics that works, else
-  // the first that works.
+  // The first deterministic algorithm of cuDNN's heuristics that works with
+  // at most kDeterministicSlack more workspace than the first that works,
+  // else the first that works.
+  static constexpr size_t kDeterministicSlack = size_t{16} << 20;
   template <class Perf>
   static decltype(Perf::algo) pick(const Perf* perf, int found, const char* what,
                                    const std::string& layer);

@@ -82,7 +82,7 @@ class ResidentEngine final : public StepEngine {
       d.weight_decay = d.l2 + d.decoupled_wd;
       rules_.push_back(d);
       momentum_.push_back(to_device(std::vector<float>(param.size(), 0.0f), s_));
-      norms_.emplace_back(2);
+      norms_.emplace_back(kNormFloats);
     }
     // fp16: dynamic loss scaling on the device (PyTorch's GradScaler: 2^16 to
     // start, halved on an overflow, whose step is skipped, doubled after 2000
@@ -162,7 +162,9 @@ class ResidentEngine final : public StepEngine {
     // The first step runs eagerly even when steps are replayed: cuDNN's and
     // cuBLAS's first calls may set themselves up (load kernels, plan), which
     // is no work to capture. The same kernels in the same order, so the same
-    // step either way.
+    // step either way. The graph is captured right after it, so the first
+    // step carries every one-time cost (a time plan's probe times the steps
+    // after the first).
     if (use_graph_ && warmed_) {
       if (!exec_) capture();
       MINAS_CUDA_CHECK(cudaGraphLaunch(exec_, s_));
@@ -170,6 +172,7 @@ class ResidentEngine final : public StepEngine {
       net_->set_step(step);
       enqueue();
       warmed_ = true;
+      if (use_graph_) capture();
     }
     next_step_ = step + 1;
     ++epoch_steps_;
@@ -272,6 +275,7 @@ class ResidentEngine final : public StepEngine {
     advance_step(step_.get(), s_);
   }
 
+  // Captures one step without running it.
   void capture() {
     MINAS_CUDA_CHECK(cudaStreamSynchronize(s_));
     MINAS_CUDA_CHECK(cudaStreamBeginCapture(s_, cudaStreamCaptureModeThreadLocal));
