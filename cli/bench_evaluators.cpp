@@ -107,6 +107,11 @@ struct EvaluatorsFlags {
   uint64_t seed = 0;
 };
 
+// The --out column of the instruction set oneDNN trained a row's short
+// trainings on (cpu_isa_code(); 0: unrecorded), which --reuse compares.
+constexpr const char* kIsaColumn = "onednn_isa";
+constexpr double kMaxIsaCode = 1u << 30;
+
 // A reduced-fidelity evaluator: a short training with the default recipe
 // (the ground truth's) changed by `recipe`, scored by its validation
 // accuracy on the held-out split (at --seed 0 the table's). Its cost is the
@@ -244,6 +249,13 @@ void report(const Evaluator& e, const std::vector<double>& target, double full_s
 std::optional<ArchTable> read_earlier(const std::string& path, const Space& space) {
   if (path.empty()) return std::nullopt;
   ArchTable t = ArchTable::read(path, space);
+  if (const auto isa = t.find(kIsaColumn))
+    for (size_t row = 0; row < t.size(); ++row) {
+      const double v = t.number(row, *isa);
+      if (v < 0 || v > kMaxIsaCode || v != std::floor(v))
+        throw Error(path, std::string(kIsaColumn) + " of " + t.key(row) + ": " + number_text(v) +
+                              " is not oneDNN's number of an instruction set (0: unrecorded)");
+    }
   for (const Fidelity& fid : fidelity_table()) {
     const auto column = t.find(fid.name);
     if (!column) continue;
@@ -267,12 +279,18 @@ std::optional<ArchTable> read_earlier(const std::string& path, const Space& spac
 
 // Each fidelity's short training of every row, on `threads` CPU threads;
 // with --reuse, the rows the earlier run's CSV scored at that fidelity keep
-// its score and are not trained again.
+// its score and are not trained again, unless it records another
+// instruction set than this machine's (kIsaColumn): trained on another, a
+// score is another draw of the same noise. A row that keeps a score from a
+// run that did not record its set is marked in `unrecorded`.
 void run_fidelities(const EvaluatorsFlags& f, const Space& space, const Table& table,
                     const std::optional<ArchTable>& earlier,
                     const std::vector<const Fidelity*>& fidelities,
-                    const std::vector<double>& target, std::vector<Evaluator>& evals) {
+                    const std::vector<double>& target, std::vector<Evaluator>& evals,
+                    std::vector<bool>& unrecorded) {
   if (fidelities.empty()) return;
+  const unsigned here = cpu_isa_code();
+  const std::optional<size_t> isa_column = earlier ? earlier->find(kIsaColumn) : std::nullopt;
   std::optional<data::TrainTest> data;  // loaded when a row is to be trained
   auto backend = make_cpu_backend(f.threads);
   const size_t n = table.rows.size();
@@ -291,17 +309,33 @@ void run_fidelities(const EvaluatorsFlags& f, const Space& space, const Table& t
     // A row is reused only where the earlier run kept both of its scores.
     const std::optional<size_t> column = earlier ? earlier->find(fid->name) : std::nullopt;
     const std::optional<size_t> tse_column = earlier ? earlier->find(tse.name) : std::nullopt;
+    // Row i's earlier scores and the instruction set they were trained on
+    // (0: unrecorded), where the earlier run kept both.
+    auto earlier_row = [&](size_t i) -> std::optional<std::pair<size_t, unsigned>> {
+      if (!column || !tse_column) return std::nullopt;
+      const auto row = earlier->row_of(table.rows[i].key);
+      if (!row) return std::nullopt;
+      return std::pair{*row, isa_column ? static_cast<unsigned>(earlier->number(*row, *isa_column))
+                                        : 0u};
+    };
+    size_t elsewhere = 0;
+    for (size_t i = 0; i < n; ++i)
+      if (const auto e = earlier_row(i); e && e->second != 0 && e->second != here) ++elsewhere;
+    if (elsewhere > 0)
+      std::fprintf(stderr,
+                   "  %s: %zu architectures to train again: their earlier scores were trained on "
+                   "another instruction set than this machine's (oneDNN %s)\n",
+                   fid->name, elsewhere, cpu_isa().c_str());
     size_t reused = 0;
     const Clock::time_point all = Clock::now();
     for (size_t i = 0; i < n; ++i) {
-      if (column && tse_column) {
-        if (const auto row = earlier->row_of(table.rows[i].key)) {
-          ev.score[i] = earlier->number(*row, *column);  // checked by read_earlier
-          tse.score[i] = earlier->number(*row, *tse_column);
-          ev.seconds[i] = tse.seconds[i] = std::numeric_limits<double>::quiet_NaN();
-          ++reused;
-          continue;
-        }
+      if (const auto e = earlier_row(i); e && (e->second == 0 || e->second == here)) {
+        ev.score[i] = earlier->number(e->first, *column);  // checked by read_earlier
+        tse.score[i] = earlier->number(e->first, *tse_column);
+        ev.seconds[i] = tse.seconds[i] = std::numeric_limits<double>::quiet_NaN();
+        if (e->second == 0) unrecorded[i] = true;
+        ++reused;
+        continue;
       }
       if (!data) data = data::load_dataset(f.data);
       const Clock::time_point t0 = Clock::now();
@@ -475,7 +509,8 @@ void run_evaluators(const EvaluatorsFlags& f) {
   // another machine's --out match this one's only where it is the same.
   std::fprintf(stderr, "training %zu architectures at %zu reduced fidelities (oneDNN %s)...\n", n,
                fidelities.size(), cpu_isa().c_str());
-  run_fidelities(f, space, table, earlier, fidelities, target, evals);
+  std::vector<bool> unrecorded(n, false);
+  run_fidelities(f, space, table, earlier, fidelities, target, evals, unrecorded);
   add_combinations(f, evals);
   double full_s = 0;
   if (table.has_short) {
@@ -497,12 +532,17 @@ void run_evaluators(const EvaluatorsFlags& f) {
     for (const Evaluator& e : evals)
       if (e.cost_note.rfind("  (table", 0) != 0 && e.cost_note != "  (rank sum)")
         cols.push_back(&e);
+    // With trainings, each row's instruction set: this machine's, or 0 where
+    // a score was kept from a run that did not record its own.
+    const bool trained = !fidelities.empty();
     std::string csv = "arch";
     for (const Evaluator* e : cols) csv += "," + e->name;
+    if (trained) csv += std::string(",") + kIsaColumn;
     csv += "\n";
     for (size_t i = 0; i < n; ++i) {
       csv += table.rows[i].key;
       for (const Evaluator* e : cols) csv += "," + number_text(e->score[i]);
+      if (trained) csv += "," + std::to_string(unrecorded[i] ? 0u : cpu_isa_code());
       csv += "\n";
     }
     pipeline::write_file_atomically(f.out, csv);

@@ -98,5 +98,8 @@ std::unique_ptr<Backend> make_cpu_backend(int threads);
 // sets differ ends a few rounding steps apart, and its accuracy by tenths
 // of a point; with one set, it repeats to the last digit.
 std::string cpu_isa();
+// The same set as oneDNN numbers it (dnnl_cpu_isa_t, never 0), for files
+// that record which set a training ran on.
+unsigned cpu_isa_code();
 
 }  // namespace minas

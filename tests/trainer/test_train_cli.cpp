@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include "tests/support.h"
+#include "trainer/network.h"
 
 #include <cstdlib>
 #include <filesystem>
@@ -99,12 +100,42 @@ TEST_CASE("bench evaluators --reuse: an earlier run's reduced-fidelity scores ar
   }
   std::ifstream in(out);
   const std::string csv((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  // Each row's own params (the proxy, computed), and the reused scores.
-  CHECK(csv.rfind("arch,params,ep0.125,ep0.125-tse\n16|32|conv_k3|skip|64|conv_k3|skip,24058,0.6,-1.3\n", 0) == 0);
+  // Each row's own params (the proxy, computed), the reused scores, and 0 for
+  // the instruction set they were trained on: the earlier run did not say.
+  CHECK(csv.rfind("arch,params,ep0.125,ep0.125-tse,onednn_isa\n"
+                  "16|32|conv_k3|skip|64|conv_k3|skip,24058,0.6,-1.3,0\n",
+                  0) == 0);
   CHECK(minas::test::contains(csv, "\n16|32|conv_k5|skip|64|conv_k3|skip,"));
-  CHECK(minas::test::contains(csv, ",0.7,-1.1\n32|64|conv_k3|skip|64|conv_k3|skip,"));
-  REQUIRE(csv.size() > 10);
-  CHECK(csv.substr(csv.size() - 10) == ",0.8,-0.9\n");
+  CHECK(minas::test::contains(csv, ",0.7,-1.1,0\n32|64|conv_k3|skip|64|conv_k3|skip,"));
+  REQUIRE(csv.size() > 12);
+  CHECK(csv.substr(csv.size() - 12) == ",0.8,-0.9,0\n");
+
+  // Scores that say they were trained on this machine's instruction set are
+  // reused and keep saying so; on another set they are trained again (and
+  // the empty folder is refused).
+  const unsigned here = minas::cpu_isa_code();
+  for (const unsigned isa : {here, here == 1 ? 3u : 1u}) {
+    CAPTURE(isa);
+    const std::string tagged = (dir / "tagged.csv").string();
+    const std::string tag = "," + std::to_string(isa) + "\n";
+    std::ofstream(tagged) << "arch,ep0.125,ep0.125-tse,onednn_isa\n"
+                          << "16|32|conv_k3|skip|64|conv_k3|skip,0.6,-1.3" << tag
+                          << "16|32|conv_k5|skip|64|conv_k3|skip,0.7,-1.1" << tag
+                          << "32|64|conv_k3|skip|64|conv_k3|skip,0.8,-0.9" << tag;
+    const Run again = run(common + " --reuse " + tagged + " --out " + out);
+    if (isa == here) {
+      CHECK(again.status == 0);
+      CHECK(minas::test::contains(again.out, "3 scores reused"));
+      std::ifstream tagged_out(out);
+      const std::string written((std::istreambuf_iterator<char>(tagged_out)),
+                                std::istreambuf_iterator<char>());
+      CHECK(minas::test::contains(written, ",0.8,-0.9," + std::to_string(here) + "\n"));
+    } else {
+      CHECK(again.status != 0);
+      CHECK(minas::test::contains(again.out, "trained on another instruction set"));
+      CHECK(minas::test::contains(again.out, "in this folder"));
+    }
+  }
 
   // An earlier run without the training loss column (before NAME-tse) is not
   // reused: its rows are trained again, and the empty folder is refused.
@@ -129,6 +160,10 @@ TEST_CASE("bench evaluators --reuse: an earlier run's reduced-fidelity scores ar
     CHECK(minas::test::contains(refused.out, expect));
     CHECK_FALSE(minas::test::contains(refused.out, "scoring"));
   };
+  refuses("isa.csv",
+          "arch,ep0.125,ep0.125-tse,onednn_isa\n16|32|conv_k3|skip|64|conv_k3|skip,0.6,-1.3,2.5\n",
+          "isa.csv: onednn_isa of 16|32|conv_k3|skip|64|conv_k3|skip: 2.5 is not oneDNN's number of "
+          "an instruction set");
   refuses("bad.csv", "arch,ep0.125\n16|32|conv_k3|skip|64|conv_k3|skip,1.5\n",
           "bad.csv: ep0.125 of 16|32|conv_k3|skip|64|conv_k3|skip: 1.5 is not an accuracy in [0, 1]");
   refuses("positive.csv",
@@ -173,16 +208,19 @@ TEST_CASE("bench evaluators: a short training gives its validation accuracy and 
   std::ifstream in(out);
   std::string header, row;
   REQUIRE(std::getline(in, header));
-  CHECK(header == "arch,ep0.125,ep0.125-tse");
+  CHECK(header == "arch,ep0.125,ep0.125-tse,onednn_isa");
   int rows = 0;
   while (std::getline(in, row)) {
     ++rows;
     CAPTURE(row);
-    const size_t a = row.find(','), b = row.rfind(',');
+    // arch,acc,tse,isa: trained here, on this machine's instruction set.
+    const size_t a = row.find(','), c = row.rfind(','), b = row.rfind(',', c - 1);
     REQUIRE(a != std::string::npos);
     REQUIRE(b > a);
+    REQUIRE(c > b);
     const double acc = std::stod(row.substr(a + 1, b - a - 1));
-    const double tse = std::stod(row.substr(b + 1));
+    const double tse = std::stod(row.substr(b + 1, c - b - 1));
+    CHECK(row.substr(c + 1) == std::to_string(minas::cpu_isa_code()));
     CHECK(acc > 0.2);  // an eighth of an epoch learns: chance is 0.1
     CHECK(acc <= 1.0);
     // Minus the mean cross-entropy (label smoothing 0.1) over the run's steps:

@@ -1165,6 +1165,10 @@ std::unique_ptr<Backend> make_cpu_backend(int threads) {
   return std::make_unique<cpu::CpuBackend>(threads);
 }
 
+unsigned cpu_isa_code() {
+  return static_cast<unsigned>(dnnl::get_effective_cpu_isa());
+}
+
 std::string cpu_isa() {
   switch (dnnl::get_effective_cpu_isa()) {
     case dnnl::cpu_isa::sse41:
